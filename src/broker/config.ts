@@ -1,0 +1,224 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { UserError } from '../lib/errors.js';
+import { parseDuration } from '../lib/duration.js';
+
+/**
+ * The broker's configuration file. Every field is validated here; an error names the field's path.
+ * Secrets (backend credentials) are resolved once at load time into `Secret` values whose JSON and
+ * inspect forms are redacted, so they cannot leak through the API or a log line by accident.
+ */
+
+export class Secret {
+  readonly #value: string;
+  constructor(value: string) {
+    this.#value = value;
+  }
+  reveal(): string {
+    return this.#value;
+  }
+  toJSON(): string {
+    return '[redacted]';
+  }
+  toString(): string {
+    return '[redacted]';
+  }
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return 'Secret([redacted])';
+  }
+}
+
+const duration = z
+  .union([z.string(), z.number()])
+  .transform((v, ctx) => {
+    try {
+      return parseDuration(v);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      return z.NEVER;
+    }
+  });
+
+const secretSource = z.union([
+  z.object({ env: z.string().min(1) }).strict(),
+  z.object({ file: z.string().min(1) }).strict(),
+  z.object({ value: z.string() }).strict(),
+]);
+
+const name = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'use lower-case letters, digits, ".", "_" or "-"');
+
+const accessSchema = z
+  .object({
+    groups: z.array(z.string().min(1)).default([]),
+    clientIds: z.array(z.string().min(1)).default([]),
+    subjects: z.array(z.string().min(1)).default([]),
+  })
+  .strict();
+
+const postgresConnection = z
+  .object({
+    name,
+    type: z.literal('postgres'),
+    description: z.string().optional(),
+    target: z
+      .object({
+        host: z.string().min(1),
+        port: z.number().int().min(1).max(65535).default(5432),
+        database: z.string().min(1),
+        sslmode: z.enum(['disable', 'prefer', 'require', 'verify-ca', 'verify-full']).default('prefer'),
+        sslrootcert: z.string().optional(),
+        connectTimeout: duration.default(10_000),
+      })
+      .strict(),
+    credentials: z.object({ user: z.string().min(1), password: secretSource.optional() }).strict(),
+    access: accessSchema,
+  })
+  .strict();
+
+const issuerSchema = z
+  .object({
+    issuer: z.url(),
+    audience: z.string().min(1),
+    /** Public client hoopctl uses for the device flow against this issuer. */
+    clientId: z.string().min(1).optional(),
+    scopes: z.array(z.string()).default(['openid', 'offline_access']),
+    algorithms: z
+      .array(z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']))
+      .min(1)
+      .default(['RS256', 'PS256', 'ES256', 'EdDSA']),
+    maxTokenLifetime: duration.default(3_600_000),
+    clockTolerance: duration.default(30_000),
+    groupsClaim: z.string().default('groups'),
+    /** Overrides discovery for the JWKS location (discovery is used when absent). */
+    jwksUri: z.url().optional(),
+  })
+  .strict();
+
+export const brokerConfigSchema = z
+  .object({
+    server: z
+      .object({
+        listen: z.string().regex(/^[^\s:]+:\d+$|^\[[0-9a-fA-F:]+\]:\d+$/, 'expected host:port').default('127.0.0.1:8080'),
+        publicUrl: z.url().optional(),
+        tls: z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict().optional(),
+        /** Plain HTTP on a non-loopback address sends tokens in clear; refused unless forced. */
+        allowInsecureHttp: z.boolean().default(false),
+      })
+      .strict()
+      .default({ listen: '127.0.0.1:8080', allowInsecureHttp: false }),
+    store: z
+      .object({ type: z.literal('sqlite').default('sqlite'), path: z.string().default('hoopctl-broker.db') })
+      .strict()
+      .default({ type: 'sqlite', path: 'hoopctl-broker.db' }),
+    auth: z.object({ issuers: z.array(issuerSchema).min(1) }).strict(),
+    /** Groups that may list and replay every session; others see their own. */
+    audit: z.object({ groups: z.array(z.string()).default([]) }).strict().default({ groups: [] }),
+    logging: z
+      .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      .strict()
+      .default({ level: 'info' }),
+    connections: z.array(z.discriminatedUnion('type', [postgresConnection])).default([]),
+  })
+  .strict()
+  .superRefine((cfg, ctx) => {
+    const seen = new Set<string>();
+    cfg.connections.forEach((c, i) => {
+      if (seen.has(c.name)) ctx.addIssue({ code: 'custom', path: ['connections', i, 'name'], message: `duplicate connection name "${c.name}"` });
+      seen.add(c.name);
+    });
+  });
+
+type RawConfig = z.infer<typeof brokerConfigSchema>;
+type RawPostgresConnection = Extract<RawConfig['connections'][number], { type: 'postgres' }>;
+
+export type IssuerConfig = RawConfig['auth']['issuers'][number];
+export type AccessConfig = z.infer<typeof accessSchema>;
+export interface PostgresConnection extends Omit<RawPostgresConnection, 'credentials'> {
+  credentials: { user: string; password?: Secret };
+}
+export type Connection = PostgresConnection;
+export interface BrokerConfig extends Omit<RawConfig, 'connections'> {
+  connections: Connection[];
+  /** Directory the config file was read from; relative paths resolve against it. */
+  baseDir: string;
+}
+
+/** Formats zod issues as `path.to.field: message` lines. */
+function formatIssues(error: z.ZodError): string {
+  return error.issues
+    .map((i) => {
+      const path = i.path.reduce<string>(
+        (acc, p) => (typeof p === 'number' ? `${acc}[${p}]` : acc ? `${acc}.${String(p)}` : String(p)),
+        '',
+      );
+      return `  ${path || '(root)'}: ${i.message}`;
+    })
+    .join('\n');
+}
+
+export function resolveSecret(source: z.infer<typeof secretSource>, field: string, env: NodeJS.ProcessEnv, baseDir: string): Secret {
+  if ('value' in source) return new Secret(source.value);
+  if ('env' in source) {
+    const v = env[source.env];
+    if (v === undefined) throw new UserError(`invalid broker config:\n  ${field}: environment variable ${source.env} is not set`, { code: 'CONFIG_INVALID' });
+    return new Secret(v);
+  }
+  const path = source.file.startsWith('/') ? source.file : `${baseDir}/${source.file}`;
+  try {
+    return new Secret(readFileSync(path, 'utf8').replace(/\r?\n$/, ''));
+  } catch (e) {
+    throw new UserError(`invalid broker config:\n  ${field}: cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? e}`, { code: 'CONFIG_INVALID' });
+  }
+}
+
+export function parseBrokerConfig(input: unknown, options: { env?: NodeJS.ProcessEnv; baseDir?: string } = {}): BrokerConfig {
+  const env = options.env ?? process.env;
+  const baseDir = options.baseDir ?? process.cwd();
+  const result = brokerConfigSchema.safeParse(input ?? {});
+  if (!result.success) {
+    throw new UserError(`invalid broker config:\n${formatIssues(result.error)}`, { code: 'CONFIG_INVALID' });
+  }
+  const raw = result.data;
+  const connections: Connection[] = raw.connections.map((c, i) => ({
+    ...c,
+    credentials: {
+      user: c.credentials.user,
+      password: c.credentials.password ? resolveSecret(c.credentials.password, `connections[${i}].credentials.password`, env, baseDir) : undefined,
+    },
+  }));
+  const [host] = splitHostPort(raw.server.listen);
+  if (!raw.server.tls && !raw.server.allowInsecureHttp && !isLoopback(host)) {
+    throw new UserError(
+      `invalid broker config:\n  server.listen: plain HTTP on non-loopback address ${host} would send tokens in clear; configure server.tls or set server.allowInsecureHttp: true`,
+      { code: 'CONFIG_INVALID' },
+    );
+  }
+  return { ...raw, connections, baseDir };
+}
+
+export function loadBrokerConfig(path: string, env: NodeJS.ProcessEnv = process.env): BrokerConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new UserError(`cannot read broker config ${path}: ${(e as NodeJS.ErrnoException).code ?? e}`, { code: 'CONFIG_UNREADABLE' });
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (e) {
+    throw new UserError(`broker config ${path} is not valid YAML: ${(e as Error).message}`, { code: 'CONFIG_INVALID' });
+  }
+  const dir = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) || '/' : process.cwd();
+  return parseBrokerConfig(doc, { env, baseDir: dir.startsWith('/') ? dir : `${process.cwd()}/${dir}` });
+}
+
+export function splitHostPort(listen: string): [string, number] {
+  const i = listen.lastIndexOf(':');
+  return [listen.slice(0, i).replace(/^\[|\]$/g, ''), Number(listen.slice(i + 1))];
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
+}

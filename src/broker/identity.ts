@@ -1,0 +1,14 @@
+/** Who is on the other end of a tunnel, as proven by a verified access token. */
+export interface Identity {
+  issuer: string;
+  subject: string;
+  /** A human (device flow) or a service account / CI job (client credentials, platform token). */
+  kind: 'human' | 'service';
+  /** OAuth client the token was issued to (RFC 9068 `client_id`, or `azp`). */
+  clientId?: string;
+  /** Display name: email, preferred_username or the subject. */
+  name: string;
+  groups: string[];
+  /** Token expiry, ms since epoch. */
+  expiresAt: number;
+}

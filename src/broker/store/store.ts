@@ -1,0 +1,52 @@
+import type { Identity } from '../identity.js';
+
+/**
+ * Persistence for sessions and their hash-chained event streams. SQLite is the embedded default;
+ * a PostgreSQL implementation shares this interface so several broker replicas can share the load.
+ * Writes resolve only once the row is durable in the store (the recorder awaits them before an action
+ * is forwarded).
+ */
+export interface SessionRow {
+  id: string;
+  connection: string;
+  connectionType: string;
+  identity: Identity;
+  clientAddr: string;
+  /** open while running; closed after a clean end; refused when access was denied; failed on error. */
+  status: 'open' | 'closed' | 'refused' | 'failed';
+  startedAt: number;
+  endedAt?: number;
+  statementCount: number;
+  errorCount: number;
+}
+
+export interface StoredEvent {
+  /** Stream: a session id, or "audit" for events outside any session (token rejections). */
+  stream: string;
+  seq: number;
+  at: number;
+  type: string;
+  data: Record<string, unknown>;
+  prevHash: string;
+  hash: string;
+}
+
+export interface SessionFilter {
+  subject?: string;
+  connection?: string;
+  limit?: number;
+}
+
+export interface Store {
+  createSession(row: SessionRow): Promise<void>;
+  updateSession(id: string, patch: Partial<Pick<SessionRow, 'status' | 'endedAt' | 'statementCount' | 'errorCount'>>): Promise<void>;
+  getSession(id: string): Promise<SessionRow | undefined>;
+  listSessions(filter?: SessionFilter): Promise<SessionRow[]>;
+  appendEvent(event: StoredEvent): Promise<void>;
+  /** The last event of a stream, to continue its chain after a restart. */
+  lastEvent(stream: string): Promise<StoredEvent | undefined>;
+  listEvents(stream: string, options?: { afterSeq?: number; limit?: number }): Promise<StoredEvent[]>;
+  /** Sessions left "open" by a broker that stopped; marks them failed. Returns how many. */
+  closeAbandonedSessions(at: number): Promise<number>;
+  close(): Promise<void>;
+}

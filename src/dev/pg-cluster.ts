@@ -1,0 +1,111 @@
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, rmSync, chmodSync, existsSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort } from '../lib/net.js';
+
+/**
+ * A throwaway PostgreSQL cluster from the local server binaries: initdb into a temp dir, start on a free
+ * loopback port with its socket under /tmp. Used by the demo, the tests and the benchmarks.
+ * initdb refuses to run as root, so as root the cluster runs as the `postgres` user.
+ */
+export interface PgCluster {
+  host: string;
+  port: number;
+  superuser: string;
+  password: string;
+  dataDir: string;
+  socketDir: string;
+  binDir: string;
+  /** A libpq URL for the superuser to a database (direct, not through the broker). */
+  url(database?: string): string;
+  psqlEnv(): NodeJS.ProcessEnv;
+  stop(): Promise<void>;
+}
+
+export interface PgClusterOptions {
+  auth?: 'scram-sha-256' | 'md5' | 'trust';
+  superuser?: string;
+  password?: string;
+  port?: number;
+  settings?: Record<string, string>;
+}
+
+export function findPgBinDir(): string {
+  const candidates = [process.env.PG_BIN_DIR, '/usr/lib/postgresql/17/bin', '/usr/lib/postgresql/16/bin', '/usr/lib/postgresql/15/bin'];
+  if (existsSync('/usr/lib/postgresql')) {
+    for (const v of readdirSync('/usr/lib/postgresql').sort().reverse()) candidates.push(`/usr/lib/postgresql/${v}/bin`);
+  }
+  for (const c of candidates) if (c && existsSync(join(c, 'initdb'))) return c;
+  throw new Error('PostgreSQL server binaries not found: install them (apt-get install -y postgresql) or set PG_BIN_DIR');
+}
+
+const isRoot = () => typeof process.getuid === 'function' && process.getuid() === 0;
+
+function asPgUser(cmd: string, args: string[]): [string, string[]] {
+  return isRoot() ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] : [cmd, args];
+}
+
+export async function startPgCluster(options: PgClusterOptions = {}): Promise<PgCluster> {
+  const binDir = findPgBinDir();
+  const auth = options.auth ?? 'scram-sha-256';
+  const superuser = options.superuser ?? 'postgres';
+  const password = options.password ?? `pw-${Math.random().toString(36).slice(2)}${Date.now().toString(36)}`;
+  const base = mkdtempSync(join(tmpdir(), 'hoop-pg-'));
+  const dataDir = join(base, 'data');
+  const socketDir = base;
+  const pwfile = join(base, 'pwfile');
+  writeFileSync(pwfile, password + '\n');
+  if (isRoot()) {
+    execFileSync('chown', ['-R', 'postgres:postgres', base]);
+  }
+  chmodSync(base, 0o755);
+  const [cmd, args] = asPgUser(join(binDir, 'initdb'), [
+    '-D', dataDir, '-U', superuser, `--auth=${auth}`, `--pwfile=${pwfile}`, '-E', 'UTF8', '--locale=C', '--no-sync',
+  ]);
+  execFileSync(cmd, args, { stdio: 'pipe' });
+  rmSync(pwfile, { force: true });
+  const port = options.port ?? (await freePort());
+  const settings: Record<string, string> = {
+    listen_addresses: '127.0.0.1',
+    port: String(port),
+    unix_socket_directories: socketDir,
+    fsync: 'off',
+    synchronous_commit: 'off',
+    full_page_writes: 'off',
+    max_connections: '200',
+    ...options.settings,
+  };
+  const postgresArgs = Object.entries(settings).flatMap(([k, v]) => ['-c', `${k}=${v}`]);
+  const [pcmd, pargs] = asPgUser(join(binDir, 'pg_ctl'), [
+    '-D', dataDir, '-l', join(base, 'server.log'), '-w', '-t', '30', '-o', postgresArgs.map(shellQuote).join(' '), 'start',
+  ]);
+  await run(pcmd, pargs);
+  const host = '127.0.0.1';
+  return {
+    host, port, superuser, password, dataDir, socketDir, binDir,
+    url: (database = 'postgres') =>
+      `postgresql://${encodeURIComponent(superuser)}:${encodeURIComponent(password)}@${host}:${port}/${database}`,
+    psqlEnv: () => ({ PGHOST: host, PGPORT: String(port), PGUSER: superuser, PGPASSWORD: password, PGDATABASE: 'postgres' }),
+    async stop() {
+      const [scmd, sargs] = asPgUser(join(binDir, 'pg_ctl'), ['-D', dataDir, '-m', 'immediate', '-w', 'stop']);
+      await run(scmd, sargs).catch(() => undefined);
+      rmSync(base, { recursive: true, force: true });
+    },
+  };
+}
+
+function shellQuote(s: string): string {
+  return /^[\w.,:/=-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+function run(cmd: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${out}`))));
+  });
+}
