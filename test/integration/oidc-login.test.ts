@@ -1,0 +1,158 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { clientCredentialsLogin, deviceLogin, refreshTokenSet, type DevicePrompt } from '../../src/auth/oidc.js';
+import { startDevIssuer, type DevIssuer } from '../../src/dev/oidc-issuer.js';
+import { HoopError } from '../../src/lib/errors.js';
+import { freePort } from '../../src/lib/net.js';
+import { completeDeviceLogin } from '../support/device-user.js';
+
+const AUDIENCE = 'https://broker.hoopctl.test';
+
+describe('OIDC login against a real oidc-provider', () => {
+  let issuer: DevIssuer;
+
+  beforeAll(async () => {
+    issuer = await startDevIssuer({
+      audience: AUDIENCE,
+      users: { alice: { groups: ['dba', 'dev'], email: 'alice@example.test' } },
+      defaultGroups: ['everyone'],
+      serviceClients: [{ clientId: 'ci-reporting', clientSecret: 'ci-secret-value', groups: ['ci-reporting'] }],
+    });
+  });
+  afterAll(async () => {
+    await issuer?.stop();
+  });
+
+  it('completes the device flow, then refreshes the access token', async () => {
+    let prompt: DevicePrompt | undefined;
+    let userDone: Promise<void> | undefined;
+    const tokens = await deviceLogin({
+      issuer: issuer.issuer,
+      clientId: issuer.cliClientId,
+      scopes: ['openid', 'offline_access', 'email'],
+      pollIntervalSeconds: 1,
+      onPrompt: (p) => {
+        prompt = p;
+        userDone = completeDeviceLogin(p.verificationUriComplete!, 'alice');
+      },
+    });
+    await userDone;
+
+    expect(prompt?.userCode).toMatch(/^[A-Z]{4}-[A-Z]{4}$/);
+    expect(prompt?.verificationUri).toBe(`${issuer.issuer}/device`);
+    expect(decodeProtectedHeader(tokens.accessToken)).toMatchObject({ typ: 'at+jwt', alg: 'RS256', kid: issuer.kid });
+    const claims = decodeJwt(tokens.accessToken);
+    expect(claims).toMatchObject({
+      iss: issuer.issuer,
+      aud: AUDIENCE,
+      sub: 'alice',
+      client_id: 'hoopctl-cli',
+      groups: ['dba', 'dev'],
+      email: 'alice@example.test',
+    });
+    expect(tokens.refreshToken).toBeTruthy();
+    expect(tokens.idToken).toBeTruthy();
+    expect(tokens.expiresAt).toBeGreaterThan(Date.now() + 800_000);
+
+    const refreshed = await refreshTokenSet({ issuer: issuer.issuer, clientId: issuer.cliClientId, refreshToken: tokens.refreshToken! });
+    expect(refreshed.accessToken).not.toBe(tokens.accessToken);
+    expect(refreshed.refreshToken).toBeTruthy();
+    expect(decodeJwt(refreshed.accessToken)).toMatchObject({ aud: AUDIENCE, sub: 'alice', groups: ['dba', 'dev'] });
+  });
+
+  it('gives an unknown login the default groups', async () => {
+    let userDone: Promise<void> | undefined;
+    const tokens = await deviceLogin({
+      issuer: issuer.issuer,
+      clientId: issuer.cliClientId,
+      scopes: ['openid', 'offline_access'],
+      pollIntervalSeconds: 1,
+      onPrompt: (p) => {
+        userDone = completeDeviceLogin(p.verificationUriComplete!, 'bob');
+      },
+    });
+    await userDone;
+    const claims = decodeJwt(tokens.accessToken);
+    expect(claims).toMatchObject({ sub: 'bob', aud: AUDIENCE, groups: ['everyone'] });
+    expect(claims.email).toBeUndefined();
+  });
+
+  it('reports a sign-in the user aborted as LOGIN_DENIED', async () => {
+    const login = deviceLogin({
+      issuer: issuer.issuer,
+      clientId: issuer.cliClientId,
+      scopes: ['openid'],
+      pollIntervalSeconds: 1,
+      onPrompt: (p) => {
+        void abortDeviceLogin(p.verificationUriComplete!);
+      },
+    });
+    await expect(login).rejects.toMatchObject({ code: 'LOGIN_DENIED', message: expect.stringMatching(/denied/) });
+  });
+
+  it('stops polling when the caller aborts', async () => {
+    const controller = new AbortController();
+    const login = deviceLogin({
+      issuer: issuer.issuer,
+      clientId: issuer.cliClientId,
+      scopes: ['openid'],
+      pollIntervalSeconds: 1,
+      signal: controller.signal,
+      onPrompt: () => setTimeout(() => controller.abort(), 300),
+    });
+    await expect(login).rejects.toMatchObject({ code: 'LOGIN_CANCELLED' });
+  });
+
+  it('logs a service client in with client credentials', async () => {
+    const tokens = await clientCredentialsLogin({ issuer: issuer.issuer, clientId: 'ci-reporting', clientSecret: 'ci-secret-value' });
+    expect(tokens.refreshToken).toBeUndefined();
+    expect(decodeProtectedHeader(tokens.accessToken).typ).toBe('at+jwt');
+    expect(decodeJwt(tokens.accessToken)).toMatchObject({
+      iss: issuer.issuer,
+      aud: AUDIENCE,
+      sub: 'ci-reporting',
+      client_id: 'ci-reporting',
+      groups: ['ci-reporting'],
+    });
+  });
+
+  it('rejects a wrong client secret with CLIENT_AUTH_FAILED', async () => {
+    const err = await clientCredentialsLogin({ issuer: issuer.issuer, clientId: 'ci-reporting', clientSecret: 'wrong' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(HoopError);
+    expect(err).toMatchObject({ code: 'CLIENT_AUTH_FAILED', message: expect.stringContaining('ci-reporting') });
+    expect((err as Error).message).not.toContain('wrong');
+  });
+
+  it('reports an issuer that is not listening as ISSUER_UNREACHABLE', async () => {
+    const port = await freePort();
+    await expect(
+      clientCredentialsLogin({ issuer: `http://127.0.0.1:${port}`, clientId: 'x', clientSecret: 'y' }),
+    ).rejects.toMatchObject({ code: 'ISSUER_UNREACHABLE', message: expect.stringContaining(`127.0.0.1:${port}`) });
+  });
+
+  it('refuses a plain-http issuer that is not on loopback', async () => {
+    await expect(
+      refreshTokenSet({ issuer: 'http://idp.example.test', clientId: 'x', refreshToken: 'r' }),
+    ).rejects.toMatchObject({ code: 'ISSUER_INSECURE' });
+  });
+
+  it('reports an unknown refresh token as REFRESH_FAILED', async () => {
+    await expect(
+      refreshTokenSet({ issuer: issuer.issuer, clientId: issuer.cliClientId, refreshToken: 'not-a-refresh-token' }),
+    ).rejects.toMatchObject({ code: 'REFRESH_FAILED', hint: expect.stringContaining('hoopctl login') });
+  });
+});
+
+/** Opens the user code page and presses "Abort" on the confirmation form. */
+async function abortDeviceLogin(verificationUriComplete: string): Promise<void> {
+  const first = await fetch(verificationUriComplete);
+  const cookie = first.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+  const html = await first.text();
+  const fields = Object.fromEntries([...html.matchAll(/name="([^"]+)" value="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+  const action = /action="([^"]+)"/.exec(html)![1];
+  await fetch(action, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', cookie },
+    body: new URLSearchParams({ xsrf: fields.xsrf, user_code: fields.user_code, abort: 'yes' }).toString(),
+  });
+}
