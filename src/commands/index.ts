@@ -1,6 +1,12 @@
 import type { Command } from 'commander';
+import { register as broker } from './broker.js';
+import { register as login } from './login.js';
+import { register as connect } from './connect.js';
+import { register as exec } from './exec.js';
+import { register as sessions } from './sessions.js';
+import { register as demo } from './demo.js';
 
 /** Each command file exports `register(program)`; this is the only list of them. */
 export function registerCommands(program: Command): void {
-  void program;
+  for (const register of [login, connect, exec, sessions, broker, demo]) register(program);
 }

@@ -1,0 +1,25 @@
+#!/usr/bin/env node
+// Makes sure what the tests drive for real is on this machine: PostgreSQL server binaries, psql and pgbench.
+// As root it installs missing Debian packages; otherwise it prints the exact command and fails.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+
+const have = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+const pgServer = () =>
+  (process.env.PG_BIN_DIR && existsSync(`${process.env.PG_BIN_DIR}/initdb`)) ||
+  (existsSync('/usr/lib/postgresql') && readdirSync('/usr/lib/postgresql').some((v) => existsSync(`/usr/lib/postgresql/${v}/bin/initdb`)));
+
+const missing = [];
+if (!pgServer()) missing.push('postgresql');
+if (!have('psql') || !have('pgbench')) missing.push('postgresql-client');
+if (!have('runuser')) missing.push('util-linux');
+
+if (missing.length === 0) process.exit(0);
+const isRoot = process.getuid?.() === 0;
+if (!isRoot) {
+  console.error(`The tests need Debian packages that are missing: ${missing.join(' ')}\nInstall them with:\n  sudo apt-get update && sudo apt-get install -y ${missing.join(' ')}`);
+  process.exit(1);
+}
+console.error(`installing ${missing.join(' ')} for the tests…`);
+execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit' });
+execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });

@@ -1,0 +1,217 @@
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { readFileSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
+import type { AddressInfo } from 'node:net';
+import { pino, type Logger } from 'pino';
+import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
+import type { BrokerConfig, Connection } from './config.js';
+import { splitHostPort } from './config.js';
+import type { Identity } from './identity.js';
+import type { Store } from './store/store.js';
+import { SqliteStore } from './store/sqlite-store.js';
+import { SessionService, AUDIT_STREAM } from './session-service.js';
+import { createTokenVerifier } from './auth/verify-token.js';
+import { decideAccess } from '../policy/access.js';
+import { HoopError, errorMessage } from '../lib/errors.js';
+import { bearerToken, clientAddress, errors, sendError, sendJson } from './http-util.js';
+import { proxyPostgresSession } from './protocols/postgres/proxy.js';
+import { CancelRegistry } from './protocols/postgres/cancel-registry.js';
+
+export interface RunningBroker {
+  url: string;
+  store: Store;
+  close(): Promise<void>;
+}
+
+export interface BrokerDeps {
+  logger?: Logger;
+  store?: Store;
+}
+
+const TUNNEL_PATH = /^\/api\/v1\/tunnel\/([a-z0-9][a-z0-9._-]{0,62})$/;
+
+/** The composition root: wires config, store, identity, sessions and protocol proxies behind one port. */
+export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): Promise<RunningBroker> {
+  const logger = deps.logger ?? pino({ level: config.logging.level, base: { service: 'hoopctl-broker' } }, pino.destination(2));
+  const storePath = config.store.path.startsWith('/') || config.store.path === ':memory:' ? config.store.path : `${config.baseDir}/${config.store.path}`;
+  const store = deps.store ?? new SqliteStore(storePath);
+  const abandoned = await store.closeAbandonedSessions(Date.now());
+  if (abandoned > 0) logger.warn({ sessions: abandoned }, 'marked sessions left open by a previous broker run as failed');
+  const sessions = await SessionService.create(store);
+  const verifier = createTokenVerifier(config.auth.issuers);
+  const cancels = new CancelRegistry();
+  const connections = new Map(config.connections.map((c) => [c.name, c]));
+  const auditGroups = new Set(config.audit.groups);
+  const live = new Set<Duplex>();
+
+  async function authenticate(req: IncomingMessage): Promise<Identity> {
+    const token = bearerToken(req);
+    try {
+      if (!token) throw errors.missingToken();
+      return await verifier.verify(token);
+    } catch (e) {
+      const err = e instanceof HoopError ? e : new HoopError('access token rejected', { code: 'TOKEN_INVALID', status: 401, cause: e });
+      await sessions.audit('token-rejected', { code: err.code, reason: err.message, clientAddr: clientAddress(req), path: req.url?.split('?')[0] });
+      logger.info({ code: err.code, clientAddr: clientAddress(req) }, 'access token rejected');
+      throw new HoopError(err.message, { code: err.code, status: 401, hint: err.hint ?? 'run `hoopctl login` to get a fresh token' });
+    }
+  }
+
+  /** Resolves the connection an identity asks for; a refusal is recorded as a refused session. */
+  async function authorize(identity: Identity, name: string, req: IncomingMessage): Promise<Connection> {
+    const connection = connections.get(name);
+    if (!connection) {
+      await sessions.refuse(identity, name, 'unknown', clientAddress(req), `no connection named ${name}`);
+      throw errors.notFound(`connection ${name}`);
+    }
+    const decision = decideAccess(identity, connection.access, name);
+    if (!decision.allowed) {
+      await sessions.refuse(identity, name, connection.type, clientAddress(req), decision.reason);
+      logger.info({ subject: identity.subject, connection: name }, 'access refused');
+      throw errors.denied(decision.reason);
+    }
+    return connection;
+  }
+
+  const isAuditor = (id: Identity) => id.groups.some((g) => auditGroups.has(g));
+
+  function describeConnection(c: Connection) {
+    return { name: c.name, type: c.type, description: c.description, database: c.target.database };
+  }
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://broker');
+    const path = url.pathname;
+    if (req.method === 'GET' && path === '/healthz') return sendJson(res, 200, { ok: true });
+    if (req.method === 'GET' && path === '/api/v1/auth/config') {
+      const primary = config.auth.issuers.find((i) => i.clientId) ?? config.auth.issuers[0]!;
+      return sendJson(res, 200, { issuer: primary.issuer, clientId: primary.clientId, scopes: primary.scopes, audience: primary.audience });
+    }
+    if (!path.startsWith('/api/v1/')) throw errors.notFound(path);
+    const identity = await authenticate(req);
+    if (req.method === 'GET' && path === '/api/v1/whoami') {
+      return sendJson(res, 200, { identity, auditor: isAuditor(identity) });
+    }
+    if (req.method === 'GET' && path === '/api/v1/connections') {
+      const list = config.connections.filter((c) => decideAccess(identity, c.access, c.name).allowed).map(describeConnection);
+      return sendJson(res, 200, { connections: list });
+    }
+    let m = /^\/api\/v1\/connections\/([^/]+)$/.exec(path);
+    if (req.method === 'GET' && m) {
+      return sendJson(res, 200, { connection: describeConnection(await authorize(identity, decodeURIComponent(m[1]!), req)) });
+    }
+    if (req.method === 'GET' && path === '/api/v1/sessions') {
+      const limit = Math.min(Number(url.searchParams.get('limit') ?? 50) || 50, 1000);
+      const list = await store.listSessions({
+        subject: isAuditor(identity) ? (url.searchParams.get('subject') ?? undefined) : identity.subject,
+        connection: url.searchParams.get('connection') ?? undefined,
+        limit,
+      });
+      return sendJson(res, 200, { sessions: list });
+    }
+    m = /^\/api\/v1\/sessions\/([^/]+)$/.exec(path);
+    if (req.method === 'GET' && m) {
+      const session = await store.getSession(decodeURIComponent(m[1]!));
+      if (!session || (!isAuditor(identity) && session.identity.subject !== identity.subject)) throw errors.notFound(`session ${m[1]}`);
+      return sendJson(res, 200, { session, events: await store.listEvents(session.id) });
+    }
+    if (req.method === 'GET' && path === '/api/v1/audit') {
+      if (!isAuditor(identity)) throw errors.denied('only members of the audit groups may read the audit stream');
+      const after = Number(url.searchParams.get('after') ?? 0) || 0;
+      return sendJson(res, 200, { events: await store.listEvents(AUDIT_STREAM, { afterSeq: after, limit: 1000 }) });
+    }
+    throw errors.notFound(`${req.method} ${path}`);
+  }
+
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    route(req, res).catch((e: unknown) => {
+      if (e instanceof HoopError) return sendError(res, e);
+      logger.error({ err: errorMessage(e), path: req.url }, 'request failed');
+      sendError(res, new HoopError('internal error', { code: 'INTERNAL', status: 500 }));
+    });
+  };
+
+  const server: Server = config.server.tls
+    ? createHttpsServer({ cert: readFileSync(config.server.tls.cert), key: readFileSync(config.server.tls.key) }, onRequest)
+    : createHttpServer(onRequest);
+
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 16 * 1024 * 1024, perMessageDeflate: false });
+
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    const m = TUNNEL_PATH.exec(new URL(req.url ?? '/', 'http://broker').pathname);
+    const refuse = (e: HoopError) => {
+      const body = JSON.stringify({ error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) } });
+      socket.end(
+        `HTTP/1.1 ${e.status ?? 500} ${e.status === 401 ? 'Unauthorized' : e.status === 403 ? 'Forbidden' : e.status === 404 ? 'Not Found' : 'Error'}\r\n` +
+          `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      );
+    };
+    if (!m) return refuse(errors.notFound('tunnel endpoint'));
+    (async () => {
+      const identity = await authenticate(req);
+      const connection = await authorize(identity, m[1]!, req);
+      wss.handleUpgrade(req, socket, head, (ws) => void runTunnel(ws, req, identity, connection));
+    })().catch((e: unknown) => {
+      if (e instanceof HoopError) return refuse(e);
+      logger.error({ err: errorMessage(e) }, 'tunnel upgrade failed');
+      refuse(new HoopError('internal error', { code: 'INTERNAL', status: 500 }));
+    });
+  });
+
+  async function runTunnel(ws: WebSocket, req: IncomingMessage, identity: Identity, connection: Connection): Promise<void> {
+    const started = Date.now();
+    const stream = createWebSocketStream(ws);
+    stream.on('error', () => undefined);
+    live.add(stream);
+    const keepalive = setInterval(() => ws.ping(), 30_000);
+    const client = { agent: req.headers['user-agent'], peer: req.headers['x-hoopctl-peer'] };
+    let sessionId: string | undefined;
+    try {
+      const { row, recorder } = await sessions.open(identity, connection, clientAddress(req), client);
+      sessionId = row.id;
+      const log = logger.child({ session: row.id, connection: connection.name, subject: identity.subject });
+      log.info('session opened');
+      const summary = await proxyPostgresSession(stream, { connection, recorder, cancels, logger: log });
+      await sessions.close(row.id, recorder, {
+        status: summary.outcome === 'failed' ? 'failed' : 'closed',
+        statementCount: summary.statementCount,
+        errorCount: summary.errorCount,
+        ...(summary.error ? { error: summary.error } : {}),
+        durationMs: Date.now() - started,
+      });
+      log.info({ outcome: summary.outcome, statements: summary.statementCount }, 'session closed');
+    } catch (e) {
+      logger.error({ err: errorMessage(e), session: sessionId }, 'session failed');
+    } finally {
+      clearInterval(keepalive);
+      live.delete(stream);
+      stream.destroy();
+      if (ws.readyState === ws.OPEN) ws.close(1000);
+    }
+  }
+
+  const [host, port] = splitHostPort(config.server.listen);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  const scheme = config.server.tls ? 'https' : 'http';
+  const url = config.server.publicUrl ?? `${scheme}://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+  logger.info({ url, connections: config.connections.length, store: config.store.type }, 'broker listening');
+
+  return {
+    url,
+    store,
+    async close() {
+      for (const s of live) s.destroy();
+      wss.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections?.();
+      await new Promise((r) => setTimeout(r, 50));
+      await store.close();
+    },
+  };
+}

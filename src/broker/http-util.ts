@@ -1,0 +1,31 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { HoopError } from '../lib/errors.js';
+
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+export function sendError(res: ServerResponse, e: HoopError): void {
+  sendJson(res, e.status ?? 500, { error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) } });
+}
+
+export function bearerToken(req: IncomingMessage): string | undefined {
+  const h = req.headers.authorization;
+  if (!h) return undefined;
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
+  return m ? m[1] : undefined;
+}
+
+export function clientAddress(req: IncomingMessage): string {
+  const s = req.socket;
+  return s.remoteAddress ? `${s.remoteAddress}:${s.remotePort}` : 'unknown';
+}
+
+export const errors = {
+  notFound: (what: string) => new HoopError(`${what} not found`, { code: 'NOT_FOUND', status: 404 }),
+  denied: (message: string) => new HoopError(message, { code: 'ACCESS_DENIED', status: 403 }),
+  missingToken: () =>
+    new HoopError('no access token: send Authorization: Bearer <token>', { code: 'TOKEN_MISSING', status: 401, hint: 'run `hoopctl login`' }),
+};

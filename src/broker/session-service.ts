@@ -1,0 +1,65 @@
+import { randomBytes } from 'node:crypto';
+import type { Connection } from './config.js';
+import type { Identity } from './identity.js';
+import type { SessionRow, Store } from './store/store.js';
+import { StreamRecorder } from './recording/stream-recorder.js';
+
+export const AUDIT_STREAM = 'audit';
+
+export function newSessionId(): string {
+  return `ses_${Date.now().toString(36)}${randomBytes(6).toString('hex')}`;
+}
+
+/** Describes a connection's backend without any credential, for events and API answers. */
+export function describeTarget(c: Connection): Record<string, unknown> {
+  return { host: c.target.host, port: c.target.port, database: c.target.database, user: c.credentials.user, sslmode: c.target.sslmode };
+}
+
+/**
+ * Opens, refuses and closes sessions: the session row plus the first and last events of its stream.
+ * Events outside any session (rejected tokens) go to the audit stream.
+ */
+export class SessionService {
+  readonly #store: Store;
+  readonly #audit: StreamRecorder;
+
+  private constructor(store: Store, audit: StreamRecorder) {
+    this.#store = store;
+    this.#audit = audit;
+  }
+
+  static async create(store: Store): Promise<SessionService> {
+    return new SessionService(store, await StreamRecorder.open(store, AUDIT_STREAM));
+  }
+
+  audit(type: string, data: Record<string, unknown>): Promise<void> {
+    return this.#audit.record(type, data);
+  }
+
+  async open(identity: Identity, connection: Connection, clientAddr: string, client: Record<string, unknown>): Promise<{ row: SessionRow; recorder: StreamRecorder }> {
+    const row: SessionRow = {
+      id: newSessionId(), connection: connection.name, connectionType: connection.type, identity, clientAddr,
+      status: 'open', startedAt: Date.now(), statementCount: 0, errorCount: 0,
+    };
+    await this.#store.createSession(row);
+    const recorder = StreamRecorder.fresh(this.#store, row.id);
+    await recorder.record('open', { identity, connection: connection.name, type: connection.type, target: describeTarget(connection), clientAddr, client });
+    return { row, recorder };
+  }
+
+  /** A refused attempt is a session of its own, so `hoopctl sessions` shows who knocked and why they were turned away. */
+  async refuse(identity: Identity, connectionName: string, connectionType: string, clientAddr: string, reason: string): Promise<string> {
+    const row: SessionRow = {
+      id: newSessionId(), connection: connectionName, connectionType, identity, clientAddr,
+      status: 'refused', startedAt: Date.now(), endedAt: Date.now(), statementCount: 0, errorCount: 0,
+    };
+    await this.#store.createSession(row);
+    await StreamRecorder.fresh(this.#store, row.id).record('access-denied', { identity, connection: connectionName, clientAddr, reason });
+    return row.id;
+  }
+
+  async close(id: string, recorder: StreamRecorder, outcome: { status: 'closed' | 'failed'; statementCount: number; errorCount: number; error?: string; durationMs: number }): Promise<void> {
+    await recorder.record('close', outcome);
+    await this.#store.updateSession(id, { status: outcome.status, endedAt: Date.now(), statementCount: outcome.statementCount, errorCount: outcome.errorCount });
+  }
+}

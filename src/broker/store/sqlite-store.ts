@@ -1,0 +1,183 @@
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Identity } from '../identity.js';
+import type { SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
+
+/**
+ * The embedded store. WAL with synchronous=NORMAL: a committed event survives a broker crash (the
+ * recorder's promise resolves after the commit); a power loss may drop the last transactions, which
+ * the hash chain then shows as a truncated stream. Migrations are numbered and run in one transaction each.
+ */
+const migrations: string[] = [
+  `CREATE TABLE sessions (
+     id TEXT PRIMARY KEY,
+     connection TEXT NOT NULL,
+     connection_type TEXT NOT NULL,
+     subject TEXT NOT NULL,
+     identity TEXT NOT NULL,
+     client_addr TEXT NOT NULL,
+     status TEXT NOT NULL,
+     started_at INTEGER NOT NULL,
+     ended_at INTEGER,
+     statement_count INTEGER NOT NULL DEFAULT 0,
+     error_count INTEGER NOT NULL DEFAULT 0
+   );
+   CREATE INDEX sessions_started ON sessions (started_at DESC);
+   CREATE INDEX sessions_subject ON sessions (subject, started_at DESC);
+   CREATE TABLE events (
+     stream TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     at INTEGER NOT NULL,
+     type TEXT NOT NULL,
+     data TEXT NOT NULL,
+     prev_hash TEXT NOT NULL,
+     hash TEXT NOT NULL,
+     PRIMARY KEY (stream, seq)
+   ) WITHOUT ROWID;
+   CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+   CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;`,
+];
+
+interface SessionRecord {
+  id: string;
+  connection: string;
+  connection_type: string;
+  identity: string;
+  client_addr: string;
+  status: SessionRow['status'];
+  started_at: number;
+  ended_at: number | null;
+  statement_count: number;
+  error_count: number;
+}
+
+interface EventRecord {
+  stream: string;
+  seq: number;
+  at: number;
+  type: string;
+  data: string;
+  prev_hash: string;
+  hash: string;
+}
+
+export class SqliteStore implements Store {
+  readonly #db: Database.Database;
+  readonly #insertEvent: Database.Statement;
+  readonly #lastEvent: Database.Statement;
+
+  constructor(path: string) {
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    this.#db = new Database(path);
+    this.#db.pragma('journal_mode = WAL');
+    this.#db.pragma('synchronous = NORMAL');
+    this.#db.pragma('busy_timeout = 5000');
+    this.#migrate();
+    this.#insertEvent = this.#db.prepare(
+      'INSERT INTO events (stream, seq, at, type, data, prev_hash, hash) VALUES (@stream, @seq, @at, @type, @data, @prevHash, @hash)',
+    );
+    this.#lastEvent = this.#db.prepare('SELECT * FROM events WHERE stream = ? ORDER BY seq DESC LIMIT 1');
+  }
+
+  #migrate(): void {
+    this.#db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+    const row = this.#db.prepare('SELECT max(version) AS v FROM schema_migrations').get() as { v: number | null };
+    const current = row.v ?? 0;
+    if (current > migrations.length) {
+      throw new Error(`store schema version ${current} is newer than this broker understands (${migrations.length}); upgrade hoopctl`);
+    }
+    for (let v = current + 1; v <= migrations.length; v++) {
+      this.#db.transaction(() => {
+        this.#db.exec(migrations[v - 1]!);
+        this.#db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(v, Date.now());
+      })();
+    }
+  }
+
+  async createSession(row: SessionRow): Promise<void> {
+    this.#db
+      .prepare(
+        `INSERT INTO sessions (id, connection, connection_type, subject, identity, client_addr, status, started_at, ended_at, statement_count, error_count)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(row.id, row.connection, row.connectionType, row.identity.subject, JSON.stringify(row.identity), row.clientAddr, row.status,
+        row.startedAt, row.endedAt ?? null, row.statementCount, row.errorCount);
+  }
+
+  async updateSession(id: string, patch: Partial<Pick<SessionRow, 'status' | 'endedAt' | 'statementCount' | 'errorCount'>>): Promise<void> {
+    const columns: Record<string, string> = { status: 'status', endedAt: 'ended_at', statementCount: 'statement_count', errorCount: 'error_count' };
+    const sets: string[] = [];
+    const values: unknown[] = [];
+    for (const [key, value] of Object.entries(patch)) {
+      if (value === undefined) continue;
+      sets.push(`${columns[key]} = ?`);
+      values.push(value);
+    }
+    if (sets.length === 0) return;
+    this.#db.prepare(`UPDATE sessions SET ${sets.join(', ')} WHERE id = ?`).run(...values, id);
+  }
+
+  async getSession(id: string): Promise<SessionRow | undefined> {
+    const r = this.#db.prepare('SELECT * FROM sessions WHERE id = ?').get(id) as SessionRecord | undefined;
+    return r && toSession(r);
+  }
+
+  async listSessions(filter: SessionFilter = {}): Promise<SessionRow[]> {
+    const where: string[] = [];
+    const values: unknown[] = [];
+    if (filter.subject) {
+      where.push('subject = ?');
+      values.push(filter.subject);
+    }
+    if (filter.connection) {
+      where.push('connection = ?');
+      values.push(filter.connection);
+    }
+    const sql = `SELECT * FROM sessions ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY started_at DESC, rowid DESC LIMIT ?`;
+    return (this.#db.prepare(sql).all(...values, filter.limit ?? 100) as SessionRecord[]).map(toSession);
+  }
+
+  async appendEvent(e: StoredEvent): Promise<void> {
+    this.#insertEvent.run({ ...e, data: JSON.stringify(e.data) });
+  }
+
+  async lastEvent(stream: string): Promise<StoredEvent | undefined> {
+    const r = this.#lastEvent.get(stream) as EventRecord | undefined;
+    return r && toEvent(r);
+  }
+
+  async listEvents(stream: string, options: { afterSeq?: number; limit?: number } = {}): Promise<StoredEvent[]> {
+    const rows = this.#db
+      .prepare('SELECT * FROM events WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?')
+      .all(stream, options.afterSeq ?? 0, options.limit ?? 100_000) as EventRecord[];
+    return rows.map(toEvent);
+  }
+
+  async closeAbandonedSessions(at: number): Promise<number> {
+    return this.#db.prepare(`UPDATE sessions SET status = 'failed', ended_at = ? WHERE status = 'open'`).run(at).changes;
+  }
+
+  async close(): Promise<void> {
+    this.#db.close();
+  }
+}
+
+function toSession(r: SessionRecord): SessionRow {
+  return {
+    id: r.id,
+    connection: r.connection,
+    connectionType: r.connection_type,
+    identity: JSON.parse(r.identity) as Identity,
+    clientAddr: r.client_addr,
+    status: r.status,
+    startedAt: r.started_at,
+    endedAt: r.ended_at ?? undefined,
+    statementCount: r.statement_count,
+    errorCount: r.error_count,
+  };
+}
+
+function toEvent(r: EventRecord): StoredEvent {
+  return { stream: r.stream, seq: r.seq, at: r.at, type: r.type, data: JSON.parse(r.data), prevHash: r.prev_hash, hash: r.hash };
+}

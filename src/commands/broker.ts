@@ -1,0 +1,39 @@
+import type { Command } from 'commander';
+import { loadBrokerConfig } from '../broker/config.js';
+import { startBroker } from '../broker/broker.js';
+
+export function register(program: Command): void {
+  const broker = program.command('broker').description('Run the broker service');
+  broker
+    .command('start')
+    .description('Start the broker: HTTP API and tunnel endpoint on one port')
+    .requiredOption('-c, --config <file>', 'broker configuration (YAML)')
+    .addHelpText('after', '\nExample:\n  hoopctl broker start --config broker.yaml')
+    .action(async (opts: { config: string }) => {
+      const config = loadBrokerConfig(opts.config);
+      const running = await startBroker(config);
+      process.stderr.write(`broker listening on ${running.url}\n`);
+      await waitForSignal();
+      await running.close();
+    });
+  broker
+    .command('check')
+    .description('Validate a broker configuration file and exit')
+    .requiredOption('-c, --config <file>', 'broker configuration (YAML)')
+    .action((opts: { config: string }) => {
+      const config = loadBrokerConfig(opts.config);
+      process.stdout.write(`config ok: ${config.connections.length} connection(s), ${config.auth.issuers.length} issuer(s)\n`);
+    });
+}
+
+export function waitForSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (sig: NodeJS.Signals) => {
+      process.off('SIGINT', on);
+      process.off('SIGTERM', on);
+      resolve(sig);
+    };
+    process.on('SIGINT', on);
+    process.on('SIGTERM', on);
+  });
+}

@@ -1,0 +1,67 @@
+import Conf from 'conf';
+import { UserError } from '../lib/errors.js';
+import { createTokenStore } from '../auth/token-store.js';
+import { resolveAccessToken } from '../auth/access-token.js';
+import { brokerRefusal, USER_AGENT } from '../tunnel/ws-transport.js';
+
+/**
+ * What every client command needs: which broker, a valid access token for it, and a small JSON API
+ * client. The broker URL comes from --broker, then HOOPCTL_BROKER, then the one `hoopctl login` saved.
+ */
+interface ClientSettings {
+  broker?: string;
+}
+
+export function settings(): Conf<ClientSettings> {
+  return new Conf<ClientSettings>({ projectName: 'hoopctl', projectSuffix: '', configName: 'config' });
+}
+
+export function normalizeBrokerUrl(input: string): string {
+  let u: URL;
+  try {
+    u = new URL(input);
+  } catch {
+    throw new UserError(`not a URL: ${input}`, { code: 'BAD_BROKER_URL', hint: 'pass the broker URL, e.g. --broker https://hoop.example.com' });
+  }
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') {
+    throw new UserError(`broker URL must be http(s): ${input}`, { code: 'BAD_BROKER_URL' });
+  }
+  return u.origin;
+}
+
+export function resolveBroker(flag?: string): string {
+  const raw = flag ?? process.env.HOOPCTL_BROKER ?? settings().get('broker');
+  if (!raw) {
+    throw new UserError('no broker configured', { code: 'NO_BROKER', hint: 'run `hoopctl login --broker <url>` or set HOOPCTL_BROKER' });
+  }
+  return normalizeBrokerUrl(raw);
+}
+
+export function tokenStore() {
+  return createTokenStore({});
+}
+
+export async function accessToken(broker: string): Promise<string> {
+  const { token } = await resolveAccessToken({ broker, store: tokenStore(), env: process.env });
+  return token;
+}
+
+export async function brokerGet<T>(broker: string, path: string, token?: string): Promise<T> {
+  const bearer = token ?? (await accessToken(broker));
+  let res: Response;
+  try {
+    res = await fetch(new URL(path, broker), { headers: { authorization: `Bearer ${bearer}`, 'user-agent': USER_AGENT } });
+  } catch (e) {
+    throw new UserError(`cannot reach the broker at ${broker}: ${(e as Error).cause ?? (e as Error).message}`, { code: 'BROKER_UNREACHABLE' });
+  }
+  const body = await res.text();
+  if (!res.ok) throw brokerRefusal(res.status, body);
+  return JSON.parse(body) as T;
+}
+
+export type OutputFormat = 'text' | 'json';
+
+export function parseOutput(value: string): OutputFormat {
+  if (value !== 'text' && value !== 'json') throw new UserError(`unknown output format "${value}" (use text or json)`, { code: 'USAGE' });
+  return value;
+}

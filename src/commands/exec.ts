@@ -1,0 +1,102 @@
+import type { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import type pg from 'pg';
+import { accessToken, brokerGet, resolveBroker } from './context.js';
+import { connectPgOverTunnel } from '../tunnel/pg-over-tunnel.js';
+import { HoopError, UserError } from '../lib/errors.js';
+
+type Format = 'table' | 'csv' | 'json';
+
+export function register(program: Command): void {
+  program
+    .command('exec <connection>')
+    .description('Run SQL through the broker without a local listener (for CI and scripts)')
+    .option('-e, --execute <sql>', 'SQL to run (several statements allowed)')
+    .option('-f, --file <file>', 'read SQL from a file')
+    .option('-o, --output <format>', 'table, csv or json', 'table')
+    .option('--broker <url>', 'broker URL')
+    .addHelpText(
+      'after',
+      '\nSQL comes from -e, -f, or standard input.\nExamples:\n  hoopctl exec pg-prod -e "select count(*) from orders"\n  HOOPCTL_TOKEN=$CI_OIDC_TOKEN hoopctl exec pg-prod -f report.sql -o json\n\nExit status: 0 ok, 1 SQL or other error, 3 not authenticated, 4 access denied.',
+    )
+    .action(async (name: string, opts: { execute?: string; file?: string; output: string; broker?: string }) => {
+      const format = opts.output as Format;
+      if (!['table', 'csv', 'json'].includes(format)) throw new UserError(`unknown output format "${opts.output}" (use table, csv or json)`, { code: 'USAGE' });
+      const sql = readSql(opts);
+      const broker = resolveBroker(opts.broker);
+      const token = await accessToken(broker);
+      const { connection } = await brokerGet<{ connection: { type: string } }>(broker, `/api/v1/connections/${encodeURIComponent(name)}`, token);
+      if (connection.type !== 'postgres') throw new UserError(`exec supports postgres connections; ${name} is ${connection.type}`, { code: 'USAGE' });
+      const client = await connectPgOverTunnel(broker, name, token);
+      client.on('error', () => undefined);
+      client.on('notice', (n) => process.stderr.write(`${n.severity ?? 'NOTICE'}: ${n.message}\n`));
+      try {
+        const result = await client.query({ text: sql, rowMode: 'array' } as pg.QueryConfig).catch((e: pg.DatabaseError) => {
+          throw new HoopError(`${e.severity ?? 'ERROR'}: ${e.message}${e.code ? ` (SQLSTATE ${e.code})` : ''}`, { code: 'SQL_ERROR' });
+        });
+        const results = (Array.isArray(result) ? result : [result]) as pg.QueryArrayResult[];
+        process.stdout.write(render(results, format));
+      } finally {
+        await client.end().catch(() => undefined);
+      }
+    });
+}
+
+function readSql(opts: { execute?: string; file?: string }): string {
+  if (opts.execute !== undefined && opts.file !== undefined) throw new UserError('use either -e or -f, not both', { code: 'USAGE' });
+  if (opts.execute !== undefined) return opts.execute;
+  if (opts.file !== undefined) {
+    try {
+      return readFileSync(opts.file, 'utf8');
+    } catch (e) {
+      throw new UserError(`cannot read ${opts.file}: ${(e as NodeJS.ErrnoException).code}`, { code: 'USAGE' });
+    }
+  }
+  if (process.stdin.isTTY) throw new UserError('no SQL given', { code: 'USAGE', hint: 'pass -e "SQL", -f FILE, or pipe SQL on standard input' });
+  return readFileSync(0, 'utf8');
+}
+
+function cellText(v: unknown): string {
+  if (v === null || v === undefined) return '';
+  if (v instanceof Date) return v.toISOString();
+  if (Buffer.isBuffer(v)) return `\\x${v.toString('hex')}`;
+  if (typeof v === 'object') return JSON.stringify(v);
+  return String(v);
+}
+
+function render(results: pg.QueryArrayResult[], format: Format): string {
+  if (format === 'json') {
+    const out = results.map((r) => ({
+      command: r.command,
+      rowCount: r.rowCount,
+      columns: r.fields.map((f) => f.name),
+      rows: r.rows.map((row) => Object.fromEntries(r.fields.map((f, i) => [f.name, row[i] ?? null]))),
+    }));
+    return JSON.stringify(out, null, 2) + "\n";
+  }
+  const parts: string[] = [];
+  for (const r of results) {
+    if (r.fields.length === 0) {
+      if (format === 'table') parts.push(`${r.command}${r.rowCount !== null ? ` ${r.rowCount}` : ''}\n`);
+      continue;
+    }
+    const header = r.fields.map((f) => f.name);
+    const rows = r.rows.map((row) => row.map(cellText));
+    if (format === 'csv') {
+      parts.push([header, ...rows].map((cells) => cells.map(csvCell).join(',')).join('\n') + '\n');
+    } else {
+      const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
+      const line = (cells: string[]) => ' ' + cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ');
+      parts.push(
+        [line(header), '-' + widths.map((w) => '-'.repeat(w)).join('-+-') + '-', ...rows.map(line), `(${r.rows.length} row${r.rows.length === 1 ? '' : 's'})`]
+          .map((l) => l.trimEnd())
+          .join('\n') + '\n',
+      );
+    }
+  }
+  return parts.join('\n');
+}
+
+function csvCell(v: string): string {
+  return /[",\n\r]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v;
+}

@@ -1,0 +1,85 @@
+import type { Command } from 'commander';
+import { decodeJwt } from 'jose';
+import { brokerGet, normalizeBrokerUrl, resolveBroker, settings, tokenStore, parseOutput } from './context.js';
+import { fetchAuthConfig } from '../auth/broker-auth-config.js';
+import { clientCredentialsLogin, deviceLogin } from '../auth/oidc.js';
+import { UserError } from '../lib/errors.js';
+import { printJson } from './render.js';
+import type { Identity } from '../broker/identity.js';
+
+export function register(program: Command): void {
+  program
+    .command('login')
+    .description('Get a short-lived access token from the broker\'s OIDC issuer (device flow, or client credentials for CI)')
+    .option('--broker <url>', 'broker URL; remembered for later commands')
+    .option('--client-credentials', 'log in as a service account with HOOPCTL_CLIENT_ID and HOOPCTL_CLIENT_SECRET')
+    .option('--poll-interval <seconds>', 'device flow polling interval (default: what the issuer says, else 5)')
+    .addHelpText('after', '\nExamples:\n  hoopctl login --broker https://hoop.example.com\n  HOOPCTL_CLIENT_ID=ci HOOPCTL_CLIENT_SECRET=… hoopctl login --client-credentials')
+    .action(async (opts: { broker?: string; clientCredentials?: boolean; pollInterval?: string }) => {
+      const broker = opts.broker ? normalizeBrokerUrl(opts.broker) : resolveBroker();
+      const auth = await fetchAuthConfig(broker);
+      const store = tokenStore();
+      if (opts.clientCredentials) {
+        const clientId = process.env.HOOPCTL_CLIENT_ID;
+        const clientSecret = process.env.HOOPCTL_CLIENT_SECRET;
+        if (!clientId || !clientSecret) {
+          throw new UserError('client credentials login needs HOOPCTL_CLIENT_ID and HOOPCTL_CLIENT_SECRET in the environment', { code: 'USAGE' });
+        }
+        const tokens = await clientCredentialsLogin({ issuer: auth.issuer, clientId, clientSecret, scopes: [] });
+        await store.save({ broker, issuer: auth.issuer, clientId, kind: 'client-credentials', tokens, subject: subjectOf(tokens.accessToken) });
+      } else {
+        if (!auth.clientId) throw new UserError('the broker names no OIDC client for interactive login', { code: 'LOGIN_UNAVAILABLE', hint: 'use --client-credentials or HOOPCTL_TOKEN' });
+        const tokens = await deviceLogin({
+          issuer: auth.issuer,
+          clientId: auth.clientId,
+          scopes: auth.scopes,
+          pollIntervalSeconds: opts.pollInterval ? Number(opts.pollInterval) : undefined,
+          onPrompt: (p) => {
+            process.stdout.write(
+              `To sign in, open ${p.verificationUri} and enter the code ${p.userCode}\n` +
+                (p.verificationUriComplete ? `or open ${p.verificationUriComplete}\n` : '') +
+                `Waiting for you to approve (the code expires in ${Math.round(p.expiresIn / 60)} min)…\n`,
+            );
+          },
+        });
+        await store.save({ broker, issuer: auth.issuer, clientId: auth.clientId, kind: 'device', tokens, subject: subjectOf(tokens.accessToken) });
+      }
+      settings().set('broker', broker);
+      const { identity } = await brokerGet<{ identity: Identity }>(broker, '/api/v1/whoami');
+      process.stdout.write(`Logged in to ${broker} as ${identity.name} (groups: ${identity.groups.join(', ') || 'none'}); token stored in the ${store.describe()}\n`);
+    });
+
+  program
+    .command('logout')
+    .description('Forget the stored tokens for a broker')
+    .option('--broker <url>', 'broker URL')
+    .action(async (opts: { broker?: string }) => {
+      const broker = resolveBroker(opts.broker);
+      await tokenStore().remove(broker);
+      process.stdout.write(`Logged out of ${broker}\n`);
+    });
+
+  program
+    .command('whoami')
+    .description('Show the identity the broker sees for your token')
+    .option('-o, --output <format>', 'text or json', 'text')
+    .option('--broker <url>', 'broker URL')
+    .action(async (opts: { output: string; broker?: string }) => {
+      const format = parseOutput(opts.output);
+      const broker = resolveBroker(opts.broker);
+      const { identity, auditor } = await brokerGet<{ identity: Identity; auditor: boolean }>(broker, '/api/v1/whoami');
+      if (format === 'json') return printJson({ broker, ...identity, auditor });
+      process.stdout.write(
+        `broker   ${broker}\nsubject  ${identity.subject}\nname     ${identity.name}\nkind     ${identity.kind}${identity.clientId ? ` (client ${identity.clientId})` : ''}\n` +
+          `groups   ${identity.groups.join(', ') || 'none'}\nissuer   ${identity.issuer}\nexpires  ${new Date(identity.expiresAt).toISOString()}\n`,
+      );
+    });
+}
+
+function subjectOf(token: string): string | undefined {
+  try {
+    return decodeJwt(token).sub;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,83 @@
+import { createServer, type Server, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { openTunnel } from './ws-transport.js';
+import { errorMessage } from '../lib/errors.js';
+
+export interface LocalTunnelOptions {
+  broker: string;
+  connection: string;
+  host?: string;
+  port?: number;
+  /** Called per accepted connection, so a long-running tunnel always presents a fresh token. */
+  getToken(): Promise<string>;
+  /** What to tell a client whose tunnel could not open (e.g. a PostgreSQL ErrorResponse). */
+  onRefused?(socket: Socket, error: Error): void;
+  onEvent?(event: { type: 'accepted' | 'closed' | 'refused'; peer: string; error?: string }): void;
+}
+
+export interface LocalTunnel {
+  host: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Pipes both ways with backpressure; ends each side when the other ends. */
+export function splice(a: Duplex, b: Duplex, onClose: () => void): void {
+  let closed = false;
+  const done = () => {
+    if (closed) return;
+    closed = true;
+    a.destroy();
+    b.destroy();
+    onClose();
+  };
+  a.pipe(b);
+  b.pipe(a);
+  for (const s of [a, b]) {
+    s.on('error', done);
+    s.on('close', done);
+  }
+}
+
+/** Listens on loopback and carries each accepted TCP connection over its own WebSocket to the broker. */
+export async function startLocalTunnel(o: LocalTunnelOptions): Promise<LocalTunnel> {
+  const host = o.host ?? '127.0.0.1';
+  const sockets = new Set<Duplex>();
+  const server: Server = createServer((socket) => {
+    const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => undefined);
+    socket.pause();
+    (async () => {
+      const token = await o.getToken();
+      const remote = await openTunnel(o.broker, o.connection, token, peer);
+      sockets.add(remote);
+      o.onEvent?.({ type: 'accepted', peer });
+      splice(socket, remote, () => {
+        sockets.delete(remote);
+        o.onEvent?.({ type: 'closed', peer });
+      });
+      socket.resume();
+    })().catch((e: Error) => {
+      o.onEvent?.({ type: 'refused', peer, error: errorMessage(e) });
+      if (o.onRefused) o.onRefused(socket, e);
+      else socket.destroy();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(o.port ?? 0, host, () => resolve());
+  });
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : 0;
+  return {
+    host,
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -1,0 +1,57 @@
+import type { Duplex } from 'node:stream';
+import type { IncomingMessage } from 'node:http';
+import { WebSocket, createWebSocketStream } from 'ws';
+import { HoopError, UserError } from '../lib/errors.js';
+
+export const USER_AGENT = 'hoopctl/0.1.0';
+
+export function tunnelUrl(broker: string, connection: string): string {
+  const u = new URL(`/api/v1/tunnel/${encodeURIComponent(connection)}`, broker);
+  u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+  return u.toString();
+}
+
+/**
+ * Opens one tunnel: a WebSocket to the broker carrying one client connection's bytes. Resolves once
+ * the broker has verified the token and admitted the identity; otherwise rejects with the broker's
+ * own reason (401 token, 403 access, 404 connection).
+ */
+export function openTunnel(broker: string, connection: string, token: string, peer?: string): Promise<Duplex> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(tunnelUrl(broker, connection), {
+      headers: { authorization: `Bearer ${token}`, 'user-agent': USER_AGENT, ...(peer ? { 'x-hoopctl-peer': peer } : {}) },
+      perMessageDeflate: false,
+      handshakeTimeout: 15_000,
+      maxPayload: 16 * 1024 * 1024,
+    });
+    ws.once('open', () => {
+      const stream = createWebSocketStream(ws);
+      resolve(stream);
+    });
+    ws.once('unexpected-response', (_req, res: IncomingMessage) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d.slice(0, 4096)));
+      res.on('end', () => {
+        ws.terminate();
+        reject(brokerRefusal(res.statusCode ?? 0, body));
+      });
+    });
+    ws.once('error', (e: Error) => {
+      reject(new UserError(`cannot reach the broker at ${broker}: ${e.message}`, { code: 'BROKER_UNREACHABLE', hint: 'check the broker URL and that it is running' }));
+    });
+  });
+}
+
+/** Turns a broker error answer (`{error:{code,message,hint}}`) into a HoopError users can read. */
+export function brokerRefusal(status: number, body: string): HoopError {
+  try {
+    const parsed = JSON.parse(body) as { error?: { code?: string; message?: string; hint?: string } };
+    if (parsed.error?.message) {
+      return new UserError(parsed.error.message, { code: parsed.error.code ?? 'BROKER_ERROR', hint: parsed.error.hint, status });
+    }
+  } catch {
+    // not JSON: fall through
+  }
+  return new UserError(`broker answered HTTP ${status}`, { code: 'BROKER_ERROR', status });
+}
