@@ -146,8 +146,10 @@ export async function startDevIssuer(o: DevIssuerOptions): Promise<DevIssuer> {
         return { groups: groupsOfClient.get(token.clientId ?? '') ?? [] };
       }
       if (token.accountId) {
+        // preferred_username marks the token as a person's (the broker tells humans from services by it).
         const user = users[token.accountId];
-        return user?.email ? { groups: user.groups, email: user.email } : { groups: user?.groups ?? defaultGroups };
+        const claims = { groups: user?.groups ?? defaultGroups, preferred_username: token.accountId };
+        return user?.email ? { ...claims, email: user.email } : claims;
       }
       return undefined;
     },
