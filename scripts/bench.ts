@@ -1,0 +1,121 @@
+/**
+ * `npm run bench`: PostgreSQL through hoopctl + broker against the direct path, in one run on this machine.
+ * Everything is real: a throwaway cluster (pgbench scale 10), the development OIDC issuer, the broker and
+ * `hoopctl connect` as their own processes, pgbench as the load. Prints a markdown table of TPS, latency and
+ * the ratios; BENCHMARKS.md keeps the figures with the machine they came from.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { stringify } from 'yaml';
+import { startPgCluster } from '../src/dev/pg-cluster.js';
+import { startDevIssuer } from '../src/dev/oidc-issuer.js';
+import { clientCredentialsLogin } from '../src/auth/oidc.js';
+import { freePort } from '../src/lib/net.js';
+
+const BIN = resolve(import.meta.dirname, '../../bin/hoopctl');
+const seconds = Number(process.env.BENCH_SECONDS ?? 15);
+const clients = Number(process.env.BENCH_CLIENTS ?? 8);
+
+interface PgbenchResult {
+  tps: number;
+  latencyMs: number;
+}
+
+function pgbench(env: NodeJS.ProcessEnv, args: string[]): PgbenchResult {
+  const out = execFileSync('pgbench', args, { env: { ...process.env, ...env }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const tps = Number(/tps = ([\d.]+)/.exec(out)?.[1]);
+  const latencyMs = Number(/latency average = ([\d.]+) ms/.exec(out)?.[1]);
+  if (!Number.isFinite(tps)) throw new Error(`cannot read pgbench output:\n${out}`);
+  return { tps, latencyMs };
+}
+
+function peakRssMb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
+}
+
+function waitForLine(child: ChildProcess, stream: 'stdout' | 'stderr', pattern: RegExp): Promise<RegExpMatchArray> {
+  return new Promise((resolvePromise, reject) => {
+    let buf = '';
+    child[stream]!.on('data', (d) => {
+      buf += d;
+      const m = buf.match(pattern);
+      if (m) resolvePromise(m);
+    });
+    child.once('exit', (code) => reject(new Error(`exited ${code} before ${pattern}: ${buf}`)));
+  });
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'hoop-bench-'));
+  const cluster = await startPgCluster({ auth: 'scram-sha-256', settings: { shared_buffers: '256MB' } });
+  const children: ChildProcess[] = [];
+  try {
+    process.stderr.write('initialising pgbench scale 10…\n');
+    execFileSync('pgbench', ['-i', '-s', '10', '-q'], { env: { ...process.env, ...cluster.psqlEnv() }, stdio: 'ignore' });
+    const issuer = await startDevIssuer({ audience: 'bench', accessTokenTtlSeconds: 3600, serviceClients: [{ clientId: 'bench', clientSecret: 'bench-secret', groups: ['bench'] }] });
+    const port = await freePort();
+    writeFileSync(join(dir, 'broker.yaml'), stringify({
+      server: { listen: `127.0.0.1:${port}` },
+      store: { path: join(dir, 'broker.db') },
+      logging: { level: 'warn' },
+      auth: { issuers: [{ issuer: issuer.issuer, audience: 'bench', maxTokenLifetime: '2h' }] },
+      connections: [{
+        name: 'bench', type: 'postgres',
+        target: { host: cluster.host, port: cluster.port, database: 'postgres', sslmode: 'disable' },
+        credentials: { user: cluster.superuser, password: { value: cluster.password } },
+        access: { clientIds: ['bench'] },
+      }],
+    }));
+    const broker = spawn(process.execPath, [BIN, 'broker', 'start', '--config', join(dir, 'broker.yaml')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    children.push(broker);
+    await waitForLine(broker, 'stderr', /broker listening on/);
+    const { accessToken } = await clientCredentialsLogin({ issuer: issuer.issuer, clientId: 'bench', clientSecret: 'bench-secret' });
+    const env = { PATH: process.env.PATH, HOME: dir, XDG_CONFIG_HOME: join(dir, 'cfg'), HOOPCTL_TOKEN: accessToken, HOOPCTL_BROKER: `http://127.0.0.1:${port}` };
+    const tunnel = spawn(process.execPath, [BIN, 'connect', 'bench', '-o', 'json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(tunnel);
+    const [line] = await waitForLine(tunnel, 'stdout', /\{.*\}\n/);
+    const tunnelPort = JSON.parse(line!).port as number;
+
+    const direct = { PGHOST: cluster.host, PGPORT: String(cluster.port), PGUSER: cluster.superuser, PGPASSWORD: cluster.password, PGDATABASE: 'postgres' };
+    const gated = { PGHOST: '127.0.0.1', PGPORT: String(tunnelPort), PGUSER: 'bench', PGDATABASE: 'postgres' };
+    const load = ['-S', '-n', '-c', String(clients), '-j', '2', '-T', String(seconds)];
+    const single = ['-S', '-n', '-c', '1', '-T', String(Math.max(5, seconds / 2))];
+    process.stderr.write(`pgbench -S, ${clients} clients, ${seconds}s: direct…\n`);
+    const d8 = pgbench(direct, load);
+    process.stderr.write('… through hoopctl + broker…\n');
+    const g8 = pgbench(gated, load);
+    process.stderr.write('pgbench -S, 1 client: direct, then through hoopctl + broker…\n');
+    const d1 = pgbench(direct, single);
+    const g1 = pgbench(gated, single);
+    const brokerRss = peakRssMb(broker.pid!);
+    const tunnelRss = peakRssMb(tunnel.pid!);
+
+    const cpu = cpus()[0]?.model ?? 'unknown cpu';
+    const report = [
+      `Machine: ${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${execFileSync('pgbench', ['--version'], { encoding: 'utf8' }).trim()}`,
+      `Command: npm run bench (BENCH_SECONDS=${seconds}, BENCH_CLIENTS=${clients}); pgbench scale 10, select-only (-S)`,
+      '',
+      '| path | TPS, ' + clients + ' clients | ÷ direct | latency, 1 client | TPS, 1 client | ÷ direct |',
+      '|---|---|---|---|---|---|',
+      `| direct | ${d8.tps.toFixed(0)} | 1.00 | ${d1.latencyMs.toFixed(3)} ms | ${d1.tps.toFixed(0)} | 1.00 |`,
+      `| hoopctl connect + broker | ${g8.tps.toFixed(0)} | ${(g8.tps / d8.tps).toFixed(2)} | ${g1.latencyMs.toFixed(3)} ms | ${g1.tps.toFixed(0)} | ${(g1.tps / d1.tps).toFixed(2)} |`,
+      '',
+      `Peak RSS: broker ${brokerRss.toFixed(0)} MB, hoopctl connect ${tunnelRss.toFixed(0)} MB (every statement recorded to SQLite before it is forwarded).`,
+    ].join('\n');
+    process.stdout.write(report + '\n');
+    await issuer.stop();
+  } finally {
+    for (const c of children) c.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 300));
+    await cluster.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench failed: ${(e as Error).stack}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,285 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { connect as netConnect } from 'node:net';
+import { spawn } from 'node:child_process';
+import pg from 'pg';
+import { SignJWT, importJWK } from 'jose';
+import { APP_PASSWORD, AUDIENCE, CliProcess, readText, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
+import { completeDeviceLogin } from '../support/device-user.js';
+
+/**
+ * The spine, end to end with real parts only: device-flow login against oidc-provider, `hoopctl connect`
+ * as a process, real psql and pg through the tunnel, the broker as a process in front of a SCRAM-only
+ * PostgreSQL, then `sessions` and `replay` reading back what was recorded.
+ */
+let stack: Stack;
+let aliceEnv: NodeJS.ProcessEnv;
+let tunnel: CliProcess;
+let tunnelPort: number;
+const outputs: string[] = [];
+
+function psqlEnv(port: number): NodeJS.ProcessEnv {
+  return { PATH: process.env.PATH, PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'whoever', PGDATABASE: 'app', PGCONNECT_TIMEOUT: '10' };
+}
+
+async function psql(args: string[], input?: string) {
+  const r = await runProcess('psql', ['-X', '-w', '-v', 'ON_ERROR_STOP=1', ...args], psqlEnv(tunnelPort), input);
+  outputs.push(r.stdout, r.stderr);
+  return r;
+}
+
+async function cli(args: string[], env: NodeJS.ProcessEnv, input?: string) {
+  const r = await runCli(args, env, input);
+  outputs.push(r.stdout, r.stderr);
+  return r;
+}
+
+async function loginAs(user: string): Promise<NodeJS.ProcessEnv> {
+  const env = stack.cliEnv({ XDG_CONFIG_HOME: join(stack.dir, `config-${user}`) });
+  const login = new CliProcess(['login', '--broker', stack.brokerUrl, '--poll-interval', '1'], env);
+  const [, uri] = await login.waitFor(/or open (\S+)/);
+  await completeDeviceLogin(uri!, user);
+  expect(await login.exit()).toBe(0);
+  outputs.push(login.stdout, login.stderr);
+  expect(login.stdout).toContain(`as ${user === 'alice' ? 'alice@example.com' : user}`);
+  return env;
+}
+
+beforeAll(async () => {
+  stack = await startStack();
+  aliceEnv = await loginAs('alice');
+  tunnel = new CliProcess(['connect', 'app-pg', '-o', 'json'], aliceEnv);
+  const [line] = await tunnel.waitFor(/\{.*"port".*\}\n/);
+  tunnelPort = JSON.parse(line!).port;
+}, 120_000);
+
+afterAll(async () => {
+  await tunnel?.stop().catch(() => undefined);
+  await stack?.stop();
+});
+
+describe('login', () => {
+  it('stores the device-flow tokens in a 0600 file when no keychain is reachable, and whoami uses them', async () => {
+    const dir = join(aliceEnv.XDG_CONFIG_HOME!, 'hoopctl');
+    const files = readdirSync(dir).filter((f) => f.startsWith('credentials'));
+    expect(files).toHaveLength(1);
+    expect(statSync(join(dir, files[0]!)).mode & 0o777).toBe(0o600);
+    const who = await cli(['whoami', '-o', 'json'], aliceEnv);
+    expect(who.code).toBe(0);
+    const identity = JSON.parse(who.stdout);
+    expect(identity).toMatchObject({ subject: 'alice', kind: 'human', groups: ['dba', 'auditors'], broker: stack.brokerUrl });
+  });
+
+  it('logs a service account in with client credentials from the environment', async () => {
+    const env = stack.cliEnv({ XDG_CONFIG_HOME: join(stack.dir, 'config-ci'), HOOPCTL_CLIENT_ID: 'ci-report', HOOPCTL_CLIENT_SECRET: 'ci-report-secret' });
+    const r = await cli(['login', '--client-credentials'], env);
+    expect(r.code, r.stderr).toBe(0);
+    const who = JSON.parse((await cli(['whoami', '-o', 'json'], { ...env, HOOPCTL_CLIENT_SECRET: '' })).stdout);
+    expect(who).toMatchObject({ kind: 'service', clientId: 'ci-report' });
+  });
+});
+
+describe('psql through hoopctl connect', () => {
+  it('runs queries as the injected backend role without asking the client for a password', async () => {
+    const r = await psql(['-At', '-c', 'select current_user, 6 * 7']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('app_rw|42');
+  });
+
+  it('carries COPY FROM STDIN and COPY TO STDOUT', async () => {
+    await psql(['-c', 'create table items (id int primary key, label text)']);
+    const rows = Array.from({ length: 500 }, (_, i) => `${i}\titem ${i}`).join('\n') + '\n';
+    const copyIn = await psql(['-c', 'copy items from stdin'], rows);
+    expect(copyIn.stdout.trim()).toBe('COPY 500');
+    const copyOut = await psql(['-c', 'copy (select * from items order by id) to stdout']);
+    expect(copyOut.stdout).toBe(rows);
+  });
+
+  it('cancels a running query on the backend when psql is interrupted', async () => {
+    const child = spawn('psql', ['-X', '-w', '-c', 'select pg_sleep(30)'], { env: psqlEnv(tunnelPort) });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    await new Promise((r) => setTimeout(r, 1500));
+    const sent = Date.now();
+    child.kill('SIGINT');
+    const code = await new Promise<number>((r) => child.on('exit', (c) => r(c ?? -1)));
+    expect(stderr).toContain('canceling statement due to user request');
+    expect(code).not.toBe(0);
+    expect(Date.now() - sent).toBeLessThan(5000);
+  });
+
+  it('serves the extended protocol with parameters, prepared statements and transactions to pg', async () => {
+    const client = new pg.Client({ host: '127.0.0.1', port: tunnelPort, user: 'x', database: 'app' });
+    await client.connect();
+    expect((await client.query('select $1::int + $2::int as sum', [20, 22])).rows).toEqual([{ sum: 42 }]);
+    const named = { name: 'by-id', text: 'select label from items where id = $1', values: [7] };
+    expect((await client.query(named)).rows).toEqual([{ label: 'item 7' }]);
+    expect((await client.query({ ...named, values: [8] })).rows).toEqual([{ label: 'item 8' }]);
+    await client.query('begin');
+    await client.query('insert into items values ($1, $2)', [1000, 'in tx']);
+    await client.query('rollback');
+    expect((await client.query('select count(*)::int as n from items where id = 1000')).rows).toEqual([{ n: 0 }]);
+    await expect(client.query('select * from no_such_table where id = $1', [1])).rejects.toThrow(/no_such_table/);
+    expect((await client.query('select 1 as still_ok')).rows).toEqual([{ still_ok: 1 }]);
+    await client.end();
+  });
+
+  it('ends only the session that sent a malformed frame, with a protocol error, and keeps serving others', async () => {
+    const other = new pg.Client({ host: '127.0.0.1', port: tunnelPort, user: 'x', database: 'app' });
+    await other.connect();
+    const reply = await new Promise<Buffer>((resolve, reject) => {
+      const sock = netConnect(tunnelPort, '127.0.0.1');
+      let handshake = Buffer.alloc(0);
+      const chunks: Buffer[] = [];
+      let sentBad = false;
+      sock.on('data', (d) => {
+        if (sentBad) return void chunks.push(d);
+        handshake = Buffer.concat([handshake, d]);
+        // After the handshake (ends with ReadyForQuery), send a Query whose length field is impossible.
+        if (handshake.includes(Buffer.from([0x5a, 0, 0, 0, 5, 0x49]))) {
+          sentBad = true;
+          sock.write(Buffer.from([0x51, 0, 0, 0, 2]));
+        }
+      });
+      sock.on('close', () => resolve(Buffer.concat(chunks)));
+      sock.on('error', reject);
+      const params = Buffer.from('user\0x\0database\0app\0\0');
+      const startup = Buffer.alloc(8);
+      startup.writeInt32BE(8 + params.length, 0);
+      startup.writeInt32BE(196608, 4);
+      sock.write(Buffer.concat([startup, params]));
+    });
+    expect(reply[0]).toBe(0x45); // 'E' ErrorResponse
+    expect(reply.toString('latin1')).toContain('08P01');
+    expect((await other.query('select 2 as alive')).rows).toEqual([{ alive: 2 }]);
+    await other.end();
+  });
+});
+
+describe('access and tokens', () => {
+  it('refuses an identity outside the allowed groups at connect, with a clear message', async () => {
+    const malloryEnv = await loginAs('mallory');
+    const r = await cli(['connect', 'app-pg'], malloryEnv);
+    expect(r.code).toBe(4);
+    expect(r.stderr).toContain('mallory (groups: contractors) may not open connection app-pg');
+    const viaExec = await cli(['exec', 'app-pg', '-e', 'select 1'], malloryEnv);
+    expect(viaExec.code).toBe(4);
+  });
+
+  it('rejects forged and stale tokens with a clear reason and records each rejection', async () => {
+    const key = await importJWK(stack.issuer.signingKey, 'RS256');
+    const now = Math.floor(Date.now() / 1000);
+    const sign = (claims: Record<string, unknown>, iss = stack.issuer.issuer, aud = AUDIENCE) =>
+      new SignJWT({ groups: ['dba'], client_id: 'hoopctl-cli', ...claims })
+        .setProtectedHeader({ alg: 'RS256', kid: stack.issuer.kid, typ: 'at+jwt' })
+        .setIssuer(iss)
+        .setAudience(aud)
+        .setSubject('forger')
+        .sign(key);
+    const otherKey = (await import('jose')).generateKeyPair('RS256').then((k) => k.privateKey);
+    const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
+    const cases: Array<[string, string, RegExp]> = [
+      ['expired', await sign({ iat: now - 3600, exp: now - 1800 }), /expired/i],
+      ['wrong audience', await sign({ iat: now, exp: now + 300 }, stack.issuer.issuer, 'someone-else'), /audience/i],
+      ['wrong issuer', await sign({ iat: now, exp: now + 300 }, 'https://evil.example.com'), /issuer/i],
+      [
+        'bad signature',
+        await new SignJWT({ groups: ['dba'] }).setProtectedHeader({ alg: 'RS256', kid: stack.issuer.kid }).setIssuer(stack.issuer.issuer)
+          .setAudience(AUDIENCE).setSubject('forger').setIssuedAt().setExpirationTime('5m').sign(await otherKey),
+        /signature/i,
+      ],
+      ['alg none', `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ iss: stack.issuer.issuer, aud: AUDIENCE, sub: 'forger', groups: ['dba'], iat: now, exp: now + 300 })}.`, /alg/i],
+    ];
+    for (const [, token, reason] of cases) {
+      const r = await cli(['exec', 'app-pg', '-e', 'select 1'], stack.cliEnv({ HOOPCTL_TOKEN: token }));
+      expect(r.code, r.stderr).toBe(3);
+      expect(r.stderr).toMatch(reason);
+      expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    }
+    const audit = JSON.parse((await cli(['audit', 'events', '-o', 'json'], aliceEnv)).stdout) as Array<{ type: string; data: { code: string } }>;
+    const codes = audit.filter((e) => e.type === 'token-rejected').map((e) => e.data.code);
+    for (const code of ['TOKEN_EXPIRED', 'TOKEN_WRONG_AUDIENCE', 'TOKEN_UNKNOWN_ISSUER', 'TOKEN_BAD_SIGNATURE', 'TOKEN_ALG_NOT_ALLOWED']) {
+      expect(codes).toContain(code);
+    }
+  });
+});
+
+describe('hoopctl exec', () => {
+  it('runs SQL for a CI job holding only its platform token, with json output', async () => {
+    const { clientCredentialsLogin } = await import('../../src/auth/oidc.js');
+    const tokens = await clientCredentialsLogin({ issuer: stack.issuer.issuer, clientId: 'ci-report', clientSecret: 'ci-report-secret' });
+    const env = stack.cliEnv({ XDG_CONFIG_HOME: join(stack.dir, 'config-empty'), HOOPCTL_TOKEN: tokens.accessToken });
+    const r = await cli(['exec', 'app-pg', '-e', 'select id, label from items where id < 3 order by id', '-o', 'json'], env);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual([
+      { command: 'SELECT', rowCount: 3, columns: ['id', 'label'], rows: [{ id: 0, label: 'item 0' }, { id: 1, label: 'item 1' }, { id: 2, label: 'item 2' }] },
+    ]);
+  });
+
+  it('reads SQL from a file and from stdin, and prints csv', async () => {
+    const file = join(stack.dir, 'q.sql');
+    writeFileSync(file, "select 'a,b' as x, 2 as y");
+    const fromFile = await cli(['exec', 'app-pg', '-f', file, '-o', 'csv'], aliceEnv);
+    expect(fromFile.stdout).toBe('x,y\n"a,b",2\n');
+    const fromStdin = await cli(['exec', 'app-pg'], aliceEnv, 'select 5 as five');
+    expect(fromStdin.stdout).toContain('five');
+    expect(fromStdin.stdout).toContain('(1 row)');
+  });
+
+  it('exits non-zero with the server message on an SQL error', async () => {
+    const r = await cli(['exec', 'app-pg', '-e', 'select * from missing_table'], aliceEnv);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('relation "missing_table" does not exist');
+  });
+});
+
+describe('sessions and replay', () => {
+  it('lists the sessions with who, connection and outcome, refusals included', async () => {
+    const r = await cli(['sessions', '-o', 'json', '-n', '200'], aliceEnv);
+    const sessions = JSON.parse(r.stdout) as Array<{ id: string; status: string; identity: { subject: string }; connection: string }>;
+    expect(sessions.some((s) => s.identity.subject === 'mallory' && s.status === 'refused')).toBe(true);
+    expect(sessions.some((s) => s.identity.subject === 'alice' && s.status === 'closed')).toBe(true);
+    const text = await cli(['sessions'], aliceEnv);
+    expect(text.stdout).toMatch(/ID\s+STARTED\s+WHO\s+CONNECTION\s+STATUS/);
+  });
+
+  it('replays a session as a timed transcript with statements, parameters and outcomes', async () => {
+    const sessions = JSON.parse((await cli(['sessions', '-o', 'json', '-n', '200'], aliceEnv)).stdout) as Array<{ id: string; statementCount: number }>;
+    const transcripts = await Promise.all(sessions.map((s) => cli(['replay', s.id], aliceEnv)));
+    const all = transcripts.map((t) => t.stdout).join('\n');
+    expect(all).toMatch(/\+\d+\.\d{3}s\s+query\s+select current_user, 6 \* 7/);
+    expect(all).toMatch(/→ SELECT 1/);
+    expect(all).toContain('params: ["20","22"]');
+    expect(all).toMatch(/✗ 42P01 relation "missing_table" does not exist/);
+    expect(all).toMatch(/copy items from stdin[\s\S]*→ COPY 500/);
+    expect(all).toMatch(/refused\s+identity mallory/);
+    expect(all).toContain('canceling statement due to user request');
+    const verify = await cli(['audit', 'verify', sessions[0]!.id], aliceEnv);
+    expect(verify.stdout).toMatch(/chain intact/);
+  });
+
+  it('never lets the backend password reach the client side, the API or the broker log', async () => {
+    const api = await Promise.all(
+      ['/api/v1/connections', '/api/v1/sessions?limit=500', '/api/v1/whoami', '/api/v1/audit'].map((p) =>
+        cli(['sessions', '-o', 'json'], aliceEnv).then(() => fetchWithAlice(p)),
+      ),
+    );
+    const clientFiles = readdirSync(join(aliceEnv.XDG_CONFIG_HOME!, 'hoopctl')).map((f) => readFileSync(join(aliceEnv.XDG_CONFIG_HOME!, 'hoopctl', f), 'utf8'));
+    const haystack = [...outputs, ...api, ...clientFiles, tunnel.stdout, tunnel.stderr].join('\n');
+    expect(haystack.length).toBeGreaterThan(1000);
+    expect(haystack).not.toContain(APP_PASSWORD);
+    const log = readText(stack.brokerLogPath);
+    expect(log).toContain('session opened');
+    expect(log).not.toContain(APP_PASSWORD);
+  });
+});
+
+async function fetchWithAlice(path: string): Promise<string> {
+  const creds = readdirSync(join(aliceEnv.XDG_CONFIG_HOME!, 'hoopctl')).find((f) => f.startsWith('credentials'))!;
+  const stored = JSON.parse(readFileSync(join(aliceEnv.XDG_CONFIG_HOME!, 'hoopctl', creds), 'utf8'));
+  const token = JSON.stringify(stored).match(/"accessToken":"([^"]+)"/)![1];
+  const res = await fetch(new URL(path, stack.brokerUrl), { headers: { authorization: `Bearer ${token}` } });
+  expect(res.status).toBe(200);
+  return res.text();
+}
