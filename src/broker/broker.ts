@@ -44,6 +44,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const connections = new Map(config.connections.map((c) => [c.name, c]));
   const auditGroups = new Set(config.audit.groups);
   const live = new Set<Duplex>();
+  const running = new Set<Promise<void>>();
 
   async function authenticate(req: IncomingMessage): Promise<Identity> {
     const token = bearerToken(req);
@@ -152,7 +153,11 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     (async () => {
       const identity = await authenticate(req);
       const connection = await authorize(identity, m[1]!, req);
-      wss.handleUpgrade(req, socket, head, (ws) => void runTunnel(ws, req, identity, connection));
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        const session = runTunnel(ws, req, identity, connection);
+        running.add(session);
+        void session.finally(() => running.delete(session));
+      });
     })().catch((e: unknown) => {
       if (e instanceof HoopError) return refuse(e);
       logger.error({ err: errorMessage(e) }, 'tunnel upgrade failed');
@@ -206,11 +211,13 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     url,
     store,
     async close() {
+      // Stop accepting, end live sessions, and let each record its close before the store goes.
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const s of live) s.destroy();
+      server.closeAllConnections();
       wss.close();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeAllConnections?.();
-      await new Promise((r) => setTimeout(r, 50));
+      await Promise.race([Promise.allSettled([...running]), new Promise((r) => setTimeout(r, 5000))]);
+      await closed;
       await store.close();
     },
   };
