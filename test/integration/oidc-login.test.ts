@@ -1,5 +1,13 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { resolveAccessToken } from '../../src/auth/access-token.js';
+import { fetchAuthConfig } from '../../src/auth/broker-auth-config.js';
+import { createTokenStore, type TokenStore } from '../../src/auth/token-store.js';
 import { clientCredentialsLogin, deviceLogin, refreshTokenSet, type DevicePrompt } from '../../src/auth/oidc.js';
 import { startDevIssuer, type DevIssuer } from '../../src/dev/oidc-issuer.js';
 import { HoopError } from '../../src/lib/errors.js';
@@ -140,6 +148,114 @@ describe('OIDC login against a real oidc-provider', () => {
     await expect(
       refreshTokenSet({ issuer: issuer.issuer, clientId: issuer.cliClientId, refreshToken: 'not-a-refresh-token' }),
     ).rejects.toMatchObject({ code: 'REFRESH_FAILED', hint: expect.stringContaining('hoopctl login') });
+  });
+});
+
+describe('resolveAccessToken against a real oidc-provider', () => {
+  let issuer: DevIssuer;
+  let broker: Server;
+  let brokerUrl: string;
+  let dir: string;
+  let store: TokenStore;
+
+  beforeAll(async () => {
+    issuer = await startDevIssuer({
+      audience: AUDIENCE,
+      defaultGroups: ['everyone'],
+      serviceClients: [{ clientId: 'ci-reporting', clientSecret: 'ci-secret-value', groups: ['ci-reporting'] }],
+    });
+    // Stands in for the broker's GET /api/v1/auth/config (the real route lives in src/broker/server).
+    broker = createServer((req, res) => {
+      if (req.url !== '/api/v1/auth/config') {
+        res.writeHead(404).end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ issuer: issuer.issuer, clientId: issuer.cliClientId, scopes: ['openid', 'offline_access'], audience: AUDIENCE }));
+    });
+    await new Promise<void>((resolve) => broker.listen(0, '127.0.0.1', resolve));
+    brokerUrl = `http://127.0.0.1:${(broker.address() as AddressInfo).port}`;
+    dir = mkdtempSync(join(tmpdir(), 'hoopctl-access-token-'));
+    store = createTokenStore({ configDir: dir, backend: 'file', env: {} });
+  });
+  afterAll(async () => {
+    await issuer?.stop();
+    await new Promise((resolve) => broker?.close(resolve));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function loginAs(login: string) {
+    let userDone: Promise<void> | undefined;
+    const tokens = await deviceLogin({
+      issuer: issuer.issuer,
+      clientId: issuer.cliClientId,
+      scopes: ['openid', 'offline_access'],
+      pollIntervalSeconds: 1,
+      onPrompt: (p) => {
+        userDone = completeDeviceLogin(p.verificationUriComplete!, login);
+      },
+    });
+    await userDone;
+    return tokens;
+  }
+
+  it('reads the broker auth config', async () => {
+    expect(await fetchAuthConfig(brokerUrl)).toEqual({
+      issuer: issuer.issuer,
+      clientId: issuer.cliClientId,
+      scopes: ['openid', 'offline_access'],
+      audience: AUDIENCE,
+    });
+    await expect(fetchAuthConfig(issuer.issuer)).rejects.toMatchObject({ code: 'BROKER_AUTH_CONFIG_INVALID' });
+  });
+
+  it('prefers HOOPCTL_TOKEN, then a fresh stored token, and refreshes one about to expire', async () => {
+    const tokens = await loginAs('carol');
+    await store.save({ broker: brokerUrl, issuer: issuer.issuer, clientId: issuer.cliClientId, kind: 'device', tokens, subject: 'carol' });
+
+    expect(await resolveAccessToken({ broker: brokerUrl, store, env: { HOOPCTL_TOKEN: 'from-ci' } })).toEqual({ token: 'from-ci', source: 'env' });
+
+    const stored = await resolveAccessToken({ broker: brokerUrl, store, env: {} });
+    expect(stored).toEqual({ token: tokens.accessToken, source: 'stored', expiresAt: tokens.expiresAt });
+
+    // 30 s before expiry: inside the refresh margin
+    const refreshed = await resolveAccessToken({ broker: brokerUrl, store, env: {}, now: () => tokens.expiresAt - 30_000 });
+    expect(refreshed.source).toBe('refreshed');
+    expect(refreshed.token).not.toBe(tokens.accessToken);
+    expect(decodeJwt(refreshed.token)).toMatchObject({ sub: 'carol', aud: AUDIENCE });
+    const saved = await store.load(brokerUrl);
+    expect(saved?.tokens.accessToken).toBe(refreshed.token);
+    expect(saved?.tokens.refreshToken).toBeTruthy();
+  });
+
+  it('says TOKEN_EXPIRED when the stored token expired and cannot be refreshed', async () => {
+    const past = Date.now() - 60_000;
+    await store.save({ broker: brokerUrl, issuer: issuer.issuer, clientId: 'ci-reporting', kind: 'client-credentials', tokens: { accessToken: 'old', expiresAt: past } });
+    await expect(resolveAccessToken({ broker: brokerUrl, store, env: {} })).rejects.toMatchObject({
+      code: 'TOKEN_EXPIRED',
+      hint: `run \`hoopctl login --broker ${brokerUrl}\``,
+    });
+    await store.save({ broker: brokerUrl, issuer: issuer.issuer, clientId: issuer.cliClientId, kind: 'device', tokens: { accessToken: 'old', refreshToken: 'revoked', expiresAt: past } });
+    await expect(resolveAccessToken({ broker: brokerUrl, store, env: {} })).rejects.toMatchObject({ code: 'TOKEN_EXPIRED' });
+  });
+
+  it('uses client credentials from the environment against the broker issuer', async () => {
+    await store.remove(brokerUrl);
+    const resolved = await resolveAccessToken({
+      broker: brokerUrl,
+      store,
+      env: { HOOPCTL_CLIENT_ID: 'ci-reporting', HOOPCTL_CLIENT_SECRET: 'ci-secret-value' },
+    });
+    expect(resolved.source).toBe('client-credentials');
+    expect(decodeJwt(resolved.token)).toMatchObject({ sub: 'ci-reporting', aud: AUDIENCE, groups: ['ci-reporting'] });
+  });
+
+  it('says NOT_LOGGED_IN with the login command when there is nothing to use', async () => {
+    await store.remove(brokerUrl);
+    await expect(resolveAccessToken({ broker: brokerUrl, store, env: {} })).rejects.toMatchObject({
+      code: 'NOT_LOGGED_IN',
+      hint: `run \`hoopctl login --broker ${brokerUrl}\``,
+    });
   });
 });
 
