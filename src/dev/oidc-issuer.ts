@@ -2,9 +2,6 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, type JWK } from 'jose';
-// oidc-provider ships no type declarations; the few shapes used here are typed locally below.
-// @ts-expect-error TS7016: untyped module
-import { Provider, errors as providerErrors } from 'oidc-provider';
 
 /**
  * The built-in development OIDC issuer: a real oidc-provider on loopback, used by `hoopctl demo`, the tests and
@@ -40,6 +37,21 @@ export interface DevIssuer {
   stop(): Promise<void>;
 }
 
+/** The parts of oidc-provider this file uses (the package ships no type declarations). */
+interface OidcProviderModule {
+  Provider: new (issuer: string, configuration: object) => { callback(): Parameters<Server['on']>[1] };
+  errors: { InvalidTarget: new () => Error };
+}
+
+/**
+ * Loaded on first use: oidc-provider is large and prints a runtime notice on import, so a CLI that merely
+ * contains `hoopctl demo` should not pay for it on every command.
+ */
+async function loadOidcProvider(): Promise<OidcProviderModule> {
+  // @ts-expect-error TS7016: oidc-provider has no type declarations
+  return (await import('oidc-provider')) as OidcProviderModule;
+}
+
 /** The parts of oidc-provider's context and token models this file reads. */
 interface ProviderContext {
   type: string;
@@ -63,6 +75,7 @@ export async function startDevIssuer(o: DevIssuerOptions): Promise<DevIssuer> {
   const signingKey = o.signingKey ?? (await generateSigningKey());
   const kid = signingKey.kid ?? (await calculateJwkThumbprint(signingKey));
   const key: JWK = { ...signingKey, kid, alg: 'RS256', use: 'sig' };
+  const { Provider, errors: providerErrors } = await loadOidcProvider();
 
   // Listen first so the issuer URL carries the real port (no free-port race).
   const server = createServer();
@@ -161,11 +174,14 @@ export async function startDevIssuer(o: DevIssuerOptions): Promise<DevIssuer> {
   // The provider prints start-up notices (in-memory adapter, devInteractions) with console.warn/info while it
   // is constructed; construction is synchronous, so muting the console for that span hides nothing else.
   const { warn, info } = console;
-  let provider: { callback(): Parameters<Server['on']>[1] };
+  let provider: InstanceType<OidcProviderModule['Provider']>;
   try {
     console.warn = () => {};
     console.info = () => {};
     provider = new Provider(issuer, configuration);
+  } catch (e) {
+    server.close();
+    throw e;
   } finally {
     console.warn = warn;
     console.info = info;
