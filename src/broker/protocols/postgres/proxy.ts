@@ -1,0 +1,571 @@
+import type { Duplex, Writable } from 'node:stream';
+import type { Logger } from 'pino';
+import type { PostgresConnection } from '../../config.js';
+import type { SessionRecorder } from '../../recording/recorder.js';
+import { connectBackend as defaultConnectBackend, FORWARDED_PARAMETERS, type BackendSession, type ConnectBackendOptions } from './backend.js';
+import type { CancelOutcome, CancelRegistration, CancelRegistry } from './cancel-registry.js';
+import { BackendConnectError, PgWireError, protocolViolation, SqlState } from './errors.js';
+import { FrameError, FrameScanner, MAX_BACKEND_FRAME, MAX_CLIENT_FRAME, type ScannedFrame } from './frame-scanner.js';
+import { BackendCode, FrontendCode, StartupCode } from './message-codes.js';
+import {
+  createAuthenticationOk,
+  createBackendKeyData,
+  createNegotiateProtocolVersion,
+  createParameterStatus,
+  createReadyForQuery,
+  createTerminate,
+  describeParam,
+  parseBind,
+  parseCancelRequest,
+  parseCommandComplete,
+  parseErrorResponse,
+  parseExecute,
+  parseFunctionCall,
+  parseParse,
+  parseQuery,
+  parseStartupMessage,
+  type CancelKey,
+  type StartupMessage,
+} from './messages.js';
+import { ResultTracker, type StatementResult } from './result-tracker.js';
+import { StreamEndedError, StreamReader } from './stream-reader.js';
+
+export interface PostgresSessionContext {
+  connection: PostgresConnection;
+  recorder: SessionRecorder;
+  cancels: CancelRegistry;
+  logger: Logger;
+  /** Replaces how the backend is reached; tests and alternative transports inject it. */
+  connectBackend?: (conn: PostgresConnection, params: Record<string, string>, options?: ConnectBackendOptions) => Promise<BackendSession>;
+  /** A client that has not finished its startup message by then is disconnected. Default 30 s. */
+  startupTimeoutMs?: number;
+}
+
+export interface PostgresSessionSummary {
+  outcome: 'closed' | 'failed' | 'cancel-request';
+  statementCount: number;
+  /** ErrorResponses the client received: the backend's and the broker's own. */
+  errorCount: number;
+  error?: string;
+  /** For outcome 'cancel-request': what became of it. */
+  cancel?: CancelOutcome;
+}
+
+/** Recorded as 'statement' before the statement is forwarded. */
+export interface StatementEvent {
+  statementSeq: number;
+  protocol: 'simple' | 'extended' | 'function-call';
+  /** The SQL text; null when an Execute names a portal or statement the broker did not see prepared. */
+  sql: string | null;
+  /** Extended protocol: prepared statement name ('' is the unnamed one). */
+  statement?: string;
+  /** Extended protocol: portal name ('' is the unnamed one). */
+  portal?: string;
+  /** Bind or FunctionCall arguments: text as is, binary as `\x<hex>`, NULL as null. */
+  params?: (string | null)[];
+  /** FunctionCall: the function's OID. */
+  functionOid?: number;
+}
+
+export type { StatementResult };
+
+/** Largest startup-phase message, as in PostgreSQL (MAX_STARTUP_PACKET_LENGTH). */
+const MAX_STARTUP_PACKET = 10_000;
+/** How long a closing stream may take to flush before it is destroyed. */
+const CLOSE_GRACE_MS = 2_000;
+
+const CLIENT_FRAMES_WANTED = new Set<number>([
+  FrontendCode.Query,
+  FrontendCode.Parse,
+  FrontendCode.Bind,
+  FrontendCode.Execute,
+  FrontendCode.Sync,
+  FrontendCode.FunctionCall,
+  FrontendCode.Terminate,
+]);
+const BACKEND_FRAMES_WANTED = new Set<number>([
+  BackendCode.CommandComplete,
+  BackendCode.EmptyQueryResponse,
+  BackendCode.PortalSuspended,
+  BackendCode.ErrorResponse,
+  BackendCode.ReadyForQuery,
+]);
+
+/**
+ * Serves one PostgreSQL client connection arriving over a tunnel: answers the startup itself (no
+ * password is asked of the client), connects to the backend with the configured credential, then
+ * relays both ways, recording each statement before it is forwarded and each result when it is known.
+ * Never throws; the summary says how the session ended.
+ */
+export async function proxyPostgresSession(client: Duplex, ctx: PostgresSessionContext): Promise<PostgresSessionSummary> {
+  return new PostgresProxySession(client, ctx).run();
+}
+
+/** Ends the session without an error to send: the peer is gone or the session is already failing. */
+class SessionStopped extends Error {}
+
+class PostgresProxySession {
+  readonly #client: Duplex;
+  readonly #ctx: PostgresSessionContext;
+  readonly #log: Logger;
+  #backend: BackendSession | undefined;
+  #cancelRegistration: CancelRegistration | undefined;
+  readonly #clientFrames = new FrameScanner({ wanted: CLIENT_FRAMES_WANTED, maxLength: MAX_CLIENT_FRAME });
+  readonly #backendFrames = new FrameScanner({ wanted: BACKEND_FRAMES_WANTED, maxLength: MAX_BACKEND_FRAME });
+  readonly #results = new ResultTracker();
+  /** Prepared statement name → SQL, from Parse. */
+  readonly #statements = new Map<string, string>();
+  /** Portal name → what Bind put in it. */
+  readonly #portals = new Map<string, { statement: string; sql: string | null; params: (string | null)[] }>();
+  #statementCount = 0;
+  #errorCount = 0;
+  #outcome: PostgresSessionSummary['outcome'] = 'closed';
+  #error: string | undefined;
+  #stopping = false;
+  #clientTerminated = false;
+  #terminateSent = false;
+
+  constructor(client: Duplex, ctx: PostgresSessionContext) {
+    this.#client = client;
+    this.#ctx = ctx;
+    this.#log = ctx.logger.child({ session: ctx.recorder.sessionId, connection: ctx.connection.name });
+    client.on('error', (err) => this.#log.debug({ err }, 'client stream error'));
+  }
+
+  async run(): Promise<PostgresSessionSummary> {
+    try {
+      await this.#serve();
+    } catch (e) {
+      // Only reached by a bug: the paths above turn every expected failure into a summary.
+      this.#log.error({ err: e }, 'postgres session failed unexpectedly');
+      this.#outcome = 'failed';
+      this.#error ??= e instanceof Error ? e.message : String(e);
+    } finally {
+      this.#cancelRegistration?.release();
+      this.#backend?.socket.destroy();
+      if (!this.#client.destroyed) this.#client.destroy();
+    }
+    return {
+      outcome: this.#outcome,
+      statementCount: this.#statementCount,
+      errorCount: this.#errorCount,
+      ...(this.#error !== undefined ? { error: this.#error } : {}),
+      ...(this.#cancelOutcome ? { cancel: this.#cancelOutcome } : {}),
+    };
+  }
+
+  #cancelOutcome: CancelOutcome | undefined;
+
+  async #serve(): Promise<void> {
+    const first = await this.#readStartup();
+    if (!first) return;
+    if (first.kind === 'cancel') {
+      await this.#forwardCancel(first.key);
+      return;
+    }
+    const backend = await this.#connect(first.message);
+    if (!backend) return;
+    await Promise.all([this.#relayClient(first.leftover), this.#relayBackend(backend)]);
+  }
+
+  // ------------------------------------------------------------------ startup
+
+  async #readStartup(): Promise<
+    { kind: 'startup'; message: StartupMessage; leftover: Buffer } | { kind: 'cancel'; key: CancelKey } | undefined
+  > {
+    const reader = new StreamReader(this.#client);
+    const timer = setTimeout(() => {
+      this.#client.destroy(new Error('startup timeout'));
+    }, this.#ctx.startupTimeoutMs ?? 30_000);
+    try {
+      for (;;) {
+        const length = (await reader.read(4)).readInt32BE(0);
+        if (length < 8 || length > MAX_STARTUP_PACKET) throw protocolViolation(`invalid startup packet length ${length}`);
+        const body = await reader.read(length - 4);
+        const code = body.readInt32BE(0);
+        if (code === StartupCode.SSLRequest || code === StartupCode.GSSENCRequest) {
+          if (length !== 8) throw protocolViolation('invalid length of encryption request');
+          // The tunnel is already secure; the client continues in plain protocol over it.
+          await this.#toClient(Buffer.from('N'));
+          continue;
+        }
+        if (code === StartupCode.CancelRequest) {
+          if (length !== 16) throw protocolViolation('invalid length of cancel request');
+          reader.release();
+          return { kind: 'cancel', key: parseCancelRequest(body) };
+        }
+        const major = code >>> 16;
+        const minor = code & 0xffff;
+        if (major !== 3) throw protocolViolation(`unsupported frontend protocol ${major}.${minor}: the broker supports 3.0`);
+        const message = parseStartupMessage(body);
+        return { kind: 'startup', message, leftover: reader.release() };
+      }
+    } catch (e) {
+      reader.release();
+      if (e instanceof PgWireError) {
+        await this.#fail(e, 'client');
+      } else if (e instanceof StreamEndedError && e.buffered === 0) {
+        this.#log.debug('client closed before startup');
+      } else {
+        await this.#fail(protocolViolation(e instanceof StreamEndedError ? 'incomplete startup packet' : errorText(e)), 'client');
+      }
+      return undefined;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async #forwardCancel(key: CancelKey): Promise<void> {
+    this.#outcome = 'cancel-request';
+    const outcome = await this.#ctx.cancels.forward(key);
+    this.#cancelOutcome = outcome;
+    this.#log.info({ outcome }, 'cancel request');
+    await this.#ctx.recorder.record('cancel-request', { outcome }).catch((err) => this.#log.error({ err }, 'could not record cancel request'));
+    if (outcome !== 'forwarded') this.#error = outcome === 'unknown-key' ? 'cancel request with an unknown key' : 'cancel request could not be forwarded';
+    // The protocol has no answer to a cancel request: the server just closes the connection.
+    await this.#closeClient();
+  }
+
+  async #connect(startup: StartupMessage): Promise<BackendSession | undefined> {
+    const conn = this.#ctx.connection;
+    const replication = startup.parameters.replication;
+    if (replication !== undefined && !['false', 'off', 'no', '0'].includes(replication.toLowerCase())) {
+      await this.#fail(new PgWireError('FATAL', SqlState.FeatureNotSupported, 'replication connections are not supported through the broker'), 'client');
+      return undefined;
+    }
+    const params: Record<string, string> = {};
+    const lower = new Map(Object.entries(startup.parameters).map(([k, v]) => [k.toLowerCase(), v]));
+    for (const name of FORWARDED_PARAMETERS) {
+      const v = lower.get(name.toLowerCase());
+      if (v !== undefined) params[name] = v;
+    }
+    let backend: BackendSession;
+    try {
+      backend = await (this.#ctx.connectBackend ?? defaultConnectBackend)(conn, params);
+    } catch (e) {
+      const err = e instanceof BackendConnectError ? e : new BackendConnectError(errorText(e), { code: 'BACKEND_UNREACHABLE' });
+      const authProblem = err.code === 'BACKEND_AUTH_FAILED' || err.code === 'BACKEND_AUTH_UNSUPPORTED' || err.sqlState.startsWith('28');
+      const message = `broker could not ${authProblem ? 'authenticate to' : 'reach'} the target "${conn.name}": ${err.message}`;
+      await this.#record('backend-error', { phase: 'connect', code: err.sqlState, message }).catch(() => undefined);
+      await this.#fail(new PgWireError('FATAL', err.sqlState, message), 'backend');
+      return undefined;
+    }
+    this.#backend = backend;
+    backend.socket.on('error', (err) => this.#log.debug({ err }, 'backend stream error'));
+    try {
+      await this.#record('backend-connected', {
+        user: conn.credentials.user,
+        database: conn.target.database,
+        tls: backend.tls,
+        serverVersion: backend.parameters.find((p) => p.name === 'server_version')?.value,
+        applicationName: params.application_name,
+      });
+    } catch {
+      await this.#fail(new PgWireError('FATAL', SqlState.SystemError, 'broker could not record the session start'), 'broker');
+      return undefined;
+    }
+    const out: Buffer[] = [];
+    const unrecognized = Object.keys(startup.parameters).filter((k) => k.startsWith('_pq_.'));
+    if (startup.minor > 0 || unrecognized.length > 0) out.push(createNegotiateProtocolVersion(0, unrecognized));
+    out.push(createAuthenticationOk());
+    for (const p of backend.parameters) out.push(createParameterStatus(p.name, p.value));
+    if (backend.key) {
+      this.#cancelRegistration = this.#ctx.cancels.register({ host: conn.target.host, port: conn.target.port, key: backend.key });
+      out.push(createBackendKeyData(this.#cancelRegistration.key));
+    }
+    out.push(createReadyForQuery(backend.transactionStatus));
+    try {
+      await this.#toClient(Buffer.concat(out));
+    } catch {
+      await this.#closeBackend();
+      return undefined;
+    }
+    return backend;
+  }
+
+  // ------------------------------------------------------------------ client → backend
+
+  async #relayClient(leftover: Buffer): Promise<void> {
+    try {
+      if (leftover.length > 0) await this.#fromClient(leftover);
+      const chunks = this.#client[Symbol.asyncIterator]();
+      while (!this.#stopping && !this.#clientTerminated) {
+        const next = await chunks.next();
+        if (next.done) break;
+        await this.#fromClient(next.value as Buffer);
+      }
+    } catch (e) {
+      if (e instanceof PgWireError) await this.#fail(e, e.sqlState === SqlState.ProtocolViolation ? 'client' : 'broker');
+      else if (!(e instanceof SessionStopped) && !this.#stopping) this.#log.debug({ err: e }, 'client stream ended with an error');
+    }
+    this.#stopping = true;
+    await this.#closeBackend();
+  }
+
+  async #fromClient(chunk: Buffer): Promise<void> {
+    let pieces;
+    try {
+      pieces = this.#clientFrames.split(chunk);
+    } catch (e) {
+      if (e instanceof FrameError) throw protocolViolation(e.message);
+      throw e;
+    }
+    for (const piece of pieces) {
+      if (this.#stopping || this.#clientTerminated) return;
+      if (piece.kind === 'raw') await this.#toBackend(piece.bytes);
+      else await this.#onClientFrame(piece);
+    }
+  }
+
+  async #onClientFrame(frame: ScannedFrame): Promise<void> {
+    switch (frame.code) {
+      case FrontendCode.Query: {
+        const sql = parseQuery(frame.body);
+        const statementSeq = ++this.#statementCount;
+        await this.#recordStatement({ statementSeq, protocol: 'simple', sql });
+        this.#results.round(statementSeq);
+        break;
+      }
+      case FrontendCode.Parse: {
+        const parse = parseParse(frame.body);
+        this.#statements.set(parse.name, parse.sql);
+        break;
+      }
+      case FrontendCode.Bind: {
+        const bind = parseBind(frame.body);
+        this.#portals.set(bind.portal, {
+          statement: bind.statement,
+          sql: this.#statements.get(bind.statement) ?? null,
+          params: bind.params.map((p, i) => describeParam(p, bind.paramFormats[i])),
+        });
+        break;
+      }
+      case FrontendCode.Execute: {
+        const { portal } = parseExecute(frame.body);
+        const bound = this.#portals.get(portal);
+        const statementSeq = ++this.#statementCount;
+        await this.#recordStatement({
+          statementSeq,
+          protocol: 'extended',
+          sql: bound?.sql ?? null,
+          statement: bound?.statement,
+          portal,
+          params: bound?.params ?? [],
+        });
+        this.#results.execute(statementSeq);
+        break;
+      }
+      case FrontendCode.Sync:
+        this.#results.sync();
+        break;
+      case FrontendCode.FunctionCall: {
+        const call = parseFunctionCall(frame.body);
+        const statementSeq = ++this.#statementCount;
+        await this.#recordStatement({
+          statementSeq,
+          protocol: 'function-call',
+          sql: null,
+          functionOid: call.functionOid,
+          params: call.args.map((a, i) => describeParam(a, call.argFormats[i])),
+        });
+        this.#results.round(statementSeq);
+        break;
+      }
+      case FrontendCode.Terminate:
+        this.#clientTerminated = true;
+        this.#terminateSent = true;
+        break;
+    }
+    await this.#toBackend(frame.bytes);
+  }
+
+  async #recordStatement(event: StatementEvent): Promise<void> {
+    try {
+      await this.#record('statement', { ...event });
+    } catch (e) {
+      this.#log.error({ err: e }, 'could not record statement');
+      // Fail closed: a statement that cannot be recorded is never forwarded.
+      throw new PgWireError('FATAL', SqlState.SystemError, 'broker could not record the statement, so it was not forwarded');
+    }
+  }
+
+  // ------------------------------------------------------------------ backend → client
+
+  async #relayBackend(backend: BackendSession): Promise<void> {
+    try {
+      if (backend.leftover.length > 0) await this.#fromBackend(backend.leftover);
+      const chunks = backend.socket[Symbol.asyncIterator]();
+      while (!this.#stopping) {
+        const next = await chunks.next();
+        if (next.done) break;
+        await this.#fromBackend(next.value as Buffer);
+      }
+      if (!this.#stopping && !this.#clientTerminated) await this.#backendGone('the target closed the connection');
+    } catch (e) {
+      if (e instanceof PgWireError) await this.#fail(e, 'broker');
+      else if (!(e instanceof SessionStopped) && !this.#stopping && !this.#clientTerminated) await this.#backendGone(`connection to the target failed: ${errorText(e)}`);
+    }
+    this.#stopping = true;
+    await this.#closeClient();
+  }
+
+  async #fromBackend(chunk: Buffer): Promise<void> {
+    if (this.#stopping) throw new SessionStopped();
+    let frames: ScannedFrame[];
+    try {
+      frames = this.#backendFrames.observe(chunk);
+    } catch (e) {
+      if (e instanceof FrameError) {
+        await this.#record('protocol-error', { source: 'backend', message: e.message }).catch(() => undefined);
+        this.#outcome = 'failed';
+        this.#error = `target broke the protocol: ${e.message}`;
+        throw new SessionStopped();
+      }
+      throw e;
+    }
+    const recorded: Promise<void>[] = [];
+    for (const frame of frames) {
+      for (const [type, data] of this.#onBackendFrame(frame)) recorded.push(this.#record(type, data));
+    }
+    // Recording starts before the chunk goes out, so a result is in the stream before the client can
+    // send its next statement; the chunk is not held back while it becomes durable.
+    const sent = this.#toClient(chunk);
+    try {
+      await Promise.all(recorded);
+    } catch (e) {
+      this.#log.error({ err: e }, 'could not record a result');
+      await sent.catch(() => undefined);
+      throw new PgWireError('FATAL', SqlState.SystemError, 'broker could not record the session, so it was ended');
+    }
+    await sent;
+  }
+
+  /** Events to record for one watched backend frame. */
+  #onBackendFrame(frame: ScannedFrame): Array<[string, Record<string, unknown>]> {
+    const results = (rs: StatementResult[]) => rs.map((r): [string, Record<string, unknown>] => ['result', { ...r }]);
+    switch (frame.code) {
+      case BackendCode.CommandComplete:
+        return results(this.#results.commandComplete(parseCommandComplete(frame.body)));
+      case BackendCode.EmptyQueryResponse:
+        return results(this.#results.emptyQuery());
+      case BackendCode.PortalSuspended:
+        return results(this.#results.portalSuspended());
+      case BackendCode.ErrorResponse: {
+        this.#errorCount++;
+        const fields = parseErrorResponse(frame.body);
+        const { results: rs, unattributed } = this.#results.error(fields);
+        const out = results(rs);
+        if (unattributed || fields.severity === 'FATAL' || fields.severity === 'PANIC') {
+          out.push(['backend-error', { phase: 'session', code: fields.code, message: fields.message, severity: fields.severity }]);
+        }
+        return out;
+      }
+      case BackendCode.ReadyForQuery:
+        return results(this.#results.readyForQuery());
+      default:
+        return [];
+    }
+  }
+
+  async #backendGone(message: string): Promise<void> {
+    this.#error ??= message;
+    await this.#record('backend-error', { phase: 'session', message }).catch(() => undefined);
+  }
+
+  // ------------------------------------------------------------------ writing and closing
+
+  #record(type: string, data: Record<string, unknown>): Promise<void> {
+    return this.#ctx.recorder.record(type, data);
+  }
+
+  /** The one place that writes to the client. Resolves once the stream can take more. */
+  #toClient(bytes: Buffer): Promise<void> {
+    return writeWithBackpressure(this.#client, bytes);
+  }
+
+  /** The one place that writes to the backend. */
+  #toBackend(bytes: Buffer): Promise<void> {
+    const socket = this.#backend?.socket;
+    if (!socket) return Promise.reject(new SessionStopped());
+    return writeWithBackpressure(socket, bytes);
+  }
+
+  /**
+   * Ends the session because of `err`: tells the client (when the stream to it is between frames, so
+   * the error cannot land inside a half-forwarded backend message), records it and closes both sides.
+   */
+  async #fail(err: PgWireError, source: 'client' | 'backend' | 'broker'): Promise<void> {
+    if (this.#outcome === 'failed') return;
+    this.#outcome = 'failed';
+    this.#error = err.message;
+    this.#stopping = true;
+    this.#log.info({ source, sqlState: err.sqlState }, err.message);
+    if (source === 'client') {
+      await this.#record('protocol-error', { source, code: err.sqlState, message: err.message }).catch((e) =>
+        this.#log.error({ err: e }, 'could not record protocol error'),
+      );
+    }
+    if (this.#backendFrames.atBoundary && isWritable(this.#client)) {
+      this.#errorCount++;
+      await this.#toClient(err.toWire()).catch(() => undefined);
+    }
+    await Promise.all([this.#closeClient(), this.#closeBackend()]);
+  }
+
+  async #closeClient(): Promise<void> {
+    await endGracefully(this.#client);
+  }
+
+  async #closeBackend(): Promise<void> {
+    const socket = this.#backend?.socket;
+    if (!socket) return;
+    if (!this.#terminateSent && isWritable(socket)) {
+      this.#terminateSent = true;
+      socket.write(createTerminate());
+    }
+    await endGracefully(socket);
+  }
+}
+
+function isWritable(stream: Writable): boolean {
+  return !stream.destroyed && !stream.writableEnded;
+}
+
+/** Writes and, when the stream's buffer is full, waits for 'drain' (or for the stream to close). */
+function writeWithBackpressure(stream: Writable, bytes: Buffer): Promise<void> {
+  if (!isWritable(stream)) return Promise.reject(new SessionStopped());
+  if (stream.write(bytes)) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('close', done);
+  });
+}
+
+/** Ends a stream, lets it flush for a moment, then destroys it. */
+function endGracefully(stream: Writable): Promise<void> {
+  if (stream.destroyed) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      stream.destroy();
+      resolve();
+    }, CLOSE_GRACE_MS);
+    const done = () => {
+      clearTimeout(timer);
+      stream.destroy();
+      resolve();
+    };
+    if (stream.writableFinished) return done();
+    stream.once('finish', done);
+    stream.once('close', done);
+    if (!stream.writableEnded) stream.end();
+  });
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

@@ -1,0 +1,131 @@
+import { performance } from 'node:perf_hooks';
+import type { ErrorFields } from './messages.js';
+import { rowsFromTag } from './messages.js';
+
+/** One finished statement, as recorded in a 'result' event. */
+export interface StatementResult {
+  /** The `statementSeq` of the 'statement' event this result belongs to. */
+  statementSeq: number;
+  /** Command tags in order (`SELECT 3`, `INSERT 0 1`); several for a multi-statement simple query. */
+  tags: string[];
+  /** Sum of the row counts the tags report. */
+  rows: number;
+  durationMs: number;
+  error?: { code: string; message: string };
+  /** The server skipped this Execute because an earlier message of its Sync group failed. */
+  skipped?: true;
+  /** The Execute hit its row limit (PortalSuspended); the portal can be executed again. */
+  suspended?: true;
+}
+
+/** What the tracker reports for an ErrorResponse that belongs to no recorded statement. */
+export interface UnattributedError {
+  code: string;
+  message: string;
+  severity: string;
+}
+
+type Pending =
+  | { kind: 'round'; statementSeq: number; start: number; tags: string[]; error?: ErrorFields }
+  | { kind: 'execute'; statementSeq: number; start: number }
+  | { kind: 'sync' };
+
+/**
+ * Pairs backend completions with the statements that caused them. The server answers strictly in
+ * order, so a FIFO of what the client sent is enough:
+ * - a simple Query (or FunctionCall) is one round closed by ReadyForQuery, collecting every tag and
+ *   the error that ended it;
+ * - an Execute ends at its CommandComplete, EmptyQueryResponse, PortalSuspended or ErrorResponse;
+ *   an error also covers a failed Parse/Bind of the same statement, since those precede its Execute;
+ * - a Sync ends at ReadyForQuery; Executes still open then were skipped by the server after an error.
+ */
+export class ResultTracker {
+  readonly #queue: Pending[] = [];
+
+  /** A simple Query or FunctionCall was forwarded. */
+  round(statementSeq: number): void {
+    this.#queue.push({ kind: 'round', statementSeq, start: performance.now(), tags: [] });
+  }
+
+  /** An Execute was forwarded. */
+  execute(statementSeq: number): void {
+    this.#queue.push({ kind: 'execute', statementSeq, start: performance.now() });
+  }
+
+  /** A Sync was forwarded. */
+  sync(): void {
+    this.#queue.push({ kind: 'sync' });
+  }
+
+  get pending(): number {
+    return this.#queue.length;
+  }
+
+  commandComplete(tag: string): StatementResult[] {
+    const head = this.#queue[0];
+    if (head?.kind === 'round') head.tags.push(tag);
+    else if (head?.kind === 'execute') {
+      this.#queue.shift();
+      return [finish(head.statementSeq, head.start, [tag])];
+    }
+    return [];
+  }
+
+  emptyQuery(): StatementResult[] {
+    const head = this.#queue[0];
+    if (head?.kind === 'execute') {
+      this.#queue.shift();
+      return [finish(head.statementSeq, head.start, [])];
+    }
+    return [];
+  }
+
+  portalSuspended(): StatementResult[] {
+    const head = this.#queue[0];
+    if (head?.kind === 'execute') {
+      this.#queue.shift();
+      return [{ ...finish(head.statementSeq, head.start, []), suspended: true }];
+    }
+    return [];
+  }
+
+  /** Returns the finished statement the error belongs to, or the error itself when it belongs to none. */
+  error(fields: ErrorFields): { results: StatementResult[]; unattributed?: UnattributedError } {
+    const head = this.#queue[0];
+    if (head?.kind === 'round') {
+      head.error ??= fields;
+      return { results: [] };
+    }
+    if (head?.kind === 'execute') {
+      this.#queue.shift();
+      return { results: [{ ...finish(head.statementSeq, head.start, []), error: { code: fields.code, message: fields.message } }] };
+    }
+    return { results: [], unattributed: { code: fields.code, message: fields.message, severity: fields.severity } };
+  }
+
+  readyForQuery(): StatementResult[] {
+    const out: StatementResult[] = [];
+    while (this.#queue.length > 0) {
+      const head = this.#queue.shift()!;
+      if (head.kind === 'execute') {
+        out.push({ ...finish(head.statementSeq, head.start, []), skipped: true });
+        continue;
+      }
+      if (head.kind === 'round') {
+        const r = finish(head.statementSeq, head.start, head.tags);
+        out.push(head.error ? { ...r, error: { code: head.error.code, message: head.error.message } } : r);
+      }
+      break;
+    }
+    return out;
+  }
+}
+
+function finish(statementSeq: number, start: number, tags: string[]): StatementResult {
+  return {
+    statementSeq,
+    tags,
+    rows: tags.reduce((sum, t) => sum + rowsFromTag(t), 0),
+    durationMs: Math.round((performance.now() - start) * 1000) / 1000,
+  };
+}
