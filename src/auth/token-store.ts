@@ -61,7 +61,21 @@ export function createTokenStore(options: TokenStoreOptions = {}): TokenStore {
     return chosen === 'keyring' ? keyring : file;
   };
   // In auto mode a login saved to the file while the keychain was unreachable is still found later.
-  return facade(pick, true, file);
+  const autoStore = facade(pick, true, file);
+  // A keychain can answer the probe yet fail later (a locked keyring and no display to prompt on):
+  // auto mode then moves to the file for the rest of this process instead of failing the command.
+  const orFile =
+    <A extends unknown[], R>(op: (...args: A) => Promise<R>) =>
+    async (...args: A): Promise<R> => {
+      try {
+        return await op(...args);
+      } catch (e) {
+        if (chosen !== 'keyring' || !(e instanceof UserError) || e.code !== 'TOKEN_STORE_UNAVAILABLE') throw e;
+        chosen = 'file';
+        return op(...args);
+      }
+    };
+  return { ...autoStore, load: orFile(autoStore.load), save: orFile(autoStore.save), remove: orFile(autoStore.remove) };
 
   function facade(select: () => KeyringBackend | FileBackend, auto: boolean, fallback?: FileBackend): TokenStore {
     return {

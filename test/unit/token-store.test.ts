@@ -1,6 +1,8 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createTokenStore, defaultConfigDir, type StoredCredentials } from '../../src/auth/token-store.js';
 
@@ -104,5 +106,62 @@ describe('token store', () => {
   it('defaults the config dir to XDG_CONFIG_HOME/hoopctl, else ~/.config/hoopctl', () => {
     expect(defaultConfigDir({ XDG_CONFIG_HOME: '/x/cfg' })).toBe('/x/cfg/hoopctl');
     expect(defaultConfigDir({})).toMatch(/\/\.config\/hoopctl$/);
+  });
+});
+
+function hasCommand(name: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${name}`]).status === 0;
+}
+
+/**
+ * Runs a small script against the token store inside its own D-Bus session with gnome-keyring, in a fresh HOME
+ * (gnome-keyring keeps its keyrings there). `unlock` creates and unlocks the login keyring; without it the keyring
+ * stays locked and, with no display to prompt on, every write is refused.
+ */
+function inKeyringSession(dir: string, unlock: boolean): { backend: string; loaded?: string; removed: boolean; after: unknown } {
+  const storeModule = pathToFileURL(resolve('src/auth/token-store.ts')).href;
+  const script = join(dir, 'probe.mts');
+  writeFileSync(
+    script,
+    `import { createTokenStore } from ${JSON.stringify(storeModule)};
+const store = createTokenStore({ configDir: ${JSON.stringify(join(dir, 'config'))}, env: {} });
+const broker = 'https://keyring-test.hoopctl.invalid';
+await store.save({ broker, issuer: 'https://idp.example.test', clientId: 'hoopctl-cli', kind: 'device', tokens: { accessToken: 'at', expiresAt: 1 } });
+const loaded = await store.load(broker);
+const backend = store.backend();
+const removed = await store.remove(broker);
+console.log(JSON.stringify({ backend, loaded: loaded?.tokens.accessToken, removed, after: (await store.load(broker)) ?? null }));
+`,
+  );
+  const daemon = unlock
+    ? 'echo -n test | gnome-keyring-daemon --unlock --components=secrets'
+    : 'gnome-keyring-daemon --start --components=secrets';
+  const out = execFileSync('dbus-run-session', ['--', 'sh', '-c', `${daemon} >/dev/null 2>&1; exec node --import tsx ${JSON.stringify(script)}`], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: 30_000,
+    env: { ...process.env, HOME: dir, XDG_DATA_HOME: join(dir, 'data'), DISPLAY: '' },
+  });
+  return JSON.parse(out.trim().split('\n').pop()!);
+}
+
+// Needs a Secret Service: runs where gnome-keyring and dbus-run-session are installed (CI images may lack them).
+describe.skipIf(!hasCommand('dbus-run-session') || !hasCommand('gnome-keyring-daemon'))('token store with a real Secret Service', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'hoopctl-keyring-'));
+  });
+  afterEach(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("'auto' uses the OS keychain inside a D-Bus session and writes no file", () => {
+    expect(inKeyringSession(dir, true)).toEqual({ backend: 'keyring', loaded: 'at', removed: true, after: null });
+    expect(existsSync(join(dir, 'config', 'credentials.json'))).toBe(false);
+  });
+
+  it("'auto' moves to the file when the keychain is locked and cannot prompt", () => {
+    expect(inKeyringSession(dir, false)).toEqual({ backend: 'file', loaded: 'at', removed: true, after: null });
+    expect(statSync(join(dir, 'config', 'credentials.json')).mode & 0o777).toBe(0o600);
   });
 });
