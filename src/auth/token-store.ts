@@ -92,13 +92,13 @@ export function createTokenStore(options: TokenStoreOptions = {}): TokenStore {
         // Rebuilt field by field so nothing else a caller attached (a client secret, say) is ever persisted.
         backend.save(key, toStored({ ...creds, broker: key }));
         // Do not leave an older copy behind in the file once the keychain holds the current one.
-        if (auto && backend !== fallback) fallback?.remove(key);
+        if (auto && backend !== fallback) bestEffort(() => fallback?.remove(key));
       },
       async remove(broker) {
         const key = brokerKey(broker);
         const backend = select();
         const removed = backend.remove(key);
-        const removedFallback = auto && backend !== fallback ? (fallback?.remove(key) ?? false) : false;
+        const removedFallback = auto && backend !== fallback ? (bestEffort(() => fallback?.remove(key)) ?? false) : false;
         return removed || removedFallback;
       },
       describe() {
@@ -120,6 +120,15 @@ function parseBackend(value: string | undefined): TokenStoreBackend {
   if (value === undefined || value === '') return 'auto';
   if (value === 'auto' || value === 'keyring' || value === 'file') return value;
   throw new UserError(`HOOPCTL_TOKEN_STORE must be auto, keyring or file, not "${value}"`, { code: 'USAGE' });
+}
+
+/** Housekeeping on the fallback file must not fail an operation the keychain already completed. */
+function bestEffort<T>(op: () => T): T | undefined {
+  try {
+    return op();
+  } catch {
+    return undefined;
+  }
 }
 
 function brokerKey(broker: string): string {
