@@ -13,6 +13,10 @@ const missing = [];
 if (!pgServer()) missing.push('postgresql');
 if (!have('psql') || !have('pgbench')) missing.push('postgresql-client');
 if (!have('runuser')) missing.push('util-linux');
+if (!have('openssl')) missing.push('openssl');
+// The keychain tests run a real Secret Service in a private D-Bus session.
+if (!have('dbus-run-session')) missing.push('dbus-daemon');
+if (!have('gnome-keyring-daemon')) missing.push('gnome-keyring');
 
 if (missing.length === 0) process.exit(0);
 const isRoot = process.getuid?.() === 0;

@@ -109,9 +109,6 @@ describe('token store', () => {
   });
 });
 
-function hasCommand(name: string): boolean {
-  return spawnSync('sh', ['-c', `command -v ${name}`]).status === 0;
-}
 
 /**
  * Runs a small script against the token store inside its own D-Bus session with gnome-keyring, in a fresh HOME
@@ -145,8 +142,8 @@ console.log(JSON.stringify({ backend, loaded: loaded?.tokens.accessToken, remove
   return JSON.parse(out.trim().split('\n').pop()!);
 }
 
-// Needs a Secret Service: runs where gnome-keyring and dbus-run-session are installed (CI images may lack them).
-describe.skipIf(!hasCommand('dbus-run-session') || !hasCommand('gnome-keyring-daemon'))('token store with a real Secret Service', () => {
+// Needs a Secret Service: scripts/test-prereqs.mjs installs gnome-keyring and dbus before the tests run.
+describe('token store with a real Secret Service', () => {
   let dir: string;
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'hoopctl-keyring-'));
