@@ -10,8 +10,8 @@ export interface RecordedEvent {
 export class MemoryRecorder implements SessionRecorder {
   readonly sessionId: string;
   readonly #events: RecordedEvent[];
-  /** When set, `record` rejects: simulates a store that cannot write. */
-  failWith: Error | undefined;
+  /** When set, `record` rejects for these event types: simulates a store that cannot write. */
+  failTypes: ReadonlySet<string> = new Set();
 
   constructor(sessionId: string, events: RecordedEvent[] = []) {
     this.sessionId = sessionId;
@@ -19,7 +19,7 @@ export class MemoryRecorder implements SessionRecorder {
   }
 
   async record(type: string, data: Record<string, unknown>): Promise<void> {
-    if (this.failWith) throw this.failWith;
+    if (this.failTypes.has(type)) throw new Error(`store unavailable (test): cannot record ${type}`);
     // Serialised as a durable store would be: later mutation of `data` must not change the record.
     this.#events.push({ sessionId: this.sessionId, type, data: JSON.parse(JSON.stringify(data)) as Record<string, unknown> });
   }
