@@ -55,13 +55,13 @@ async function main(): Promise<void> {
   try {
     process.stderr.write('initialising pgbench scale 10…\n');
     execFileSync('pgbench', ['-i', '-s', '10', '-q'], { env: { ...process.env, ...cluster.psqlEnv() }, stdio: 'ignore' });
-    const issuer = await startDevIssuer({ audience: 'bench', accessTokenTtlSeconds: 3600, serviceClients: [{ clientId: 'bench', clientSecret: 'bench-secret', groups: ['bench'] }] });
+    const issuer = await startDevIssuer({ audience: 'urn:hoopctl:bench', accessTokenTtlSeconds: 3600, serviceClients: [{ clientId: 'bench', clientSecret: 'bench-secret', groups: ['bench'] }] });
     const port = await freePort();
     writeFileSync(join(dir, 'broker.yaml'), stringify({
       server: { listen: `127.0.0.1:${port}` },
       store: { path: join(dir, 'broker.db') },
       logging: { level: 'warn' },
-      auth: { issuers: [{ issuer: issuer.issuer, audience: 'bench', maxTokenLifetime: '2h' }] },
+      auth: { issuers: [{ issuer: issuer.issuer, audience: 'urn:hoopctl:bench', maxTokenLifetime: '2h' }] },
       connections: [{
         name: 'bench', type: 'postgres',
         target: { host: cluster.host, port: cluster.port, database: 'postgres', sslmode: 'disable' },

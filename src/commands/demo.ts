@@ -11,7 +11,7 @@ import { startBroker } from '../broker/broker.js';
 import { waitForSignal } from './broker.js';
 import { parsePort } from './connect.js';
 
-const AUDIENCE = 'hoopctl-demo';
+const AUDIENCE = 'urn:hoopctl:demo';
 
 /**
  * Everything on embedded defaults in one process: a throwaway PostgreSQL cluster with sample data,

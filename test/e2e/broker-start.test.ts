@@ -14,7 +14,7 @@ let issuer: DevIssuer;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'hoop-start-'));
-  issuer = await startDevIssuer({ audience: 'start-test', serviceClients: [{ clientId: 'svc', clientSecret: 'svc-secret', groups: ['ops'] }] });
+  issuer = await startDevIssuer({ audience: 'urn:hoopctl:start-test', serviceClients: [{ clientId: 'svc', clientSecret: 'svc-secret', groups: ['ops'] }] });
 });
 
 afterAll(async () => {
@@ -63,7 +63,7 @@ describe('hoopctl broker start', () => {
     const path = writeConfig('tls.yaml', {
       server: { listen: `127.0.0.1:${port}`, tls: { cert, key } },
       store: { path: join(dir, 'tls.db') },
-      auth: { issuers: [{ issuer: issuer.issuer, audience: 'start-test' }] },
+      auth: { issuers: [{ issuer: issuer.issuer, audience: 'urn:hoopctl:start-test' }] },
     });
     const broker = new CliProcess(['broker', 'start', '--config', path], env());
     try {

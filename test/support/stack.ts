@@ -15,7 +15,7 @@ import { freePort } from '../../src/lib/net.js';
  * (`hoopctl broker start --config …`). The CLI runs as a process too, with its own config dir.
  */
 export const BIN = resolve(import.meta.dirname, '../../bin/hoopctl');
-export const AUDIENCE = 'hoopctl-test';
+export const AUDIENCE = 'urn:hoopctl:test';
 export const APP_PASSWORD = `app-secret-${Math.random().toString(36).slice(2, 10)}-never-leak`;
 
 export interface Stack {
