@@ -76,6 +76,7 @@ export async function connectBackend(
     socket.write(createStartupMessage(startup));
     const session = await authenticate(socket, reader, conn.credentials.user, password, upgraded.tls);
     session.leftover = reader.release();
+    socket.setNoDelay(true);
     // The relay installs its own handlers; until then a late error must not crash the process.
     socket.on('error', () => undefined);
     return session;

@@ -1,3 +1,4 @@
+import { Socket } from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { PostgresConnection } from '../../config.js';
@@ -130,6 +131,7 @@ class PostgresProxySession {
     this.#ctx = ctx;
     this.#log = ctx.logger.child({ session: ctx.recorder.sessionId, connection: ctx.connection.name });
     client.on('error', (err) => this.#log.debug({ err }, 'client stream error'));
+    if (client instanceof Socket) client.setNoDelay(true);
   }
 
   async run(): Promise<PostgresSessionSummary> {
@@ -310,13 +312,18 @@ class PostgresProxySession {
       if (e instanceof FrameError) throw protocolViolation(e.message);
       throw e;
     }
+    // Pieces of one chunk go out in one write: many small writes would meet Nagle and delayed ACKs.
+    const out: Buffer[] = [];
     for (const piece of pieces) {
-      if (this.#stopping || this.#clientTerminated) return;
-      if (piece.kind === 'raw') await this.#toBackend(piece.bytes);
-      else await this.#onClientFrame(piece);
+      if (this.#stopping || this.#clientTerminated) break;
+      if (piece.kind === 'frame') await this.#onClientFrame(piece);
+      out.push(piece.bytes);
+      if (piece.kind === 'frame' && piece.code === FrontendCode.Terminate) break;
     }
+    if (out.length > 0 && !this.#stopping) await this.#toBackend(out);
   }
 
+  /** Decodes what recording needs from one client frame; resolves once it may be forwarded. */
   async #onClientFrame(frame: ScannedFrame): Promise<void> {
     switch (frame.code) {
       case FrontendCode.Query: {
@@ -376,7 +383,6 @@ class PostgresProxySession {
         this.#terminateSent = true;
         break;
     }
-    await this.#toBackend(frame.bytes);
   }
 
   async #recordStatement(event: StatementEvent): Promise<void> {
@@ -484,10 +490,10 @@ class PostgresProxySession {
   }
 
   /** The one place that writes to the backend. */
-  #toBackend(bytes: Buffer): Promise<void> {
+  #toBackend(buffers: Buffer[]): Promise<void> {
     const socket = this.#backend?.socket;
     if (!socket) return Promise.reject(new SessionStopped());
-    return writeWithBackpressure(socket, bytes);
+    return writeWithBackpressure(socket, ...buffers);
   }
 
   /**
@@ -531,10 +537,20 @@ function isWritable(stream: Writable): boolean {
   return !stream.destroyed && !stream.writableEnded;
 }
 
-/** Writes and, when the stream's buffer is full, waits for 'drain' (or for the stream to close). */
-function writeWithBackpressure(stream: Writable, bytes: Buffer): Promise<void> {
+/**
+ * Writes (several buffers as one corked write) and, when the stream's buffer is full, waits for
+ * 'drain' or for the stream to close.
+ */
+function writeWithBackpressure(stream: Writable, ...buffers: Buffer[]): Promise<void> {
   if (!isWritable(stream)) return Promise.reject(new SessionStopped());
-  if (stream.write(bytes)) return Promise.resolve();
+  let ok = true;
+  if (buffers.length === 1) ok = stream.write(buffers[0]);
+  else {
+    stream.cork();
+    for (const b of buffers) ok = stream.write(b);
+    stream.uncork();
+  }
+  if (ok) return Promise.resolve();
   return new Promise<void>((resolve) => {
     const done = () => {
       stream.off('drain', done);
