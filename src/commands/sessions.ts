@@ -112,6 +112,9 @@ export function renderTranscript(session: SessionRow, events: StoredEvent[]): st
             : `${at}    → ${(d.tags as string[] | undefined)?.join(', ') || (d.skipped ? 'skipped (earlier error in the batch)' : 'ok')}${typeof d.durationMs === 'number' ? ` in ${formatDuration(d.durationMs)}` : ''}`,
         );
         break;
+      case 'backend-connected':
+        out.push(`${at}  connected  PostgreSQL ${d.serverVersion ?? '?'} as ${d.user}/${d.database}, tls ${d.tls ? 'on' : 'off'}${d.applicationName ? `, application ${d.applicationName}` : ''}`);
+        break;
       case 'access-denied':
         out.push(`${at}  refused    ${d.reason}`);
         break;
