@@ -1,4 +1,7 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { once } from 'node:events';
 import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
 import pg from 'pg';
@@ -9,6 +12,7 @@ import { CancelRegistry } from '../../src/broker/protocols/postgres/cancel-regis
 import { FrameScanner, MAX_BACKEND_FRAME } from '../../src/broker/protocols/postgres/frame-scanner.js';
 import {
   createBind,
+  createCancelRequest,
   createExecute,
   createParse,
   createQuery,
@@ -259,7 +263,6 @@ describe('postgres proxy with psql against a SCRAM backend', () => {
   it('ignores a cancel request with an unknown key but reports it', async () => {
     const socket = netConnect({ host: '127.0.0.1', port: proxy.port });
     await once(socket, 'connect');
-    const { createCancelRequest } = await import('../../src/broker/protocols/postgres/messages.js');
     const before = proxy.summaries.length;
     socket.end(createCancelRequest({ pid: 12345, secret: 678 }));
     const summary = await waitFor(() => proxy.summaries.slice(before).find((s) => s.outcome === 'cancel-request' && s.cancel === 'unknown-key'), 'the cancel summary');
@@ -529,4 +532,67 @@ describe('postgres proxy under malformed input and slow clients', () => {
     expect(resultFor(proxy.events, statementWith(proxy.events, sql))?.data).toMatchObject({ tags: ['SELECT 200000'], rows: 200000 });
     raw.socket.destroy();
   }, 90_000);
+});
+
+describe('postgres proxy to a TLS backend', () => {
+  let tlsCluster: PgCluster;
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'hoop-pg-tls-'));
+    const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+    const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+    ssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-subj', '/CN=hoop test CA', '-days', '2');
+    ssl('req', '-x509', ...ec, '-keyout', 'other-ca.key', '-out', 'other-ca.crt', '-subj', '/CN=unrelated CA', '-days', '2');
+    ssl('req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=localhost');
+    writeFileSync(join(dir, 'san.ext'), 'subjectAltName=DNS:localhost\n');
+    ssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'san.ext');
+    chmodSync(dir, 0o755);
+    chmodSync(join(dir, 'server.key'), 0o600);
+    if (process.getuid?.() === 0) execFileSync('chown', ['postgres', join(dir, 'server.key'), join(dir, 'server.crt')]);
+    tlsCluster = await startPgCluster({
+      auth: 'scram-sha-256',
+      settings: { ssl: 'on', ssl_cert_file: join(dir, 'server.crt'), ssl_key_file: join(dir, 'server.key') },
+    });
+  });
+
+  afterAll(async () => {
+    await tlsCluster?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const tlsConnection = (name: string, sslmode: PostgresConnection['target']['sslmode'], host: string, sslrootcert?: string) => {
+    const conn = pgConnection(name, tlsCluster, { sslmode });
+    conn.target = { ...conn.target, host, ...(sslrootcert ? { sslrootcert: join(dir, sslrootcert) } : {}) };
+    return conn;
+  };
+
+  it('encrypts the backend leg with sslmode=prefer and require', async () => {
+    for (const mode of ['prefer', 'require'] as const) {
+      const proxy = await startProxy(tlsConnection(`pg-tls-${mode}`, mode, '127.0.0.1'));
+      const r = await runPsql(proxy.port, ['-c', 'select ssl from pg_stat_ssl where pid = pg_backend_pid()']);
+      expect(r.stderr).toBe('');
+      expect(r.stdout.trim()).toBe('t');
+      expect(ofType(proxy.events, 'backend-connected')[0].data).toMatchObject({ tls: true });
+    }
+  });
+
+  it('verifies the chain with verify-ca and the hostname with verify-full', async () => {
+    const ca = await startProxy(tlsConnection('pg-verify-ca', 'verify-ca', '127.0.0.1', 'ca.crt'));
+    expect((await runPsql(ca.port, ['-c', 'select 1'])).stdout.trim()).toBe('1');
+
+    const full = await startProxy(tlsConnection('pg-verify-full', 'verify-full', 'localhost', 'ca.crt'));
+    expect((await runPsql(full.port, ['-c', 'select 1'])).stdout.trim()).toBe('1');
+
+    const wrongHost = await startProxy(tlsConnection('pg-wrong-host', 'verify-full', '127.0.0.1', 'ca.crt'));
+    const r1 = await runPsql(wrongHost.port, ['-c', 'select 1']);
+    expect(r1.code).toBe(2);
+    expect(r1.stderr).toContain('TLS handshake with the server failed');
+    expect(r1.stderr).toMatch(/IP: 127\.0\.0\.1 is not in the cert's list/);
+
+    const wrongCa = await startProxy(tlsConnection('pg-wrong-ca', 'verify-ca', '127.0.0.1', 'other-ca.crt'));
+    const r2 = await runPsql(wrongCa.port, ['-c', 'select 1']);
+    expect(r2.code).toBe(2);
+    expect(r2.stderr).toContain('broker could not reach the target "pg-wrong-ca": TLS handshake with the server failed');
+  });
 });

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { connect as netConnect, isIP, type Socket } from 'node:net';
-import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
+import { checkServerIdentity, connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import type { PostgresConnection } from '../../config.js';
 import { BackendConnectError } from './errors.js';
 import { BackendCode, codeName } from './message-codes.js';
@@ -132,7 +132,8 @@ async function negotiateTls(socket: Socket, conn: PostgresConnection): Promise<{
       throw new BackendConnectError(`cannot read sslrootcert ${sslrootcert}: ${(e as NodeJS.ErrnoException).code ?? e}`, { code: 'BACKEND_TLS' });
     }
   }
-  if (sslmode !== 'verify-full') tlsOptions.checkServerIdentity = () => undefined;
+  // Explicit, because with an existing socket Node would otherwise check the name "localhost".
+  tlsOptions.checkServerIdentity = sslmode === 'verify-full' ? (_name, cert) => checkServerIdentity(host, cert) : () => undefined;
   const tlsSocket = tlsConnect(tlsOptions);
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error) => {
