@@ -1,0 +1,791 @@
+/**
+ * Classifies SQL text by walking the AST of the real PostgreSQL parser — never by pattern matching on the text,
+ * so comments, case, quoting, whitespace and dollar quoting cannot change the answer.
+ *
+ * Everything that runs as part of a statement is folded into that statement's classification: data-modifying CTEs,
+ * the statement under EXPLAIN ANALYZE, the static SQL of a DO block, the body of a CREATE FUNCTION written in
+ * `sql` or `plpgsql`, the actions of a CREATE RULE, the statement of a PREPARE. What cannot be seen statically
+ * (EXECUTE of a string in PL/pgSQL, DO or functions in other languages, functions known to run SQL given as text)
+ * is marked with the category `dynamic`.
+ */
+import {
+  type AstFields,
+  type RawStatement,
+  asArray,
+  constString,
+  isRecord,
+  nameList,
+  nodeOf,
+  parsePlPgSql,
+  parseStatements,
+  scanTokens,
+  statementText,
+  str,
+} from './sql-ast.js';
+
+export { initPolicyEngine } from './sql-ast.js';
+
+export const SQL_CATEGORIES = [
+  'read',
+  'write',
+  'ddl',
+  'admin',
+  'session',
+  'transaction',
+  'copy',
+  'copy-program',
+  'dynamic',
+  'call',
+  'lock',
+  'utility',
+] as const;
+export type SqlCategory = (typeof SQL_CATEGORIES)[number];
+
+/** A relation as written in the statement; `schema` is absent when the name was not qualified. */
+export interface TableRef {
+  schema?: string;
+  /** `*` stands for every relation of `schema` (DROP SCHEMA). */
+  name: string;
+}
+
+export interface StatementInfo {
+  /** Node name of the top-level statement, e.g. `DeleteStmt`. */
+  kind: string;
+  /** Every statement kind that runs as part of this one (nested, CTE, DO body, EXPLAIN ANALYZE …), `kind` first. */
+  kinds: string[];
+  categories: SqlCategory[];
+  tablesRead: TableRef[];
+  tablesWritten: TableRef[];
+  /** Functions called, lower-cased, schema-qualified when written so. */
+  functions: string[];
+  /** An UPDATE/DELETE without a WHERE that names a column, a TRUNCATE, or an unconditional MERGE. */
+  whereAbsent: boolean;
+  dataModifyingCte: boolean;
+  explainAnalyze: boolean;
+  /** SET/RESET ROLE, RESET ALL, DISCARD ALL, set_config('role', …), writes to pg_settings. */
+  setRole: boolean;
+  /** SET/RESET SESSION AUTHORIZATION, RESET ALL, DISCARD ALL, set_config('session_authorization', …). */
+  setSessionAuthorization: boolean;
+  /** PREPARE name AS inner: the categories, tables and kinds of `inner` are folded into this statement too. */
+  prepared?: { name: string; inner: StatementInfo };
+  /** EXECUTE name: the caller resolves the prepared statement from session state. */
+  executesPrepared?: string;
+  /** The statement's own source text. */
+  text: string;
+}
+
+export type SqlClassification = { ok: true; statements: StatementInfo[] } | { ok: false; error: string };
+
+/** Functions that run SQL handed to them as text, or read relations named by a string: the AST can't see inside. */
+const DYNAMIC_FUNCTIONS = new Set([
+  'query_to_xml',
+  'query_to_xmlschema',
+  'query_to_xml_and_xmlschema',
+  'cursor_to_xml',
+  'cursor_to_xmlschema',
+  'table_to_xml',
+  'table_to_xmlschema',
+  'table_to_xml_and_xmlschema',
+  'schema_to_xml',
+  'schema_to_xmlschema',
+  'schema_to_xml_and_xmlschema',
+  'database_to_xml',
+  'database_to_xmlschema',
+  'database_to_xml_and_xmlschema',
+  'ts_stat',
+  'ts_rewrite',
+]);
+const DYNAMIC_PREFIXES = ['dblink', 'pg_background'];
+
+/** Functions that reach the server's files, other backends, replication or configuration. */
+const ADMIN_FUNCTIONS = new Set([
+  'pg_read_file',
+  'pg_read_binary_file',
+  'pg_stat_file',
+  'pg_ls_dir',
+  'pg_ls_logdir',
+  'pg_ls_waldir',
+  'pg_ls_tmpdir',
+  'pg_ls_archive_statusdir',
+  'pg_ls_logicalsnapdir',
+  'pg_ls_logicalmapdir',
+  'pg_ls_replslotdir',
+  'pg_file_write',
+  'pg_file_rename',
+  'pg_file_unlink',
+  'pg_file_sync',
+  'lo_import',
+  'lo_export',
+  'pg_terminate_backend',
+  'pg_cancel_backend',
+  'pg_signal_backend',
+  'pg_reload_conf',
+  'pg_rotate_logfile',
+  'pg_switch_wal',
+  'pg_promote',
+  'pg_create_restore_point',
+  'pg_backup_start',
+  'pg_backup_stop',
+  'pg_start_backup',
+  'pg_stop_backup',
+  'pg_create_physical_replication_slot',
+  'pg_create_logical_replication_slot',
+  'pg_drop_replication_slot',
+  'pg_copy_physical_replication_slot',
+  'pg_copy_logical_replication_slot',
+  'pg_logical_emit_message',
+  'pg_wal_replay_pause',
+  'pg_wal_replay_resume',
+  'pg_log_backend_memory_contexts',
+  'pg_import_system_collations',
+]);
+const ADMIN_PREFIXES = ['pg_stat_reset', 'pg_replication_origin_'];
+const WRITE_FUNCTIONS = new Set(['nextval', 'setval', 'lo_create', 'lo_creat', 'lo_unlink', 'lo_put', 'lo_from_bytea', 'lowrite', 'lo_truncate', 'lo_truncate64']);
+const LOCK_PREFIXES = ['pg_advisory_', 'pg_try_advisory_'];
+
+const ADMIN_STATEMENTS = new Set([
+  'AlterSystemStmt',
+  'VacuumStmt',
+  'ClusterStmt',
+  'ReindexStmt',
+  'CheckPointStmt',
+  'GrantStmt',
+  'GrantRoleStmt',
+  'CreateRoleStmt',
+  'AlterRoleStmt',
+  'AlterRoleSetStmt',
+  'DropRoleStmt',
+  'ReassignOwnedStmt',
+  'DropOwnedStmt',
+  'AlterDefaultPrivilegesStmt',
+  'CreatedbStmt',
+  'DropdbStmt',
+  'AlterDatabaseStmt',
+  'AlterDatabaseSetStmt',
+  'AlterDatabaseRefreshCollStmt',
+  'CreateTableSpaceStmt',
+  'DropTableSpaceStmt',
+  'AlterTableSpaceOptionsStmt',
+  'AlterTableMoveAllStmt',
+  'LoadStmt',
+  'CreateExtensionStmt',
+  'AlterExtensionStmt',
+  'AlterExtensionContentsStmt',
+  'CreateFdwStmt',
+  'AlterFdwStmt',
+  'CreateForeignServerStmt',
+  'AlterForeignServerStmt',
+  'CreateUserMappingStmt',
+  'AlterUserMappingStmt',
+  'DropUserMappingStmt',
+  'ImportForeignSchemaStmt',
+  'CreateSubscriptionStmt',
+  'AlterSubscriptionStmt',
+  'DropSubscriptionStmt',
+  'CreatePublicationStmt',
+  'AlterPublicationStmt',
+  'CreateEventTrigStmt',
+  'AlterEventTrigStmt',
+  'SecLabelStmt',
+  'CreatePLangStmt',
+]);
+
+/** Relation kinds whose DROP names tables (or table-like objects) in `objects`. */
+const DROP_RELATION_TYPES = new Set([
+  'OBJECT_TABLE',
+  'OBJECT_VIEW',
+  'OBJECT_MATVIEW',
+  'OBJECT_FOREIGN_TABLE',
+  'OBJECT_SEQUENCE',
+  'OBJECT_INDEX',
+]);
+
+/** Node-name prefixes of schema-changing statements not listed above. */
+const DDL_PREFIXES = ['Create', 'Alter', 'Drop', 'Define', 'Comment', 'Composite', 'Rename', 'Index', 'Rule', 'Import'];
+
+const MAX_DEPTH = 1000;
+
+class Collector {
+  readonly kinds: string[] = [];
+  readonly categories = new Set<SqlCategory>();
+  readonly read = new Map<string, TableRef>();
+  readonly written = new Map<string, TableRef>();
+  readonly functions = new Set<string>();
+  whereAbsent = false;
+  dataModifyingCte = false;
+  explainAnalyze = false;
+  setRole = false;
+  setSessionAuthorization = false;
+  prepared?: { name: string; inner: StatementInfo };
+  executesPrepared?: string;
+
+  private readonly cteScopes: Array<Set<string>> = [];
+  private inCte = 0;
+  private depth = 0;
+
+  /** Source text of the statement being walked, for re-parsing a PL/pgSQL function with its signature. */
+  private sourceText?: string;
+
+  /** Parses `text` and walks each statement with its own source text in scope. */
+  visitText(text: string): void {
+    for (const raw of parseStatements(text)) this.visitStatement(raw.stmt, statementText(text, raw));
+  }
+
+  visitStatement(stmt: AstFields, text: string): void {
+    const outer = this.sourceText;
+    this.sourceText = text;
+    try {
+      this.visit(stmt);
+    } finally {
+      this.sourceText = outer;
+    }
+  }
+
+  addKind(kind: string): void {
+    if (!this.kinds.includes(kind)) this.kinds.push(kind);
+  }
+
+  addTable(target: Map<string, TableRef>, schema: string | undefined, name: string): void {
+    const ref: TableRef = schema === undefined ? { name } : { schema, name };
+    target.set(`${schema ?? ''}\u0000${name}`, ref);
+  }
+
+  /** A RangeVar read in a FROM clause (or anywhere not a write target). */
+  readRangeVar(f: AstFields): void {
+    const name = str(f.relname) ?? '';
+    const schema = str(f.schemaname);
+    if (schema === undefined && this.cteScopes.some((s) => s.has(name))) return;
+    this.addTable(this.read, schema, name);
+  }
+
+  writeRangeVar(value: unknown): void {
+    const n = nodeOf(value);
+    const f = n ? (n[0] === 'RangeVar' ? n[1] : undefined) : isRecord(value) ? value : undefined;
+    if (!f || typeof f.relname !== 'string') return;
+    const schema = str(f.schemaname);
+    this.addTable(this.written, schema, f.relname);
+    if (f.relname === 'pg_settings' && (schema === undefined || schema === 'pg_catalog')) this.roleChange(true, true);
+  }
+
+  roleChange(role: boolean, sessionAuthorization: boolean): void {
+    if (role) this.setRole = true;
+    if (sessionAuthorization) this.setSessionAuthorization = true;
+    this.categories.add('session');
+    this.categories.add('admin');
+  }
+
+  /** Folds another statement's classification into this one (PREPARE inner, EXPLAIN ANALYZE …). */
+  absorb(info: StatementInfo): void {
+    for (const k of info.kinds) this.addKind(k);
+    for (const c of info.categories) this.categories.add(c);
+    for (const t of info.tablesRead) this.addTable(this.read, t.schema, t.name);
+    for (const t of info.tablesWritten) this.addTable(this.written, t.schema, t.name);
+    for (const fn of info.functions) this.functions.add(fn);
+    this.whereAbsent ||= info.whereAbsent;
+    this.dataModifyingCte ||= info.dataModifyingCte;
+    this.explainAnalyze ||= info.explainAnalyze;
+    this.setRole ||= info.setRole;
+    this.setSessionAuthorization ||= info.setSessionAuthorization;
+    this.executesPrepared ??= info.executesPrepared;
+  }
+
+  visit(value: unknown): void {
+    if (++this.depth > MAX_DEPTH) throw new Error('statement is nested too deeply to classify');
+    try {
+      if (Array.isArray(value)) {
+        for (const v of value) this.visit(v);
+        return;
+      }
+      if (!isRecord(value)) return;
+      const node = nodeOf(value);
+      if (!node) {
+        // Some fields hold a RangeVar's fields without the node wrapper (COPY, LOCK targets, VACUUM, CLUSTER …).
+        if (typeof value.relname === 'string') this.readRangeVar(value);
+        for (const v of Object.values(value)) this.visit(v);
+        return;
+      }
+      this.visitNode(node[0], node[1]);
+    } finally {
+      this.depth--;
+    }
+  }
+
+  private visitFields(f: AstFields, skip: readonly string[] = []): void {
+    for (const [key, v] of Object.entries(f)) {
+      if (!skip.includes(key)) this.visit(v);
+    }
+  }
+
+  private visitNode(name: string, f: AstFields): void {
+    switch (name) {
+      case 'RangeVar':
+        this.readRangeVar(f);
+        return;
+      case 'FuncCall':
+        this.functionCall(f);
+        this.visitFields(f, ['funcname']);
+        return;
+      case 'CommonTableExpr':
+        this.inCte++;
+        try {
+          this.visitFields(f);
+        } finally {
+          this.inCte--;
+        }
+        return;
+    }
+    if (!name.endsWith('Stmt')) {
+      this.visitFields(f);
+      return;
+    }
+    this.addKind(name);
+    const ctes = cteNames(f);
+    if (ctes) this.cteScopes.push(ctes);
+    try {
+      const skip = this.statement(name, f);
+      this.visitFields(f, skip);
+    } finally {
+      if (ctes) this.cteScopes.pop();
+    }
+  }
+
+  private functionCall(f: AstFields): void {
+    const parts = nameList(f.funcname).map((p) => p.toLowerCase());
+    if (parts.length === 0) return;
+    this.functions.add(parts.join('.'));
+    const base = parts[parts.length - 1];
+    if (DYNAMIC_FUNCTIONS.has(base) || DYNAMIC_PREFIXES.some((p) => base.startsWith(p))) this.categories.add('dynamic');
+    if (ADMIN_FUNCTIONS.has(base) || ADMIN_PREFIXES.some((p) => base.startsWith(p))) this.categories.add('admin');
+    if (WRITE_FUNCTIONS.has(base)) this.categories.add('write');
+    if (LOCK_PREFIXES.some((p) => base.startsWith(p))) this.categories.add('lock');
+    if (base === 'set_config') {
+      this.categories.add('session');
+      const args = asArray(f.args);
+      const named = args.find((a) => {
+        const n = nodeOf(a);
+        return n?.[0] === 'NamedArgExpr' && str(n[1].name)?.toLowerCase() === 'setting_name';
+      });
+      const first = named ?? args.find((a) => nodeOf(a)?.[0] !== 'NamedArgExpr');
+      const setting = constString(first)?.trim().toLowerCase();
+      if (setting === undefined) this.roleChange(true, true);
+      else if (setting === 'role') this.roleChange(true, false);
+      else if (setting === 'session_authorization') this.roleChange(false, true);
+    }
+  }
+
+  /** Per-statement facts; returns the fields already handled (write targets) so they are not read as FROM items. */
+  private statement(name: string, f: AstFields): string[] {
+    switch (name) {
+      case 'SelectStmt': {
+        this.categories.add('read');
+        if (asArray(f.lockingClause).length > 0) this.categories.add('lock');
+        if (isRecord(f.intoClause)) {
+          this.categories.add('write');
+          this.categories.add('ddl');
+          this.writeRangeVar(f.intoClause.rel);
+          return ['intoClause'];
+        }
+        return [];
+      }
+      case 'InsertStmt':
+      case 'UpdateStmt':
+      case 'DeleteStmt':
+      case 'MergeStmt': {
+        this.categories.add('write');
+        if (this.inCte > 0) this.dataModifyingCte = true;
+        this.writeRangeVar(f.relation);
+        if (name === 'UpdateStmt' || name === 'DeleteStmt') {
+          if (!restrictsRows(f.whereClause)) this.whereAbsent = true;
+        }
+        if (name === 'MergeStmt' && mergeIsUnbounded(f)) this.whereAbsent = true;
+        return ['relation'];
+      }
+      case 'TruncateStmt':
+        this.categories.add('write');
+        this.whereAbsent = true;
+        for (const r of asArray(f.relations)) this.writeRangeVar(r);
+        return ['relations'];
+      case 'CopyStmt': {
+        this.categories.add('copy');
+        const from = f.is_from === true;
+        this.categories.add(from ? 'write' : 'read');
+        if (f.is_program === true) this.categories.add('copy-program');
+        else if (typeof f.filename === 'string') this.categories.add('admin');
+        if (f.relation !== undefined) {
+          if (from) this.writeRangeVar(f.relation);
+          else if (isRecord(f.relation)) this.readRangeVar(f.relation);
+        }
+        return ['relation'];
+      }
+      case 'DropStmt':
+        this.categories.add('ddl');
+        this.dropObjects(f);
+        return ['objects'];
+      case 'CreateTableAsStmt':
+        this.categories.add('ddl');
+        this.categories.add('write');
+        if (isRecord(f.into)) this.writeRangeVar(f.into.rel);
+        return ['into'];
+      case 'RefreshMatViewStmt':
+        this.categories.add('write');
+        this.writeRangeVar(f.relation);
+        return ['relation'];
+      case 'ViewStmt':
+        this.categories.add('ddl');
+        this.writeRangeVar(f.view);
+        return ['view'];
+      case 'ExplainStmt':
+        return this.explain(f);
+      case 'PrepareStmt':
+        return this.prepare(f);
+      case 'ExecuteStmt':
+        this.executesPrepared ??= str(f.name) ?? '';
+        return ['name'];
+      case 'DeallocateStmt':
+        this.categories.add('session');
+        return [];
+      case 'DoStmt':
+        this.doBlock(f);
+        return ['args'];
+      case 'CreateFunctionStmt':
+        this.categories.add('ddl');
+        this.functionBody(f);
+        return ['options', 'funcname'];
+      case 'CreateTrigStmt':
+        this.categories.add('ddl');
+        this.writeRangeVar(f.relation);
+        if (nameList(f.funcname).length > 0) this.functions.add(nameList(f.funcname).join('.').toLowerCase());
+        return ['relation', 'funcname'];
+      case 'VariableSetStmt':
+        this.variableSet(f);
+        return [];
+      case 'VariableShowStmt':
+        this.categories.add('read');
+        return [];
+      case 'DiscardStmt':
+        this.categories.add('session');
+        if (f.target === 'DISCARD_ALL') this.roleChange(true, true);
+        return [];
+      case 'TransactionStmt':
+      case 'ConstraintsSetStmt':
+        this.categories.add('transaction');
+        return [];
+      case 'DeclareCursorStmt':
+        return [];
+      case 'FetchStmt':
+      case 'ClosePortalStmt':
+        this.categories.add('read');
+        return [];
+      case 'LockStmt':
+        this.categories.add('lock');
+        return [];
+      case 'CallStmt':
+        this.categories.add('call');
+        return [];
+      case 'ListenStmt':
+      case 'UnlistenStmt':
+      case 'NotifyStmt':
+        this.categories.add('utility');
+        return [];
+    }
+    if (ADMIN_STATEMENTS.has(name)) {
+      this.categories.add('admin');
+      if (name.startsWith('Create') || name.startsWith('Alter') || name.startsWith('Drop')) this.categories.add('ddl');
+      return [];
+    }
+    if (DDL_PREFIXES.some((p) => name.startsWith(p))) {
+      this.categories.add('ddl');
+      // The relation a DDL statement changes (ALTER TABLE, CREATE INDEX, CREATE RULE, RENAME …) is written.
+      if (f.relation !== undefined) {
+        this.writeRangeVar(f.relation);
+        return ['relation'];
+      }
+      return [];
+    }
+    this.categories.add('utility');
+    return [];
+  }
+
+  private dropObjects(f: AstFields): void {
+    const type = str(f.removeType) ?? '';
+    for (const obj of asArray(f.objects)) {
+      if (type === 'OBJECT_SCHEMA') {
+        const schema = nameList([obj])[0];
+        if (schema !== undefined) this.addTable(this.written, schema, '*');
+        continue;
+      }
+      if (!DROP_RELATION_TYPES.has(type)) {
+        this.visit(obj);
+        continue;
+      }
+      const n = nodeOf(obj);
+      const parts = n?.[0] === 'List' ? nameList(n[1].items) : nameList([obj]);
+      if (parts.length === 0) continue;
+      const rel = parts[parts.length - 1];
+      const schema = parts.length >= 2 ? parts[parts.length - 2] : undefined;
+      this.addTable(this.written, schema, rel);
+    }
+  }
+
+  private explain(f: AstFields): string[] {
+    const analyze = asArray(f.options).some((o) => {
+      const n = nodeOf(o);
+      if (n?.[0] !== 'DefElem' || str(n[1].defname)?.toLowerCase() !== 'analyze') return false;
+      return !isFalseOption(n[1].arg);
+    });
+    if (analyze) {
+      // EXPLAIN ANALYZE runs the statement: it is classified as what runs.
+      this.explainAnalyze = true;
+      this.visit(f.query);
+      return ['query'];
+    }
+    // Plain EXPLAIN only plans: a read, whose relations are still named so table rules see them.
+    this.categories.add('read');
+    const inner = new Collector();
+    inner.visit(f.query);
+    for (const t of [...inner.read.values(), ...inner.written.values()]) this.addTable(this.read, t.schema, t.name);
+    this.executesPrepared ??= inner.executesPrepared;
+    return ['query'];
+  }
+
+  private prepare(f: AstFields): string[] {
+    const name = str(f.name) ?? '';
+    const inner = new Collector();
+    const innerNode = nodeOf(f.query);
+    if (innerNode) inner.addKind(innerNode[0]);
+    inner.visit(f.query);
+    const innerInfo = inner.finish(innerNode?.[0] ?? 'Unknown', '');
+    this.prepared = { name, inner: innerInfo };
+    this.absorb(innerInfo);
+    return ['query'];
+  }
+
+  private variableSet(f: AstFields): void {
+    const kind = str(f.kind);
+    const name = (str(f.name) ?? '').toLowerCase();
+    if (kind === 'VAR_RESET_ALL') {
+      this.roleChange(true, true);
+      return;
+    }
+    if (name === 'role') this.roleChange(true, false);
+    else if (name === 'session_authorization') this.roleChange(false, true);
+    else if (name === 'transaction' || name === 'session characteristics' || name === 'transaction snapshot') {
+      this.categories.add('transaction');
+    } else this.categories.add('session');
+  }
+
+  private doBlock(f: AstFields): void {
+    let language = 'plpgsql';
+    let body: string | undefined;
+    for (const a of asArray(f.args)) {
+      const n = nodeOf(a);
+      if (n?.[0] !== 'DefElem') continue;
+      const defname = str(n[1].defname);
+      const value = nameList([n[1].arg])[0];
+      if (defname === 'language' && value !== undefined) language = value.toLowerCase();
+      if (defname === 'as') body = value;
+    }
+    this.categories.add('utility');
+    if (language !== 'plpgsql' || body === undefined) {
+      this.categories.add('dynamic');
+      return;
+    }
+    this.plpgsql(parsePlPgSql(`DO ${dollarQuote(body)}`));
+  }
+
+  private functionBody(f: AstFields): void {
+    let language: string | undefined;
+    let body: string[] = [];
+    for (const o of asArray(f.options)) {
+      const n = nodeOf(o);
+      if (n?.[0] !== 'DefElem') continue;
+      const defname = str(n[1].defname);
+      if (defname === 'language') language = nameList([n[1].arg])[0]?.toLowerCase();
+      if (defname === 'as') {
+        const arg = nodeOf(n[1].arg);
+        body = arg?.[0] === 'List' ? nameList(arg[1].items) : nameList([n[1].arg]);
+      }
+    }
+    if (f.sql_body !== undefined) {
+      // BEGIN ATOMIC … END / RETURN expr: already parsed.
+      this.visit(f.sql_body);
+      return;
+    }
+    if (language === 'sql' && body.length === 1) {
+      this.visitText(body[0]);
+      return;
+    }
+    if (language === 'plpgsql' && this.sourceText !== undefined) {
+      this.plpgsql(parsePlPgSql(this.sourceText));
+      return;
+    }
+    // Another language (or a body we could not isolate): whatever it does is invisible here.
+    this.categories.add('dynamic');
+    if (language === 'c' || language === 'internal') this.categories.add('admin');
+  }
+
+  /** Walks PL/pgSQL's JSON tree: each embedded SQL expression is parsed and classified; EXECUTE is dynamic. */
+  private plpgsql(tree: unknown, depth = 0): void {
+    if (depth > MAX_DEPTH) throw new Error('PL/pgSQL body is nested too deeply to classify');
+    if (Array.isArray(tree)) {
+      for (const v of tree) this.plpgsql(v, depth + 1);
+      return;
+    }
+    if (!isRecord(tree)) return;
+    for (const [key, value] of Object.entries(tree)) {
+      if (key === 'PLpgSQL_stmt_dynexecute' || key === 'PLpgSQL_stmt_dynfors') this.categories.add('dynamic');
+      if ((key === 'PLpgSQL_stmt_open' || key === 'PLpgSQL_stmt_return_query') && isRecord(value) && value.dynquery) {
+        this.categories.add('dynamic');
+      }
+      if (key === 'PLpgSQL_expr' && isRecord(value)) {
+        this.plpgsqlExpression(str(value.query) ?? '', typeof value.parseMode === 'number' ? value.parseMode : 0);
+        continue;
+      }
+      this.plpgsql(value, depth + 1);
+    }
+  }
+
+  private plpgsqlExpression(query: string, parseMode: number): void {
+    let text: string;
+    if (parseMode === 0) text = query;
+    else if (parseMode >= 3) text = `SELECT ${assignmentValue(query)}`;
+    else text = `SELECT ${query}`;
+    this.visitText(text);
+  }
+
+  finish(kind: string, text: string): StatementInfo {
+    if (this.categories.size === 0) this.categories.add('utility');
+    const info: StatementInfo = {
+      kind,
+      kinds: [kind, ...this.kinds.filter((k) => k !== kind)],
+      categories: SQL_CATEGORIES.filter((c) => this.categories.has(c)),
+      tablesRead: [...this.read.values()],
+      tablesWritten: [...this.written.values()],
+      functions: [...this.functions],
+      whereAbsent: this.whereAbsent,
+      dataModifyingCte: this.dataModifyingCte,
+      explainAnalyze: this.explainAnalyze,
+      setRole: this.setRole,
+      setSessionAuthorization: this.setSessionAuthorization,
+      text,
+    };
+    if (this.prepared) info.prepared = this.prepared;
+    if (this.executesPrepared !== undefined) info.executesPrepared = this.executesPrepared;
+    return info;
+  }
+}
+
+function cteNames(f: AstFields): Set<string> | undefined {
+  const withClause = f.withClause;
+  if (!isRecord(withClause)) return undefined;
+  const names = new Set<string>();
+  for (const c of asArray(withClause.ctes)) {
+    const n = nodeOf(c);
+    if (n?.[0] === 'CommonTableExpr' && typeof n[1].ctename === 'string') names.add(n[1].ctename);
+  }
+  return names;
+}
+
+/** A WHERE restricts rows only if it looks at a column (or is WHERE CURRENT OF); `WHERE true`, `1=1` do not. */
+function restrictsRows(where: unknown): boolean {
+  if (where === undefined) return false;
+  let found = false;
+  const seek = (v: unknown, depth: number): void => {
+    if (found || depth > MAX_DEPTH) return;
+    if (Array.isArray(v)) {
+      for (const x of v) seek(x, depth + 1);
+      return;
+    }
+    if (!isRecord(v)) return;
+    const n = nodeOf(v);
+    if (n && (n[0] === 'ColumnRef' || n[0] === 'CurrentOfExpr')) {
+      found = true;
+      return;
+    }
+    // A sub-select's own columns do not restrict the outer rows (`WHERE EXISTS (SELECT 1 FROM x)`).
+    if (n && n[0] === 'SubLink') {
+      seek(n[1].testexpr, depth + 1);
+      return;
+    }
+    for (const x of Object.values(v)) seek(x, depth + 1);
+  };
+  seek(where, 0);
+  return found;
+}
+
+function mergeIsUnbounded(f: AstFields): boolean {
+  const joinRestricts = restrictsRows(f.joinCondition);
+  return asArray(f.mergeWhenClauses).some((c) => {
+    const n = nodeOf(c);
+    if (n?.[0] !== 'MergeWhenClause') return false;
+    const w = n[1];
+    const modifies = w.commandType === 'CMD_DELETE' || w.commandType === 'CMD_UPDATE';
+    if (!modifies || restrictsRows(w.condition)) return false;
+    return !joinRestricts || w.matchKind === 'MERGE_WHEN_NOT_MATCHED_BY_SOURCE';
+  });
+}
+
+function isFalseOption(arg: unknown): boolean {
+  if (arg === undefined) return false;
+  const n = nodeOf(arg);
+  if (!n) return false;
+  const [name, f] = n;
+  if (name === 'String') return ['false', 'off', '0', 'no'].includes((str(f.sval) ?? '').toLowerCase());
+  if (name === 'Integer') return f.ival === undefined || f.ival === 0;
+  if (name === 'Boolean') return f.boolval !== true;
+  return false;
+}
+
+/** A dollar quote whose tag does not occur in the body. */
+function dollarQuote(body: string): string {
+  let tag = 'hoop';
+  for (let i = 0; body.includes(`$${tag}$`); i++) tag = `hoop${i}`;
+  return `$${tag}$${body}$${tag}$`;
+}
+
+/** The value side of a PL/pgSQL assignment `target := expr` (or `=`), split with the real lexer. */
+function assignmentValue(query: string): string {
+  const tokens = scanTokens(query);
+  const op = tokens.find((t) => t.text === ':=') ?? tokens.find((t) => t.text === '=');
+  if (op) return query.slice(byteToCharIndex(query, op.end));
+  throw new Error('PL/pgSQL assignment without := could not be classified');
+}
+
+function byteToCharIndex(text: string, byteOffset: number): number {
+  const bytes = new TextEncoder().encode(text).subarray(0, byteOffset);
+  return new TextDecoder().decode(bytes).length;
+}
+
+/**
+ * Classifies every statement of `sql`. Never throws: anything the parser rejects, an empty text, a NUL byte (the
+ * parser would silently stop reading there) or an error while walking yields `{ ok: false }` — the caller denies.
+ */
+export function classifySql(sql: string): SqlClassification {
+  try {
+    if (sql.includes('\u0000')) return { ok: false, error: 'statement text contains a NUL byte' };
+    const raws: RawStatement[] = parseStatements(sql);
+    if (raws.length === 0) return { ok: false, error: 'empty statement' };
+    const statements = raws.map((raw) => {
+      const text = statementText(sql, raw);
+      const node = nodeOf(raw.stmt);
+      if (!node) throw new Error('parser returned a statement without a node');
+      const collector = new Collector();
+      collector.addKind(node[0]);
+      collector.visitStatement(raw.stmt, text);
+      return collector.finish(node[0], text);
+    });
+    return { ok: true, statements };
+  } catch (err) {
+    return { ok: false, error: err instanceof Error ? err.message : String(err) };
+  }
+}
+
+/** Merges two classifications (EXECUTE of a prepared statement: its own parameters plus what it runs). */
+export function mergeStatementInfo(outer: StatementInfo, inner: StatementInfo): StatementInfo {
+  const c = new Collector();
+  c.absorb(outer);
+  c.absorb(inner);
+  const merged = c.finish(outer.kind, outer.text);
+  merged.executesPrepared = outer.executesPrepared;
+  return merged;
+}
