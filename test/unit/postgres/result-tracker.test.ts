@@ -1,0 +1,50 @@
+import { describe, expect, it } from 'vitest';
+import { ResultTracker } from '../../../src/broker/protocols/postgres/result-tracker.js';
+
+const err = (code: string, message = 'boom') => ({ severity: 'ERROR', code, message });
+
+describe('ResultTracker', () => {
+  it('closes a simple query at ReadyForQuery with every tag and the error that ended it', () => {
+    const t = new ResultTracker();
+    t.round(1);
+    expect(t.commandComplete('INSERT 0 2')).toEqual([]);
+    expect(t.error(err('23505')).results).toEqual([]);
+    const [r] = t.readyForQuery();
+    expect(r).toMatchObject({ statementSeq: 1, tags: ['INSERT 0 2'], rows: 2, error: { code: '23505' } });
+    expect(t.pending).toBe(0);
+  });
+
+  it('closes each Execute at its own completion and pairs pipelined Sync groups in order', () => {
+    const t = new ResultTracker();
+    t.execute(1);
+    t.sync();
+    t.execute(2);
+    t.execute(3);
+    t.sync();
+    t.execute(4);
+    t.sync();
+    expect(t.commandComplete('SELECT 1')).toMatchObject([{ statementSeq: 1, tags: ['SELECT 1'] }]);
+    expect(t.readyForQuery()).toEqual([]);
+    expect(t.error(err('22012')).results).toMatchObject([{ statementSeq: 2, error: { code: '22012' } }]);
+    expect(t.readyForQuery()).toMatchObject([{ statementSeq: 3, skipped: true }]);
+    expect(t.portalSuspended()).toMatchObject([{ statementSeq: 4, suspended: true, tags: [] }]);
+    expect(t.readyForQuery()).toEqual([]);
+    expect(t.pending).toBe(0);
+  });
+
+  it('reports an error that belongs to no statement as unattributed', () => {
+    const t = new ResultTracker();
+    t.sync();
+    expect(t.error({ severity: 'ERROR', code: '42601', message: 'syntax error' })).toEqual({
+      results: [],
+      unattributed: { code: '42601', message: 'syntax error', severity: 'ERROR' },
+    });
+    expect(t.error({ severity: 'FATAL', code: '57P01', message: 'terminating' }).unattributed).toMatchObject({ severity: 'FATAL' });
+  });
+
+  it('finishes an empty query without tags', () => {
+    const t = new ResultTracker();
+    t.execute(9);
+    expect(t.emptyQuery()).toMatchObject([{ statementSeq: 9, tags: [], rows: 0 }]);
+  });
+});
