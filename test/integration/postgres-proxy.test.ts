@@ -13,6 +13,7 @@ import { FrameScanner, MAX_BACKEND_FRAME } from '../../src/broker/protocols/post
 import {
   createBind,
   createCancelRequest,
+  createClose,
   createExecute,
   createParse,
   createQuery,
@@ -369,6 +370,31 @@ describe('postgres proxy with a pipelining raw client', () => {
     expect(result('select 104 union all select 105')).toMatchObject({ tags: ['SELECT 2'], rows: 2 });
     expect(result('select 106; select 107')).toMatchObject({ tags: ['SELECT 1', 'SELECT 1'], rows: 2 });
     expect(raw.errors().map((e) => e.code)).toEqual(['22012']);
+    raw.socket.destroy();
+  });
+  it('forgets a prepared statement the client closed, so a later Execute is not recorded with stale SQL', async () => {
+    const proxy = await startProxy(pgConnection('pg-close', scramCluster));
+    const raw = new RawClient(proxy.port);
+    await raw.startup();
+    raw.socket.write(
+      Buffer.concat([
+        createParse({ name: 'stmt_a', sql: 'select 201' }),
+        createBind({ statement: 'stmt_a' }),
+        createExecute(),
+        createClose('S', 'stmt_a'),
+        createBind({ statement: 'stmt_a' }),
+        createExecute(),
+        createSync(),
+      ]),
+    );
+    await raw.until((m) => m.filter((x) => x.code === 'Z').length === 2, 'ReadyForQuery');
+    const stmts = ofType(proxy.events, 'statement').map((e) => e.data);
+    expect(stmts.map((d) => [d.statement, d.sql])).toEqual([
+      ['stmt_a', 'select 201'],
+      ['stmt_a', null],
+    ]);
+    expect(raw.errors().map((e) => e.code)).toEqual(['26000']);
+    expect(ofType(proxy.events, 'result').map((e) => e.data.error)).toEqual([undefined, { code: '26000', message: 'prepared statement "stmt_a" does not exist' }]);
     raw.socket.destroy();
   });
 });

@@ -179,6 +179,17 @@ export function createDescribe(kind: 'S' | 'P', name = ''): Buffer {
   return new Writer().addByte(kind.charCodeAt(0)).addCString(name).frame(FrontendCode.Describe);
 }
 
+/** @see https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-CLOSE */
+export function parseClose(body: Buffer): { kind: 'statement' | 'portal'; name: string } {
+  const r = new Reader(body);
+  const kind = r.byte();
+  return { kind: kind === 0x50 /* P */ ? 'portal' : 'statement', name: r.cstring() };
+}
+
+export function createClose(kind: 'S' | 'P', name = ''): Buffer {
+  return new Writer().addByte(kind.charCodeAt(0)).addCString(name).frame(FrontendCode.Close);
+}
+
 /** @see https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-SYNC */
 export function createSync(): Buffer {
   return new Writer().frame(FrontendCode.Sync);

@@ -18,6 +18,7 @@ import {
   describeParam,
   parseBind,
   parseCancelRequest,
+  parseClose,
   parseCommandComplete,
   parseErrorResponse,
   parseExecute,
@@ -76,6 +77,8 @@ const MAX_STARTUP_PACKET = 10_000;
 const CLOSE_GRACE_MS = 2_000;
 
 const CLIENT_FRAMES_WANTED = new Set<number>([
+  // Close only keeps the name maps from growing with clients that name every statement and portal.
+  FrontendCode.Close,
   FrontendCode.Query,
   FrontendCode.Parse,
   FrontendCode.Bind,
@@ -125,6 +128,7 @@ class PostgresProxySession {
   #stopping = false;
   #clientTerminated = false;
   #terminateSent = false;
+  #cancelOutcome: CancelOutcome | undefined;
 
   constructor(client: Duplex, ctx: PostgresSessionContext) {
     this.#client = client;
@@ -155,8 +159,6 @@ class PostgresProxySession {
       ...(this.#cancelOutcome ? { cancel: this.#cancelOutcome } : {}),
     };
   }
-
-  #cancelOutcome: CancelOutcome | undefined;
 
   async #serve(): Promise<void> {
     const first = await this.#readStartup();
@@ -360,6 +362,12 @@ class PostgresProxySession {
           params: bound?.params ?? [],
         });
         this.#results.execute(statementSeq);
+        break;
+      }
+      case FrontendCode.Close: {
+        const { kind, name } = parseClose(frame.body);
+        if (kind === 'statement') this.#statements.delete(name);
+        else this.#portals.delete(name);
         break;
       }
       case FrontendCode.Sync:
