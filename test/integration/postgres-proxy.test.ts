@@ -536,6 +536,21 @@ describe('postgres proxy under malformed input and slow clients', () => {
     expect(proxy.summaries.filter((s) => s.outcome === 'failed')).toHaveLength(4);
   });
 
+  it('ends a session that breaks the protocol even while it is not reading its results', async () => {
+    const raw = new RawClient(proxy.port, false);
+    await raw.startup();
+    raw.socket.pause();
+    const before = proxy.summaries.length;
+    const sql = "select repeat('y', 1000) from generate_series(1, 100000)";
+    raw.socket.write(createQuery(sql));
+    await waitFor(() => statementWith(proxy.events, sql), 'the query to be forwarded');
+    await new Promise((r) => setTimeout(r, 300));
+    raw.socket.write(Buffer.from([0x51, 0, 0, 0, 1]));
+    const summary = await waitFor(() => proxy.summaries[before], 'the session to end', 10_000);
+    expect(summary).toMatchObject({ outcome: 'failed', error: 'protocol violation: invalid length 1 in message of type \'Q\'' });
+    raw.socket.destroy();
+  });
+
   it('stops reading the backend while the client is not reading, so memory stays bounded', async () => {
     const raw = new RawClient(proxy.port, false);
     await raw.startup();

@@ -492,9 +492,15 @@ class PostgresProxySession {
     return this.#ctx.recorder.record(type, data);
   }
 
-  /** The one place that writes to the client. Resolves once the stream can take more. */
-  #toClient(bytes: Buffer): Promise<void> {
-    return writeWithBackpressure(this.#client, bytes);
+  /**
+   * The one place that writes to the client. Resolves once the stream can take more, or at once with
+   * `wait: false` (a last message before closing must not wait on a client that does not read).
+   */
+  #toClient(bytes: Buffer, options: { wait: boolean } = { wait: true }): Promise<void> {
+    const written = writeWithBackpressure(this.#client, bytes);
+    if (options.wait) return written;
+    written.catch(noop);
+    return Promise.resolve();
   }
 
   /** The one place that writes to the backend. */
@@ -521,7 +527,7 @@ class PostgresProxySession {
     }
     if (this.#backendFrames.atBoundary && isWritable(this.#client)) {
       this.#errorCount++;
-      await this.#toClient(err.toWire()).catch(() => undefined);
+      await this.#toClient(err.toWire(), { wait: false });
     }
     await Promise.all([this.#closeClient(), this.#closeBackend()]);
   }
@@ -589,6 +595,8 @@ function endGracefully(stream: Writable): Promise<void> {
     if (!stream.writableEnded) stream.end();
   });
 }
+
+function noop(): void {}
 
 function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
