@@ -1,0 +1,281 @@
+/**
+ * Rewriting sensitive values: whole column values (column rules) and spans found by content detectors.
+ * Strategies: redact (`[REDACTED:email]`), partial (last 4 kept), hash (keyed HMAC-SHA256, stable so masked values
+ * still join), null (the caller emits SQL NULL — signalled by a `null` text).
+ */
+import { createHmac } from 'node:crypto';
+import { DETECTORS, type Span } from './detectors.js';
+import { type DetectorName, type MaskPlan, type MaskStrategy, columnMatches } from './mask-plan.js';
+
+export { columnMatches, DETECTOR_NAMES, MASK_STRATEGIES } from './mask-plan.js';
+export type { ColumnSource, DetectorName, MaskPlan, MaskStrategy } from './mask-plan.js';
+export { DETECTORS, luhnValid, ibanValid, ipv6Valid } from './detectors.js';
+
+/** The secret behind the hash strategy; the same key gives the same hashes (joinable across results). */
+export type MaskKey = string | Uint8Array;
+
+export interface MaskResult {
+  /** `null` only with the `null` strategy when something was masked: the caller sends SQL NULL. */
+  text: string | null;
+  /** Matches per detector name (and `column` for whole-value masks). */
+  hits: Record<string, number>;
+}
+
+export function hashValue(value: string, key: MaskKey): string {
+  if (key.length === 0) throw new Error('the hash masking strategy needs a non-empty key');
+  return `h_${createHmac('sha256', key).update(value, 'utf8').digest('hex').slice(0, 16)}`;
+}
+
+/**
+ * Stars every letter and digit except the last four; separators stay so the shape is recognisable
+ * (`****-****-****-1111`). A value with fewer than 8 letters and digits is starred completely: keeping four of
+ * them would give most of it away.
+ */
+export function partialMask(value: string): string {
+  const chars = [...value];
+  const alnum = chars.filter((c) => /\p{L}|\p{N}/u.test(c)).length;
+  let keep = alnum >= 8 ? 4 : 0;
+  const out: string[] = new Array<string>(chars.length);
+  for (let i = chars.length - 1; i >= 0; i--) {
+    const c = chars[i];
+    if (/\p{L}|\p{N}/u.test(c)) {
+      out[i] = keep > 0 ? c : '*';
+      keep--;
+    } else out[i] = c;
+  }
+  return out.join('');
+}
+
+/** Masks a whole value (a column that a rule names). */
+export function maskWhole(value: string, strategy: MaskStrategy, key: MaskKey): string | null {
+  switch (strategy) {
+    case 'redact':
+      return '[REDACTED]';
+    case 'partial':
+      return partialMask(value);
+    case 'hash':
+      return hashValue(value, key);
+    case 'null':
+      return null;
+  }
+}
+
+interface Hit {
+  start: number;
+  end: number;
+  detector: DetectorName;
+}
+
+/** Every detector's spans, overlaps resolved: earliest start first, then the longest. */
+export function findSensitiveSpans(value: string, detectors: readonly DetectorName[]): Hit[] {
+  const all: Hit[] = [];
+  for (const name of detectors) {
+    for (const [start, end] of DETECTORS[name](value) as Span[]) if (end > start) all.push({ start, end, detector: name });
+  }
+  all.sort((a, b) => a.start - b.start || b.end - a.end);
+  const kept: Hit[] = [];
+  let reach = 0;
+  for (const h of all) {
+    if (h.start < reach) continue;
+    kept.push(h);
+    reach = h.end;
+  }
+  return kept;
+}
+
+/** Runs the detectors over a value and masks what they find. */
+export function maskText(value: string, detectors: readonly DetectorName[], strategy: MaskStrategy, key: MaskKey): MaskResult {
+  const found = findSensitiveSpans(value, detectors);
+  const hits: Record<string, number> = {};
+  for (const h of found) hits[h.detector] = (hits[h.detector] ?? 0) + 1;
+  if (found.length === 0) return { text: value, hits };
+  if (strategy === 'null') return { text: null, hits };
+  let out = '';
+  let pos = 0;
+  for (const h of found) {
+    const raw = value.slice(h.start, h.end);
+    out += value.slice(pos, h.start);
+    out += strategy === 'redact' ? `[REDACTED:${h.detector}]` : strategy === 'partial' ? partialMask(raw) : hashValue(raw, key);
+    pos = h.end;
+  }
+  return { text: out + value.slice(pos), hits };
+}
+
+// ---------------------------------------------------------------- JSON
+
+type JsonValue =
+  | { t: 'string'; v: string }
+  | { t: 'number'; raw: string }
+  | { t: 'literal'; raw: 'true' | 'false' | 'null' }
+  | { t: 'array'; items: JsonValue[] }
+  | { t: 'object'; members: Array<[string, JsonValue]> };
+
+const MAX_JSON_DEPTH = 256;
+
+class JsonTooDeep extends Error {}
+
+/** A small JSON reader that keeps numbers as written (a 19-digit card number must not be rounded). */
+function parseJson(text: string): JsonValue {
+  let pos = 0;
+  const ws = () => {
+    while (pos < text.length && (text[pos] === ' ' || text[pos] === '\n' || text[pos] === '\r' || text[pos] === '\t')) pos++;
+  };
+  const fail = (): never => {
+    throw new SyntaxError(`invalid JSON at ${pos}`);
+  };
+  const readString = (): string => {
+    const start = pos;
+    pos++;
+    while (pos < text.length && text[pos] !== '"') pos += text[pos] === '\\' ? 2 : 1;
+    if (pos >= text.length) fail();
+    pos++;
+    return JSON.parse(text.slice(start, pos)) as string;
+  };
+  const value = (depth: number): JsonValue => {
+    if (depth > MAX_JSON_DEPTH) throw new JsonTooDeep();
+    ws();
+    const c = text[pos];
+    if (c === '"') return { t: 'string', v: readString() };
+    if (c === '{') {
+      pos++;
+      const members: Array<[string, JsonValue]> = [];
+      ws();
+      if (text[pos] === '}') {
+        pos++;
+        return { t: 'object', members };
+      }
+      for (;;) {
+        ws();
+        if (text[pos] !== '"') fail();
+        const k = readString();
+        ws();
+        if (text[pos++] !== ':') fail();
+        members.push([k, value(depth + 1)]);
+        ws();
+        if (text[pos] === ',') pos++;
+        else if (text[pos] === '}') {
+          pos++;
+          return { t: 'object', members };
+        } else fail();
+      }
+    }
+    if (c === '[') {
+      pos++;
+      const items: JsonValue[] = [];
+      ws();
+      if (text[pos] === ']') {
+        pos++;
+        return { t: 'array', items };
+      }
+      for (;;) {
+        items.push(value(depth + 1));
+        ws();
+        if (text[pos] === ',') pos++;
+        else if (text[pos] === ']') {
+          pos++;
+          return { t: 'array', items };
+        } else fail();
+      }
+    }
+    for (const lit of ['true', 'false', 'null'] as const) {
+      if (text.startsWith(lit, pos)) {
+        pos += lit.length;
+        return { t: 'literal', raw: lit };
+      }
+    }
+    const start = pos;
+    if (text[pos] === '-') pos++;
+    while (pos < text.length && '0123456789.eE+-'.includes(text[pos])) pos++;
+    const raw = text.slice(start, pos);
+    if (raw.length === 0 || Number.isNaN(Number(raw))) fail();
+    return { t: 'number', raw };
+  };
+  const v = value(0);
+  ws();
+  if (pos !== text.length) fail();
+  return v;
+}
+
+function serialize(v: JsonValue): string {
+  switch (v.t) {
+    case 'string':
+      return JSON.stringify(v.v);
+    case 'number':
+    case 'literal':
+      return v.raw;
+    case 'array':
+      return `[${v.items.map(serialize).join(',')}]`;
+    case 'object':
+      return `{${v.members.map(([k, m]) => `${JSON.stringify(k)}:${serialize(m)}`).join(',')}}`;
+  }
+}
+
+const NULL: JsonValue = { t: 'literal', raw: 'null' };
+
+/**
+ * Masks JSON text (json_agg, row_to_json, jsonb columns): values under keys the plan's columns name are masked
+ * whole; every string (and number, and key) runs through the detectors. Always returns valid JSON. Text that is not
+ * JSON is masked as plain text by the detectors; JSON nested too deeply to walk is masked whole.
+ */
+export function maskJsonText(json: string, plan: MaskPlan, key: MaskKey): MaskResult {
+  let tree: JsonValue;
+  try {
+    tree = parseJson(json);
+  } catch (err) {
+    if (err instanceof JsonTooDeep) {
+      return { text: plan.strategy === 'null' ? null : JSON.stringify(maskWhole(json, plan.strategy, key)), hits: { column: 1 } };
+    }
+    return maskText(json, plan.detectors, plan.strategy, key);
+  }
+  const hits: Record<string, number> = {};
+  const count = (h: Record<string, number>) => {
+    for (const [k, n] of Object.entries(h)) hits[k] = (hits[k] ?? 0) + n;
+  };
+  const whole = (v: JsonValue): JsonValue => {
+    switch (v.t) {
+      case 'array':
+        return { t: 'array', items: v.items.map(whole) };
+      case 'object':
+        return { t: 'object', members: v.members.map(([k, m]) => [k, whole(m)]) };
+      case 'literal':
+        if (v.raw === 'null') return v;
+      // falls through: true/false are masked like any value
+      case 'string':
+      case 'number': {
+        count({ column: 1 });
+        const masked = maskWhole(v.t === 'string' ? v.v : v.raw, plan.strategy, key);
+        return masked === null ? NULL : { t: 'string', v: masked };
+      }
+    }
+  };
+  const scalar = (text: string, original: JsonValue): JsonValue => {
+    const r = maskText(text, plan.detectors, plan.strategy, key);
+    count(r.hits);
+    if (r.text === text) return original;
+    return r.text === null ? NULL : { t: 'string', v: r.text };
+  };
+  const walk = (v: JsonValue): JsonValue => {
+    switch (v.t) {
+      case 'string':
+        return scalar(v.v, v);
+      case 'number':
+        return scalar(v.raw, v);
+      case 'literal':
+        return v;
+      case 'array':
+        return { t: 'array', items: v.items.map(walk) };
+      case 'object':
+        return {
+          t: 'object',
+          members: v.members.map(([k, m]) => {
+            const maskedValue = columnMatches(plan, { column: k }) ? whole(m) : walk(m);
+            // Keys can hold data too (json_object_agg(email, …)); a key cannot be null, so it is redacted then.
+            const r = maskText(k, plan.detectors, plan.strategy === 'null' ? 'redact' : plan.strategy, key);
+            count(r.hits);
+            return [r.text ?? k, maskedValue];
+          }),
+        };
+    }
+  };
+  return { text: serialize(walk(tree)), hits };
+}

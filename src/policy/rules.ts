@@ -1,0 +1,327 @@
+/**
+ * Statement rules and masking rules of one connection, and the verdict they give.
+ *
+ * ## Schema (YAML, inside a connection of the broker config)
+ * ```yaml
+ * defaultAction: allow            # allow | deny — when no rule matches a statement (default: allow)
+ * rules:                          # evaluated per statement; see "Verdicts" below
+ *   - name: no-ddl                # unique per connection; named in the client's error (SQLSTATE 42501)
+ *     match:                      # optional; all fields given must match (AND); a list inside a field is any-of (OR)
+ *       statement: [DropStmt, TruncateStmt, AlterTableStmt]  # parser node kinds, incl. nested ones (CTE, DO body …)
+ *       category: [ddl, admin]    # read write ddl admin session transaction copy copy-program dynamic call lock utility
+ *       tables: ["payroll.*", "public.users"]   # globs on schema.table, read or written
+ *       tablesRead: ["payroll.*"]
+ *       tablesWritten: ["public.*"]
+ *       functions: ["dblink*", pg_terminate_backend]   # globs; `name` matches in any schema, `schema.name` exactly
+ *       where: absent             # absent | present — UPDATE/DELETE without a WHERE on a column, TRUNCATE, bare MERGE
+ *       roleChange: true          # SET ROLE, SET SESSION AUTHORIZATION, RESET ROLE/ALL, DISCARD ALL, set_config('role')
+ *       identity:                 # groups / subjects / clientIds: any of them; kind: also required when given
+ *         groups: [contractors]
+ *         subjects: [alice@example.com]
+ *         clientIds: [ci-reporting]   # service accounts only (a human's token also names the CLI's client id)
+ *         kind: service           # human | service
+ *     action: deny                # allow | deny | review
+ *     message: DDL goes through migrations   # optional, shown to the client
+ *   - name: pii                   # a masking rule: `mask` instead of `action`
+ *     match: { identity: { groups: [contractors] } }   # optional (masks for everyone); only `identity` allowed here
+ *     mask:
+ *       columns: [email, "customers.ssn", "*.card"]   # column, table.column, schema.table.column; globs; any case
+ *       detectors: [email, credit_card, us_ssn, phone, iban, ipv4, ipv6, jwt, aws_access_key, private_key, secret_token]
+ *       strategy: redact          # redact | partial (keep last 4) | hash (keyed, joinable) | null — default redact
+ * ```
+ * A single string is accepted wherever a list is (`statement: DropStmt`). `aws_key` is accepted for
+ * `aws_access_key`. Unknown fields are errors, so a typo never silently widens access.
+ *
+ * ## Verdicts
+ * - Each statement of a text is judged on its own; the text gets the strictest verdict (deny > review > allow).
+ * - Within a statement: the first matching `deny` rule wins; else the first `review`; else the first `allow`;
+ *   else `defaultAction`.
+ * - Deny and review rules match broadly: a statement matches when *any* of its kinds, categories, tables or functions
+ *   is listed, and an unqualified table name (`users`) matches `payroll.users` — search_path could point anywhere.
+ * - Allow rules match narrowly: *every* kind, category, table and function of the statement must be covered, and an
+ *   unqualified table name only matches a pattern whose schema part is `*` or absent. So an allow rule for
+ *   `category: [read]` never lets through a SELECT that also deletes in a CTE or calls set_config('role', …).
+ * - Fail closed: unparseable text is denied (rule `unparseable`); EXECUTE of a prepared statement the session
+ *   does not know is denied (rule `unknown-prepared-statement`); PREPARE is judged by the statement it prepares.
+ *
+ * ## Example: a read-only, per-schema grant
+ * ```yaml
+ * defaultAction: deny
+ * rules:
+ *   - name: analysts-read-reporting
+ *     match:
+ *       identity: { groups: [analysts] }
+ *       category: [read, transaction]
+ *       tables: ["reporting.*"]
+ *     action: allow
+ *   - name: dba-all
+ *     match: { identity: { groups: [dba] } }
+ *     action: allow
+ *   - { name: no-drop, match: { statement: [DropStmt, TruncateStmt] }, action: deny }
+ * ```
+ * Analysts may run `select … from reporting.sales` (and BEGIN/COMMIT); `select … from sales` (unqualified),
+ * `select … from public.users`, any write, and `select set_config('role', …)` are denied. DBAs may do anything
+ * except what a deny rule names.
+ */
+import { z } from 'zod';
+import { qualifiedMatches } from './glob.js';
+import { DETECTOR_NAMES, MASK_STRATEGIES, type MaskPlan, type MaskStrategy, type DetectorName, stricterStrategy } from './mask-plan.js';
+import {
+  SQL_CATEGORIES,
+  mergeStatementInfo,
+  type SqlClassification,
+  type StatementInfo,
+} from './sql-classifier.js';
+
+const nonEmpty = z.string().min(1);
+
+/** A list of strings, or one string standing for a list of one. */
+function stringList<T extends z.ZodType<string>>(item: T) {
+  return z.preprocess((v) => (typeof v === 'string' ? [v] : v), z.array(item).min(1));
+}
+
+const statementKind = z
+  .string()
+  .refine((s) => s.length > 4 && s.endsWith('Stmt') && s[0] >= 'A' && s[0] <= 'Z', {
+    message: 'statement kinds are parser node names such as DropStmt, DeleteStmt, SelectStmt',
+  });
+
+export const identityMatchSchema = z.strictObject({
+  groups: stringList(nonEmpty).optional(),
+  subjects: stringList(nonEmpty).optional(),
+  clientIds: stringList(nonEmpty).optional(),
+  kind: z.enum(['human', 'service']).optional(),
+});
+
+export const statementMatchSchema = z.strictObject({
+  statement: stringList(statementKind).optional(),
+  category: stringList(z.enum(SQL_CATEGORIES)).optional(),
+  tables: stringList(nonEmpty).optional(),
+  tablesRead: stringList(nonEmpty).optional(),
+  tablesWritten: stringList(nonEmpty).optional(),
+  functions: stringList(nonEmpty).optional(),
+  where: z.enum(['absent', 'present']).optional(),
+  roleChange: z.boolean().optional(),
+  identity: identityMatchSchema.optional(),
+});
+
+const detectorName = z.preprocess((v) => (v === 'aws_key' ? 'aws_access_key' : v), z.enum(DETECTOR_NAMES));
+
+export const maskSpecSchema = z
+  .strictObject({
+    columns: stringList(nonEmpty).optional(),
+    detectors: z.preprocess((v) => (typeof v === 'string' ? [v] : v), z.array(detectorName).min(1)).optional(),
+    strategy: z.enum(MASK_STRATEGIES).default('redact'),
+  })
+  .refine((m) => (m.columns?.length ?? 0) + (m.detectors?.length ?? 0) > 0, {
+    message: 'a mask needs columns or detectors',
+  });
+
+export const policyRuleSchema = z
+  .strictObject({
+    name: nonEmpty,
+    match: statementMatchSchema.optional(),
+    action: z.enum(['allow', 'deny', 'review']).optional(),
+    message: z.string().optional(),
+    mask: maskSpecSchema.optional(),
+  })
+  .superRefine((rule, ctx) => {
+    if ((rule.action === undefined) === (rule.mask === undefined)) {
+      ctx.addIssue({ code: 'custom', message: `rule "${rule.name}": give exactly one of action or mask` });
+    }
+    if (rule.mask && rule.match) {
+      const extra = Object.keys(rule.match).filter((k) => k !== 'identity');
+      if (extra.length > 0) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['match'],
+          message: `mask rule "${rule.name}" may only match on identity (not ${extra.join(', ')})`,
+        });
+      }
+    }
+  });
+
+export const policyRulesSchema = z.array(policyRuleSchema).superRefine((rules, ctx) => {
+  const seen = new Set<string>();
+  rules.forEach((r, i) => {
+    if (seen.has(r.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate rule name "${r.name}"` });
+    seen.add(r.name);
+  });
+});
+
+export const defaultActionSchema = z.enum(['allow', 'deny']).default('allow');
+
+/** The two policy fields of a connection, to spread into the broker's connection schema. */
+export const connectionPolicyShape = {
+  defaultAction: defaultActionSchema,
+  rules: policyRulesSchema.default([]),
+};
+
+export const connectionPolicySchema = z.object(connectionPolicyShape);
+
+export type IdentityMatch = z.infer<typeof identityMatchSchema>;
+export type StatementMatch = z.infer<typeof statementMatchSchema>;
+export type PolicyRule = z.infer<typeof policyRuleSchema>;
+export type ConnectionPolicy = z.infer<typeof connectionPolicySchema>;
+
+export interface PolicyIdentity {
+  subject: string;
+  kind: 'human' | 'service';
+  clientId?: string;
+  groups: string[];
+}
+
+export type VerdictAction = 'allow' | 'deny' | 'review';
+
+export interface Verdict {
+  action: VerdictAction;
+  /** The deciding rule; absent when `defaultAction` decided. */
+  rule?: string;
+  message: string;
+  /** Index of the statement (in the text) whose verdict this is. */
+  statementIndex?: number;
+}
+
+/** Resolves `EXECUTE name` to the classification of the statement the session prepared under that name. */
+export type ResolvePrepared = (name: string) => StatementInfo | undefined;
+
+export const UNPARSEABLE_RULE = 'unparseable';
+export const UNKNOWN_PREPARED_RULE = 'unknown-prepared-statement';
+
+const SEVERITY: Record<VerdictAction, number> = { allow: 0, review: 1, deny: 2 };
+
+export function identityMatches(match: IdentityMatch | undefined, who: PolicyIdentity): boolean {
+  if (!match) return true;
+  if (match.kind !== undefined && match.kind !== who.kind) return false;
+  const named = match.groups !== undefined || match.subjects !== undefined || match.clientIds !== undefined;
+  if (!named) return true;
+  if (match.groups?.some((g) => who.groups.includes(g))) return true;
+  if (match.subjects?.includes(who.subject)) return true;
+  return who.kind === 'service' && who.clientId !== undefined && (match.clientIds?.includes(who.clientId) ?? false);
+}
+
+/** `broad` for deny/review (any listed thing present), narrow for allow (nothing outside the lists). */
+function listMatches<T>(items: readonly T[], test: (item: T) => boolean, broad: boolean): boolean {
+  return broad ? items.some(test) : items.every(test);
+}
+
+function functionRef(name: string): { schema?: string; name: string } {
+  const parts = name.split('.');
+  return parts.length === 1 ? { name } : { schema: parts[parts.length - 2], name: parts[parts.length - 1] };
+}
+
+export function statementMatches(match: StatementMatch | undefined, info: StatementInfo, broad: boolean): boolean {
+  if (!match) return true;
+  if (match.statement) {
+    const kinds = new Set(match.statement.map((k) => k.toLowerCase()));
+    if (!listMatches(info.kinds, (k) => kinds.has(k.toLowerCase()), broad)) return false;
+  }
+  if (match.category) {
+    const cats = new Set<string>(match.category);
+    if (!listMatches(info.categories, (c) => cats.has(c), broad)) return false;
+  }
+  const tableTest = (patterns: string[]) => (t: { schema?: string; name: string }) =>
+    patterns.some((p) => qualifiedMatches(p, t, broad));
+  if (match.tables && !listMatches([...info.tablesRead, ...info.tablesWritten], tableTest(match.tables), broad)) return false;
+  if (match.tablesRead && !listMatches(info.tablesRead, tableTest(match.tablesRead), broad)) return false;
+  if (match.tablesWritten && !listMatches(info.tablesWritten, tableTest(match.tablesWritten), broad)) return false;
+  if (match.functions) {
+    const patterns = match.functions.map((f) => f.toLowerCase());
+    if (!listMatches(info.functions, (f) => patterns.some((p) => qualifiedMatches(p, functionRef(f), broad)), broad)) {
+      return false;
+    }
+  }
+  if (match.where !== undefined && info.whereAbsent !== (match.where === 'absent')) return false;
+  if (match.roleChange !== undefined && (info.setRole || info.setSessionAuthorization) !== match.roleChange) return false;
+  return true;
+}
+
+function ruleMatches(rule: PolicyRule, identity: PolicyIdentity, info: StatementInfo): boolean {
+  if (!identityMatches(rule.match?.identity, identity)) return false;
+  return statementMatches(rule.match, info, rule.action !== 'allow');
+}
+
+function verdictForRule(rule: PolicyRule, action: VerdictAction): Verdict {
+  const fallback =
+    action === 'deny'
+      ? `denied by policy rule "${rule.name}"`
+      : action === 'review'
+        ? `held for review by policy rule "${rule.name}"`
+        : `allowed by policy rule "${rule.name}"`;
+  return { action, rule: rule.name, message: rule.message ?? fallback };
+}
+
+/** The verdict for one statement (already resolved when it EXECUTEs a prepared statement). */
+export function evaluateStatement(policy: ConnectionPolicy, identity: PolicyIdentity, info: StatementInfo): Verdict {
+  const actionRules = policy.rules.filter((r) => r.action !== undefined);
+  for (const action of ['deny', 'review', 'allow'] as const) {
+    const rule = actionRules.find((r) => r.action === action && ruleMatches(r, identity, info));
+    if (rule) return verdictForRule(rule, action);
+  }
+  return policy.defaultAction === 'deny'
+    ? { action: 'deny', message: 'no policy rule allows this statement (default: deny)' }
+    : { action: 'allow', message: 'allowed by default' };
+}
+
+/**
+ * The verdict for a whole text: the strictest over its statements (the first one among equals).
+ * `resolvePrepared` answers EXECUTE from the session's prepared statements; without it, EXECUTE is denied.
+ */
+export function evaluateStatements(
+  policy: ConnectionPolicy,
+  identity: PolicyIdentity,
+  classification: SqlClassification,
+  resolvePrepared?: ResolvePrepared,
+): Verdict {
+  if (!classification.ok) {
+    return { action: 'deny', rule: UNPARSEABLE_RULE, message: `statement could not be parsed: ${classification.error}` };
+  }
+  let worst: Verdict | undefined;
+  classification.statements.forEach((statement, index) => {
+    let verdict: Verdict;
+    let info = statement;
+    if (statement.executesPrepared !== undefined) {
+      const inner = resolvePrepared?.(statement.executesPrepared);
+      info = inner ? mergeStatementInfo(statement, inner) : statement;
+      verdict = inner
+        ? evaluateStatement(policy, identity, info)
+        : {
+            action: 'deny',
+            rule: UNKNOWN_PREPARED_RULE,
+            message: `prepared statement "${statement.executesPrepared}" is unknown to the policy`,
+          };
+    } else {
+      verdict = evaluateStatement(policy, identity, info);
+    }
+    if (!worst || SEVERITY[verdict.action] > SEVERITY[worst.action]) worst = { ...verdict, statementIndex: index };
+  });
+  return worst ?? { action: 'deny', rule: UNPARSEABLE_RULE, message: 'empty statement' };
+}
+
+/** The masking that applies to `identity`, merged over every mask rule that matches it; undefined when none. */
+export function maskPlanFor(policy: ConnectionPolicy, identity: PolicyIdentity): MaskPlan | undefined {
+  const rules = policy.rules.filter((r) => r.mask !== undefined && identityMatches(r.match?.identity, identity));
+  if (rules.length === 0) return undefined;
+  const columns = new Set<string>();
+  const detectors = new Set<DetectorName>();
+  let strategy: MaskStrategy | undefined;
+  for (const r of rules) {
+    const mask = r.mask!;
+    mask.columns?.forEach((c) => columns.add(c));
+    mask.detectors?.forEach((d) => detectors.add(d));
+    strategy = strategy === undefined ? mask.strategy : stricterStrategy(strategy, mask.strategy);
+  }
+  return {
+    rules: rules.map((r) => r.name),
+    columns: [...columns],
+    detectors: DETECTOR_NAMES.filter((d) => detectors.has(d)),
+    strategy: strategy ?? 'redact',
+  };
+}
+
+/** Validates a policy, with errors that name the offending field. */
+export function parseConnectionPolicy(input: unknown): { ok: true; policy: ConnectionPolicy } | { ok: false; error: string } {
+  const result = connectionPolicySchema.safeParse(input);
+  if (result.success) return { ok: true, policy: result.data };
+  return { ok: false, error: z.prettifyError(result.error) };
+}
