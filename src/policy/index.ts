@@ -1,0 +1,52 @@
+/** The policy engine's public surface: pure functions, no I/O. Call `initPolicyEngine()` once before classifying. */
+export { initPolicyEngine } from './sql-ast.js';
+export {
+  classifySql,
+  mergeStatementInfo,
+  SQL_CATEGORIES,
+  type SqlCategory,
+  type SqlClassification,
+  type StatementInfo,
+  type TableRef,
+} from './sql-classifier.js';
+export {
+  connectionPolicySchema,
+  connectionPolicyShape,
+  defaultActionSchema,
+  evaluateStatement,
+  evaluateStatements,
+  identityMatches,
+  maskPlanFor,
+  parseConnectionPolicy,
+  policyRuleSchema,
+  policyRulesSchema,
+  statementMatches,
+  UNKNOWN_PREPARED_RULE,
+  UNPARSEABLE_RULE,
+  type ConnectionPolicy,
+  type PolicyIdentity,
+  type PolicyRule,
+  type ResolvePrepared,
+  type StatementMatch,
+  type IdentityMatch,
+  type Verdict,
+  type VerdictAction,
+} from './rules.js';
+export {
+  columnMatches,
+  DETECTOR_NAMES,
+  MASK_STRATEGIES,
+  findSensitiveSpans,
+  hashValue,
+  maskJsonText,
+  maskText,
+  maskWhole,
+  partialMask,
+  type ColumnSource,
+  type DetectorName,
+  type MaskKey,
+  type MaskPlan,
+  type MaskResult,
+  type MaskStrategy,
+} from './masking.js';
+export { maskedOutputColumns } from './output-columns.js';
