@@ -481,7 +481,12 @@ class Collector {
         return [];
       case 'CallStmt':
         this.categories.add('call');
-        return [];
+        // `funccall` holds a FuncCall's fields without the node wrapper.
+        if (isRecord(f.funccall)) {
+          this.functionCall(f.funccall);
+          this.visit(f.funccall.args);
+        }
+        return ['funccall', 'funcexpr'];
       case 'ListenStmt':
       case 'UnlistenStmt':
       case 'NotifyStmt':
