@@ -38,6 +38,8 @@
  *   else `defaultAction`.
  * - Deny and review rules match broadly: a statement matches when *any* of its kinds, categories, tables or functions
  *   is listed, and an unqualified table name (`users`) matches `payroll.users` — search_path could point anywhere.
+ *   So a schema-wide deny (`tables: ["payroll.*"]`) catches every unqualified table name: qualify names, or deny
+ *   by table name (`tables: ["salaries"]`) instead.
  * - Allow rules match narrowly: *every* kind, category, table and function of the statement must be covered, and an
  *   unqualified table name only matches a pattern whose schema part is `*` or absent. So an allow rule for
  *   `category: [read]` never lets through a SELECT that also deletes in a CTE or calls set_config('role', …).

@@ -7,6 +7,10 @@
  * `sql` or `plpgsql`, the actions of a CREATE RULE, the statement of a PREPARE. What cannot be seen statically
  * (EXECUTE of a string in PL/pgSQL, DO or functions in other languages, functions known to run SQL given as text)
  * is marked with the category `dynamic`.
+ *
+ * Not visible here (the rules and the backend's own privileges must cover it): the body of a function that already
+ * exists (`select f()`), triggers and rules that already exist, views' definitions, what a `dynamic` statement
+ * does, and which schema an unqualified name resolves to.
  */
 import {
   type AstFields,
