@@ -31,6 +31,13 @@ function pgbench(env: NodeJS.ProcessEnv, args: string[]): PgbenchResult {
   return { tps, latencyMs };
 }
 
+/** Seconds for psql to fetch a whole result and throw it away. */
+function timePsql(env: NodeJS.ProcessEnv, sql: string): number {
+  const started = process.hrtime.bigint();
+  execFileSync('psql', ['-X', '-w', '-q', '-At', '-c', sql], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'], maxBuffer: 1 << 30 });
+  return Number(process.hrtime.bigint() - started) / 1e9;
+}
+
 function peakRssMb(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
@@ -90,6 +97,10 @@ async function main(): Promise<void> {
     process.stderr.write('pgbench -S, 1 client: direct, then through hoopctl + broker…\n');
     const d1 = pgbench(direct, single);
     const g1 = pgbench(gated, single);
+    process.stderr.write('1M-row SELECT through psql: direct, then through hoopctl + broker…\n');
+    const bigSql = "select g as id, 'customer' || g || '@example.com' as email, md5(g::text) as note from generate_series(1, 1000000) g";
+    const dBig = timePsql(direct, bigSql);
+    const gBig = timePsql(gated, bigSql);
     const brokerRss = peakRssMb(broker.pid!);
     const tunnelRss = peakRssMb(tunnel.pid!);
 
@@ -102,6 +113,11 @@ async function main(): Promise<void> {
       '|---|---|---|---|---|---|',
       `| direct | ${d8.tps.toFixed(0)} | 1.00 | ${d1.latencyMs.toFixed(3)} ms | ${d1.tps.toFixed(0)} | 1.00 |`,
       `| hoopctl connect + broker | ${g8.tps.toFixed(0)} | ${(g8.tps / d8.tps).toFixed(2)} | ${g1.latencyMs.toFixed(3)} ms | ${g1.tps.toFixed(0)} | ${(g1.tps / d1.tps).toFixed(2)} |`,
+      '',
+      '| path | 1M-row SELECT via psql | rows/s | ÷ direct (rows/s) |',
+      '|---|---|---|---|',
+      `| direct | ${dBig.toFixed(2)} s | ${(1e6 / dBig).toFixed(0)} | 1.00 |`,
+      `| hoopctl connect + broker | ${gBig.toFixed(2)} s | ${(1e6 / gBig).toFixed(0)} | ${(dBig / gBig).toFixed(2)} |`,
       '',
       `Peak RSS: broker ${brokerRss.toFixed(0)} MB, hoopctl connect ${tunnelRss.toFixed(0)} MB (every statement recorded to SQLite before it is forwarded).`,
     ].join('\n');

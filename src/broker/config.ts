@@ -3,6 +3,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { UserError } from '../lib/errors.js';
 import { parseDuration } from '../lib/duration.js';
+import { connectionPolicyShape } from '../policy/rules.js';
 
 /**
  * The broker's configuration file. Every field is validated here; an error names the field's path.
@@ -73,6 +74,8 @@ const postgresConnection = z
       .strict(),
     credentials: z.object({ user: z.string().min(1), password: secretSource.optional() }).strict(),
     access: accessSchema,
+    /** Statement and masking rules (src/policy/rules.ts documents the schema). */
+    ...connectionPolicyShape,
   })
   .strict();
 
@@ -114,6 +117,8 @@ export const brokerConfigSchema = z
     auth: z.object({ issuers: z.array(issuerSchema).min(1) }).strict(),
     /** Groups that may list and replay every session; others see their own. */
     audit: z.object({ groups: z.array(z.string()).default([]) }).strict().default({ groups: [] }),
+    /** Key for the `hash` masking strategy: stable across restarts and replicas so masked values still join. */
+    masking: z.object({ hashKey: secretSource.optional() }).strict().default({}),
     logging: z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .strict()
@@ -138,8 +143,10 @@ export interface PostgresConnection extends Omit<RawPostgresConnection, 'credent
   credentials: { user: string; password?: Secret };
 }
 export type Connection = PostgresConnection;
-export interface BrokerConfig extends Omit<RawConfig, 'connections'> {
+export interface BrokerConfig extends Omit<RawConfig, 'connections' | 'masking'> {
   connections: Connection[];
+  /** Absent when not configured: the broker then uses a random per-process key (hashes do not survive a restart). */
+  masking: { hashKey?: Secret };
   /** Directory the config file was read from; relative paths resolve against it. */
   baseDir: string;
 }
@@ -194,7 +201,8 @@ export function parseBrokerConfig(input: unknown, options: { env?: NodeJS.Proces
       { code: 'CONFIG_INVALID' },
     );
   }
-  return { ...raw, connections, baseDir };
+  const masking = { hashKey: raw.masking.hashKey ? resolveSecret(raw.masking.hashKey, 'masking.hashKey', env, baseDir) : undefined };
+  return { ...raw, connections, masking, baseDir };
 }
 
 export function loadBrokerConfig(path: string, env: NodeJS.ProcessEnv = process.env): BrokerConfig {

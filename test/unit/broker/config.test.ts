@@ -64,3 +64,14 @@ describe('broker config', () => {
     expect(inspect(cfg, { depth: 10 })).not.toContain('hunter2-secret');
   });
 });
+
+describe('broker config: connection rules', () => {
+  it('accepts rules and names a bad one by its path', () => {
+    const ok = structuredClone(base) as any;
+    ok.connections[0].rules = [{ name: 'no-drop', match: { statement: ['DropStmt'] }, action: 'deny' }];
+    expect(parseBrokerConfig(ok, { env: { PG_PW: 'x' } }).connections[0]!.rules[0]!.name).toBe('no-drop');
+    const bad = structuredClone(base) as any;
+    bad.connections[0].rules = [{ name: 'no-drop', match: { statement: ['DropStmt'] }, action: 'explode' }];
+    expect(errorOf(bad)).toMatch(/connections\[0\]\.rules\[0\]/);
+  });
+});
