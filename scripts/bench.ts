@@ -89,7 +89,7 @@ async function main(): Promise<void> {
     const direct = { PGHOST: cluster.host, PGPORT: String(cluster.port), PGUSER: cluster.superuser, PGPASSWORD: cluster.password, PGDATABASE: 'postgres' };
     const gated = { PGHOST: '127.0.0.1', PGPORT: String(tunnelPort), PGUSER: 'bench', PGDATABASE: 'postgres' };
     const load = ['-S', '-n', '-c', String(clients), '-j', '2', '-T', String(seconds)];
-    const single = ['-S', '-n', '-c', '1', '-T', String(Math.max(5, seconds / 2))];
+    const single = ['-S', '-n', '-c', '1', '-T', String(Math.max(5, Math.round(seconds / 2)))];
     process.stderr.write(`pgbench -S, ${clients} clients, ${seconds}s: direct…\n`);
     const d8 = pgbench(direct, load);
     process.stderr.write('… through hoopctl + broker…\n');
