@@ -179,7 +179,15 @@ export function resolveSecret(source: z.infer<typeof secretSource>, field: strin
   }
 }
 
-export function parseBrokerConfig(input: unknown, options: { env?: NodeJS.ProcessEnv; baseDir?: string } = {}): BrokerConfig {
+export interface ParseOptions {
+  env?: NodeJS.ProcessEnv;
+  baseDir?: string;
+  /** 'skip' leaves secrets unresolved: for offline tools (policy check) that never reach a backend. */
+  secrets?: 'resolve' | 'skip';
+}
+
+export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): BrokerConfig {
+  const skipSecrets = options.secrets === 'skip';
   const env = options.env ?? process.env;
   const baseDir = options.baseDir ?? process.cwd();
   const result = brokerConfigSchema.safeParse(input ?? {});
@@ -191,7 +199,7 @@ export function parseBrokerConfig(input: unknown, options: { env?: NodeJS.Proces
     ...c,
     credentials: {
       user: c.credentials.user,
-      password: c.credentials.password ? resolveSecret(c.credentials.password, `connections[${i}].credentials.password`, env, baseDir) : undefined,
+      password: c.credentials.password && !skipSecrets ? resolveSecret(c.credentials.password, `connections[${i}].credentials.password`, env, baseDir) : undefined,
     },
   }));
   const [host] = splitHostPort(raw.server.listen);
@@ -201,11 +209,11 @@ export function parseBrokerConfig(input: unknown, options: { env?: NodeJS.Proces
       { code: 'CONFIG_INVALID' },
     );
   }
-  const masking = { hashKey: raw.masking.hashKey ? resolveSecret(raw.masking.hashKey, 'masking.hashKey', env, baseDir) : undefined };
+  const masking = { hashKey: raw.masking.hashKey && !skipSecrets ? resolveSecret(raw.masking.hashKey, 'masking.hashKey', env, baseDir) : undefined };
   return { ...raw, connections, masking, baseDir };
 }
 
-export function loadBrokerConfig(path: string, env: NodeJS.ProcessEnv = process.env): BrokerConfig {
+export function loadBrokerConfig(path: string, env: NodeJS.ProcessEnv = process.env, options: Pick<ParseOptions, 'secrets'> = {}): BrokerConfig {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -219,7 +227,7 @@ export function loadBrokerConfig(path: string, env: NodeJS.ProcessEnv = process.
     throw new UserError(`broker config ${path} is not valid YAML: ${(e as Error).message}`, { code: 'CONFIG_INVALID' });
   }
   const dir = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) || '/' : process.cwd();
-  return parseBrokerConfig(doc, { env, baseDir: dir.startsWith('/') ? dir : `${process.cwd()}/${dir}` });
+  return parseBrokerConfig(doc, { env, baseDir: dir.startsWith('/') ? dir : `${process.cwd()}/${dir}`, ...options });
 }
 
 export function splitHostPort(listen: string): [string, number] {

@@ -1,0 +1,68 @@
+import type { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import { loadBrokerConfig } from '../broker/config.js';
+import { initPolicyEngine } from '../policy/index.js';
+import { dryRunPolicy } from '../policy/dry-run.js';
+import type { PolicyIdentity } from '../policy/rules.js';
+import { UserError } from '../lib/errors.js';
+import { parseOutput } from './context.js';
+import { printJson } from './render.js';
+
+export function register(program: Command): void {
+  const policy = program.command('policy').description('Work with connection policies offline');
+  policy
+    .command('check')
+    .description('Dry-run the broker\'s rules: print the verdict for SQL sent by an identity, and the rule that decided it')
+    .requiredOption('-c, --config <file>', 'broker configuration (YAML)')
+    .requiredOption('--connection <name>', 'connection whose rules apply')
+    .option('--as <attr=value>', 'identity: group=G, subject=S, client=ID (a service account), kind=human|service; repeatable', collect, [])
+    .option('-e, --execute <sql>', 'SQL to judge')
+    .option('-f, --file <file>', 'read the SQL from a file')
+    .option('--expect <action>', 'exit 1 unless the verdict is this action (allow, deny or review)')
+    .option('-o, --output <format>', 'text or json', 'text')
+    .addHelpText('after', '\nExample:\n  hoopctl policy check --config broker.yaml --connection pg-prod --as group=analysts -e "delete from orders"\n')
+    .action(async (opts: { config: string; connection: string; as: string[]; execute?: string; file?: string; expect?: string; output: string }) => {
+      const format = parseOutput(opts.output);
+      const config = loadBrokerConfig(opts.config, process.env, { secrets: 'skip' });
+      const connection = config.connections.find((c) => c.name === opts.connection);
+      if (!connection) throw new UserError(`no connection named ${opts.connection} in ${opts.config}`, { code: 'USAGE', hint: `known: ${config.connections.map((c) => c.name).join(', ') || 'none'}` });
+      const sql = opts.execute ?? (opts.file ? readFileSync(opts.file, 'utf8') : undefined);
+      if (sql === undefined) throw new UserError('no SQL given', { code: 'USAGE', hint: 'pass -e "SQL" or -f FILE' });
+      await initPolicyEngine();
+      const result = dryRunPolicy(connection, parseIdentity(opts.as), sql);
+      if (format === 'json') printJson(result);
+      else {
+        const v = result.verdict;
+        process.stdout.write(`${v.action.toUpperCase()}${v.rule ? ` by rule "${v.rule}"` : ' (default action)'}: ${v.message}\n`);
+        for (const s of result.statements) {
+          process.stdout.write(`  ${s.verdict.action.padEnd(6)} ${s.kind.padEnd(18)} ${s.text.replace(/\s+/g, ' ').trim().slice(0, 100)}\n`);
+        }
+        if (result.mask) {
+          process.stdout.write(`masking for this identity: ${result.mask.strategy}; columns ${result.mask.columns.join(', ') || 'none'}; detectors ${result.mask.detectors.join(', ') || 'none'}\n`);
+        }
+      }
+      if (opts.expect && opts.expect !== result.verdict.action) process.exitCode = 1;
+    });
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+export function parseIdentity(pairs: string[]): PolicyIdentity {
+  const identity: PolicyIdentity = { subject: 'policy-check', kind: 'human', groups: [] };
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    const key = pair.slice(0, eq);
+    const value = pair.slice(eq + 1);
+    if (eq <= 0 || !value) throw new UserError(`--as expects attr=value, got "${pair}"`, { code: 'USAGE' });
+    if (key === 'group') identity.groups.push(value);
+    else if (key === 'subject') identity.subject = value;
+    else if (key === 'client') {
+      identity.clientId = value;
+      identity.kind = 'service';
+    } else if (key === 'kind' && (value === 'human' || value === 'service')) identity.kind = value;
+    else throw new UserError(`--as: unknown attribute "${key}" (use group, subject, client or kind)`, { code: 'USAGE' });
+  }
+  return identity;
+}
