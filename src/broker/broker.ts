@@ -17,6 +17,8 @@ import { HoopError, errorMessage } from '../lib/errors.js';
 import { bearerToken, clientAddress, errors, sendError, sendJson } from './http-util.js';
 import { proxyPostgresSession } from './protocols/postgres/proxy.js';
 import { CancelRegistry } from './protocols/postgres/cancel-registry.js';
+import { initPolicyEngine } from '../policy/index.js';
+import { randomBytes } from 'node:crypto';
 
 export interface RunningBroker {
   url: string;
@@ -41,6 +43,9 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const sessions = await SessionService.create(store);
   const verifier = createTokenVerifier(config.auth.issuers);
   const cancels = new CancelRegistry();
+  await initPolicyEngine();
+  // Without a configured key, hashes are stable for this process only (they still join within it).
+  const maskKey = config.masking.hashKey?.reveal() ?? randomBytes(32);
   const connections = new Map(config.connections.map((c) => [c.name, c]));
   const auditGroups = new Set(config.audit.groups);
   const live = new Set<Duplex>();
@@ -178,7 +183,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       sessionId = row.id;
       const log = logger.child({ session: row.id, connection: connection.name, subject: identity.subject });
       log.info('session opened');
-      const summary = await proxyPostgresSession(stream, { connection, recorder, cancels, logger: log });
+      const summary = await proxyPostgresSession(stream, { connection, recorder, cancels, logger: log, identity, maskKey });
       await sessions.close(row.id, recorder, {
         status: summary.outcome === 'failed' ? 'failed' : 'closed',
         statementCount: summary.statementCount,

@@ -7,6 +7,8 @@ export const SqlState = {
   ConnectionFailure: '08006',
   InvalidAuthorization: '28000',
   FeatureNotSupported: '0A000',
+  /** A policy rule refused the statement. */
+  InsufficientPrivilege: '42501',
   SystemError: '58000',
 } as const;
 

@@ -67,6 +67,11 @@ export class FrameScanner {
     return !this.#inFrame;
   }
 
+  /** True when an incomplete wanted frame is held back: what `split` handed out ends on a frame boundary. */
+  get holding(): boolean {
+    return this.#inFrame && this.#isWanted;
+  }
+
   /** Returns the wanted frames that completed in this chunk. Throws FrameError on a bad length. */
   observe(chunk: Buffer): ScannedFrame[] {
     const frames: ScannedFrame[] = [];

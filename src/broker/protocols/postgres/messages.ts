@@ -387,3 +387,115 @@ export function createNegotiateProtocolVersion(newestMinor: number, unrecognized
   for (const o of unrecognized) w.addCString(o);
   return w.frame(BackendCode.NegotiateProtocolVersion);
 }
+
+// ---------------------------------------------------------------- result messages (decoded only when masking)
+
+/** @see https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-DESCRIBE */
+export function parseDescribe(body: Buffer): { kind: 'statement' | 'portal'; name: string } {
+  const r = new Reader(body);
+  const kind = r.byte();
+  return { kind: kind === 0x50 /* P */ ? 'portal' : 'statement', name: r.cstring() };
+}
+
+export interface RowField {
+  name: string;
+  /** OID of the table the column comes from; 0 when it is not a plain table column. */
+  tableOid: number;
+  /** The column's attribute number in that table; 0 when not a plain table column. */
+  attnum: number;
+  typeOid: number;
+  typeSize: number;
+  typeModifier: number;
+  /** 0 text, 1 binary (always 0 in a Describe of a statement: the format is chosen at Bind). */
+  format: number;
+}
+
+/** @see https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-ROWDESCRIPTION */
+export function parseRowDescription(body: Buffer): RowField[] {
+  const r = new Reader(body);
+  const n = r.int16();
+  const fields: RowField[] = [];
+  for (let i = 0; i < n; i++) {
+    fields.push({
+      name: r.cstring(),
+      tableOid: r.uint32(),
+      attnum: r.int16(),
+      typeOid: r.uint32(),
+      typeSize: r.int16(),
+      typeModifier: r.int32(),
+      format: r.int16(),
+    });
+  }
+  return fields;
+}
+
+export function createRowDescription(fields: RowField[]): Buffer {
+  const w = new Writer().addInt16(fields.length);
+  for (const f of fields) {
+    w.addCString(f.name).addInt32(f.tableOid | 0).addInt16(f.attnum).addInt32(f.typeOid | 0).addInt16(f.typeSize).addInt32(f.typeModifier).addInt16(f.format);
+  }
+  return w.frame(BackendCode.RowDescription);
+}
+
+/**
+ * DataRow values as views into the body; SQL NULL is null.
+ * @see https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-DATAROW
+ */
+export function parseDataRow(body: Buffer): (Buffer | null)[] {
+  const r = new Reader(body);
+  const n = r.int16();
+  const values: (Buffer | null)[] = new Array<Buffer | null>(n);
+  for (let i = 0; i < n; i++) {
+    const len = r.int32();
+    values[i] = len === -1 ? null : r.bytes(len);
+  }
+  return values;
+}
+
+export function createDataRow(values: (Buffer | string | null)[]): Buffer {
+  let size = 2;
+  const bufs = values.map((v) => (v === null ? null : typeof v === 'string' ? Buffer.from(v, 'utf8') : v));
+  for (const b of bufs) size += 4 + (b?.length ?? 0);
+  const w = new Writer(size + 5).addInt16(bufs.length);
+  for (const b of bufs) {
+    if (b === null) w.addInt32(-1);
+    else w.addInt32(b.length).addBytes(b);
+  }
+  return w.frame(BackendCode.DataRow);
+}
+
+/**
+ * CopyInResponse, CopyOutResponse and CopyBothResponse share this layout: overall format, then one format per column.
+ * @see https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-COPYOUTRESPONSE
+ */
+export function parseCopyResponse(body: Buffer): { format: number; columnFormats: number[] } {
+  const r = new Reader(body);
+  const format = r.byte();
+  const n = r.int16();
+  const columnFormats: number[] = [];
+  for (let i = 0; i < n; i++) columnFormats.push(r.int16());
+  return { format, columnFormats };
+}
+
+/** @see https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-COPYDATA */
+export function createCopyData(data: Buffer | string): Buffer {
+  return new Writer().addBytes(typeof data === 'string' ? Buffer.from(data, 'utf8') : data).frame(BackendCode.CopyData);
+}
+
+/** ErrorResponse / NoticeResponse fields in wire order, as (field code, value) pairs: for rewriting their text. */
+export function parseResponseFields(body: Buffer): Array<[number, string]> {
+  const r = new Reader(body);
+  const out: Array<[number, string]> = [];
+  for (;;) {
+    const field = r.byte();
+    if (field === 0) break;
+    out.push([field, r.cstring()]);
+  }
+  return out;
+}
+
+export function createResponseFields(code: number, fields: Array<[number, string]>): Buffer {
+  const w = new Writer();
+  for (const [field, value] of fields) w.addByte(field).addCString(value);
+  return w.addByte(0).frame(code);
+}

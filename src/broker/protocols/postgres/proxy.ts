@@ -1,16 +1,22 @@
+import { randomBytes } from 'node:crypto';
 import { Socket } from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { PostgresConnection } from '../../config.js';
+import { maskPlanFor, type ConnectionPolicy, type MaskKey, type PolicyIdentity, type Verdict } from '../../../policy/index.js';
 import type { SessionRecorder } from '../../recording/recorder.js';
 import { connectBackend as defaultConnectBackend, FORWARDED_PARAMETERS, type BackendSession, type ConnectBackendOptions } from './backend.js';
 import type { CancelOutcome, CancelRegistration, CancelRegistry } from './cancel-registry.js';
 import { BackendConnectError, PgWireError, protocolViolation, SqlState } from './errors.js';
-import { FrameError, FrameScanner, MAX_BACKEND_FRAME, MAX_CLIENT_FRAME, type ScannedFrame } from './frame-scanner.js';
+import { FrameError, FrameScanner, MAX_BACKEND_FRAME, MAX_CLIENT_FRAME, type ScannedFrame, type StreamPiece } from './frame-scanner.js';
 import { BackendCode, FrontendCode, StartupCode } from './message-codes.js';
 import {
   createAuthenticationOk,
   createBackendKeyData,
+  createBind,
+  createErrorResponse,
+  createParse,
+  createQuery,
   createNegotiateProtocolVersion,
   createParameterStatus,
   createReadyForQuery,
@@ -20,6 +26,7 @@ import {
   parseCancelRequest,
   parseClose,
   parseCommandComplete,
+  parseDescribe,
   parseErrorResponse,
   parseExecute,
   parseFunctionCall,
@@ -27,8 +34,11 @@ import {
   parseQuery,
   parseStartupMessage,
   type CancelKey,
+  type ErrorFields,
   type StartupMessage,
 } from './messages.js';
+import { ResultMasker } from './result-masker.js';
+import { StatementJudge, type Judgement } from './statement-judge.js';
 import { ResultTracker, type StatementResult } from './result-tracker.js';
 import { StreamEndedError, StreamReader } from './stream-reader.js';
 
@@ -41,6 +51,12 @@ export interface PostgresSessionContext {
   connectBackend?: (conn: PostgresConnection, params: Record<string, string>, options?: ConnectBackendOptions) => Promise<BackendSession>;
   /** A client that has not finished its startup message by then is disconnected. Default 30 s. */
   startupTimeoutMs?: number;
+  /** The verified identity statements are judged and masked for; absent, one without groups or client id. */
+  identity?: PolicyIdentity;
+  /** Statement and mask rules; absent, the connection's own `defaultAction` and `rules`. */
+  policy?: ConnectionPolicy;
+  /** Key of the `hash` masking strategy (joinable across sessions); absent, a random key for this session. */
+  maskKey?: MaskKey;
 }
 
 export interface PostgresSessionSummary {
@@ -69,7 +85,25 @@ export interface StatementEvent {
   functionOid?: number;
 }
 
+/** Recorded as 'verdict' right after the 'statement' it judges, before anything of it is forwarded. */
+export interface VerdictEvent {
+  statementSeq: number;
+  action: Verdict['action'];
+  /** The deciding rule; absent when the connection's `defaultAction` decided. */
+  rule?: string;
+  message: string;
+  /** Whether the statement was refused (deny, and review while approvals are not available). */
+  refused: boolean;
+}
+
 export type { StatementResult };
+
+/**
+ * What a refused statement is replaced with on its way to the server: a text that can only fail to parse, so
+ * the server itself raises the error — the transaction fails as with any error, the extended protocol skips to
+ * Sync, ReadyForQuery carries the true transaction status — and the proxy swaps that error for the denial.
+ */
+const REFUSED_SQL = 'hoopctl_statement_refused_by_policy';
 
 /** Largest startup-phase message, as in PostgreSQL (MAX_STARTUP_PACKET_LENGTH). */
 const MAX_STARTUP_PACKET = 10_000;
@@ -94,6 +128,20 @@ const BACKEND_FRAMES_WANTED = new Set<number>([
   BackendCode.ErrorResponse,
   BackendCode.ReadyForQuery,
 ]);
+/** With a mask plan, Describe tells which RowDescription belongs to which statement or portal. */
+const CLIENT_FRAMES_WANTED_MASKING = new Set<number>([...CLIENT_FRAMES_WANTED, FrontendCode.Describe]);
+/** With a mask plan, rows and everything that can carry a value are decoded too. */
+const BACKEND_FRAMES_WANTED_MASKING = new Set<number>([
+  ...BACKEND_FRAMES_WANTED,
+  BackendCode.RowDescription,
+  BackendCode.NoData,
+  BackendCode.DataRow,
+  BackendCode.CopyOutResponse,
+  BackendCode.CopyBothResponse,
+  BackendCode.CopyData,
+  BackendCode.CopyDone,
+  BackendCode.NoticeResponse,
+]);
 
 /**
  * Serves one PostgreSQL client connection arriving over a tunnel: answers the startup itself (no
@@ -114,8 +162,20 @@ class PostgresProxySession {
   readonly #log: Logger;
   #backend: BackendSession | undefined;
   #cancelRegistration: CancelRegistration | undefined;
-  readonly #clientFrames = new FrameScanner({ wanted: CLIENT_FRAMES_WANTED, maxLength: MAX_CLIENT_FRAME });
-  readonly #backendFrames = new FrameScanner({ wanted: BACKEND_FRAMES_WANTED, maxLength: MAX_BACKEND_FRAME });
+  readonly #clientFrames: FrameScanner;
+  readonly #backendFrames: FrameScanner;
+  /** Judges statements; absent when no rule could refuse one and no mask plan applies (the fast path). */
+  readonly #judge: StatementJudge | undefined;
+  /** Masks results; absent when no mask rule applies to this identity (frames then pass as raw slices). */
+  readonly #masker: ResultMasker | undefined;
+  /** Verdict of each prepared statement's text, recorded again with each Execute of it. */
+  readonly #statementVerdicts = new Map<string, Verdict>();
+  /** After a refused Parse or Bind the server discards everything up to Sync, and so does the bookkeeping. */
+  #skipUntilSync = false;
+  /** A statement name no client uses: a refused Bind is replaced by a Bind of it, which the server fails. */
+  readonly #refusedStatementName = `hoopctl-refused-${randomBytes(8).toString('hex')}`;
+  /** Whether what went to the client so far ends on a frame boundary (an error may be sent then). */
+  #clientAtBoundary = true;
   readonly #results = new ResultTracker();
   /** Prepared statement name → SQL, from Parse. */
   readonly #statements = new Map<string, string>();
@@ -134,6 +194,16 @@ class PostgresProxySession {
     this.#client = client;
     this.#ctx = ctx;
     this.#log = ctx.logger.child({ session: ctx.recorder.sessionId, connection: ctx.connection.name });
+    const policy: ConnectionPolicy = ctx.policy ?? {
+      defaultAction: ctx.connection.defaultAction ?? 'allow',
+      rules: ctx.connection.rules ?? [],
+    };
+    const identity: PolicyIdentity = ctx.identity ?? { subject: '', kind: 'human', groups: [] };
+    const plan = maskPlanFor(policy, identity);
+    this.#masker = plan ? new ResultMasker(plan, ctx.maskKey ?? randomBytes(32)) : undefined;
+    this.#judge = StatementJudge.needed(policy, plan) ? new StatementJudge(policy, identity, plan) : undefined;
+    this.#clientFrames = new FrameScanner({ wanted: plan ? CLIENT_FRAMES_WANTED_MASKING : CLIENT_FRAMES_WANTED, maxLength: MAX_CLIENT_FRAME });
+    this.#backendFrames = new FrameScanner({ wanted: plan ? BACKEND_FRAMES_WANTED_MASKING : BACKEND_FRAMES_WANTED, maxLength: MAX_BACKEND_FRAME });
     client.on('error', (err) => this.#log.debug({ err }, 'client stream error'));
     if (client instanceof Socket) client.setNoDelay(true);
   }
@@ -318,61 +388,116 @@ class PostgresProxySession {
     const out: Buffer[] = [];
     for (const piece of pieces) {
       if (this.#stopping || this.#clientTerminated) break;
-      if (piece.kind === 'frame') await this.#onClientFrame(piece);
-      out.push(piece.bytes);
+      const substitute = piece.kind === 'frame' ? await this.#onClientFrame(piece) : undefined;
+      out.push(substitute ?? piece.bytes);
       if (piece.kind === 'frame' && piece.code === FrontendCode.Terminate) break;
     }
     if (out.length > 0 && !this.#stopping) await this.#toBackend(out);
   }
 
-  /** Decodes what recording needs from one client frame; resolves once it may be forwarded. */
-  async #onClientFrame(frame: ScannedFrame): Promise<void> {
+  /**
+   * Decodes what recording and policy need from one client frame; resolves once it may be forwarded, with the
+   * bytes to forward instead when the policy refused it.
+   */
+  async #onClientFrame(frame: ScannedFrame): Promise<Buffer | undefined> {
     switch (frame.code) {
       case FrontendCode.Query: {
         const sql = parseQuery(frame.body);
         const statementSeq = ++this.#statementCount;
-        await this.#recordStatement({ statementSeq, protocol: 'simple', sql });
+        const judgement = this.#judge?.judge(sql);
+        await this.#recordStatement({ statementSeq, protocol: 'simple', sql: this.#recordable(sql) });
+        if (judgement) await this.#recordVerdict(statementSeq, judgement);
+        if (judgement?.refused) {
+          this.#results.round(statementSeq, this.#denial(judgement));
+          this.#masker?.query(null);
+          return createQuery(REFUSED_SQL);
+        }
         this.#results.round(statementSeq);
-        break;
+        this.#masker?.query(sql);
+        return undefined;
       }
       case FrontendCode.Parse: {
         const parse = parseParse(frame.body);
+        if (this.#skipUntilSync) return undefined;
+        const judgement = this.#judge?.judge(parse.sql, parse.name);
+        if (judgement?.refused) {
+          const statementSeq = ++this.#statementCount;
+          await this.#recordStatement({ statementSeq, protocol: 'extended', sql: this.#recordable(parse.sql), statement: parse.name });
+          await this.#recordVerdict(statementSeq, judgement);
+          return this.#refuseUntilSync(statementSeq, judgement, createParse({ name: parse.name, sql: REFUSED_SQL }));
+        }
         this.#statements.set(parse.name, parse.sql);
-        break;
+        if (judgement) this.#statementVerdicts.set(parse.name, judgement.verdict);
+        this.#masker?.parse(parse.name, parse.sql);
+        return undefined;
       }
       case FrontendCode.Bind: {
         const bind = parseBind(frame.body);
-        this.#portals.set(bind.portal, {
-          statement: bind.statement,
-          sql: this.#statements.get(bind.statement) ?? null,
-          params: bind.params.map((p, i) => describeParam(p, bind.paramFormats[i])),
+        if (this.#skipUntilSync) return undefined;
+        const sql = this.#statements.get(bind.statement) ?? null;
+        const params = bind.params.map((p, i) => {
+          const described = describeParam(p, bind.paramFormats[i]);
+          return described === null ? null : this.#recordable(described);
         });
-        break;
+        if (this.#masker && this.#judge && !this.#masker.bindAllowed(bind.statement, bind.resultFormats)) {
+          const judgement = this.#judge.binaryResultRefused();
+          const statementSeq = ++this.#statementCount;
+          await this.#recordStatement({
+            statementSeq,
+            protocol: 'extended',
+            sql: sql === null ? null : this.#recordable(sql),
+            statement: bind.statement,
+            portal: bind.portal,
+            params,
+          });
+          await this.#recordVerdict(statementSeq, judgement);
+          return this.#refuseUntilSync(statementSeq, judgement, createBind({ portal: bind.portal, statement: this.#refusedStatementName }));
+        }
+        this.#portals.set(bind.portal, { statement: bind.statement, sql, params });
+        this.#masker?.bind(bind.portal, bind.statement, bind.resultFormats);
+        return undefined;
+      }
+      case FrontendCode.Describe: {
+        if (this.#skipUntilSync) return undefined;
+        const { kind, name } = parseDescribe(frame.body);
+        this.#masker?.describe(kind, name);
+        return undefined;
       }
       case FrontendCode.Execute: {
         const { portal } = parseExecute(frame.body);
+        if (this.#skipUntilSync) return undefined;
         const bound = this.#portals.get(portal);
         const statementSeq = ++this.#statementCount;
         await this.#recordStatement({
           statementSeq,
           protocol: 'extended',
-          sql: bound?.sql ?? null,
+          sql: bound?.sql == null ? null : this.#recordable(bound.sql),
           statement: bound?.statement,
           portal,
           params: bound?.params ?? [],
         });
+        const verdict = bound ? this.#statementVerdicts.get(bound.statement) : undefined;
+        if (verdict) await this.#recordVerdict(statementSeq, { verdict, refused: false });
         this.#results.execute(statementSeq);
-        break;
+        this.#masker?.execute(portal);
+        return undefined;
       }
       case FrontendCode.Close: {
+        if (this.#skipUntilSync) return undefined;
         const { kind, name } = parseClose(frame.body);
-        if (kind === 'statement') this.#statements.delete(name);
-        else this.#portals.delete(name);
-        break;
+        if (kind === 'statement') {
+          this.#statements.delete(name);
+          this.#statementVerdicts.delete(name);
+          this.#judge?.closeStatement(name);
+        } else this.#portals.delete(name);
+        this.#masker?.close(kind, name);
+        return undefined;
       }
       case FrontendCode.Sync:
+        this.#skipUntilSync = false;
         this.#results.sync();
-        break;
+        this.#masker?.sync();
+        return undefined;
       case FrontendCode.FunctionCall: {
         const call = parseFunctionCall(frame.body);
         const statementSeq = ++this.#statementCount;
@@ -381,16 +506,68 @@ class PostgresProxySession {
           protocol: 'function-call',
           sql: null,
           functionOid: call.functionOid,
-          params: call.args.map((a, i) => describeParam(a, call.argFormats[i])),
+          params: call.args.map((a, i) => {
+            const described = describeParam(a, call.argFormats[i]);
+            return described === null ? null : this.#recordable(described);
+          }),
         });
+        const judgement = this.#judge?.judgeFunctionCall(call.functionOid);
+        if (judgement) {
+          await this.#recordVerdict(statementSeq, judgement);
+          // Answered like a simple Query: an error, then ReadyForQuery.
+          this.#results.round(statementSeq, this.#denial(judgement));
+          this.#masker?.query(null);
+          return createQuery(REFUSED_SQL);
+        }
         this.#results.round(statementSeq);
-        break;
+        return undefined;
       }
       case FrontendCode.Terminate:
         this.#clientTerminated = true;
         this.#terminateSent = true;
-        break;
+        return undefined;
+      default:
+        return undefined;
     }
+  }
+
+  /** A refused Parse or Bind: its substitute fails on the server, which then skips the rest up to Sync. */
+  #refuseUntilSync(statementSeq: number, judgement: Judgement, substitute: Buffer): Buffer {
+    this.#results.execute(statementSeq, this.#denial(judgement));
+    this.#skipUntilSync = true;
+    return substitute;
+  }
+
+  /** The ErrorResponse fields a refused statement's client receives. */
+  #denial(judgement: Judgement): ErrorFields {
+    this.#log.info({ rule: judgement.verdict.rule, action: judgement.verdict.action }, 'statement refused by policy');
+    return {
+      severity: 'ERROR',
+      code: SqlState.InsufficientPrivilege,
+      message: this.#recordable(judgement.clientMessage ?? judgement.verdict.message),
+    };
+  }
+
+  async #recordVerdict(statementSeq: number, judgement: Pick<Judgement, 'verdict' | 'refused'>): Promise<void> {
+    const { verdict } = judgement;
+    const event: VerdictEvent = {
+      statementSeq,
+      action: verdict.action,
+      ...(verdict.rule !== undefined ? { rule: verdict.rule } : {}),
+      message: this.#recordable(verdict.message),
+      refused: judgement.refused,
+    };
+    try {
+      await this.#record('verdict', { ...event });
+    } catch (e) {
+      this.#log.error({ err: e }, 'could not record verdict');
+      throw new PgWireError('FATAL', SqlState.SystemError, 'broker could not record the verdict, so the statement was not forwarded');
+    }
+  }
+
+  /** Text as it may be recorded: with a mask plan, every detector has run over it. */
+  #recordable(text: string): string {
+    return this.#masker ? this.#masker.maskRecorded(text) : text;
   }
 
   async #recordStatement(event: StatementEvent): Promise<void> {
@@ -425,9 +602,9 @@ class PostgresProxySession {
 
   async #fromBackend(chunk: Buffer): Promise<void> {
     if (this.#stopping) throw new SessionStopped();
-    let frames: ScannedFrame[];
+    let pieces: StreamPiece[];
     try {
-      frames = this.#backendFrames.observe(chunk);
+      pieces = this.#backendFrames.split(chunk);
     } catch (e) {
       if (e instanceof FrameError) {
         await this.#record('protocol-error', { source: 'backend', message: e.message }).catch(() => undefined);
@@ -438,12 +615,30 @@ class PostgresProxySession {
       throw e;
     }
     const recorded: Promise<void>[] = [];
-    for (const frame of frames) {
-      for (const [type, data] of this.#onBackendFrame(frame)) recorded.push(this.#record(type, data));
+    const out: Buffer[] = [];
+    for (const piece of pieces) {
+      if (piece.kind === 'raw') {
+        out.push(piece.bytes);
+        continue;
+      }
+      let masked: Buffer | undefined;
+      try {
+        masked = this.#masker?.backendFrame(piece);
+      } catch (e) {
+        // Values that cannot be masked: what came before goes out, then the session ends with the error.
+        if (out.length > 0) await this.#toClient(out).catch(() => undefined);
+        this.#clientAtBoundary = true;
+        await Promise.allSettled(recorded);
+        throw e;
+      }
+      const { events, replacement } = this.#onBackendFrame(piece);
+      for (const [type, data] of events) recorded.push(this.#record(type, data));
+      out.push(replacement ?? masked ?? piece.bytes);
     }
+    this.#clientAtBoundary = this.#backendFrames.atBoundary || this.#backendFrames.holding;
     // Recording starts before the chunk goes out, so a result is in the stream before the client can
     // send its next statement; the chunk is not held back while it becomes durable.
-    const sent = this.#toClient(chunk);
+    const sent = out.length > 0 ? this.#toClient(out) : Promise.resolve();
     try {
       await Promise.all(recorded);
     } catch (e) {
@@ -454,30 +649,34 @@ class PostgresProxySession {
     await sent;
   }
 
-  /** Events to record for one watched backend frame. */
-  #onBackendFrame(frame: ScannedFrame): Array<[string, Record<string, unknown>]> {
-    const results = (rs: StatementResult[]) => rs.map((r): [string, Record<string, unknown>] => ['result', { ...r }]);
+  /** Events to record for one watched backend frame, and what replaces it (a refused statement's denial). */
+  #onBackendFrame(frame: ScannedFrame): { events: Array<[string, Record<string, unknown>]>; replacement?: Buffer } {
+    const results = (rs: StatementResult[]) =>
+      rs.map((r): [string, Record<string, unknown>] => [
+        'result',
+        r.error ? { ...r, error: { code: r.error.code, message: this.#recordable(r.error.message) } } : { ...r },
+      ]);
     switch (frame.code) {
       case BackendCode.CommandComplete:
-        return results(this.#results.commandComplete(parseCommandComplete(frame.body)));
+        return { events: results(this.#results.commandComplete(parseCommandComplete(frame.body))) };
       case BackendCode.EmptyQueryResponse:
-        return results(this.#results.emptyQuery());
+        return { events: results(this.#results.emptyQuery()) };
       case BackendCode.PortalSuspended:
-        return results(this.#results.portalSuspended());
+        return { events: results(this.#results.portalSuspended()) };
       case BackendCode.ErrorResponse: {
         this.#errorCount++;
         const fields = parseErrorResponse(frame.body);
-        const { results: rs, unattributed } = this.#results.error(fields);
-        const out = results(rs);
+        const { results: rs, unattributed, replacement } = this.#results.error(fields);
+        const events = results(rs);
         if (unattributed || fields.severity === 'FATAL' || fields.severity === 'PANIC') {
-          out.push(['backend-error', { phase: 'session', code: fields.code, message: fields.message, severity: fields.severity }]);
+          events.push(['backend-error', { phase: 'session', code: fields.code, message: this.#recordable(fields.message), severity: fields.severity }]);
         }
-        return out;
+        return { events, ...(replacement ? { replacement: createErrorResponse(replacement) } : {}) };
       }
       case BackendCode.ReadyForQuery:
-        return results(this.#results.readyForQuery());
+        return { events: results(this.#results.readyForQuery()) };
       default:
-        return [];
+        return { events: [] };
     }
   }
 
@@ -496,8 +695,8 @@ class PostgresProxySession {
    * The one place that writes to the client. Resolves once the stream can take more, or at once with
    * `wait: false` (a last message before closing must not wait on a client that does not read).
    */
-  #toClient(bytes: Buffer, options: { wait: boolean } = { wait: true }): Promise<void> {
-    const written = writeWithBackpressure(this.#client, bytes);
+  #toClient(bytes: Buffer | Buffer[], options: { wait: boolean } = { wait: true }): Promise<void> {
+    const written = writeWithBackpressure(this.#client, ...(Array.isArray(bytes) ? bytes : [bytes]));
     if (options.wait) return written;
     written.catch(noop);
     return Promise.resolve();
@@ -525,7 +724,7 @@ class PostgresProxySession {
         this.#log.error({ err: e }, 'could not record protocol error'),
       );
     }
-    if (this.#backendFrames.atBoundary && isWritable(this.#client)) {
+    if (this.#clientAtBoundary && isWritable(this.#client)) {
       this.#errorCount++;
       await this.#toClient(err.toWire(), { wait: false });
     }

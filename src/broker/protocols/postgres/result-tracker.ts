@@ -26,8 +26,8 @@ export interface UnattributedError {
 }
 
 type Pending =
-  | { kind: 'round'; statementSeq: number; start: number; tags: string[]; error?: ErrorFields }
-  | { kind: 'execute'; statementSeq: number; start: number }
+  | { kind: 'round'; statementSeq: number; start: number; tags: string[]; error?: ErrorFields; denial?: ErrorFields }
+  | { kind: 'execute'; statementSeq: number; start: number; denial?: ErrorFields }
   | { kind: 'sync' };
 
 /**
@@ -38,18 +38,20 @@ type Pending =
  * - an Execute ends at its CommandComplete, EmptyQueryResponse, PortalSuspended or ErrorResponse;
  *   an error also covers a failed Parse/Bind of the same statement, since those precede its Execute;
  * - a Sync ends at ReadyForQuery; Executes still open then were skipped by the server after an error.
+ * A statement the policy refused is sent as a substitute that the server fails; its entry carries the denial,
+ * which replaces the server's error (for the client and the result) when it comes.
  */
 export class ResultTracker {
   readonly #queue: Pending[] = [];
 
-  /** A simple Query or FunctionCall was forwarded. */
-  round(statementSeq: number): void {
-    this.#queue.push({ kind: 'round', statementSeq, start: performance.now(), tags: [] });
+  /** A simple Query or FunctionCall was forwarded; `denial`: a refused one's substitute was. */
+  round(statementSeq: number, denial?: ErrorFields): void {
+    this.#queue.push({ kind: 'round', statementSeq, start: performance.now(), tags: [], ...(denial ? { denial } : {}) });
   }
 
-  /** An Execute was forwarded. */
-  execute(statementSeq: number): void {
-    this.#queue.push({ kind: 'execute', statementSeq, start: performance.now() });
+  /** An Execute was forwarded; `denial`: a refused Parse or Bind's substitute was. */
+  execute(statementSeq: number, denial?: ErrorFields): void {
+    this.#queue.push({ kind: 'execute', statementSeq, start: performance.now(), ...(denial ? { denial } : {}) });
   }
 
   /** A Sync was forwarded. */
@@ -89,16 +91,25 @@ export class ResultTracker {
     return [];
   }
 
-  /** Returns the finished statement the error belongs to, or the error itself when it belongs to none. */
-  error(fields: ErrorFields): { results: StatementResult[]; unattributed?: UnattributedError } {
+  /**
+   * Returns the finished statement the error belongs to, or the error itself when it belongs to none;
+   * `replacement` when the error answers a refused statement's substitute and must be replaced by the denial.
+   */
+  error(fields: ErrorFields): { results: StatementResult[]; unattributed?: UnattributedError; replacement?: ErrorFields } {
     const head = this.#queue[0];
     if (head?.kind === 'round') {
-      head.error ??= fields;
-      return { results: [] };
+      const effective = head.error ? fields : (head.denial ?? fields);
+      const replacement = !head.error ? head.denial : undefined;
+      head.error ??= effective;
+      return { results: [], ...(replacement ? { replacement } : {}) };
     }
     if (head?.kind === 'execute') {
       this.#queue.shift();
-      return { results: [{ ...finish(head.statementSeq, head.start, []), error: { code: fields.code, message: fields.message } }] };
+      const effective = head.denial ?? fields;
+      return {
+        results: [{ ...finish(head.statementSeq, head.start, []), error: { code: effective.code, message: effective.message } }],
+        ...(head.denial ? { replacement: head.denial } : {}),
+      };
     }
     return { results: [], unattributed: { code: fields.code, message: fields.message, severity: fields.severity } };
   }

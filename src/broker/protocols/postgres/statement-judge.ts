@@ -1,0 +1,122 @@
+import {
+  classifySql,
+  evaluateStatements,
+  type ConnectionPolicy,
+  type MaskPlan,
+  type PolicyIdentity,
+  type StatementInfo,
+  type Verdict,
+} from '../../../policy/index.js';
+
+/** The proxy's rule name when the fast-path function call protocol is refused: the parser cannot see it. */
+export const FUNCTION_CALL_RULE = 'fastpath-function-call';
+/** The proxy's rule name when binary results are refused under a mask plan. */
+export const BINARY_RESULT_RULE = 'binary-result-masked';
+
+/** A verdict as the proxy applies it: `review` already turned into a denial while approvals do not exist. */
+export interface Judgement {
+  verdict: Verdict;
+  /** What is refused (deny, and review failing closed). */
+  refused: boolean;
+  /** Message for the client's ErrorResponse (SQLSTATE 42501). */
+  clientMessage?: string;
+  /** The statements of the text, when it parsed. */
+  statements?: StatementInfo[];
+}
+
+/**
+ * Judges the statements of one session against the connection's policy, and keeps what that needs: the
+ * prepared statements the session created (SQL PREPARE and protocol-level Parse share one namespace in
+ * PostgreSQL), so `EXECUTE name` is judged by the text that was prepared. Only allowed texts are ever
+ * registered — a refused one never reaches the server — so every name the server knows runs allowed text.
+ */
+export class StatementJudge {
+  readonly #policy: ConnectionPolicy;
+  readonly #identity: PolicyIdentity;
+  readonly #maskPlan: MaskPlan | undefined;
+  readonly #prepared = new Map<string, StatementInfo>();
+
+  constructor(policy: ConnectionPolicy, identity: PolicyIdentity, maskPlan: MaskPlan | undefined) {
+    this.#policy = policy;
+    this.#identity = identity;
+    this.#maskPlan = maskPlan;
+  }
+
+  /** Whether statements need judging at all: some rule could refuse, or a mask plan needs COPY refused. */
+  static needed(policy: ConnectionPolicy, maskPlan: MaskPlan | undefined): boolean {
+    return policy.defaultAction === 'deny' || policy.rules.some((r) => r.action !== undefined) || maskPlan !== undefined;
+  }
+
+  /** Judges a simple Query's text, or a Parse's (`preparedName` set: the name it is prepared under). */
+  judge(sql: string, preparedName?: string): Judgement {
+    const classification = classifySql(sql);
+    if (!classification.ok && classification.error === 'empty statement') {
+      // Only comments or whitespace: the server answers EmptyQueryResponse and runs nothing.
+      return { verdict: { action: 'allow', message: 'empty query' }, refused: false };
+    }
+    const verdict = evaluateStatements(this.#policy, this.#identity, classification, (name) => this.#prepared.get(name));
+    const statements = classification.ok ? classification.statements : undefined;
+    if (verdict.action === 'deny') {
+      return { verdict, refused: true, statements, clientMessage: denialMessage(verdict) };
+    }
+    if (verdict.action === 'review') {
+      const message = `approval is required (${verdict.message}) and approvals are not yet available, so the statement was refused`;
+      return { verdict, refused: true, statements, clientMessage: `hoopctl: statement held for review by rule "${verdict.rule}": ${message}` };
+    }
+    const copy = this.#copyOutUnderColumnMask(statements ?? []);
+    if (copy) return { verdict: copy, refused: true, statements, clientMessage: denialMessage(copy) };
+    if (statements) this.#register(statements, preparedName);
+    return { verdict, refused: false, statements };
+  }
+
+  /** The fast-path function call protocol calls a function by OID: nothing to parse, so it is refused. */
+  judgeFunctionCall(functionOid: number): Judgement {
+    const verdict: Verdict = {
+      action: 'deny',
+      rule: FUNCTION_CALL_RULE,
+      message: `the fast-path function call protocol (function ${functionOid}) cannot be judged by policy`,
+    };
+    return { verdict, refused: true, clientMessage: denialMessage(verdict) };
+  }
+
+  /** A Bind asking for binary results that cannot be masked. */
+  binaryResultRefused(): Judgement {
+    const rules = this.#maskPlan?.rules.join('", "') ?? '';
+    const verdict: Verdict = {
+      action: 'deny',
+      rule: BINARY_RESULT_RULE,
+      message: `binary results cannot be masked (mask rule "${rules}"); ask for text results`,
+    };
+    return { verdict, refused: true, clientMessage: denialMessage(verdict) };
+  }
+
+  /** A protocol-level Close of a statement. */
+  closeStatement(name: string): void {
+    this.#prepared.delete(name);
+  }
+
+  #register(statements: StatementInfo[], preparedName: string | undefined): void {
+    if (preparedName !== undefined && preparedName !== '' && statements.length === 1) this.#prepared.set(preparedName, statements[0]);
+    for (const s of statements) if (s.prepared) this.#prepared.set(s.prepared.name, s.prepared.inner);
+  }
+
+  /** COPY … TO STDOUT gives rows without column names, so column rules could not be applied to them. */
+  #copyOutUnderColumnMask(statements: StatementInfo[]): Verdict | undefined {
+    const plan = this.#maskPlan;
+    if (!plan || plan.columns.length === 0) return undefined;
+    const index = statements.findIndex((s) => s.kinds.includes('CopyStmt') && s.categories.includes('read'));
+    if (index < 0) return undefined;
+    return {
+      action: 'deny',
+      rule: plan.rules[0],
+      message: 'COPY … TO STDOUT cannot be masked by column; use SELECT',
+      statementIndex: index,
+    };
+  }
+}
+
+function denialMessage(verdict: Verdict): string {
+  return verdict.rule !== undefined
+    ? `hoopctl: statement denied by rule "${verdict.rule}": ${verdict.message}`
+    : `hoopctl: statement denied by policy: ${verdict.message}`;
+}
