@@ -48,7 +48,7 @@ describe('hoopctl policy check', () => {
   });
 
   it('gives json and an exit status scripts can test with --expect', async () => {
-    const r = await check(['client=nightly'], 'update t set x = 1', ['-o', 'json', '--expect', 'deny']);
+    const r = await check(['client=nightly'], 'select 1', ['-o', 'json', '--expect', 'deny']);
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout).verdict).toMatchObject({ action: 'deny' });
     expect((await check(['group=dba'], 'select 1', ['--expect', 'deny'])).code).toBe(1);
