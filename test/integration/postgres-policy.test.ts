@@ -1,0 +1,333 @@
+import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect as netConnect } from 'node:net';
+import { once } from 'node:events';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FrameScanner, MAX_BACKEND_FRAME } from '../../src/broker/protocols/postgres/frame-scanner.js';
+import { Writer } from '../../src/broker/protocols/postgres/buffer-writer.js';
+import {
+  createBind,
+  createExecute,
+  createParse,
+  createQuery,
+  createStartupMessage,
+  createSync,
+  parseErrorResponse,
+} from '../../src/broker/protocols/postgres/messages.js';
+import { startPgCluster, type PgCluster } from '../../src/dev/pg-cluster.js';
+import { initPolicyEngine } from '../../src/policy/index.js';
+import { runPsql, startPolicyProxy, type PolicyProxy } from '../support/pg-proxy-harness.js';
+
+/** Deny rules on the statements that would harm `guarded`, plus one review rule (which must fail closed). */
+const DENY_POLICY = {
+  defaultAction: 'allow',
+  rules: [
+    { name: 'no-ddl', match: { statement: ['DropStmt', 'TruncateStmt', 'AlterTableStmt', 'RenameStmt'] }, action: 'deny' },
+    { name: 'no-unbounded-write', match: { statement: ['DeleteStmt', 'UpdateStmt', 'MergeStmt'], where: 'absent' }, action: 'deny' },
+    { name: 'no-role-change', match: { roleChange: true }, action: 'deny' },
+    { name: 'no-server-programs', match: { category: ['copy-program'] }, action: 'deny' },
+    { name: 'no-dynamic-sql', match: { category: ['dynamic'] }, action: 'deny' },
+    { name: 'grants-need-review', match: { statement: ['GrantStmt'] }, action: 'review' },
+  ],
+};
+
+/** A read-only, per-schema grant for analysts; DBAs may do everything no deny rule names. */
+const READ_ONLY_POLICY = {
+  defaultAction: 'deny',
+  rules: [
+    { name: 'analysts-read', match: { identity: { groups: ['analysts'] }, category: ['read', 'transaction'], tables: ['public.*'] }, action: 'allow' },
+    { name: 'no-drop', match: { statement: ['DropStmt', 'TruncateStmt'] }, action: 'deny' },
+  ],
+};
+
+let cluster: PgCluster;
+let admin: pg.Client;
+let proxy: PolicyProxy;
+let fileDir: string;
+
+const GUARDED_ROWS = 5;
+
+async function guardedIntact(): Promise<void> {
+  const { rows } = await admin.query('select count(*)::int as n, sum(v)::int as total from public.guarded');
+  expect(rows[0]).toEqual({ n: GUARDED_ROWS, total: 150 });
+  const cols = await admin.query(`select attname from pg_attribute where attrelid = 'public.guarded'::regclass and attnum > 0 and not attisdropped order by attnum`);
+  expect(cols.rows.map((r) => r.attname)).toEqual(['id', 'v']);
+  const role = await admin.query(`select count(*)::int as n from pg_roles where rolname = 'victim_role'`);
+  expect(role.rows[0].n).toBe(1);
+}
+
+beforeAll(async () => {
+  await initPolicyEngine();
+  cluster = await startPgCluster({ auth: 'scram-sha-256' });
+  admin = new pg.Client({ connectionString: cluster.url() });
+  await admin.connect();
+  await admin.query('create table public.guarded (id int primary key, v int)');
+  await admin.query('insert into public.guarded select g, g * 10 from generate_series(1, 5) g');
+  await admin.query('create table public.other (id int)');
+  await admin.query('create table public.tx_log (id int)');
+  await admin.query('create role victim_role');
+  fileDir = mkdtempSync(join(tmpdir(), 'hoop-policy-'));
+  proxy = await startPolicyProxy({ cluster, policy: DENY_POLICY, identity: { subject: 'dev@example.com', kind: 'human', groups: ['developers'] } });
+});
+
+afterAll(async () => {
+  await proxy?.close();
+  await admin?.end();
+  await cluster?.stop();
+  if (fileDir) rmSync(fileDir, { recursive: true, force: true });
+});
+
+interface Attempt {
+  via: 'psql -c' | 'psql -f' | 'pg simple' | 'pg extended' | 'pg named';
+  sql: string;
+  rule: string;
+}
+
+const attempts: Attempt[] = [
+  // psql -c: every form of the parser's reach
+  { via: 'psql -c', sql: 'drop table guarded', rule: 'no-ddl' },
+  { via: 'psql -c', sql: 'DROP TABLE public.guarded', rule: 'no-ddl' },
+  { via: 'psql -c', sql: 'dRoP tAbLe "guarded"', rule: 'no-ddl' },
+  { via: 'psql -c', sql: '/* harmless */ drop /* really */ table guarded -- comment', rule: 'no-ddl' },
+  { via: 'psql -c', sql: 'DROP\tTABLE\n\n  guarded', rule: 'no-ddl' },
+  { via: 'psql -c', sql: 'drop table U&"gu\\0061rded"', rule: 'no-ddl' },
+  { via: 'psql -c', sql: 'drop table if exists other, guarded cascade', rule: 'no-ddl' },
+  { via: 'psql -c', sql: 'select 1; drop table guarded', rule: 'no-ddl' },
+  { via: 'psql -c', sql: 'begin; drop table guarded; commit', rule: 'no-ddl' },
+  { via: 'psql -c', sql: 'truncate guarded', rule: 'no-ddl' },
+  { via: 'psql -c', sql: 'truncate table only guarded restart identity cascade', rule: 'no-ddl' },
+  { via: 'psql -c', sql: 'alter table guarded drop column v', rule: 'no-ddl' },
+  { via: 'psql -c', sql: 'alter table guarded rename to renamed', rule: 'no-ddl' },
+  { via: 'psql -c', sql: 'drop schema public cascade', rule: 'no-ddl' },
+  { via: 'psql -c', sql: 'delete from guarded', rule: 'no-unbounded-write' },
+  { via: 'psql -c', sql: 'update guarded set v = 0', rule: 'no-unbounded-write' },
+  { via: 'psql -c', sql: 'with gone as (delete from guarded returning *) select count(*) from gone', rule: 'no-unbounded-write' },
+  { via: 'psql -c', sql: 'with x as (select 1) delete from guarded', rule: 'no-unbounded-write' },
+  { via: 'psql -c', sql: 'explain analyze delete from guarded', rule: 'no-unbounded-write' },
+  { via: 'psql -c', sql: 'merge into guarded g using (select 1 as a) s on true when matched then delete', rule: 'no-unbounded-write' },
+  { via: 'psql -c', sql: 'prepare wipe as delete from guarded', rule: 'no-unbounded-write' },
+  { via: 'psql -c', sql: 'prepare wipe2 as delete from guarded; execute wipe2', rule: 'no-unbounded-write' },
+  { via: 'psql -c', sql: 'do $$ begin drop table guarded; end $$', rule: 'no-ddl' },
+  { via: 'psql -c', sql: 'DO LANGUAGE plpgsql $x$ BEGIN TRUNCATE guarded; END $x$', rule: 'no-ddl' },
+  { via: 'psql -c', sql: "do $$ begin execute 'drop table ' || 'guarded'; end $$", rule: 'no-dynamic-sql' },
+  { via: 'psql -c', sql: "create function wipe() returns void language sql as 'delete from guarded'", rule: 'no-unbounded-write' },
+  { via: 'psql -c', sql: "select query_to_xml('delete from guarded', true, true, '')", rule: 'no-dynamic-sql' },
+  { via: 'psql -c', sql: 'set role victim_role', rule: 'no-role-change' },
+  { via: 'psql -c', sql: 'set session authorization victim_role', rule: 'no-role-change' },
+  { via: 'psql -c', sql: "select set_config('role', 'victim_role', false)", rule: 'no-role-change' },
+  { via: 'psql -c', sql: "copy guarded to program 'cat > /dev/null'", rule: 'no-server-programs' },
+  { via: 'psql -c', sql: "copy (select 1) to program 'true'", rule: 'no-server-programs' },
+  { via: 'psql -c', sql: 'grant all on guarded to victim_role', rule: 'grants-need-review' },
+  { via: 'psql -c', sql: 'drop tabel guarded', rule: 'unparseable' },
+  { via: 'psql -c', sql: 'execute never_prepared', rule: 'unknown-prepared-statement' },
+  // psql -f: files of several statements, each sent as its own Query
+  { via: 'psql -f', sql: 'select 1;\ndrop table guarded;\nselect 2;\n', rule: 'no-ddl' },
+  { via: 'psql -f', sql: 'begin;\ndelete from guarded;\ncommit;\n', rule: 'no-unbounded-write' },
+  { via: 'psql -f', sql: '-- cleanup\nselect 1 as ok;\ntruncate guarded;\n', rule: 'no-ddl' },
+  { via: 'psql -f', sql: 'set search_path = public;\nreset role;\ndrop table guarded;\n', rule: 'no-role-change' },
+  // node-postgres: simple and extended protocol, named prepared statements
+  { via: 'pg simple', sql: 'DROP TABLE guarded', rule: 'no-ddl' },
+  { via: 'pg simple', sql: 'select 1; truncate guarded; select 2', rule: 'no-ddl' },
+  { via: 'pg extended', sql: 'delete from guarded', rule: 'no-unbounded-write' },
+  { via: 'pg extended', sql: 'update guarded set v = 0', rule: 'no-unbounded-write' },
+  { via: 'pg extended', sql: 'drop table guarded', rule: 'no-ddl' },
+  { via: 'pg extended', sql: "select set_config('role', 'victim_role', false)", rule: 'no-role-change' },
+  { via: 'pg extended', sql: 'execute never_prepared', rule: 'unknown-prepared-statement' },
+  { via: 'pg named', sql: 'truncate guarded', rule: 'no-ddl' },
+  { via: 'pg named', sql: 'with d as (delete from guarded returning 1) select count(*) from d', rule: 'no-unbounded-write' },
+  { via: 'pg named', sql: 'alter table guarded add column extra int', rule: 'no-ddl' },
+];
+
+async function viaPg(attempt: Attempt, n: number): Promise<{ code?: string; message: string }> {
+  const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'laptop-user', database: 'x' });
+  await client.connect();
+  try {
+    if (attempt.via === 'pg simple') await client.query(attempt.sql);
+    else if (attempt.via === 'pg extended') await client.query({ text: attempt.sql, values: [], queryMode: 'extended' } as pg.QueryConfig);
+    else await client.query({ name: `attempt_${n}`, text: attempt.sql });
+    return { message: 'no error' };
+  } catch (e) {
+    const err = e as { code?: string; message: string };
+    return { code: err.code, message: err.message };
+  } finally {
+    await client.end();
+  }
+}
+
+describe('deny rules hold against real psql and node-postgres', () => {
+  it('has at least 40 attempts', () => {
+    expect(attempts.length).toBeGreaterThanOrEqual(40);
+  });
+
+  it.each(attempts.map((a, i) => ({ ...a, n: i })))('refuses $via: $sql', async (attempt) => {
+    const before = proxy.events.length;
+    if (attempt.via.startsWith('psql')) {
+      let r;
+      if (attempt.via === 'psql -f') {
+        const file = join(fileDir, `attempt-${attempt.n}.sql`);
+        writeFileSync(file, attempt.sql);
+        r = await runPsql(proxy.port, ['-f', file]);
+      } else r = await runPsql(proxy.port, ['-c', attempt.sql]);
+      expect(r.stderr).toContain(`ERROR:  42501: hoopctl: statement`);
+      expect(r.stderr).toContain(`by rule "${attempt.rule}"`);
+    } else {
+      const r = await viaPg(attempt, attempt.n);
+      expect(r.code).toBe('42501');
+      expect(r.message).toContain(`rule "${attempt.rule}"`);
+    }
+    const verdicts = proxy.events.slice(before).filter((e) => e.type === 'verdict' && e.data.refused === true);
+    expect(verdicts.map((v) => v.data.rule)).toContain(attempt.rule);
+    await guardedIntact();
+  });
+
+  it('the review action fails closed with a message saying approval is required', async () => {
+    const r = await runPsql(proxy.port, ['-c', 'grant select on guarded to victim_role']);
+    expect(r.stderr).toMatch(/held for review by rule "grants-need-review": approval is required .* not yet available/);
+    const { rows } = await admin.query(`select has_table_privilege('victim_role', 'public.guarded', 'select') as granted`);
+    expect(rows[0].granted).toBe(false);
+  });
+
+  it('records each verdict right after its statement, before any result', async () => {
+    const before = proxy.events.length;
+    await runPsql(proxy.port, ['-c', 'select 40 + 2']);
+    await runPsql(proxy.port, ['-c', 'truncate guarded']);
+    const mine = proxy.events.slice(before).filter((e) => ['statement', 'verdict', 'result'].includes(e.type));
+    const allowed = mine.find((e) => e.type === 'statement' && e.data.sql === 'select 40 + 2')!;
+    const seq = allowed.data.statementSeq;
+    const sameSession = mine.filter((e) => e.sessionId === allowed.sessionId && e.data.statementSeq === seq).map((e) => e.type);
+    expect(sameSession).toEqual(['statement', 'verdict', 'result']);
+    const verdict = mine.find((e) => e.type === 'verdict' && e.sessionId === allowed.sessionId)!;
+    expect(verdict.data).toMatchObject({ action: 'allow', refused: false });
+    const refused = mine.find((e) => e.type === 'verdict' && e.data.refused === true)!;
+    expect(refused.data).toMatchObject({ action: 'deny', rule: 'no-ddl' });
+    const result = mine.find((e) => e.type === 'result' && e.sessionId === refused.sessionId && e.data.statementSeq === refused.data.statementSeq)!;
+    expect(result.data).toMatchObject({ error: { code: '42501' } });
+    expect(proxy.summaries.find((s) => s.errorCount > 0)).toBeDefined();
+  });
+
+  it('psql inside BEGIN … denied … ROLLBACK behaves exactly as with a server error', async () => {
+    const script = (bad: string) =>
+      `begin;\ninsert into tx_log values (1);\n${bad}\nselect 'after the error';\nrollback;\nselect count(*) from tx_log;\n`;
+    const denied = await runPsql(proxy.port, [], script('drop table guarded;'));
+    const serverError = await runPsql(proxy.port, [], script('select 1/0;'));
+    expect(denied.stdout).toBe(serverError.stdout);
+    expect(denied.stdout).toBe('BEGIN\nINSERT 0 1\nROLLBACK\n0\n');
+    expect(denied.stderr).toContain('42501: hoopctl: statement denied by rule "no-ddl"');
+    expect(denied.stderr).toContain('25P02: current transaction is aborted');
+    expect(serverError.stderr).toContain('25P02: current transaction is aborted');
+    await guardedIntact();
+  });
+
+  it('node-postgres in a transaction: the denied statement fails the transaction, ROLLBACK recovers', async () => {
+    const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'laptop-user', database: 'x' });
+    await client.connect();
+    await client.query('begin');
+    await client.query('insert into tx_log values (2)');
+    await expect(client.query('delete from guarded', [])).rejects.toMatchObject({ code: '42501' });
+    await expect(client.query('select 1')).rejects.toMatchObject({ code: '25P02' });
+    await client.query('rollback');
+    const { rows } = await client.query('select count(*)::int as n from tx_log');
+    expect(rows[0].n).toBe(0);
+    await client.end();
+    await guardedIntact();
+  });
+
+  it('a pipelined denied batch answers in order, and the next batch runs normally', async () => {
+    const socket = netConnect({ host: '127.0.0.1', port: proxy.port });
+    const scanner = new FrameScanner({ wanted: new Set(Array.from({ length: 128 }, (_, i) => i)), maxLength: MAX_BACKEND_FRAME });
+    const codes: string[] = [];
+    const errors: string[] = [];
+    socket.on('data', (chunk: Buffer) => {
+      for (const f of scanner.observe(chunk)) {
+        const code = String.fromCharCode(f.code);
+        codes.push(code);
+        if (code === 'E') errors.push(parseErrorResponse(f.body).code);
+      }
+    });
+    await once(socket, 'connect');
+    socket.write(createStartupMessage({ user: 'u', database: 'd' }));
+    const waitZ = async (n: number) => {
+      const deadline = Date.now() + 10_000;
+      while (codes.filter((c) => c === 'Z').length < n) {
+        if (Date.now() > deadline) throw new Error(`timed out, got ${codes.join('')}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    await waitZ(1);
+    codes.length = 0;
+    socket.write(
+      Buffer.concat([
+        createParse({ sql: 'select 1' }),
+        createBind({}),
+        createExecute(),
+        createParse({ name: 'bad', sql: 'truncate guarded' }),
+        createBind({ statement: 'bad' }),
+        createExecute(),
+        createSync(),
+        createParse({ sql: 'select 2' }),
+        createBind({}),
+        createExecute(),
+        createSync(),
+        // the fast-path function call protocol cannot be judged: refused
+        new Writer().addInt32(1259).addInt16(0).addInt16(0).addInt16(0).frame('F'),
+        createQuery('select 3'),
+      ]),
+    );
+    await waitZ(4);
+    expect(codes.join('')).toBe('12DCEZ12DCZEZTDCZ');
+    expect(errors).toEqual(['42501', '42501']);
+    socket.destroy();
+    await guardedIntact();
+  });
+});
+
+describe('allowed work is untouched', () => {
+  let readOnly: PolicyProxy;
+  beforeAll(async () => {
+    readOnly = await startPolicyProxy({ cluster, policy: READ_ONLY_POLICY, identity: { subject: 'ana@example.com', kind: 'human', groups: ['analysts'] } });
+  });
+  afterAll(async () => readOnly?.close());
+
+  it('a read-only identity runs its SELECTs, transactions and cursors through psql', async () => {
+    const r = await runPsql(readOnly.port, [], [
+      'select count(*) from public.guarded;',
+      'begin;',
+      'declare c cursor for select id from public.guarded order by id;',
+      'fetch 2 from c;',
+      'fetch next from c;',
+      'close c;',
+      'commit;',
+    ].join('\n'));
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('5\nBEGIN\nDECLARE CURSOR\n1\n2\n3\nCLOSE CURSOR\nCOMMIT\n');
+  });
+
+  it('a read-only identity uses prepared statements with node-postgres', async () => {
+    const client = new pg.Client({ host: '127.0.0.1', port: readOnly.port, user: 'laptop-user', database: 'x' });
+    await client.connect();
+    for (const id of [1, 2, 3]) {
+      const { rows } = await client.query({ name: 'by-id', text: 'select v from public.guarded where id = $1', values: [id] });
+      expect(rows).toEqual([{ v: id * 10 }]);
+    }
+    await client.query('begin');
+    const { rows } = await client.query('select sum(v)::int as s from public.guarded where id > $1', [2]);
+    expect(rows[0].s).toBe(120);
+    await client.query('commit');
+    // …and writes are not theirs.
+    await expect(client.query('insert into public.tx_log values (1)')).rejects.toMatchObject({ code: '42501' });
+    await expect(client.query('select count(*) from guarded')).rejects.toMatchObject({ code: '42501' });
+    await client.end();
+  });
+
+  it('a DBA on the same connection is still refused what a deny rule names', async () => {
+    const dba = await startPolicyProxy({ cluster, policy: READ_ONLY_POLICY, identity: { subject: 'dba@example.com', kind: 'human', groups: ['analysts', 'dba'] } });
+    try {
+      const r = await runPsql(dba.port, ['-c', 'drop table public.tx_log']);
+      expect(r.stderr).toContain('by rule "no-drop"');
+    } finally {
+      await dba.close();
+    }
+  });
+});

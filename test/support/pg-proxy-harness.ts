@@ -1,0 +1,111 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer, type Server, type Socket } from 'node:net';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { Secret, type PostgresConnection } from '../../src/broker/config.js';
+import { CancelRegistry } from '../../src/broker/protocols/postgres/cancel-registry.js';
+import { proxyPostgresSession, type PostgresSessionSummary } from '../../src/broker/protocols/postgres/proxy.js';
+import type { PgCluster } from '../../src/dev/pg-cluster.js';
+import { parseConnectionPolicy, type PolicyIdentity } from '../../src/policy/index.js';
+import { MemoryRecorder, type RecordedEvent } from './memory-recorder.js';
+
+/** A local TCP server standing in for the tunnel (each connection is one proxied session), with a policy. */
+export interface PolicyProxy {
+  port: number;
+  events: RecordedEvent[];
+  summaries: PostgresSessionSummary[];
+  /** Everything the sessions logged (pino JSON lines at debug level). */
+  log(): string;
+  close(): Promise<void>;
+}
+
+export interface PolicyProxyOptions {
+  cluster: PgCluster;
+  /** The connection's `defaultAction` and `rules`, as they would appear in the broker config. */
+  policy: unknown;
+  identity: PolicyIdentity;
+  database?: string;
+  maskKey?: string;
+}
+
+export async function startPolicyProxy(options: PolicyProxyOptions): Promise<PolicyProxy> {
+  const parsed = parseConnectionPolicy(options.policy);
+  if (!parsed.ok) throw new Error(parsed.error);
+  const { cluster } = options;
+  const connection: PostgresConnection = {
+    name: 'pg-policy',
+    type: 'postgres',
+    target: { host: cluster.host, port: cluster.port, database: options.database ?? 'postgres', sslmode: 'disable', connectTimeout: 5_000 },
+    credentials: { user: cluster.superuser, password: new Secret(cluster.password) },
+    access: { groups: [], clientIds: [], subjects: [] },
+    ...parsed.policy,
+  };
+  const events: RecordedEvent[] = [];
+  const summaries: PostgresSessionSummary[] = [];
+  const sockets: Socket[] = [];
+  const running = new Set<Promise<unknown>>();
+  let logText = '';
+  const logger = pino(
+    { level: 'debug' },
+    new Writable({
+      write(chunk: Buffer, _enc, done) {
+        logText += chunk.toString('utf8');
+        done();
+      },
+    }),
+  );
+  const cancels = new CancelRegistry();
+  let n = 0;
+  const server: Server = createServer((socket) => {
+    sockets.push(socket);
+    const recorder = new MemoryRecorder(`policy-${++n}`, events);
+    const p = proxyPostgresSession(socket, {
+      connection,
+      recorder,
+      cancels,
+      logger,
+      identity: options.identity,
+      ...(options.maskKey ? { maskKey: options.maskKey } : {}),
+    }).then((s) => summaries.push(s));
+    running.add(p);
+    void p.finally(() => running.delete(p));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const address = server.address();
+  return {
+    port: typeof address === 'object' && address ? address.port : 0,
+    events,
+    summaries,
+    log: () => logText,
+    async close() {
+      for (const s of sockets) s.destroy();
+      await Promise.all(running);
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+export interface PsqlResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** psql against the proxy, with nothing in its environment that could authenticate it on its own. */
+export function runPsql(port: number, args: string[], input?: string): Promise<PsqlResult> {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PG')) env[k] = v;
+  Object.assign(env, { PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'laptop-user', PGDATABASE: 'whatever', PGCONNECT_TIMEOUT: '5' });
+  return new Promise((resolve, reject) => {
+    const child = spawn('psql', ['-w', '-X', '-At', '-v', 'VERBOSITY=verbose', ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(input ?? '');
+  });
+}
