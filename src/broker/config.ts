@@ -49,11 +49,38 @@ const secretSource = z.union([
 
 const name = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'use lower-case letters, digits, ".", "_" or "-"');
 
+const approvalSchema = z
+  .object({
+    /** Who may approve. */
+    groups: z.array(z.string().min(1)).min(1),
+    minApprovals: z.number().int().min(1).default(1),
+    /** Longest grant a requester may ask for. */
+    maxDuration: duration.default(3_600_000),
+    /** Whether the requester must give a reason. */
+    reason: z.enum(['required', 'optional']).default('required'),
+    /** A pending request expires after this long. */
+    timeout: duration.default(900_000),
+  })
+  .strict();
+
 const accessSchema = z
   .object({
     groups: z.array(z.string().min(1)).default([]),
     clientIds: z.array(z.string().min(1)).default([]),
     subjects: z.array(z.string().min(1)).default([]),
+    /** Just-in-time access: opening the connection needs an approved, time-boxed grant. */
+    approval: approvalSchema.optional(),
+  })
+  .strict();
+
+/** Who decides statements held by a `review` rule, and how long a held statement waits. */
+const reviewsSchema = z
+  .object({
+    groups: z.array(z.string().min(1)).min(1),
+    minApprovals: z.number().int().min(1).default(1),
+    timeout: duration.default(600_000),
+    /** Whether approvers must give a reason to approve (rejecting always needs one). */
+    reason: z.enum(['required', 'optional']).default('optional'),
   })
   .strict();
 
@@ -74,6 +101,7 @@ const postgresConnection = z
       .strict(),
     credentials: z.object({ user: z.string().min(1), password: secretSource.optional() }).strict(),
     access: accessSchema,
+    reviews: reviewsSchema.optional(),
     /** Statement and masking rules (src/policy/rules.ts documents the schema). */
     ...connectionPolicyShape,
   })
@@ -131,6 +159,10 @@ export const brokerConfigSchema = z
     cfg.connections.forEach((c, i) => {
       if (seen.has(c.name)) ctx.addIssue({ code: 'custom', path: ['connections', i, 'name'], message: `duplicate connection name "${c.name}"` });
       seen.add(c.name);
+      const reviewRule = c.rules.findIndex((r) => r.action === 'review');
+      if (reviewRule >= 0 && !c.reviews) {
+        ctx.addIssue({ code: 'custom', path: ['connections', i, 'rules', reviewRule, 'action'], message: 'a review rule needs connections[].reviews (who approves) on its connection' });
+      }
     });
   });
 

@@ -29,3 +29,29 @@ export const errors = {
   missingToken: () =>
     new HoopError('no access token: send Authorization: Bearer <token>', { code: 'TOKEN_MISSING', status: 401, hint: 'run `hoopctl login`' }),
 };
+
+/** Reads a small JSON body; anything else is a 400 naming the problem. */
+export async function readJsonBody(req: IncomingMessage, limit = 64 * 1024): Promise<Record<string, unknown>> {
+  let size = 0;
+  const chunks: Buffer[] = [];
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw new HoopError(`request body over ${limit} bytes`, { code: 'BAD_REQUEST', status: 413 });
+    chunks.push(chunk);
+  }
+  if (size === 0) return {};
+  try {
+    const parsed: unknown = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
+  } catch {
+    // fall through
+  }
+  throw new HoopError('request body must be a JSON object', { code: 'BAD_REQUEST', status: 400 });
+}
+
+export function optionalString(body: Record<string, unknown>, field: string): string | undefined {
+  const v = body[field];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') throw new HoopError(`${field} must be a string`, { code: 'BAD_REQUEST', status: 400 });
+  return v;
+}

@@ -2,7 +2,8 @@ import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Identity } from '../identity.js';
-import type { SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
+import type { ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
+import type { Review, ReviewStatus } from '../reviews/review.js';
 
 /**
  * The embedded store. WAL with synchronous=NORMAL: a committed event survives a broker crash (the
@@ -37,6 +38,17 @@ const migrations: string[] = [
    ) WITHOUT ROWID;
    CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
    CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;`,
+  `CREATE TABLE reviews (
+     id TEXT PRIMARY KEY,
+     kind TEXT NOT NULL,
+     connection TEXT NOT NULL,
+     requester TEXT NOT NULL,
+     status TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     body TEXT NOT NULL
+   );
+   CREATE INDEX reviews_status ON reviews (status, created_at);
+   CREATE INDEX reviews_requester ON reviews (requester, connection, status);`,
 ];
 
 interface SessionRecord {
@@ -152,6 +164,48 @@ export class SqliteStore implements Store {
       .prepare('SELECT * FROM events WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?')
       .all(stream, options.afterSeq ?? 0, options.limit ?? 100_000) as EventRecord[];
     return rows.map(toEvent);
+  }
+
+  async createReview(r: Review): Promise<void> {
+    this.#db
+      .prepare('INSERT INTO reviews (id, kind, connection, requester, status, created_at, body) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      .run(r.id, r.kind, r.connection, r.requester.subject, r.status, r.createdAt, JSON.stringify(r));
+  }
+
+  async getReview(id: string): Promise<Review | undefined> {
+    const row = this.#db.prepare('SELECT body FROM reviews WHERE id = ?').get(id) as { body: string } | undefined;
+    return row && (JSON.parse(row.body) as Review);
+  }
+
+  async listReviews(filter: ReviewFilter = {}): Promise<Review[]> {
+    const where: string[] = [];
+    const values: unknown[] = [];
+    if (filter.status?.length) {
+      where.push(`status IN (${filter.status.map(() => '?').join(', ')})`);
+      values.push(...filter.status);
+    }
+    for (const [column, value] of [['kind', filter.kind], ['connection', filter.connection], ['requester', filter.requester]] as const) {
+      if (value !== undefined) {
+        where.push(`${column} = ?`);
+        values.push(value);
+      }
+    }
+    const sql = `SELECT body FROM reviews ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC LIMIT ?`;
+    return (this.#db.prepare(sql).all(...values, filter.limit ?? 500) as Array<{ body: string }>).map((r) => JSON.parse(r.body) as Review);
+  }
+
+  async replaceReview(r: Review, expected: ReviewStatus): Promise<boolean> {
+    const result = this.#db
+      .prepare('UPDATE reviews SET status = ?, body = ? WHERE id = ? AND status = ?')
+      .run(r.status, JSON.stringify(r), r.id, expected);
+    return result.changes === 1;
+  }
+
+  async consumeReview(id: string, at: number): Promise<Review | undefined> {
+    const changed = this.#db
+      .prepare(`UPDATE reviews SET body = json_set(body, '$.consumedAt', ?) WHERE id = ? AND status = 'approved' AND json_extract(body, '$.consumedAt') IS NULL`)
+      .run(at, id).changes;
+    return changed === 1 ? this.getReview(id) : undefined;
   }
 
   async closeAbandonedSessions(at: number): Promise<number> {

@@ -1,4 +1,5 @@
 import type { Identity } from '../identity.js';
+import type { Review, ReviewKind, ReviewStatus } from '../reviews/review.js';
 
 /**
  * Persistence for sessions and their hash-chained event streams. SQLite is the embedded default;
@@ -37,6 +38,14 @@ export interface SessionFilter {
   limit?: number;
 }
 
+export interface ReviewFilter {
+  status?: ReviewStatus[];
+  kind?: ReviewKind;
+  connection?: string;
+  requester?: string;
+  limit?: number;
+}
+
 export interface Store {
   createSession(row: SessionRow): Promise<void>;
   updateSession(id: string, patch: Partial<Pick<SessionRow, 'status' | 'endedAt' | 'statementCount' | 'errorCount'>>): Promise<void>;
@@ -46,6 +55,16 @@ export interface Store {
   /** The last event of a stream, to continue its chain after a restart. */
   lastEvent(stream: string): Promise<StoredEvent | undefined>;
   listEvents(stream: string, options?: { afterSeq?: number; limit?: number }): Promise<StoredEvent[]>;
+  createReview(review: Review): Promise<void>;
+  getReview(id: string): Promise<Review | undefined>;
+  listReviews(filter?: ReviewFilter): Promise<Review[]>;
+  /**
+   * Replaces a review only if its status is still `expected` (compare-and-set), so two approvers, an expiry and
+   * a withdrawal racing each other settle on one outcome. Returns whether it was written.
+   */
+  replaceReview(review: Review, expected: ReviewStatus): Promise<boolean>;
+  /** Marks an approved statement review as used, once: returns it, or undefined when it was already consumed. */
+  consumeReview(id: string, at: number): Promise<Review | undefined>;
   /** Sessions left "open" by a broker that stopped; marks them failed. Returns how many. */
   closeAbandonedSessions(at: number): Promise<number>;
   close(): Promise<void>;
