@@ -48,6 +48,11 @@ type ColumnMode =
   | 'json-whole'
   /** json/jsonb: keys named by column rules masked, every string through the detectors. */
   | 'json'
+  /**
+   * json/jsonb computed from a masked column (`json_agg(c)`, `row_to_json(c)`): as 'json', but when no key names
+   * a masked column the masked value went in under another name (`json_build_object('x', email)`): whole.
+   */
+  | 'json-derived'
   /** Any other text-format value: the content detectors. */
   | 'text'
   /** Binary, of a type without text (integers, floats, bool, times): passes. */
@@ -273,9 +278,11 @@ export class ResultMasker {
     const flags = Array.isArray(derived) && derived.length === fields.length ? derived : undefined;
     return fields.map((f, i): ColumnMode => {
       const format = formats ? formatAt(formats, i) : f.format;
-      const whole = (flags?.[i] ?? false) || columnMatches(this.#plan, { column: f.name });
+      const named = columnMatches(this.#plan, { column: f.name });
+      const derived = flags?.[i] ?? false;
+      const whole = named || derived;
       if (format === 1) return !whole && SAFE_BINARY_TYPES.has(f.typeOid) ? 'pass' : 'refuse';
-      if (JSON_TYPES.has(f.typeOid)) return whole ? 'json-whole' : 'json';
+      if (JSON_TYPES.has(f.typeOid)) return named ? 'json-whole' : derived ? 'json-derived' : 'json';
       return whole ? 'whole' : 'text';
     });
   }
@@ -313,6 +320,11 @@ export class ResultMasker {
       case 'json': {
         const r = maskJsonText(value, this.#plan, this.#key);
         return { changed: r.text !== value, text: r.text };
+      }
+      case 'json-derived': {
+        const r = maskJsonText(value, this.#plan, this.#key);
+        if ((r.hits.column ?? 0) > 0) return { changed: r.text !== value, text: r.text };
+        return this.#maskValue(value, 'json-whole');
       }
       case 'text': {
         if (this.#plan.detectors.length === 0) return { changed: false, text: value };
