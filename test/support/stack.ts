@@ -32,7 +32,14 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-export async function startStack(options: { extraConfig?: Record<string, unknown> } = {}): Promise<Stack> {
+export interface StackOptions {
+  /** Replaces top-level keys of the broker config. */
+  extraConfig?: Record<string, unknown>;
+  /** Added to the `app-pg` connection: its `defaultAction` and `rules`. */
+  appPgPolicy?: { defaultAction?: 'allow' | 'deny'; rules?: unknown[] };
+}
+
+export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const dir = mkdtempSync(join(tmpdir(), 'hoop-e2e-'));
   const cluster = await startPgCluster({ auth: 'scram-sha-256' });
   const admin = new pg.Client({ connectionString: cluster.url() });
@@ -71,6 +78,7 @@ export async function startStack(options: { extraConfig?: Record<string, unknown
           target: { host: cluster.host, port: cluster.port, database: 'app', sslmode: 'disable' },
           credentials: { user: 'app_rw', password: { file: passwordFile } },
           access: { groups: ['dba'], clientIds: ['ci-report'] },
+          ...options.appPgPolicy,
         },
       ],
       ...options.extraConfig,
