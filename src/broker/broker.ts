@@ -17,6 +17,10 @@ import { HoopError, errorMessage } from '../lib/errors.js';
 import { bearerToken, clientAddress, errors, sendError, sendJson } from './http-util.js';
 import { proxyPostgresSession } from './protocols/postgres/proxy.js';
 import { CancelRegistry } from './protocols/postgres/cancel-registry.js';
+import { ReviewService } from './reviews/review-service.js';
+import { routeReviews } from './reviews/review-routes.js';
+import type { Review } from './reviews/review.js';
+import type { StreamRecorder } from './recording/stream-recorder.js';
 import { initPolicyEngine } from '../policy/index.js';
 import { randomBytes } from 'node:crypto';
 
@@ -49,6 +53,22 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const connections = new Map(config.connections.map((c) => [c.name, c]));
   const auditGroups = new Set(config.audit.groups);
   const live = new Set<Duplex>();
+  /** Sessions running in this process: their recorder (one writer per stream) and how to end them. */
+  const liveSessions = new Map<string, { recorder: StreamRecorder; grantId?: string; end(reason: string): void }>();
+  const reviews = new ReviewService(store, config.connections, async (review: Review, transition, by, reason) => {
+    const data = { review: review.id, kind: review.kind, connection: review.connection, requester: review.requester.subject, status: review.status,
+      ...(by ? { by: by.subject } : {}), ...(reason ? { reason } : {}), ...(review.statement ? { statement: review.statement } : {}),
+      ...(review.grantExpiresAt ? { grantExpiresAt: review.grantExpiresAt } : {}) };
+    await sessions.audit(`review-${transition}`, data);
+    const holder = review.sessionId ? liveSessions.get(review.sessionId) : undefined;
+    if (holder) await holder.recorder.record(`review-${transition}`, data);
+  });
+  await reviews.start();
+  reviews.on('grant-ended', (grant) => {
+    for (const s of liveSessions.values()) {
+      if (s.grantId === grant.id) s.end(`access grant ${grant.id} ${grant.status === 'revoked' ? 'was revoked' : 'ended'}`);
+    }
+  });
   const running = new Set<Promise<void>>();
 
   async function authenticate(req: IncomingMessage): Promise<Identity> {
@@ -62,6 +82,20 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       logger.info({ code: err.code, clientAddr: clientAddress(req) }, 'access token rejected');
       throw new HoopError(err.message, { code: err.code, status: 401, hint: err.hint ?? 'run `hoopctl login` to get a fresh token' });
     }
+  }
+
+  /**
+   * Resolves the connection an identity asks for and, for just-in-time connections, the grant that lets it in now.
+   * A refusal is recorded as a refused session.
+   */
+  async function authorizeOpen(identity: Identity, name: string, req: IncomingMessage): Promise<{ connection: Connection; grant?: Review }> {
+    const connection = await authorize(identity, name, req);
+    if (!connection.access.approval) return { connection };
+    const grant = await reviews.activeGrant(identity, name);
+    if (grant) return { connection, grant };
+    const reason = `connection ${name} needs an approved access request`;
+    await sessions.refuse(identity, name, connection.type, clientAddress(req), reason);
+    throw new HoopError(reason, { code: 'APPROVAL_REQUIRED', status: 403, hint: `run \`hoopctl connect ${name} --reason "…" --duration 30m\`` });
   }
 
   /** Resolves the connection an identity asks for; a refusal is recorded as a refused session. */
@@ -83,7 +117,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const isAuditor = (id: Identity) => id.groups.some((g) => auditGroups.has(g));
 
   function describeConnection(c: Connection) {
-    return { name: c.name, type: c.type, description: c.description, database: c.target.database };
+    return { name: c.name, type: c.type, description: c.description, database: c.target.database, approval: c.access.approval ? { maxDuration: c.access.approval.maxDuration, reason: c.access.approval.reason } : undefined };
   }
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -107,6 +141,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     if (req.method === 'GET' && m) {
       return sendJson(res, 200, { connection: describeConnection(await authorize(identity, decodeURIComponent(m[1]!), req)) });
     }
+    if (await routeReviews({ reviews, connections, isAuditor, authorizeRequest: authorize }, req, res, identity, url)) return;
     if (req.method === 'GET' && path === '/api/v1/sessions') {
       const limit = Math.min(Number(url.searchParams.get('limit') ?? 50) || 50, 1000);
       const list = await store.listSessions({
@@ -157,9 +192,9 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     if (!m) return refuse(errors.notFound('tunnel endpoint'));
     (async () => {
       const identity = await authenticate(req);
-      const connection = await authorize(identity, m[1]!, req);
+      const { connection, grant } = await authorizeOpen(identity, m[1]!, req);
       wss.handleUpgrade(req, socket, head, (ws) => {
-        const session = runTunnel(ws, req, identity, connection);
+        const session = runTunnel(ws, req, identity, connection, grant);
         running.add(session);
         void session.finally(() => running.delete(session));
       });
@@ -170,7 +205,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     });
   });
 
-  async function runTunnel(ws: WebSocket, req: IncomingMessage, identity: Identity, connection: Connection): Promise<void> {
+  async function runTunnel(ws: WebSocket, req: IncomingMessage, identity: Identity, connection: Connection, grant?: Review): Promise<void> {
     const started = Date.now();
     const stream = createWebSocketStream(ws);
     stream.on('error', () => undefined);
@@ -182,6 +217,9 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       const { row, recorder } = await sessions.open(identity, connection, clientAddress(req), client);
       sessionId = row.id;
       const log = logger.child({ session: row.id, connection: connection.name, subject: identity.subject });
+      const ending = new AbortController();
+      liveSessions.set(row.id, { recorder, grantId: grant?.id, end: (reason) => ending.abort(reason) });
+      if (grant) await recorder.record('grant', { review: grant.id, until: grant.grantExpiresAt });
       log.info('session opened');
       const summary = await proxyPostgresSession(stream, { connection, recorder, cancels, logger: log, identity, maskKey });
       await sessions.close(row.id, recorder, {
@@ -195,6 +233,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     } catch (e) {
       logger.error({ err: errorMessage(e), session: sessionId }, 'session failed');
     } finally {
+      if (sessionId) liveSessions.delete(sessionId);
       clearInterval(keepalive);
       live.delete(stream);
       stream.destroy();
@@ -223,6 +262,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       wss.close();
       await Promise.race([Promise.allSettled([...running]), new Promise((r) => setTimeout(r, 5000))]);
       await closed;
+      reviews.close();
       await store.close();
     },
   };

@@ -4,11 +4,15 @@ import { startLocalTunnel } from '../tunnel/local-listener.js';
 import { refusePostgresClient } from '../tunnel/pg-refusal.js';
 import { waitForSignal } from './broker.js';
 import { UserError, errorMessage } from '../lib/errors.js';
+import { obtainAccessGrant } from './access-request.js';
+import { followReviews } from './review-stream.js';
+import type { Review } from '../broker/reviews/review.js';
 
 interface ConnectionInfo {
   name: string;
   type: string;
   database?: string;
+  approval?: { maxDuration: number; reason: 'required' | 'optional' };
 }
 
 export function register(program: Command): void {
@@ -18,11 +22,16 @@ export function register(program: Command): void {
     .option('-p, --port <port>', 'local port (default: a free one)', parsePort)
     .option('--broker <url>', 'broker URL (default: the one you logged in to)')
     .option('-o, --output <format>', 'text, or json (one line when ready)', 'text')
-    .addHelpText('after', '\nExample:\n  hoopctl connect pg-prod --port 5433\n  psql "postgresql://127.0.0.1:5433/app"')
-    .action(async (name: string, opts: { port?: number; broker?: string; output: string }) => {
+    .option('--reason <text>', 'why you need access (just-in-time connections)')
+    .option('--duration <span>', 'how long the grant should last, e.g. 30m (just-in-time connections)')
+    .addHelpText('after', '\nExamples:\n  hoopctl connect pg-prod --port 5433\n  psql "postgresql://127.0.0.1:5433/app"\n  hoopctl connect pg-prod --reason "INC-123: fix stuck orders" --duration 30m')
+    .action(async (name: string, opts: { port?: number; broker?: string; output: string; reason?: string; duration?: string }) => {
       const broker = resolveBroker(opts.broker);
       // Ask first, so a refusal is a clear message now rather than a closed socket later.
       const { connection } = await brokerGet<{ connection: ConnectionInfo }>(broker, `/api/v1/connections/${encodeURIComponent(name)}`);
+      const grant = connection.approval
+        ? await obtainAccessGrant({ broker, connection: name, reason: opts.reason, duration: opts.duration, interactive: Boolean(process.stderr.isTTY) && opts.output !== 'json' })
+        : undefined;
       const tunnel = await startLocalTunnel({
         broker,
         connection: name,
@@ -37,7 +46,7 @@ export function register(program: Command): void {
       });
       const url = `postgresql://hoopctl@${tunnel.host}:${tunnel.port}/${encodeURIComponent(connection.database ?? name)}?sslmode=disable`;
       if (opts.output === 'json') {
-        process.stdout.write(JSON.stringify({ connection: name, type: connection.type, host: tunnel.host, port: tunnel.port, url }) + '\n');
+        process.stdout.write(JSON.stringify({ connection: name, type: connection.type, host: tunnel.host, port: tunnel.port, url, ...(grant ? { grant: grant.id, until: grant.grantExpiresAt } : {}) }) + '\n');
       } else {
         process.stdout.write(
           `Tunnel to ${name} (${connection.type}) listening on ${tunnel.host}:${tunnel.port}\n` +
@@ -45,8 +54,11 @@ export function register(program: Command): void {
             `No password is needed: the broker injects the credential. Press Ctrl-C to close.\n`,
         );
       }
-      await waitForSignal();
+      const ended = grant ? grantEnd(broker, grant) : undefined;
+      const why = await Promise.race([waitForSignal().then(() => undefined), ended?.promise]);
+      ended?.close();
       await tunnel.close();
+      if (why) throw new UserError(why, { code: 'GRANT_ENDED', hint: `request access again: hoopctl connect ${name} --reason "…"` });
       if (opts.output !== 'json') process.stdout.write('tunnel closed\n');
     });
 }
@@ -55,4 +67,18 @@ export function parsePort(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UserError(`invalid port: ${v}`, { code: 'USAGE' });
   return n;
+}
+
+/** Resolves with a message when the grant runs out or is revoked; the broker enforces it either way. */
+function grantEnd(broker: string, grant: Review): { promise: Promise<string>; close(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  let stream: { close(): void } | undefined;
+  const promise = new Promise<string>((resolve) => {
+    timer = setTimeout(() => resolve(`access grant ${grant.id} ended`), Math.max(0, (grant.grantExpiresAt ?? 0) - Date.now()));
+    stream = followReviews(broker, () => accessToken(broker), {
+      onReview: (r) => r.id === grant.id && r.status === 'revoked' && resolve(`access grant ${grant.id} was revoked by ${r.decisions.at(-1)?.name}: ${r.decisions.at(-1)?.reason}`),
+      onState: () => undefined,
+    });
+  });
+  return { promise, close: () => (clearTimeout(timer), stream?.close()) };
 }

@@ -59,6 +59,23 @@ export async function brokerGet<T>(broker: string, path: string, token?: string)
   return JSON.parse(body) as T;
 }
 
+export async function brokerPost<T>(broker: string, path: string, body: unknown, token?: string): Promise<T> {
+  const bearer = token ?? (await accessToken(broker));
+  let res: Response;
+  try {
+    res = await fetch(new URL(path, broker), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${bearer}`, 'user-agent': USER_AGENT, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  } catch (e) {
+    throw new UserError(`cannot reach the broker at ${broker}: ${(e as Error).cause ?? (e as Error).message}`, { code: 'BROKER_UNREACHABLE' });
+  }
+  const text = await res.text();
+  if (!res.ok) throw brokerRefusal(res.status, text);
+  return JSON.parse(text) as T;
+}
+
 export type OutputFormat = 'text' | 'json';
 
 export function parseOutput(value: string): OutputFormat {

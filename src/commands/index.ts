@@ -6,8 +6,9 @@ import { register as exec } from './exec.js';
 import { register as sessions } from './sessions.js';
 import { register as demo } from './demo.js';
 import { register as policy } from './policy.js';
+import { register as reviews } from './reviews.js';
 
 /** Each command file exports `register(program)`; this is the only list of them. */
 export function registerCommands(program: Command): void {
-  for (const register of [login, connect, exec, sessions, policy, broker, demo]) register(program);
+  for (const register of [login, connect, exec, reviews, sessions, policy, broker, demo]) register(program);
 }

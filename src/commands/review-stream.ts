@@ -1,0 +1,53 @@
+import type { Review } from '../broker/reviews/review.js';
+import { USER_AGENT } from '../tunnel/ws-transport.js';
+
+export interface ReviewStream {
+  close(): void;
+}
+
+/**
+ * Follows the broker's review event stream (server-sent events) and reconnects with backoff when it drops.
+ * `getToken` runs on every (re)connect so a long-open console keeps a fresh token.
+ */
+export function followReviews(
+  broker: string,
+  getToken: () => Promise<string>,
+  handlers: { onReview(review: Review): void; onState(connected: boolean): void; onError?(e: Error): void },
+): ReviewStream {
+  const controller = new AbortController();
+  let delay = 500;
+  const run = async () => {
+    while (!controller.signal.aborted) {
+      try {
+        const res = await fetch(new URL('/api/v1/reviews/stream', broker), {
+          headers: { authorization: `Bearer ${await getToken()}`, 'user-agent': USER_AGENT, accept: 'text/event-stream' },
+          signal: controller.signal,
+        });
+        if (!res.ok || !res.body) throw new Error(`review stream: HTTP ${res.status}`);
+        handlers.onState(true);
+        delay = 500;
+        const decoder = new TextDecoder();
+        let buffer = '';
+        for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+          buffer += decoder.decode(chunk, { stream: true });
+          let end: number;
+          while ((end = buffer.indexOf('\n\n')) >= 0) {
+            const block = buffer.slice(0, end);
+            buffer = buffer.slice(end + 2);
+            const event = /^event: (.*)$/m.exec(block)?.[1];
+            const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+            if (event === 'review' && data) handlers.onReview(JSON.parse(data) as Review);
+          }
+        }
+      } catch (e) {
+        if (controller.signal.aborted) return;
+        handlers.onError?.(e as Error);
+      }
+      handlers.onState(false);
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 10_000);
+    }
+  };
+  void run();
+  return { close: () => controller.abort() };
+}
