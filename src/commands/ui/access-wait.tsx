@@ -67,13 +67,17 @@ function FinalLine(props: AccessWaitProps & { approvers: string[]; elapsed: stri
   switch (props.status) {
     case 'approved': {
       const ends = props.grantExpiresAt !== undefined ? ` (ends ${formatCountdown(props.grantExpiresAt, now)})` : '';
-      const by = props.approvers.length > 0 ? `, approved by ${props.approvers.join(', ')}` : '';
+      const by = props.approvers.length > 0 ? ` by ${props.approvers.join(', ')}` : '';
       return (
-        <Text color="green">
-          ✔ access to {connection} granted for {formatSpan(props.durationMs)}
-          {ends} — review {reviewId}
-          {by}
-        </Text>
+        <Box flexDirection="column">
+          <Text color="green">
+            ✔ access to {connection} granted for {formatSpan(props.durationMs)}
+            {ends}
+          </Text>
+          <Text dimColor>
+            {'  '}review {reviewId} approved{by} after {props.elapsed}
+          </Text>
+        </Box>
       );
     }
     case 'rejected': {
