@@ -44,7 +44,10 @@ export function ApproveConsole(props: ApproveConsoleProps) {
   const [reviewSel, setReviewSel] = useState<Selection>({ index: 0 });
   const [grantSel, setGrantSel] = useState<Selection>({ index: 0 });
   const mounted = useRef(true);
-  useEffect(() => () => void (mounted.current = false), []);
+  useEffect(() => {
+    mounted.current = true;
+    return () => void (mounted.current = false);
+  }, []);
 
   const { stdout } = useStdout();
   // Each review row takes two lines; leave room for the header, the column titles and the footer.
@@ -79,7 +82,7 @@ export function ApproveConsole(props: ApproveConsoleProps) {
 
   const ask = (review: Review | undefined, action: PromptAction) => {
     if (!review) return;
-    if (busy) return setNotice({ tone: 'busy', text: `${notice.text} (one decision at a time)` });
+    if (busy) return setNotice({ tone: 'busy', text: notice.text.replace(/( \(one at a time\))?$/, ' (one at a time)') });
     if (action === 'revoke' && !props.onRevoke) return setNotice({ tone: 'refused', text: 'Revoking is not available in this console.' });
     const right = action === 'revoke' ? revokeRight(review, me, now) : decisionRight(review, me);
     if (!right.may) return setNotice({ tone: 'refused', text: `You can't ${action} ${review.id}: ${right.why}.` });

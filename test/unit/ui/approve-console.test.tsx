@@ -181,6 +181,11 @@ describe('ApproveConsole decisions', () => {
     await press(ui.stdin, 'known ', 'job', KEY.backspace, 'b!', KEY.enter);
     await eventually(() => expect(ui.see()).toContain('sending approve for rv-2…'));
     expect(onDecide).toHaveBeenCalledExactlyOnceWith('rv-2', 'approve', 'known jo' + 'b!');
+    // One decision at a time: another key press while sending neither prompts nor sends.
+    await press(ui.stdin, KEY.up, 'a', 'a');
+    await eventually(() => expect(ui.see()).toContain('sending approve for rv-2… (one at a time)'));
+    expect(ui.see()).not.toContain('Reason to approve');
+    expect(onDecide).toHaveBeenCalledTimes(1);
     pending.resolve();
     await eventually(() => expect(ui.see()).toContain('Approved rv-2 — “known job!”.'));
   });
