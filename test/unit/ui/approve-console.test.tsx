@@ -106,6 +106,18 @@ describe('ApproveConsole list', () => {
     await eventually(() => expect(ui.selected()).toContain('rv-1'));
   });
 
+  it('a long queue scrolls with the selection and says how many rows are out of view', async () => {
+    const many = Array.from({ length: 20 }, (_, i) => statementReview(`rv-${String(i).padStart(2, '0')}`, { createdAt: NOW - (100 - i) * 1000 }));
+    const ui = setup({ reviews: many });
+    expect(ui.see()).toContain('20 pending');
+    expect(ui.see()).toContain('↓ 10 more');
+    expect(ui.see()).not.toContain('rv-19');
+    await press(ui.stdin, ...Array.from({ length: 19 }, () => 'j'));
+    await eventually(() => expect(ui.selected()).toContain('rv-19'));
+    expect(ui.see()).toContain('↑ 10 more');
+    expect(ui.see()).not.toContain('rv-00');
+  });
+
   it('q quits', async () => {
     const ui = setup();
     await press(ui.stdin, 'q');
