@@ -88,16 +88,16 @@ async function inkView(o: AccessRequestOptions, review: Review, startedAt: numbe
     createElement(AccessWait, {
       connection: o.connection,
       reviewId: current.id,
-      reason: current.reason,
+      reason: current.reason ?? '',
       durationMs: current.durationMs ?? 0,
-      approvals: current.decisions.filter((d) => d.action === 'approve').map((d) => d.name),
+      approvals: current.decisions,
       minApprovals: current.minApprovals,
       status: current.status,
-      decisions: current.decisions,
+      expiresAt: current.expiresAt,
       grantExpiresAt: current.grantExpiresAt,
       startedAt,
       now: Date.now(),
-    } as never);
+    });
   const app = render(element(), { stdout: process.stderr });
   const tick = setInterval(() => app.rerender(element()), 1000);
   return {

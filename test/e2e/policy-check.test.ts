@@ -19,6 +19,7 @@ connections:
     target: { host: db.internal, database: app }
     credentials: { user: app, password: { env: PG_PROD_PASSWORD_NOT_SET } }
     access: { groups: [dba, analysts] }
+    reviews: { groups: [dba-leads] }
     defaultAction: deny
     rules:
       - { name: no-drop, match: { statement: [DropStmt, TruncateStmt] }, action: deny }
