@@ -17,6 +17,8 @@ import { HoopError, errorMessage } from '../lib/errors.js';
 import { bearerToken, clientAddress, errors, sendError, sendJson } from './http-util.js';
 import { proxyPostgresSession } from './protocols/postgres/proxy.js';
 import { CancelRegistry } from './protocols/postgres/cancel-registry.js';
+import type { StatementReviews } from './protocols/postgres/proxy.js';
+import { SqlState } from './protocols/postgres/errors.js';
 import { ReviewService } from './reviews/review-service.js';
 import { routeReviews } from './reviews/review-routes.js';
 import type { Review } from './reviews/review.js';
@@ -205,6 +207,39 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     });
   });
 
+  /** How a session's held statements meet the review machinery. */
+  function statementReviews(identity: Identity, connection: Connection, sessionId: string, detach: boolean): StatementReviews {
+    return {
+      async hold(request, io) {
+        const earlier = await reviews.consumeApproved(identity, connection.name, request.statement);
+        if (earlier) return { approved: true, reviewId: earlier.id, message: `approved earlier in review ${earlier.id}` };
+        const review = await reviews.requestStatement({
+          requester: identity, connection: connection.name, sessionId: detach ? undefined : sessionId, statement: request.statement, rule: request.rule,
+        });
+        const who = `${review.minApprovals} approval(s) from ${review.approverGroups.join(', ')}`;
+        if (detach) {
+          return {
+            approved: false, reviewId: review.id, sqlState: SqlState.HeldForReview,
+            message: `hoopctl: statement held for review ${review.id} by rule "${request.rule}"; it needs ${who}. Run it again once approved (hoopctl approve ${review.id})`,
+          };
+        }
+        await io.notice(`hoopctl: statement held for review ${review.id} by rule "${request.rule}": waiting for ${who}. An approver runs: hoopctl approve ${review.id}`);
+        const decided = await reviews.waitForDecision(review.id, io.signal);
+        if (decided.status === 'pending') {
+          await reviews.withdraw(review.id, String(io.signal.reason ?? 'withdrawn'));
+          return { approved: false, reviewId: review.id, sqlState: SqlState.QueryCanceled, message: `canceling statement due to user request (review ${review.id} withdrawn)` };
+        }
+        if (decided.status === 'approved') {
+          await reviews.consumeApproved(identity, connection.name, request.statement);
+          return { approved: true, reviewId: review.id, message: `approved in review ${review.id}` };
+        }
+        const last = decided.decisions.at(-1);
+        const why = decided.status === 'rejected' ? ` by ${last?.name}: ${last?.reason ?? 'no reason given'}` : decided.status === 'expired' ? ': nobody decided in time' : '';
+        return { approved: false, reviewId: review.id, message: `hoopctl: review ${review.id} ${decided.status}${why}` };
+      },
+    };
+  }
+
   async function runTunnel(ws: WebSocket, req: IncomingMessage, identity: Identity, connection: Connection, grant?: Review): Promise<void> {
     const started = Date.now();
     const stream = createWebSocketStream(ws);
@@ -221,7 +256,11 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       liveSessions.set(row.id, { recorder, grantId: grant?.id, end: (reason) => ending.abort(reason) });
       if (grant) await recorder.record('grant', { review: grant.id, until: grant.grantExpiresAt });
       log.info('session opened');
-      const summary = await proxyPostgresSession(stream, { connection, recorder, cancels, logger: log, identity, maskKey });
+      const detach = new URL(req.url ?? '/', 'http://broker').searchParams.get('review') === 'detach';
+      const summary = await proxyPostgresSession(stream, {
+        connection, recorder, cancels, logger: log, identity, maskKey, signal: ending.signal,
+        reviews: connection.reviews ? statementReviews(identity, connection, row.id, detach) : undefined,
+      });
       await sessions.close(row.id, recorder, {
         status: summary.outcome === 'failed' ? 'failed' : 'closed',
         statementCount: summary.statementCount,

@@ -55,7 +55,8 @@ export function register(program: Command): void {
         );
       }
       const ended = grant ? grantEnd(broker, grant) : undefined;
-      const why = await Promise.race([waitForSignal().then(() => undefined), ended?.promise]);
+      const stopped = waitForSignal().then(() => undefined);
+      const why = await (ended ? Promise.race([stopped, ended.promise]) : stopped);
       ended?.close();
       await tunnel.close();
       if (why) throw new UserError(why, { code: 'GRANT_ENDED', hint: `request access again: hoopctl connect ${name} --reason "…"` });

@@ -7,6 +7,9 @@ import { HoopError, UserError } from '../lib/errors.js';
 
 type Format = 'table' | 'csv' | 'json';
 
+/** SQLSTATE the broker uses for a statement held for review when the client asked not to wait. */
+const HELD_FOR_REVIEW = 'RV001';
+
 export function register(program: Command): void {
   program
     .command('exec <connection>')
@@ -15,11 +18,12 @@ export function register(program: Command): void {
     .option('-f, --file <file>', 'read SQL from a file')
     .option('-o, --output <format>', 'table, csv or json', 'table')
     .option('--broker <url>', 'broker URL')
+    .option('--no-wait', 'when a statement is held for review, print the review id and exit 5 instead of waiting; run the same SQL again once approved')
     .addHelpText(
       'after',
-      '\nSQL comes from -e, -f, or standard input.\nExamples:\n  hoopctl exec pg-prod -e "select count(*) from orders"\n  HOOPCTL_TOKEN=$CI_OIDC_TOKEN hoopctl exec pg-prod -f report.sql -o json\n\nExit status: 0 ok, 1 SQL or other error, 3 not authenticated, 4 access denied.',
+      '\nSQL comes from -e, -f, or standard input.\nExamples:\n  hoopctl exec pg-prod -e "select count(*) from orders"\n  HOOPCTL_TOKEN=$CI_OIDC_TOKEN hoopctl exec pg-prod -f report.sql -o json\n\nExit status: 0 ok, 1 SQL or other error (a rejected review too), 3 not authenticated, 4 access denied, 5 held for review (--no-wait).',
     )
-    .action(async (name: string, opts: { execute?: string; file?: string; output: string; broker?: string }) => {
+    .action(async (name: string, opts: { execute?: string; file?: string; output: string; broker?: string; wait: boolean }) => {
       const format = opts.output as Format;
       if (!['table', 'csv', 'json'].includes(format)) throw new UserError(`unknown output format "${opts.output}" (use table, csv or json)`, { code: 'USAGE' });
       const sql = readSql(opts);
@@ -27,11 +31,16 @@ export function register(program: Command): void {
       const token = await accessToken(broker);
       const { connection } = await brokerGet<{ connection: { type: string } }>(broker, `/api/v1/connections/${encodeURIComponent(name)}`, token);
       if (connection.type !== 'postgres') throw new UserError(`exec supports postgres connections; ${name} is ${connection.type}`, { code: 'USAGE' });
-      const client = await connectPgOverTunnel(broker, name, token);
+      const client = await connectPgOverTunnel(broker, name, token, { detachReviews: !opts.wait });
       client.on('error', () => undefined);
       client.on('notice', (n) => process.stderr.write(`${n.severity ?? 'NOTICE'}: ${n.message}\n`));
       try {
         const result = await client.query({ text: sql, rowMode: 'array' } as pg.QueryConfig).catch((e: pg.DatabaseError) => {
+          if (e.code === HELD_FOR_REVIEW) {
+            const review = /review (rev_[0-9a-f]+)/.exec(e.message)?.[1];
+            if (format === 'json') process.stdout.write(JSON.stringify({ status: 'held', review, message: e.message }) + '\n');
+            throw new HoopError(e.message, { code: 'HELD_FOR_REVIEW' });
+          }
           throw new HoopError(`${e.severity ?? 'ERROR'}: ${e.message}${e.code ? ` (SQLSTATE ${e.code})` : ''}`, { code: 'SQL_ERROR' });
         });
         const results = (Array.isArray(result) ? result : [result]) as pg.QueryArrayResult[];

@@ -7,8 +7,9 @@ import { openTunnel } from './ws-transport.js';
  * without a local listener. pg expects a net.Socket-like stream, so the tunnel gets the few
  * socket methods pg calls.
  */
-export async function connectPgOverTunnel(broker: string, connection: string, token: string): Promise<pg.Client> {
-  const stream = (await openTunnel(broker, connection, token, 'hoopctl-exec')) as Duplex & Record<string, unknown>;
+export async function connectPgOverTunnel(broker: string, connection: string, token: string, options: { detachReviews?: boolean } = {}): Promise<pg.Client> {
+  const query = options.detachReviews ? { review: 'detach' } : undefined;
+  const stream = (await openTunnel(broker, connection, token, 'hoopctl-exec', query)) as Duplex & Record<string, unknown>;
   stream.setNoDelay = () => stream;
   stream.setKeepAlive = () => stream;
   stream.connect = () => {

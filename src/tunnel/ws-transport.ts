@@ -5,8 +5,9 @@ import { HoopError, UserError } from '../lib/errors.js';
 
 export const USER_AGENT = 'hoopctl/0.1.0';
 
-export function tunnelUrl(broker: string, connection: string): string {
+export function tunnelUrl(broker: string, connection: string, query: Record<string, string> = {}): string {
   const u = new URL(`/api/v1/tunnel/${encodeURIComponent(connection)}`, broker);
+  for (const [k, v] of Object.entries(query)) u.searchParams.set(k, v);
   u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
   return u.toString();
 }
@@ -16,9 +17,9 @@ export function tunnelUrl(broker: string, connection: string): string {
  * the broker has verified the token and admitted the identity; otherwise rejects with the broker's
  * own reason (401 token, 403 access, 404 connection).
  */
-export function openTunnel(broker: string, connection: string, token: string, peer?: string): Promise<Duplex> {
+export function openTunnel(broker: string, connection: string, token: string, peer?: string, query?: Record<string, string>): Promise<Duplex> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(tunnelUrl(broker, connection), {
+    const ws = new WebSocket(tunnelUrl(broker, connection, query), {
       headers: { authorization: `Bearer ${token}`, 'user-agent': USER_AGENT, ...(peer ? { 'x-hoopctl-peer': peer } : {}) },
       perMessageDeflate: false,
       handshakeTimeout: 15_000,

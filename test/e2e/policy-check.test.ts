@@ -58,7 +58,7 @@ describe('hoopctl policy check', () => {
   it('fails closed on SQL it cannot parse and explains bad identity flags', async () => {
     expect((await check(['group=dba'], 'selec from where')).stdout).toMatch(/^DENY by rule "unparseable"/);
     const bad = await check(['team=dba'], 'select 1');
-    expect(bad.code).toBe(1);
+    expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('--as: unknown attribute "team"');
   });
 });

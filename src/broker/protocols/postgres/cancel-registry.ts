@@ -7,6 +7,11 @@ export interface CancelTarget {
   host: string;
   port: number;
   key: CancelKey;
+  /**
+   * Asked first: returns true when the session handled the cancel itself (a statement held for review is
+   * withdrawn; the backend is not running anything of it to cancel).
+   */
+  intercept?: () => boolean;
 }
 
 export interface CancelRegistration {
@@ -16,7 +21,7 @@ export interface CancelRegistration {
   release(): void;
 }
 
-export type CancelOutcome = 'forwarded' | 'unknown-key' | 'failed';
+export type CancelOutcome = 'forwarded' | 'intercepted' | 'unknown-key' | 'failed';
 
 export interface CancelRegistryOptions {
   /** Opens the TCP connection for a forwarded CancelRequest; injected by tests. */
@@ -77,6 +82,7 @@ export class CancelRegistry {
   async forward(key: CancelKey): Promise<CancelOutcome> {
     const target = this.lookup(key);
     if (!target) return 'unknown-key';
+    if (target.intercept?.()) return 'intercepted';
     return new Promise<CancelOutcome>((resolve) => {
       const socket = this.#connect(target.host, target.port);
       const done = (outcome: CancelOutcome) => {

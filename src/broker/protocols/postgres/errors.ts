@@ -10,6 +10,10 @@ export const SqlState = {
   /** A policy rule refused the statement. */
   InsufficientPrivilege: '42501',
   SystemError: '58000',
+  QueryCanceled: '57014',
+  AdminShutdown: '57P01',
+  /** hoopctl's own (class R is implementation-defined): held for review, client asked not to wait. */
+  HeldForReview: 'RV001',
 } as const;
 
 export type Severity = 'ERROR' | 'FATAL';

@@ -381,6 +381,13 @@ export function createErrorResponse(f: { severity: string; code: string; message
   return w.addByte(0).frame(BackendCode.ErrorResponse);
 }
 
+/** @see https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-NOTICERESPONSE */
+export function createNoticeResponse(f: { severity: string; code: string; message: string; hint?: string }): Buffer {
+  const fields: Array<[number, string]> = [[0x53, f.severity], [0x56, f.severity], [0x43, f.code], [0x4d, f.message]];
+  if (f.hint) fields.push([0x48, f.hint]);
+  return createResponseFields(BackendCode.NoticeResponse, fields);
+}
+
 /** @see https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-NEGOTIATEPROTOCOLVERSION */
 export function createNegotiateProtocolVersion(newestMinor: number, unrecognized: string[]): Buffer {
   const w = new Writer().addInt32(newestMinor).addInt32(unrecognized.length);

@@ -20,6 +20,7 @@ import {
   createNegotiateProtocolVersion,
   createParameterStatus,
   createReadyForQuery,
+  createNoticeResponse,
   createTerminate,
   describeParam,
   parseBind,
@@ -57,6 +58,30 @@ export interface PostgresSessionContext {
   policy?: ConnectionPolicy;
   /** Key of the `hash` masking strategy (joinable across sessions); absent, a random key for this session. */
   maskKey?: MaskKey;
+  /** Just-in-time approval of statements a `review` rule holds; absent, such statements are refused. */
+  reviews?: StatementReviews;
+  /** Aborted (with a reason) when the session must end, e.g. its access grant ran out: the client gets FATAL. */
+  signal?: AbortSignal;
+}
+
+/** A statement held by a `review` rule, as the broker's review machinery sees it. */
+export interface HoldRequest {
+  /** The statement as recorded (masked). */
+  statement: string;
+  rule: string;
+  message: string;
+}
+
+export type HoldOutcome =
+  | { approved: true; reviewId: string; message: string }
+  | { approved: false; reviewId?: string; message: string; sqlState?: string };
+
+export interface StatementReviews {
+  /**
+   * Files a review for a held statement (or finds one already approved for it), tells the client through
+   * `io.notice`, and resolves with the decision. `io.signal` aborts when the client cancels or goes away.
+   */
+  hold(request: HoldRequest, io: { notice(message: string): Promise<void>; signal: AbortSignal }): Promise<HoldOutcome>;
 }
 
 export interface PostgresSessionSummary {
@@ -189,6 +214,8 @@ class PostgresProxySession {
   #clientTerminated = false;
   #terminateSent = false;
   #cancelOutcome: CancelOutcome | undefined;
+  /** Set while a statement is held for review: a cancel withdraws it. */
+  #holding: AbortController | undefined;
 
   constructor(client: Duplex, ctx: PostgresSessionContext) {
     this.#client = client;
@@ -201,7 +228,7 @@ class PostgresProxySession {
     const identity: PolicyIdentity = ctx.identity ?? { subject: '', kind: 'human', groups: [] };
     const plan = maskPlanFor(policy, identity);
     this.#masker = plan ? new ResultMasker(plan, ctx.maskKey ?? randomBytes(32)) : undefined;
-    this.#judge = StatementJudge.needed(policy, plan) ? new StatementJudge(policy, identity, plan) : undefined;
+    this.#judge = StatementJudge.needed(policy, plan) ? new StatementJudge(policy, identity, plan, ctx.reviews !== undefined) : undefined;
     this.#clientFrames = new FrameScanner({ wanted: plan ? CLIENT_FRAMES_WANTED_MASKING : CLIENT_FRAMES_WANTED, maxLength: MAX_CLIENT_FRAME });
     this.#backendFrames = new FrameScanner({ wanted: plan ? BACKEND_FRAMES_WANTED_MASKING : BACKEND_FRAMES_WANTED, maxLength: MAX_BACKEND_FRAME });
     client.on('error', (err) => this.#log.debug({ err }, 'client stream error'));
@@ -239,7 +266,18 @@ class PostgresProxySession {
     }
     const backend = await this.#connect(first.message);
     if (!backend) return;
-    await Promise.all([this.#relayClient(first.leftover), this.#relayBackend(backend)]);
+    const end = () => {
+      const reason = String(this.#ctx.signal?.reason ?? 'the session was ended by the broker');
+      this.#holding?.abort(reason);
+      void this.#fail(new PgWireError('FATAL', SqlState.AdminShutdown, `hoopctl: ${reason}`), 'broker');
+    };
+    if (this.#ctx.signal?.aborted) return end();
+    this.#ctx.signal?.addEventListener('abort', end, { once: true });
+    try {
+      await Promise.all([this.#relayClient(first.leftover), this.#relayBackend(backend)]);
+    } finally {
+      this.#ctx.signal?.removeEventListener('abort', end);
+    }
   }
 
   // ------------------------------------------------------------------ startup
@@ -344,7 +382,16 @@ class PostgresProxySession {
     out.push(createAuthenticationOk());
     for (const p of backend.parameters) out.push(createParameterStatus(p.name, p.value));
     if (backend.key) {
-      this.#cancelRegistration = this.#ctx.cancels.register({ host: conn.target.host, port: conn.target.port, key: backend.key });
+      this.#cancelRegistration = this.#ctx.cancels.register({
+        host: conn.target.host,
+        port: conn.target.port,
+        key: backend.key,
+        intercept: () => {
+          if (!this.#holding) return false;
+          this.#holding.abort('canceled by the client');
+          return true;
+        },
+      });
       out.push(createBackendKeyData(this.#cancelRegistration.key));
     }
     out.push(createReadyForQuery(backend.transactionStatus));
@@ -404,9 +451,10 @@ class PostgresProxySession {
       case FrontendCode.Query: {
         const sql = parseQuery(frame.body);
         const statementSeq = ++this.#statementCount;
-        const judgement = this.#judge?.judge(sql);
+        let judgement = this.#judge?.judge(sql);
         await this.#recordStatement({ statementSeq, protocol: 'simple', sql: this.#recordable(sql) });
         if (judgement) await this.#recordVerdict(statementSeq, judgement);
+        if (judgement?.held) judgement = await this.#hold(statementSeq, judgement, sql);
         if (judgement?.refused) {
           this.#results.round(statementSeq, this.#denial(judgement));
           this.#masker?.query(null);
@@ -419,8 +467,17 @@ class PostgresProxySession {
       case FrontendCode.Parse: {
         const parse = parseParse(frame.body);
         if (this.#skipUntilSync) return undefined;
-        const judgement = this.#judge?.judge(parse.sql, parse.name);
-        if (judgement?.refused) {
+        let judgement = this.#judge?.judge(parse.sql, parse.name);
+        if (judgement?.held) {
+          // Held at Parse: the approver sees the statement text (parameters come later, with Bind).
+          const statementSeq = ++this.#statementCount;
+          await this.#recordStatement({ statementSeq, protocol: 'extended', sql: this.#recordable(parse.sql), statement: parse.name });
+          await this.#recordVerdict(statementSeq, judgement);
+          judgement = await this.#hold(statementSeq, judgement, parse.sql);
+          if (judgement.refused) {
+            return this.#refuseUntilSync(statementSeq, judgement, createParse({ name: parse.name, sql: REFUSED_SQL }));
+          }
+        } else if (judgement?.refused) {
           const statementSeq = ++this.#statementCount;
           await this.#recordStatement({ statementSeq, protocol: 'extended', sql: this.#recordable(parse.sql), statement: parse.name });
           await this.#recordVerdict(statementSeq, judgement);
@@ -531,6 +588,44 @@ class PostgresProxySession {
     }
   }
 
+  /**
+   * Holds a statement a `review` rule caught until it is decided. Only this session waits: its client frames
+   * are processed in order, so nothing after the held statement moves either. A cancel (psql Ctrl-C) or the
+   * client going away withdraws the review.
+   */
+  async #hold(statementSeq: number, judgement: Judgement, sql: string): Promise<Judgement> {
+    const reviews = this.#ctx.reviews!;
+    const waiting = new AbortController();
+    const onGone = () => waiting.abort('the client went away');
+    this.#client.once('close', onGone);
+    this.#holding = waiting;
+    let outcome: HoldOutcome;
+    try {
+      outcome = await reviews.hold(
+        { statement: this.#recordable(sql), rule: judgement.verdict.rule ?? 'review', message: judgement.verdict.message },
+        {
+          signal: waiting.signal,
+          notice: async (message) => {
+            // Only between frames: earlier results may still be on their way to the client.
+            if (this.#clientAtBoundary) await this.#toClient(createNoticeResponse({ severity: 'NOTICE', code: '00000', message }));
+          },
+        },
+      );
+    } catch (e) {
+      this.#log.error({ err: e }, 'review failed');
+      outcome = { approved: false, message: 'hoopctl: the statement needs approval and the review could not be filed' };
+    } finally {
+      this.#client.off('close', onGone);
+      this.#holding = undefined;
+    }
+    await this.#record('review-outcome', { statementSeq, ...(outcome.reviewId ? { review: outcome.reviewId } : {}), approved: outcome.approved, message: outcome.message });
+    if (outcome.approved) {
+      this.#judge?.admit(judgement);
+      return { ...judgement, held: false, refused: false };
+    }
+    return { ...judgement, held: false, refused: true, clientMessage: outcome.message, sqlState: outcome.sqlState };
+  }
+
   /** A refused Parse or Bind: its substitute fails on the server, which then skips the rest up to Sync. */
   #refuseUntilSync(statementSeq: number, judgement: Judgement, substitute: Buffer): Buffer {
     this.#results.execute(statementSeq, this.#denial(judgement));
@@ -543,7 +638,7 @@ class PostgresProxySession {
     this.#log.info({ rule: judgement.verdict.rule, action: judgement.verdict.action }, 'statement refused by policy');
     return {
       severity: 'ERROR',
-      code: SqlState.InsufficientPrivilege,
+      code: judgement.sqlState ?? SqlState.InsufficientPrivilege,
       message: this.#recordable(judgement.clientMessage ?? judgement.verdict.message),
     };
   }

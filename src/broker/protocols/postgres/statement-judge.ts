@@ -13,15 +13,21 @@ export const FUNCTION_CALL_RULE = 'fastpath-function-call';
 /** The proxy's rule name when binary results are refused under a mask plan. */
 export const BINARY_RESULT_RULE = 'binary-result-masked';
 
-/** A verdict as the proxy applies it: `review` already turned into a denial while approvals do not exist. */
+/** A verdict as the proxy applies it. */
 export interface Judgement {
   verdict: Verdict;
-  /** What is refused (deny, and review failing closed). */
+  /** What is refused (deny; review failing closed when approvals are not available, or not granted). */
   refused: boolean;
-  /** Message for the client's ErrorResponse (SQLSTATE 42501). */
+  /** A `review` verdict with approvals available: the proxy holds the statement until it is decided. */
+  held?: boolean;
+  /** Message for the client's ErrorResponse. */
   clientMessage?: string;
+  /** SQLSTATE of that ErrorResponse; 42501 when absent. */
+  sqlState?: string;
   /** The statements of the text, when it parsed. */
   statements?: StatementInfo[];
+  /** The name a held Parse prepares its text under. */
+  preparedName?: string;
 }
 
 /**
@@ -36,7 +42,10 @@ export class StatementJudge {
   readonly #maskPlan: MaskPlan | undefined;
   readonly #prepared = new Map<string, StatementInfo>();
 
-  constructor(policy: ConnectionPolicy, identity: PolicyIdentity, maskPlan: MaskPlan | undefined) {
+  readonly #reviewsAvailable: boolean;
+
+  constructor(policy: ConnectionPolicy, identity: PolicyIdentity, maskPlan: MaskPlan | undefined, reviewsAvailable = false) {
+    this.#reviewsAvailable = reviewsAvailable;
     this.#policy = policy;
     this.#identity = identity;
     this.#maskPlan = maskPlan;
@@ -59,6 +68,10 @@ export class StatementJudge {
     if (verdict.action === 'deny') {
       return { verdict, refused: true, statements, clientMessage: denialMessage(verdict) };
     }
+    if (verdict.action === 'review' && this.#reviewsAvailable) {
+      // Registered only once approved (admit), so a held PREPARE cannot be executed around its review.
+      return { verdict, refused: false, held: true, statements, preparedName };
+    }
     if (verdict.action === 'review') {
       const message = `approval is required (${verdict.message}) and approvals are not yet available, so the statement was refused`;
       return { verdict, refused: true, statements, clientMessage: `hoopctl: statement held for review by rule "${verdict.rule}": ${message}` };
@@ -67,6 +80,11 @@ export class StatementJudge {
     if (copy) return { verdict: copy, refused: true, statements, clientMessage: denialMessage(copy) };
     if (statements) this.#register(statements, preparedName);
     return { verdict, refused: false, statements };
+  }
+
+  /** A held statement was approved: what it prepares becomes known to the session. */
+  admit(judgement: Judgement): void {
+    if (judgement.statements) this.#register(judgement.statements, judgement.preparedName);
   }
 
   /** The fast-path function call protocol calls a function by OID: nothing to parse, so it is refused. */
