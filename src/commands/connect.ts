@@ -58,7 +58,8 @@ export function register(program: Command): void {
       const stopped = waitForSignal().then(() => undefined);
       const why = await (ended ? Promise.race([stopped, ended.promise]) : stopped);
       ended?.close();
-      await tunnel.close();
+      // When the grant ends, the broker tells each open client why; let that reach them before cutting.
+      await tunnel.close({ drainMs: why ? 3000 : 0 });
       if (why) throw new UserError(why, { code: 'GRANT_ENDED', hint: `request access again: hoopctl connect ${name} --reason "…"` });
       if (opts.output !== 'json') process.stdout.write('tunnel closed\n');
     });

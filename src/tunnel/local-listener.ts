@@ -18,7 +18,8 @@ export interface LocalTunnelOptions {
 export interface LocalTunnel {
   host: string;
   port: number;
-  close(): Promise<void>;
+  /** Stops listening; open connections get up to `drainMs` to finish (default: cut at once). */
+  close(options?: { drainMs?: number }): Promise<void>;
 }
 
 /** Pipes both ways with backpressure; ends each side when the other ends. */
@@ -74,10 +75,12 @@ export async function startLocalTunnel(o: LocalTunnelOptions): Promise<LocalTunn
   return {
     host,
     port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
+    close: async ({ drainMs = 0 } = {}) => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const deadline = Date.now() + drainMs;
+      while (sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      for (const s of sockets) s.destroy();
+      await closed;
+    },
   };
 }

@@ -37,6 +37,13 @@ export interface StackOptions {
   extraConfig?: Record<string, unknown>;
   /** Added to the `app-pg` connection: its `defaultAction` and `rules`. */
   appPgPolicy?: { defaultAction?: 'allow' | 'deny'; rules?: unknown[] };
+  /** More fields of the `app-pg` connection (e.g. `reviews`). */
+  appPg?: Record<string, unknown>;
+  /**
+   * More connections to the same database and credential: each entry gives the name and any other fields
+   * (e.g. `access` with an `approval`).
+   */
+  extraConnections?: Array<{ name: string } & Record<string, unknown>>;
 }
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
@@ -51,7 +58,12 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const issuer = await startDevIssuer({
     audience: AUDIENCE,
     accessTokenTtlSeconds: 600,
-    users: { alice: { groups: ['dba', 'auditors'], email: 'alice@example.com' }, mallory: { groups: ['contractors'] } },
+    users: {
+      alice: { groups: ['dba', 'auditors'], email: 'alice@example.com' },
+      mallory: { groups: ['contractors'] },
+      bob: { groups: ['dba', 'leads'] },
+      carol: { groups: ['dba', 'leads'] },
+    },
     defaultGroups: ['dba'],
     serviceClients: [
       { clientId: 'ci-report', clientSecret: 'ci-report-secret', groups: [] },
@@ -79,7 +91,15 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
           credentials: { user: 'app_rw', password: { file: passwordFile } },
           access: { groups: ['dba'], clientIds: ['ci-report'] },
           ...options.appPgPolicy,
+          ...options.appPg,
         },
+        ...(options.extraConnections ?? []).map((c) => ({
+          type: 'postgres',
+          target: { host: cluster.host, port: cluster.port, database: 'app', sslmode: 'disable' },
+          credentials: { user: 'app_rw', password: { file: passwordFile } },
+          access: { groups: ['dba'] },
+          ...c,
+        })),
       ],
       ...options.extraConfig,
     }),
@@ -231,4 +251,16 @@ export function readText(path: string): string {
   } catch {
     return '';
   }
+}
+
+/** Logs `user` in through the device flow with the CLI as a process, playing the user in the provider's pages. */
+export async function loginAs(stack: Stack, user: string): Promise<NodeJS.ProcessEnv> {
+  const { completeDeviceLogin } = await import('./device-user.js');
+  const env = stack.cliEnv({ XDG_CONFIG_HOME: join(stack.dir, `config-${user}`) });
+  const login = new CliProcess(['login', '--broker', stack.brokerUrl, '--poll-interval', '1'], env);
+  const [, uri] = await login.waitFor(/or open (\S+)/);
+  await completeDeviceLogin(uri!, user);
+  const code = await login.exit();
+  if (code !== 0) throw new Error(`login as ${user} failed: ${login.stderr}`);
+  return env;
 }
