@@ -186,3 +186,39 @@ describe('just-in-time access windows', () => {
     expect((await runCli(['exec', 'jit-pg', '-e', 'select 1'], alice)).code).toBe(4);
   });
 });
+
+describe('the live approver console (hoopctl approve in a real terminal)', () => {
+  it('shows a new held statement as it arrives and approves it with a reason', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { BIN } = await import('../support/stack.js');
+    const session = `hoop-approve-${process.pid}`;
+    const envArgs = Object.entries({ ...bob, TERM: 'xterm-256color' }).map(([k, v]) => `${k}=${JSON.stringify(String(v))}`).join(' ');
+    execFileSync('tmux', ['new-session', '-d', '-s', session, '-x', '160', '-y', '40', `env -i ${envArgs} ${process.execPath} ${BIN} approve`]);
+    const screen = () => execFileSync('tmux', ['capture-pane', '-p', '-t', session], { encoding: 'utf8' });
+    const waitForScreen = async (pattern: RegExp) => {
+      for (let i = 0; i < 100; i++) {
+        if (pattern.test(screen())) return screen();
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`screen never showed ${pattern}:\n${screen()}`);
+    };
+    try {
+      await waitForScreen(/live/);
+      const psql = startPsql('delete from items where id = 8');
+      const review = await pendingReview(bob, (r) => r.statement === 'delete from items where id = 8');
+      const shown = await waitForScreen(new RegExp(review.id));
+      expect(shown).toContain('delete from items where id = 8');
+      expect(shown).toContain('alice');
+      execFileSync('tmux', ['send-keys', '-t', session, 'a']);
+      await waitForScreen(/reason/i);
+      execFileSync('tmux', ['send-keys', '-t', session, '-l', 'looks right']);
+      execFileSync('tmux', ['send-keys', '-t', session, 'Enter']);
+      expect(await psql.exit).toBe(0);
+      expect(psql.out()).toContain('DELETE 1');
+      const decided = JSON.parse((await runCli(['reviews', '--status', 'approved', '-o', 'json'], bob)).stdout) as Review[];
+      expect(decided.find((r) => r.id === review.id)?.decisions[0]).toMatchObject({ subject: 'bob', action: 'approve', reason: 'looks right' });
+    } finally {
+      execFileSync('tmux', ['kill-session', '-t', session]);
+    }
+  });
+});
