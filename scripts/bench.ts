@@ -69,12 +69,14 @@ async function main(): Promise<void> {
       store: { path: join(dir, 'broker.db') },
       logging: { level: 'warn' },
       auth: { issuers: [{ issuer: issuer.issuer, audience: 'urn:hoopctl:bench', maxTokenLifetime: '2h' }] },
-      connections: [{
-        name: 'bench', type: 'postgres',
+      connections: ['bench', 'bench-masked'].map((name) => ({
+        name, type: 'postgres',
         target: { host: cluster.host, port: cluster.port, database: 'postgres', sslmode: 'disable' },
         credentials: { user: cluster.superuser, password: { value: cluster.password } },
         access: { clientIds: ['bench'] },
-      }],
+        // The masked path: a column rule plus content detectors, so every row is decoded, scanned and rebuilt.
+        ...(name === 'bench-masked' ? { rules: [{ name: 'pii', mask: { columns: ['email'], detectors: ['email', 'credit_card'], strategy: 'redact' } }] } : {}),
+      })),
     }));
     const broker = spawn(process.execPath, [BIN, 'broker', 'start', '--config', join(dir, 'broker.yaml')], { stdio: ['ignore', 'ignore', 'pipe'] });
     children.push(broker);
@@ -85,6 +87,9 @@ async function main(): Promise<void> {
     children.push(tunnel);
     const [line] = await waitForLine(tunnel, 'stdout', /\{.*\}\n/);
     const tunnelPort = JSON.parse(line!).port as number;
+    const maskedTunnel = spawn(process.execPath, [BIN, 'connect', 'bench-masked', '-o', 'json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(maskedTunnel);
+    const maskedPort = JSON.parse((await waitForLine(maskedTunnel, 'stdout', /\{.*\}\n/))[0]!).port as number;
 
     const direct = { PGHOST: cluster.host, PGPORT: String(cluster.port), PGUSER: cluster.superuser, PGPASSWORD: cluster.password, PGDATABASE: 'postgres' };
     const gated = { PGHOST: '127.0.0.1', PGPORT: String(tunnelPort), PGUSER: 'bench', PGDATABASE: 'postgres' };
@@ -101,6 +106,10 @@ async function main(): Promise<void> {
     const bigSql = "select g as id, 'customer' || g || '@example.com' as email, md5(g::text) as note from generate_series(1, 1000000) g";
     const dBig = timePsql(direct, bigSql);
     const gBig = timePsql(gated, bigSql);
+    process.stderr.write('… and through a connection with a masking rule…\n');
+    const mBig = timePsql({ ...gated, PGPORT: String(maskedPort) }, bigSql);
+    const sample = execFileSync('psql', ['-X', '-w', '-At', '-c', `${bigSql} limit 3`], { env: { ...process.env, ...gated, PGPORT: String(maskedPort) }, encoding: 'utf8' });
+    if (sample.includes('@example.com')) throw new Error(`the masked path returned raw values:\n${sample}`);
     const brokerRss = peakRssMb(broker.pid!);
     const tunnelRss = peakRssMb(tunnel.pid!);
 
@@ -118,6 +127,7 @@ async function main(): Promise<void> {
       '|---|---|---|---|',
       `| direct | ${dBig.toFixed(2)} s | ${(1e6 / dBig).toFixed(0)} | 1.00 |`,
       `| hoopctl connect + broker | ${gBig.toFixed(2)} s | ${(1e6 / gBig).toFixed(0)} | ${(dBig / gBig).toFixed(2)} |`,
+      `| … with masking (email column + email, credit_card detectors) | ${mBig.toFixed(2)} s | ${(1e6 / mBig).toFixed(0)} | ${(dBig / mBig).toFixed(2)} |`,
       '',
       `Peak RSS: broker ${brokerRss.toFixed(0)} MB, hoopctl connect ${tunnelRss.toFixed(0)} MB (every statement recorded to SQLite before it is forwarded).`,
     ].join('\n');

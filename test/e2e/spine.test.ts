@@ -157,6 +157,41 @@ describe('psql through hoopctl connect', () => {
   });
 });
 
+describe('the tunnel', () => {
+  it('answers a small query in one WebSocket message (a reply split into several frames stalled 40 ms per round trip)', async () => {
+    const { WebSocket } = await import('ws');
+    const token = await aliceToken();
+    const ws = new WebSocket(`${stack.brokerUrl.replace('http', 'ws')}/api/v1/tunnel/app-pg`, { headers: { authorization: `Bearer ${token}` } });
+    const messages: Buffer[] = [];
+    let onMessage = () => undefined as void;
+    ws.on('message', (d: Buffer) => {
+      messages.push(d);
+      onMessage();
+    });
+    await new Promise((r) => ws.once('open', r));
+    const readyForQuery = () =>
+      new Promise<void>((resolve) => {
+        onMessage = () => Buffer.concat(messages).includes(Buffer.from([0x5a, 0, 0, 0, 5])) && resolve();
+        onMessage();
+      });
+    const params = Buffer.from('user\0x\0database\0app\0\0');
+    const startup = Buffer.alloc(8);
+    startup.writeInt32BE(8 + params.length, 0);
+    startup.writeInt32BE(196608, 4);
+    ws.send(Buffer.concat([startup, params]));
+    await readyForQuery();
+    messages.length = 0;
+    const sql = Buffer.from('select 1 as one\0');
+    const query = Buffer.alloc(5);
+    query.write('Q');
+    query.writeInt32BE(4 + sql.length, 1);
+    ws.send(Buffer.concat([query, sql]));
+    await readyForQuery();
+    expect(messages).toHaveLength(1);
+    ws.close();
+  });
+});
+
 describe('access and tokens', () => {
   it('refuses an identity outside the allowed groups at connect, with a clear message', async () => {
     const malloryEnv = await loginAs('mallory');
@@ -275,10 +310,14 @@ describe('sessions and replay', () => {
   });
 });
 
-async function fetchWithAlice(path: string): Promise<string> {
+async function aliceToken(): Promise<string> {
   const creds = readdirSync(join(aliceEnv.XDG_CONFIG_HOME!, 'hoopctl')).find((f) => f.startsWith('credentials'))!;
   const stored = JSON.parse(readFileSync(join(aliceEnv.XDG_CONFIG_HOME!, 'hoopctl', creds), 'utf8'));
-  const token = JSON.stringify(stored).match(/"accessToken":"([^"]+)"/)![1];
+  return JSON.stringify(stored).match(/"accessToken":"([^"]+)"/)![1]!;
+}
+
+async function fetchWithAlice(path: string): Promise<string> {
+  const token = await aliceToken();
   const res = await fetch(new URL(path, stack.brokerUrl), { headers: { authorization: `Bearer ${token}` } });
   expect(res.status).toBe(200);
   return res.text();

@@ -791,7 +791,10 @@ class PostgresProxySession {
    * `wait: false` (a last message before closing must not wait on a client that does not read).
    */
   #toClient(bytes: Buffer | Buffer[], options: { wait: boolean } = { wait: true }): Promise<void> {
-    const written = writeWithBackpressure(this.#client, ...(Array.isArray(bytes) ? bytes : [bytes]));
+    // One write per backend chunk: the client stream is usually a WebSocket, where every write is a frame of
+    // its own, and several small frames per reply meet delayed ACKs (40 ms stalls per round trip).
+    const data = !Array.isArray(bytes) ? bytes : bytes.length === 1 ? bytes[0]! : Buffer.concat(bytes);
+    const written = writeWithBackpressure(this.#client, data);
     if (options.wait) return written;
     written.catch(noop);
     return Promise.resolve();
