@@ -78,6 +78,8 @@ export class SqliteStore implements Store {
   readonly #db: Database.Database;
   readonly #insertEvent: Database.Statement;
   readonly #lastEvent: Database.Statement;
+  readonly #insertBatch: (rows: Record<string, unknown>[]) => void;
+  #pending: Array<{ row: Record<string, unknown>; resolve(): void; reject(e: unknown): void }> = [];
 
   constructor(path: string) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -90,6 +92,9 @@ export class SqliteStore implements Store {
       'INSERT INTO events (stream, seq, at, type, data, prev_hash, hash) VALUES (@stream, @seq, @at, @type, @data, @prevHash, @hash)',
     );
     this.#lastEvent = this.#db.prepare('SELECT * FROM events WHERE stream = ? ORDER BY seq DESC LIMIT 1');
+    this.#insertBatch = this.#db.transaction((rows: Record<string, unknown>[]) => {
+      for (const row of rows) this.#insertEvent.run(row);
+    });
   }
 
   #migrate(): void {
@@ -150,8 +155,35 @@ export class SqliteStore implements Store {
     return (this.#db.prepare(sql).all(...values, filter.limit ?? 100) as SessionRecord[]).map(toSession);
   }
 
-  async appendEvent(e: StoredEvent): Promise<void> {
-    this.#insertEvent.run({ ...e, data: JSON.stringify(e.data) });
+  /**
+   * Group commit: events appended during one turn of the event loop (from all sessions) are written in one
+   * transaction just after it, and every caller's promise resolves once that transaction has committed. A
+   * statement is still durable before it is forwarded; the store just pays one commit per batch, not per event.
+   */
+  appendEvent(e: StoredEvent): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ row: { ...e, data: JSON.stringify(e.data) }, resolve, reject });
+      if (this.#pending.length === 1) setImmediate(() => this.#flush());
+    });
+  }
+
+  #flush(): void {
+    const batch = this.#pending;
+    this.#pending = [];
+    try {
+      this.#insertBatch(batch.map((p) => p.row));
+      for (const p of batch) p.resolve();
+    } catch {
+      // One bad row must not sink the others: retry one by one so each caller learns its own outcome.
+      for (const p of batch) {
+        try {
+          this.#insertEvent.run(p.row);
+          p.resolve();
+        } catch (e) {
+          p.reject(e);
+        }
+      }
+    }
   }
 
   async lastEvent(stream: string): Promise<StoredEvent | undefined> {
@@ -213,6 +245,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    if (this.#pending.length > 0) this.#flush();
     this.#db.close();
   }
 }
