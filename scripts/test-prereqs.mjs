@@ -19,6 +19,9 @@ if (!have('tmux')) missing.push('tmux');
 // The keychain tests run a real Secret Service in a private D-Bus session.
 if (!have('dbus-run-session')) missing.push('dbus-daemon');
 if (!have('gnome-keyring-daemon')) missing.push('gnome-keyring');
+// SSH connections are tested against a real OpenSSH sshd with the real ssh, scp and sftp clients.
+if (!existsSync('/usr/sbin/sshd')) missing.push('openssh-server');
+if (!have('ssh') || !have('scp') || !have('sftp') || !have('ssh-keygen')) missing.push('openssh-client');
 
 if (missing.length === 0) process.exit(0);
 const isRoot = process.getuid?.() === 0;

@@ -25,6 +25,9 @@ import type { Review } from './reviews/review.js';
 import type { StreamRecorder } from './recording/stream-recorder.js';
 import { initPolicyEngine } from '../policy/index.js';
 import { randomBytes } from 'node:crypto';
+import { dirname } from 'node:path';
+import { proxySshSession } from './protocols/ssh/proxy.js';
+import { loadBrokerHostKey } from './protocols/ssh/host-keys.js';
 
 export interface RunningBroker {
   url: string;
@@ -53,6 +56,11 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   // Without a configured key, hashes are stable for this process only (they still join within it).
   const maskKey = config.masking.hashKey?.reveal() ?? randomBytes(32);
   const connections = new Map(config.connections.map((c) => [c.name, c]));
+  // The broker is an SSH server to clients: its host key is configured, or kept next to the store.
+  const sshHostKey = config.connections.some((c) => c.type === 'ssh') || config.ssh.hostKey
+    ? loadBrokerHostKey(config.ssh.hostKey?.reveal(), `${storePath === ':memory:' ? config.baseDir : dirname(storePath)}/hoopctl-ssh-host-key`)
+    : undefined;
+  if (sshHostKey) logger.info({ fingerprint: sshHostKey.fingerprint, created: sshHostKey.created }, 'ssh host key');
   const auditGroups = new Set(config.audit.groups);
   const live = new Set<Duplex>();
   /** Sessions running in this process: their recorder (one writer per stream) and how to end them. */
@@ -119,7 +127,8 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const isAuditor = (id: Identity) => id.groups.some((g) => auditGroups.has(g));
 
   function describeConnection(c: Connection) {
-    return { name: c.name, type: c.type, description: c.description, database: c.target.database, approval: c.access.approval ? { maxDuration: c.access.approval.maxDuration, reason: c.access.approval.reason } : undefined };
+    const target = c.type === 'ssh' ? { user: c.target.user, hostKeyFingerprint: sshHostKey?.fingerprint, allow: { sftp: c.allow.sftp, portForwarding: c.allow.portForwarding } } : { database: c.target.database };
+    return { name: c.name, type: c.type, description: c.description, ...target, approval: c.access.approval ? { maxDuration: c.access.approval.maxDuration, reason: c.access.approval.reason } : undefined };
   }
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -208,7 +217,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   });
 
   /** How a session's held statements meet the review machinery. */
-  function statementReviews(identity: Identity, connection: Connection, sessionId: string, detach: boolean): StatementReviews {
+  function statementReviews(identity: Identity, connection: Connection, sessionId: string, detach: boolean, noun: 'statement' | 'command' = 'statement'): StatementReviews {
     return {
       async hold(request, io) {
         const earlier = await reviews.consumeApproved(identity, connection.name, request.statement);
@@ -220,10 +229,10 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
         if (detach) {
           return {
             approved: false, reviewId: review.id, sqlState: SqlState.HeldForReview,
-            message: `hoopctl: statement held for review ${review.id} by rule "${request.rule}"; it needs ${who}. Run it again once approved (hoopctl approve ${review.id})`,
+            message: `hoopctl: ${noun} held for review ${review.id} by rule "${request.rule}"; it needs ${who}. Run it again once approved (hoopctl approve ${review.id})`,
           };
         }
-        await io.notice(`hoopctl: statement held for review ${review.id} by rule "${request.rule}": waiting for ${who}. An approver runs: hoopctl approve ${review.id}`);
+        await io.notice(`hoopctl: ${noun} held for review ${review.id} by rule "${request.rule}": waiting for ${who}. An approver runs: hoopctl approve ${review.id}`);
         const decided = await reviews.waitForDecision(review.id, io.signal);
         if (decided.status === 'pending') {
           await reviews.withdraw(review.id, String(io.signal.reason ?? 'withdrawn'));
@@ -257,6 +266,17 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       if (grant) await recorder.record('grant', { review: grant.id, until: grant.grantExpiresAt });
       log.info('session opened');
       const detach = new URL(req.url ?? '/', 'http://broker').searchParams.get('review') === 'detach';
+      if (connection.type === 'ssh') {
+        const ssh = await proxySshSession(stream, {
+          connection, recorder, logger: log, identity, maskKey, signal: ending.signal, hostKey: sshHostKey!,
+          reviews: connection.reviews ? statementReviews(identity, connection, row.id, detach, 'command') : undefined,
+        });
+        await sessions.close(row.id, recorder, {
+          status: ssh.outcome, statementCount: ssh.requestCount, errorCount: ssh.errorCount, ...(ssh.error ? { error: ssh.error } : {}), durationMs: Date.now() - started,
+        });
+        log.info({ outcome: ssh.outcome, requests: ssh.requestCount }, 'session closed');
+        return;
+      }
       const summary = await proxyPostgresSession(stream, {
         connection, recorder, cancels, logger: log, identity, maskKey, signal: ending.signal,
         reviews: connection.reviews ? statementReviews(identity, connection, row.id, detach) : undefined,

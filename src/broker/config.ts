@@ -4,6 +4,8 @@ import { z } from 'zod';
 import { UserError } from '../lib/errors.js';
 import { parseDuration } from '../lib/duration.js';
 import { connectionPolicyShape } from '../policy/rules.js';
+import { commandPolicyShape } from '../policy/shell-rules.js';
+import { DETECTOR_NAMES, MASK_STRATEGIES } from '../policy/mask-plan.js';
 
 /**
  * The broker's configuration file. Every field is validated here; an error names the field's path.
@@ -107,6 +109,56 @@ const postgresConnection = z
   })
   .strict();
 
+/** A pinned SSH host key: the public key line (`ssh-ed25519 AAAA…`) or its `SHA256:…` fingerprint. */
+const pinnedHostKey = z
+  .string()
+  .trim()
+  .regex(/^(SHA256:[A-Za-z0-9+/]{43}=?|(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/]+=*( .*)?)$/, 'expected "ssh-ed25519 AAAA…" (a public key line) or "SHA256:…" (its fingerprint, as ssh-keygen -lf prints it)');
+
+const sshConnection = z
+  .object({
+    name,
+    type: z.literal('ssh'),
+    description: z.string().optional(),
+    target: z
+      .object({
+        host: z.string().min(1),
+        port: z.number().int().min(1).max(65535).default(22),
+        user: z.string().min(1),
+        /** The backend's host key, pinned: any other key refuses the session. */
+        hostKey: pinnedHostKey,
+        connectTimeout: duration.default(10_000),
+      })
+      .strict(),
+    credentials: z
+      .object({ privateKey: secretSource.optional(), passphrase: secretSource.optional(), password: secretSource.optional() })
+      .strict()
+      .refine((c) => c.privateKey || c.password, { message: 'give privateKey or password (or both)' }),
+    access: accessSchema,
+    reviews: reviewsSchema.optional(),
+    /** What besides shells and exec requests the client may do. */
+    allow: z
+      .object({
+        sftp: z.boolean().default(true),
+        portForwarding: z.boolean().default(false),
+        /** Environment variables a client may set (globs); others are dropped. */
+        env: z.array(z.string().min(1)).default(['LANG', 'LC_*', 'TZ']),
+      })
+      .strict()
+      .default({ sftp: true, portForwarding: false, env: ['LANG', 'LC_*', 'TZ'] }),
+    /** Masking of exec output and of recorded terminal output (src/policy/masking.ts detectors). */
+    mask: z
+      .object({
+        detectors: z.preprocess((v) => (typeof v === 'string' ? [v] : v), z.array(z.preprocess((v) => (v === 'aws_key' ? 'aws_access_key' : v), z.enum(DETECTOR_NAMES))).min(1)),
+        strategy: z.enum(MASK_STRATEGIES).default('redact'),
+      })
+      .strict()
+      .optional(),
+    /** Command rules (src/policy/shell-rules.ts documents the schema). */
+    ...commandPolicyShape,
+  })
+  .strict();
+
 const issuerSchema = z
   .object({
     issuer: z.url(),
@@ -151,7 +203,9 @@ export const brokerConfigSchema = z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .strict()
       .default({ level: 'info' }),
-    connections: z.array(z.discriminatedUnion('type', [postgresConnection])).default([]),
+    /** The broker's own SSH host key (what `ssh` clients see); generated next to the store when absent. */
+    ssh: z.object({ hostKey: secretSource.optional() }).strict().default({}),
+    connections: z.array(z.discriminatedUnion('type', [postgresConnection, sshConnection])).default([]),
   })
   .strict()
   .superRefine((cfg, ctx) => {
@@ -160,6 +214,9 @@ export const brokerConfigSchema = z
       if (seen.has(c.name)) ctx.addIssue({ code: 'custom', path: ['connections', i, 'name'], message: `duplicate connection name "${c.name}"` });
       seen.add(c.name);
       const reviewRule = c.rules.findIndex((r) => r.action === 'review');
+      if (c.type === 'ssh' && c.dynamic === 'review' && c.rules.length > 0 && !c.reviews) {
+        ctx.addIssue({ code: 'custom', path: ['connections', i, 'dynamic'], message: 'dynamic: review needs connections[].reviews (who approves) on its connection' });
+      }
       if (reviewRule >= 0 && !c.reviews) {
         ctx.addIssue({ code: 'custom', path: ['connections', i, 'rules', reviewRule, 'action'], message: 'a review rule needs connections[].reviews (who approves) on its connection' });
       }
@@ -168,15 +225,21 @@ export const brokerConfigSchema = z
 
 type RawConfig = z.infer<typeof brokerConfigSchema>;
 type RawPostgresConnection = Extract<RawConfig['connections'][number], { type: 'postgres' }>;
+type RawSshConnection = Extract<RawConfig['connections'][number], { type: 'ssh' }>;
 
 export type IssuerConfig = RawConfig['auth']['issuers'][number];
 export type AccessConfig = z.infer<typeof accessSchema>;
 export interface PostgresConnection extends Omit<RawPostgresConnection, 'credentials'> {
   credentials: { user: string; password?: Secret };
 }
-export type Connection = PostgresConnection;
-export interface BrokerConfig extends Omit<RawConfig, 'connections' | 'masking'> {
+export interface SshConnection extends Omit<RawSshConnection, 'credentials'> {
+  credentials: { privateKey?: Secret; passphrase?: Secret; password?: Secret };
+}
+export type Connection = PostgresConnection | SshConnection;
+export interface BrokerConfig extends Omit<RawConfig, 'connections' | 'masking' | 'ssh'> {
   connections: Connection[];
+  /** The broker's SSH host key, when configured (else the broker keeps one next to its store). */
+  ssh: { hostKey?: Secret };
   /** Absent when not configured: the broker then uses a random per-process key (hashes do not survive a restart). */
   masking: { hashKey?: Secret };
   /** Directory the config file was read from; relative paths resolve against it. */
@@ -227,13 +290,21 @@ export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): B
     throw new UserError(`invalid broker config:\n${formatIssues(result.error)}`, { code: 'CONFIG_INVALID' });
   }
   const raw = result.data;
-  const connections: Connection[] = raw.connections.map((c, i) => ({
-    ...c,
-    credentials: {
-      user: c.credentials.user,
-      password: c.credentials.password && !skipSecrets ? resolveSecret(c.credentials.password, `connections[${i}].credentials.password`, env, baseDir) : undefined,
-    },
-  }));
+  const secret = (source: z.infer<typeof secretSource> | undefined, field: string) =>
+    source && !skipSecrets ? resolveSecret(source, field, env, baseDir) : undefined;
+  const connections: Connection[] = raw.connections.map((c, i): Connection => {
+    if (c.type === 'ssh') {
+      return {
+        ...c,
+        credentials: {
+          privateKey: secret(c.credentials.privateKey, `connections[${i}].credentials.privateKey`),
+          passphrase: secret(c.credentials.passphrase, `connections[${i}].credentials.passphrase`),
+          password: secret(c.credentials.password, `connections[${i}].credentials.password`),
+        },
+      };
+    }
+    return { ...c, credentials: { user: c.credentials.user, password: secret(c.credentials.password, `connections[${i}].credentials.password`) } };
+  });
   const [host] = splitHostPort(raw.server.listen);
   if (!raw.server.tls && !raw.server.allowInsecureHttp && !isLoopback(host)) {
     throw new UserError(
@@ -242,7 +313,8 @@ export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): B
     );
   }
   const masking = { hashKey: raw.masking.hashKey && !skipSecrets ? resolveSecret(raw.masking.hashKey, 'masking.hashKey', env, baseDir) : undefined };
-  return { ...raw, connections, masking, baseDir };
+  const ssh = { hostKey: secret(raw.ssh.hostKey, 'ssh.hostKey') };
+  return { ...raw, connections, masking, ssh, baseDir };
 }
 
 export function loadBrokerConfig(path: string, env: NodeJS.ProcessEnv = process.env, options: Pick<ParseOptions, 'secrets'> = {}): BrokerConfig {

@@ -26,6 +26,7 @@ export function register(program: Command): void {
       const config = loadBrokerConfig(opts.config, process.env, { secrets: 'skip' });
       const connection = config.connections.find((c) => c.name === opts.connection);
       if (!connection) throw new UserError(`no connection named ${opts.connection} in ${opts.config}`, { code: 'USAGE', hint: `known: ${config.connections.map((c) => c.name).join(', ') || 'none'}` });
+      if (connection.type !== 'postgres') throw new UserError(`policy check judges SQL; ${connection.name} is a ${connection.type} connection`, { code: 'USAGE' });
       const sql = opts.execute ?? (opts.file ? readFileSync(opts.file, 'utf8') : undefined);
       if (sql === undefined) throw new UserError('no SQL given', { code: 'USAGE', hint: 'pass -e "SQL" or -f FILE' });
       await initPolicyEngine();

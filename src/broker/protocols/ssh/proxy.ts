@@ -1,0 +1,375 @@
+import { once } from 'node:events';
+import type { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { Server, type AuthContext, type ClientChannel, type Connection as SshClientConnection, type PseudoTtyInfo, type ServerChannel, type Session } from 'ssh2';
+import type { SshConnection } from '../../config.js';
+import type { Identity } from '../../identity.js';
+import type { SessionRecorder } from '../../recording/recorder.js';
+import { HoopError, errorMessage } from '../../../lib/errors.js';
+import { globMatch } from '../../../policy/glob.js';
+import type { MaskKey } from '../../../policy/masking.js';
+import { evaluateCommand, evaluateShell, type CommandVerdict } from '../../../policy/shell-rules.js';
+import { connectBackend, pinnedOf } from './backend.js';
+import type { BrokerHostKey } from './host-keys.js';
+import { createLineMasker } from './line-masker.js';
+import { applyMask, ExecOutputRecording, TerminalRecording, type OutputMask } from './recordings.js';
+
+/** A command held by a `review` rule, as the broker's review machinery sees it (same shape as held SQL). */
+export interface HoldRequest {
+  statement: string;
+  rule: string;
+  message: string;
+}
+export type HoldOutcome = { approved: true; reviewId: string; message: string } | { approved: false; reviewId?: string; message: string };
+export interface CommandReviews {
+  hold(request: HoldRequest, io: { notice(message: string): Promise<void>; signal: AbortSignal }): Promise<HoldOutcome>;
+}
+
+export interface SshProxyContext {
+  connection: SshConnection;
+  recorder: SessionRecorder;
+  logger: Logger;
+  identity: Identity;
+  hostKey: BrokerHostKey;
+  maskKey: MaskKey;
+  /** Aborted (with a reason) when the session must end, e.g. its access grant ran out. */
+  signal?: AbortSignal;
+  reviews?: CommandReviews;
+}
+
+export interface SshSessionSummary {
+  outcome: 'closed' | 'failed';
+  /** Exec commands, shells and subsystems the client asked for. */
+  requestCount: number;
+  /** Requests refused (policy, forwarding) or failed. */
+  errorCount: number;
+  error?: string;
+}
+
+/** Exit status of a command the broker refused (as a shell would for a command it could not run). */
+export const REFUSED_EXIT_STATUS = 1;
+
+/**
+ * Terminates the client's SSH on the tunnel stream (the broker's own host key, any client authentication: the
+ * tunnel already proved who this is) and relays it to the backend sshd over a second SSH connection that
+ * carries the broker's credential. Each session channel is judged (exec commands by the command rules, shells by
+ * shell rules, sftp and forwarding by `allow`), recorded, then relayed with end-to-end backpressure.
+ */
+export async function proxySshSession(stream: Duplex, ctx: SshProxyContext): Promise<SshSessionSummary> {
+  const { connection, recorder, logger } = ctx;
+  let backend;
+  try {
+    backend = await connectBackend(connection);
+  } catch (e) {
+    const err = e instanceof HoopError ? e : new HoopError(errorMessage(e), { code: 'BACKEND_UNREACHABLE' });
+    if (err.code === 'HOST_KEY_MISMATCH') {
+      await recorder.record('host-key-mismatch', { host: connection.target.host, port: connection.target.port, expected: pinnedOf(connection), presented: /presented (\S+)/.exec(err.message)?.[1] });
+    } else {
+      await recorder.record('backend-failed', { code: err.code, error: err.message });
+    }
+    logger.warn({ code: err.code, err: err.message }, 'ssh backend refused');
+    await refuseClient(stream, ctx.hostKey, `hoopctl: session refused: ${err.message}\r\n`);
+    return { outcome: 'failed', requestCount: 0, errorCount: 1, error: err.message };
+  }
+  await recorder.record('backend-connected', { host: connection.target.host, port: connection.target.port, user: connection.target.user, hostKey: backend.hostKey });
+  return new SshRelay(stream, ctx, backend.client).run();
+}
+
+/** Tells an SSH client why it cannot come in: a banner, then every authentication attempt fails. */
+function refuseClient(stream: Duplex, hostKey: BrokerHostKey, message: string): Promise<void> {
+  return new Promise((resolve) => {
+    const server = new Server({ hostKeys: [hostKey.privateKey], banner: message, ident: 'hoopctl' }, (client) => {
+      client.on('error', () => undefined);
+      client.on('authentication', (auth) => auth.reject([]));
+    });
+    const done = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      stream.destroy();
+      done();
+    }, 10_000);
+    stream.once('close', done);
+    server.injectSocket(stream as Socket);
+  });
+}
+
+const mask = (ctx: SshProxyContext): OutputMask | undefined =>
+  ctx.connection.mask ? { detectors: ctx.connection.mask.detectors, strategy: ctx.connection.mask.strategy, key: ctx.maskKey } : undefined;
+
+class SshRelay {
+  readonly #stream: Duplex;
+  readonly #ctx: SshProxyContext;
+  readonly #backend: import('ssh2').Client;
+  readonly #log: Logger;
+  readonly #mask?: OutputMask;
+  #channels = 0;
+  #requests = 0;
+  #errors = 0;
+  #client?: SshClientConnection;
+  readonly #open = new Set<ServerChannel>();
+  readonly #pending = new Set<Promise<unknown>>();
+
+  constructor(stream: Duplex, ctx: SshProxyContext, backend: import('ssh2').Client) {
+    this.#stream = stream;
+    this.#ctx = ctx;
+    this.#backend = backend;
+    this.#log = ctx.logger;
+    this.#mask = mask(ctx);
+  }
+
+  #track<T>(p: Promise<T>): void {
+    this.#pending.add(p);
+    void p.catch((e: unknown) => this.#log.warn({ err: errorMessage(e) }, 'ssh channel failed')).finally(() => this.#pending.delete(p));
+  }
+
+  run(): Promise<SshSessionSummary> {
+    return new Promise((resolve) => {
+      let authRecorded = false;
+      const server = new Server({ hostKeys: [this.#ctx.hostKey.privateKey], ident: 'hoopctl' }, (client) => {
+        this.#client = client;
+        client.on('error', (e) => this.#log.debug({ err: e.message }, 'ssh client error'));
+        client.on('authentication', (auth: AuthContext) => {
+          // The tunnel already authenticated the identity with its OIDC token: any method is fine here.
+          if (!authRecorded) {
+            authRecorded = true;
+            this.#track(this.#ctx.recorder.record('client-auth', { username: auth.username, method: auth.method }));
+          }
+          auth.accept();
+        });
+        client.on('ready', () => this.#onReady(client));
+        client.on('close', () => finish());
+      });
+      const finish = () => {
+        this.#backend.end();
+        void Promise.allSettled([...this.#pending]).then(() =>
+          resolve({ outcome: 'closed', requestCount: this.#requests, errorCount: this.#errors }),
+        );
+      };
+      this.#backend.on('close', () => {
+        for (const ch of this.#open) ch.close();
+        this.#client?.end();
+      });
+      this.#ctx.signal?.addEventListener('abort', () => {
+        const why = `hoopctl: ${String(this.#ctx.signal?.reason ?? 'session ended')}\r\n`;
+        for (const ch of this.#open) {
+          ch.stderr.write(why);
+          ch.exit(REFUSED_EXIT_STATUS);
+          ch.end();
+        }
+        setTimeout(() => this.#client?.end(), 200);
+      });
+      this.#stream.once('close', () => this.#client?.end());
+      server.injectSocket(this.#stream as Socket);
+    });
+  }
+
+  #onReady(client: SshClientConnection): void {
+    client.on('session', (accept) => this.#onSession(accept()));
+    client.on('tcpip', (accept, reject, info) => {
+      const where = { channel: ++this.#channels, destination: `${info.destIP}:${info.destPort}`, origin: `${info.srcIP}:${info.srcPort}` };
+      if (!this.#ctx.connection.allow.portForwarding) {
+        this.#errors++;
+        this.#track(this.#ctx.recorder.record('forward-refused', { ...where, reason: 'port forwarding is not allowed on this connection' }));
+        return reject();
+      }
+      this.#track(
+        this.#ctx.recorder.record('forward', where).then(() => {
+          this.#backend.forwardOut(info.srcIP, info.srcPort, info.destIP, info.destPort, (err, remote) => {
+            if (err) {
+              this.#errors++;
+              return reject();
+            }
+            const local = accept();
+            local.pipe(remote).pipe(local);
+            local.on('close', () => remote.close());
+            remote.on('close', () => local.close());
+          });
+        }),
+      );
+    });
+    // Remote forwarding (ssh -R) and streamlocal are never relayed.
+    client.on('request', (_accept, reject, name) => {
+      if ((name as string) === 'tcpip-forward' || (name as string) === 'streamlocal-forward@openssh.com') {
+        this.#errors++;
+        this.#track(this.#ctx.recorder.record('forward-refused', { request: name, reason: 'remote forwarding is not relayed' }));
+      }
+      reject?.();
+    });
+  }
+
+  #onSession(session: Session): void {
+    const channel = ++this.#channels;
+    let pty: PseudoTtyInfo | undefined;
+    const env: Record<string, string> = {};
+    let backendChannel: ClientChannel | undefined;
+    let terminal: TerminalRecording | undefined;
+    const allowedEnv = this.#ctx.connection.allow.env;
+    session.on('pty', (accept, _reject, info) => {
+      pty = info;
+      accept?.();
+    });
+    session.on('window-change', (accept, _reject, info) => {
+      if (pty) Object.assign(pty, { cols: info.cols, rows: info.rows, width: info.width, height: info.height });
+      backendChannel?.setWindow(info.rows, info.cols, info.height, info.width);
+      terminal?.resize(info.cols, info.rows);
+      accept?.();
+    });
+    session.on('env', (accept, reject, info) => {
+      if (allowedEnv.some((p) => globMatch(p, info.key))) {
+        env[info.key] = info.val;
+        accept?.();
+      } else reject?.();
+    });
+    session.on('signal', (accept, _reject, info) => {
+      backendChannel?.signal(info.name);
+      accept?.();
+    });
+    session.on('x11', (_accept, reject) => reject?.());
+    session.on('auth-agent', (_accept, reject) => reject?.());
+    const open = (start: (cb: (err: Error | undefined, ch: ClientChannel) => void) => void) =>
+      new Promise<ClientChannel>((resolve, reject) => start((err, ch) => (err ? reject(err) : resolve(ch))));
+    const ptyOptions = () => (pty ? { rows: pty.rows, cols: pty.cols, width: pty.width, height: pty.height, term: pty.term, modes: pty.modes } : undefined);
+
+    session.on('exec', (accept, _reject, info) => {
+      const client = accept();
+      this.#requests++;
+      this.#track(
+        (async () => {
+          const command = applyMask(info.command, this.#mask);
+          const verdict = evaluateCommand(this.#ctx.connection, this.#ctx.identity, info.command);
+          await this.#ctx.recorder.record('command', {
+            channel, command, verdict: verdict.action, ...(verdict.rule ? { rule: verdict.rule } : {}), ...(pty ? { pty: true } : {}),
+          });
+          if (!(await this.#admit(client, channel, verdict, command))) return;
+          const back = await open((cb) => this.#backend.exec(info.command, { env, ...(pty ? { pty: ptyOptions() } : {}) }, cb));
+          backendChannel = back;
+          if (pty) terminal = await TerminalRecording.start(this.#ctx.recorder, channel, { width: pty.cols, height: pty.rows, term: pty.term, command, mask: this.#mask });
+          await this.#relay(channel, client, back, terminal ? { terminal } : { exec: new ExecOutputRecording(this.#ctx.recorder, channel, this.#mask) });
+        })().catch((e: unknown) => this.#fail(client, channel, e)),
+      );
+    });
+
+    session.on('shell', (accept) => {
+      const client = accept();
+      this.#requests++;
+      this.#track(
+        (async () => {
+          const verdict = evaluateShell(this.#ctx.connection, this.#ctx.identity);
+          await this.#ctx.recorder.record('shell', {
+            channel, verdict: verdict.action, ...(verdict.rule ? { rule: verdict.rule } : {}),
+            ...(pty ? { pty: { term: pty.term, cols: pty.cols, rows: pty.rows } } : {}),
+          });
+          if (!(await this.#admit(client, channel, verdict, '(interactive shell)'))) return;
+          const back = await open((cb) => this.#backend.shell(ptyOptions() ?? false, { env }, cb));
+          backendChannel = back;
+          terminal = await TerminalRecording.start(this.#ctx.recorder, channel, { width: pty?.cols ?? 80, height: pty?.rows ?? 24, term: pty?.term, mask: this.#mask });
+          await this.#relay(channel, client, back, { terminal });
+        })().catch((e: unknown) => this.#fail(client, channel, e)),
+      );
+    });
+
+    session.on('subsystem', (accept, reject, info) => {
+      this.#requests++;
+      const allowed = info.name === 'sftp' && this.#ctx.connection.allow.sftp;
+      this.#track(this.#ctx.recorder.record('subsystem', { channel, name: info.name, verdict: allowed ? 'allow' : 'deny' }));
+      if (!allowed) {
+        this.#errors++;
+        return reject?.();
+      }
+      const client = accept();
+      this.#track(
+        (async () => {
+          const back = await new Promise<ClientChannel>((resolve, rej) => this.#backend.subsys(info.name, (err, ch) => (err ? rej(err) : resolve(ch))));
+          await this.#relay(channel, client, back, {});
+        })().catch((e: unknown) => this.#fail(client, channel, e)),
+      );
+    });
+  }
+
+  /** Applies a verdict: deny and failed reviews end the channel with a message and status 1; true lets it run. */
+  async #admit(client: ServerChannel, channel: number, verdict: CommandVerdict, recorded: string): Promise<boolean> {
+    if (verdict.action === 'allow') return true;
+    if (verdict.action === 'review') {
+      if (!this.#ctx.reviews) return this.#refuse(client, channel, `${verdict.message}, but the connection has no reviewers`);
+      const abort = new AbortController();
+      const onClose = () => abort.abort('the client closed the channel');
+      client.once('close', onClose);
+      this.#open.add(client);
+      try {
+        const outcome = await this.#ctx.reviews.hold(
+          { statement: recorded, rule: verdict.rule ?? 'review', message: verdict.message },
+          { notice: async (m) => void client.stderr.write(`${m.replace(/\bstatement\b/g, 'command')}\r\n`), signal: abort.signal },
+        );
+        if (outcome.approved) {
+          client.stderr.write(`hoopctl: ${outcome.message}\r\n`);
+          return true;
+        }
+        return this.#refuse(client, channel, outcome.message.replace(/^hoopctl: /, ''));
+      } finally {
+        client.off('close', onClose);
+        this.#open.delete(client);
+      }
+    }
+    return this.#refuse(client, channel, verdict.message);
+  }
+
+  async #refuse(client: ServerChannel, channel: number, message: string): Promise<false> {
+    this.#errors++;
+    await this.#ctx.recorder.record('refused', { channel, message });
+    if (client.writable) {
+      client.stderr.write(`hoopctl: ${message}\r\n`);
+      client.exit(REFUSED_EXIT_STATUS);
+      client.end();
+    }
+    return false;
+  }
+
+  async #fail(client: ServerChannel, channel: number, e: unknown): Promise<void> {
+    this.#errors++;
+    this.#log.warn({ channel, err: errorMessage(e) }, 'ssh channel failed');
+    await this.#ctx.recorder.record('error', { channel, error: errorMessage(e) }).catch(() => undefined);
+    if (client.writable) {
+      client.stderr.write(`hoopctl: ${errorMessage(e)}\r\n`);
+      client.exit(255);
+      client.end();
+    }
+  }
+
+  /** Relays one channel both ways until the backend closes it; records output and the exit status. */
+  async #relay(channel: number, client: ServerChannel, back: ClientChannel, rec: { terminal?: TerminalRecording; exec?: ExecOutputRecording }): Promise<void> {
+    this.#open.add(client);
+    let exit: { code?: number; signal?: string; coreDumped?: boolean; description?: string } = {};
+    back.on('exit', (code: number | null, signal?: string, coreDumped?: boolean, description?: string) => {
+      exit = code !== null && code !== undefined ? { code } : { signal, coreDumped, description };
+    });
+    // Output: backend → (mask) → client, with the channel's flow control on both hops.
+    const stdout = rec.exec && this.#mask ? back.pipe(createLineMasker(this.#mask)) : back;
+    const stderr = rec.exec && this.#mask ? back.stderr.pipe(createLineMasker(this.#mask)) : back.stderr;
+    stdout.pipe(client, { end: false });
+    stderr.pipe(client.stderr, { end: false });
+    back.on('data', (d: Buffer) => (rec.terminal ? rec.terminal.output(d) : rec.exec?.write('stdout', d)));
+    back.stderr.on('data', (d: Buffer) => (rec.terminal ? rec.terminal.output(d) : rec.exec?.write('stderr', d)));
+    // Input: client → backend; its EOF becomes the backend's.
+    client.pipe(back);
+    if (rec.terminal) client.on('data', (d: Buffer) => rec.terminal!.input(d));
+    client.on('close', () => back.close());
+    const outputDone = Promise.all([once(stdout, 'end'), once(stderr, 'end')]).catch(() => undefined);
+    await once(back, 'close');
+    await Promise.race([outputDone, new Promise((r) => setTimeout(r, 2000))]);
+    await rec.terminal?.close();
+    await rec.exec?.close();
+    await this.#ctx.recorder.record('exit', {
+      channel, ...exit,
+      ...(rec.exec ? { outputBytes: rec.exec.bytes, ...(rec.exec.truncated ? { truncated: true } : {}), ...(rec.exec.binary ? { binary: true } : {}) } : {}),
+    });
+    this.#open.delete(client);
+    if (client.writable) {
+      if (exit.code !== undefined) client.exit(exit.code);
+      else if (exit.signal) client.exit(exit.signal, exit.coreDumped ?? false, exit.description ?? '');
+      client.end();
+    }
+  }
+}
