@@ -53,3 +53,105 @@ describe('ssh through the proxy', () => {
     expect(JSON.stringify(proxy.events)).not.toContain('bob@example.com');
   });
 });
+
+describe('channels other than exec', () => {
+  it('copies a file with scp (sftp subsystem) both ways', async () => {
+    const { writeFileSync, readFileSync } = await import('node:fs');
+    const { runSsh, sshOptions } = await import('../support/ssh-proxy-harness.js');
+    const src = join(dir, 'upload.txt');
+    writeFileSync(src, 'payload over scp\n'.repeat(1000));
+    const remote = join(dir, 'remote-copy.txt');
+    const up = await runSsh(['-P', String(proxy.port), ...sshOptions(proxy.knownHosts), src, `x@127.0.0.1:${remote}`], undefined, 'scp');
+    expect(up.code, up.stderr).toBe(0);
+    expect(readFileSync(remote, 'utf8')).toBe(readFileSync(src, 'utf8'));
+    const back = join(dir, 'downloaded.txt');
+    const down = await runSsh(['-P', String(proxy.port), ...sshOptions(proxy.knownHosts), `x@127.0.0.1:${remote}`, back], undefined, 'scp');
+    expect(down.code, down.stderr).toBe(0);
+    expect(readFileSync(back, 'utf8')).toBe(readFileSync(src, 'utf8'));
+    expect(proxy.events.some((e) => e.type === 'subsystem' && e.data.name === 'sftp' && e.data.verdict === 'allow')).toBe(true);
+  });
+
+  it('refuses port forwarding by default and records it', async () => {
+    const r = await proxy.ssh(['-W', `127.0.0.1:${sshd.port}`, 'x@127.0.0.1']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/open failed|administratively prohibited/i);
+    expect(proxy.events.some((e) => e.type === 'forward-refused' && e.data.destination === `127.0.0.1:${sshd.port}`)).toBe(true);
+  });
+
+  it('records a PTY shell as asciicast events with input, output and timing', async () => {
+    const r = await proxy.ssh(['-tt', 'x@127.0.0.1'], 'echo marker-$((6*7))\nexit 3\n');
+    expect(r.code).toBe(3);
+    expect(r.stdout).toContain('marker-42');
+    const terminal = proxy.events.find((e) => e.type === 'terminal');
+    expect(terminal?.data).toMatchObject({ version: 2, width: expect.any(Number), height: expect.any(Number) });
+    const mine = proxy.events.filter((e) => e.sessionId === terminal!.sessionId);
+    const casts = mine.filter((e) => e.type === 'cast').flatMap((e) => e.data.events as Array<[number, string, string]>);
+    expect(casts.filter(([, k]) => k === 'o').map(([, , d]) => d).join('')).toContain('marker-42');
+    expect(casts.filter(([, k]) => k === 'i').map(([, , d]) => d).join('')).toContain('echo marker');
+    const times = casts.map(([t]) => t);
+    expect(times).toEqual([...times].sort((a, b) => a - b));
+    expect(mine.find((e) => e.type === 'exit')?.data.code).toBe(3);
+  });
+});
+
+describe('host key pinning', () => {
+  it('refuses the session when the backend presents another key, and says why', async () => {
+    const { keygen } = await import('../support/sshd.js');
+    const { readFileSync } = await import('node:fs');
+    keygen(join(dir, 'other'), 'other');
+    const other = readFileSync(join(dir, 'other.pub'), 'utf8').split(' ').slice(0, 2).join(' ');
+    const wrong = await startSshProxy({ dir, connection: sshConnection(sshd, { target: { host: sshd.host, port: sshd.port, user: sshd.user, hostKey: other } }) });
+    try {
+      const r = await wrong.ssh(['-o', 'LogLevel=INFO', 'x@127.0.0.1', 'echo should-not-run']);
+      expect(r.code).toBe(255);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toContain('does not match the pinned key');
+      const ev = wrong.events.find((e) => e.type === 'host-key-mismatch');
+      expect(ev?.data).toMatchObject({ expected: other, presented: sshd.hostFingerprint });
+      expect(wrong.summaries[0]).toMatchObject({ outcome: 'failed' });
+    } finally {
+      await wrong.close();
+    }
+  });
+
+  it('accepts a pin given as a SHA256 fingerprint', async () => {
+    const byFingerprint = await startSshProxy({ dir, connection: sshConnection(sshd, { target: { host: sshd.host, port: sshd.port, user: sshd.user, hostKey: sshd.hostFingerprint } }) });
+    try {
+      const r = await byFingerprint.ssh(['x@127.0.0.1', 'echo pinned']);
+      expect(r.stdout).toBe('pinned\n');
+    } finally {
+      await byFingerprint.close();
+    }
+  });
+});
+
+describe('reviews', () => {
+  it('holds a command until the review decides, telling the client on stderr', async () => {
+    const held: string[] = [];
+    const reviewed = await startSshProxy({
+      dir,
+      connection: sshConnection(sshd, { rules: [{ name: 'held-restarts', match: { command: 'touch *' }, action: 'review' }], reviews: { groups: ['leads'] } }),
+      reviews: {
+        async hold(request, io) {
+          held.push(request.statement);
+          await io.notice(`hoopctl: statement held for review rev_1 by rule "${request.rule}"`);
+          return request.statement.includes('ok')
+            ? { approved: true, reviewId: 'rev_1', message: 'approved in review rev_1' }
+            : { approved: false, reviewId: 'rev_1', message: 'hoopctl: review rev_1 rejected by bob: no' };
+        },
+      },
+    });
+    try {
+      const ok = await reviewed.ssh(['x@127.0.0.1', `echo a && touch ${dir}/ok && echo done`]);
+      expect(ok.code).toBe(0);
+      expect(ok.stdout).toBe('a\ndone\n');
+      expect(ok.stderr).toContain('command held for review rev_1 by rule "held-restarts"');
+      const no = await reviewed.ssh(['x@127.0.0.1', `touch ${dir}/no`]);
+      expect(no.code).toBe(1);
+      expect(no.stderr).toContain('review rev_1 rejected by bob: no');
+      expect(held).toEqual([`echo a && touch ${dir}/ok && echo done`, `touch ${dir}/no`]);
+    } finally {
+      await reviewed.close();
+    }
+  });
+});

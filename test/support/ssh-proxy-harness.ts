@@ -86,7 +86,7 @@ export async function startSshProxy(o: { connection: SshConnection; dir: string;
 
 /** Options for OpenSSH clients in tests: no user config, batch mode, only this known_hosts file. */
 export function sshOptions(knownHosts: string): string[] {
-  return ['-F', '/dev/null', '-o', 'BatchMode=yes', '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'LogLevel=ERROR', '-o', 'ConnectTimeout=10'];
+  return ['-F', '/dev/null', '-o', 'BatchMode=yes', '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'ConnectTimeout=10'];
 }
 
 export function runSsh(args: string[], input?: string, cmd = 'ssh', timeoutMs = 30_000): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -4,6 +4,13 @@ import type { SshConnection } from '../../config.js';
 import { HoopError } from '../../../lib/errors.js';
 import { fingerprintOf, pinHostKey } from './host-keys.js';
 
+/** The backend presented a host key other than the pinned one. */
+export class HostKeyMismatchError extends HoopError {
+  constructor(readonly presented: string, readonly expected: string, where: string, cause?: unknown) {
+    super(`the host key of ${where} does not match the pinned key: presented ${presented}, expected ${expected}`, { code: 'HOST_KEY_MISMATCH', cause });
+  }
+}
+
 export interface BackendConnection {
   client: Client;
   /** Fingerprint of the host key the backend presented (it matched the pin). */
@@ -40,9 +47,7 @@ export function connectBackend(connection: SshConnection, options: { sock?: Dupl
     const fail = (e: Error & { level?: string }) => {
       client.end();
       if (mismatch) {
-        reject(new HoopError(`the host key of ${connection.target.host}:${connection.target.port} does not match the pinned key: presented ${presented}, expected ${pin.pinned}`, {
-          code: 'HOST_KEY_MISMATCH', cause: e,
-        }));
+        reject(new HostKeyMismatchError(presented ?? 'unknown', pin.pinned, `${connection.target.host}:${connection.target.port}`, e));
       } else if (e.level === 'client-authentication') {
         reject(new HoopError(`the backend refused the broker's credential for ${connection.target.user}`, { code: 'BACKEND_AUTH_FAILED', cause: e }));
       } else {
@@ -57,9 +62,4 @@ export function connectBackend(connection: SshConnection, options: { sock?: Dupl
     });
     client.connect(config);
   });
-}
-
-/** The pinned value of a connection, for events. */
-export function pinnedOf(connection: SshConnection): string {
-  return pinHostKey(connection.target.hostKey).pinned;
 }

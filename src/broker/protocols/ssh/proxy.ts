@@ -10,7 +10,7 @@ import { HoopError, errorMessage } from '../../../lib/errors.js';
 import { globMatch } from '../../../policy/glob.js';
 import type { MaskKey } from '../../../policy/masking.js';
 import { evaluateCommand, evaluateShell, type CommandVerdict } from '../../../policy/shell-rules.js';
-import { connectBackend, pinnedOf } from './backend.js';
+import { connectBackend, HostKeyMismatchError } from './backend.js';
 import type { BrokerHostKey } from './host-keys.js';
 import { createLineMasker } from './line-masker.js';
 import { applyMask, ExecOutputRecording, TerminalRecording, type OutputMask } from './recordings.js';
@@ -63,8 +63,8 @@ export async function proxySshSession(stream: Duplex, ctx: SshProxyContext): Pro
     backend = await connectBackend(connection);
   } catch (e) {
     const err = e instanceof HoopError ? e : new HoopError(errorMessage(e), { code: 'BACKEND_UNREACHABLE' });
-    if (err.code === 'HOST_KEY_MISMATCH') {
-      await recorder.record('host-key-mismatch', { host: connection.target.host, port: connection.target.port, expected: pinnedOf(connection), presented: /presented (\S+)/.exec(err.message)?.[1] });
+    if (err instanceof HostKeyMismatchError) {
+      await recorder.record('host-key-mismatch', { host: connection.target.host, port: connection.target.port, expected: err.expected, presented: err.presented });
     } else {
       await recorder.record('backend-failed', { code: err.code, error: err.message });
     }
