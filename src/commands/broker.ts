@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { loadBrokerConfig } from '../broker/config.js';
 import { startBroker } from '../broker/broker.js';
+import { UserError } from '../lib/errors.js';
 
 export function register(program: Command): void {
   const broker = program.command('broker').description('Run the broker service');
@@ -11,7 +12,12 @@ export function register(program: Command): void {
     .addHelpText('after', '\nExample:\n  hoopctl broker start --config broker.yaml')
     .action(async (opts: { config: string }) => {
       const config = loadBrokerConfig(opts.config);
-      const running = await startBroker(config);
+      const running = await startBroker(config).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
+          throw new UserError(`cannot listen on ${config.server.listen}: ${e.code}`, { code: 'LISTEN_FAILED', hint: 'change server.listen in the config, or stop what holds the port' });
+        }
+        throw e;
+      });
       process.stderr.write(`broker listening on ${running.url}\n`);
       await waitForSignal();
       await running.close();

@@ -48,6 +48,22 @@ describe('hoopctl broker start', () => {
     expect(r.stderr).toMatch(/broken\.yaml is not valid YAML/);
   });
 
+  it('says the port is taken instead of crashing', async () => {
+    const { createServer } = await import('node:net');
+    const holder = createServer().listen(0, '127.0.0.1');
+    await new Promise((r) => holder.once('listening', r));
+    const port = (holder.address() as { port: number }).port;
+    try {
+      const path = writeConfig('busy.yaml', { server: { listen: `127.0.0.1:${port}` }, store: { path: join(dir, 'busy.db') }, auth: { issuers: [{ issuer: issuer.issuer, audience: 'urn:x' }] } });
+      const r = await runCli(['broker', 'start', '--config', path], env());
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`cannot listen on 127.0.0.1:${port}: EADDRINUSE`);
+      expect(r.stderr).not.toContain('hit a bug');
+    } finally {
+      holder.close();
+    }
+  });
+
   it('refuses to serve plain HTTP on a non-loopback address unless forced', async () => {
     const r = await runCli(['broker', 'check', '--config', writeConfig('public.yaml', { server: { listen: '0.0.0.0:8080' }, auth: { issuers: [{ issuer: issuer.issuer, audience: 'x' }] } })], env());
     expect(r.code).toBe(1);
