@@ -127,7 +127,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const isAuditor = (id: Identity) => id.groups.some((g) => auditGroups.has(g));
 
   function describeConnection(c: Connection) {
-    const target = c.type === 'ssh' ? { user: c.target.user, hostKeyFingerprint: sshHostKey?.fingerprint, allow: { sftp: c.allow.sftp, portForwarding: c.allow.portForwarding } } : { database: c.target.database };
+    const target = c.type === 'ssh' ? { user: c.target.user, hostKeyFingerprint: sshHostKey?.fingerprint, hostKey: sshHostKey?.publicKey, allow: { sftp: c.allow.sftp, portForwarding: c.allow.portForwarding } } : { database: c.target.database };
     return { name: c.name, type: c.type, description: c.description, ...target, approval: c.access.approval ? { maxDuration: c.access.approval.maxDuration, reason: c.access.approval.reason } : undefined };
   }
 

@@ -12,6 +12,10 @@ interface ConnectionInfo {
   name: string;
   type: string;
   database?: string;
+  /** ssh: the backend user, and the broker's own host key (what ssh will be shown). */
+  user?: string;
+  hostKeyFingerprint?: string;
+  hostKey?: string;
   approval?: { maxDuration: number; reason: 'required' | 'optional' };
 }
 
@@ -44,14 +48,26 @@ export function register(program: Command): void {
       }).catch((e: unknown) => {
         throw new UserError(`cannot listen on 127.0.0.1:${opts.port ?? 0}: ${errorMessage(e)}`, { code: 'LISTEN_FAILED', hint: 'pick another --port' });
       });
-      const url = `postgresql://hoopctl@${tunnel.host}:${tunnel.port}/${encodeURIComponent(connection.database ?? name)}?sslmode=disable`;
+      const ssh = connection.type === 'ssh';
+      const url = ssh
+        ? `ssh://${connection.user ?? 'hoopctl'}@${tunnel.host}:${tunnel.port}`
+        : `postgresql://hoopctl@${tunnel.host}:${tunnel.port}/${encodeURIComponent(connection.database ?? name)}?sslmode=disable`;
+      const sshLine = `ssh -p ${tunnel.port} ${connection.user ?? 'hoopctl'}@${tunnel.host}`;
       if (opts.output === 'json') {
-        process.stdout.write(JSON.stringify({ connection: name, type: connection.type, host: tunnel.host, port: tunnel.port, url, ...(grant ? { grant: grant.id, until: grant.grantExpiresAt } : {}) }) + '\n');
+        process.stdout.write(JSON.stringify({
+          connection: name, type: connection.type, host: tunnel.host, port: tunnel.port, url,
+          ...(ssh ? { ssh: sshLine, hostKeyFingerprint: connection.hostKeyFingerprint, hostKey: connection.hostKey } : {}),
+          ...(grant ? { grant: grant.id, until: grant.grantExpiresAt } : {}),
+        }) + '\n');
       } else {
         process.stdout.write(
           `Tunnel to ${name} (${connection.type}) listening on ${tunnel.host}:${tunnel.port}\n` +
             (connection.type === 'postgres' ? `  psql "${url}"\n  url: ${url}\n` : '') +
-            `No password is needed: the broker injects the credential. Press Ctrl-C to close.\n`,
+            (ssh
+              ? `  ${sshLine}\n  scp -P ${tunnel.port} FILE ${connection.user ?? 'hoopctl'}@${tunnel.host}:PATH\n` +
+                `  host key fingerprint to expect: ${connection.hostKeyFingerprint} (the broker's; ssh shows it on first connect)\n` +
+                `No key is needed: the broker logs in with its own. Press Ctrl-C to close.\n`
+              : `No password is needed: the broker injects the credential. Press Ctrl-C to close.\n`),
         );
       }
       const ended = grant ? grantEnd(broker, grant) : undefined;

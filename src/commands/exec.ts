@@ -4,6 +4,7 @@ import type pg from 'pg';
 import { accessToken, brokerGet, resolveBroker } from './context.js';
 import { connectPgOverTunnel } from '../tunnel/pg-over-tunnel.js';
 import { HoopError, UserError } from '../lib/errors.js';
+import { execOverTunnel, remoteCommand } from '../tunnel/ssh-over-tunnel.js';
 
 type Format = 'table' | 'csv' | 'json';
 
@@ -12,25 +13,27 @@ const HELD_FOR_REVIEW = 'RV001';
 
 export function register(program: Command): void {
   program
-    .command('exec <connection>')
-    .description('Run SQL through the broker without a local listener (for CI and scripts)')
+    .command('exec <connection> [command...]')
+    .description('Run SQL (postgres) or a command (ssh, after --) through the broker without a local listener (for CI and scripts)')
     .option('-e, --execute <sql>', 'SQL to run (several statements allowed)')
     .option('-f, --file <file>', 'read SQL from a file')
     .option('-o, --output <format>', 'table, csv or json', 'table')
     .option('--broker <url>', 'broker URL')
+    .option('-t, --tty', 'ssh: run the command in a terminal')
     .option('--no-wait', 'when a statement is held for review, print the review id and exit 5 instead of waiting; run the same SQL again once approved')
     .addHelpText(
       'after',
-      '\nSQL comes from -e, -f, or standard input.\nExamples:\n  hoopctl exec pg-prod -e "select count(*) from orders"\n  HOOPCTL_TOKEN=$CI_OIDC_TOKEN hoopctl exec pg-prod -f report.sql -o json\n\nExit status: 0 ok, 1 SQL or other error (a rejected review too), 3 not authenticated, 4 access denied, 5 held for review (--no-wait).',
+      '\nSQL comes from -e, -f, or standard input.\nExamples:\n  hoopctl exec pg-prod -e "select count(*) from orders"\n  HOOPCTL_TOKEN=$CI_OIDC_TOKEN hoopctl exec pg-prod -f report.sql -o json\n  hoopctl exec web-1 -- uptime\n  hoopctl exec web-1 -- sh -c \'systemctl status nginx | head\'\n\nSSH commands: one word after -- is sent as written (it may hold a whole shell line); several are quoted word by word.\nStandard input is passed to the command unless it is a terminal. The exit status is the command\'s own.\n\nExit status: 0 ok, 1 SQL or other error (a rejected review too), 3 not authenticated, 4 access denied, 5 held for review (--no-wait).',
     )
-    .action(async (name: string, opts: { execute?: string; file?: string; output: string; broker?: string; wait: boolean }) => {
+    .action(async (name: string, command: string[], opts: { execute?: string; file?: string; output: string; broker?: string; wait: boolean; tty?: boolean }) => {
+      if (command.length > 0) return execSsh(name, command, opts);
       const format = opts.output as Format;
       if (!['table', 'csv', 'json'].includes(format)) throw new UserError(`unknown output format "${opts.output}" (use table, csv or json)`, { code: 'USAGE' });
       const sql = readSql(opts);
       const broker = resolveBroker(opts.broker);
       const token = await accessToken(broker);
       const { connection } = await brokerGet<{ connection: { type: string } }>(broker, `/api/v1/connections/${encodeURIComponent(name)}`, token);
-      if (connection.type !== 'postgres') throw new UserError(`exec supports postgres connections; ${name} is ${connection.type}`, { code: 'USAGE' });
+      if (connection.type !== 'postgres') throw new UserError(`${name} is a ${connection.type} connection, not SQL`, { code: 'USAGE', hint: `pass the command after --: hoopctl exec ${name} -- uptime` });
       const client = await connectPgOverTunnel(broker, name, token, { detachReviews: !opts.wait });
       client.on('error', () => undefined);
       client.on('notice', (n) => process.stderr.write(`${n.severity ?? 'NOTICE'}: ${n.message}\n`));
@@ -49,6 +52,23 @@ export function register(program: Command): void {
         await client.end().catch(() => undefined);
       }
     });
+}
+
+/** `hoopctl exec ssh-host -- command…`: runs it through the broker and exits with its status. */
+async function execSsh(name: string, words: string[], opts: { broker?: string; tty?: boolean; execute?: string; file?: string }): Promise<void> {
+  if (opts.execute !== undefined || opts.file !== undefined) throw new UserError('-e and -f are for SQL; pass an SSH command after --', { code: 'USAGE' });
+  const broker = resolveBroker(opts.broker);
+  const token = await accessToken(broker);
+  const { connection } = await brokerGet<{ connection: { type: string; hostKeyFingerprint?: string } }>(broker, `/api/v1/connections/${encodeURIComponent(name)}`, token);
+  if (connection.type !== 'ssh') throw new UserError(`${name} is a ${connection.type} connection; commands after -- are for ssh connections`, { code: 'USAGE', hint: `hoopctl exec ${name} -e "SQL"` });
+  const status = await execOverTunnel({
+    broker, connection: name, token, hostKeyFingerprint: connection.hostKeyFingerprint, command: remoteCommand(words),
+    stdin: process.stdin.isTTY ? null : process.stdin, stdout: process.stdout, stderr: process.stderr,
+    ...(opts.tty ? { pty: { cols: process.stdout.columns ?? 80, rows: process.stdout.rows ?? 24, term: process.env.TERM ?? 'xterm' } } : {}),
+  });
+  // The command is over: stop reading our input so the process can exit.
+  if (!process.stdin.isTTY) process.stdin.destroy();
+  process.exitCode = status;
 }
 
 function readSql(opts: { execute?: string; file?: string }): string {

@@ -4,6 +4,8 @@ import { formatDuration, formatTime, printJson, renderTable } from './render.js'
 import type { SessionRow, StoredEvent } from '../broker/store/store.js';
 import { verifyChain } from '../broker/recording/event-chain.js';
 import { UserError } from '../lib/errors.js';
+import { writeFileSync } from 'node:fs';
+import { castOutput, castsFromEvents, playCast, toAsciicast, type Cast } from './replay-player.js';
 
 export function register(program: Command): void {
   program
@@ -36,15 +38,45 @@ export function register(program: Command): void {
 
   program
     .command('replay <session>')
-    .description('Print a session as a timed transcript: who, when, what, outcome')
+    .description('Print a session as a timed transcript: who, when, what, outcome; play its recorded terminals')
     .option('-o, --output <format>', 'text or json (the raw events)', 'text')
+    .option('--format <format>', 'asciicast: write the terminal recording as an asciicast v2 file (asciinema plays it)')
+    .option('--out <file>', 'with --format asciicast: write to this file instead of standard output')
+    .option('--channel <n>', 'which terminal of the session (default: the first)')
+    .option('--speed <n>', 'playback speed', '1')
+    .option('--skip-idle [seconds]', 'shorten pauses longer than this (default 1 s)')
     .option('--broker <url>', 'broker URL')
-    .addHelpText('after', '\nExample:\n  hoopctl replay ses_mabc123')
-    .action(async (id: string, opts: { output: string; broker?: string }) => {
+    .addHelpText(
+      'after',
+      '\nTerminals (SSH shells and PTY commands) play with their original timing when standard output is a terminal:\n' +
+        '  space pause · ←/→ seek 5 s · +/- speed · q quit\n' +
+        'Otherwise their output is printed at once after the transcript.\n\nExamples:\n  hoopctl replay ses_mabc123\n  hoopctl replay ses_mabc123 --speed 2 --skip-idle\n  hoopctl replay ses_mabc123 --format asciicast --out session.cast && asciinema play session.cast',
+    )
+    .action(async (id: string, opts: { output: string; broker?: string; format?: string; out?: string; channel?: string; speed: string; skipIdle?: string | boolean }) => {
       const format = parseOutput(opts.output);
+      const speed = Number(opts.speed);
+      if (!(speed > 0)) throw new UserError(`invalid --speed ${opts.speed}`, { code: 'USAGE' });
+      const maxIdle = opts.skipIdle === undefined ? undefined : opts.skipIdle === true ? 1 : Number(opts.skipIdle);
+      if (maxIdle !== undefined && !(maxIdle >= 0)) throw new UserError(`invalid --skip-idle ${String(opts.skipIdle)}`, { code: 'USAGE' });
+      if (opts.format !== undefined && opts.format !== 'asciicast') throw new UserError(`unknown --format ${opts.format} (use asciicast)`, { code: 'USAGE' });
       const data = await brokerGet<{ session: SessionRow; events: StoredEvent[] }>(resolveBroker(opts.broker), `/api/v1/sessions/${encodeURIComponent(id)}`);
+      const casts = castsFromEvents(data.events, `${data.session.identity.name} on ${data.session.connection}`);
+      const chosen = opts.channel === undefined ? casts[0] : casts.find((c) => String(c.channel) === opts.channel);
+      if (opts.format === 'asciicast') {
+        if (!chosen) throw new UserError(`session ${id} has no recorded terminal${opts.channel ? ` on channel ${opts.channel}` : ''}`, { code: 'NO_TERMINAL', hint: casts.length ? `channels: ${casts.map((c) => c.channel).join(', ')}` : undefined });
+        const cast: Cast = maxIdle === undefined ? chosen.cast : { ...chosen.cast, header: { ...chosen.cast.header, idle_time_limit: maxIdle } as Cast['header'] };
+        if (opts.out) writeFileSync(opts.out, toAsciicast(cast));
+        else process.stdout.write(toAsciicast(cast));
+        return;
+      }
       if (format === 'json') return printJson(data);
       process.stdout.write(renderTranscript(data.session, data.events));
+      if (casts.length === 0) return;
+      if (!process.stdout.isTTY) {
+        for (const c of chosen ? [chosen] : casts) process.stdout.write(`\n--- terminal, channel ${c.channel} ---\n${castOutput(c.cast)}\n--- end of terminal ---\n`);
+        return;
+      }
+      await playInTerminal(chosen!.cast, { speed, maxIdle });
     });
 
   const audit = program.command('audit').description('Audit trail: broker-wide events and integrity checks');
@@ -72,6 +104,26 @@ export function register(program: Command): void {
     });
 }
 
+/** Plays a terminal in this TTY, reading keys in raw mode; the terminal is restored however it ends. */
+async function playInTerminal(cast: Cast, o: { speed: number; maxIdle?: number }): Promise<void> {
+  const stdin = process.stdin;
+  const raw = stdin.isTTY === true;
+  process.stdout.write('\n(space pause · ←/→ seek · +/- speed · q quit)\n');
+  if (raw) {
+    stdin.setRawMode(true);
+    stdin.resume();
+  }
+  try {
+    const how = await playCast(cast, { speed: o.speed, maxIdle: o.maxIdle, out: process.stdout, keys: raw ? stdin : undefined });
+    process.stdout.write(`\x1b[0m\n(replay ${how === 'quit' ? 'stopped' : 'ended'})\n`);
+  } finally {
+    if (raw) {
+      stdin.setRawMode(false);
+      stdin.pause();
+    }
+  }
+}
+
 function detail(e: StoredEvent): string {
   const d = e.data as Record<string, unknown>;
   return [d.code, d.reason, d.clientAddr].filter(Boolean).join('  ');
@@ -89,7 +141,7 @@ export function renderTranscript(session: SessionRow, events: StoredEvent[]): st
     `session ${session.id}  ${session.connection} (${session.connectionType})`,
     `who     ${id.name} [${id.kind}${id.clientId ? `, client ${id.clientId}` : ''}; groups: ${id.groups.join(', ') || 'none'}] via ${id.issuer}`,
     `when    ${formatTime(session.startedAt)}${session.endedAt ? ` for ${formatDuration(session.endedAt - session.startedAt)}` : ' (running)'}  from ${session.clientAddr}`,
-    `outcome ${session.status}: ${session.statementCount} statement(s), ${session.errorCount} error(s)`,
+    `outcome ${session.status}: ${session.statementCount} ${session.connectionType === 'ssh' ? 'request(s)' : 'statement(s)'}, ${session.errorCount} error(s)`,
     '',
   ];
   const t0 = events[0]?.at ?? session.startedAt;
@@ -98,7 +150,35 @@ export function renderTranscript(session: SessionRow, events: StoredEvent[]): st
     const d = e.data as Record<string, any>;
     switch (e.type) {
       case 'open':
-        out.push(`${at}  open       ${d.target?.user}@${d.target?.host}:${d.target?.port}/${d.target?.database}`);
+        out.push(`${at}  open       ${d.target?.user}@${d.target?.host}:${d.target?.port}${d.target?.database ? `/${d.target.database}` : ''}`);
+        break;
+      case 'command':
+        out.push(`${at}  command    ${oneLine(String(d.command ?? ''))}${d.verdict && d.verdict !== 'allow' ? `   [${d.verdict}${d.rule ? ` by ${d.rule}` : ''}]` : ''}`);
+        break;
+      case 'shell':
+        out.push(`${at}  shell      ${d.pty ? `terminal ${d.pty.term} ${d.pty.cols}x${d.pty.rows}` : 'no terminal'}${d.verdict && d.verdict !== 'allow' ? `   [${d.verdict}${d.rule ? ` by ${d.rule}` : ''}]` : ''}`);
+        break;
+      case 'exit':
+        out.push(`${at}    → ${d.code !== undefined ? `exit ${d.code}` : `signal ${d.signal}`}${typeof d.outputBytes === 'number' ? `, ${d.outputBytes} bytes of output${d.truncated ? ' (recording truncated)' : ''}` : ''}`);
+        break;
+      case 'output':
+        for (const line of String(d.data ?? '').replace(/\n$/, '').split('\n')) out.push(`${' '.repeat(10)}  ${d.stream === 'stderr' ? '!' : '|'} ${line}`);
+        break;
+      case 'refused':
+        out.push(`${at}    ✗ ${d.message}`);
+        break;
+      case 'terminal':
+      case 'cast':
+        break;
+      case 'subsystem':
+        out.push(`${at}  subsystem  ${d.name} (${d.verdict})`);
+        break;
+      case 'forward':
+      case 'forward-refused':
+        out.push(`${at}  ${e.type === 'forward' ? 'forward   ' : 'forward ✗ '} ${d.destination ?? d.request}${d.reason ? `: ${d.reason}` : ''}`);
+        break;
+      case 'host-key-mismatch':
+        out.push(`${at}  ✗ host key mismatch: presented ${d.presented}, pinned ${d.expected}`);
         break;
       case 'statement': {
         const params = Array.isArray(d.params) && d.params.length ? `   params: ${JSON.stringify(d.params)}` : '';
@@ -113,6 +193,10 @@ export function renderTranscript(session: SessionRow, events: StoredEvent[]): st
         );
         break;
       case 'backend-connected':
+        if (session.connectionType === 'ssh') {
+          out.push(`${at}  connected  ${d.user}@${d.host}:${d.port}, host key ${d.hostKey}`);
+          break;
+        }
         out.push(`${at}  connected  PostgreSQL ${d.serverVersion ?? '?'} as ${d.user}/${d.database}, tls ${d.tls ? 'on' : 'off'}${d.applicationName ? `, application ${d.applicationName}` : ''}`);
         break;
       case 'access-denied':

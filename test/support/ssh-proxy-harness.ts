@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { utils } from 'ssh2';
+import ssh2 from 'ssh2';
 import { brokerConfigSchema, Secret, type SshConnection } from '../../src/broker/config.js';
 import { proxySshSession, type CommandReviews, type SshSessionSummary } from '../../src/broker/protocols/ssh/proxy.js';
 import { fingerprintOf, type BrokerHostKey } from '../../src/broker/protocols/ssh/host-keys.js';
@@ -45,8 +45,8 @@ export function sshConnection(sshd: TestSshd, extra: Record<string, unknown> = {
 }
 
 export async function startSshProxy(o: { connection: SshConnection; dir: string; identity?: Identity; reviews?: CommandReviews }): Promise<SshProxyHarness> {
-  const pair = utils.generateKeyPairSync('ed25519');
-  const parsed = utils.parseKey(pair.private);
+  const pair = ssh2.utils.generateKeyPairSync('ed25519');
+  const parsed = ssh2.utils.parseKey(pair.private);
   const key = Array.isArray(parsed) ? parsed[0]! : parsed;
   if (key instanceof Error) throw key;
   const hostKey: BrokerHostKey = { privateKey: pair.private, publicKey: pair.public, fingerprint: fingerprintOf(key.getPublicSSH()) };

@@ -1,4 +1,4 @@
-import { Client, type ConnectConfig } from 'ssh2';
+import ssh2, { type ConnectConfig } from 'ssh2';
 import type { Duplex } from 'node:stream';
 import type { SshConnection } from '../../config.js';
 import { HoopError } from '../../../lib/errors.js';
@@ -12,7 +12,7 @@ export class HostKeyMismatchError extends HoopError {
 }
 
 export interface BackendConnection {
-  client: Client;
+  client: import('ssh2').Client;
   /** Fingerprint of the host key the backend presented (it matched the pin). */
   hostKey: string;
 }
@@ -23,7 +23,7 @@ export interface BackendConnection {
  */
 export function connectBackend(connection: SshConnection, options: { sock?: Duplex } = {}): Promise<BackendConnection> {
   const pin = pinHostKey(connection.target.hostKey);
-  const client = new Client();
+  const client = new ssh2.Client();
   let presented: string | undefined;
   let mismatch = false;
   const config: ConnectConfig = {

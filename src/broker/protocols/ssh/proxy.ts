@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { Server, type AuthContext, type ClientChannel, type Connection as SshClientConnection, type PseudoTtyInfo, type ServerChannel, type Session } from 'ssh2';
+import ssh2, { type AuthContext, type Client, type ClientChannel, type Connection as SshClientConnection, type PseudoTtyInfo, type ServerChannel, type Session } from 'ssh2';
 import type { SshConnection } from '../../config.js';
 import type { Identity } from '../../identity.js';
 import type { SessionRecorder } from '../../recording/recorder.js';
@@ -79,7 +79,7 @@ export async function proxySshSession(stream: Duplex, ctx: SshProxyContext): Pro
 /** Tells an SSH client why it cannot come in: a banner, then every authentication attempt fails. */
 function refuseClient(stream: Duplex, hostKey: BrokerHostKey, message: string): Promise<void> {
   return new Promise((resolve) => {
-    const server = new Server({ hostKeys: [hostKey.privateKey], banner: message, ident: 'hoopctl' }, (client) => {
+    const server = new ssh2.Server({ hostKeys: [hostKey.privateKey], banner: message, ident: 'hoopctl' }, (client) => {
       client.on('error', () => undefined);
       client.on('authentication', (auth) => auth.reject([]));
     });
@@ -102,7 +102,7 @@ const mask = (ctx: SshProxyContext): OutputMask | undefined =>
 class SshRelay {
   readonly #stream: Duplex;
   readonly #ctx: SshProxyContext;
-  readonly #backend: import('ssh2').Client;
+  readonly #backend: Client;
   readonly #log: Logger;
   readonly #mask?: OutputMask;
   #channels = 0;
@@ -112,7 +112,7 @@ class SshRelay {
   readonly #open = new Set<ServerChannel>();
   readonly #pending = new Set<Promise<unknown>>();
 
-  constructor(stream: Duplex, ctx: SshProxyContext, backend: import('ssh2').Client) {
+  constructor(stream: Duplex, ctx: SshProxyContext, backend: Client) {
     this.#stream = stream;
     this.#ctx = ctx;
     this.#backend = backend;
@@ -128,7 +128,7 @@ class SshRelay {
   run(): Promise<SshSessionSummary> {
     return new Promise((resolve) => {
       let authRecorded = false;
-      const server = new Server({ hostKeys: [this.#ctx.hostKey.privateKey], ident: 'hoopctl' }, (client) => {
+      const server = new ssh2.Server({ hostKeys: [this.#ctx.hostKey.privateKey], ident: 'hoopctl' }, (client) => {
         this.#client = client;
         client.on('error', (e) => this.#log.debug({ err: e.message }, 'ssh client error'));
         client.on('authentication', (auth: AuthContext) => {
