@@ -107,7 +107,7 @@ export function playCast(cast: Cast, o: PlayOptions): Promise<'ended' | 'quit'> 
     };
     const seek = (to: number) => {
       const target = Math.max(0, Math.min(duration, to));
-      if (target < position) {
+      if (target < now()) {
         // Redraw from the start: reset the terminal, replay everything up to the target at once.
         o.out.write('\x1bc');
         index = 0;
