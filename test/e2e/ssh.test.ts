@@ -262,6 +262,34 @@ describe('recorded terminals', () => {
     expect(replay.stdout).toContain('shell      terminal xterm 100x30');
     expect(replay.stdout).toMatch(/--- terminal, channel \d+ ---[\s\S]*tmux-marker-42[\s\S]*--- end of terminal ---/);
 
+    const verify = await runCli(['audit', 'verify', id], alice);
+    expect(verify.stdout).toContain('chain intact');
+
+    // In a real terminal the recording plays with its timing: at 1/20 speed nothing shows yet; → seeks forward
+    // (past the marker), q stops.
+    const player = `hoop-replay-${process.pid}`;
+    const envArgs = Object.entries(alice).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}='${v}'`).join(' ');
+    execFileSync('tmux', ['new-session', '-d', '-s', player, '-x', '120', '-y', '40', `env -i ${envArgs} TERM=xterm ${process.execPath} ${BIN} replay ${id} --speed 0.05; sleep 30`]);
+    const playerScreen = () => execFileSync('tmux', ['capture-pane', '-p', '-t', player], { encoding: 'utf8' });
+    const waitPlayer = async (re: RegExp) => {
+      for (let i = 0; i < 100; i++) {
+        if (re.test(playerScreen())) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`player never showed ${re}:\n${playerScreen()}`);
+    };
+    try {
+      await waitPlayer(/space pause/);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(playerScreen()).not.toContain('tmux-marker-42');
+      for (let i = 0; i < 4; i++) execFileSync('tmux', ['send-keys', '-t', player, 'Right']);
+      await waitPlayer(/^tmux-marker-42/m);
+      execFileSync('tmux', ['send-keys', '-t', player, 'q']);
+      await waitPlayer(/replay (stopped|ended)/);
+    } finally {
+      execFileSync('tmux', ['kill-session', '-t', player], { stdio: 'ignore' });
+    }
+
     const castFile = join(stack.dir, 'session.cast');
     const asCast = await runCli(['replay', id, '--format', 'asciicast', '--out', castFile, '--skip-idle', '0.5'], alice);
     expect(asCast.code, asCast.stderr).toBe(0);
@@ -307,4 +335,3 @@ describe('the user holds no backend key', () => {
   });
 });
 
-void BIN;
