@@ -170,6 +170,12 @@ export function renderTranscript(session: SessionRow, events: StoredEvent[]): st
       case 'terminal':
       case 'cast':
         break;
+      case 'client-auth':
+        out.push(`${at}  ssh login  as "${d.username}" (${d.method}); the tunnel's identity is what counts`);
+        break;
+      case 'sftp':
+        out.push(`${at}  sftp       ${d.op} ${d.path}${d.target ? ` → ${d.target}` : ''}${d.mode ? ` (${d.mode})` : ''}`);
+        break;
       case 'subsystem':
         out.push(`${at}  subsystem  ${d.name} (${d.verdict})`);
         break;

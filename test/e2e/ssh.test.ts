@@ -114,6 +114,8 @@ describe('ssh and scp through the tunnel', () => {
     const r = await runSsh(['-P', String(port), ...sshOptions(knownHosts), src, `${sshd.user}@127.0.0.1:${dest}`], undefined, 'scp');
     expect(r.code, r.stderr).toBe(0);
     expect(readFileSync(dest).equals(readFileSync(src))).toBe(true);
+    const id = await latestSession((ev) => ev.some((e) => e.type === 'sftp' && e.data.path === dest));
+    expect((await runCli(['replay', id], alice)).stdout).toContain(`sftp       open ${dest} (write,creat`);
   });
 
   it.each([

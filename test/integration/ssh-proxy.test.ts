@@ -69,6 +69,9 @@ describe('channels other than exec', () => {
     expect(down.code, down.stderr).toBe(0);
     expect(readFileSync(back, 'utf8')).toBe(readFileSync(src, 'utf8'));
     expect(proxy.events.some((e) => e.type === 'subsystem' && e.data.name === 'sftp' && e.data.verdict === 'allow')).toBe(true);
+    const ops = proxy.events.filter((e) => e.type === 'sftp').map((e) => [e.data.op, e.data.path, e.data.mode]);
+    expect(ops).toContainEqual(['open', remote, expect.stringContaining('write')]);
+    expect(ops).toContainEqual(['open', remote, 'read']);
   });
 
   it('refuses port forwarding by default and records it', async () => {

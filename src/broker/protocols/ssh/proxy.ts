@@ -13,6 +13,7 @@ import { evaluateCommand, evaluateShell, type CommandVerdict } from '../../../po
 import { connectBackend, HostKeyMismatchError } from './backend.js';
 import type { BrokerHostKey } from './host-keys.js';
 import { createLineMasker } from './line-masker.js';
+import { createSftpAuditor } from './sftp-audit.js';
 import { applyMask, ExecOutputRecording, TerminalRecording, type OutputMask } from './recordings.js';
 
 /** A command held by a `review` rule, as the broker's review machinery sees it (same shape as held SQL). */
@@ -283,7 +284,7 @@ class SshRelay {
       this.#track(
         (async () => {
           const back = await new Promise<ClientChannel>((resolve, rej) => this.#backend.subsys(info.name, (err, ch) => (err ? rej(err) : resolve(ch))));
-          await this.#relay(channel, client, back, {});
+          await this.#relay(channel, client, back, { sftp: info.name === 'sftp' });
         })().catch((e: unknown) => this.#fail(client, channel, e)),
       );
     });
@@ -339,7 +340,7 @@ class SshRelay {
   }
 
   /** Relays one channel both ways until the backend closes it; records output and the exit status. */
-  async #relay(channel: number, client: ServerChannel, back: ClientChannel, rec: { terminal?: TerminalRecording; exec?: ExecOutputRecording }): Promise<void> {
+  async #relay(channel: number, client: ServerChannel, back: ClientChannel, rec: { terminal?: TerminalRecording; exec?: ExecOutputRecording; sftp?: boolean }): Promise<void> {
     this.#open.add(client);
     let exit: { code?: number; signal?: string; coreDumped?: boolean; description?: string } = {};
     back.on('exit', (code: number | null, signal?: string, coreDumped?: boolean, description?: string) => {
@@ -353,7 +354,9 @@ class SshRelay {
     back.on('data', (d: Buffer) => (rec.terminal ? rec.terminal.output(d) : rec.exec?.write('stdout', d)));
     back.stderr.on('data', (d: Buffer) => (rec.terminal ? rec.terminal.output(d) : rec.exec?.write('stderr', d)));
     // Input: client → backend; its EOF becomes the backend's.
-    client.pipe(back);
+    // SFTP: each file operation is recorded before the request carrying it goes on.
+    if (rec.sftp) client.pipe(createSftpAuditor((op) => this.#ctx.recorder.record('sftp', { channel, ...op }))).pipe(back);
+    else client.pipe(back);
     if (rec.terminal) client.on('data', (d: Buffer) => rec.terminal!.input(d));
     client.on('close', () => back.close());
     const outputDone = Promise.all([once(stdout, 'end'), once(stderr, 'end')]).catch(() => undefined);
