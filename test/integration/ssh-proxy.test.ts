@@ -158,3 +158,40 @@ describe('reviews', () => {
     }
   });
 });
+
+describe('session details', () => {
+  it('passes only allow-listed environment variables', async () => {
+    const r = await proxy.ssh(['-o', 'SetEnv=LANG=C.UTF-8 HOOP_SECRET=leak', 'x@127.0.0.1', 'echo "$LANG/$HOOP_SECRET"']);
+    expect(r.stdout).toBe('C.UTF-8/\n');
+  });
+
+  it('relays a signal death as exit-signal and records it', async () => {
+    const r = await proxy.ssh(['x@127.0.0.1', 'kill -TERM $$']);
+    expect(r.code).toBe(255);
+    const exits = proxy.events.filter((e) => e.type === 'exit').map((e) => e.data.signal);
+    expect(exits).toContain('SIGTERM');
+  });
+
+  it('relays port forwarding when the connection allows it', async () => {
+    const open = await startSshProxy({ dir, connection: sshConnection(sshd, { allow: { portForwarding: true } }) });
+    try {
+      const r = await open.ssh(['-W', `127.0.0.1:${sshd.port}`, 'x@127.0.0.1'], 'SSH-2.0-probe\r\n');
+      expect(r.stdout).toMatch(/^SSH-2\.0-OpenSSH/);
+      expect(open.events.some((e) => e.type === 'forward' && e.data.destination === `127.0.0.1:${sshd.port}`)).toBe(true);
+    } finally {
+      await open.close();
+    }
+  });
+
+  it('refuses sftp when the connection does not allow it', async () => {
+    const closed = await startSshProxy({ dir, connection: sshConnection(sshd, { allow: { sftp: false } }) });
+    try {
+      const { runSsh, sshOptions } = await import('../support/ssh-proxy-harness.js');
+      const r = await runSsh(['-P', String(closed.port), ...sshOptions(closed.knownHosts), `x@127.0.0.1:/etc/hostname`, join(dir, 'nope')], undefined, 'scp');
+      expect(r.code).not.toBe(0);
+      expect(closed.events.some((e) => e.type === 'subsystem' && e.data.verdict === 'deny')).toBe(true);
+    } finally {
+      await closed.close();
+    }
+  });
+});
