@@ -195,3 +195,16 @@ describe('session details', () => {
     }
   });
 });
+
+describe('tunnels that die', () => {
+  it('a tunnel closed before the SSH handshake still ends its session', async () => {
+    const { connect } = await import('node:net');
+    const before = proxy.summaries.length;
+    const s = connect(proxy.port, '127.0.0.1');
+    await new Promise((r) => s.once('connect', r));
+    await new Promise((r) => setTimeout(r, 200));
+    s.destroy();
+    for (let i = 0; i < 40 && proxy.summaries.length === before; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(proxy.summaries.length).toBe(before + 1);
+  });
+});

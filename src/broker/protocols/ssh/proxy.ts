@@ -143,7 +143,10 @@ class SshRelay {
         client.on('ready', () => this.#onReady(client));
         client.on('close', () => finish());
       });
+      let finished = false;
       const finish = () => {
+        if (finished) return;
+        finished = true;
         this.#backend.end();
         void Promise.allSettled([...this.#pending]).then(() =>
           resolve({ outcome: 'closed', requestCount: this.#requests, errorCount: this.#errors }),
@@ -162,7 +165,11 @@ class SshRelay {
         }
         setTimeout(() => this.#client?.end(), 200);
       });
-      this.#stream.once('close', () => this.#client?.end());
+      this.#stream.once('close', () => {
+        this.#client?.end();
+        // ssh2 reports the client's close; this covers a tunnel that dies before the SSH handshake starts.
+        setTimeout(finish, 1000).unref();
+      });
       server.injectSocket(this.#stream as Socket);
     });
   }
