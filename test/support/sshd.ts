@@ -39,7 +39,8 @@ export function fingerprint(pubPath: string): string {
 export async function startSshd(): Promise<TestSshd> {
   const dir = mkdtempSync(join(tmpdir(), 'hoop-sshd-'));
   chmodSync(dir, 0o755);
-  mkdirSync('/run/sshd', { recursive: true });
+  // sshd run as root wants its privilege-separation directory; as another user it needs none.
+  if (process.getuid?.() === 0) mkdirSync('/run/sshd', { recursive: true });
   const hostKey = join(dir, 'ssh_host_ed25519_key');
   const clientKey = join(dir, 'broker_key');
   keygen(hostKey, 'test-sshd');
