@@ -61,6 +61,12 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     ? loadBrokerHostKey(config.ssh.hostKey?.reveal(), `${storePath === ':memory:' ? config.baseDir : dirname(storePath)}/hoopctl-ssh-host-key`)
     : undefined;
   if (sshHostKey) logger.info({ fingerprint: sshHostKey.fingerprint, created: sshHostKey.created }, 'ssh host key');
+  for (const c of config.connections) {
+    // Commands typed into a shell are not judged one by one: say so where that leaves a rule easy to walk around.
+    if (c.type === 'ssh' && c.defaultAction === 'allow' && c.rules.some((r) => r.action !== 'allow' && !r.match?.shell) && !c.rules.some((r) => r.match?.shell)) {
+      logger.warn({ connection: c.name }, 'ssh connection has command rules but allows interactive shells, where commands are recorded, not judged; add a rule with match: { shell: true }');
+    }
+  }
   const auditGroups = new Set(config.audit.groups);
   const live = new Set<Duplex>();
   /** Sessions running in this process: their recorder (one writer per stream) and how to end them. */

@@ -35,7 +35,11 @@
  * - Fail closed: text that cannot be read (an unterminated quote) is denied (rule `unparseable`); a text
  *   whose effect is dynamic gets the `dynamic` action (rule `dynamic-command`).
  * - An interactive shell cannot be judged command by command: rules with `shell: true` decide whether one
- *   may start at all (else `defaultAction`). Its whole terminal is recorded.
+ *   may start at all (else `defaultAction`). Its whole terminal is recorded. A shell (with or without a
+ *   terminal, e.g. `echo 'rm -rf /' | ssh host`) is a way around command rules, so a connection whose command
+ *   rules matter should deny or review shells (`match: { shell: true }`) for all but break-glass identities;
+ *   the broker warns at start when it does not. SFTP and port forwarding are governed by the connection's
+ *   `allow`, not by command rules.
  */
 import { z } from 'zod';
 import { globMatch } from './glob.js';
