@@ -275,7 +275,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       if (connection.type === 'ssh') {
         const ssh = await proxySshSession(stream, {
           connection, recorder, logger: log, identity, maskKey, signal: ending.signal, hostKey: sshHostKey!,
-          reviews: connection.reviews ? statementReviews(identity, connection, row.id, detach, 'command') : undefined,
+          reviews: connection.reviews ? statementReviews(identity, connection, row.id, detach, 'command') : undefined, detachedReviews: detach,
         });
         await sessions.close(row.id, recorder, {
           status: ssh.outcome, statementCount: ssh.requestCount, errorCount: ssh.errorCount, ...(ssh.error ? { error: ssh.error } : {}), durationMs: Date.now() - started,

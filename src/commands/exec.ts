@@ -55,19 +55,25 @@ export function register(program: Command): void {
 }
 
 /** `hoopctl exec ssh-host -- command…`: runs it through the broker and exits with its status. */
-async function execSsh(name: string, words: string[], opts: { broker?: string; tty?: boolean; execute?: string; file?: string }): Promise<void> {
+async function execSsh(name: string, words: string[], opts: { broker?: string; tty?: boolean; execute?: string; file?: string; wait: boolean; output: string }): Promise<void> {
   if (opts.execute !== undefined || opts.file !== undefined) throw new UserError('-e and -f are for SQL; pass an SSH command after --', { code: 'USAGE' });
   const broker = resolveBroker(opts.broker);
   const token = await accessToken(broker);
   const { connection } = await brokerGet<{ connection: { type: string; hostKeyFingerprint?: string } }>(broker, `/api/v1/connections/${encodeURIComponent(name)}`, token);
   if (connection.type !== 'ssh') throw new UserError(`${name} is a ${connection.type} connection; commands after -- are for ssh connections`, { code: 'USAGE', hint: `hoopctl exec ${name} -e "SQL"` });
+  let held: string | undefined;
   const status = await execOverTunnel({
     broker, connection: name, token, hostKeyFingerprint: connection.hostKeyFingerprint, command: remoteCommand(words),
+    detachReviews: !opts.wait, onHeld: (id) => (held = id),
     stdin: process.stdin.isTTY ? null : process.stdin, stdout: process.stdout, stderr: process.stderr,
     ...(opts.tty ? { pty: { cols: process.stdout.columns ?? 80, rows: process.stdout.rows ?? 24, term: process.env.TERM ?? 'xterm' } } : {}),
   });
   // The command is over: stop reading our input so the process can exit.
   if (!process.stdin.isTTY) process.stdin.destroy();
+  if (held && !opts.wait && status === 5) {
+    if (opts.output === 'json') process.stdout.write(JSON.stringify({ status: 'held', review: held }) + '\n');
+    throw new HoopError(`command held for review ${held}; run it again once approved`, { code: 'HELD_FOR_REVIEW' });
+  }
   process.exitCode = status;
 }
 

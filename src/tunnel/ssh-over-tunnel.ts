@@ -13,6 +13,10 @@ export interface SshExecOptions {
   stdin: NodeJS.ReadableStream | null;
   stdout: NodeJS.WritableStream;
   stderr: NodeJS.WritableStream;
+  /** Do not wait for reviews: a held command ends at once (exit status 5, see `heldReview`). */
+  detachReviews?: boolean;
+  /** Called with the review id when the broker held the command for review. */
+  onHeld?(reviewId: string): void;
   /** Ask for a terminal (`-t`). */
   pty?: { cols: number; rows: number; term: string };
 }
@@ -22,7 +26,7 @@ export interface SshExecOptions {
  * Resolves with the remote exit status (128 + signal number for a signal, as shells report it).
  */
 export async function execOverTunnel(o: SshExecOptions): Promise<number> {
-  const stream = await openTunnel(o.broker, o.connection, o.token, 'hoopctl-exec');
+  const stream = await openTunnel(o.broker, o.connection, o.token, 'hoopctl-exec', o.detachReviews ? { review: 'detach' } : undefined);
   const client = new ssh2.Client();
   let banner = '';
   let triedAuth = false;
@@ -58,6 +62,17 @@ export async function execOverTunnel(o: SshExecOptions): Promise<number> {
         });
         channel.pipe(o.stdout as NodeJS.WritableStream, { end: false });
         channel.stderr.pipe(o.stderr as NodeJS.WritableStream, { end: false });
+        // The broker's own notice of a held command names the review; it comes before any output of the command.
+        let head = '';
+        channel.stderr.on('data', (d: Buffer) => {
+          if (head.length > 4096) return;
+          head += d.toString();
+          const m = /hoopctl: command held for review (rev_[0-9a-f]+)/.exec(head);
+          if (m) {
+            o.onHeld?.(m[1]!);
+            head = 'x'.repeat(4097);
+          }
+        });
         if (o.stdin) o.stdin.pipe(channel);
         else channel.end();
         channel.on('close', () => resolve(status));

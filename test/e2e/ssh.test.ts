@@ -199,6 +199,22 @@ describe('hoopctl exec for ssh', () => {
     cliOutput.push(up.stdout, up.stderr, three.stdout, denied.stderr);
   });
 
+  it('--no-wait: a held command exits 5 naming the review; once approved, running it again runs it once', async () => {
+    const marker = join(sshd.dir, 'no-wait-marker');
+    const first = await runCli(['exec', 'ssh-host', '--no-wait', '--', `touch ${marker}`], alice);
+    expect(first.code, first.stderr).toBe(5);
+    const id = /review (rev_[0-9a-f]+)/.exec(first.stderr)?.[1];
+    expect(id).toBeTruthy();
+    expect(() => statSync(marker)).toThrow();
+    const approve = await runCli(['approve', id!, '--reason', 'ok'], bob);
+    expect(approve.code, approve.stderr).toBe(0);
+    const again = await runCli(['exec', 'ssh-host', '--no-wait', '--', `touch ${marker}`], alice);
+    expect(again.code, again.stderr).toBe(0);
+    expect(statSync(marker).isFile()).toBe(true);
+    const third = await runCli(['exec', 'ssh-host', '--no-wait', '--', `touch ${marker}`], alice);
+    expect(third.code).toBe(5);
+  });
+
   it('refuses the session when the backend host key does not match the pin', async () => {
     const r = await runCli(['exec', 'ssh-wrong-key', '--', 'echo', 'should-not-run'], alice);
     expect(r.code).not.toBe(0);

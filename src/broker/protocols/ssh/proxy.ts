@@ -37,6 +37,8 @@ export interface SshProxyContext {
   /** Aborted (with a reason) when the session must end, e.g. its access grant ran out. */
   signal?: AbortSignal;
   reviews?: CommandReviews;
+  /** The client asked not to wait for reviews (`hoopctl exec --no-wait`): a held command ends at once. */
+  detachedReviews?: boolean;
 }
 
 export interface SshSessionSummary {
@@ -50,6 +52,8 @@ export interface SshSessionSummary {
 
 /** Exit status of a command the broker refused (as a shell would for a command it could not run). */
 export const REFUSED_EXIT_STATUS = 1;
+/** Exit status of a command left waiting for review when the client asked not to wait (hoopctl's own code 5). */
+export const HELD_EXIT_STATUS = 5;
 
 /**
  * Terminates the client's SSH on the tunnel stream (the broker's own host key, any client authentication: the
@@ -315,7 +319,8 @@ class SshRelay {
           client.stderr.write(`hoopctl: ${outcome.message}\r\n`);
           return true;
         }
-        return this.#refuse(client, channel, outcome.message.replace(/^hoopctl: /, ''));
+        const held = this.#ctx.detachedReviews === true && outcome.reviewId !== undefined;
+        return this.#refuse(client, channel, outcome.message.replace(/^hoopctl: /, ''), held ? HELD_EXIT_STATUS : REFUSED_EXIT_STATUS);
       } finally {
         client.off('close', onClose);
         this.#open.delete(client);
@@ -324,12 +329,12 @@ class SshRelay {
     return this.#refuse(client, channel, verdict.message);
   }
 
-  async #refuse(client: ServerChannel, channel: number, message: string): Promise<false> {
+  async #refuse(client: ServerChannel, channel: number, message: string, status = REFUSED_EXIT_STATUS): Promise<false> {
     this.#errors++;
-    await this.#ctx.recorder.record('refused', { channel, message });
+    await this.#ctx.recorder.record('refused', { channel, message, status });
     if (client.writable) {
       client.stderr.write(`hoopctl: ${message}\r\n`);
-      client.exit(REFUSED_EXIT_STATUS);
+      client.exit(status);
       client.end();
     }
     return false;
