@@ -20,7 +20,7 @@ export function register(program: Command): void {
     .option('-o, --output <format>', 'table, csv or json', 'table')
     .option('--broker <url>', 'broker URL')
     .option('-t, --tty', 'ssh: run the command in a terminal')
-    .option('--no-wait', 'when a statement is held for review, print the review id and exit 5 instead of waiting; run the same SQL again once approved')
+    .option('--no-wait', 'when a statement or command is held for review, print the review id and exit 5 instead of waiting; run the same SQL or command again once approved')
     .addHelpText(
       'after',
       '\nSQL comes from -e, -f, or standard input.\nExamples:\n  hoopctl exec pg-prod -e "select count(*) from orders"\n  HOOPCTL_TOKEN=$CI_OIDC_TOKEN hoopctl exec pg-prod -f report.sql -o json\n  hoopctl exec web-1 -- uptime\n  hoopctl exec web-1 -- sh -c \'systemctl status nginx | head\'\n\nSSH commands: one word after -- is sent as written (it may hold a whole shell line); several are quoted word by word.\nStandard input is passed to the command unless it is a terminal. The exit status is the command\'s own.\n\nExit status: 0 ok, 1 SQL or other error (a rejected review too), 3 not authenticated, 4 access denied, 5 held for review (--no-wait).',
