@@ -1,0 +1,690 @@
+/**
+ * The reverse proxy behind `http` and `kubernetes` connections. One call serves one client TCP connection carried
+ * over the tunnel (HTTP/1.1, keep-alive: many requests) with a node `http.Server` of its own, and relays each
+ * request with http-proxy-3 to the target, the broker's credential injected and the client's own dropped.
+ *
+ * Per request: judged by the connection's rules (Kubernetes requests by what their API path means) → deny (403:
+ * a JSON body naming the rule, for Kubernetes a `Status` kubectl prints) · review (held through `ctx.reviews`;
+ * no reviews configured → refused, fail closed) · allow → `request-start` recorded, then forwarded. The response
+ * comes back through the masks (JSON paths and detectors; watches and text line by line) and a `request` event
+ * records method, path, status, duration, sizes and, when configured, both bodies masked and capped.
+ *
+ * Upgrades: WebSocket is proxied (kubectl exec/attach/port-forward since 1.30, any WebSocket API). Exec and attach
+ * streams are recorded as terminals (asciicast `cast` events, like SSH). SPDY upgrades (kubectl's fallback, and
+ * the only transport before 1.30) are refused: the broker cannot record them; a refusal repeats the decision that
+ * kubectl's WebSocket attempt got a moment before, so the user sees the rule or the reviewer's reason.
+ */
+import { createServer, Agent as HttpAgent, type ClientRequest, type IncomingMessage, type ServerResponse, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import { randomBytes } from 'node:crypto';
+import type { Duplex, Readable } from 'node:stream';
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { createProxyServer, type ProxyServer } from 'http-proxy-3';
+import type { SessionRecorder } from '../../recording/recorder.js';
+import type { StatementReviews, HoldOutcome } from '../postgres/proxy.js';
+import type { OutputMask } from '../ssh/recordings.js';
+import { errorMessage } from '../../../lib/errors.js';
+import type { MaskKey } from '../../../policy/masking.js';
+import type { PolicyIdentity } from '../../../policy/rules.js';
+import { evaluateHttpRequest, evaluateKubeRequest, type RequestVerdict } from '../../../policy/http-rules.js';
+import { parseKubeRequest, type KubeRequest } from '../../../policy/kube-path.js';
+import { parseJsonPath } from '../../../policy/http-json-mask.js';
+import type { ResolvedWebConnection } from './config.js';
+import { BodySample, bodyMode, decoderFor, isJsonType, isTextType, LineMasker, maskJsonDocument, maskPlainText, type BodyMask } from './body-masking.js';
+import { sendRefusal, writeRawRefusal, type Refusal } from './refusals.js';
+import { WsFrameObserver } from './ws-frames.js';
+import { execInfoFromQuery, KubeExecRecording } from './kube-exec-recording.js';
+
+export interface HttpSessionContext {
+  connection: ResolvedWebConnection;
+  recorder: SessionRecorder;
+  identity: PolicyIdentity;
+  logger: Logger;
+  /** Decides requests held by `review` rules; absent → such requests are refused. */
+  reviews?: StatementReviews;
+  /** Aborted when the session must end (its access grant ran out): the connection is closed. */
+  signal?: AbortSignal;
+  /** Key of the `hash` masking strategy (random per process when absent). */
+  maskKey?: MaskKey;
+}
+
+export interface HttpSessionSummary {
+  outcome: 'closed' | 'failed';
+  requestCount: number;
+  /** Requests refused (rules, reviews) or failed (backend unreachable, unmaskable body). */
+  errorCount: number;
+  error?: string;
+}
+
+/** How long a WebSocket refusal is remembered for the SPDY retry kubectl makes right after it. */
+const REFUSAL_MEMORY_MS = 30_000;
+const recentRefusals = new Map<string, { refusal: Refusal; until: number }>();
+
+function rememberRefusal(key: string, refusal: Refusal): void {
+  const now = Date.now();
+  for (const [k, v] of recentRefusals) if (v.until < now) recentRefusals.delete(k);
+  recentRefusals.set(key, { refusal, until: now + REFUSAL_MEMORY_MS });
+}
+
+function recalledRefusal(key: string): Refusal | undefined {
+  const hit = recentRefusals.get(key);
+  if (!hit || hit.until < Date.now()) return undefined;
+  return hit.refusal;
+}
+
+const processMaskKey = randomBytes(32);
+
+/** How long a connection whose client sent EOF may still flush before it is destroyed. */
+const CLOSE_GRACE_MS = 2_000;
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate']);
+
+interface Judgement {
+  verdict: RequestVerdict;
+  kube?: KubeRequest;
+  /** One line for approvers: `POST /api/v1/namespaces/default/pods/web/exec?command=echo&command=hi`. */
+  statement: string;
+}
+
+interface RequestState {
+  seq: number;
+  started: number;
+  base: Record<string, unknown>;
+  watch: boolean;
+  requestBytes: number;
+  requestSample?: BodySample;
+  requestType?: string;
+  status?: number;
+  responseBytes: number;
+  responseSample?: BodySample;
+  responseType?: string;
+  maskHits?: Record<string, number>;
+  error?: string;
+  done: boolean;
+}
+
+interface UpgradeState extends RequestState {
+  protocol?: string;
+  /** Resolves when either side of the upgraded connection is gone. */
+  over: Promise<void>;
+  end(): void;
+  /** For kubectl exec/attach: where it runs, to record it as a terminal. */
+  execWhere?: { namespace?: string; pod?: string; subresource: string; query: URLSearchParams };
+  exec?: Promise<KubeExecRecording | undefined>;
+}
+
+/** Serves one client connection of an http or kubernetes connection until it closes. */
+export async function proxyHttpTunnel(stream: Duplex, ctx: HttpSessionContext): Promise<HttpSessionSummary> {
+  return new HttpTunnelSession(stream, ctx).run();
+}
+
+/** Gives a tunnel stream the socket methods node's http server and http-proxy-3 call on a connection. */
+function asSocketLike(stream: Duplex): Socket {
+  const s = stream as Duplex & Partial<Record<'setTimeout' | 'setNoDelay' | 'setKeepAlive' | 'destroySoon', (...a: unknown[]) => unknown>>;
+  s.setTimeout ??= function (this: Duplex) {
+    return this;
+  };
+  s.setNoDelay ??= function (this: Duplex) {
+    return this;
+  };
+  s.setKeepAlive ??= function (this: Duplex) {
+    return this;
+  };
+  s.destroySoon ??= function (this: Duplex) {
+    if (this.writable) this.end(() => this.destroy());
+    else this.destroy();
+  };
+  return s as unknown as Socket;
+}
+
+class HttpTunnelSession {
+  readonly #stream: Duplex;
+  readonly #ctx: HttpSessionContext;
+  readonly #conn: ResolvedWebConnection;
+  readonly #log: Logger;
+  readonly #proxy: ProxyServer;
+  readonly #agent: HttpAgent;
+  readonly #origin: string;
+  readonly #mask?: BodyMask;
+  readonly #outputMask?: OutputMask;
+  readonly #recordMax?: number;
+  readonly #states = new WeakMap<IncomingMessage, RequestState>();
+  readonly #upgrades = new WeakMap<IncomingMessage, UpgradeState>();
+  readonly #pending = new Set<Promise<unknown>>();
+  readonly #openingTaps = new WeakMap<Duplex, { state: UpgradeState; clientSocket: Duplex }>();
+  #requestCount = 0;
+  #errorCount = 0;
+  #failure?: string;
+  #execChannel = 0;
+
+  constructor(stream: Duplex, ctx: HttpSessionContext) {
+    this.#stream = stream;
+    this.#ctx = ctx;
+    this.#conn = ctx.connection;
+    this.#log = ctx.logger;
+    const url = new URL(this.#conn.target.url);
+    this.#origin = url.origin;
+    const https = url.protocol === 'https:';
+    const insecure = this.#conn.type === 'kubernetes' ? this.#conn.target.insecureSkipVerify : (this.#conn.target.tls?.insecureSkipVerify ?? false);
+    const ca = this.#conn.target.caPem;
+    const clientCert = this.#conn.type === 'kubernetes' && 'clientCert' in this.#conn.credentials ? this.#conn.credentials.clientCert : undefined;
+    this.#agent = https
+      ? new HttpsAgent({ keepAlive: true, maxSockets: 16, rejectUnauthorized: !insecure, ...(ca ? { ca } : {}), ...(clientCert ? { cert: clientCert.cert.reveal(), key: clientCert.key.reveal() } : {}) })
+      : new HttpAgent({ keepAlive: true, maxSockets: 16 });
+    const key = ctx.maskKey ?? processMaskKey;
+    const m = this.#conn.mask;
+    if (m) {
+      this.#mask = { paths: m.jsonPaths.map(parseJsonPath), detectors: m.detectors, strategy: m.strategy, key, maxBytes: m.maxBytes };
+      if (m.detectors.length > 0) this.#outputMask = { detectors: m.detectors, strategy: m.strategy, key };
+    }
+    this.#recordMax = this.#conn.recordBodies?.maxBytes;
+    this.#proxy = createProxyServer({
+      target: {
+        protocol: url.protocol,
+        host: url.hostname,
+        hostname: url.hostname,
+        port: Number(url.port || (https ? 443 : 80)),
+        pathname: url.pathname === '/' ? '' : url.pathname.replace(/\/$/, ''),
+        ...(ca ? { ca } : {}),
+        ...(clientCert ? { cert: clientCert.cert.reveal(), key: clientCert.key.reveal() } : {}),
+      } as never,
+      agent: this.#agent,
+      changeOrigin: true,
+      secure: !insecure,
+      xfwd: false,
+      selfHandleResponse: true,
+      ws: true,
+    });
+    this.#proxy.on('error', (err: Error) => this.#log.debug({ err: err.message }, 'http proxy error'));
+    this.#proxy.on('proxyRes', (proxyRes, req, res) => this.#respond(proxyRes, req, res));
+    this.#proxy.on('proxyReqWs', (proxyReq, req, socket) => this.#watchUpgrade(proxyReq, req, socket as unknown as Duplex));
+    this.#proxy.on('open', (backendSocket) => this.#tapUpgraded(backendSocket as unknown as Duplex));
+  }
+
+  async run(): Promise<HttpSessionSummary> {
+    const socket = asSocketLike(this.#stream);
+    const server = createServer({ requestTimeout: 0, keepAliveTimeout: 120_000 });
+    server.on('request', (req, res) => this.#track(this.#onRequest(req, res)));
+    server.on('upgrade', (req, sock: Duplex, head: Buffer) => this.#track(this.#onUpgrade(req, sock, head)));
+    server.on('clientError', (err, sock: Duplex) => {
+      this.#errorCount++;
+      this.#log.debug({ err: err.message }, 'malformed HTTP from client');
+      if (sock.writable) sock.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      else sock.destroy();
+    });
+    this.#stream.on('error', (err) => this.#log.debug({ err: err.message }, 'tunnel stream error'));
+    const closed = new Promise<void>((resolve) => {
+      if (this.#stream.destroyed) resolve();
+      else this.#stream.once('close', () => resolve());
+    });
+    // The client's EOF ends the session: node's http server does not serve half-open connections, and an upgraded
+    // stream has no use for one. What is left to write gets a moment, then the stream goes (a tunnel stream whose
+    // WebSocket already closed may never report its write side finished).
+    let grace: NodeJS.Timeout | undefined;
+    const windDown = () => {
+      grace ??= setTimeout(() => this.#stream.destroy(), CLOSE_GRACE_MS);
+    };
+    this.#stream.once('end', windDown);
+    this.#stream.once('finish', windDown);
+    const onAbort = () => this.#stream.destroy();
+    this.#ctx.signal?.addEventListener('abort', onAbort, { once: true });
+    if (this.#ctx.signal?.aborted) onAbort();
+    server.emit('connection', socket);
+    await closed;
+    clearTimeout(grace);
+    this.#ctx.signal?.removeEventListener('abort', onAbort);
+    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+    this.#agent.destroy();
+    this.#proxy.close?.();
+    return {
+      outcome: this.#failure ? 'failed' : 'closed',
+      requestCount: this.#requestCount,
+      errorCount: this.#errorCount,
+      ...(this.#failure ? { error: this.#failure } : {}),
+    };
+  }
+
+  #track(p: Promise<unknown>): void {
+    const tracked = p.catch((e) => {
+      this.#log.error({ err: errorMessage(e) }, 'http request handling failed');
+    });
+    this.#pending.add(tracked);
+    void tracked.finally(() => this.#pending.delete(tracked));
+  }
+
+  // ------------------------------------------------------------------ judging
+
+  #judge(method: string, url: URL): Judgement {
+    let query = url.search;
+    try {
+      query = decodeURIComponent(url.search.replace(/\+/g, ' '));
+    } catch {
+      // keep it raw
+    }
+    const statement = this.#maskLine(`${method} ${url.pathname}${query}`);
+    if (this.#conn.type === 'kubernetes') {
+      const kube = parseKubeRequest(method, url);
+      return { verdict: evaluateKubeRequest(this.#conn, this.#ctx.identity, kube), kube, statement };
+    }
+    let path = url.pathname;
+    try {
+      path = decodeURIComponent(url.pathname);
+    } catch {
+      // a malformed escape is matched as written
+    }
+    return { verdict: evaluateHttpRequest(this.#conn, this.#ctx.identity, { method, path }), statement };
+  }
+
+  #maskLine(text: string): string {
+    return this.#mask ? maskPlainText(text, this.#mask) : text;
+  }
+
+  /** The base of a request's recorded events. */
+  #baseEvent(seq: number, method: string, url: URL, j: Judgement): Record<string, unknown> {
+    const k = j.kube;
+    return {
+      seq,
+      method,
+      path: this.#maskLine(url.pathname),
+      ...(url.search ? { query: this.#maskLine(url.search.slice(1)) } : {}),
+      verdict: j.verdict.action,
+      ...(j.verdict.rule ? { rule: j.verdict.rule } : {}),
+      ...(k
+        ? {
+            kube: {
+              verb: k.verb,
+              ...(k.nonResource ? {} : { apiGroup: k.apiGroup, resource: k.resource }),
+              ...(k.subresource ? { subresource: k.subresource } : {}),
+              ...(k.namespace ? { namespace: k.namespace } : {}),
+              ...(k.name ? { name: k.name } : {}),
+            },
+          }
+        : {}),
+    };
+  }
+
+  /** Holds a request for review. Without reviews configured, refuses it (fail closed). */
+  async #hold(j: Judgement, signal: AbortSignal): Promise<HoldOutcome> {
+    const rule = j.verdict.rule ?? 'review';
+    if (!this.#ctx.reviews) {
+      return { approved: false, message: `hoopctl: ${j.statement.split(' ')[0]} needs approval (rule "${rule}") but this connection has no reviewers configured` };
+    }
+    try {
+      return await this.#ctx.reviews.hold({ statement: j.statement, rule, message: j.verdict.message }, { notice: async () => undefined, signal });
+    } catch (e) {
+      return { approved: false, message: `hoopctl: the review could not be filed: ${errorMessage(e)}` };
+    }
+  }
+
+  #refusalFor(j: Judgement): Refusal {
+    return { status: 403, message: `hoopctl: ${j.verdict.message}`, rule: j.verdict.rule };
+  }
+
+  #refusalKey(path: string): string {
+    return `${this.#conn.name}\u0000${this.#ctx.identity.subject}\u0000${path}`;
+  }
+
+  // ------------------------------------------------------------------ plain requests
+
+  async #onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const seq = ++this.#requestCount;
+    const started = performance.now();
+    const method = (req.method ?? 'GET').toUpperCase();
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://hoopctl.invalid');
+    } catch {
+      this.#errorCount++;
+      sendRefusal(res, this.#conn.type, { status: 400, message: 'hoopctl: malformed request target' });
+      return;
+    }
+    // Forward the path as judged: `/public/../admin` is judged and sent as `/admin`.
+    req.url = url.pathname + url.search;
+    const j = this.#judge(method, url);
+    const base = this.#baseEvent(seq, method, url, j);
+    const refuse = async (r: Refusal, extra: Record<string, unknown> = {}) => {
+      this.#errorCount++;
+      const bytes = sendRefusal(res, this.#conn.type, r);
+      req.resume();
+      await this.#record('request', { ...base, ...extra, status: r.status, durationMs: elapsed(started), requestBytes: 0, responseBytes: bytes, error: r.message });
+    };
+    if (j.verdict.action === 'deny') return refuse(this.#refusalFor(j));
+    if (j.verdict.action === 'review') {
+      const gone = new AbortController();
+      res.once('close', () => gone.abort(new Error('client went away')));
+      const outcome = await this.#hold(j, gone.signal);
+      if (gone.signal.aborted) {
+        await this.#record('request', { ...base, status: 499, durationMs: elapsed(started), requestBytes: 0, responseBytes: 0, error: 'client went away while held' });
+        return;
+      }
+      if (!outcome.approved) return refuse({ status: 403, message: outcome.message, rule: j.verdict.rule, reviewId: outcome.reviewId }, outcome.reviewId ? { review: outcome.reviewId } : {});
+      base.review = outcome.reviewId;
+    }
+    if (!(await this.#record('request-start', base))) {
+      return refuse({ status: 503, message: 'hoopctl: the session cannot be recorded, so the request was not forwarded', reason: 'ServiceUnavailable' });
+    }
+    const state: RequestState = {
+      seq,
+      started,
+      base,
+      watch: j.kube?.verb === 'watch' || /[?&]watch=(1|true)\b/i.test(url.search),
+      requestBytes: 0,
+      responseBytes: 0,
+      done: false,
+      requestType: req.headers['content-type'],
+      ...(this.#recordMax !== undefined ? { requestSample: new BodySample(this.#recordMax) } : {}),
+    };
+    this.#states.set(req, state);
+    // Tapped in the same turn as http-proxy-3 pipes the request on, so no chunk is missed.
+    req.on('data', (c: Buffer) => {
+      state.requestBytes += c.length;
+      state.requestSample?.add(c);
+    });
+    const finished = new Promise<void>((resolve) => res.once('close', resolve));
+    this.#injectCredentials(req.headers, false);
+    this.#proxy.web(req, res, {}, (err: Error) => {
+      state.error = `backend: ${err.message}`;
+      this.#errorCount++;
+      if (!res.headersSent) {
+        const body = sendRefusal(res, this.#conn.type, { status: 502, message: `hoopctl: the backend could not be reached: ${err.message}`, reason: 'InternalError' });
+        state.status = 502;
+        state.responseBytes += body;
+      } else res.destroy();
+    });
+    await finished;
+    await this.#finish(state);
+  }
+
+  #injectCredentials(headers: IncomingHttpHeaders, upgrade: boolean): void {
+    // The client's own credentials never reach the backend, nor may a Kubernetes client impersonate anyone.
+    delete headers.authorization;
+    delete headers['proxy-authorization'];
+    if (this.#conn.type === 'kubernetes') {
+      for (const h of Object.keys(headers)) if (h.startsWith('impersonate-')) delete headers[h];
+      if ('bearer' in this.#conn.credentials) headers.authorization = `Bearer ${this.#conn.credentials.bearer.reveal()}`;
+    } else {
+      const c = this.#conn.credentials;
+      if (c && 'header' in c) {
+        delete headers[c.header.name.toLowerCase()];
+        headers[c.header.name.toLowerCase()] = c.header.value.reveal();
+      } else if (c && 'bearer' in c) headers.authorization = `Bearer ${c.bearer.reveal()}`;
+      else if (c && 'basic' in c) headers.authorization = `Basic ${Buffer.from(`${c.basic.user}:${c.basic.password.reveal()}`).toString('base64')}`;
+    }
+    // Bodies the broker must read (masking, recording) come uncompressed; WebSocket frames likewise.
+    if (!upgrade && (this.#mask || this.#recordMax !== undefined)) headers['accept-encoding'] = 'identity';
+    if (upgrade) delete headers['sec-websocket-extensions'];
+  }
+
+  #responseHeaders(proxyRes: IncomingMessage, drop: readonly string[]): OutgoingHttpHeaders {
+    const listed = new Set(
+      String(proxyRes.headers.connection ?? '')
+        .split(',')
+        .map((s) => s.trim().toLowerCase())
+        .filter(Boolean),
+    );
+    const out: OutgoingHttpHeaders = {};
+    for (const [k, v] of Object.entries(proxyRes.headers)) {
+      if (v === undefined || HOP_BY_HOP.has(k) || listed.has(k) || drop.includes(k)) continue;
+      out[k] = v;
+    }
+    // A redirect to the backend's own origin becomes relative, so the client follows it through the gate.
+    const loc = out.location;
+    if (typeof loc === 'string' && loc.startsWith(this.#origin)) out.location = loc.slice(this.#origin.length) || '/';
+    return out;
+  }
+
+  #respond(proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse): void {
+    const state = this.#states.get(req);
+    if (!state) {
+      proxyRes.resume();
+      res.destroy();
+      return;
+    }
+    const status = proxyRes.statusCode ?? 502;
+    state.status = status;
+    const contentType = proxyRes.headers['content-type'];
+    state.responseType = contentType;
+    const mode = bodyMode(contentType, state.watch, this.#mask);
+    res.once('close', () => {
+      if (!proxyRes.complete) proxyRes.destroy();
+    });
+    const sampleText = this.#recordMax !== undefined && contentType !== undefined && isTextType(contentType);
+    if (sampleText) state.responseSample = new BodySample(this.#recordMax!);
+    const tap = (c: Buffer) => {
+      state.responseBytes += c.length;
+      state.responseSample?.add(c);
+    };
+
+    if (mode === 'pass') {
+      res.writeHead(status, proxyRes.statusMessage, this.#responseHeaders(proxyRes, []));
+      proxyRes.on('data', tap);
+      proxyRes.pipe(res);
+      return;
+    }
+    const mask = this.#mask!;
+    const decoder = decoderFor(proxyRes.headers['content-encoding'] as string | undefined);
+    if (decoder === undefined) {
+      proxyRes.resume();
+      this.#errorCount++;
+      state.error = `unmaskable content-encoding ${String(proxyRes.headers['content-encoding'])}`;
+      state.status = 502;
+      state.responseBytes += sendRefusal(res, this.#conn.type, { status: 502, message: `hoopctl: the response is encoded as "${String(proxyRes.headers['content-encoding'])}", which the broker cannot read to mask`, reason: 'InternalError' });
+      return;
+    }
+    const source: Readable = decoder ? proxyRes.pipe(decoder) : proxyRes;
+    decoder?.on('error', (e) => {
+      state.error = `decompression: ${e.message}`;
+      res.destroy();
+    });
+    const headers = this.#responseHeaders(proxyRes, ['content-length', 'content-encoding', 'content-md5', 'etag']);
+    if (mode === 'json') {
+      const parts: Buffer[] = [];
+      let size = 0;
+      let over = false;
+      source.on('data', (c: Buffer) => {
+        if (over) return;
+        size += c.length;
+        if (size > mask.maxBytes) {
+          over = true;
+          proxyRes.destroy();
+          this.#errorCount++;
+          state.status = 502;
+          state.error = `response over mask.maxBytes (${mask.maxBytes})`;
+          state.responseBytes += sendRefusal(res, this.#conn.type, { status: 502, message: `hoopctl: the response is larger than the masking limit (${mask.maxBytes} bytes), so it was withheld`, reason: 'InternalError' });
+          return;
+        }
+        parts.push(c);
+      });
+      source.on('end', () => {
+        if (over) return;
+        const r = maskJsonDocument(new TextDecoder('utf-8').decode(Buffer.concat(parts)), mask);
+        if (Object.keys(r.hits).length > 0) state.maskHits = r.hits;
+        const body = Buffer.from(r.text, 'utf8');
+        headers['content-length'] = body.length;
+        res.writeHead(status, proxyRes.statusMessage, headers);
+        tap(body);
+        res.end(body);
+      });
+      return;
+    }
+    const masker = new LineMasker(mask, mode === 'json-lines');
+    res.writeHead(status, proxyRes.statusMessage, headers);
+    masker.on('data', tap);
+    masker.on('end', () => {
+      if (Object.keys(masker.hits).length > 0) state.maskHits = masker.hits;
+    });
+    source.pipe(masker).pipe(res);
+  }
+
+  async #finish(state: RequestState): Promise<void> {
+    if (state.done) return;
+    state.done = true;
+    const status = state.status ?? 499;
+    const event: Record<string, unknown> = {
+      ...state.base,
+      status,
+      durationMs: elapsed(state.started),
+      requestBytes: state.requestBytes,
+      responseBytes: state.responseBytes,
+      ...(state.maskHits ? { masked: state.maskHits } : {}),
+      ...(state.error ? { error: state.error } : {}),
+    };
+    const reqBody = this.#sampleForRecording(state.requestSample, state.requestType);
+    if (reqBody) event.requestBody = reqBody;
+    const resBody = this.#sampleForRecording(state.responseSample, state.responseType);
+    if (resBody) event.body = resBody;
+    await this.#record('request', event);
+  }
+
+  /** A captured body as it may be stored: masked (JSON by path and detectors, text by detectors), capped. */
+  #sampleForRecording(sample: BodySample | undefined, contentType: string | undefined): { text: string; truncated?: true } | undefined {
+    if (!sample || sample.total === 0 || !contentType || !isTextType(contentType)) return undefined;
+    let text = sample.text();
+    if (this.#mask) text = isJsonType(contentType) && !sample.truncated ? maskJsonDocument(text, this.#mask).text : maskPlainText(text, this.#mask);
+    return { text, ...(sample.truncated ? { truncated: true as const } : {}) };
+  }
+
+  async #record(type: string, data: Record<string, unknown>): Promise<boolean> {
+    try {
+      await this.#ctx.recorder.record(type, data);
+      return true;
+    } catch (e) {
+      this.#failure = `recording failed: ${errorMessage(e)}`;
+      this.#log.error({ err: errorMessage(e), type }, 'recording failed');
+      return false;
+    }
+  }
+
+  // ------------------------------------------------------------------ upgrades
+
+  async #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const seq = ++this.#requestCount;
+    const started = performance.now();
+    const method = (req.method ?? 'GET').toUpperCase();
+    socket.on('error', (err) => this.#log.debug({ err: err.message }, 'upgraded client connection error'));
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://hoopctl.invalid');
+    } catch {
+      this.#errorCount++;
+      writeRawRefusal(socket, this.#conn.type, { status: 400, message: 'hoopctl: malformed request target' });
+      return;
+    }
+    req.url = url.pathname + url.search;
+    const protocol = String(req.headers.upgrade ?? '').toLowerCase();
+    const j = this.#judge(method, url);
+    const base = { ...this.#baseEvent(seq, method, url, j), upgrade: protocol };
+    const refusalKey = this.#refusalKey(url.pathname);
+    const refuse = async (r: Refusal, remember: boolean) => {
+      this.#errorCount++;
+      if (remember) rememberRefusal(refusalKey, r);
+      const bytes = writeRawRefusal(socket, this.#conn.type, r);
+      await this.#record('request', { ...base, status: r.status, durationMs: elapsed(started), requestBytes: 0, responseBytes: bytes, error: r.message });
+    };
+
+    if (protocol !== 'websocket') {
+      if (j.verdict.action === 'deny') return refuse(this.#refusalFor(j), false);
+      const earlier = protocol.startsWith('spdy/') ? recalledRefusal(refusalKey) : undefined;
+      if (earlier) return refuse(earlier, false);
+      return refuse(
+        {
+          status: 400,
+          message: protocol.startsWith('spdy/')
+            ? 'hoopctl: SPDY streams are not supported through the gate (they cannot be recorded); use kubectl 1.30 or newer, which streams over WebSocket, and do not set KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false'
+            : `hoopctl: upgrading to "${protocol}" is not supported; only WebSocket`,
+          reason: 'BadRequest',
+        },
+        false,
+      );
+    }
+    if (j.verdict.action === 'deny') return refuse(this.#refusalFor(j), true);
+    if (j.verdict.action === 'review') {
+      const gone = new AbortController();
+      socket.once('close', () => gone.abort(new Error('client went away')));
+      const outcome = await this.#hold(j, gone.signal);
+      if (gone.signal.aborted) {
+        await this.#record('request', { ...base, status: 499, durationMs: elapsed(started), requestBytes: 0, responseBytes: 0, error: 'client went away while held' });
+        return;
+      }
+      if (!outcome.approved) return refuse({ status: 403, message: outcome.message, rule: j.verdict.rule, reviewId: outcome.reviewId }, true);
+      (base as Record<string, unknown>).review = outcome.reviewId;
+    }
+    if (!(await this.#record('request-start', base))) {
+      return refuse({ status: 503, message: 'hoopctl: the session cannot be recorded, so the request was not forwarded', reason: 'ServiceUnavailable' }, false);
+    }
+    let end!: () => void;
+    const over = new Promise<void>((resolve) => (end = resolve));
+    const state: UpgradeState = { seq, started, base, watch: false, requestBytes: 0, responseBytes: 0, done: false, over, end };
+    this.#upgrades.set(req, state);
+    const k = j.kube;
+    const execLike = k !== undefined && k.resource === 'pods' && (k.subresource === 'exec' || k.subresource === 'attach');
+    if (execLike) state.execWhere = { namespace: k.namespace, pod: k.name, subresource: k.subresource!, query: url.searchParams };
+    if (socket.destroyed) end();
+    socket.once('close', end);
+    this.#injectCredentials(req.headers, true);
+    this.#proxy.ws(req, socket as unknown as Socket, head, {}, (err: Error) => {
+      state.error = `backend: ${err.message}`;
+      state.status ??= 502;
+      this.#errorCount++;
+      end();
+    });
+    await over;
+    const exec = await state.exec;
+    if (exec) await exec.close().catch((e) => this.#log.error({ err: errorMessage(e) }, 'exec recording failed'));
+    await this.#finish(state);
+  }
+
+  /** Sees the backend's answer to an upgrade, and taps both directions once it switched protocols. */
+  #watchUpgrade(proxyReq: ClientRequest, req: IncomingMessage, clientSocket: Duplex): void {
+    const state = this.#upgrades.get(req);
+    if (!state) return;
+    proxyReq.on('response', (r: IncomingMessage) => {
+      state.status = r.statusCode;
+      if ((r.statusCode ?? 0) >= 400) this.#errorCount++;
+    });
+    proxyReq.on('upgrade', (proxyRes: IncomingMessage, backendSocket: Duplex) => {
+      state.status = proxyRes.statusCode ?? 101;
+      const protocol = proxyRes.headers['sec-websocket-protocol'];
+      state.protocol = typeof protocol === 'string' ? protocol : undefined;
+      if (state.protocol) state.base = { ...state.base, protocol: state.protocol };
+      // Tapped on 'open', once http-proxy-3 has piped both ways: a 'data' listener added before its pipe would
+      // take the bytes that came with the 101 response without them being forwarded.
+      this.#openingTaps.set(backendSocket, { state, clientSocket });
+      backendSocket.once('close', () => state.end());
+    });
+  }
+
+  #tapUpgraded(backendSocket: Duplex): void {
+    const opening = this.#openingTaps.get(backendSocket);
+    if (!opening) return;
+    this.#openingTaps.delete(backendSocket);
+    const { state, clientSocket } = opening;
+    let fromClient: WsFrameObserver | undefined;
+    let fromServer: WsFrameObserver | undefined;
+    if (state.execWhere && state.protocol && /channel\.k8s\.io$/.test(state.protocol)) {
+      const where = state.execWhere;
+      const info = execInfoFromQuery(where.query, { namespace: where.namespace, pod: where.pod, subresource: where.subresource });
+      const channel = this.#execChannel++;
+      state.exec = KubeExecRecording.start(this.#ctx.recorder, info, { channel, protocol: state.protocol, mask: this.#outputMask }).catch((e) => {
+        this.#failure = `recording failed: ${errorMessage(e)}`;
+        return undefined;
+      });
+      const exec = state.exec;
+      fromClient = new WsFrameObserver((m) => void exec.then((r) => r?.fromClient(m)));
+      fromServer = new WsFrameObserver((m) => void exec.then((r) => r?.fromServer(m)));
+    }
+    clientSocket.on('data', (c: Buffer) => {
+      state.requestBytes += c.length;
+      fromClient?.push(c);
+    });
+    backendSocket.on('data', (c: Buffer) => {
+      state.responseBytes += c.length;
+      fromServer?.push(c);
+    });
+  }
+}
+
+function elapsed(started: number): number {
+  return Math.round((performance.now() - started) * 10) / 10;
+}

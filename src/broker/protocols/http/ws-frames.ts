@@ -1,0 +1,99 @@
+/**
+ * A WebSocket frame reader that watches a byte stream without changing it: fed every chunk of one direction of an
+ * upgraded connection, it hands out whole messages (fragments joined, client masks removed). The proxy still
+ * forwards the original bytes; this is only for recording.
+ * @see https://www.rfc-editor.org/rfc/rfc6455#section-5.2
+ */
+
+export const WsOpcode = { Continuation: 0, Text: 1, Binary: 2, Close: 8, Ping: 9, Pong: 10 } as const;
+
+export interface WsMessage {
+  opcode: number;
+  payload: Buffer;
+}
+
+/** Messages larger than this are cut to it (the recording keeps the head; the stream is untouched). */
+export const MAX_OBSERVED_MESSAGE = 1024 * 1024;
+
+export class WsFrameObserver {
+  #buf: Buffer = Buffer.alloc(0);
+  #fragments: Buffer[] = [];
+  #fragmentBytes = 0;
+  #fragmentOpcode = 0;
+  /** Set once the stream stops looking like WebSocket frames; nothing more is reported. */
+  broken = false;
+
+  constructor(private readonly onMessage: (m: WsMessage) => void) {}
+
+  push(chunk: Buffer): void {
+    if (this.broken) return;
+    this.#buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk]);
+    for (;;) {
+      const frame = this.#nextFrame();
+      if (!frame) return;
+      this.#frame(frame.fin, frame.opcode, frame.payload);
+    }
+  }
+
+  #nextFrame(): { fin: boolean; opcode: number; payload: Buffer } | undefined {
+    const b = this.#buf;
+    if (b.length < 2) return undefined;
+    const fin = (b[0] & 0x80) !== 0;
+    const opcode = b[0] & 0x0f;
+    const masked = (b[1] & 0x80) !== 0;
+    let len = b[1] & 0x7f;
+    let at = 2;
+    if (len === 126) {
+      if (b.length < 4) return undefined;
+      len = b.readUInt16BE(2);
+      at = 4;
+    } else if (len === 127) {
+      if (b.length < 10) return undefined;
+      const big = b.readBigUInt64BE(2);
+      if (big > BigInt(Number.MAX_SAFE_INTEGER)) {
+        this.broken = true;
+        return undefined;
+      }
+      len = Number(big);
+      at = 10;
+    }
+    const maskAt = at;
+    if (masked) at += 4;
+    if (b.length < at + len) return undefined;
+    let payload = b.subarray(at, at + len);
+    if (masked) {
+      const key = b.subarray(maskAt, maskAt + 4);
+      const out = Buffer.allocUnsafe(len);
+      for (let i = 0; i < len; i++) out[i] = payload[i] ^ key[i & 3];
+      payload = out;
+    } else {
+      payload = Buffer.from(payload);
+    }
+    this.#buf = b.subarray(at + len);
+    return { fin, opcode, payload };
+  }
+
+  #frame(fin: boolean, opcode: number, payload: Buffer): void {
+    if (opcode >= 8) {
+      this.onMessage({ opcode, payload });
+      return;
+    }
+    if (opcode !== WsOpcode.Continuation) {
+      this.#fragmentOpcode = opcode;
+      this.#fragments = [];
+      this.#fragmentBytes = 0;
+    }
+    if (this.#fragmentBytes < MAX_OBSERVED_MESSAGE) {
+      const room = MAX_OBSERVED_MESSAGE - this.#fragmentBytes;
+      const part = payload.length > room ? payload.subarray(0, room) : payload;
+      this.#fragments.push(part);
+      this.#fragmentBytes += part.length;
+    }
+    if (fin) {
+      const whole = this.#fragments.length === 1 ? this.#fragments[0] : Buffer.concat(this.#fragments);
+      this.#fragments = [];
+      this.#fragmentBytes = 0;
+      this.onMessage({ opcode: this.#fragmentOpcode, payload: whole });
+    }
+  }
+}
