@@ -1,0 +1,164 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startFakeKubeApiServer, type FakeKubeApiServer } from '../support/fake-kube-apiserver.js';
+import { startTunnelHarness, type TunnelHarness } from '../support/http-backend.js';
+import { kubernetesConnectionSchema, resolveWebConnection } from '../../src/broker/protocols/http/config.js';
+import { writeKubeconfig } from '../../src/commands/kubeconfig.js';
+import type { HoldOutcome, HoldRequest, StatementReviews } from '../../src/broker/protocols/postgres/proxy.js';
+
+const KUBECTL = '/usr/bin/kubectl';
+const TOKEN = 'kube-broker-token-9c1e';
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+let api: FakeKubeApiServer;
+let gate: TunnelHarness;
+let dir: string;
+let kubeconfig: string;
+
+/** The review machinery's interface, played by the test: each hold is answered by `next`. */
+const reviews = new (class implements StatementReviews {
+  held: HoldRequest[] = [];
+  next: (r: HoldRequest) => HoldOutcome = () => ({ approved: false, message: 'no decision scripted' });
+  async hold(request: HoldRequest): Promise<HoldOutcome> {
+    this.held.push(request);
+    await new Promise((r) => setTimeout(r, 100));
+    return this.next(request);
+  }
+})();
+
+function kubectl(args: string[]): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(
+      KUBECTL,
+      ['--request-timeout=20s', ...args],
+      { env: { PATH: process.env.PATH, HOME: dir, KUBECONFIG: kubeconfig }, encoding: 'utf8', timeout: 40_000 },
+      (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+beforeAll(async () => {
+  expect(existsSync(KUBECTL), `kubectl is expected at ${KUBECTL} (kubectl 1.32 from the cloud SDK packaging)`).toBe(true);
+  dir = mkdtempSync(join(tmpdir(), 'hoop-kube-it-'));
+  api = await startFakeKubeApiServer({ token: TOKEN });
+  const raw = kubernetesConnectionSchema.parse({
+    name: 'k8s-test',
+    type: 'kubernetes',
+    target: { url: api.url },
+    credentials: { bearer: { value: TOKEN } },
+    access: { groups: ['sre'] },
+    defaultAction: 'deny',
+    rules: [
+      { name: 'read-only', match: { verb: ['get', 'list', 'watch'] }, action: 'allow' },
+      { name: 'keep-namespaces', match: { verb: 'delete', resource: 'namespaces' }, action: 'deny', message: 'namespaces are deleted by the platform team' },
+      { name: 'exec-needs-approval', match: { verb: 'create', resource: 'pods/exec' }, action: 'review' },
+    ],
+  });
+  const connection = resolveWebConnection(raw, (s) => ({ reveal: () => ('value' in s ? s.value : '') }));
+  gate = await startTunnelHarness({ connection, reviews, identity: { subject: 'sam', kind: 'human', groups: ['sre'] } });
+  const written = writeKubeconfig({ path: join(dir, 'hoopctl', 'k8s-test.yaml'), server: gate.url, contextName: 'hoopctl-k8s-test' });
+  kubeconfig = written.path;
+  expect(written.hint).toBe(`KUBECONFIG=${kubeconfig} kubectl get pods`);
+});
+
+afterAll(async () => {
+  await gate?.close();
+  await api?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('kubeconfig', () => {
+  it('is hoopctl’s own file: the local listener, no credentials, mode 0600', () => {
+    const text = readFileSync(kubeconfig, 'utf8');
+    expect(text).toContain(`server: ${gate.url}`);
+    expect(text).toContain('current-context: hoopctl-k8s-test');
+    expect(text).not.toMatch(/token|client-key|password/);
+    expect(statSync(kubeconfig).mode & 0o777).toBe(0o600);
+  });
+});
+
+describe('kubectl through the gate', () => {
+  it('gets pods (allowed by the read-only rule) with the broker’s token injected', async () => {
+    const r = await kubectl(['get', 'pods', '-n', 'default']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^NAME\s/);
+    expect(r.stdout).toContain('web');
+    expect(r.stdout).toContain('worker');
+    const list = api.seen.find((s) => s.url.startsWith('/api/v1/namespaces/default/pods'));
+    expect(list?.headers.authorization).toBe(`Bearer ${TOKEN}`);
+    const ev = gate.events.find((e) => e.type === 'request' && e.data.path === '/api/v1/namespaces/default/pods');
+    expect(ev?.data).toMatchObject({ method: 'GET', status: 200, verdict: 'allow', rule: 'read-only', kube: { verb: 'list', resource: 'pods', namespace: 'default' } });
+  });
+
+  it('denies deleting a namespace; kubectl prints the rule’s message and the API server never sees the DELETE', async () => {
+    const r = await kubectl(['delete', 'namespace', 'prod']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('Error from server (Forbidden): hoopctl: denied by rule "keep-namespaces": namespaces are deleted by the platform team');
+    expect(api.deleted).toEqual([]);
+    expect(api.seen.some((s) => s.method === 'DELETE')).toBe(false);
+  });
+
+  it('denies what no rule allows (defaultAction: deny)', async () => {
+    const r = await kubectl(['delete', 'pod', 'web', '-n', 'default']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('Forbidden');
+    expect(r.stderr).toContain('no rule allows it (defaultAction: deny)');
+  });
+
+  it('holds exec for review: rejected → kubectl shows the reviewer’s reason, nothing runs', async () => {
+    reviews.next = () => ({ approved: false, reviewId: 'rev_k1', message: 'hoopctl: review rev_k1 rejected by olga: use the runbook' });
+    const before = api.seen.length;
+    const r = await kubectl(['exec', 'web', '-n', 'default', '--', 'echo', 'hi']);
+    expect(r.code).not.toBe(0);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain('review rev_k1 rejected by olga: use the runbook');
+    // kubectl falls back to SPDY after the refused WebSocket: that attempt gets the same answer, not a second hold.
+    const attempts = gate.events.filter((e) => e.type === 'request' && String(e.data.path).endsWith('/exec')).map((e) => [e.data.method, e.data.upgrade, e.data.status]);
+    expect(attempts).toEqual([['GET', 'websocket', 403], ['POST', 'spdy/3.1', 403]]);
+    expect(reviews.held).toHaveLength(1);
+    expect(reviews.held.at(-1)).toMatchObject({ rule: 'exec-needs-approval' });
+    expect(reviews.held.at(-1)?.statement).toMatch(/^GET \/api\/v1\/namespaces\/default\/pods\/web\/exec\?.*command=echo&command=hi/);
+    expect(api.seen.slice(before).some((s) => s.url.includes('/exec'))).toBe(false);
+  });
+
+  it('holds exec for review: approved → the command runs, output reaches kubectl, the stream is recorded', async () => {
+    const held = reviews.held.length;
+    reviews.next = () => ({ approved: true, reviewId: 'rev_k2', message: 'approved' });
+    const r = await kubectl(['exec', 'web', '-n', 'default', '--', 'echo', 'hi']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('hi\n');
+    expect(reviews.held.length).toBe(held + 1);
+    const exec = api.seen.find((s) => s.url.includes('/exec'));
+    expect(exec?.headers.authorization).toBe(`Bearer ${TOKEN}`);
+    expect(exec?.headers['sec-websocket-protocol']).toContain('v5.channel.k8s.io');
+    for (let i = 0; i < 100 && !gate.events.some((e) => e.type === 'exec-exit'); i++) await new Promise((res) => setTimeout(res, 20));
+    const terminal = gate.events.find((e) => e.type === 'terminal');
+    expect(terminal?.data).toMatchObject({ version: 2, command: 'echo hi' });
+    const casts = gate.events.filter((e) => e.type === 'cast' && e.sessionId === terminal?.sessionId);
+    const output = casts.flatMap((e) => e.data.events as Array<[number, string, string]>).filter((x) => x[1] === 'o').map((x) => x[2]).join('');
+    expect(output).toBe('hi\n');
+    expect(gate.events.find((e) => e.type === 'exec-exit')?.data).toMatchObject({ status: 'Success', exitCode: 0 });
+    const req = gate.events.find((e) => e.type === 'request' && String(e.data.path).endsWith('/exec') && e.data.status === 101);
+    expect(req?.data).toMatchObject({ verdict: 'review', review: 'rev_k2', protocol: 'v5.channel.k8s.io', kube: { verb: 'create', resource: 'pods', subresource: 'exec', name: 'web' } });
+  });
+
+  it('records a failing command’s exit code', async () => {
+    reviews.next = () => ({ approved: true, reviewId: 'rev_k3', message: 'approved' });
+    const before = gate.events.length;
+    const r = await kubectl(['exec', 'web', '-n', 'default', '--', 'fail']);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toContain('it failed');
+    for (let i = 0; i < 100 && !gate.events.slice(before).some((e) => e.type === 'exec-exit'); i++) await new Promise((res) => setTimeout(res, 20));
+    expect(gate.events.slice(before).find((e) => e.type === 'exec-exit')?.data).toMatchObject({ status: 'Failure', exitCode: 3 });
+  });
+});

@@ -1,0 +1,169 @@
+/**
+ * A small Kubernetes API server for the kubectl tests: the discovery kubectl 1.32 reads (legacy discovery — the
+ * aggregated kind is not offered, so kubectl falls back to /api, /apis, /api/v1), pods and namespaces, and
+ * `pods/exec` over WebSocket (`v5.channel.k8s.io`: channel byte 1 stdout, 2 stderr, 3 the closing Status).
+ * Every request must carry the bearer token the broker injects; anything else gets 401.
+ */
+import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer, type WebSocket } from 'ws';
+
+export interface KubeSeen {
+  method: string;
+  url: string;
+  headers: IncomingHttpHeaders;
+}
+
+export interface FakeKubeApiServer {
+  url: string;
+  seen: KubeSeen[];
+  /** Namespaces deleted (a deny rule must keep this empty). */
+  deleted: string[];
+  close(): Promise<void>;
+}
+
+const created = '2026-01-01T00:00:00Z';
+
+function pod(namespace: string, name: string) {
+  return {
+    kind: 'Pod',
+    apiVersion: 'v1',
+    metadata: { name, namespace, uid: `uid-${namespace}-${name}`, resourceVersion: '100', creationTimestamp: created, labels: { app: name } },
+    spec: { containers: [{ name: 'app', image: 'busybox:1.36' }] },
+    status: { phase: 'Running', containerStatuses: [{ name: 'app', ready: true, restartCount: 0, image: 'busybox:1.36', imageID: '', started: true, state: { running: { startedAt: created } } }] },
+  };
+}
+
+function namespaceObject(name: string) {
+  return { kind: 'Namespace', apiVersion: 'v1', metadata: { name, uid: `uid-ns-${name}`, resourceVersion: '10', creationTimestamp: created }, spec: { finalizers: ['kubernetes'] }, status: { phase: 'Active' } };
+}
+
+function status(code: number, reason: string, message: string) {
+  return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code };
+}
+
+const RESOURCES = {
+  kind: 'APIResourceList',
+  groupVersion: 'v1',
+  resources: [
+    { name: 'namespaces', singularName: 'namespace', namespaced: false, kind: 'Namespace', verbs: ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'], shortNames: ['ns'] },
+    { name: 'pods', singularName: 'pod', namespaced: true, kind: 'Pod', verbs: ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'], shortNames: ['po'], categories: ['all'] },
+    { name: 'pods/exec', singularName: '', namespaced: true, kind: 'PodExecOptions', verbs: ['create', 'get'] },
+    { name: 'pods/log', singularName: '', namespaced: true, kind: 'Pod', verbs: ['get'] },
+  ],
+};
+
+export async function startFakeKubeApiServer(o: { token: string; namespaces?: string[]; pods?: Record<string, string[]> }): Promise<FakeKubeApiServer> {
+  const seen: KubeSeen[] = [];
+  const deleted: string[] = [];
+  const namespaces = o.namespaces ?? ['default', 'prod', 'kube-system'];
+  const pods = o.pods ?? { default: ['web', 'worker'] };
+  const authorized = (h: IncomingHttpHeaders) => h.authorization === `Bearer ${o.token}`;
+  const send = (res: ServerResponse, code: number, body: unknown) => {
+    const text = JSON.stringify(body);
+    res.writeHead(code, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  };
+
+  const server: Server = createServer((req, res) => {
+    seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
+    req.resume();
+    if (!authorized(req.headers)) return send(res, 401, status(401, 'Unauthorized', 'Unauthorized'));
+    const url = new URL(req.url ?? '/', 'http://kube');
+    const p = url.pathname.replace(/\/$/, '');
+    const m = req.method;
+    if (p === '/version') return send(res, 200, { major: '1', minor: '32', gitVersion: 'v1.32.0-fake', platform: 'linux/amd64' });
+    if (p === '/api') return send(res, 200, { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: '127.0.0.1:6443' }] });
+    if (p === '/apis') return send(res, 200, { kind: 'APIGroupList', apiVersion: 'v1', groups: [] });
+    if (p === '/api/v1') return send(res, 200, RESOURCES);
+    if (p === '/api/v1/namespaces' && m === 'GET') {
+      return send(res, 200, { kind: 'NamespaceList', apiVersion: 'v1', metadata: { resourceVersion: '200' }, items: namespaces.map(namespaceObject) });
+    }
+    let r = /^\/api\/v1\/namespaces\/([^/]+)$/.exec(p);
+    if (r) {
+      const ns = decodeURIComponent(r[1]);
+      if (!namespaces.includes(ns)) return send(res, 404, status(404, 'NotFound', `namespaces "${ns}" not found`));
+      if (m === 'GET') return send(res, 200, namespaceObject(ns));
+      if (m === 'DELETE') {
+        deleted.push(ns);
+        return send(res, 200, { ...namespaceObject(ns), status: { phase: 'Terminating' } });
+      }
+    }
+    r = /^\/api\/v1\/namespaces\/([^/]+)\/pods$/.exec(p);
+    if (r && m === 'GET') {
+      const ns = decodeURIComponent(r[1]);
+      return send(res, 200, { kind: 'PodList', apiVersion: 'v1', metadata: { resourceVersion: '300' }, items: (pods[ns] ?? []).map((n) => pod(ns, n)) });
+    }
+    r = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)$/.exec(p);
+    if (r && m === 'GET') {
+      const [ns, name] = [decodeURIComponent(r[1]), decodeURIComponent(r[2])];
+      if (!(pods[ns] ?? []).includes(name)) return send(res, 404, status(404, 'NotFound', `pods "${name}" not found`));
+      return send(res, 200, pod(ns, name));
+    }
+    if (/\/exec$/.test(p)) return send(res, 400, status(400, 'BadRequest', 'this test API server speaks exec over WebSocket only'));
+    send(res, 404, status(404, 'NotFound', 'the server could not find the requested resource'));
+  });
+
+  const wss = new WebSocketServer({
+    noServer: true,
+    handleProtocols: (protocols) => (protocols.has('v5.channel.k8s.io') ? 'v5.channel.k8s.io' : protocols.has('v4.channel.k8s.io') ? 'v4.channel.k8s.io' : false),
+  });
+  server.on('upgrade', (req, socket, head) => {
+    seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
+    const reject = (code: number, body: unknown) => {
+      const text = JSON.stringify(body);
+      socket.end(`HTTP/1.1 ${code} Error\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
+    };
+    if (!authorized(req.headers)) return reject(401, status(401, 'Unauthorized', 'Unauthorized'));
+    const url = new URL(req.url ?? '/', 'http://kube');
+    if (!/^\/api\/v1\/namespaces\/[^/]+\/pods\/[^/]+\/exec$/.test(url.pathname)) return reject(404, status(404, 'NotFound', 'not found'));
+    wss.handleUpgrade(req, socket, head, (ws) => runExec(ws, url.searchParams));
+  });
+
+  /** Runs the "command": `echo …` prints its arguments; `fail` exits 3 with stderr; `cat` echoes stdin once. */
+  function runExec(ws: WebSocket, q: URLSearchParams): void {
+    const command = q.getAll('command');
+    const frame = (channel: number, data: string | Buffer) => ws.send(Buffer.concat([Buffer.from([channel]), Buffer.from(data)]));
+    const finish = (exit: number) => {
+      const st =
+        exit === 0
+          ? { metadata: {}, status: 'Success' }
+          : { metadata: {}, status: 'Failure', message: `command terminated with non-zero exit code: ${exit}`, reason: 'NonZeroExitCode', details: { causes: [{ reason: 'ExitCode', message: String(exit) }] } };
+      frame(3, JSON.stringify(st));
+      ws.close(1000);
+    };
+    if (command[0] === 'echo') {
+      frame(1, `${command.slice(1).join(' ')}\n`);
+      return finish(0);
+    }
+    if (command[0] === 'fail') {
+      frame(2, 'it failed\n');
+      return finish(3);
+    }
+    if (command[0] === 'cat') {
+      ws.on('message', (data: Buffer) => {
+        if (data[0] === 0 && data.length > 1) {
+          frame(1, data.subarray(1));
+          finish(0);
+        }
+      });
+      return;
+    }
+    frame(2, `${command[0] ?? ''}: not found\n`);
+    finish(127);
+  }
+
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    seen,
+    deleted,
+    async close() {
+      for (const c of wss.clients) c.terminate();
+      wss.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
