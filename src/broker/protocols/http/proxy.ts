@@ -308,7 +308,7 @@ class HttpTunnelSession {
   async #hold(j: Judgement, signal: AbortSignal): Promise<HoldOutcome> {
     const rule = j.verdict.rule ?? 'review';
     if (!this.#ctx.reviews) {
-      return { approved: false, message: `hoopctl: ${j.statement.split(' ')[0]} needs approval (rule "${rule}") but this connection has no reviewers configured` };
+      return { approved: false, message: `hoopctl: this request needs approval (rule "${rule}") but no reviewers are configured for this connection` };
     }
     try {
       return await this.#ctx.reviews.hold({ statement: j.statement, rule, message: j.verdict.message }, { notice: async () => undefined, signal });
