@@ -69,6 +69,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   }
   const auditGroups = new Set(config.audit.groups);
   const live = new Set<Duplex>();
+  let stopping = false;
   /** Sessions running in this process: their recorder (one writer per stream) and how to end them. */
   const liveSessions = new Map<string, { recorder: StreamRecorder; grantId?: string; end(reason: string): void }>();
   const reviews = new ReviewService(store, config.connections, async (review: Review, transition, by, reason) => {
@@ -241,6 +242,10 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
         await io.notice(`hoopctl: ${noun} held for review ${review.id} by rule "${request.rule}": waiting for ${who}. An approver runs: hoopctl approve ${review.id}`);
         const decided = await reviews.waitForDecision(review.id, io.signal);
         if (decided.status === 'pending') {
+          if (stopping) {
+            await reviews.orphan(review.id, 'the broker holding it stopped');
+            return { approved: false, reviewId: review.id, message: `hoopctl: review ${review.id} abandoned: the broker is stopping` };
+          }
           await reviews.withdraw(review.id, String(io.signal.reason ?? 'withdrawn'));
           return { approved: false, reviewId: review.id, sqlState: SqlState.QueryCanceled, message: `canceling statement due to user request (review ${review.id} withdrawn)` };
         }
@@ -321,7 +326,11 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     store,
     async close() {
       // Stop accepting, end live sessions, and let each record its close before the store goes.
+      stopping = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Tell each session's client why it ends (FATAL), give them a moment, then cut what is left.
+      for (const s of liveSessions.values()) s.end('the broker is stopping');
+      await Promise.race([Promise.allSettled([...running]), new Promise((r) => setTimeout(r, 2000))]);
       for (const s of live) s.destroy();
       server.closeAllConnections();
       wss.close();

@@ -187,6 +187,36 @@ describe('just-in-time access windows', () => {
   });
 });
 
+describe('durability', () => {
+  it('keeps an approved grant across a broker crash, and marks a statement held by the dead broker orphaned', async () => {
+    const connect = new CliProcess(['connect', 'jit-pg', '--reason', 'INC-125', '--duration', '1m', '-o', 'json'], alice);
+    const grant = await pendingReview(bob, (r) => r.kind === 'access' && r.status === 'pending' && r.reason === 'INC-125');
+    await runCli(['approve', grant.id], bob);
+    await connect.waitFor(/\{.*\}\n/);
+    const held = startPsql('delete from items where id = 9');
+    const statement = await pendingReview(bob, (r) => r.statement === 'delete from items where id = 9');
+    await stack.restartBroker('SIGKILL');
+    expect(await held.exit).not.toBe(0);
+    const after = await runCli(['exec', 'jit-pg', '-e', 'select 1 as still_granted', '-o', 'json'], alice);
+    expect(after.code, after.stderr).toBe(0);
+    expect(JSON.parse(after.stdout)[0].rows).toEqual([{ still_granted: 1 }]);
+    const all = JSON.parse((await runCli(['reviews', '--status', 'all', '-o', 'json'], bob)).stdout) as Review[];
+    expect(all.find((r) => r.id === statement.id)?.status).toBe('orphaned');
+    expect(all.find((r) => r.id === grant.id)?.status).toBe('approved');
+    await connect.stop();
+  });
+
+  it('marks a held statement orphaned, not withdrawn, when the broker stops cleanly', async () => {
+    const held = startPsql('delete from items where id = 10');
+    const statement = await pendingReview(bob, (r) => r.statement === 'delete from items where id = 10');
+    await stack.restartBroker('SIGTERM');
+    expect(await held.exit).not.toBe(0);
+    expect(held.out()).toContain('FATAL:  hoopctl: the broker is stopping');
+    const all = JSON.parse((await runCli(['reviews', '--status', 'all', '-o', 'json'], bob)).stdout) as Review[];
+    expect(all.find((r) => r.id === statement.id)?.status).toBe('orphaned');
+  });
+});
+
 describe('the live approver console (hoopctl approve in a real terminal)', () => {
   it('shows a new held statement as it arrives and approves it with a reason', async () => {
     const { execFileSync } = await import('node:child_process');
@@ -209,6 +239,12 @@ describe('the live approver console (hoopctl approve in a real terminal)', () =>
       const shown = await waitForScreen(new RegExp(review.id));
       expect(shown).toContain('delete from items where id = 8');
       expect(shown).toContain('alice');
+      // Put the selection (›) on this review, whatever else is pending.
+      for (let i = 0; i < 20 && !new RegExp(`› .*${review.id}`).test(screen()); i++) {
+        execFileSync('tmux', ['send-keys', '-t', session, 'Down']);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(screen()).toMatch(new RegExp(`› .*${review.id}`));
       execFileSync('tmux', ['send-keys', '-t', session, 'a']);
       await waitForScreen(/reason/i);
       execFileSync('tmux', ['send-keys', '-t', session, '-l', 'looks right']);

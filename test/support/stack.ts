@@ -28,7 +28,8 @@ export interface Stack {
   broker: ChildProcess;
   /** Environment for a CLI process: its own XDG config dir, file token store, this broker. */
   cliEnv(extra?: NodeJS.ProcessEnv): NodeJS.ProcessEnv;
-  restartBroker(): Promise<void>;
+  /** Stops the broker (SIGTERM: a clean stop; SIGKILL: a crash) and starts it again on the same config. */
+  restartBroker(signal?: NodeJS.Signals): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -122,8 +123,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       NO_COLOR: '1',
       ...extra,
     }),
-    async restartBroker() {
-      broker.kill('SIGTERM');
+    async restartBroker(signal: NodeJS.Signals = 'SIGTERM') {
+      broker.kill(signal);
       await once(broker, 'exit');
       broker = await spawnBroker(configPath, brokerLogPath);
     },

@@ -189,6 +189,13 @@ export class ReviewService extends EventEmitter<ReviewEvents> {
     await this.#transition(review, 'pending', { status: 'withdrawn', decidedAt: this.#now() }, 'withdrawn', review.requester, reason);
   }
 
+  /** The broker holding it is stopping: the waiting client is about to lose its session. */
+  async orphan(id: string, reason: string): Promise<void> {
+    const review = await this.#store.getReview(id);
+    if (!review || review.status !== 'pending') return;
+    await this.#transition(review, 'pending', { status: 'orphaned', decidedAt: this.#now() }, 'orphaned', undefined, reason);
+  }
+
   /** Resolves when the review leaves `pending` (or `signal` aborts, with the review as it is then). */
   waitForDecision(id: string, signal?: AbortSignal): Promise<Review> {
     return new Promise((resolve, reject) => {
