@@ -27,6 +27,7 @@ import { initPolicyEngine } from '../policy/index.js';
 import { randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
 import { proxySshSession } from './protocols/ssh/proxy.js';
+import { proxyHttpTunnel } from './protocols/http/proxy.js';
 import { loadBrokerHostKey } from './protocols/ssh/host-keys.js';
 
 export interface RunningBroker {
@@ -134,7 +135,12 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const isAuditor = (id: Identity) => id.groups.some((g) => auditGroups.has(g));
 
   function describeConnection(c: Connection) {
-    const target = c.type === 'ssh' ? { user: c.target.user, hostKeyFingerprint: sshHostKey?.fingerprint, hostKey: sshHostKey?.publicKey, allow: { sftp: c.allow.sftp, portForwarding: c.allow.portForwarding } } : { database: c.target.database };
+    const target =
+      c.type === 'ssh'
+        ? { user: c.target.user, hostKeyFingerprint: sshHostKey?.fingerprint, hostKey: sshHostKey?.publicKey, allow: { sftp: c.allow.sftp, portForwarding: c.allow.portForwarding } }
+        : c.type === 'postgres'
+          ? { database: c.target.database }
+          : {};
     return { name: c.name, type: c.type, description: c.description, ...target, approval: c.access.approval ? { maxDuration: c.access.approval.maxDuration, reason: c.access.approval.reason } : undefined };
   }
 
@@ -224,7 +230,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   });
 
   /** How a session's held statements meet the review machinery. */
-  function statementReviews(identity: Identity, connection: Connection, sessionId: string, detach: boolean, noun: 'statement' | 'command' = 'statement'): StatementReviews {
+  function statementReviews(identity: Identity, connection: Connection, sessionId: string, detach: boolean, noun: 'statement' | 'command' | 'request' = 'statement'): StatementReviews {
     return {
       async hold(request, io) {
         const earlier = await reviews.consumeApproved(identity, connection.name, request.statement);
@@ -286,6 +292,17 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
           status: ssh.outcome, statementCount: ssh.requestCount, errorCount: ssh.errorCount, ...(ssh.error ? { error: ssh.error } : {}), durationMs: Date.now() - started,
         });
         log.info({ outcome: ssh.outcome, requests: ssh.requestCount }, 'session closed');
+        return;
+      }
+      if (connection.type === 'http' || connection.type === 'kubernetes') {
+        const web = await proxyHttpTunnel(stream, {
+          connection, recorder, identity, logger: log, maskKey, signal: ending.signal,
+          reviews: connection.reviews ? statementReviews(identity, connection, row.id, detach, 'request') : undefined,
+        });
+        await sessions.close(row.id, recorder, {
+          status: web.outcome, statementCount: web.requestCount, errorCount: web.errorCount, ...(web.error ? { error: web.error } : {}), durationMs: Date.now() - started,
+        });
+        log.info({ outcome: web.outcome, requests: web.requestCount }, 'session closed');
         return;
       }
       const summary = await proxyPostgresSession(stream, {

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { UserError } from '../lib/errors.js';
 import { parseDuration } from '../lib/duration.js';
 import { connectionPolicyShape } from '../policy/rules.js';
+import { makeHttpConnectionSchemas, resolveWebConnection, type ResolvedHttpConnection, type ResolvedKubernetesConnection } from './protocols/http/config.js';
 import { commandPolicyShape } from '../policy/shell-rules.js';
 import { DETECTOR_NAMES, MASK_STRATEGIES } from '../policy/mask-plan.js';
 
@@ -159,6 +160,9 @@ const sshConnection = z
   })
   .strict();
 
+/** HTTP and Kubernetes connections: their schemas live with their proxy, built on the broker's access and secrets. */
+const webSchemas = makeHttpConnectionSchemas(accessSchema, secretSource, reviewsSchema);
+
 const issuerSchema = z
   .object({
     issuer: z.url(),
@@ -205,7 +209,7 @@ export const brokerConfigSchema = z
       .default({ level: 'info' }),
     /** The broker's own SSH host key (what `ssh` clients see); generated next to the store when absent. */
     ssh: z.object({ hostKey: secretSource.optional() }).strict().default({}),
-    connections: z.array(z.discriminatedUnion('type', [postgresConnection, sshConnection])).default([]),
+    connections: z.array(z.discriminatedUnion('type', [postgresConnection, sshConnection, webSchemas.httpConnectionSchema, webSchemas.kubernetesConnectionSchema])).default([]),
   })
   .strict()
   .superRefine((cfg, ctx) => {
@@ -235,7 +239,10 @@ export interface PostgresConnection extends Omit<RawPostgresConnection, 'credent
 export interface SshConnection extends Omit<RawSshConnection, 'credentials'> {
   credentials: { privateKey?: Secret; passphrase?: Secret; password?: Secret };
 }
-export type Connection = PostgresConnection | SshConnection;
+type ConnectionCommon = { name: string; description?: string; access: AccessConfig; reviews?: z.infer<typeof reviewsSchema> };
+export type HttpConnection = Omit<ResolvedHttpConnection, 'access' | 'reviews'> & ConnectionCommon & { type: 'http' };
+export type KubernetesConnection = Omit<ResolvedKubernetesConnection, 'access' | 'reviews'> & ConnectionCommon & { type: 'kubernetes' };
+export type Connection = PostgresConnection | SshConnection | HttpConnection | KubernetesConnection;
 export interface BrokerConfig extends Omit<RawConfig, 'connections' | 'masking' | 'ssh'> {
   connections: Connection[];
   /** The broker's SSH host key, when configured (else the broker keeps one next to its store). */
@@ -302,6 +309,13 @@ export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): B
           password: secret(c.credentials.password, `connections[${i}].credentials.password`),
         },
       };
+    }
+    if (c.type === 'http' || c.type === 'kubernetes') {
+      if (skipSecrets) return { ...c, credentials: undefined } as unknown as Connection;
+      return resolveWebConnection(c, (source, field) => resolveSecret(source as z.infer<typeof secretSource>, field, env, baseDir), {
+        field: `connections[${i}]`,
+        baseDir,
+      }) as unknown as Connection;
     }
     return { ...c, credentials: { user: c.credentials.user, password: secret(c.credentials.password, `connections[${i}].credentials.password`) } };
   });

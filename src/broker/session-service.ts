@@ -13,6 +13,7 @@ export function newSessionId(): string {
 /** Describes a connection's backend without any credential, for events and API answers. */
 export function describeTarget(c: Connection): Record<string, unknown> {
   if (c.type === 'ssh') return { host: c.target.host, port: c.target.port, user: c.target.user };
+  if (c.type === 'http' || c.type === 'kubernetes') return { url: c.target.url };
   return { host: c.target.host, port: c.target.port, database: c.target.database, user: c.credentials.user, sslmode: c.target.sslmode };
 }
 

@@ -5,6 +5,9 @@ import { refusePostgresClient } from '../tunnel/pg-refusal.js';
 import { waitForSignal } from './broker.js';
 import { UserError, errorMessage } from '../lib/errors.js';
 import { obtainAccessGrant } from './access-request.js';
+import { writeKubeconfig } from './kubeconfig.js';
+import { defaultConfigDir } from '../auth/token-store.js';
+import { join } from 'node:path';
 import { followReviews } from './review-stream.js';
 import type { Review } from '../broker/reviews/review.js';
 
@@ -48,27 +51,14 @@ export function register(program: Command): void {
       }).catch((e: unknown) => {
         throw new UserError(`cannot listen on 127.0.0.1:${opts.port ?? 0}: ${errorMessage(e)}`, { code: 'LISTEN_FAILED', hint: 'pick another --port' });
       });
-      const ssh = connection.type === 'ssh';
-      const url = ssh
-        ? `ssh://${connection.user ?? 'hoopctl'}@${tunnel.host}:${tunnel.port}`
-        : `postgresql://hoopctl@${tunnel.host}:${tunnel.port}/${encodeURIComponent(connection.database ?? name)}?sslmode=disable`;
-      const sshLine = `ssh -p ${tunnel.port} ${connection.user ?? 'hoopctl'}@${tunnel.host}`;
+      const hints = clientHints(connection, name, tunnel.host, tunnel.port);
       if (opts.output === 'json') {
         process.stdout.write(JSON.stringify({
-          connection: name, type: connection.type, host: tunnel.host, port: tunnel.port, url,
-          ...(ssh ? { ssh: sshLine, hostKeyFingerprint: connection.hostKeyFingerprint, hostKey: connection.hostKey } : {}),
+          connection: name, type: connection.type, host: tunnel.host, port: tunnel.port, url: hints.url, ...hints.json,
           ...(grant ? { grant: grant.id, until: grant.grantExpiresAt } : {}),
         }) + '\n');
       } else {
-        process.stdout.write(
-          `Tunnel to ${name} (${connection.type}) listening on ${tunnel.host}:${tunnel.port}\n` +
-            (connection.type === 'postgres' ? `  psql "${url}"\n  url: ${url}\n` : '') +
-            (ssh
-              ? `  ${sshLine}\n  scp -P ${tunnel.port} FILE ${connection.user ?? 'hoopctl'}@${tunnel.host}:PATH\n` +
-                `  host key fingerprint to expect: ${connection.hostKeyFingerprint} (the broker's; ssh shows it on first connect)\n` +
-                `No key is needed: the broker logs in with its own. Press Ctrl-C to close.\n`
-              : `No password is needed: the broker injects the credential. Press Ctrl-C to close.\n`),
-        );
+        process.stdout.write(`Tunnel to ${name} (${connection.type}) listening on ${tunnel.host}:${tunnel.port}\n${hints.lines.map((l) => `  ${l}\n`).join('')}${hints.footer}\n`);
       }
       const ended = grant ? grantEnd(broker, grant) : undefined;
       const stopped = waitForSignal().then(() => undefined);
@@ -99,4 +89,32 @@ function grantEnd(broker: string, grant: Review): { promise: Promise<string>; cl
     });
   });
   return { promise, close: () => (clearTimeout(timer), stream?.close()) };
+}
+
+/** What to paste for each kind of connection: the client command, a URL, and machine-readable extras. */
+function clientHints(c: ConnectionInfo, name: string, host: string, port: number): { url: string; lines: string[]; footer: string; json: Record<string, unknown> } {
+  const injected = 'No password is needed: the broker injects the credential. Press Ctrl-C to close.';
+  switch (c.type) {
+    case 'ssh': {
+      const user = c.user ?? 'hoopctl';
+      const sshLine = `ssh -p ${port} ${user}@${host}`;
+      return {
+        url: `ssh://${user}@${host}:${port}`,
+        lines: [sshLine, `scp -P ${port} FILE ${user}@${host}:PATH`, `host key fingerprint to expect: ${c.hostKeyFingerprint} (the broker's; ssh shows it on first connect)`],
+        footer: 'No key is needed: the broker logs in with its own. Press Ctrl-C to close.',
+        json: { ssh: sshLine, hostKeyFingerprint: c.hostKeyFingerprint, hostKey: c.hostKey },
+      };
+    }
+    case 'http':
+      return { url: `http://${host}:${port}`, lines: [`curl http://${host}:${port}/`], footer: injected, json: {} };
+    case 'kubernetes': {
+      // hoopctl's own kubeconfig, never the user's: it points kubectl at the tunnel and holds no credential.
+      const kube = writeKubeconfig({ path: join(defaultConfigDir(), 'kube', `${name}.yaml`), server: `http://${host}:${port}`, contextName: `hoopctl-${name}` });
+      return { url: `http://${host}:${port}`, lines: [kube.hint, `kubeconfig: ${kube.path}`], footer: injected, json: { kubeconfig: kube.path, kubectl: kube.hint } };
+    }
+    default: {
+      const url = `postgresql://hoopctl@${host}:${port}/${encodeURIComponent(c.database ?? name)}?sslmode=disable`;
+      return { url, lines: [`psql "${url}"`, `url: ${url}`], footer: injected, json: {} };
+    }
+  }
 }

@@ -1,0 +1,127 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { CliProcess, loginAs, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
+import { startHttpBackend, type HttpBackend } from '../support/http-backend.js';
+import { startFakeKubeApiServer, type FakeKubeApiServer } from '../support/fake-kube-apiserver.js';
+import type { Review } from '../../src/broker/reviews/review.js';
+
+/**
+ * HTTP and Kubernetes through the whole gate: the broker process with both connection types, `hoopctl connect`
+ * as a process (a local HTTP endpoint; a kubeconfig of hoopctl's own), real curl and real kubectl.
+ */
+const API_TOKEN = 'backend-api-token-never-on-the-client';
+const KUBE_TOKEN = 'kube-sa-token-never-on-the-client';
+let stack: Stack;
+let backend: HttpBackend;
+let kube: FakeKubeApiServer;
+let alice: NodeJS.ProcessEnv;
+let bob: NodeJS.ProcessEnv;
+const procs: CliProcess[] = [];
+
+beforeAll(async () => {
+  backend = await startHttpBackend();
+  kube = await startFakeKubeApiServer({ token: KUBE_TOKEN });
+  stack = await startStack({
+    extraConnections: [
+      {
+        name: 'api', type: 'http', target: { url: backend.url }, credentials: { bearer: { value: API_TOKEN } },
+        access: { groups: ['dba'] }, reviews: { groups: ['leads'] },
+        rules: [
+          { name: 'no-admin', match: { path: '/admin/**' }, action: 'deny' },
+          { name: 'writes-need-review', match: { method: ['POST', 'PUT', 'DELETE'] }, action: 'review' },
+        ],
+        mask: { jsonPaths: ['$.users[*].email'], detectors: ['credit_card'] },
+      },
+      {
+        name: 'k8s', type: 'kubernetes', target: { url: kube.url }, credentials: { bearer: { value: KUBE_TOKEN } },
+        access: { groups: ['dba'] }, reviews: { groups: ['leads'] }, defaultAction: 'deny',
+        rules: [
+          { name: 'read-only', match: { verb: ['get', 'list', 'watch'] }, action: 'allow' },
+          { name: 'keep-namespaces', match: { verb: 'delete', resource: 'namespaces' }, action: 'deny' },
+          { name: 'exec-needs-approval', match: { verb: 'create', resource: 'pods/exec' }, action: 'review' },
+        ],
+      },
+    ],
+  });
+  [alice, bob] = await Promise.all([loginAs(stack, 'alice'), loginAs(stack, 'bob')]);
+}, 120_000);
+
+afterAll(async () => {
+  for (const p of procs) await p.stop().catch(() => undefined);
+  await stack?.stop();
+  await backend?.close();
+  await kube?.close();
+});
+
+async function connect(name: string): Promise<Record<string, any>> {
+  const p = new CliProcess(['connect', name, '-o', 'json'], alice);
+  procs.push(p);
+  return JSON.parse((await p.waitFor(/\{.*\}\n/))[0]!);
+}
+
+describe('http connection', () => {
+  it('injects the credential, denies by rule, masks JSON, and never shows the client the backend token', async () => {
+    const { url } = await connect('api');
+    const users = await runProcess('curl', ['-s', '-H', 'Authorization: Bearer client-supplied', `${url}/users`], { PATH: process.env.PATH });
+    expect(users.stdout).not.toContain('ada@example.com');
+    expect(users.stdout).not.toContain('4111 1111 1111 1111');
+    expect(JSON.parse(users.stdout).users).toHaveLength(2);
+    const seen = backend.seen.find((r) => r.url === '/users')!;
+    expect(seen.headers.authorization).toBe(`Bearer ${API_TOKEN}`);
+    const admin = await runProcess('curl', ['-s', '-w', '\n%{http_code}', `${url}/admin/users`], { PATH: process.env.PATH });
+    expect(admin.stdout).toMatch(/denied by rule \\?"no-admin\\?"[\s\S]*\n403$/);
+    expect(backend.seen.some((r) => r.url.startsWith('/admin'))).toBe(false);
+    expect(users.stdout + admin.stdout).not.toContain(API_TOKEN);
+  });
+
+  it('holds a write for review and forwards it once approved', async () => {
+    const { url } = await connect('api');
+    const post = runProcess('curl', ['-s', '-X', 'POST', '-d', '{"name":"x"}', '-H', 'content-type: application/json', `${url}/things`], { PATH: process.env.PATH });
+    let review: Review | undefined;
+    for (let i = 0; i < 100 && !review; i++) {
+      review = (JSON.parse((await runCli(['reviews', '-o', 'json'], bob)).stdout) as Review[]).find((r) => r.connection === 'api');
+      if (!review) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(review?.statement).toBe('POST /things');
+    expect((await runCli(['approve', review!.id, '--reason', 'ok'], bob)).code).toBe(0);
+    await post;
+    expect(backend.seen.some((r) => r.method === 'POST' && r.url === '/things')).toBe(true);
+  });
+
+  it('records each request in the session, masked', async () => {
+    const sessions = JSON.parse((await runCli(['sessions', '-o', 'json', '--connection', 'api'], alice)).stdout) as Array<{ id: string }>;
+    const events = await Promise.all(sessions.map(async (s) => JSON.stringify(JSON.parse((await runCli(['replay', s.id, '-o', 'json'], alice)).stdout))));
+    const all = events.join('\n');
+    expect(all).toContain('"path":"/users"');
+    expect(all).toContain('"rule":"no-admin"');
+    expect(all).not.toContain('ada@example.com');
+    expect(all).not.toContain(API_TOKEN);
+  });
+});
+
+describe('kubernetes connection', () => {
+  it('writes a kubeconfig of its own; kubectl get works, delete namespace is denied with the rule, exec waits for review', async () => {
+    const ready = await connect('k8s');
+    expect(ready.kubeconfig).toMatch(/hoopctl\/kube\/k8s\.yaml$/);
+    expect(readFileSync(ready.kubeconfig, 'utf8')).not.toContain(KUBE_TOKEN);
+    const env = { PATH: process.env.PATH, HOME: stack.dir, KUBECONFIG: ready.kubeconfig };
+    const get = await runProcess('kubectl', ['get', 'pods', '-n', 'default'], env);
+    expect(get.code, get.stderr).toBe(0);
+    expect(get.stdout).toMatch(/NAME/);
+    const del = await runProcess('kubectl', ['delete', 'namespace', 'prod'], env);
+    expect(del.code).not.toBe(0);
+    expect(del.stderr).toContain('denied by rule "keep-namespaces"');
+    expect(kube.deleted).toEqual([]);
+    const exec = runProcess('kubectl', ['exec', '-n', 'default', 'web', '--', 'echo', 'hi'], env, undefined, 60_000);
+    let review: Review | undefined;
+    for (let i = 0; i < 100 && !review; i++) {
+      review = (JSON.parse((await runCli(['reviews', '-o', 'json'], bob)).stdout) as Review[]).find((r) => r.connection === 'k8s');
+      if (!review) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(review?.statement).toMatch(/\/pods\/web\/exec/);
+    await runCli(['approve', review!.id, '--reason', 'debugging'], bob);
+    const done = await exec;
+    expect(done.stdout.trim()).toBe('hi');
+    expect(kube.seen.every((r) => r.headers.authorization === `Bearer ${KUBE_TOKEN}`)).toBe(true);
+  });
+});
