@@ -5,6 +5,7 @@ import { accessToken, brokerGet, resolveBroker } from './context.js';
 import { connectPgOverTunnel } from '../tunnel/pg-over-tunnel.js';
 import { HoopError, UserError } from '../lib/errors.js';
 import { execOverTunnel, remoteCommand } from '../tunnel/ssh-over-tunnel.js';
+import { openTunnel } from '../tunnel/ws-transport.js';
 
 type Format = 'table' | 'csv' | 'json';
 
@@ -20,13 +21,15 @@ export function register(program: Command): void {
     .option('-o, --output <format>', 'table, csv or json', 'table')
     .option('--broker <url>', 'broker URL')
     .option('-t, --tty', 'ssh: run the command in a terminal')
+    .option('-d, --data <body>', 'http: request body (@FILE reads a file)')
+    .option('-H, --header <header>', 'http: extra request header "Name: value"; repeatable', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .option('--no-wait', 'when a statement or command is held for review, print the review id and exit 5 instead of waiting; run the same SQL or command again once approved')
     .addHelpText(
       'after',
-      '\nSQL comes from -e, -f, or standard input.\nExamples:\n  hoopctl exec pg-prod -e "select count(*) from orders"\n  HOOPCTL_TOKEN=$CI_OIDC_TOKEN hoopctl exec pg-prod -f report.sql -o json\n  hoopctl exec web-1 -- uptime\n  hoopctl exec web-1 -- sh -c \'systemctl status nginx | head\'\n\nSSH commands: one word after -- is sent as written (it may hold a whole shell line); several are quoted word by word.\nStandard input is passed to the command unless it is a terminal. The exit status is the command\'s own.\n\nExit status: 0 ok, 1 SQL or other error (a rejected review too), 3 not authenticated, 4 access denied, 5 held for review (--no-wait).',
+      '\nSQL comes from -e, -f, or standard input.\nExamples:\n  hoopctl exec pg-prod -e "select count(*) from orders"\n  HOOPCTL_TOKEN=$CI_OIDC_TOKEN hoopctl exec pg-prod -f report.sql -o json\n  hoopctl exec web-1 -- uptime\n  hoopctl exec api -- GET /v1/orders?limit=5\n  hoopctl exec api -- POST /v1/orders -d @order.json -H "content-type: application/json"\n  hoopctl exec web-1 -- sh -c \'systemctl status nginx | head\'\n\nSSH commands: one word after -- is sent as written (it may hold a whole shell line); several are quoted word by word.\nStandard input is passed to the command unless it is a terminal. The exit status is the command\'s own.\n\nExit status: 0 ok, 1 SQL or other error (a rejected review too), 3 not authenticated, 4 access denied, 5 held for review (--no-wait).',
     )
-    .action(async (name: string, command: string[], opts: { execute?: string; file?: string; output: string; broker?: string; wait: boolean; tty?: boolean }) => {
-      if (command.length > 0) return execSsh(name, command, opts);
+    .action(async (name: string, command: string[], opts: CommandOptions) => {
+      if (command.length > 0) return execCommand(name, command, opts);
       const format = opts.output as Format;
       if (!['table', 'csv', 'json'].includes(format)) throw new UserError(`unknown output format "${opts.output}" (use table, csv or json)`, { code: 'USAGE' });
       const sql = readSql(opts);
@@ -54,12 +57,81 @@ export function register(program: Command): void {
     });
 }
 
-/** `hoopctl exec ssh-host -- command…`: runs it through the broker and exits with its status. */
-async function execSsh(name: string, words: string[], opts: { broker?: string; tty?: boolean; execute?: string; file?: string; wait: boolean; output: string }): Promise<void> {
-  if (opts.execute !== undefined || opts.file !== undefined) throw new UserError('-e and -f are for SQL; pass an SSH command after --', { code: 'USAGE' });
+interface CommandOptions {
+  broker?: string;
+  tty?: boolean;
+  execute?: string;
+  file?: string;
+  wait: boolean;
+  output: string;
+  data?: string;
+  header: string[];
+}
+
+/** Words after `--`: a command for ssh connections, `METHOD /path` for http and kubernetes ones. */
+async function execCommand(name: string, words: string[], opts: CommandOptions): Promise<void> {
+  if (opts.execute !== undefined || opts.file !== undefined) throw new UserError('-e and -f are for SQL; pass a command after --', { code: 'USAGE' });
   const broker = resolveBroker(opts.broker);
   const token = await accessToken(broker);
   const { connection } = await brokerGet<{ connection: { type: string; hostKeyFingerprint?: string } }>(broker, `/api/v1/connections/${encodeURIComponent(name)}`, token);
+  if (connection.type === 'http' || connection.type === 'kubernetes') return execHttp(broker, name, token, words, opts);
+  return execSsh(broker, name, token, connection, words, opts);
+}
+
+/**
+ * `hoopctl exec api -- GET /path`: one HTTP request over a tunnel. The body goes to stdout; a status outside
+ * 2xx exits 1 with the status line on stderr (like `curl --fail-with-body`); `-o json` prints status, headers, body.
+ */
+async function execHttp(broker: string, name: string, token: string, words: string[], opts: CommandOptions): Promise<void> {
+  const [method, path, ...rest] = words;
+  if (!method || !path || rest.length > 0 || !/^[A-Za-z]+$/.test(method) || !path.startsWith('/')) {
+    throw new UserError('expected METHOD /path after --', { code: 'USAGE', hint: `hoopctl exec ${name} -- GET /health` });
+  }
+  const headers: Record<string, string> = {};
+  for (const h of opts.header) {
+    const i = h.indexOf(':');
+    if (i <= 0) throw new UserError(`header must be "Name: value", got "${h}"`, { code: 'USAGE' });
+    headers[h.slice(0, i).trim()] = h.slice(i + 1).trim();
+  }
+  const body = opts.data === undefined ? undefined : opts.data.startsWith('@') ? readFileSync(opts.data.slice(1)) : Buffer.from(opts.data);
+  const stream = (await openTunnel(broker, name, token, 'hoopctl-exec')) as import('node:stream').Duplex & Record<string, unknown>;
+  // node:http treats the tunnel as its socket and calls a few socket methods on it.
+  stream.setNoDelay = () => stream;
+  stream.setKeepAlive = () => stream;
+  stream.setTimeout = () => stream;
+  stream.ref = () => stream;
+  stream.unref = () => stream;
+  const { request } = await import('node:http');
+  const response = await new Promise<{ status: number; statusText: string; headers: Record<string, unknown>; body: Buffer }>((resolve, reject) => {
+    const req = request(
+      { method: method.toUpperCase(), path, host: 'hoopctl', headers: { ...headers, ...(body ? { 'content-length': String(body.length) } : {}) }, createConnection: () => stream as never },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', headers: res.headers, body: Buffer.concat(chunks) }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', (e) => reject(new UserError(`request through the broker failed: ${e.message}`, { code: 'HTTP_ERROR' })));
+    req.end(body);
+  }).finally(() => stream.destroy());
+  if (opts.output === 'json') {
+    const text = response.body.toString('utf8');
+    let parsed: unknown = text;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      // not JSON: keep the text
+    }
+    process.stdout.write(JSON.stringify({ status: response.status, headers: response.headers, body: parsed }, null, 2) + '\n');
+  } else process.stdout.write(response.body);
+  if (response.status < 200 || response.status > 299) {
+    throw new HoopError(`HTTP ${response.status} ${response.statusText}`, { code: 'HTTP_ERROR' });
+  }
+}
+
+/** `hoopctl exec ssh-host -- command…`: runs it through the broker and exits with its status. */
+async function execSsh(broker: string, name: string, token: string, connection: { type: string; hostKeyFingerprint?: string }, words: string[], opts: CommandOptions): Promise<void> {
   if (connection.type !== 'ssh') throw new UserError(`${name} is a ${connection.type} connection; commands after -- are for ssh connections`, { code: 'USAGE', hint: `hoopctl exec ${name} -e "SQL"` });
   let held: string | undefined;
   const status = await execOverTunnel({

@@ -88,6 +88,19 @@ describe('http connection', () => {
     expect(backend.seen.some((r) => r.method === 'POST' && r.url === '/things')).toBe(true);
   });
 
+  it('hoopctl exec runs one request without a listener: body to stdout, non-2xx exits 1', async () => {
+    const ok = await runCli(['exec', 'api', '-o', 'json', '--', 'GET', '/users'], alice);
+    expect(ok.code, ok.stderr).toBe(0);
+    const answer = JSON.parse(ok.stdout);
+    expect(answer.status).toBe(200);
+    expect(answer.body.users).toHaveLength(2);
+    expect(ok.stdout).not.toContain('ada@example.com');
+    const denied = await runCli(['exec', 'api', '--', 'GET', '/admin/x'], alice);
+    expect(denied.code).toBe(1);
+    expect(denied.stderr).toContain('HTTP 403');
+    expect(denied.stdout).toContain('no-admin');
+  });
+
   it('records each request in the session, masked', async () => {
     const sessions = JSON.parse((await runCli(['sessions', '-o', 'json', '--connection', 'api'], alice)).stdout) as Array<{ id: string }>;
     const events = await Promise.all(sessions.map(async (s) => JSON.stringify(JSON.parse((await runCli(['replay', s.id, '-o', 'json'], alice)).stdout))));
