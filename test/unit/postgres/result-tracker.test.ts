@@ -48,3 +48,20 @@ describe('ResultTracker', () => {
     expect(t.emptyQuery()).toMatchObject([{ statementSeq: 9, tags: [], rows: 0 }]);
   });
 });
+
+describe('a client that leaves between ErrorResponse and ReadyForQuery', () => {
+  it('still gets a result for its statement, with the error, marked incomplete (the recording lost it before)', () => {
+    const t = new ResultTracker();
+    t.round(1);
+    expect(t.error({ severity: 'ERROR', code: '42P01', message: 'relation "missing_table" does not exist' }).results).toEqual([]);
+    t.execute(2);
+    t.sync();
+    const left = t.unfinished();
+    expect(left).toMatchObject([
+      { statementSeq: 1, tags: [], error: { code: '42P01', message: 'relation "missing_table" does not exist' }, incomplete: true },
+      { statementSeq: 2, incomplete: true },
+    ]);
+    expect(t.pending).toBe(0);
+    expect(t.unfinished()).toEqual([]);
+  });
+});

@@ -278,6 +278,10 @@ class PostgresProxySession {
     } finally {
       this.#ctx.signal?.removeEventListener('abort', end);
     }
+    for (const r of this.#results.unfinished()) {
+      const data = r.error ? { ...r, error: { code: r.error.code, message: this.#recordable(r.error.message) } } : { ...r };
+      await this.#record('result', data).catch((err) => this.#log.error({ err }, 'could not record a result'));
+    }
   }
 
   // ------------------------------------------------------------------ startup

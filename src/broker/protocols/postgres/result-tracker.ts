@@ -16,6 +16,8 @@ export interface StatementResult {
   skipped?: true;
   /** The Execute hit its row limit (PortalSuspended); the portal can be executed again. */
   suspended?: true;
+  /** The session ended before the server finished answering (the client left between ErrorResponse and ReadyForQuery). */
+  incomplete?: true;
 }
 
 /** What the tracker reports for an ErrorResponse that belongs to no recorded statement. */
@@ -112,6 +114,21 @@ export class ResultTracker {
       };
     }
     return { results: [], unattributed: { code: fields.code, message: fields.message, severity: fields.severity } };
+  }
+
+  /**
+   * The session is ending: what is known of every statement still waiting for its answer, so none of them leaves
+   * the recording without a result. A client may leave as soon as it has read an error, before ReadyForQuery.
+   */
+  unfinished(): StatementResult[] {
+    const out: StatementResult[] = [];
+    for (const head of this.#queue.splice(0)) {
+      if (head.kind === 'sync') continue;
+      const r = finish(head.statementSeq, head.start, head.kind === 'round' ? head.tags : []);
+      const error = head.kind === 'round' ? head.error : undefined;
+      out.push({ ...r, ...(error ? { error: { code: error.code, message: error.message } } : {}), incomplete: true });
+    }
+    return out;
   }
 
   readyForQuery(): StatementResult[] {
