@@ -23,6 +23,20 @@ if (!have('gnome-keyring-daemon')) missing.push('gnome-keyring');
 if (!existsSync('/usr/sbin/sshd')) missing.push('openssh-server');
 if (!have('ssh') || !have('scp') || !have('sftp') || !have('ssh-keygen')) missing.push('openssh-client');
 
+// HTTP connections are driven with curl.
+if (!have('curl')) missing.push('curl');
+
+// Kubernetes connections are driven with a real kubectl; it must speak WebSocket exec (1.30 or later), which
+// Debian's own kubernetes-client (1.20) does not, so it is not installed from here.
+const kubectl = spawnSync('kubectl', ['version', '--client', '-o', 'json'], { encoding: 'utf8' });
+const minor = kubectl.status === 0 ? Number(JSON.parse(kubectl.stdout).clientVersion?.minor?.replace(/\D/g, '')) : 0;
+if (!(minor >= 30)) {
+  console.error('The Kubernetes tests need kubectl 1.30 or later on PATH (WebSocket exec). Install it from\n' +
+    '  https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/ (e.g. the pkgs.k8s.io apt repository)\n' +
+    "Debian's kubernetes-client package (1.20) is too old.");
+  process.exit(1);
+}
+
 if (missing.length === 0) process.exit(0);
 const isRoot = process.getuid?.() === 0;
 if (!isRoot) {
