@@ -7,7 +7,7 @@ import { pino } from 'pino';
 import ssh2 from 'ssh2';
 import { brokerConfigSchema, Secret, type SshConnection } from '../../src/broker/config.js';
 import { proxySshSession, type CommandReviews, type SshSessionSummary } from '../../src/broker/protocols/ssh/proxy.js';
-import { fingerprintOf, type BrokerHostKey } from '../../src/broker/protocols/ssh/host-keys.js';
+import { fingerprintOf, generateParsableKeyPair, type BrokerHostKey } from '../../src/broker/protocols/ssh/host-keys.js';
 import type { Identity } from '../../src/broker/identity.js';
 import { MemoryRecorder, type RecordedEvent } from './memory-recorder.js';
 import type { TestSshd } from './sshd.js';
@@ -45,7 +45,7 @@ export function sshConnection(sshd: TestSshd, extra: Record<string, unknown> = {
 }
 
 export async function startSshProxy(o: { connection: SshConnection; dir: string; identity?: Identity; reviews?: CommandReviews }): Promise<SshProxyHarness> {
-  const pair = ssh2.utils.generateKeyPairSync('ed25519');
+  const pair = generateParsableKeyPair('test-broker');
   const parsed = ssh2.utils.parseKey(pair.private);
   const key = Array.isArray(parsed) ? parsed[0]! : parsed;
   if (key instanceof Error) throw key;

@@ -33,13 +33,25 @@ function describeKey(privateKey: string, where: string): BrokerHostKey {
 }
 
 /**
+ * An ed25519 key pair that ssh2 can read back. ssh2 1.17 writes a private key it cannot parse about once in 200
+ * draws ("Malformed OpenSSH private key"), which would leave a broker with an unusable host key; draw again.
+ */
+export function generateParsableKeyPair(comment: string): { private: string; public: string } {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const pair = utils.generateKeyPairSync('ed25519', { comment });
+    if (!(utils.parseKey(pair.private) instanceof Error)) return pair;
+  }
+  throw new Error('could not generate a usable SSH host key');
+}
+
+/**
  * The configured key, or the one kept at `path` (created there, mode 0600, on first start), so clients that
  * pinned the broker's key keep trusting it across restarts.
  */
 export function loadBrokerHostKey(configured: string | undefined, path: string): BrokerHostKey & { created: boolean } {
   if (configured) return { ...describeKey(configured, 'ssh.hostKey'), created: false };
   if (existsSync(path)) return { ...describeKey(readFileSync(path, 'utf8'), path), created: false };
-  const pair = utils.generateKeyPairSync('ed25519', { comment: 'hoopctl-broker' });
+  const pair = generateParsableKeyPair('hoopctl-broker');
   mkdirSync(dirname(path), { recursive: true });
   writeFileSync(path, pair.private, { mode: 0o600, flag: 'wx' });
   return { ...describeKey(pair.private, path), created: true };
