@@ -8,6 +8,7 @@
  * `$..password`, `$.items[*].data.*`. A matched object or array is masked through and through.
  */
 import { maskJsonText, maskWhole, type DetectorName, type MaskKey, type MaskStrategy } from './masking.js';
+import { parseJson, serialize, type JsonValue } from './json-text.js';
 
 type Step = { kind: 'member'; name: string; deep: boolean } | { kind: 'index'; index: number; deep: boolean } | { kind: 'any'; deep: boolean };
 export interface JsonPath {
@@ -86,90 +87,6 @@ export function jsonPathMatches(path: JsonPath, keys: readonly Key[]): boolean {
   return from(0, 0);
 }
 
-// A JSON tree that keeps numbers as written: a 16-digit card number must survive unrounded.
-type Node =
-  | { t: 's'; v: string }
-  | { t: 'raw'; v: string }
-  | { t: 'a'; items: Node[] }
-  | { t: 'o'; entries: Array<[string, Node]> };
-
-const MAX_DEPTH = 512;
-
-function readJson(text: string): Node {
-  let i = 0;
-  const skip = () => {
-    while (i < text.length && /[ \t\r\n]/.test(text[i])) i++;
-  };
-  const bad = (): never => {
-    throw new SyntaxError(`not JSON (position ${i})`);
-  };
-  const str = (): string => {
-    const start = i++;
-    for (; i < text.length && text[i] !== '"'; i++) if (text[i] === '\\') i++;
-    if (i >= text.length) bad();
-    i++;
-    return JSON.parse(text.slice(start, i)) as string;
-  };
-  const node = (depth: number): Node => {
-    if (depth > MAX_DEPTH) bad();
-    skip();
-    const c = text[i];
-    if (c === '"') return { t: 's', v: str() };
-    if (c === '[') {
-      i++;
-      const items: Node[] = [];
-      skip();
-      if (text[i] === ']') return i++, { t: 'a', items };
-      for (;;) {
-        items.push(node(depth + 1));
-        skip();
-        const d = text[i++];
-        if (d === ']') return { t: 'a', items };
-        if (d !== ',') bad();
-      }
-    }
-    if (c === '{') {
-      i++;
-      const entries: Array<[string, Node]> = [];
-      skip();
-      if (text[i] === '}') return i++, { t: 'o', entries };
-      for (;;) {
-        skip();
-        if (text[i] !== '"') bad();
-        const k = str();
-        skip();
-        if (text[i++] !== ':') bad();
-        entries.push([k, node(depth + 1)]);
-        skip();
-        const d = text[i++];
-        if (d === '}') return { t: 'o', entries };
-        if (d !== ',') bad();
-      }
-    }
-    const m = /^(-?\d+(\.\d+)?([eE][+-]?\d+)?|true|false|null)/.exec(text.slice(i, i + 400));
-    if (!m) bad();
-    i += m![0].length;
-    return { t: 'raw', v: m![0] };
-  };
-  const root = node(0);
-  skip();
-  if (i !== text.length) bad();
-  return root;
-}
-
-function writeJson(n: Node): string {
-  switch (n.t) {
-    case 's':
-      return JSON.stringify(n.v);
-    case 'raw':
-      return n.v;
-    case 'a':
-      return `[${n.items.map(writeJson).join(',')}]`;
-    case 'o':
-      return `{${n.entries.map(([k, v]) => `${JSON.stringify(k)}:${writeJson(v)}`).join(',')}}`;
-  }
-}
-
 export interface JsonMaskSpec {
   paths: readonly JsonPath[];
   detectors: readonly DetectorName[];
@@ -190,40 +107,41 @@ export function maskJsonBody(text: string, spec: JsonMaskSpec, key: MaskKey): Js
   let out = text;
   let json = true;
   if (spec.paths.length > 0) {
-    let tree: Node | undefined;
+    let tree: JsonValue | undefined;
     try {
-      tree = readJson(text);
+      tree = parseJson(text);
     } catch {
       json = false;
     }
     if (tree) {
       let masked = 0;
-      const whole = (n: Node): Node => {
+      const whole = (n: JsonValue): JsonValue => {
         switch (n.t) {
-          case 'a':
-            return { t: 'a', items: n.items.map(whole) };
-          case 'o':
-            return { t: 'o', entries: n.entries.map(([k, v]) => [k, whole(v)]) };
-          case 'raw':
-            if (n.v === 'null') return n;
+          case 'array':
+            return { t: 'array', items: n.items.map(whole) };
+          case 'object':
+            return { t: 'object', members: n.members.map(([k, v]) => [k, whole(v)]) };
+          case 'literal':
+            if (n.raw === 'null') return n;
           // falls through: numbers and booleans are values like strings
-          case 's': {
+          case 'number':
+          case 'string': {
             masked++;
-            const m = maskWhole(n.v, spec.strategy, key);
-            return m === null ? { t: 'raw', v: 'null' } : { t: 's', v: m };
+            const m = maskWhole(n.t === 'string' ? n.v : n.raw, spec.strategy, key);
+            return m === null ? { t: 'literal', raw: 'null' } : { t: 'string', v: m };
           }
         }
       };
-      const walk = (n: Node, at: Key[]): Node => {
+      const walk = (n: JsonValue, at: Key[]): JsonValue => {
         if (at.length > 0 && spec.paths.some((p) => jsonPathMatches(p, at))) return whole(n);
-        if (n.t === 'a') return { t: 'a', items: n.items.map((v, idx) => walk(v, [...at, idx])) };
-        if (n.t === 'o') return { t: 'o', entries: n.entries.map(([k, v]) => [k, walk(v, [...at, k])]) };
+        if (n.t === 'array') return { t: 'array', items: n.items.map((v, idx) => walk(v, [...at, idx])) };
+        if (n.t === 'object') return { t: 'object', members: n.members.map(([k, v]) => [k, walk(v, [...at, k])]) };
         return n;
       };
       const next = walk(tree, []);
       if (masked > 0) {
         hits.path = masked;
-        out = writeJson(next);
+        out = serialize(next);
       }
     }
   }
