@@ -118,6 +118,24 @@ describe('ssh and scp through the tunnel', () => {
     expect((await runCli(['replay', id], alice)).stdout).toContain(`sftp       open ${dest} (write,creat`);
   });
 
+  it('lists, uploads and downloads with sftp, each operation recorded', async () => {
+    const local = join(stack.dir, 'sftp-up.txt');
+    writeFileSync(local, 'sent with sftp\n');
+    const remote = join(sshd.dir, 'sftp-remote.txt');
+    const back = join(stack.dir, 'sftp-back.txt');
+    const batch = join(stack.dir, 'sftp.batch');
+    writeFileSync(batch, `put ${local} ${remote}\nls ${sshd.dir}\nget ${remote} ${back}\n`);
+    const r = await runSsh(['-P', String(port), ...sshOptions(knownHosts), '-b', batch, `${sshd.user}@127.0.0.1`], undefined, 'sftp');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('sftp-remote.txt');
+    expect(readFileSync(remote, 'utf8')).toBe('sent with sftp\n');
+    expect(readFileSync(back, 'utf8')).toBe('sent with sftp\n');
+    const id = await latestSession((ev) => ev.some((e) => e.type === 'sftp' && e.data.path === remote));
+    const transcript = (await runCli(['replay', id], alice)).stdout;
+    expect(transcript).toContain(`sftp       open ${remote} (write,creat`);
+    expect(transcript).toContain(`sftp       open ${remote} (read`);
+  });
+
   it.each([
     ['rm -rf /tmp/hoop-nothing', 'no-rm-rf'],
     ['echo hi; rm -rf /tmp/hoop-nothing', 'no-rm-rf'],
