@@ -40,6 +40,7 @@ beforeAll(async () => {
           { name: 'keep-namespaces', match: { verb: 'delete', resource: 'namespaces' }, action: 'deny' },
           { name: 'exec-needs-approval', match: { verb: 'create', resource: 'pods/exec' }, action: 'review' },
         ],
+        mask: { detectors: ['email'] },
       },
     ],
   });
@@ -136,5 +137,15 @@ describe('kubernetes connection', () => {
     const done = await exec;
     expect(done.stdout.trim()).toBe('hi');
     expect(kube.seen.every((r) => r.headers.authorization === `Bearer ${KUBE_TOKEN}`)).toBe(true);
+  });
+
+  it('streams kubectl logs -f line by line, masked as it flows', async () => {
+    const ready = await connect('k8s');
+    const env = { PATH: process.env.PATH, HOME: stack.dir, KUBECONFIG: ready.kubeconfig };
+    const logs = await runProcess('kubectl', ['logs', '-f', '-n', 'default', 'web'], env);
+    expect(logs.code, logs.stderr).toBe(0);
+    expect(logs.stdout).toContain('listening on :8080\nGET /health 200\n');
+    expect(logs.stdout).toContain('signup from ');
+    expect(logs.stdout).not.toContain('jane.doe@example.com');
   });
 });

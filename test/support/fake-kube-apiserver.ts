@@ -100,6 +100,21 @@ export async function startFakeKubeApiServer(o: { token: string; namespaces?: st
       if (!(pods[ns] ?? []).includes(name)) return send(res, 404, status(404, 'NotFound', `pods "${name}" not found`));
       return send(res, 200, pod(ns, name));
     }
+    r = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/log$/.exec(p);
+    if (r && m === 'GET') {
+      // `kubectl logs -f`: a chunked text stream, one line every 100 ms, the last one carrying an email address.
+      const lines = ['starting web', 'listening on :8080', 'GET /health 200', 'signup from jane.doe@example.com'];
+      res.writeHead(200, { 'content-type': 'text/plain', 'transfer-encoding': 'chunked' });
+      let n = 0;
+      const follow = url.searchParams.get('follow') === 'true';
+      const next = () => {
+        if (n >= lines.length) return void res.end();
+        res.write(`${lines[n++]}\n`);
+        if (follow) setTimeout(next, 100);
+        else next();
+      };
+      return next();
+    }
     if (/\/exec$/.test(p)) return send(res, 400, status(400, 'BadRequest', 'this test API server speaks exec over WebSocket only'));
     send(res, 404, status(404, 'NotFound', 'the server could not find the requested resource'));
   });
