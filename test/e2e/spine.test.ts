@@ -80,6 +80,19 @@ describe('login', () => {
   });
 });
 
+describe('logout', () => {
+  it('forgets the stored tokens; later commands say to log in again', async () => {
+    const env = await loginAs('carol');
+    expect((await cli(['whoami'], env)).code).toBe(0);
+    const out = await cli(['logout'], env);
+    expect(out.code).toBe(0);
+    expect(out.stdout).toContain(`Logged out of ${stack.brokerUrl}`);
+    const after = await cli(['whoami'], env);
+    expect(after.code).toBe(3);
+    expect(after.stderr).toContain('hoopctl login');
+  });
+});
+
 describe('psql through hoopctl connect', () => {
   it('runs queries as the injected backend role without asking the client for a password', async () => {
     const r = await psql(['-At', '-c', 'select current_user, 6 * 7']);
