@@ -7,7 +7,7 @@
  * element, `..name` (or `..*`, `..[*]`) that step at any depth below. Examples: `$.users[*].email`,
  * `$..password`, `$.items[*].data.*`. A matched object or array is masked through and through.
  */
-import { maskJsonText, maskWhole, type DetectorName, type MaskKey, type MaskStrategy } from './masking.js';
+import { maskJsonText, maskJsonWhole, type DetectorName, type MaskKey, type MaskStrategy } from './masking.js';
 import { parseJson, serialize, type JsonValue } from './json-text.js';
 
 type Step = { kind: 'member'; name: string; deep: boolean } | { kind: 'index'; index: number; deep: boolean } | { kind: 'any'; deep: boolean };
@@ -115,23 +115,7 @@ export function maskJsonBody(text: string, spec: JsonMaskSpec, key: MaskKey): Js
     }
     if (tree) {
       let masked = 0;
-      const whole = (n: JsonValue): JsonValue => {
-        switch (n.t) {
-          case 'array':
-            return { t: 'array', items: n.items.map(whole) };
-          case 'object':
-            return { t: 'object', members: n.members.map(([k, v]) => [k, whole(v)]) };
-          case 'literal':
-            if (n.raw === 'null') return n;
-          // falls through: numbers and booleans are values like strings
-          case 'number':
-          case 'string': {
-            masked++;
-            const m = maskWhole(n.t === 'string' ? n.v : n.raw, spec.strategy, key);
-            return m === null ? { t: 'literal', raw: 'null' } : { t: 'string', v: m };
-          }
-        }
-      };
+      const whole = (n: JsonValue): JsonValue => maskJsonWhole(n, spec.strategy, key, () => masked++);
       const walk = (n: JsonValue, at: Key[]): JsonValue => {
         if (at.length > 0 && spec.paths.some((p) => jsonPathMatches(p, at))) return whole(n);
         if (n.t === 'array') return { t: 'array', items: n.items.map((v, idx) => walk(v, [...at, idx])) };

@@ -107,6 +107,28 @@ export function maskText(value: string, detectors: readonly DetectorName[], stra
 const NULL: JsonValue = { t: 'literal', raw: 'null' };
 
 /**
+ * Masks every value of a JSON subtree whole, keeping its shape and keys (null stays null; numbers and booleans are
+ * values like strings). `onValue` is called once per masked value.
+ */
+export function maskJsonWhole(v: JsonValue, strategy: MaskStrategy, key: MaskKey, onValue: () => void): JsonValue {
+  switch (v.t) {
+    case 'array':
+      return { t: 'array', items: v.items.map((item) => maskJsonWhole(item, strategy, key, onValue)) };
+    case 'object':
+      return { t: 'object', members: v.members.map(([k, m]) => [k, maskJsonWhole(m, strategy, key, onValue)]) };
+    case 'literal':
+      if (v.raw === 'null') return v;
+    // falls through
+    case 'string':
+    case 'number': {
+      onValue();
+      const masked = maskWhole(v.t === 'string' ? v.v : v.raw, strategy, key);
+      return masked === null ? NULL : { t: 'string', v: masked };
+    }
+  }
+}
+
+/**
  * Masks JSON text (json_agg, row_to_json, jsonb columns): values under keys the plan's columns name are masked
  * whole; every string (and number, and key) runs through the detectors. Always returns valid JSON. Text that is not
  * JSON is masked as plain text by the detectors; JSON nested too deeply to walk is masked whole.
@@ -125,23 +147,7 @@ export function maskJsonText(json: string, plan: MaskPlan, key: MaskKey): MaskRe
   const count = (h: Record<string, number>) => {
     for (const [k, n] of Object.entries(h)) hits[k] = (hits[k] ?? 0) + n;
   };
-  const whole = (v: JsonValue): JsonValue => {
-    switch (v.t) {
-      case 'array':
-        return { t: 'array', items: v.items.map(whole) };
-      case 'object':
-        return { t: 'object', members: v.members.map(([k, m]) => [k, whole(m)]) };
-      case 'literal':
-        if (v.raw === 'null') return v;
-      // falls through: true/false are masked like any value
-      case 'string':
-      case 'number': {
-        count({ column: 1 });
-        const masked = maskWhole(v.t === 'string' ? v.v : v.raw, plan.strategy, key);
-        return masked === null ? NULL : { t: 'string', v: masked };
-      }
-    }
-  };
+  const whole = (v: JsonValue): JsonValue => maskJsonWhole(v, plan.strategy, key, () => count({ column: 1 }));
   const scalar = (text: string, original: JsonValue): JsonValue => {
     const r = maskText(text, plan.detectors, plan.strategy, key);
     count(r.hits);
