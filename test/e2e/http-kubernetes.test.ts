@@ -139,6 +139,24 @@ describe('kubernetes connection', () => {
     expect(kube.seen.every((r) => r.headers.authorization === `Bearer ${KUBE_TOKEN}`)).toBe(true);
   });
 
+  it('carries stdin of kubectl exec -i to the pod and records it with the output', async () => {
+    const ready = await connect('k8s');
+    const env = { PATH: process.env.PATH, HOME: stack.dir, KUBECONFIG: ready.kubeconfig };
+    const exec = runProcess('kubectl', ['exec', '-i', '-n', 'default', 'web', '--', 'cat'], env, 'typed through the gate\n', 60_000);
+    let review: Review | undefined;
+    for (let i = 0; i < 100 && !review; i++) {
+      review = (JSON.parse((await runCli(['reviews', '-o', 'json'], bob)).stdout) as Review[]).find((r) => r.connection === 'k8s' && /command=cat/.test(r.statement ?? ''));
+      if (!review) await new Promise((r) => setTimeout(r, 100));
+    }
+    await runCli(['approve', review!.id, '--reason', 'stdin check'], bob);
+    const done = await exec;
+    expect(done.code, done.stderr).toBe(0);
+    expect(done.stdout).toBe('typed through the gate\n');
+    const sessions = JSON.parse((await runCli(['sessions', '-o', 'json', '--connection', 'k8s'], alice)).stdout) as Array<{ id: string }>;
+    const recorded = (await Promise.all(sessions.map(async (x) => (await runCli(['replay', x.id, '-o', 'json'], alice)).stdout))).join('\n');
+    expect(recorded).toMatch(/"i",\s*"typed through the gate/);
+  });
+
   it('streams kubectl logs -f line by line, masked as it flows', async () => {
     const ready = await connect('k8s');
     const env = { PATH: process.env.PATH, HOME: stack.dir, KUBECONFIG: ready.kubeconfig };
