@@ -80,6 +80,18 @@ describe('login', () => {
   });
 });
 
+describe('hoopctl connect', () => {
+  it('prints a ready-to-paste psql line and closes cleanly on Ctrl-C', async () => {
+    const p = new CliProcess(['connect', 'app-pg'], aliceEnv);
+    const [, line] = await p.waitFor(/^\s+psql "(postgresql:\/\/[^"]+)"$/m);
+    const r = await runProcess('psql', ['-X', '-w', '-At', '-c', 'select 1', line!], { PATH: process.env.PATH });
+    expect(r.stdout.trim()).toBe('1');
+    expect(await p.stop()).toBe(0);
+    expect(p.stdout).toContain('tunnel closed');
+    expect(p.stderr).toBe('');
+  });
+});
+
 describe('logout', () => {
   it('forgets the stored tokens; later commands say to log in again', async () => {
     const env = await loginAs('carol');
