@@ -1,6 +1,6 @@
 import { createServer, type Server, type Socket } from 'node:net';
+import { runProcess, type CliResult } from './stack.js';
 import { Writable } from 'node:stream';
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -89,22 +89,7 @@ export function sshOptions(knownHosts: string): string[] {
   return ['-F', '/dev/null', '-o', 'BatchMode=yes', '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'ConnectTimeout=10'];
 }
 
-export function runSsh(args: string[], input?: string, cmd = 'ssh', timeoutMs = 30_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${cmd} ${args.join(' ')} timed out; stdout: ${stdout}; stderr: ${stderr}`));
-    }, timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-    child.stdin.end(input ?? '');
-  });
+/** Runs an OpenSSH client (ssh, scp, sftp) to completion. */
+export function runSsh(args: string[], input?: string, cmd = 'ssh', timeoutMs = 30_000): Promise<CliResult> {
+  return runProcess(cmd, args, process.env, input, timeoutMs);
 }
