@@ -1,6 +1,9 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { loadBrokerConfig } from '../broker/config.js';
+import { loadBrokerConfig, type Connection } from '../broker/config.js';
+import { evaluateCommand, evaluateShell } from '../policy/shell-rules.js';
+import { evaluateHttpRequest, evaluateKubeRequest } from '../policy/http-rules.js';
+import { parseKubeRequest } from '../policy/kube-path.js';
 import { initPolicyEngine } from '../policy/index.js';
 import { dryRunPolicy } from '../policy/dry-run.js';
 import type { PolicyIdentity } from '../policy/rules.js';
@@ -12,21 +15,34 @@ export function register(program: Command): void {
   const policy = program.command('policy').description('Work with connection policies offline');
   policy
     .command('check')
-    .description('Dry-run the broker\'s rules: print the verdict for SQL sent by an identity, and the rule that decided it')
+    .description('Dry-run the broker\'s rules: print the verdict for SQL, a shell command or an HTTP/Kubernetes request sent by an identity, and the rule that decided it')
     .requiredOption('-c, --config <file>', 'broker configuration (YAML)')
     .requiredOption('--connection <name>', 'connection whose rules apply')
     .option('--as <attr=value>', 'identity: group=G, subject=S, client=ID (a service account), kind=human|service; repeatable', collect, [])
-    .option('-e, --execute <sql>', 'SQL to judge')
-    .option('-f, --file <file>', 'read the SQL from a file')
+    .option('-e, --execute <text>', 'what to judge: SQL (postgres), a command (ssh), "METHOD /path" (http, kubernetes)')
+    .option('-f, --file <file>', 'read it from a file')
+    .option('--shell', 'ssh: judge opening an interactive shell instead of a command')
     .option('--expect <action>', 'exit 1 unless the verdict is this action (allow, deny or review)')
     .option('-o, --output <format>', 'text or json', 'text')
-    .addHelpText('after', '\nExample:\n  hoopctl policy check --config broker.yaml --connection pg-prod --as group=analysts -e "delete from orders"\n')
-    .action(async (opts: { config: string; connection: string; as: string[]; execute?: string; file?: string; expect?: string; output: string }) => {
+    .addHelpText(
+      'after',
+      '\nExamples:\n  hoopctl policy check --config broker.yaml --connection pg-prod --as group=analysts -e "delete from orders"\n' +
+        '  hoopctl policy check --config broker.yaml --connection web-1 --as client=deploy-bot -e "sudo systemctl restart nginx"\n' +
+        '  hoopctl policy check --config broker.yaml --connection k8s-prod --as group=sre -e "DELETE /api/v1/namespaces/prod"\n',
+    )
+    .action(async (opts: { config: string; connection: string; as: string[]; execute?: string; file?: string; expect?: string; output: string; shell?: boolean }) => {
       const format = parseOutput(opts.output);
       const config = loadBrokerConfig(opts.config, process.env, { secrets: 'skip' });
       const connection = config.connections.find((c) => c.name === opts.connection);
       if (!connection) throw new UserError(`no connection named ${opts.connection} in ${opts.config}`, { code: 'USAGE', hint: `known: ${config.connections.map((c) => c.name).join(', ') || 'none'}` });
-      if (connection.type !== 'postgres') throw new UserError(`policy check judges SQL; ${connection.name} is a ${connection.type} connection`, { code: 'USAGE' });
+      if (connection.type !== 'postgres') {
+        const text = opts.execute ?? (opts.file ? readFileSync(opts.file, 'utf8') : undefined);
+        const verdict = judgeRequest(connection, parseIdentity(opts.as), text, Boolean(opts.shell));
+        if (format === 'json') printJson({ verdict });
+        else process.stdout.write(`${verdict.action.toUpperCase()}${verdict.rule ? ` by rule "${verdict.rule}"` : ' (default action)'}: ${verdict.message}\n`);
+        if (opts.expect && opts.expect !== verdict.action) process.exitCode = 1;
+        return;
+      }
       const sql = opts.execute ?? (opts.file ? readFileSync(opts.file, 'utf8') : undefined);
       if (sql === undefined) throw new UserError('no SQL given', { code: 'USAGE', hint: 'pass -e "SQL" or -f FILE' });
       await initPolicyEngine();
@@ -44,6 +60,20 @@ export function register(program: Command): void {
       }
       if (opts.expect && opts.expect !== result.verdict.action) process.exitCode = 1;
     });
+}
+
+/** The verdict the broker would give an ssh command or shell, or an HTTP / Kubernetes request. */
+function judgeRequest(connection: Exclude<Connection, { type: 'postgres' }>, identity: PolicyIdentity, text: string | undefined, shell: boolean): { action: string; rule?: string; message: string } {
+  if (connection.type === 'ssh') {
+    if (shell) return evaluateShell(connection, identity);
+    if (text === undefined) throw new UserError('no command given', { code: 'USAGE', hint: 'pass -e "COMMAND", or --shell' });
+    return evaluateCommand(connection, identity, text);
+  }
+  const m = /^\s*([A-Za-z]+)\s+(\S+)\s*$/.exec(text ?? '');
+  if (!m) throw new UserError('expected a request: -e "METHOD /path"', { code: 'USAGE' });
+  const [, method, target] = m as unknown as [string, string, string];
+  if (connection.type === 'kubernetes') return evaluateKubeRequest(connection, identity, parseKubeRequest(method, target));
+  return evaluateHttpRequest(connection, identity, { method: method.toUpperCase(), path: new URL(target, 'http://x').pathname });
 }
 
 function collect(value: string, previous: string[]): string[] {

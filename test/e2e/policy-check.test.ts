@@ -27,6 +27,29 @@ connections:
       - { name: analysts-read, match: { identity: { groups: [analysts] }, category: [read] }, action: allow }
       - { name: dba-all, match: { identity: { groups: [dba] } }, action: allow }
       - { name: pii, match: { identity: { groups: [analysts] } }, mask: { columns: [email], detectors: [credit_card] } }
+  - name: web-1
+    type: ssh
+    target: { host: web-1.internal, user: deploy, hostKey: "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU" }
+    credentials: { privateKey: { env: DEPLOY_KEY_NOT_SET } }
+    access: { groups: [sre] }
+    rules:
+      - { name: no-rm-rf, match: { command: ["rm -rf *"] }, action: deny }
+      - { name: no-shells-for-bots, match: { shell: true, identity: { kind: service } }, action: deny }
+  - name: billing
+    type: http
+    target: { url: "https://billing.internal" }
+    credentials: { bearer: { env: BILLING_TOKEN_NOT_SET } }
+    access: { groups: [finance] }
+    rules:
+      - { name: no-admin, match: { path: "/admin/**" }, action: deny }
+  - name: k8s
+    type: kubernetes
+    target: { url: "https://kube.internal:6443" }
+    credentials: { bearer: { env: KUBE_TOKEN_NOT_SET } }
+    access: { groups: [sre] }
+    defaultAction: deny
+    rules:
+      - { name: read-only, match: { verb: [get, list, watch] }, action: allow }
 `);
 });
 
@@ -60,5 +83,18 @@ describe('hoopctl policy check', () => {
     const bad = await check(['team=dba'], 'select 1');
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('--as: unknown attribute "team"');
+  });
+
+  it('judges ssh commands and shells, http requests and Kubernetes requests the way their proxies do', async () => {
+    const run = (connection: string, as: string[], extra: string[]) =>
+      runCli(['policy', 'check', '-c', config, '--connection', connection, ...as.flatMap((a) => ['--as', a]), ...extra], env);
+    expect((await run('web-1', ['group=sre'], ['-e', 'echo hi && "rm" -fr /'])).stdout).toMatch(/^DENY by rule "no-rm-rf"/);
+    expect((await run('web-1', ['group=sre'], ['-e', 'uptime'])).stdout).toMatch(/^ALLOW \(default action\)/);
+    expect((await run('web-1', ['client=deploy-bot'], ['--shell'])).stdout).toMatch(/^DENY by rule "no-shells-for-bots"/);
+    expect((await run('billing', ['group=finance'], ['-e', 'GET /admin/users'])).stdout).toMatch(/^DENY by rule "no-admin"/);
+    expect((await run('k8s', ['group=sre'], ['-e', 'GET /api/v1/namespaces/default/pods'])).stdout).toMatch(/^ALLOW by rule "read-only"/);
+    const del = await run('k8s', ['group=sre'], ['-e', 'DELETE /api/v1/namespaces/prod', '--expect', 'deny']);
+    expect(del.code).toBe(0);
+    expect(del.stdout).toMatch(/^DENY \(default action\)/);
   });
 });
