@@ -157,6 +157,38 @@ describe('kubernetes connection', () => {
     expect(recorded).toMatch(/"i",\s*"typed through the gate/);
   });
 
+  it('runs kubectl exec -it in a real terminal: the terminal size and keystrokes cross the gate and are recorded', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const ready = await connect('k8s');
+    const session = `hoop-kube-tty-${process.pid}`;
+    const envArgs = Object.entries({ PATH: process.env.PATH, HOME: stack.dir, KUBECONFIG: ready.kubeconfig, TERM: 'xterm' })
+      .map(([k, v]) => `${k}=${JSON.stringify(String(v))}`).join(' ');
+    execFileSync('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '30', `env -i ${envArgs} kubectl exec -it -n default web -- cat; echo "kubectl exited $?"; sleep 30`]);
+    try {
+      let review: Review | undefined;
+      for (let i = 0; i < 100 && !review; i++) {
+        review = (JSON.parse((await runCli(['reviews', '-o', 'json'], bob)).stdout) as Review[]).find((r) => r.connection === 'k8s' && /tty=true/.test(r.statement ?? ''));
+        if (!review) await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(review, 'the TTY exec was held for review').toBeDefined();
+      await runCli(['approve', review!.id, '--reason', 'tty check'], bob);
+      await new Promise((r) => setTimeout(r, 1000));
+      execFileSync('tmux', ['send-keys', '-t', session, '-l', 'z']);
+      let screen = '';
+      for (let i = 0; i < 50 && !/kubectl exited 0/.test(screen); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        screen = execFileSync('tmux', ['capture-pane', '-p', '-t', session], { encoding: 'utf8' });
+      }
+      expect(screen).toContain('kubectl exited 0');
+      const sessions = JSON.parse((await runCli(['sessions', '-o', 'json', '--connection', 'k8s'], alice)).stdout) as Array<{ id: string }>;
+      const recorded = (await Promise.all(sessions.map(async (x) => JSON.stringify(JSON.parse((await runCli(['replay', x.id, '-o', 'json'], alice)).stdout))))).join('\n');
+      expect(recorded).toMatch(/\["?[\d.]+"?,"r","120x30"\]|"r","120x\d+"/);
+      expect(recorded).toMatch(/"i","z"/);
+    } finally {
+      execFileSync('tmux', ['kill-session', '-t', session]);
+    }
+  });
+
   it('streams kubectl logs -f line by line, masked as it flows', async () => {
     const ready = await connect('k8s');
     const env = { PATH: process.env.PATH, HOME: stack.dir, KUBECONFIG: ready.kubeconfig };
