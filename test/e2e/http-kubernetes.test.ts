@@ -13,13 +13,39 @@ const API_TOKEN = 'backend-api-token-never-on-the-client';
 const KUBE_TOKEN = 'kube-sa-token-never-on-the-client';
 let stack: Stack;
 let backend: HttpBackend;
+let tlsBackend: { url: string; close(): Promise<void> };
+let tlsDir: string;
 let kube: FakeKubeApiServer;
 let alice: NodeJS.ProcessEnv;
 let bob: NodeJS.ProcessEnv;
 const procs: CliProcess[] = [];
 
+/** An HTTPS backend with a certificate from a CA made for the test (and a second, unrelated CA). */
+async function startTlsBackend(): Promise<{ url: string; close(): Promise<void> }> {
+  const { execFileSync } = await import('node:child_process');
+  const { mkdtempSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { createServer } = await import('node:https');
+  tlsDir = mkdtempSync(join(tmpdir(), 'hoop-tls-'));
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: tlsDir, stdio: 'ignore' });
+  for (const ca of ['ca', 'other-ca']) ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', `/CN=${ca}`, '-keyout', `${ca}.key`, '-out', `${ca}.pem`);
+  ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', 'server.key', '-out', 'server.csr');
+  const { writeFileSync } = await import('node:fs');
+  writeFileSync(join(tlsDir, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
+  ssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '1', '-extfile', 'san.ext', '-out', 'server.pem');
+  const server = createServer({ cert: readFileSync(join(tlsDir, 'server.pem')), key: readFileSync(join(tlsDir, 'server.key')) }, (req, res) => {
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ over: 'tls', sawToken: req.headers.authorization === `Bearer ${API_TOKEN}` }));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as { port: number };
+  return { url: `https://127.0.0.1:${port}`, close: () => new Promise((r) => server.close(() => r())) };
+}
+
 beforeAll(async () => {
   backend = await startHttpBackend();
+  tlsBackend = await startTlsBackend();
   kube = await startFakeKubeApiServer({ token: KUBE_TOKEN });
   stack = await startStack({
     extraConnections: [
@@ -31,6 +57,14 @@ beforeAll(async () => {
           { name: 'writes-need-review', match: { method: ['POST', 'PUT', 'DELETE'] }, action: 'review' },
         ],
         mask: { jsonPaths: ['$.users[*].email'], detectors: ['credit_card'] },
+      },
+      {
+        name: 'api-tls', type: 'http', target: { url: tlsBackend.url, tls: { ca: `${tlsDir}/ca.pem` } },
+        credentials: { bearer: { value: API_TOKEN } }, access: { groups: ['dba'] },
+      },
+      {
+        name: 'api-wrong-ca', type: 'http', target: { url: tlsBackend.url, tls: { ca: `${tlsDir}/other-ca.pem` } },
+        credentials: { bearer: { value: API_TOKEN } }, access: { groups: ['dba'] },
       },
       {
         name: 'k8s', type: 'kubernetes', target: { url: kube.url }, credentials: { bearer: { value: KUBE_TOKEN } },
@@ -51,6 +85,7 @@ afterAll(async () => {
   for (const p of procs) await p.stop().catch(() => undefined);
   await stack?.stop();
   await backend?.close();
+  await tlsBackend?.close();
   await kube?.close();
 });
 
@@ -100,6 +135,15 @@ describe('http connection', () => {
     expect(denied.code).toBe(1);
     expect(denied.stderr).toContain('HTTP 403');
     expect(denied.stdout).toContain('no-admin');
+  });
+
+  it('reaches an HTTPS backend whose certificate the configured CA signed, and refuses one it did not', async () => {
+    const ok = await runCli(['exec', 'api-tls', '-o', 'json', '--', 'GET', '/'], alice);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(JSON.parse(ok.stdout).body).toEqual({ over: 'tls', sawToken: true });
+    const wrong = await runCli(['exec', 'api-wrong-ca', '--', 'GET', '/'], alice);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toMatch(/HTTP 502/);
   });
 
   it('records each request in the session, masked', async () => {
