@@ -87,6 +87,7 @@ export class SqliteStore implements Store {
     this.#db.pragma('journal_mode = WAL');
     this.#db.pragma('synchronous = NORMAL');
     this.#db.pragma('busy_timeout = 5000');
+    this.#db.pragma('wal_autocheckpoint = 10000');
     this.#migrate();
     this.#insertEvent = this.#db.prepare(
       'INSERT INTO events (stream, seq, at, type, data, prev_hash, hash) VALUES (@stream, @seq, @at, @type, @data, @prevHash, @hash)',
