@@ -5,8 +5,7 @@ import { connect as netConnect } from 'node:net';
 import { spawn } from 'node:child_process';
 import pg from 'pg';
 import { SignJWT, importJWK } from 'jose';
-import { APP_PASSWORD, AUDIENCE, CliProcess, readText, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
-import { completeDeviceLogin } from '../support/device-user.js';
+import { APP_PASSWORD, AUDIENCE, CliProcess, loginAs as stackLoginAs, readText, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
 
 /**
  * The spine, end to end with real parts only: device-flow login against oidc-provider, `hoopctl connect`
@@ -35,14 +34,12 @@ async function cli(args: string[], env: NodeJS.ProcessEnv, input?: string) {
   return r;
 }
 
+/** The CLI's device login as `user` (its output joins what the password must never appear in). */
 async function loginAs(user: string): Promise<NodeJS.ProcessEnv> {
-  const env = stack.cliEnv({ XDG_CONFIG_HOME: join(stack.dir, `config-${user}`) });
-  const login = new CliProcess(['login', '--broker', stack.brokerUrl, '--poll-interval', '1'], env);
-  const [, uri] = await login.waitFor(/or open (\S+)/);
-  await completeDeviceLogin(uri!, user);
-  expect(await login.exit()).toBe(0);
-  outputs.push(login.stdout, login.stderr);
-  expect(login.stdout).toContain(`as ${user === 'alice' ? 'alice@example.com' : user}`);
+  const seen: string[] = [];
+  const env = await stackLoginAs(stack, user, seen);
+  outputs.push(...seen);
+  expect(seen[0]).toContain(`as ${user === 'alice' ? 'alice@example.com' : user}`);
   return env;
 }
 

@@ -12,7 +12,7 @@ import { clientCredentialsLogin, deviceLogin, refreshTokenSet, type DevicePrompt
 import { startDevIssuer, type DevIssuer } from '../../src/dev/oidc-issuer.js';
 import { HoopError } from '../../src/lib/errors.js';
 import { freePort } from '../../src/lib/net.js';
-import { completeDeviceLogin } from '../support/device-user.js';
+import { completeDeviceLogin, deviceLoginAs } from '../support/device-user.js';
 
 const AUDIENCE = 'https://broker.hoopctl.test';
 
@@ -69,17 +69,7 @@ describe('OIDC login against a real oidc-provider', () => {
   });
 
   it('gives an unknown login the default groups', async () => {
-    let userDone: Promise<void> | undefined;
-    const tokens = await deviceLogin({
-      issuer: issuer.issuer,
-      clientId: issuer.cliClientId,
-      scopes: ['openid', 'offline_access'],
-      pollIntervalSeconds: 1,
-      onPrompt: (p) => {
-        userDone = completeDeviceLogin(p.verificationUriComplete!, 'bob');
-      },
-    });
-    await userDone;
+    const tokens = await deviceLoginAs(issuer, 'bob');
     const claims = decodeJwt(tokens.accessToken);
     expect(claims).toMatchObject({ sub: 'bob', aud: AUDIENCE, groups: ['everyone'] });
     expect(claims.email).toBeUndefined();
@@ -184,20 +174,7 @@ describe('resolveAccessToken against a real oidc-provider', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function loginAs(login: string) {
-    let userDone: Promise<void> | undefined;
-    const tokens = await deviceLogin({
-      issuer: issuer.issuer,
-      clientId: issuer.cliClientId,
-      scopes: ['openid', 'offline_access'],
-      pollIntervalSeconds: 1,
-      onPrompt: (p) => {
-        userDone = completeDeviceLogin(p.verificationUriComplete!, login);
-      },
-    });
-    await userDone;
-    return tokens;
-  }
+  const loginAs = (login: string) => deviceLoginAs(issuer, login);
 
   it('reads the broker auth config', async () => {
     expect(await fetchAuthConfig(brokerUrl)).toEqual({

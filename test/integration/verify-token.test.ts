@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exportJWK, generateKeyPair, importJWK, SignJWT, type JWK, type JWTPayload } from 'jose';
-import { clientCredentialsLogin, deviceLogin } from '../../src/auth/oidc.js';
+import { clientCredentialsLogin } from '../../src/auth/oidc.js';
 import { createTokenVerifier, type TokenVerifier } from '../../src/broker/auth/verify-token.js';
 import type { IssuerConfig } from '../../src/broker/config.js';
 import { startDevIssuer, type DevIssuer } from '../../src/dev/oidc-issuer.js';
 import { HoopError } from '../../src/lib/errors.js';
-import { completeDeviceLogin } from '../support/device-user.js';
+import { deviceLoginAs } from '../support/device-user.js';
 
 const AUDIENCE = 'https://broker.hoopctl.test';
 const HOUR = 3600;
@@ -54,17 +54,7 @@ describe('access token verification against a real oidc-provider', () => {
   }
 
   it('verifies a genuine device-flow token to a human identity', async () => {
-    let userDone: Promise<void> | undefined;
-    const tokens = await deviceLogin({
-      issuer: issuer.issuer,
-      clientId: issuer.cliClientId,
-      scopes: ['openid', 'offline_access'],
-      pollIntervalSeconds: 1,
-      onPrompt: (p) => {
-        userDone = completeDeviceLogin(p.verificationUriComplete!, 'alice');
-      },
-    });
-    await userDone;
+    const tokens = await deviceLoginAs(issuer, 'alice');
     const identity = await verifier.verify(tokens.accessToken);
     expect(identity).toEqual({
       issuer: issuer.issuer,

@@ -133,3 +133,23 @@ function decodeEntities(s: string): string {
 function textOf(html: string): string {
   return html.replace(/<style[\s\S]*?<\/style>|<script[\s\S]*?<\/script>/gi, '').replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').trim().slice(0, 300);
 }
+
+/**
+ * The whole device login as `login`, in-process: openid-client's device flow against the dev issuer, with the
+ * user played in the provider's pages. Returns the token set the CLI would store.
+ */
+export async function deviceLoginAs(issuer: { issuer: string; cliClientId: string }, login: string, scopes = ['openid', 'offline_access']) {
+  const { deviceLogin } = await import('../../src/auth/oidc.js');
+  let userDone: Promise<void> | undefined;
+  const tokens = await deviceLogin({
+    issuer: issuer.issuer,
+    clientId: issuer.cliClientId,
+    scopes,
+    pollIntervalSeconds: 1,
+    onPrompt: (p) => {
+      userDone = completeDeviceLogin(p.verificationUriComplete!, login);
+    },
+  });
+  await userDone;
+  return tokens;
+}
