@@ -1,4 +1,5 @@
 import { execFileSync, spawn } from 'node:child_process';
+import { psqlEnv, runPsql as runHarnessPsql } from '../support/pg-proxy-harness.js';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -92,30 +93,8 @@ function pgConnection(name: string, cluster: PgCluster, over: { user?: string; p
 }
 
 /** Environment for psql: the proxy's address, nothing that could authenticate it on its own. */
-function psqlEnv(port: number): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PG')) env[k] = v;
-  return { ...env, PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'laptop-user', PGDATABASE: 'whatever', PGCONNECT_TIMEOUT: '5' };
-}
-
-interface PsqlResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function runPsql(port: number, args: string[], input?: string): Promise<PsqlResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('psql', ['-w', '-X', '-At', ...args], { env: psqlEnv(port), stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(input ?? '');
-  });
-}
+/** Plain psql output (no SQLSTATE in error lines), as a user sees it. */
+const runPsql = (port: number, args: string[], input?: string) => runHarnessPsql(port, args, input, { verbose: false });
 
 async function waitFor<T>(probe: () => T | undefined | false, what: string, timeoutMs = 10_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { runProcess, type CliResult } from './stack.js';
 import { once } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
 import { Writable } from 'node:stream';
@@ -87,25 +87,17 @@ export async function startPolicyProxy(options: PolicyProxyOptions): Promise<Pol
   };
 }
 
-export interface PsqlResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+export type PsqlResult = CliResult;
 
-/** psql against the proxy, with nothing in its environment that could authenticate it on its own. */
-export function runPsql(port: number, args: string[], input?: string): Promise<PsqlResult> {
+/** Environment for psql against the proxy, with nothing in it that could authenticate psql on its own. */
+export function psqlEnv(port: number): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PG')) env[k] = v;
-  Object.assign(env, { PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'laptop-user', PGDATABASE: 'whatever', PGCONNECT_TIMEOUT: '5' });
-  return new Promise((resolve, reject) => {
-    const child = spawn('psql', ['-w', '-X', '-At', '-v', 'VERBOSITY=verbose', ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(input ?? '');
-  });
+  return { ...env, PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'laptop-user', PGDATABASE: 'whatever', PGCONNECT_TIMEOUT: '5' };
+}
+
+/** psql against the proxy; `verbose` adds the SQLSTATE to error lines. */
+export function runPsql(port: number, args: string[], input?: string, options: { verbose?: boolean } = {}): Promise<PsqlResult> {
+  const verbose = options.verbose ?? true ? ['-v', 'VERBOSITY=verbose'] : [];
+  return runProcess('psql', ['-w', '-X', '-At', ...verbose, ...args], psqlEnv(port), input);
 }
