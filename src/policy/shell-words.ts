@@ -301,25 +301,11 @@ function unescapeBackticks(s: string): string {
   return s.replace(/\\([$`\\])/g, '$1');
 }
 
-/** Position of the `)` that closes a `(` opened just before `from`, skipping quotes and nested parentheses. */
-function findClosingParen(src: string, from: number): number {
-  let depth = 1;
-  for (let j = from; j < src.length; j++) {
-    const c = src[j];
-    if (c === '\\') j++;
-    else if (c === "'") {
-      j = src.indexOf("'", j + 1);
-      if (j < 0) break;
-    } else if (c === '"') {
-      j = skipDouble(src, j + 1);
-    } else if (c === '`') j = findBacktick(src, j + 1);
-    else if (c === '(') depth++;
-    else if (c === ')' && --depth === 0) return j;
-  }
-  throw new ShellSyntaxError('unterminated $( … )');
-}
-
-function findClosingBrace(src: string, from: number): number {
+/**
+ * Position of the `close` that ends an `open` opened just before `from` (`$( … )`, `${ … }`), skipping quotes,
+ * backquotes and nested pairs.
+ */
+function findClosing(src: string, from: number, open: '(' | '{', close: ')' | '}'): number {
   let depth = 1;
   for (let j = from; j < src.length; j++) {
     const c = src[j];
@@ -328,11 +314,15 @@ function findClosingBrace(src: string, from: number): number {
       j = src.indexOf("'", j + 1);
       if (j < 0) break;
     } else if (c === '"') j = skipDouble(src, j + 1);
-    else if (c === '{') depth++;
-    else if (c === '}' && --depth === 0) return j;
+    else if (c === '`') j = findBacktick(src, j + 1);
+    else if (c === open) depth++;
+    else if (c === close && --depth === 0) return j;
   }
-  throw new ShellSyntaxError('unterminated ${ … }');
+  throw new ShellSyntaxError(`unterminated $${open} … ${close}`);
 }
+
+const findClosingParen = (src: string, from: number) => findClosing(src, from, '(', ')');
+const findClosingBrace = (src: string, from: number) => findClosing(src, from, '{', '}');
 
 function skipDouble(src: string, from: number): number {
   for (let j = from; j < src.length; j++) {
