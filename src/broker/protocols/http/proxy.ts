@@ -115,6 +115,8 @@ interface UpgradeState extends RequestState {
 }
 
 /** Serves one client connection of an http or kubernetes connection until it closes. */
+const MALFORMED_TARGET = { status: 400, message: 'hoopctl: malformed request target' };
+
 export async function proxyHttpTunnel(stream: Duplex, ctx: HttpSessionContext): Promise<HttpSessionSummary> {
   return new HttpTunnelSession(stream, ctx).run();
 }
@@ -327,20 +329,27 @@ class HttpTunnelSession {
 
   // ------------------------------------------------------------------ plain requests
 
+  /**
+   * The request target as judged, or undefined (counted as an error) when it cannot be read. The request is then
+   * forwarded with exactly this path: `/public/../admin` is judged and sent as `/admin`.
+   */
+  #requestTarget(req: IncomingMessage): URL | undefined {
+    try {
+      const url = new URL(req.url ?? '/', 'http://hoopctl.invalid');
+      req.url = url.pathname + url.search;
+      return url;
+    } catch {
+      this.#errorCount++;
+      return undefined;
+    }
+  }
+
   async #onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const seq = ++this.#requestCount;
     const started = performance.now();
     const method = (req.method ?? 'GET').toUpperCase();
-    let url: URL;
-    try {
-      url = new URL(req.url ?? '/', 'http://hoopctl.invalid');
-    } catch {
-      this.#errorCount++;
-      sendRefusal(res, this.#conn.type, { status: 400, message: 'hoopctl: malformed request target' });
-      return;
-    }
-    // Forward the path as judged: `/public/../admin` is judged and sent as `/admin`.
-    req.url = url.pathname + url.search;
+    const url = this.#requestTarget(req);
+    if (!url) return void sendRefusal(res, this.#conn.type, MALFORMED_TARGET);
     const j = this.#judge(method, url);
     const base = this.#baseEvent(seq, method, url, j);
     const refuse = async (r: Refusal, extra: Record<string, unknown> = {}) => {
@@ -563,15 +572,8 @@ class HttpTunnelSession {
     const started = performance.now();
     const method = (req.method ?? 'GET').toUpperCase();
     socket.on('error', (err) => this.#log.debug({ err: err.message }, 'upgraded client connection error'));
-    let url: URL;
-    try {
-      url = new URL(req.url ?? '/', 'http://hoopctl.invalid');
-    } catch {
-      this.#errorCount++;
-      writeRawRefusal(socket, this.#conn.type, { status: 400, message: 'hoopctl: malformed request target' });
-      return;
-    }
-    req.url = url.pathname + url.search;
+    const url = this.#requestTarget(req);
+    if (!url) return void writeRawRefusal(socket, this.#conn.type, MALFORMED_TARGET);
     const protocol = String(req.headers.upgrade ?? '').toLowerCase();
     const j = this.#judge(method, url);
     const base = { ...this.#baseEvent(seq, method, url, j), upgrade: protocol };
