@@ -132,7 +132,9 @@ export async function startFakeKubeApiServer(o: { token: string; namespaces?: st
     if (!authorized(req.headers)) return reject(401, status(401, 'Unauthorized', 'Unauthorized'));
     const url = new URL(req.url ?? '/', 'http://kube');
     if (!/^\/api\/v1\/namespaces\/[^/]+\/pods\/[^/]+\/exec$/.test(url.pathname)) return reject(404, status(404, 'NotFound', 'not found'));
-    wss.handleUpgrade(req, socket, head, (ws) => runExec(ws, url.searchParams));
+    // A real process takes a moment to start; output in the very first instant races kubectl setting up its
+    // streams ("Unknown stream id 1, discarding message"), which no kubelet does.
+    wss.handleUpgrade(req, socket, head, (ws) => setTimeout(() => runExec(ws, url.searchParams), 100));
   });
 
   /** Runs the "command": `echo …` prints its arguments; `fail` exits 3 with stderr; `cat` echoes stdin once. */
