@@ -132,9 +132,7 @@ export async function startFakeKubeApiServer(o: { token: string; namespaces?: st
     if (!authorized(req.headers)) return reject(401, status(401, 'Unauthorized', 'Unauthorized'));
     const url = new URL(req.url ?? '/', 'http://kube');
     if (!/^\/api\/v1\/namespaces\/[^/]+\/pods\/[^/]+\/exec$/.test(url.pathname)) return reject(404, status(404, 'NotFound', 'not found'));
-    // A real process takes a moment to start; output in the very first instant races kubectl setting up its
-    // streams ("Unknown stream id 1, discarding message"), which no kubelet does.
-    wss.handleUpgrade(req, socket, head, (ws) => setTimeout(() => runExec(ws, url.searchParams), 100));
+    wss.handleUpgrade(req, socket, head, (ws) => runExec(ws, url.searchParams));
   });
 
   /** Runs the "command": `echo …` prints its arguments; `fail` exits 3 with stderr; `cat` echoes stdin once. */
@@ -149,13 +147,20 @@ export async function startFakeKubeApiServer(o: { token: string; namespaces?: st
       frame(3, JSON.stringify(st));
       ws.close(1000);
     };
+    // A real process takes a moment to start; output in the very first instant races kubectl setting up its
+    // streams ("Unknown stream id 1, discarding message"), which no kubelet does. (`cat` answers stdin, so it waits anyway.)
+    const soon = (f: () => void) => setTimeout(f, 100);
     if (command[0] === 'echo') {
-      frame(1, `${command.slice(1).join(' ')}\n`);
-      return finish(0);
+      return soon(() => {
+        frame(1, `${command.slice(1).join(' ')}\n`);
+        finish(0);
+      });
     }
     if (command[0] === 'fail') {
-      frame(2, 'it failed\n');
-      return finish(3);
+      return soon(() => {
+        frame(2, 'it failed\n');
+        finish(3);
+      });
     }
     if (command[0] === 'cat') {
       ws.on('message', (data: Buffer) => {
@@ -166,8 +171,10 @@ export async function startFakeKubeApiServer(o: { token: string; namespaces?: st
       });
       return;
     }
-    frame(2, `${command[0] ?? ''}: not found\n`);
-    finish(127);
+    soon(() => {
+      frame(2, `${command[0] ?? ''}: not found\n`);
+      finish(127);
+    });
   }
 
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
