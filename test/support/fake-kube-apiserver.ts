@@ -1,12 +1,19 @@
 /**
  * A small Kubernetes API server for the kubectl tests: the discovery kubectl 1.32 reads (legacy discovery — the
  * aggregated kind is not offered, so kubectl falls back to /api, /apis, /api/v1), pods and namespaces, and
- * `pods/exec` over WebSocket (`v5.channel.k8s.io`: channel byte 1 stdout, 2 stderr, 3 the closing Status).
+ * `pods/exec` over WebSocket (`v5.channel.k8s.io`: channel byte 1 stdout, 2 stderr, 3 the closing Status), and
+ * `pods/portforward` as kubectl 1.31+ speaks it: SPDY/3.1 inside a WebSocket (`SPDY/3.1+portforward.k8s.io`), each
+ * forwarded connection a pair of streams (`streamtype: error` and `data`, same `requestid`) relayed to a real TCP
+ * port on loopback (`portForward` maps pod ports to them).
  * Every request must carry the bearer token the broker injects; anything else gets 401.
  */
-import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { connect as tcpConnect, type AddressInfo, type Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
+import {
+  controlStreamId, createDataFrame, createPing, createRstStream, createSynReply, headerBlockOf, HeaderBlockDeflater, HeaderBlockInflater,
+  SpdyFlag, SpdyFrameReader, SpdyRst, SpdyType, type SpdyFrame,
+} from '../../src/broker/protocols/http/spdy.js';
 
 export interface KubeSeen {
   method: string;
@@ -23,6 +30,8 @@ export interface FakeKubeApiServer {
 }
 
 const created = '2026-01-01T00:00:00Z';
+
+export const PORT_FORWARD_PROTOCOL = 'SPDY/3.1+portforward.k8s.io';
 
 function pod(namespace: string, name: string) {
   return {
@@ -50,10 +59,19 @@ const RESOURCES = {
     { name: 'pods', singularName: 'pod', namespaced: true, kind: 'Pod', verbs: ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'], shortNames: ['po'], categories: ['all'] },
     { name: 'pods/exec', singularName: '', namespaced: true, kind: 'PodExecOptions', verbs: ['create', 'get'] },
     { name: 'pods/log', singularName: '', namespaced: true, kind: 'Pod', verbs: ['get'] },
+    { name: 'pods/portforward', singularName: '', namespaced: true, kind: 'PodPortForwardOptions', verbs: ['create', 'get'] },
   ],
 };
 
-export async function startFakeKubeApiServer(o: { token: string; namespaces?: string[]; pods?: Record<string, string[]> }): Promise<FakeKubeApiServer> {
+export interface FakeKubeOptions {
+  token: string;
+  namespaces?: string[];
+  pods?: Record<string, string[]>;
+  /** Pod port → a loopback TCP port that `kubectl port-forward` reaches (any pod). */
+  portForward?: Record<number, number>;
+}
+
+export async function startFakeKubeApiServer(o: FakeKubeOptions): Promise<FakeKubeApiServer> {
   const seen: KubeSeen[] = [];
   const deleted: string[] = [];
   const namespaces = o.namespaces ?? ['default', 'prod', 'kube-system'];
@@ -121,7 +139,14 @@ export async function startFakeKubeApiServer(o: { token: string; namespaces?: st
 
   const wss = new WebSocketServer({
     noServer: true,
-    handleProtocols: (protocols) => (protocols.has('v5.channel.k8s.io') ? 'v5.channel.k8s.io' : protocols.has('v4.channel.k8s.io') ? 'v4.channel.k8s.io' : false),
+    handleProtocols: (protocols) => {
+      for (const p of [PORT_FORWARD_PROTOCOL, 'v5.channel.k8s.io', 'v4.channel.k8s.io']) if (protocols.has(p)) return p;
+      return false;
+    },
+  });
+  const portForwardUpgrades = new WeakSet<IncomingMessage>();
+  wss.on('headers', (headers, req) => {
+    if (portForwardUpgrades.has(req)) headers.push(`Sec-WebSocket-Protocol: ${PORT_FORWARD_PROTOCOL}`);
   });
   server.on('upgrade', (req, socket, head) => {
     seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
@@ -131,9 +156,91 @@ export async function startFakeKubeApiServer(o: { token: string; namespaces?: st
     };
     if (!authorized(req.headers)) return reject(401, status(401, 'Unauthorized', 'Unauthorized'));
     const url = new URL(req.url ?? '/', 'http://kube');
+    if (/^\/api\/v1\/namespaces\/[^/]+\/pods\/[^/]+\/portforward$/.test(url.pathname)) {
+      const offered = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
+      if (!offered.includes(PORT_FORWARD_PROTOCOL)) return reject(400, status(400, 'BadRequest', `this test API server forwards ports over ${PORT_FORWARD_PROTOCOL} only`));
+      // ws refuses "/" in a subprotocol (not an RFC 7230 token), which the API server's Go WebSocket accepts: the
+      // header is taken out of ws's sight and the chosen protocol put back into the 101 answer.
+      delete req.headers['sec-websocket-protocol'];
+      portForwardUpgrades.add(req);
+      return wss.handleUpgrade(req, socket, head, (ws) => runPortForward(ws, o.portForward ?? {}));
+    }
     if (!/^\/api\/v1\/namespaces\/[^/]+\/pods\/[^/]+\/exec$/.test(url.pathname)) return reject(404, status(404, 'NotFound', 'not found'));
     wss.handleUpgrade(req, socket, head, (ws) => runExec(ws, url.searchParams));
   });
+
+  const sockets = new Set<Socket>();
+
+  /**
+   * The kubelet's side of port-forward: answers each SYN_STREAM, pairs the error and data streams of a request,
+   * relays the data stream to the mapped TCP port (half-closes both ways), and reports a failure on the error stream.
+   */
+  function runPortForward(ws: WebSocket, ports: Record<number, number>): void {
+    const reader = new SpdyFrameReader();
+    const inflater = new HeaderBlockInflater();
+    const deflater = new HeaderBlockDeflater();
+    const requests = new Map<string, { error?: number; data?: number; socket?: Socket }>();
+    const dataStreams = new Map<number, Socket>();
+    let chain = Promise.resolve();
+    const send = (frame: Buffer) => ws.readyState === ws.OPEN && ws.send(frame);
+    const endStream = (id: number) => send(createDataFrame(id, Buffer.alloc(0), SpdyFlag.Fin));
+    ws.on('message', (data: Buffer) => {
+      if (process.env.HOOP_DBG) console.error('pf msg', data.length, data.subarray(0, 24).toString('hex'));
+      for (const f of reader.push(data)) chain = chain.then(() => onFrame(f)).catch((e) => { if (process.env.HOOP_TEST_LOG) console.error("fake kube port-forward:", e); ws.terminate(); });
+      if (reader.broken) ws.terminate();
+    });
+    ws.on('close', () => {
+      for (const s of dataStreams.values()) s.destroy();
+      inflater.close();
+      deflater.close();
+    });
+    async function onFrame(f: SpdyFrame): Promise<void> {
+      if (!f.control) {
+        const socket = dataStreams.get(f.streamId);
+        if (socket && f.payload.length > 0) socket.write(f.payload);
+        if (socket && f.flags & SpdyFlag.Fin) socket.end();
+        return;
+      }
+      if (f.type === SpdyType.Ping) return void send(createPing(f.payload.readUInt32BE(0)));
+      if (f.type === SpdyType.RstStream) return void dataStreams.get(controlStreamId(f)!)?.destroy();
+      if (f.type !== SpdyType.SynStream) return;
+      const id = controlStreamId(f)!;
+      const h = await inflater.inflate(headerBlockOf(f)!);
+      send(createSynReply(id, await deflater.deflate({})));
+      const requestId = h.get('requestid')?.[0] ?? '';
+      const port = Number(h.get('port')?.[0]);
+      const pair = requests.get(requestId) ?? {};
+      requests.set(requestId, pair);
+      if (h.get('streamtype')?.[0] === 'error') pair.error = id;
+      else if (h.get('streamtype')?.[0] === 'data') pair.data = id;
+      else return void send(createRstStream(id, SpdyRst.ProtocolError));
+      if (pair.error === undefined || pair.data === undefined || pair.socket) return;
+      const { error: errorId, data: dataId } = pair;
+      const target = ports[port];
+      if (target === undefined) {
+        send(createDataFrame(errorId, Buffer.from(`error forwarding port ${port}: the test pod does not listen on it`)));
+        endStream(errorId);
+        return endStream(dataId);
+      }
+      const socket = tcpConnect(target, '127.0.0.1');
+      pair.socket = socket;
+      sockets.add(socket);
+      dataStreams.set(dataId, socket);
+      socket.on('data', (c: Buffer) => send(createDataFrame(dataId, c)));
+      socket.on('end', () => {
+        endStream(dataId);
+        endStream(errorId);
+      });
+      socket.on('error', (e) => {
+        send(createDataFrame(errorId, Buffer.from(`error forwarding port ${port}: ${e.message}`)));
+        endStream(errorId);
+      });
+      socket.on('close', () => {
+        sockets.delete(socket);
+        dataStreams.delete(dataId);
+      });
+    }
+  }
 
   /** Runs the "command": `echo …` prints its arguments; `fail` exits 3 with stderr; `cat` echoes stdin once. */
   function runExec(ws: WebSocket, q: URLSearchParams): void {
@@ -178,6 +285,7 @@ export async function startFakeKubeApiServer(o: { token: string; namespaces?: st
   }
 
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  server.on('close', () => sockets.forEach((s) => s.destroy()));
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}`,
