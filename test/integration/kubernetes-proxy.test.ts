@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +21,8 @@ interface Run {
 }
 
 let api: FakeKubeApiServer;
+/** What "pod port 8080" is: a small HTTP server kubectl port-forward reaches through the gate. */
+let podHttp: Server;
 let gate: TunnelHarness;
 let dir: string;
 let kubeconfig: string;
@@ -48,7 +52,9 @@ function kubectl(args: string[]): Promise<Run> {
 beforeAll(async () => {
   expect(existsSync(KUBECTL), `kubectl is expected at ${KUBECTL} (kubectl 1.32 from the cloud SDK packaging)`).toBe(true);
   dir = mkdtempSync(join(tmpdir(), 'hoop-kube-it-'));
-  api = await startFakeKubeApiServer({ token: TOKEN });
+  podHttp = createServer((req, res) => res.end(`hello from the pod, you asked for ${req.url}\n`));
+  await new Promise<void>((r) => podHttp.listen(0, '127.0.0.1', r));
+  api = await startFakeKubeApiServer({ token: TOKEN, portForward: { 8080: (podHttp.address() as AddressInfo).port } });
   const raw = kubernetesConnectionSchema.parse({
     name: 'k8s-test',
     type: 'kubernetes',
@@ -60,6 +66,7 @@ beforeAll(async () => {
       { name: 'read-only', match: { verb: ['get', 'list', 'watch'] }, action: 'allow' },
       { name: 'keep-namespaces', match: { verb: 'delete', resource: 'namespaces' }, action: 'deny', message: 'namespaces are deleted by the platform team' },
       { name: 'exec-needs-approval', match: { verb: 'create', resource: 'pods/exec' }, action: 'review' },
+      { name: 'port-forward-needs-approval', match: { verb: 'create', resource: 'pods/portforward' }, action: 'review' },
     ],
   });
   const connection = resolveWebConnection(raw, (s) => ({ reveal: () => ('value' in s ? s.value : '') }));
@@ -72,6 +79,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await gate?.close();
   await api?.close();
+  podHttp?.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -160,5 +168,90 @@ describe('kubectl through the gate', () => {
     expect(r.stderr).toContain('it failed');
     for (let i = 0; i < 100 && !gate.events.slice(before).some((e) => e.type === 'exec-exit'); i++) await new Promise((res) => setTimeout(res, 20));
     expect(gate.events.slice(before).find((e) => e.type === 'exec-exit')?.data).toMatchObject({ status: 'Failure', exitCode: 3 });
+  });
+});
+
+/** `kubectl port-forward` as a running process: resolves the local port of each pod port once kubectl prints it. */
+function portForward(args: string[]) {
+  const child = spawn(KUBECTL, ['port-forward', ...args], { env: { PATH: process.env.PATH, HOME: dir, KUBECONFIG: kubeconfig } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return {
+    get stdout() {
+      return stdout;
+    },
+    get stderr() {
+      return stderr;
+    },
+    exited,
+    async localPort(podPort: number): Promise<number | undefined> {
+      const re = new RegExp(`Forwarding from 127\\.0\\.0\\.1:(\\d+) -> ${podPort}`);
+      for (let i = 0; i < 200 && child.exitCode === null && !re.test(stdout); i++) await new Promise((r) => setTimeout(r, 50));
+      const m = re.exec(stdout);
+      return m ? Number(m[1]) : undefined;
+    },
+    stop: () => child.kill(),
+  };
+}
+
+function curl(url: string): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile('curl', ['-sS', '--max-time', '10', url], { encoding: 'utf8' }, (err, stdout, stderr) =>
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }));
+  });
+}
+
+describe('kubectl port-forward through the gate', () => {
+  it('is held for review; once approved, connections reach the pod port and each one is recorded with its port and bytes', async () => {
+    reviews.next = () => ({ approved: true, reviewId: 'rev_pf1', message: 'approved' });
+    const held = reviews.held.length;
+    const pf = portForward(['-n', 'default', 'pod/web', ':8080', ':9999']);
+    try {
+      const port = await pf.localPort(8080);
+      expect(port, pf.stderr).toBeDefined();
+      expect(reviews.held.slice(held)).toEqual([expect.objectContaining({ rule: 'port-forward-needs-approval', statement: 'GET /api/v1/namespaces/default/pods/web/portforward' })]);
+      const first = await curl(`http://127.0.0.1:${port}/first`);
+      const second = await curl(`http://127.0.0.1:${port}/second`);
+      expect([first.stdout, second.stdout]).toEqual(['hello from the pod, you asked for /first\n', 'hello from the pod, you asked for /second\n']);
+      // 9999 is a port the pod does not listen on: the kubelet's error comes back on the error stream.
+      const closed = await curl(`http://127.0.0.1:${await pf.localPort(9999)}/`);
+      expect(closed.code).not.toBe(0);
+    } finally {
+      pf.stop();
+      await pf.exited;
+    }
+    const forwards = () => gate.events.filter((e) => e.type === 'port-forward').map((e) => e.data);
+    for (let i = 0; i < 100 && forwards().filter((d) => d.action === 'close').length < 3; i++) await new Promise((r) => setTimeout(r, 20));
+    const opens = forwards().filter((d) => d.action === 'open');
+    expect(opens).toEqual([
+      { action: 'open', port: 8080, requestId: '0', namespace: 'default', pod: 'web' },
+      { action: 'open', port: 8080, requestId: '1', namespace: 'default', pod: 'web' },
+      { action: 'open', port: 9999, requestId: '2', namespace: 'default', pod: 'web' },
+    ]);
+    const closes = forwards().filter((d) => d.action === 'close');
+    const http = closes.filter((d) => d.port === 8080);
+    expect(http).toHaveLength(2);
+    for (const c of http) {
+      expect(c.bytesToPod).toBeGreaterThan(70); // curl's request
+      expect(c.bytesFromPod).toBeGreaterThan(100); // the response, headers and body
+      expect(c.error).toBeUndefined();
+    }
+    expect(closes.find((d) => d.port === 9999)).toMatchObject({ bytesFromPod: 0, error: expect.stringContaining('error forwarding port 9999') });
+    const req = gate.events.find((e) => e.type === 'request' && String(e.data.path).endsWith('/portforward') && e.data.status === 101);
+    expect(req?.data).toMatchObject({ verdict: 'review', review: 'rev_pf1', protocol: 'SPDY/3.1+portforward.k8s.io', kube: { verb: 'create', subresource: 'portforward', name: 'web' } });
+    expect(api.seen.find((s) => s.url.endsWith('/portforward'))?.headers.authorization).toBe(`Bearer ${TOKEN}`);
+  });
+
+  it('is refused when the review is rejected: kubectl shows the reason and no stream reaches the API server', async () => {
+    reviews.next = () => ({ approved: false, reviewId: 'rev_pf2', message: 'hoopctl: review rev_pf2 rejected by olga: not during the freeze' });
+    const before = api.seen.length;
+    const pf = portForward(['-n', 'default', 'pod/worker', ':8080']);
+    const code = await pf.exited;
+    expect(code).not.toBe(0);
+    expect(pf.stderr).toContain('review rev_pf2 rejected by olga: not during the freeze');
+    expect(api.seen.slice(before).some((s) => s.url.endsWith('/portforward'))).toBe(false);
   });
 });

@@ -35,6 +35,7 @@ import { BodySample, bodyMode, decoderFor, isJsonType, isTextType, LineMasker, m
 import { sendRefusal, writeRawRefusal, type Refusal } from './refusals.js';
 import { WsFrameObserver } from './ws-frames.js';
 import { execInfoFromQuery, KubeExecRecording } from './kube-exec-recording.js';
+import { KubePortForwardRecording, PORT_FORWARD_TUNNEL_PROTOCOL } from './kube-portforward-recording.js';
 
 export interface HttpSessionContext {
   connection: ResolvedWebConnection;
@@ -112,6 +113,9 @@ interface UpgradeState extends RequestState {
   /** For kubectl exec/attach: where it runs, to record it as a terminal. */
   execWhere?: { namespace?: string; pod?: string; subresource: string; query: URLSearchParams };
   exec?: Promise<KubeExecRecording | undefined>;
+  /** For kubectl port-forward: the pod, to record which ports were reached. */
+  portForwardWhere?: { namespace?: string; pod?: string };
+  portForward?: KubePortForwardRecording;
 }
 
 /** Serves one client connection of an http or kubernetes connection until it closes. */
@@ -622,6 +626,7 @@ class HttpTunnelSession {
     const k = j.kube;
     const execLike = k !== undefined && k.resource === 'pods' && (k.subresource === 'exec' || k.subresource === 'attach');
     if (execLike) state.execWhere = { namespace: k.namespace, pod: k.name, subresource: k.subresource!, query: url.searchParams };
+    if (k?.resource === 'pods' && k.subresource === 'portforward') state.portForwardWhere = { namespace: k.namespace, pod: k.name };
     if (socket.destroyed) end();
     socket.once('close', end);
     this.#injectCredentials(req.headers, true);
@@ -634,6 +639,7 @@ class HttpTunnelSession {
     await over;
     const exec = await state.exec;
     if (exec) await exec.close().catch((e) => this.#log.error({ err: errorMessage(e) }, 'exec recording failed'));
+    await state.portForward?.close().catch((e) => this.#log.error({ err: errorMessage(e) }, 'port-forward recording failed'));
     await this.#finish(state);
   }
 
@@ -675,6 +681,18 @@ class HttpTunnelSession {
       const exec = state.exec;
       fromClient = new WsFrameObserver((m) => void exec.then((r) => r?.fromClient(m)));
       fromServer = new WsFrameObserver((m) => void exec.then((r) => r?.fromServer(m)));
+    }
+    if (state.portForwardWhere && state.protocol?.toLowerCase() === PORT_FORWARD_TUNNEL_PROTOCOL) {
+      const recording = new KubePortForwardRecording(this.#ctx.recorder, state.portForwardWhere, (reason) => {
+        state.error = reason;
+        this.#errorCount++;
+        this.#log.warn({ reason }, 'port-forward stream unreadable; connection closed');
+        clientSocket.destroy();
+        backendSocket.destroy();
+      });
+      state.portForward = recording;
+      fromClient = new WsFrameObserver((m) => recording.fromClient(m), { stream: true });
+      fromServer = new WsFrameObserver((m) => recording.fromServer(m), { stream: true });
     }
     clientSocket.on('data', (c: Buffer) => {
       state.requestBytes += c.length;

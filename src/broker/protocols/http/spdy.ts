@@ -70,10 +70,11 @@ export class SpdyProtocolError extends Error {
 
 /**
  * Splits a SPDY byte stream into frames, however it was cut. Once the stream stops looking like SPDY (another
- * version, an oversized frame) it reports the error and nothing more.
+ * version, a data frame first) it reports the error and nothing more.
  */
 export class SpdyFrameReader {
   #buf: Buffer = Buffer.alloc(0);
+  #started = false;
   broken?: SpdyProtocolError;
 
   /** Feeds bytes; returns the frames now complete. */
@@ -85,6 +86,12 @@ export class SpdyFrameReader {
       const b = this.#buf;
       const length = b.readUIntBE(5, 3);
       const control = (b[0] & 0x80) !== 0;
+      // Nothing can precede the first SYN_STREAM (or SETTINGS, PING) but a control frame: anything else is not SPDY.
+      if (!control && !this.#started) {
+        this.broken = new SpdyProtocolError('the stream does not start with a control frame');
+        return frames;
+      }
+      this.#started = true;
       if (control && (b.readUInt16BE(0) & 0x7fff) !== SPDY_VERSION) {
         this.broken = new SpdyProtocolError(`SPDY version ${b.readUInt16BE(0) & 0x7fff} is not 3`);
         return frames;
@@ -162,10 +169,15 @@ class HeaderZlib<T extends Inflate | Deflate> {
   #queue: Promise<unknown> = Promise.resolve();
   #out: Buffer[] = [];
   #failed?: Error;
+  #pending?: (e: Error) => void;
 
   constructor(private readonly z: T) {
     z.on('data', (c: Buffer) => this.#out.push(c));
-    z.on('error', (e: Error) => (this.#failed = e));
+    // A zlib error never calls the flush callback: the block waiting on it is rejected here.
+    z.on('error', (e: Error) => {
+      this.#failed = e;
+      this.#pending?.(e);
+    });
   }
 
   run(input: Buffer): Promise<Buffer> {
@@ -173,8 +185,10 @@ class HeaderZlib<T extends Inflate | Deflate> {
       () =>
         new Promise<Buffer>((resolve, reject) => {
           if (this.#failed) return reject(this.#failed);
+          this.#pending = reject;
           this.z.write(input);
           this.z.flush(constants.Z_SYNC_FLUSH, () => {
+            this.#pending = undefined;
             if (this.#failed) return reject(this.#failed);
             const out = Buffer.concat(this.#out);
             this.#out = [];

@@ -23,7 +23,14 @@ export class WsFrameObserver {
   /** Set once the stream stops looking like WebSocket frames; nothing more is reported. */
   broken = false;
 
-  constructor(private readonly onMessage: (m: WsMessage) => void) {}
+  /**
+   * `stream: true` hands out each data frame as it arrives (continuations with their message's opcode), uncapped:
+   * for byte streams carried over WebSocket (SPDY for port-forward), where message boundaries mean nothing.
+   */
+  constructor(
+    private readonly onMessage: (m: WsMessage) => void,
+    private readonly o: { stream?: boolean } = {},
+  ) {}
 
   push(chunk: Buffer): void {
     if (this.broken) return;
@@ -78,8 +85,12 @@ export class WsFrameObserver {
       this.onMessage({ opcode, payload });
       return;
     }
+    if (opcode !== WsOpcode.Continuation) this.#fragmentOpcode = opcode;
+    if (this.o.stream) {
+      this.onMessage({ opcode: this.#fragmentOpcode, payload });
+      return;
+    }
     if (opcode !== WsOpcode.Continuation) {
-      this.#fragmentOpcode = opcode;
       this.#fragments = [];
       this.#fragmentBytes = 0;
     }
