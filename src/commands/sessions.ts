@@ -208,11 +208,31 @@ export function renderTranscript(session: SessionRow, events: StoredEvent[]): st
       case 'access-denied':
         out.push(`${at}  refused    ${d.reason}`);
         break;
+      case 'request-start':
+        break;
+      case 'request': {
+        const target = `${d.method} ${d.path}${d.query ? `?${d.query}` : ''}`;
+        const verdict = d.verdict && d.verdict !== 'allow' ? `   [${d.verdict}${d.rule ? ` by ${d.rule}` : ''}${d.review ? `, ${d.review}` : ''}]` : '';
+        const sizes = `${d.requestBytes ?? 0}/${d.responseBytes ?? 0} bytes`;
+        out.push(`${at}  ${(d.upgrade ? 'upgrade' : 'request').padEnd(10)} ${oneLine(target, 300)}${verdict}`);
+        out.push(`${' '.repeat(10)}    → ${d.status ?? '?'}${d.protocol ? ` ${d.protocol}` : ''} in ${formatDuration(Number(d.durationMs ?? 0))}, ${sizes}${d.error ? `: ${d.error}` : ''}`);
+        break;
+      }
+      case 'port-forward':
+        if (d.action === 'open') out.push(`${at}  port-fwd   ${d.namespace ? `${d.namespace}/` : ''}${d.pod ?? '?'}:${d.port} opened (connection ${d.requestId})`);
+        else if (d.action === 'close') {
+          out.push(`${at}  port-fwd   :${d.port} closed (connection ${d.requestId}): ${d.bytesToPod} bytes to the pod, ${d.bytesFromPod} back${d.error ? `; ${d.error}` : ''}`);
+        } else out.push(`${at}  port-fwd ✗ ${d.error}`);
+        break;
       case 'close':
         out.push(`${at}  close      ${d.status}${d.error ? `: ${d.error}` : ''}`);
         break;
       default:
-        out.push(`${at}  ${e.type.padEnd(10)} ${oneLine(JSON.stringify(d), 200)}`);
+        if (e.type.startsWith('review-')) {
+          const what = e.type.slice('review-'.length);
+          const by = d.by && what !== 'requested' && what !== 'consumed' ? ` by ${d.by}` : '';
+          out.push(`${at}  review     ${d.review} ${what}${by}${d.reason ? `: ${d.reason}` : ''}`);
+        } else out.push(`${at}  ${e.type.padEnd(10)} ${oneLine(JSON.stringify(d), 200)}`);
     }
   }
   return out.join('\n') + '\n';

@@ -73,12 +73,15 @@ beforeAll(async () => {
           { name: 'read-only', match: { verb: ['get', 'list', 'watch'] }, action: 'allow' },
           { name: 'keep-namespaces', match: { verb: 'delete', resource: 'namespaces' }, action: 'deny' },
           { name: 'exec-needs-approval', match: { verb: 'create', resource: 'pods/exec' }, action: 'review' },
+          { name: 'port-forward-needs-approval', match: { verb: 'create', resource: 'pods/portforward' }, action: 'review' },
         ],
         mask: { detectors: ['email'] },
       },
     ],
   });
   [alice, bob] = await Promise.all([loginAs(stack, 'alice'), loginAs(stack, 'bob')]);
+  // The pod's port 5432 is the test's real PostgreSQL: psql → kubectl port-forward → the gate → the API server → it.
+  kube.portForward[5432] = stack.cluster.port;
 }, 120_000);
 
 afterAll(async () => {
@@ -241,5 +244,37 @@ describe('kubernetes connection', () => {
     expect(logs.stdout).toContain('listening on :8080\nGET /health 200\n');
     expect(logs.stdout).toContain('signup from ');
     expect(logs.stdout).not.toContain('jane.doe@example.com');
+  });
+
+  it('forwards a pod port once a reviewer approves: psql reaches the database in the pod, and replay lists each connection', async () => {
+    const ready = await connect('k8s');
+    const env = { PATH: process.env.PATH, HOME: stack.dir, KUBECONFIG: ready.kubeconfig };
+    const pf = new CliProcess(['port-forward', '-n', 'default', 'pod/web', ':5432'], env, 'kubectl');
+    procs.push(pf);
+    let review: Review | undefined;
+    for (let i = 0; i < 100 && !review; i++) {
+      review = (JSON.parse((await runCli(['reviews', '-o', 'json'], bob)).stdout) as Review[]).find((r) => r.connection === 'k8s' && /portforward/.test(r.statement ?? '') && r.status === 'pending');
+      if (!review) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(review?.statement).toBe('GET /api/v1/namespaces/default/pods/web/portforward');
+    expect(pf.stdout, 'nothing is forwarded before the approval').toBe('');
+    await runCli(['approve', review!.id, '--reason', 'look at the replica'], bob);
+    const [, port] = await pf.waitFor(/Forwarding from 127\.0\.0\.1:(\d+) -> 5432/);
+    const { PGUSER, PGPASSWORD } = stack.cluster.psqlEnv();
+    const psql = await runProcess('psql', ['-h', '127.0.0.1', '-p', port!, '-U', PGUSER!, '-d', 'app', '-At', '-c', 'SELECT 40 + 2'], { PATH: process.env.PATH, PGPASSWORD, PGSSLMODE: 'disable' });
+    expect(psql.code, psql.stderr).toBe(0);
+    expect(psql.stdout.trim()).toBe('42');
+    await pf.stop();
+    const sessions = JSON.parse((await runCli(['sessions', '-o', 'json', '--connection', 'k8s'], alice)).stdout) as Array<{ id: string }>;
+    let transcript = '';
+    for (let i = 0; i < 50 && !/port-fwd   :5432 closed/.test(transcript); i++) {
+      transcript = (await Promise.all(sessions.map(async (x) => (await runCli(['replay', x.id], alice)).stdout))).join('\n');
+      if (!/port-fwd   :5432 closed/.test(transcript)) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(transcript).toMatch(/review     rev_\w+ approved by bob: look at the replica/);
+    expect(transcript).toMatch(/upgrade\s+GET \/api\/v1\/namespaces\/default\/pods\/web\/portforward\s+\[review by port-forward-needs-approval, rev_\w+\]/);
+    expect(transcript).toContain('port-fwd   default/web:5432 opened (connection 0)');
+    expect(transcript).toMatch(/port-fwd   :5432 closed \(connection 0\): \d{2,} bytes to the pod, \d{3,} back/);
+    expect(transcript).not.toContain(PGPASSWORD!);
   });
 });

@@ -26,6 +26,8 @@ export interface FakeKubeApiServer {
   seen: KubeSeen[];
   /** Namespaces deleted (a deny rule must keep this empty). */
   deleted: string[];
+  /** Pod port → loopback TCP port for port-forward; may be filled in after start. */
+  portForward: Record<number, number>;
   close(): Promise<void>;
 }
 
@@ -76,6 +78,7 @@ export async function startFakeKubeApiServer(o: FakeKubeOptions): Promise<FakeKu
   const deleted: string[] = [];
   const namespaces = o.namespaces ?? ['default', 'prod', 'kube-system'];
   const pods = o.pods ?? { default: ['web', 'worker'] };
+  const portForward: Record<number, number> = o.portForward ?? {};
   const authorized = (h: IncomingHttpHeaders) => h.authorization === `Bearer ${o.token}`;
   const send = (res: ServerResponse, code: number, body: unknown) => {
     const text = JSON.stringify(body);
@@ -163,7 +166,7 @@ export async function startFakeKubeApiServer(o: FakeKubeOptions): Promise<FakeKu
       // header is taken out of ws's sight and the chosen protocol put back into the 101 answer.
       delete req.headers['sec-websocket-protocol'];
       portForwardUpgrades.add(req);
-      return wss.handleUpgrade(req, socket, head, (ws) => runPortForward(ws, o.portForward ?? {}));
+      return wss.handleUpgrade(req, socket, head, (ws) => runPortForward(ws, portForward));
     }
     if (!/^\/api\/v1\/namespaces\/[^/]+\/pods\/[^/]+\/exec$/.test(url.pathname)) return reject(404, status(404, 'NotFound', 'not found'));
     wss.handleUpgrade(req, socket, head, (ws) => runExec(ws, url.searchParams));
@@ -291,6 +294,7 @@ export async function startFakeKubeApiServer(o: FakeKubeOptions): Promise<FakeKu
     url: `http://127.0.0.1:${port}`,
     seen,
     deleted,
+    portForward,
     async close() {
       for (const c of wss.clients) c.terminate();
       wss.close();

@@ -196,8 +196,11 @@ export class CliProcess {
   stdout = '';
   stderr = '';
 
-  constructor(args: string[], env: NodeJS.ProcessEnv) {
-    this.child = spawn(process.execPath, [BIN, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  /** Runs `hoopctl args…`, or `program args…` when a program is given (kubectl, ssh). */
+  constructor(args: string[], env: NodeJS.ProcessEnv, program?: string) {
+    this.child = program
+      ? spawn(program, args, { env, stdio: ['pipe', 'pipe', 'pipe'] })
+      : spawn(process.execPath, [BIN, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
     this.child.stdout!.on('data', (d) => (this.stdout += d));
     this.child.stderr!.on('data', (d) => (this.stderr += d));
   }
