@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { CliProcess, loginAs, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
 import { startHttpBackend, type HttpBackend } from '../support/http-backend.js';
 import { startFakeKubeApiServer, type FakeKubeApiServer } from '../support/fake-kube-apiserver.js';
+import { makeTestPki } from '../support/pki.js';
 import type { Review } from '../../src/broker/reviews/review.js';
 
 /**
@@ -22,19 +23,10 @@ const procs: CliProcess[] = [];
 
 /** An HTTPS backend with a certificate from a CA made for the test (and a second, unrelated CA). */
 async function startTlsBackend(): Promise<{ url: string; close(): Promise<void> }> {
-  const { execFileSync } = await import('node:child_process');
-  const { mkdtempSync } = await import('node:fs');
-  const { tmpdir } = await import('node:os');
-  const { join } = await import('node:path');
   const { createServer } = await import('node:https');
-  tlsDir = mkdtempSync(join(tmpdir(), 'hoop-tls-'));
-  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: tlsDir, stdio: 'ignore' });
-  for (const ca of ['ca', 'other-ca']) ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', `/CN=${ca}`, '-keyout', `${ca}.key`, '-out', `${ca}.pem`);
-  ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', 'server.key', '-out', 'server.csr');
-  const { writeFileSync } = await import('node:fs');
-  writeFileSync(join(tlsDir, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
-  ssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '1', '-extfile', 'san.ext', '-out', 'server.pem');
-  const server = createServer({ cert: readFileSync(join(tlsDir, 'server.pem')), key: readFileSync(join(tlsDir, 'server.key')) }, (req, res) => {
+  const pki = makeTestPki({ cas: ['ca', 'other-ca'], server: { name: 'server', ca: 'ca' } });
+  tlsDir = pki.dir;
+  const server = createServer(pki.pem('server'), (req, res) => {
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify({ over: 'tls', sawToken: req.headers.authorization === `Bearer ${API_TOKEN}` }));
   });

@@ -5,9 +5,12 @@
  * `pods/portforward` as kubectl 1.31+ speaks it: SPDY/3.1 inside a WebSocket (`SPDY/3.1+portforward.k8s.io`), each
  * forwarded connection a pair of streams (`streamtype: error` and `data`, same `requestid`) relayed to a real TCP
  * port on loopback (`portForward` maps pod ports to them).
- * Every request must carry the bearer token the broker injects; anything else gets 401.
+ * Every request must carry the bearer token the broker injects, or (over HTTPS) the client certificate it
+ * presents; anything else gets 401.
  */
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { TLSSocket } from 'node:tls';
 import { connect as tcpConnect, type AddressInfo, type Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
@@ -66,7 +69,13 @@ const RESOURCES = {
 };
 
 export interface FakeKubeOptions {
-  token: string;
+  /** The bearer token a request must carry (unless it authenticates with a client certificate). */
+  token?: string;
+  /**
+   * Serve HTTPS with this certificate; with `clientCa`, a client certificate that CA signed authenticates the
+   * request as its CN, which must be `clientUser` (as the API server's x509 authenticator does).
+   */
+  tls?: { cert: string; key: string; clientCa?: string; clientUser?: string };
   namespaces?: string[];
   pods?: Record<string, string[]>;
   /** Pod port → a loopback TCP port that `kubectl port-forward` reaches (any pod). */
@@ -79,17 +88,22 @@ export async function startFakeKubeApiServer(o: FakeKubeOptions): Promise<FakeKu
   const namespaces = o.namespaces ?? ['default', 'prod', 'kube-system'];
   const pods = o.pods ?? { default: ['web', 'worker'] };
   const portForward: Record<number, number> = o.portForward ?? {};
-  const authorized = (h: IncomingHttpHeaders) => h.authorization === `Bearer ${o.token}`;
+  const authorized = (req: IncomingMessage) => {
+    if (o.token !== undefined && req.headers.authorization === `Bearer ${o.token}`) return true;
+    const socket = req.socket as TLSSocket;
+    if (!o.tls?.clientCa || !socket.authorized) return false;
+    return socket.getPeerCertificate().subject?.CN === o.tls.clientUser;
+  };
   const send = (res: ServerResponse, code: number, body: unknown) => {
     const text = JSON.stringify(body);
     res.writeHead(code, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
     res.end(text);
   };
 
-  const server: Server = createServer((req, res) => {
+  const handle: RequestListener = (req, res) => {
     seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
     req.resume();
-    if (!authorized(req.headers)) return send(res, 401, status(401, 'Unauthorized', 'Unauthorized'));
+    if (!authorized(req)) return send(res, 401, status(401, 'Unauthorized', 'Unauthorized'));
     const url = new URL(req.url ?? '/', 'http://kube');
     const p = url.pathname.replace(/\/$/, '');
     const m = req.method;
@@ -138,7 +152,10 @@ export async function startFakeKubeApiServer(o: FakeKubeOptions): Promise<FakeKu
     }
     if (/\/exec$/.test(p)) return send(res, 400, status(400, 'BadRequest', 'this test API server speaks exec over WebSocket only'));
     send(res, 404, status(404, 'NotFound', 'the server could not find the requested resource'));
-  });
+  };
+  const server: Server = o.tls
+    ? createHttpsServer({ cert: o.tls.cert, key: o.tls.key, ...(o.tls.clientCa ? { ca: o.tls.clientCa, requestCert: true, rejectUnauthorized: false } : {}) }, handle)
+    : createServer(handle);
 
   const wss = new WebSocketServer({
     noServer: true,
@@ -157,7 +174,7 @@ export async function startFakeKubeApiServer(o: FakeKubeOptions): Promise<FakeKu
       const text = JSON.stringify(body);
       socket.end(`HTTP/1.1 ${code} Error\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
     };
-    if (!authorized(req.headers)) return reject(401, status(401, 'Unauthorized', 'Unauthorized'));
+    if (!authorized(req)) return reject(401, status(401, 'Unauthorized', 'Unauthorized'));
     const url = new URL(req.url ?? '/', 'http://kube');
     if (/^\/api\/v1\/namespaces\/[^/]+\/pods\/[^/]+\/portforward$/.test(url.pathname)) {
       const offered = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
@@ -291,7 +308,7 @@ export async function startFakeKubeApiServer(o: FakeKubeOptions): Promise<FakeKu
   server.on('close', () => sockets.forEach((s) => s.destroy()));
   const { port } = server.address() as AddressInfo;
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `${o.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     seen,
     deleted,
     portForward,
