@@ -9,8 +9,9 @@
  * comes back through the masks (JSON paths and detectors; watches and text line by line) and a `request` event
  * records method, path, status, duration, sizes and, when configured, both bodies masked and capped.
  *
- * Upgrades: WebSocket is proxied (kubectl exec/attach/port-forward since 1.30, any WebSocket API). Exec and attach
- * streams are recorded as terminals (asciicast `cast` events, like SSH). SPDY upgrades (kubectl's fallback, and
+ * Upgrades: WebSocket is proxied (kubectl exec/attach since 1.30, port-forward since 1.31, any WebSocket API). Exec
+ * and attach streams are recorded as terminals (asciicast `cast` events, like SSH); port-forward, SPDY carried in the
+ * WebSocket, is read for which pod ports were reached and how much crossed. SPDY upgrades (kubectl's fallback, and
  * the only transport before 1.30) are refused: the broker cannot record them; a refusal repeats the decision that
  * kubectl's WebSocket attempt got a moment before, so the user sees the rule or the reviewer's reason.
  */
@@ -597,7 +598,7 @@ class HttpTunnelSession {
         {
           status: 400,
           message: protocol.startsWith('spdy/')
-            ? 'hoopctl: SPDY streams are not supported through the gate (they cannot be recorded); use kubectl 1.30 or newer, which streams over WebSocket, and do not set KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false'
+            ? `hoopctl: SPDY streams are not supported through the gate (they cannot be recorded); use kubectl ${j.kube?.subresource === 'portforward' ? '1.31 or newer, which forwards ports over WebSocket, and do not set KUBECTL_PORT_FORWARD_WEBSOCKETS=false' : '1.30 or newer, which streams over WebSocket, and do not set KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false'}`
             : `hoopctl: upgrading to "${protocol}" is not supported; only WebSocket`,
           reason: 'BadRequest',
         },
