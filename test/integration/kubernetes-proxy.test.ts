@@ -172,8 +172,8 @@ describe('kubectl through the gate', () => {
 });
 
 /** `kubectl port-forward` as a running process: resolves the local port of each pod port once kubectl prints it. */
-function portForward(args: string[]) {
-  const child = spawn(KUBECTL, ['port-forward', ...args], { env: { PATH: process.env.PATH, HOME: dir, KUBECONFIG: kubeconfig } });
+function portForward(args: string[], extraEnv: NodeJS.ProcessEnv = {}) {
+  const child = spawn(KUBECTL, ['port-forward', ...args], { env: { PATH: process.env.PATH, HOME: dir, KUBECONFIG: kubeconfig, ...extraEnv } });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -253,5 +253,13 @@ describe('kubectl port-forward through the gate', () => {
     expect(code).not.toBe(0);
     expect(pf.stderr).toContain('review rev_pf2 rejected by olga: not during the freeze');
     expect(api.seen.slice(before).some((s) => s.url.endsWith('/portforward'))).toBe(false);
+  });
+
+  it('refuses plain SPDY (KUBECTL_PORT_FORWARD_WEBSOCKETS=false), which it could not read, and says how to get through', async () => {
+    const held = reviews.held.length;
+    const pf = portForward(['-n', 'default', 'pod/web', ':8080'], { KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' });
+    expect(await pf.exited).not.toBe(0);
+    expect(pf.stderr).toContain('do not set KUBECTL_PORT_FORWARD_WEBSOCKETS=false');
+    expect(reviews.held.length, 'nothing is put to a reviewer for a stream that would be refused anyway').toBe(held);
   });
 });
