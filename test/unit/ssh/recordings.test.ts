@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { ExecOutputRecording, TerminalRecording, EXEC_OUTPUT_CAP } from '../../../src/broker/protocols/ssh/recordings.js';
+import { vi } from 'vitest';
+import { ExecOutputRecording, TerminalRecording, EXEC_OUTPUT_CAP, maskAcross, HOLD_OPEN_LINE_MS } from '../../../src/broker/protocols/ssh/recordings.js';
+import { maskText } from '../../../src/policy/masking.js';
 import { MemoryRecorder, type RecordedEvent } from '../../support/memory-recorder.js';
 import { createLineMasker } from '../../../src/broker/protocols/ssh/line-masker.js';
 
@@ -32,6 +34,60 @@ describe('TerminalRecording', () => {
     rec.output(bytes.subarray(2));
     await rec.close();
     expect(events.filter((e) => e.type === 'cast').flatMap((e) => (e.data.events as Array<[number, string, string]>).map(([, , d]) => d)).join('')).toBe('héllo');
+  });
+});
+
+describe('masking a terminal across events and batches', () => {
+  const cards = { detectors: ['credit_card', 'email'] as Array<'credit_card' | 'email'>, strategy: 'redact' as const, key: 'k' };
+  const casts = (events: RecordedEvent[], kind = 'o') =>
+    events.filter((e) => e.type === 'cast').flatMap((e) => e.data.events as Array<[number, string, string]>).filter(([, k]) => k === kind);
+
+  it('masks a value spread over several pieces as the whole string would be, keeping one piece per piece', () => {
+    const parts = ['pay with 4111', ' 1111 11', '11 1111 now', ', mail ada@exa', 'mple.com'];
+    const out = maskAcross(parts, cards);
+    expect(out).toHaveLength(parts.length);
+    expect(out.join('')).toBe(maskText(parts.join(''), cards.detectors, 'redact', 'k').text);
+    expect(out).toEqual(['pay with [REDACTED:credit_card]', '', ' now', ', mail [REDACTED:email]', '']);
+    expect(maskAcross(['nothing here'], cards)).toEqual(['nothing here']);
+  });
+
+  it('masks a card number echoed one keystroke at a time, and the keystrokes themselves', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
+    try {
+      const events: RecordedEvent[] = [];
+      const rec = await TerminalRecording.start(new MemoryRecorder('s', events), 1, { width: 80, height: 24, mask: cards });
+      for (const ch of 'echo 4111111111111111\r') {
+        rec.input(Buffer.from(ch));
+        rec.output(Buffer.from(ch === '\r' ? '\r\n' : ch));
+        await vi.advanceTimersByTimeAsync(30); // a typist: every key its own event, several batches
+      }
+      rec.output(Buffer.from('4111111111111111\r\n$ '));
+      await rec.close();
+      const typed = casts(events, 'i');
+      const shown = casts(events, 'o');
+      expect(typed.length).toBeGreaterThan(10);
+      expect(typed.map(([, , d]) => d).join('')).toBe('echo [REDACTED:credit_card]\r');
+      expect(shown.map(([, , d]) => d).join('')).toBe('echo [REDACTED:credit_card]\r\n[REDACTED:credit_card]\r\n$ ');
+      expect(JSON.stringify(events)).not.toMatch(/4111/);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('writes a line that never ends (a prompt) once it has waited long enough', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
+    try {
+      const events: RecordedEvent[] = [];
+      const rec = await TerminalRecording.start(new MemoryRecorder('s', events), 1, { width: 80, height: 24, mask: cards });
+      rec.output(Buffer.from('done\r\nprod-db:~$ '));
+      await vi.advanceTimersByTimeAsync(200);
+      expect(casts(events).map(([, , d]) => d).join('')).toBe('done\r\n');
+      await vi.advanceTimersByTimeAsync(HOLD_OPEN_LINE_MS);
+      expect(casts(events).map(([, , d]) => d).join('')).toBe('done\r\nprod-db:~$ ');
+      await rec.close();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 
