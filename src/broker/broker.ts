@@ -11,6 +11,7 @@ import type { Identity } from './identity.js';
 import type { Store } from './store/store.js';
 import { SqliteStore } from './store/sqlite-store.js';
 import { SessionService, AUDIT_STREAM } from './session-service.js';
+import { loadCheckpointSigner } from './recording/checkpoints.js';
 import { createTokenVerifier } from './auth/verify-token.js';
 import { decideAccess } from '../policy/access.js';
 import { HoopError, errorMessage } from '../lib/errors.js';
@@ -50,7 +51,14 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const store = deps.store ?? new SqliteStore(storePath);
   const abandoned = await store.closeAbandonedSessions(Date.now());
   if (abandoned > 0) logger.warn({ sessions: abandoned }, 'marked sessions left open by a previous broker run as failed');
-  const sessions = await SessionService.create(store);
+  // The key that signs checkpoints of every stream: configured, or kept next to the store like the SSH host key.
+  const signer = loadCheckpointSigner(config.audit.signingKey?.reveal(), `${storePath === ':memory:' ? config.baseDir : dirname(storePath)}/hoopctl-audit-key.pem`);
+  logger.info({ keyId: signer.keyId, created: signer.created }, 'audit checkpoint key');
+  const sessions = await SessionService.create(store, signer);
+  const checkpointTimer = setInterval(() => {
+    sessions.checkpointAll().catch((e: unknown) => logger.error({ err: errorMessage(e) }, 'checkpoint failed'));
+  }, config.audit.checkpointSeconds * 1000);
+  checkpointTimer.unref();
   const verifier = createTokenVerifier(config.auth.issuers);
   const cancels = new CancelRegistry();
   await initPolicyEngine();
@@ -180,6 +188,9 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       const session = await store.getSession(decodeURIComponent(m[1]!));
       if (!session || (!isAuditor(identity) && session.identity.subject !== identity.subject)) throw errors.notFound(`session ${m[1]}`);
       return sendJson(res, 200, { session, events: await store.listEvents(session.id) });
+    }
+    if (req.method === 'GET' && path === '/api/v1/audit/key') {
+      return sendJson(res, 200, { algorithm: 'ed25519', keyId: signer.keyId, publicKey: signer.publicKeyPem });
     }
     if (req.method === 'GET' && path === '/api/v1/audit') {
       if (!isAuditor(identity)) throw errors.denied('only members of the audit groups may read the audit stream');
@@ -354,6 +365,8 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       await Promise.race([Promise.allSettled([...running]), new Promise((r) => setTimeout(r, 5000))]);
       await closed;
       reviews.close();
+      clearInterval(checkpointTimer);
+      await sessions.checkpointAll().catch((e: unknown) => logger.error({ err: errorMessage(e) }, 'checkpoint failed'));
       await store.close();
     },
   };

@@ -199,8 +199,19 @@ export const brokerConfigSchema = z
       .strict()
       .default({ type: 'sqlite', path: 'hoopctl-broker.db' }),
     auth: z.object({ issuers: z.array(issuerSchema).min(1) }).strict(),
-    /** Groups that may list and replay every session; others see their own. */
-    audit: z.object({ groups: z.array(z.string()).default([]) }).strict().default({ groups: [] }),
+    /**
+     * Groups that may list and replay every session; others see their own. `signingKey`: the Ed25519 private key
+     * (PEM) that signs checkpoints of the event streams (generated next to the store when absent);
+     * `checkpointSeconds`: how often the heads of growing streams are signed.
+     */
+    audit: z
+      .object({
+        groups: z.array(z.string()).default([]),
+        signingKey: secretSource.optional(),
+        checkpointSeconds: z.number().positive().max(86_400).default(60),
+      })
+      .strict()
+      .default({ groups: [], checkpointSeconds: 60 }),
     /** Key for the `hash` masking strategy: stable across restarts and replicas so masked values still join. */
     masking: z.object({ hashKey: secretSource.optional() }).strict().default({}),
     logging: z
@@ -243,8 +254,9 @@ type ConnectionCommon = { name: string; description?: string; access: AccessConf
 export type HttpConnection = Omit<ResolvedHttpConnection, 'access' | 'reviews'> & ConnectionCommon & { type: 'http' };
 export type KubernetesConnection = Omit<ResolvedKubernetesConnection, 'access' | 'reviews'> & ConnectionCommon & { type: 'kubernetes' };
 export type Connection = PostgresConnection | SshConnection | HttpConnection | KubernetesConnection;
-export interface BrokerConfig extends Omit<RawConfig, 'connections' | 'masking' | 'ssh'> {
+export interface BrokerConfig extends Omit<RawConfig, 'connections' | 'masking' | 'ssh' | 'audit'> {
   connections: Connection[];
+  audit: { groups: string[]; signingKey?: Secret; checkpointSeconds: number };
   /** The broker's SSH host key, when configured (else the broker keeps one next to its store). */
   ssh: { hostKey?: Secret };
   /** Absent when not configured: the broker then uses a random per-process key (hashes do not survive a restart). */
@@ -328,7 +340,8 @@ export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): B
   }
   const masking = { hashKey: raw.masking.hashKey && !skipSecrets ? resolveSecret(raw.masking.hashKey, 'masking.hashKey', env, baseDir) : undefined };
   const ssh = { hostKey: secret(raw.ssh.hostKey, 'ssh.hostKey') };
-  return { ...raw, connections, masking, ssh, baseDir };
+  const audit = { ...raw.audit, signingKey: secret(raw.audit.signingKey, 'audit.signingKey') };
+  return { ...raw, connections, masking, ssh, audit, baseDir };
 }
 
 export function loadBrokerConfig(path: string, env: NodeJS.ProcessEnv = process.env, options: Pick<ParseOptions, 'secrets'> = {}): BrokerConfig {

@@ -3,6 +3,7 @@ import type { Connection } from './config.js';
 import type { Identity } from './identity.js';
 import type { SessionRow, Store } from './store/store.js';
 import { StreamRecorder } from './recording/stream-recorder.js';
+import type { CheckpointSigner } from './recording/checkpoints.js';
 
 export const AUDIT_STREAM = 'audit';
 
@@ -19,19 +20,30 @@ export function describeTarget(c: Connection): Record<string, unknown> {
 
 /**
  * Opens, refuses and closes sessions: the session row plus the first and last events of its stream.
- * Events outside any session (rejected tokens) go to the audit stream.
+ * Events outside any session (rejected tokens) go to the audit stream. With a signer, every stream that ends is
+ * sealed with a signed checkpoint, and `checkpointAll` signs the heads of the streams still growing.
  */
 export class SessionService {
   readonly #store: Store;
   readonly #audit: StreamRecorder;
+  readonly #signer?: CheckpointSigner;
+  readonly #live = new Set<StreamRecorder>();
 
-  private constructor(store: Store, audit: StreamRecorder) {
+  private constructor(store: Store, audit: StreamRecorder, signer?: CheckpointSigner) {
     this.#store = store;
     this.#audit = audit;
+    this.#signer = signer;
   }
 
-  static async create(store: Store): Promise<SessionService> {
-    return new SessionService(store, await StreamRecorder.open(store, AUDIT_STREAM));
+  static async create(store: Store, signer?: CheckpointSigner): Promise<SessionService> {
+    return new SessionService(store, await StreamRecorder.open(store, AUDIT_STREAM), signer);
+  }
+
+  /** Signs the head of the audit stream and of every open session that recorded something since its last checkpoint. */
+  async checkpointAll(): Promise<void> {
+    const signer = this.#signer;
+    if (!signer) return;
+    await Promise.all([this.#audit, ...this.#live].map((r) => r.checkpoint(signer)));
   }
 
   audit(type: string, data: Record<string, unknown>): Promise<void> {
@@ -45,6 +57,7 @@ export class SessionService {
     };
     await this.#store.createSession(row);
     const recorder = StreamRecorder.fresh(this.#store, row.id);
+    this.#live.add(recorder);
     await recorder.record('open', { identity, connection: connection.name, type: connection.type, target: describeTarget(connection), clientAddr, client });
     return { row, recorder };
   }
@@ -56,12 +69,16 @@ export class SessionService {
       status: 'refused', startedAt: Date.now(), endedAt: Date.now(), statementCount: 0, errorCount: 0,
     };
     await this.#store.createSession(row);
-    await StreamRecorder.fresh(this.#store, row.id).record('access-denied', { identity, connection: connectionName, clientAddr, reason });
+    const recorder = StreamRecorder.fresh(this.#store, row.id);
+    await recorder.record('access-denied', { identity, connection: connectionName, clientAddr, reason });
+    if (this.#signer) await recorder.checkpoint(this.#signer);
     return row.id;
   }
 
   async close(id: string, recorder: StreamRecorder, outcome: { status: 'closed' | 'failed'; statementCount: number; errorCount: number; error?: string; durationMs: number }): Promise<void> {
+    this.#live.delete(recorder);
     await recorder.record('close', outcome);
+    if (this.#signer) await recorder.checkpoint(this.#signer);
     await this.#store.updateSession(id, { status: outcome.status, endedAt: Date.now(), statementCount: outcome.statementCount, errorCount: outcome.errorCount });
   }
 }

@@ -3,8 +3,9 @@ import { brokerGet, parseOutput, resolveBroker } from './context.js';
 import { formatDuration, formatTime, printJson, renderTable } from './render.js';
 import type { SessionRow, StoredEvent } from '../broker/store/store.js';
 import { verifyChain } from '../broker/recording/event-chain.js';
+import { CHECKPOINT_EVENT, verifyCheckpoints } from '../broker/recording/checkpoints.js';
 import { UserError } from '../lib/errors.js';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { castOutput, castsFromEvents, playCast, toAsciicast, type Cast } from './replay-player.js';
 
 export function register(program: Command): void {
@@ -92,16 +93,55 @@ export function register(program: Command): void {
       process.stdout.write(renderTable(['SEQ', 'AT', 'TYPE', 'DETAIL'], events.map((e) => [String(e.seq), formatTime(e.at), e.type, detail(e)])));
     });
   audit
-    .command('verify <session>')
-    .description('Check a session\'s hash chain: proves no event was changed, reordered or dropped')
+    .command('key')
+    .description('Print the broker\'s checkpoint-signing public key (pin it: audit verify --public-key)')
+    .option('-o, --output <format>', 'text or json', 'text')
     .option('--broker <url>', 'broker URL')
-    .action(async (id: string, opts: { broker?: string }) => {
-      const data = await brokerGet<{ events: StoredEvent[] }>(resolveBroker(opts.broker), `/api/v1/sessions/${encodeURIComponent(id)}`);
+    .action(async (opts: { output: string; broker?: string }) => {
+      const key = await brokerGet<{ algorithm: string; keyId: string; publicKey: string }>(resolveBroker(opts.broker), '/api/v1/audit/key');
+      if (parseOutput(opts.output) === 'json') return printJson(key);
+      process.stdout.write(`# ${key.algorithm} ${key.keyId}\n${key.publicKey}`);
+    });
+  audit
+    .command('verify <session>')
+    .description('Check a session\'s hash chain and signed checkpoints: proves no event was changed, reordered or dropped')
+    .option('--public-key <file>', 'the broker\'s public key (PEM) to check signatures against; default: the key the broker advertises')
+    .option('--broker <url>', 'broker URL')
+    .addHelpText('after', '\nExample:\n  hoopctl audit key > broker-audit.pub   # once, kept apart from the broker\n  hoopctl audit verify ses_… --public-key broker-audit.pub\n')
+    .action(async (id: string, opts: { publicKey?: string; broker?: string }) => {
+      const broker = resolveBroker(opts.broker);
+      const data = await brokerGet<{ session: SessionRow; events: StoredEvent[] }>(broker, `/api/v1/sessions/${encodeURIComponent(id)}`);
       const check = verifyChain(data.events);
       if (!check.ok) throw new UserError(`session ${id}: chain broken at event ${check.brokenAt}: ${check.reason}`, { code: 'CHAIN_BROKEN' });
+      const pinned = opts.publicKey !== undefined;
+      const publicKey = pinned ? readPublicKeyFile(opts.publicKey!) : (await brokerGet<{ publicKey: string }>(broker, '/api/v1/audit/key')).publicKey;
+      const signed = verifyCheckpoints(data.events, publicKey);
+      if (!signed.ok) throw new UserError(`session ${id}: checkpoint at event ${signed.brokenAt} is not valid: ${signed.reason}`, { code: 'CHECKPOINT_INVALID' });
+      const ended = data.session.status !== 'open';
+      if (ended && signed.unsignedTail > 0 && data.session.status !== 'failed') {
+        throw new UserError(`session ${id}: it ended, but its last ${signed.unsignedTail} event(s) are not covered by a signed checkpoint`, {
+          code: 'CHECKPOINT_MISSING',
+          hint: 'a broker seals every stream it closes; events after the seal were added by something else',
+        });
+      }
       const last = data.events.at(-1);
-      process.stdout.write(`session ${id}: ${data.events.length} events, chain intact${last ? ` (head ${last.hash.slice(0, 16)}…)` : ''}\n`);
+      const lines = [
+        `session ${id}: ${data.events.length} events, chain intact${last ? ` (head ${last.hash.slice(0, 16)}…)` : ''}`,
+        signed.checkpoints > 0
+          ? `signed through event ${signed.signedThrough} by ${signed.keyIds.join(', ')}${pinned ? '' : ' (the key the broker advertises: pin it with --public-key)'}`
+          : 'no signed checkpoint yet',
+        ...(signed.unsignedTail > 0 ? [`${signed.unsignedTail} event(s) after the last checkpoint${ended ? ' (the broker stopped before sealing the session)' : ' (the session is still open)'}`] : []),
+      ];
+      process.stdout.write(lines.join('\n') + '\n');
     });
+}
+
+function readPublicKeyFile(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new UserError(`cannot read public key ${path}: ${(e as NodeJS.ErrnoException).code ?? e}`, { code: 'USAGE' });
+  }
 }
 
 /** Plays a terminal in this TTY, reading keys in raw mode; the terminal is restored however it ends. */
@@ -209,6 +249,9 @@ export function renderTranscript(session: SessionRow, events: StoredEvent[]): st
         out.push(`${at}  refused    ${d.reason}`);
         break;
       case 'request-start':
+        break;
+      case CHECKPOINT_EVENT:
+        out.push(`${at}  signed     through event ${d.seq} (${d.keyId})`);
         break;
       case 'request': {
         const target = `${d.method} ${d.path}${d.query ? `?${d.query}` : ''}`;

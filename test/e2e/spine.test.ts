@@ -316,6 +316,44 @@ describe('sessions and replay', () => {
     expect(verify.stdout).toMatch(/chain intact/);
   });
 
+  it('seals each session with a signed checkpoint; a rewrite of the store that recomputes the chain is still caught', async () => {
+    const sessions = JSON.parse((await cli(['sessions', '-o', 'json', '-n', '200'], aliceEnv)).stdout) as Array<{ id: string; status: string; statementCount: number }>;
+    const target = sessions.find((x) => x.status === 'closed' && x.statementCount > 0)!;
+    const keyFile = join(stack.dir, 'broker-audit.pub');
+    const key = await cli(['audit', 'key'], aliceEnv);
+    expect(key.stdout).toMatch(/^# ed25519 SHA256:\S+\n-----BEGIN PUBLIC KEY-----/);
+    writeFileSync(keyFile, key.stdout.split('\n').slice(1).join('\n'));
+    const ok = await cli(['audit', 'verify', target.id, '--public-key', keyFile], aliceEnv);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(/chain intact[\s\S]*\nsigned through event \d+ by SHA256:/);
+
+    // Someone with write access to broker.db edits a statement and recomputes every hash after it.
+    const { default: Database } = await import('better-sqlite3');
+    const { hashEvent } = await import('../../src/broker/recording/event-chain.js');
+    const db = new Database(join(stack.dir, 'broker.db'));
+    try {
+      db.exec('DROP TRIGGER events_append_only_update');
+      type Row = { stream: string; seq: number; at: number; type: string; data: string; prev_hash: string; hash: string };
+      const rows = db.prepare('SELECT * FROM events WHERE stream = ? ORDER BY seq').all(target.id) as Row[];
+      const victim = rows.find((r) => r.type === 'statement')!;
+      let prev = '0'.repeat(64);
+      const update = db.prepare('UPDATE events SET data = ?, prev_hash = ?, hash = ? WHERE stream = ? AND seq = ?');
+      for (const r of rows) {
+        const data = r.seq === victim.seq ? { ...JSON.parse(r.data), sql: 'select 1 -- nothing happened here' } : JSON.parse(r.data);
+        const hash = hashEvent({ stream: r.stream, seq: r.seq, at: r.at, type: r.type, data, prevHash: prev });
+        update.run(JSON.stringify(data), prev, hash, r.stream, r.seq);
+        prev = hash;
+      }
+      db.exec("CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END");
+    } finally {
+      db.close();
+    }
+    const caught = await cli(['audit', 'verify', target.id, '--public-key', keyFile], aliceEnv);
+    expect(caught.code).not.toBe(0);
+    expect(caught.stderr).toMatch(/checkpoint at event \d+ is not valid: the checkpoint does not sign the event before it/);
+    expect(caught.stdout).not.toContain('chain intact');
+  });
+
   it('never lets the backend password reach the client side, the API or the broker log', async () => {
     const api = await Promise.all(
       ['/api/v1/connections', '/api/v1/sessions?limit=500', '/api/v1/whoami', '/api/v1/audit'].map((p) =>

@@ -1,6 +1,7 @@
 import type { Store, StoredEvent } from '../store/store.js';
 import { GENESIS_HASH, hashEvent } from './event-chain.js';
 import type { SessionRecorder } from './recorder.js';
+import { CHECKPOINT_EVENT, type CheckpointSigner } from './checkpoints.js';
 
 /**
  * Appends events to one stream, chaining each to the one before. Appends are serialised so the chain
@@ -12,12 +13,15 @@ export class StreamRecorder implements SessionRecorder {
   #seq: number;
   #prevHash: string;
   #tail: Promise<void> = Promise.resolve();
+  /** The seq of the last checkpoint written (0: none), so an idle stream is not signed again and again. */
+  #checkpointed: number;
 
   private constructor(store: Store, stream: string, last?: StoredEvent) {
     this.#store = store;
     this.sessionId = stream;
     this.#seq = last?.seq ?? 0;
     this.#prevHash = last?.hash ?? GENESIS_HASH;
+    this.#checkpointed = last?.type === CHECKPOINT_EVENT ? last.seq : 0;
   }
 
   /** A recorder that continues the stream where the store left it (the audit stream outlives restarts). */
@@ -36,6 +40,19 @@ export class StreamRecorder implements SessionRecorder {
     this.#prevHash = hash;
     const write = this.#tail.then(() => this.#store.appendEvent({ ...event, hash }));
     this.#tail = write.catch(() => undefined);
+    return write;
+  }
+
+  /**
+   * Signs the stream's head as a `checkpoint` event (see checkpoints.ts); nothing when no event came since the
+   * last one. The head is taken synchronously, so the checkpoint always signs the event right before it.
+   */
+  checkpoint(signer: CheckpointSigner): Promise<void> {
+    if (this.#seq === 0 || this.#seq === this.#checkpointed) return this.#tail;
+    const seq = this.#seq;
+    const hash = this.#prevHash;
+    const write = this.record(CHECKPOINT_EVENT, { seq, hash, keyId: signer.keyId, signature: signer.sign(this.sessionId, seq, hash) });
+    this.#checkpointed = this.#seq;
     return write;
   }
 }
