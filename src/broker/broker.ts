@@ -12,6 +12,7 @@ import type { Store } from './store/store.js';
 import { SqliteStore } from './store/sqlite-store.js';
 import { SessionService, AUDIT_STREAM } from './session-service.js';
 import { loadCheckpointSigner } from './recording/checkpoints.js';
+import { createSink, EventExporter } from './export/event-export.js';
 import { createTokenVerifier } from './auth/verify-token.js';
 import { decideAccess } from '../policy/access.js';
 import { HoopError, errorMessage } from '../lib/errors.js';
@@ -59,6 +60,9 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     sessions.checkpointAll().catch((e: unknown) => logger.error({ err: errorMessage(e) }, 'checkpoint failed'));
   }, config.audit.checkpointSeconds * 1000);
   checkpointTimer.unref();
+  const exporters = config.export.map((e) => new EventExporter(store, createSink(e), { name: e.name, batchSize: e.batchSize, logger }));
+  for (const e of exporters) e.start();
+  if (exporters.length > 0) logger.info({ exports: config.export.map((e) => `${e.name} (${e.type})`) }, 'exporting events');
   const verifier = createTokenVerifier(config.auth.issuers);
   const cancels = new CancelRegistry();
   await initPolicyEngine();
@@ -367,6 +371,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       reviews.close();
       clearInterval(checkpointTimer);
       await sessions.checkpointAll().catch((e: unknown) => logger.error({ err: errorMessage(e) }, 'checkpoint failed'));
+      await Promise.all(exporters.map((e) => e.stop()));
       await store.close();
     },
   };

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isAbsolute, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { UserError } from '../lib/errors.js';
@@ -7,6 +8,7 @@ import { connectionPolicyShape } from '../policy/rules.js';
 import { makeHttpConnectionSchemas, resolveWebConnection, type ResolvedHttpConnection, type ResolvedKubernetesConnection } from './protocols/http/config.js';
 import { commandPolicyShape } from '../policy/shell-rules.js';
 import { DETECTOR_NAMES, MASK_STRATEGIES } from '../policy/mask-plan.js';
+import type { ExportSinkConfig } from './export/event-export.js';
 
 /**
  * The broker's configuration file. Every field is validated here; an error names the field's path.
@@ -50,6 +52,8 @@ const secretSource = z.union([
   z.object({ value: z.string() }).strict(),
 ]);
 
+const exportName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'use lower-case letters, digits, ".", "_" or "-"');
+const batchSize = z.number().int().min(1).max(10_000).default(500);
 const name = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'use lower-case letters, digits, ".", "_" or "-"');
 
 const approvalSchema = z
@@ -218,6 +222,39 @@ export const brokerConfigSchema = z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .strict()
       .default({ level: 'info' }),
+    /**
+     * Where every recorded event is also sent, in order, at least once (see src/broker/export/event-export.ts):
+     * `file` (JSON lines), `stdout`, `webhook` (NDJSON POSTs; header values are secrets), `syslog` (RFC 5424).
+     */
+    export: z
+      .array(
+        z.discriminatedUnion('type', [
+          z.object({ name: exportName, type: z.literal('file'), path: z.string().min(1), batchSize: batchSize }).strict(),
+          z.object({ name: exportName, type: z.literal('stdout'), batchSize: batchSize }).strict(),
+          z
+            .object({
+              name: exportName, type: z.literal('webhook'), url: z.url({ protocol: /^https?$/ }), batchSize: batchSize,
+              headers: z.record(z.string().regex(/^[A-Za-z0-9-]+$/, 'a header name'), secretSource).default({}),
+              timeoutSeconds: z.number().positive().max(300).default(10),
+            })
+            .strict(),
+          z
+            .object({
+              name: exportName, type: z.literal('syslog'), batchSize: batchSize,
+              address: z.string().regex(/^(udp|tcp):\/\/(\[[0-9a-fA-F:]+\]|[^:/\s]+):\d{1,5}$/, 'udp://host:port or tcp://host:port'),
+              appName: z.string().min(1).max(48).default('hoopctl'),
+            })
+            .strict(),
+        ]),
+      )
+      .default([])
+      .superRefine((list, ctx) => {
+        const seen = new Set<string>();
+        list.forEach((e, i) => {
+          if (seen.has(e.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `export name "${e.name}" is used twice (it keys the saved position)` });
+          seen.add(e.name);
+        });
+      }),
     /** The broker's own SSH host key (what `ssh` clients see); generated next to the store when absent. */
     ssh: z.object({ hostKey: secretSource.optional() }).strict().default({}),
     connections: z.array(z.discriminatedUnion('type', [postgresConnection, sshConnection, webSchemas.httpConnectionSchema, webSchemas.kubernetesConnectionSchema])).default([]),
@@ -254,8 +291,9 @@ type ConnectionCommon = { name: string; description?: string; access: AccessConf
 export type HttpConnection = Omit<ResolvedHttpConnection, 'access' | 'reviews'> & ConnectionCommon & { type: 'http' };
 export type KubernetesConnection = Omit<ResolvedKubernetesConnection, 'access' | 'reviews'> & ConnectionCommon & { type: 'kubernetes' };
 export type Connection = PostgresConnection | SshConnection | HttpConnection | KubernetesConnection;
-export interface BrokerConfig extends Omit<RawConfig, 'connections' | 'masking' | 'ssh' | 'audit'> {
+export interface BrokerConfig extends Omit<RawConfig, 'connections' | 'masking' | 'ssh' | 'audit' | 'export'> {
   connections: Connection[];
+  export: ExportSinkConfig[];
   audit: { groups: string[]; signingKey?: Secret; checkpointSeconds: number };
   /** The broker's SSH host key, when configured (else the broker keeps one next to its store). */
   ssh: { hostKey?: Secret };
@@ -341,7 +379,15 @@ export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): B
   const masking = { hashKey: raw.masking.hashKey && !skipSecrets ? resolveSecret(raw.masking.hashKey, 'masking.hashKey', env, baseDir) : undefined };
   const ssh = { hostKey: secret(raw.ssh.hostKey, 'ssh.hostKey') };
   const audit = { ...raw.audit, signingKey: secret(raw.audit.signingKey, 'audit.signingKey') };
-  return { ...raw, connections, masking, ssh, audit, baseDir };
+  const exports: ExportSinkConfig[] = raw.export.map((e, i) => {
+    if (e.type === 'webhook') {
+      const headers = Object.fromEntries(Object.entries(e.headers).map(([k, v]) => [k, secret(v, `export[${i}].headers.${k}`)!]));
+      return { ...e, headers };
+    }
+    if (e.type === 'file') return { ...e, path: isAbsolute(e.path) ? e.path : join(baseDir, e.path) };
+    return e;
+  });
+  return { ...raw, connections, masking, ssh, audit, export: exports, baseDir };
 }
 
 export function loadBrokerConfig(path: string, env: NodeJS.ProcessEnv = process.env, options: Pick<ParseOptions, 'secrets'> = {}): BrokerConfig {

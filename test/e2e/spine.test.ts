@@ -44,7 +44,8 @@ async function loginAs(user: string): Promise<NodeJS.ProcessEnv> {
 }
 
 beforeAll(async () => {
-  stack = await startStack();
+  // Every event also goes to a JSON-lines file, as a SIEM would collect it (relative to the config's directory).
+  stack = await startStack({ extraConfig: { export: [{ name: 'archive', type: 'file', path: 'siem/events.jsonl', batchSize: 200 }] } });
   aliceEnv = await loginAs('alice');
   tunnel = new CliProcess(['connect', 'app-pg', '-o', 'json'], aliceEnv);
   const [line] = await tunnel.waitFor(/\{.*"port".*\}\n/);
@@ -316,6 +317,21 @@ describe('sessions and replay', () => {
     expect(verify.stdout).toMatch(/chain intact/);
   });
 
+  it('exports every event to the SIEM file as JSON lines, with the session owner, each stream in order', async () => {
+    const path = join(stack.dir, 'siem', 'events.jsonl');
+    let events: Array<{ stream: string; seq: number; type: string; data: Record<string, unknown>; session?: { subject: string; connection: string } }> = [];
+    for (let i = 0; i < 50; i++) {
+      events = readText(path).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+      if (events.some((e) => e.type === 'statement' && /6 \* 7/.test(String(e.data.sql)))) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(events.find((e) => e.type === 'statement' && /6 \* 7/.test(String(e.data.sql)))?.session).toMatchObject({ subject: 'alice', connection: 'app-pg' });
+    expect(events.some((e) => e.type === 'access-denied' && e.session?.subject === 'mallory')).toBe(true);
+    const byStream = new Map<string, number[]>();
+    for (const e of events) byStream.set(e.stream, [...(byStream.get(e.stream) ?? []), e.seq]);
+    for (const seqs of byStream.values()) expect(seqs).toEqual(seqs.map((_, i) => i + 1));
+  });
+
   it('seals each session with a signed checkpoint; a rewrite of the store that recomputes the chain is still caught', async () => {
     const sessions = JSON.parse((await cli(['sessions', '-o', 'json', '-n', '200'], aliceEnv)).stdout) as Array<{ id: string; status: string; statementCount: number }>;
     const target = sessions.find((x) => x.status === 'closed' && x.statementCount > 0)!;
@@ -361,7 +377,8 @@ describe('sessions and replay', () => {
       ),
     );
     const clientFiles = readdirSync(join(aliceEnv.XDG_CONFIG_HOME!, 'hoopctl')).map((f) => readFileSync(join(aliceEnv.XDG_CONFIG_HOME!, 'hoopctl', f), 'utf8'));
-    const haystack = [...outputs, ...api, ...clientFiles, tunnel.stdout, tunnel.stderr].join('\n');
+    const exported = readText(join(stack.dir, 'siem', 'events.jsonl'));
+    const haystack = [...outputs, ...api, ...clientFiles, exported, tunnel.stdout, tunnel.stderr].join('\n');
     expect(haystack.length).toBeGreaterThan(1000);
     expect(haystack).not.toContain(APP_PASSWORD);
     const log = readText(stack.brokerLogPath);

@@ -49,6 +49,12 @@ const migrations: string[] = [
    );
    CREATE INDEX reviews_status ON reviews (status, created_at);
    CREATE INDEX reviews_requester ON reviews (requester, connection, status);`,
+  // One order over every stream, in commit order, for exports to follow with a cursor that survives restarts.
+  `CREATE TABLE event_order (pos INTEGER PRIMARY KEY, stream TEXT NOT NULL, seq INTEGER NOT NULL);
+   INSERT INTO event_order (stream, seq) SELECT stream, seq FROM events ORDER BY at, stream, seq;
+   CREATE TRIGGER events_in_order AFTER INSERT ON events BEGIN INSERT INTO event_order (stream, seq) VALUES (NEW.stream, NEW.seq); END;
+   CREATE TRIGGER event_order_append_only BEFORE UPDATE ON event_order BEGIN SELECT RAISE(ABORT, 'event order is append-only'); END;
+   CREATE TABLE export_cursors (name TEXT PRIMARY KEY, pos INTEGER NOT NULL, updated_at INTEGER NOT NULL);`,
 ];
 
 interface SessionRecord {
@@ -239,6 +245,24 @@ export class SqliteStore implements Store {
       .prepare(`UPDATE reviews SET body = json_set(body, '$.consumedAt', ?) WHERE id = ? AND status = 'approved' AND json_extract(body, '$.consumedAt') IS NULL`)
       .run(at, id).changes;
     return changed === 1 ? this.getReview(id) : undefined;
+  }
+
+  async eventsSince(pos: number, limit: number): Promise<Array<StoredEvent & { pos: number }>> {
+    const rows = this.#db
+      .prepare('SELECT o.pos, e.* FROM event_order o JOIN events e ON e.stream = o.stream AND e.seq = o.seq WHERE o.pos > ? ORDER BY o.pos LIMIT ?')
+      .all(pos, limit) as Array<EventRecord & { pos: number }>;
+    return rows.map((r) => ({ ...toEvent(r), pos: r.pos }));
+  }
+
+  async exportCursor(name: string): Promise<number> {
+    const row = this.#db.prepare('SELECT pos FROM export_cursors WHERE name = ?').get(name) as { pos: number } | undefined;
+    return row?.pos ?? 0;
+  }
+
+  async saveExportCursor(name: string, pos: number): Promise<void> {
+    this.#db
+      .prepare('INSERT INTO export_cursors (name, pos, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET pos = excluded.pos, updated_at = excluded.updated_at')
+      .run(name, pos, Date.now());
   }
 
   async closeAbandonedSessions(at: number): Promise<number> {

@@ -55,6 +55,11 @@ export interface Store {
   /** The last event of a stream, to continue its chain after a restart. */
   lastEvent(stream: string): Promise<StoredEvent | undefined>;
   listEvents(stream: string, options?: { afterSeq?: number; limit?: number }): Promise<StoredEvent[]>;
+  /** Events of every stream in commit order after position `pos` (0: from the start), each with its position. */
+  eventsSince(pos: number, limit: number): Promise<Array<StoredEvent & { pos: number }>>;
+  /** Where the export `name` got to (0: nowhere yet), and saving it once a batch was delivered. */
+  exportCursor(name: string): Promise<number>;
+  saveExportCursor(name: string, pos: number): Promise<void>;
   createReview(review: Review): Promise<void>;
   getReview(id: string): Promise<Review | undefined>;
   listReviews(filter?: ReviewFilter): Promise<Review[]>;
