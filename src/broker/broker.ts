@@ -149,7 +149,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   function describeConnection(c: Connection) {
     const target =
       c.type === 'ssh'
-        ? { user: c.target.user, hostKeyFingerprint: sshHostKey?.fingerprint, hostKey: sshHostKey?.publicKey, allow: { sftp: c.allow.sftp, portForwarding: c.allow.portForwarding } }
+        ? { user: c.target.user, hostKeyFingerprint: sshHostKey?.fingerprint, hostKey: sshHostKey?.publicKey, allow: { sftp: c.allow.sftp, portForwarding: c.allow.portForwarding, remoteForwarding: c.allow.remoteForwarding } }
         : c.type === 'postgres'
           ? { database: c.target.database }
           : {};

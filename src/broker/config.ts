@@ -145,12 +145,15 @@ const sshConnection = z
     allow: z
       .object({
         sftp: z.boolean().default(true),
+        /** `ssh -L` / `-W`: the client reaches hosts from the backend. */
         portForwarding: z.boolean().default(false),
+        /** `ssh -R`: the backend listens and its connections reach the client's side. */
+        remoteForwarding: z.boolean().default(false),
         /** Environment variables a client may set (globs); others are dropped. */
         env: z.array(z.string().min(1)).default(['LANG', 'LC_*', 'TZ']),
       })
       .strict()
-      .default({ sftp: true, portForwarding: false, env: ['LANG', 'LC_*', 'TZ'] }),
+      .default({ sftp: true, portForwarding: false, remoteForwarding: false, env: ['LANG', 'LC_*', 'TZ'] }),
     /** Masking of exec output and of recorded terminal output (src/policy/masking.ts detectors). */
     mask: z
       .object({

@@ -221,8 +221,12 @@ export function renderTranscript(session: SessionRow, events: StoredEvent[]): st
         break;
       case 'forward':
       case 'forward-refused':
-        out.push(`${at}  ${e.type === 'forward' ? 'forward   ' : 'forward ✗ '} ${d.destination ?? d.request}${d.reason ? `: ${d.reason}` : ''}`);
+      case 'forward-listen': {
+        const what = d.direction === 'remote' ? `-R ${d.bind}${d.origin ? ` ← ${d.origin}` : ''}` : (d.destination ?? d.request);
+        const label = e.type === 'forward' ? 'forward   ' : e.type === 'forward-listen' ? 'listen    ' : 'forward ✗ ';
+        out.push(`${at}  ${label} ${what}${d.reason ? `: ${d.reason}` : ''}`);
         break;
+      }
       case 'host-key-mismatch':
         out.push(`${at}  ✗ host key mismatch: presented ${d.presented}, pinned ${d.expected}`);
         break;

@@ -183,6 +183,40 @@ describe('session details', () => {
     }
   });
 
+  it('relays remote forwarding (ssh -R) when the connection allows it: a connection on the backend host reaches the client side', async () => {
+    const { spawn } = await import('node:child_process');
+    const { createServer } = await import('node:http');
+    const { sshOptions } = await import('../support/ssh-proxy-harness.js');
+    const clientSide = createServer((req, res) => res.end(`served on the client side: ${req.url}\n`));
+    await new Promise<void>((r) => clientSide.listen(0, '127.0.0.1', r));
+    const open = await startSshProxy({ dir, connection: sshConnection(sshd, { allow: { remoteForwarding: true } }) });
+    const ssh = spawn('ssh', ['-p', String(open.port), ...sshOptions(open.knownHosts), '-o', 'ExitOnForwardFailure=yes', '-N', '-R', `0:127.0.0.1:${(clientSide.address() as { port: number }).port}`, 'x@127.0.0.1']);
+    let stderr = '';
+    ssh.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    try {
+      for (let i = 0; i < 200 && !/Allocated port \d+/.test(stderr) && ssh.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50));
+      const port = Number(/Allocated port (\d+)/.exec(stderr)?.[1]);
+      expect(port, stderr).toBeGreaterThan(0);
+      // The backend host's loopback (sshd runs on this machine): the request travels back through the gate.
+      const body = await (await fetch(`http://127.0.0.1:${port}/hello`)).text();
+      expect(body).toBe('served on the client side: /hello\n');
+      for (let i = 0; i < 100 && !open.events.some((e) => e.type === 'forward' && e.data.direction === 'remote'); i++) await new Promise((r) => setTimeout(r, 20));
+      expect(open.events.find((e) => e.type === 'forward-listen')?.data).toMatchObject({ direction: 'remote', bind: `localhost:${port}` });
+      expect(open.events.find((e) => e.type === 'forward' && e.data.direction === 'remote')?.data).toMatchObject({ bind: `localhost:${port}`, origin: expect.stringMatching(/^127\.0\.0\.1:\d+$/) });
+    } finally {
+      ssh.kill();
+      await open.close();
+      clientSide.close();
+    }
+  });
+
+  it('refuses remote forwarding by default: ssh -R fails and the refusal is recorded', async () => {
+    const r = await proxy.ssh(['-o', 'ExitOnForwardFailure=yes', '-N', '-R', '0:127.0.0.1:9', 'x@127.0.0.1']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/remote port forwarding failed/i);
+    expect(proxy.events.some((e) => e.type === 'forward-refused' && e.data.request === 'tcpip-forward' && e.data.reason === 'remote forwarding is not allowed on this connection')).toBe(true);
+  });
+
   it('refuses sftp when the connection does not allow it', async () => {
     const closed = await startSshProxy({ dir, connection: sshConnection(sshd, { allow: { sftp: false } }) });
     try {

@@ -108,6 +108,8 @@ class SshRelay {
   readonly #stream: Duplex;
   readonly #ctx: SshProxyContext;
   readonly #backend: Client;
+  /** Ports the backend listens on for the client's `ssh -R` requests → the address and port the client asked for. */
+  readonly #remoteBinds = new Map<number, { addr: string; port: number }>();
   readonly #log: Logger;
   readonly #mask?: OutputMask;
   #channels = 0;
@@ -202,13 +204,58 @@ class SshRelay {
         }),
       );
     });
-    // Remote forwarding (ssh -R) and streamlocal are never relayed.
-    client.on('request', (_accept, reject, name) => {
-      if ((name as string) === 'tcpip-forward' || (name as string) === 'streamlocal-forward@openssh.com') {
+    // Remote forwarding (ssh -R): the backend listens, and each connection it accepts is carried back to the client.
+    client.on('request', (accept, reject, name, info) => {
+      if ((name as string) === 'tcpip-forward') return this.#remoteForward(info as { bindAddr: string; bindPort: number }, accept as ((port?: number) => void) | undefined, reject);
+      if ((name as string) === 'cancel-tcpip-forward') {
+        const { bindAddr, bindPort } = info as { bindAddr: string; bindPort: number };
+        return this.#backend.unforwardIn(bindAddr, bindPort, (err) => (err ? reject?.() : accept?.()));
+      }
+      if ((name as string) === 'streamlocal-forward@openssh.com') {
         this.#errors++;
-        this.#track(this.#ctx.recorder.record('forward-refused', { request: name, reason: 'remote forwarding is not relayed' }));
+        this.#track(this.#ctx.recorder.record('forward-refused', { request: name, reason: 'forwarding of Unix sockets is not relayed' }));
       }
       reject?.();
+    });
+    this.#backend.on('tcp connection', (details, accept, reject) => {
+      const bound = this.#remoteBinds.get(details.destPort);
+      if (!bound) return reject();
+      const where = { channel: ++this.#channels, direction: 'remote', bind: `${bound.addr}:${bound.port}`, origin: `${details.srcIP}:${details.srcPort}` };
+      this.#track(
+        this.#ctx.recorder.record('forward', where).then(() => {
+          client.forwardOut(bound.addr, bound.port, details.srcIP, details.srcPort, (err, toClient) => {
+            if (err) {
+              this.#errors++;
+              return reject();
+            }
+            const fromBackend = accept();
+            fromBackend.pipe(toClient).pipe(fromBackend);
+            fromBackend.on('close', () => toClient.close());
+            toClient.on('close', () => fromBackend.close());
+          });
+        }),
+      );
+    });
+  }
+
+  /** `ssh -R`: allowed per connection; the backend binds (port 0: it picks) and the client learns the port. */
+  #remoteForward(info: { bindAddr: string; bindPort: number }, accept: ((port?: number) => void) | undefined, reject: (() => void) | undefined): void {
+    const request = { direction: 'remote', bind: `${info.bindAddr}:${info.bindPort}` };
+    if (!this.#ctx.connection.allow.remoteForwarding) {
+      this.#errors++;
+      this.#track(this.#ctx.recorder.record('forward-refused', { request: 'tcpip-forward', ...request, reason: 'remote forwarding is not allowed on this connection' }));
+      return reject?.();
+    }
+    this.#backend.forwardIn(info.bindAddr, info.bindPort, (err, port) => {
+      if (err) {
+        this.#errors++;
+        this.#track(this.#ctx.recorder.record('forward-refused', { request: 'tcpip-forward', ...request, reason: `the backend refused: ${err.message}` }));
+        return reject?.();
+      }
+      const bound = port || info.bindPort;
+      this.#remoteBinds.set(bound, { addr: info.bindAddr, port: bound });
+      this.#track(this.#ctx.recorder.record('forward-listen', { ...request, bind: `${info.bindAddr}:${bound}` }));
+      accept?.(bound);
     });
   }
 
