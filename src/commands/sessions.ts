@@ -4,6 +4,7 @@ import { formatDuration, formatTime, printJson, renderTable } from './render.js'
 import type { SessionRow, StoredEvent } from '../broker/store/store.js';
 import { verifyChain } from '../broker/recording/event-chain.js';
 import { CHECKPOINT_EVENT, verifyCheckpoints } from '../broker/recording/checkpoints.js';
+import { AUDIT_STREAM } from '../broker/session-service.js';
 import { UserError } from '../lib/errors.js';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { castOutput, castsFromEvents, playCast, toAsciicast, type Cast } from './replay-player.js';
@@ -104,36 +105,52 @@ export function register(program: Command): void {
     });
   audit
     .command('verify <session>')
-    .description('Check a session\'s hash chain and signed checkpoints: proves no event was changed, reordered or dropped')
+    .description('Check a session\'s hash chain and signed checkpoints (or the broker-wide stream: `audit`): proves no event was changed, reordered or dropped')
     .option('--public-key <file>', 'the broker\'s public key (PEM) to check signatures against; default: the key the broker advertises')
     .option('--broker <url>', 'broker URL')
-    .addHelpText('after', '\nExample:\n  hoopctl audit key > broker-audit.pub   # once, kept apart from the broker\n  hoopctl audit verify ses_… --public-key broker-audit.pub\n')
+    .addHelpText('after', '\nExamples:\n  hoopctl audit key > broker-audit.pub   # once, kept apart from the broker\n  hoopctl audit verify ses_… --public-key broker-audit.pub\n  hoopctl audit verify audit --public-key broker-audit.pub   # the broker-wide stream (audit groups)\n')
     .action(async (id: string, opts: { publicKey?: string; broker?: string }) => {
       const broker = resolveBroker(opts.broker);
-      const data = await brokerGet<{ session: SessionRow; events: StoredEvent[] }>(broker, `/api/v1/sessions/${encodeURIComponent(id)}`);
-      const check = verifyChain(data.events);
-      if (!check.ok) throw new UserError(`session ${id}: chain broken at event ${check.brokenAt}: ${check.reason}`, { code: 'CHAIN_BROKEN' });
+      const { events, status } = id === AUDIT_STREAM ? { events: await allAuditEvents(broker), status: 'open' } : await sessionEvents(broker, id);
+      const what = id === AUDIT_STREAM ? 'audit stream' : `session ${id}`;
+      const check = verifyChain(events);
+      if (!check.ok) throw new UserError(`${what}: chain broken at event ${check.brokenAt}: ${check.reason}`, { code: 'CHAIN_BROKEN' });
       const pinned = opts.publicKey !== undefined;
       const publicKey = pinned ? readPublicKeyFile(opts.publicKey!) : (await brokerGet<{ publicKey: string }>(broker, '/api/v1/audit/key')).publicKey;
-      const signed = verifyCheckpoints(data.events, publicKey);
-      if (!signed.ok) throw new UserError(`session ${id}: checkpoint at event ${signed.brokenAt} is not valid: ${signed.reason}`, { code: 'CHECKPOINT_INVALID' });
-      const ended = data.session.status !== 'open';
-      if (ended && signed.unsignedTail > 0 && data.session.status !== 'failed') {
-        throw new UserError(`session ${id}: it ended, but its last ${signed.unsignedTail} event(s) are not covered by a signed checkpoint`, {
+      const signed = verifyCheckpoints(events, publicKey);
+      if (!signed.ok) throw new UserError(`${what}: checkpoint at event ${signed.brokenAt} is not valid: ${signed.reason}`, { code: 'CHECKPOINT_INVALID' });
+      const ended = status !== 'open';
+      if (ended && signed.unsignedTail > 0 && status !== 'failed') {
+        throw new UserError(`${what}: it ended, but its last ${signed.unsignedTail} event(s) are not covered by a signed checkpoint`, {
           code: 'CHECKPOINT_MISSING',
           hint: 'a broker seals every stream it closes; events after the seal were added by something else',
         });
       }
-      const last = data.events.at(-1);
+      const last = events.at(-1);
       const lines = [
-        `session ${id}: ${data.events.length} events, chain intact${last ? ` (head ${last.hash.slice(0, 16)}…)` : ''}`,
+        `${what}: ${events.length} events, chain intact${last ? ` (head ${last.hash.slice(0, 16)}…)` : ''}`,
         signed.checkpoints > 0
           ? `signed through event ${signed.signedThrough} by ${signed.keyIds.join(', ')}${pinned ? '' : ' (the key the broker advertises: pin it with --public-key)'}`
           : 'no signed checkpoint yet',
-        ...(signed.unsignedTail > 0 ? [`${signed.unsignedTail} event(s) after the last checkpoint${ended ? ' (the broker stopped before sealing the session)' : ' (the session is still open)'}`] : []),
+        ...(signed.unsignedTail > 0 ? [`${signed.unsignedTail} event(s) after the last checkpoint${ended ? ' (the broker stopped before sealing the session)' : ' (the stream is still growing)'}`] : []),
       ];
       process.stdout.write(lines.join('\n') + '\n');
     });
+}
+
+async function sessionEvents(broker: string, id: string): Promise<{ events: StoredEvent[]; status: string }> {
+  const data = await brokerGet<{ session: SessionRow; events: StoredEvent[] }>(broker, `/api/v1/sessions/${encodeURIComponent(id)}`);
+  return { events: data.events, status: data.session.status };
+}
+
+/** The whole audit stream, page by page (the API hands out 1000 events at a time). */
+async function allAuditEvents(broker: string): Promise<StoredEvent[]> {
+  const all: StoredEvent[] = [];
+  for (;;) {
+    const { events } = await brokerGet<{ events: StoredEvent[] }>(broker, `/api/v1/audit?after=${all.at(-1)?.seq ?? 0}`);
+    all.push(...events);
+    if (events.length < 1000) return all;
+  }
 }
 
 function readPublicKeyFile(path: string): string {

@@ -45,7 +45,12 @@ async function loginAs(user: string): Promise<NodeJS.ProcessEnv> {
 
 beforeAll(async () => {
   // Every event also goes to a JSON-lines file, as a SIEM would collect it (relative to the config's directory).
-  stack = await startStack({ extraConfig: { export: [{ name: 'archive', type: 'file', path: 'siem/events.jsonl', batchSize: 200 }] } });
+  stack = await startStack({
+    extraConfig: {
+      export: [{ name: 'archive', type: 'file', path: 'siem/events.jsonl', batchSize: 200 }],
+      audit: { groups: ['auditors'], checkpointSeconds: 1 },
+    },
+  });
   aliceEnv = await loginAs('alice');
   tunnel = new CliProcess(['connect', 'app-pg', '-o', 'json'], aliceEnv);
   const [line] = await tunnel.waitFor(/\{.*"port".*\}\n/);
@@ -364,6 +369,9 @@ describe('sessions and replay', () => {
     } finally {
       db.close();
     }
+    const stream = await cli(['audit', 'verify', 'audit', '--public-key', keyFile], aliceEnv);
+    expect(stream.code, stream.stderr).toBe(0);
+    expect(stream.stdout).toMatch(/^audit stream: \d+ events, chain intact[\s\S]*\nsigned through event \d+ by SHA256:/);
     const caught = await cli(['audit', 'verify', target.id, '--public-key', keyFile], aliceEnv);
     expect(caught.code).not.toBe(0);
     expect(caught.stderr).toMatch(/checkpoint at event \d+ is not valid: the checkpoint does not sign the event before it/);
