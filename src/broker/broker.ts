@@ -13,6 +13,7 @@ import { SqliteStore } from './store/sqlite-store.js';
 import { SessionService, AUDIT_STREAM } from './session-service.js';
 import { loadCheckpointSigner } from './recording/checkpoints.js';
 import { createSink, EventExporter } from './export/event-export.js';
+import { lockedError, lockFor, lockMatches, routeLocks } from './locks.js';
 import { createTokenVerifier } from './auth/verify-token.js';
 import { decideAccess } from '../policy/access.js';
 import { HoopError, errorMessage } from '../lib/errors.js';
@@ -84,7 +85,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const live = new Set<Duplex>();
   let stopping = false;
   /** Sessions running in this process: their recorder (one writer per stream) and how to end them. */
-  const liveSessions = new Map<string, { recorder: StreamRecorder; grantId?: string; end(reason: string): void }>();
+  const liveSessions = new Map<string, { recorder: StreamRecorder; identity: Identity; grantId?: string; end(reason: string): void }>();
   const reviews = new ReviewService(store, config.connections, async (review: Review, transition, by, reason) => {
     const data = { review: review.id, kind: review.kind, connection: review.connection, requester: review.requester.subject, status: review.status,
       ...(by ? { by: by.subject } : {}), ...(reason ? { reason } : {}), ...(review.statement ? { statement: review.statement } : {}),
@@ -130,6 +131,13 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
 
   /** Resolves the connection an identity asks for; a refusal is recorded as a refused session. */
   async function authorize(identity: Identity, name: string, req: IncomingMessage): Promise<Connection> {
+    const lock = await lockFor(store, identity);
+    if (lock) {
+      const e = lockedError(lock);
+      await sessions.refuse(identity, name, connections.get(name)?.type ?? 'unknown', clientAddress(req), e.message);
+      logger.info({ subject: identity.subject, connection: name, lock: lock.id }, 'access refused: identity locked');
+      throw e;
+    }
     const connection = connections.get(name);
     if (!connection) {
       await sessions.refuse(identity, name, 'unknown', clientAddress(req), `no connection named ${name}`);
@@ -145,6 +153,29 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   }
 
   const isAuditor = (id: Identity) => id.groups.some((g) => auditGroups.has(g));
+  const adminGroups = new Set(config.admin.groups);
+  const isAdmin = (id: Identity) => id.groups.some((g) => adminGroups.has(g));
+  const lockRoutes = {
+    store, isAdmin, isAuditor,
+    audit: (type: string, data: Record<string, unknown>) => sessions.audit(type, data),
+    endLockedSessions(lock: Parameters<typeof lockMatches>[0]): string[] {
+      const ended: string[] = [];
+      for (const [id, s] of liveSessions) {
+        if (!lockMatches(lock, s.identity)) continue;
+        ended.push(id);
+        void s.recorder.record('ended', { by: lock.createdBy, reason: lock.reason, lock: lock.id }).catch(() => undefined);
+        s.end(`${'subject' in lock.target ? `identity ${lock.target.subject}` : `client ${lock.target.clientId}`} was locked by ${lock.createdBy}: ${lock.reason}`);
+      }
+      return ended;
+    },
+    async endSession(id: string, reason: string, by: Identity): Promise<boolean> {
+      const s = liveSessions.get(id);
+      if (!s) return false;
+      await s.recorder.record('ended', { by: by.subject, reason });
+      s.end(`session ended by ${by.subject}: ${reason}`);
+      return true;
+    },
+  };
 
   function describeConnection(c: Connection) {
     const target =
@@ -167,7 +198,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     if (!path.startsWith('/api/v1/')) throw errors.notFound(path);
     const identity = await authenticate(req);
     if (req.method === 'GET' && path === '/api/v1/whoami') {
-      return sendJson(res, 200, { identity, auditor: isAuditor(identity) });
+      return sendJson(res, 200, { identity, auditor: isAuditor(identity), admin: isAdmin(identity) });
     }
     if (req.method === 'GET' && path === '/api/v1/connections') {
       const list = config.connections.filter((c) => decideAccess(identity, c.access, c.name).allowed).map(describeConnection);
@@ -178,6 +209,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       return sendJson(res, 200, { connection: describeConnection(await authorize(identity, decodeURIComponent(m[1]!), req)) });
     }
     if (await routeReviews({ reviews, connections, isAuditor, authorizeRequest: authorize }, req, res, identity, url)) return;
+    if (await routeLocks(lockRoutes, req, res, identity, url)) return;
     if (req.method === 'GET' && path === '/api/v1/sessions') {
       const limit = Math.min(Number(url.searchParams.get('limit') ?? 50) || 50, 1000);
       const list = await store.listSessions({
@@ -294,7 +326,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       sessionId = row.id;
       const log = logger.child({ session: row.id, connection: connection.name, subject: identity.subject });
       const ending = new AbortController();
-      liveSessions.set(row.id, { recorder, grantId: grant?.id, end: (reason) => ending.abort(reason) });
+      liveSessions.set(row.id, { recorder, identity, grantId: grant?.id, end: (reason) => ending.abort(reason) });
       if (grant) await recorder.record('grant', { review: grant.id, until: grant.grantExpiresAt });
       log.info('session opened');
       const detach = new URL(req.url ?? '/', 'http://broker').searchParams.get('review') === 'detach';

@@ -219,6 +219,8 @@ export const brokerConfigSchema = z
       })
       .strict()
       .default({ groups: [], checkpointSeconds: 60 }),
+    /** Groups that may lock identities, lift locks and end live sessions (`hoopctl lock`, `hoopctl sessions end`). */
+    admin: z.object({ groups: z.array(z.string()).default([]) }).strict().default({ groups: [] }),
     /** Key for the `hash` masking strategy: stable across restarts and replicas so masked values still join. */
     masking: z.object({ hashKey: secretSource.optional() }).strict().default({}),
     logging: z

@@ -53,6 +53,7 @@ export function register(program: Command): void {
           store: { type: 'sqlite', path: join(opts.dataDir, 'broker.db') },
           auth: { issuers: [{ issuer: issuer.issuer, audience: AUDIENCE, clientId: issuer.cliClientId }] },
           audit: { groups: ['auditors'] },
+          admin: { groups: ['auditors'] },
           connections: [
             {
               name: 'demo-pg',
@@ -61,6 +62,12 @@ export function register(program: Command): void {
               target: { host: cluster.host, port: cluster.port, database: 'app', sslmode: 'disable' },
               credentials: { user: cluster.superuser, password: { env: 'HOOPCTL_DEMO_PG_PASSWORD' } },
               access: { groups: ['developers'], clientIds: ['demo-ci'] },
+              reviews: { groups: ['developers'], timeout: '10m' },
+              rules: [
+                { name: 'no-ddl', match: { statement: ['DropStmt', 'TruncateStmt', 'AlterTableStmt'] }, action: 'deny', message: 'schema changes go through migrations' },
+                { name: 'unbounded-writes', match: { statement: ['DeleteStmt', 'UpdateStmt'], where: 'absent' }, action: 'review' },
+                { name: 'pii', mask: { columns: ['email', 'card'], detectors: ['email', 'credit_card'], strategy: 'partial' } },
+              ],
             },
           ],
         },
@@ -75,7 +82,10 @@ export function register(program: Command): void {
           'In another terminal:',
           `  hoopctl login --broker ${broker.url}     # open the printed URL, sign in with any name (\"mallory\" is refused)`,
           '  hoopctl connect demo-pg --port 5433      # then: psql "postgresql://127.0.0.1:5433/app"',
-          '  hoopctl exec demo-pg -e "select name, email from customers limit 5"',
+          '  hoopctl exec demo-pg -e "select name, email, card from customers limit 5"   # email and card come back masked',
+          '  hoopctl exec demo-pg -e "drop table customers"                             # denied by rule no-ddl',
+          '  hoopctl exec demo-pg -e "delete from customers"                            # held for review: approve it',
+          '  hoopctl approve                                                            #   signed in as someone else',
           '  hoopctl sessions',
           '  hoopctl replay <session id>',
           '',

@@ -7,8 +7,9 @@ import { register as sessions } from './sessions.js';
 import { register as demo } from './demo.js';
 import { register as policy } from './policy.js';
 import { register as reviews } from './reviews.js';
+import { register as locks } from './locks.js';
 
 /** Each command file exports `register(program)`; this is the only list of them. */
 export function registerCommands(program: Command): void {
-  for (const register of [login, connect, exec, reviews, sessions, policy, broker, demo]) register(program);
+  for (const register of [login, connect, exec, reviews, sessions, locks, policy, broker, demo]) register(program);
 }

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { brokerGet, parseOutput, resolveBroker } from './context.js';
+import { brokerGet, brokerPost, parseOutput, resolveBroker } from './context.js';
 import { formatDuration, formatTime, printJson, renderTable } from './render.js';
 import type { SessionRow, StoredEvent } from '../broker/store/store.js';
 import { verifyChain } from '../broker/recording/event-chain.js';
@@ -10,7 +10,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { castOutput, castsFromEvents, playCast, toAsciicast, type Cast } from './replay-player.js';
 
 export function register(program: Command): void {
-  program
+  const sessionsCommand = program
     .command('sessions')
     .description('List recorded sessions (yours, or everyone\'s for members of the audit groups)')
     .option('--connection <name>', 'only this connection')
@@ -79,6 +79,17 @@ export function register(program: Command): void {
         return;
       }
       await playInTerminal(chosen!.cast, { speed, maxIdle });
+    });
+
+  sessionsCommand
+    .command('end <session>')
+    .description('End a live session now; its client is told why (admin groups)')
+    .requiredOption('--reason <text>', 'why (shown to the client and recorded)')
+    .option('--broker <url>', 'broker URL')
+    .addHelpText('after', '\nExample:\n  hoopctl sessions end ses_… --reason "runaway query on pg-prod"')
+    .action(async (id: string, opts: { reason: string; broker?: string }) => {
+      await brokerPost(resolveBroker(opts.broker), `/api/v1/sessions/${encodeURIComponent(id)}/end`, { reason: opts.reason });
+      process.stdout.write(`session ${id} ended\n`);
     });
 
   const audit = program.command('audit').description('Audit trail: broker-wide events and integrity checks');
@@ -270,6 +281,9 @@ export function renderTranscript(session: SessionRow, events: StoredEvent[]): st
         out.push(`${at}  refused    ${d.reason}`);
         break;
       case 'request-start':
+        break;
+      case 'ended':
+        out.push(`${at}  ended      by ${d.by}: ${d.reason}${d.lock ? ` (${d.lock})` : ''}`);
         break;
       case CHECKPOINT_EVENT:
         out.push(`${at}  signed     through event ${d.seq} (${d.keyId})`);

@@ -83,6 +83,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       store: { path: join(dir, 'broker.db') },
       auth: { issuers: [{ issuer: issuer.issuer, audience: AUDIENCE, clientId: issuer.cliClientId, maxTokenLifetime: '1h' }] },
       audit: { groups: ['auditors'] },
+      admin: { groups: ['leads'] },
       logging: { level: 'debug' },
       connections: [
         {

@@ -2,7 +2,7 @@ import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Identity } from '../identity.js';
-import type { ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
+import type { IdentityLock, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
 import type { Review, ReviewStatus } from '../reviews/review.js';
 
 /**
@@ -55,6 +55,14 @@ const migrations: string[] = [
    CREATE TRIGGER events_in_order AFTER INSERT ON events BEGIN INSERT INTO event_order (stream, seq) VALUES (NEW.stream, NEW.seq); END;
    CREATE TRIGGER event_order_append_only BEFORE UPDATE ON event_order BEGIN SELECT RAISE(ABORT, 'event order is append-only'); END;
    CREATE TABLE export_cursors (name TEXT PRIMARY KEY, pos INTEGER NOT NULL, updated_at INTEGER NOT NULL);`,
+  `CREATE TABLE identity_locks (
+     id TEXT PRIMARY KEY,
+     created_at INTEGER NOT NULL,
+     expires_at INTEGER,
+     lifted_at INTEGER,
+     body TEXT NOT NULL
+   );
+   CREATE INDEX identity_locks_active ON identity_locks (lifted_at, expires_at);`,
 ];
 
 interface SessionRecord {
@@ -263,6 +271,28 @@ export class SqliteStore implements Store {
     this.#db
       .prepare('INSERT INTO export_cursors (name, pos, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET pos = excluded.pos, updated_at = excluded.updated_at')
       .run(name, pos, Date.now());
+  }
+
+  async createLock(lock: IdentityLock): Promise<void> {
+    this.#db
+      .prepare('INSERT INTO identity_locks (id, created_at, expires_at, lifted_at, body) VALUES (?, ?, ?, NULL, ?)')
+      .run(lock.id, lock.createdAt, lock.expiresAt ?? null, JSON.stringify(lock));
+  }
+
+  async activeLocks(at: number): Promise<IdentityLock[]> {
+    const rows = this.#db
+      .prepare('SELECT body FROM identity_locks WHERE lifted_at IS NULL AND (expires_at IS NULL OR expires_at > ?) ORDER BY created_at')
+      .all(at) as Array<{ body: string }>;
+    return rows.map((r) => JSON.parse(r.body) as IdentityLock);
+  }
+
+  async liftLock(id: string, by: string, at: number): Promise<IdentityLock | undefined> {
+    const changed = this.#db
+      .prepare(`UPDATE identity_locks SET lifted_at = ?, body = json_set(body, '$.liftedAt', ?, '$.liftedBy', ?) WHERE id = ? AND lifted_at IS NULL`)
+      .run(at, at, by, id).changes;
+    if (changed !== 1) return undefined;
+    const row = this.#db.prepare('SELECT body FROM identity_locks WHERE id = ?').get(id) as { body: string };
+    return JSON.parse(row.body) as IdentityLock;
   }
 
   async closeAbandonedSessions(at: number): Promise<number> {

@@ -32,6 +32,21 @@ export interface StoredEvent {
   hash: string;
 }
 
+/**
+ * A lock: an identity (by subject or by OAuth client id) that may open no session until the lock expires or an
+ * admin lifts it. Teleport's `tctl lock`, for a bot or agent gone wrong.
+ */
+export interface IdentityLock {
+  id: string;
+  target: { subject: string } | { clientId: string };
+  reason: string;
+  createdBy: string;
+  createdAt: number;
+  expiresAt?: number;
+  liftedAt?: number;
+  liftedBy?: string;
+}
+
 export interface SessionFilter {
   subject?: string;
   connection?: string;
@@ -70,6 +85,11 @@ export interface Store {
   replaceReview(review: Review, expected: ReviewStatus): Promise<boolean>;
   /** Marks an approved statement review as used, once: returns it, or undefined when it was already consumed. */
   consumeReview(id: string, at: number): Promise<Review | undefined>;
+  createLock(lock: IdentityLock): Promise<void>;
+  /** Locks not lifted and not expired at `at`. */
+  activeLocks(at: number): Promise<IdentityLock[]>;
+  /** Lifts a lock once; returns it, or undefined when it does not exist or was already lifted. */
+  liftLock(id: string, by: string, at: number): Promise<IdentityLock | undefined>;
   /** Sessions left "open" by a broker that stopped; marks them failed. Returns how many. */
   closeAbandonedSessions(at: number): Promise<number>;
   close(): Promise<void>;

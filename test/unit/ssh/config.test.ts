@@ -19,7 +19,7 @@ describe('ssh connections in the broker config', () => {
     expect(c.type).toBe('ssh');
     if (c.type !== 'ssh') return;
     expect(c.target.port).toBe(22);
-    expect(c.allow).toEqual({ sftp: true, portForwarding: false, env: ['LANG', 'LC_*', 'TZ'] });
+    expect(c.allow).toEqual({ sftp: true, portForwarding: false, remoteForwarding: false, env: ['LANG', 'LC_*', 'TZ'] });
     expect(c.defaultAction).toBe('allow');
     expect(c.dynamic).toBe('deny');
     expect(c.credentials.privateKey?.reveal()).toBe('PRIVATE');

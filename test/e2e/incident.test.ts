@@ -1,0 +1,100 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { APP_PASSWORD, CliProcess, loginAs, runCli, startStack, type Stack } from '../support/stack.js';
+
+/**
+ * Incident response through the broker process: an admin (bob, group `leads`) ends a live session and locks an
+ * identity out; the locked one's live session ends with the reason, new ones are refused, and the lock is lifted.
+ * Real psql-protocol clients (node-postgres) through `hoopctl connect`.
+ */
+let stack: Stack;
+let alice: NodeJS.ProcessEnv;
+let bob: NodeJS.ProcessEnv;
+let tunnel: CliProcess;
+let port: number;
+
+beforeAll(async () => {
+  stack = await startStack();
+  [alice, bob] = await Promise.all([loginAs(stack, 'alice'), loginAs(stack, 'bob')]);
+  tunnel = new CliProcess(['connect', 'app-pg', '-o', 'json'], alice);
+  port = JSON.parse((await tunnel.waitFor(/\{.*"port".*\}\n/))[0]!).port;
+}, 120_000);
+
+afterAll(async () => {
+  await tunnel?.stop().catch(() => undefined);
+  await stack?.stop();
+});
+
+/** A client through alice's tunnel, with what ends it. */
+async function aliceClient(): Promise<{ client: pg.Client; ended: Promise<string> }> {
+  const client = new pg.Client({ host: '127.0.0.1', port, user: 'app', database: 'app', password: 'unused' });
+  const ended = new Promise<string>((resolve) => {
+    client.on('error', (e) => resolve(e.message));
+    client.on('end', () => resolve('ended'));
+  });
+  await client.connect();
+  await client.query('select 1');
+  return { client, ended };
+}
+
+async function liveSessionOf(env: NodeJS.ProcessEnv): Promise<string> {
+  const list = JSON.parse((await runCli(['sessions', '-o', 'json'], env)).stdout) as Array<{ id: string; status: string; connection: string }>;
+  return list.find((s) => s.status === 'open' && s.connection === 'app-pg')!.id;
+}
+
+describe('incident response', () => {
+  it('lets an admin end a live session with a reason the client sees; others may not', async () => {
+    const { ended } = await aliceClient();
+    const id = await liveSessionOf(alice);
+    const notAdmin = await runCli(['sessions', 'end', id, '--reason', 'mine'], alice);
+    expect(notAdmin.code).toBe(4);
+    expect(notAdmin.stderr).toContain('only members of the admin groups may end sessions');
+    const r = await runCli(['sessions', 'end', id, '--reason', 'runaway query'], bob);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await ended).toContain('session ended by bob: runaway query');
+    const replay = await runCli(['replay', id], alice);
+    expect(replay.stdout).toContain('ended      by bob: runaway query');
+  });
+
+  it('locks an identity: its live session ends, new ones are refused with the reason, until an admin unlocks it', async () => {
+    const { ended } = await aliceClient();
+    const lock = await runCli(['lock', 'alice', '--reason', 'laptop reported stolen', '--duration', '1h', '-o', 'json'], bob);
+    expect(lock.code, lock.stderr).toBe(0);
+    const { lock: made, endedSessions } = JSON.parse(lock.stdout) as { lock: { id: string }; endedSessions: string[] };
+    expect(endedSessions).toHaveLength(1);
+    expect(await ended).toContain('identity alice was locked by bob: laptop reported stolen');
+
+    const refused = new pg.Client({ host: '127.0.0.1', port, user: 'app', database: 'app', password: 'unused' });
+    await expect(refused.connect()).rejects.toThrow(/identity alice is locked by bob until .*: laptop reported stolen/);
+    const exec = await runCli(['exec', 'app-pg', '-e', 'select 1'], alice);
+    expect(exec.code).toBe(4);
+    expect(exec.stderr).toContain('identity alice is locked by bob');
+    expect(exec.stderr).toContain(`hoopctl unlock ${made.id}`);
+
+    const locks = await runCli(['locks'], alice);
+    expect(locks.stdout).toMatch(new RegExp(`${made.id}\\s+alice\\s+.*bob\\s+laptop reported stolen`));
+    expect((await runCli(['unlock', made.id], alice)).code).toBe(4);
+    const unlock = await runCli(['unlock', made.id], bob);
+    expect(unlock.stdout).toBe(`${made.id}: alice unlocked\n`);
+    const back = await runCli(['exec', 'app-pg', '-e', 'select 40 + 2 as n', '-o', 'json'], alice);
+    expect(back.code, back.stderr).toBe(0);
+    expect(JSON.parse(back.stdout)).toMatchObject([{ command: 'SELECT', rows: [{ n: 42 }] }]);
+  });
+
+  it('locks a service account by client id, leaving people who share nothing with it alone', async () => {
+    const ci = stack.cliEnv({ HOOPCTL_CLIENT_ID: 'ci-report', HOOPCTL_CLIENT_SECRET: 'ci-report-secret', XDG_CONFIG_HOME: `${stack.dir}/config-ci-lock` });
+    expect((await runCli(['exec', 'app-pg', '-e', 'select 1'], ci)).code).toBe(0);
+    const lock = await runCli(['lock', '--client-id', 'ci-report', '--reason', 'token leaked in a build log', '-o', 'json'], bob);
+    const id = (JSON.parse(lock.stdout) as { lock: { id: string } }).lock.id;
+    const refused = await runCli(['exec', 'app-pg', '-e', 'select 1'], ci);
+    expect(refused.code).toBe(4);
+    expect(refused.stderr).toContain('client ci-report is locked by bob: token leaked in a build log');
+    expect((await runCli(['exec', 'app-pg', '-e', 'select 1'], alice)).code).toBe(0);
+    await runCli(['unlock', id], bob);
+    const events = JSON.parse((await runCli(['audit', 'events', '-o', 'json'], alice)).stdout) as Array<{ type: string; data: Record<string, unknown> }>;
+    expect(events.filter((e) => ['session-ended', 'lock-created', 'lock-lifted'].includes(e.type)).map((e) => [e.type, e.data.by])).toEqual([
+      ['session-ended', 'bob'], ['lock-created', 'bob'], ['lock-lifted', 'bob'], ['lock-created', 'bob'], ['lock-lifted', 'bob'],
+    ]);
+    expect(JSON.stringify(events)).not.toContain(APP_PASSWORD);
+  });
+});
