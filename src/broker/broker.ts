@@ -14,6 +14,7 @@ import { SessionService, AUDIT_STREAM } from './session-service.js';
 import { loadCheckpointSigner } from './recording/checkpoints.js';
 import { createSink, EventExporter } from './export/event-export.js';
 import { lockedError, lockFor, lockMatches, routeLocks } from './locks.js';
+import { BrokerMetrics, serveMetrics } from './metrics.js';
 import { createTokenVerifier } from './auth/verify-token.js';
 import { decideAccess } from '../policy/access.js';
 import { HoopError, errorMessage } from '../lib/errors.js';
@@ -56,7 +57,13 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   // The key that signs checkpoints of every stream: configured, or kept next to the store like the SSH host key.
   const signer = loadCheckpointSigner(config.audit.signingKey?.reveal(), `${storePath === ':memory:' ? config.baseDir : dirname(storePath)}/hoopctl-audit-key.pem`);
   logger.info({ keyId: signer.keyId, created: signer.created }, 'audit checkpoint key');
-  const sessions = await SessionService.create(store, signer);
+  const metrics = new BrokerMetrics();
+  const sessions = await SessionService.create(store, signer, (s) => {
+    const labels = { connection: s.connection, type: s.connectionType };
+    metrics.sessions.inc({ ...labels, outcome: s.outcome });
+    if (s.statementCount) metrics.statements.inc(labels, s.statementCount);
+    if (s.errorCount) metrics.sessionErrors.inc(labels, s.errorCount);
+  });
   const checkpointTimer = setInterval(() => {
     sessions.checkpointAll().catch((e: unknown) => logger.error({ err: errorMessage(e) }, 'checkpoint failed'));
   }, config.audit.checkpointSeconds * 1000);
@@ -64,6 +71,37 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const exporters = config.export.map((e) => new EventExporter(store, createSink(e), { name: e.name, batchSize: e.batchSize, logger }));
   for (const e of exporters) e.start();
   if (exporters.length > 0) logger.info({ exports: config.export.map((e) => `${e.name} (${e.type})`) }, 'exporting events');
+  metrics.gauge({
+    name: 'hoopctl_sessions_active', help: 'Sessions running on this broker now.',
+    read: () => {
+      const counts = new Map<string, { labels: Record<string, string>; value: number }>();
+      for (const s of liveSessions.values()) {
+        const key = `${s.connection.name}\0${s.connection.type}`;
+        const c = counts.get(key) ?? { labels: { connection: s.connection.name, type: s.connection.type }, value: 0 };
+        c.value++;
+        counts.set(key, c);
+      }
+      return [...counts.values()];
+    },
+  });
+  metrics.gauge({ name: 'hoopctl_reviews_pending', help: 'Reviews waiting for a decision.', read: async () => [{ value: (await store.listReviews({ status: ['pending'] })).length }] });
+  metrics.gauge({ name: 'hoopctl_locks_active', help: 'Identity locks in force.', read: async () => [{ value: (await store.activeLocks(Date.now())).length }] });
+  metrics.gauge({
+    name: 'hoopctl_export_lag_events', help: 'Events recorded but not yet delivered, per export.',
+    read: async () => Promise.all(exporters.map(async (e) => ({ labels: { export: e.name }, value: (await e.status()).lag }))),
+  });
+  metrics.gauge({
+    name: 'hoopctl_export_failures', help: 'Delivery attempts in a row that failed, per export (0: healthy).',
+    read: async () => Promise.all(exporters.map(async (e) => ({ labels: { export: e.name }, value: (await e.status()).failures }))),
+  });
+  metrics.gauge({ name: 'hoopctl_process_resident_memory_bytes', help: 'Resident set size of the broker process.', read: () => [{ value: process.memoryUsage.rss() }] });
+  let metricsServer: Server | undefined;
+  if (config.metrics) {
+    const [mhost, mport] = splitHostPort(config.metrics.listen);
+    const served = await serveMetrics(metrics, mhost, mport, (e) => logger.error({ err: errorMessage(e) }, 'metrics failed'));
+    metricsServer = served.server;
+    logger.info({ url: served.url }, 'metrics listening');
+  }
   const verifier = createTokenVerifier(config.auth.issuers);
   const cancels = new CancelRegistry();
   await initPolicyEngine();
@@ -85,7 +123,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const live = new Set<Duplex>();
   let stopping = false;
   /** Sessions running in this process: their recorder (one writer per stream) and how to end them. */
-  const liveSessions = new Map<string, { recorder: StreamRecorder; identity: Identity; grantId?: string; end(reason: string): void }>();
+  const liveSessions = new Map<string, { recorder: StreamRecorder; identity: Identity; connection: Connection; grantId?: string; end(reason: string): void }>();
   const reviews = new ReviewService(store, config.connections, async (review: Review, transition, by, reason) => {
     const data = { review: review.id, kind: review.kind, connection: review.connection, requester: review.requester.subject, status: review.status,
       ...(by ? { by: by.subject } : {}), ...(reason ? { reason } : {}), ...(review.statement ? { statement: review.statement } : {}),
@@ -109,6 +147,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       return await verifier.verify(token);
     } catch (e) {
       const err = e instanceof HoopError ? e : new HoopError('access token rejected', { code: 'TOKEN_INVALID', status: 401, cause: e });
+      metrics.tokenRejections.inc({ code: err.code });
       await sessions.audit('token-rejected', { code: err.code, reason: err.message, clientAddr: clientAddress(req), path: req.url?.split('?')[0] });
       logger.info({ code: err.code, clientAddr: clientAddress(req) }, 'access token rejected');
       throw new HoopError(err.message, { code: err.code, status: 401, hint: err.hint ?? 'run `hoopctl login` to get a fresh token' });
@@ -326,7 +365,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       sessionId = row.id;
       const log = logger.child({ session: row.id, connection: connection.name, subject: identity.subject });
       const ending = new AbortController();
-      liveSessions.set(row.id, { recorder, identity, grantId: grant?.id, end: (reason) => ending.abort(reason) });
+      liveSessions.set(row.id, { recorder, identity, connection, grantId: grant?.id, end: (reason) => ending.abort(reason) });
       if (grant) await recorder.record('grant', { review: grant.id, until: grant.grantExpiresAt });
       log.info('session opened');
       const detach = new URL(req.url ?? '/', 'http://broker').searchParams.get('review') === 'detach';
@@ -404,6 +443,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       clearInterval(checkpointTimer);
       await sessions.checkpointAll().catch((e: unknown) => logger.error({ err: errorMessage(e) }, 'checkpoint failed'));
       await Promise.all(exporters.map((e) => e.stop()));
+      metricsServer?.close();
       await store.close();
     },
   };

@@ -219,6 +219,8 @@ export const brokerConfigSchema = z
       })
       .strict()
       .default({ groups: [], checkpointSeconds: 60 }),
+    /** Prometheus metrics on a listener of their own (no token); loopback unless `allowRemote`. */
+    metrics: z.object({ listen: z.string().regex(/^.+:\d{1,5}$/, 'host:port'), allowRemote: z.boolean().default(false) }).strict().optional(),
     /** Groups that may lock identities, lift locks and end live sessions (`hoopctl lock`, `hoopctl sessions end`). */
     admin: z.object({ groups: z.array(z.string()).default([]) }).strict().default({ groups: [] }),
     /** Key for the `hash` masking strategy: stable across restarts and replicas so masked values still join. */
@@ -374,6 +376,9 @@ export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): B
     }
     return { ...c, credentials: { user: c.credentials.user, password: secret(c.credentials.password, `connections[${i}].credentials.password`) } };
   });
+  if (raw.metrics && !raw.metrics.allowRemote && !isLoopback(splitHostPort(raw.metrics.listen)[0])) {
+    throw new UserError('invalid broker config:\n  metrics.listen: metrics are served without a token; listen on loopback or set metrics.allowRemote: true', { code: 'CONFIG_INVALID' });
+  }
   const [host] = splitHostPort(raw.server.listen);
   if (!raw.server.tls && !raw.server.allowInsecureHttp && !isLoopback(host)) {
     throw new UserError(

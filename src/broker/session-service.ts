@@ -7,6 +7,14 @@ import type { CheckpointSigner } from './recording/checkpoints.js';
 
 export const AUDIT_STREAM = 'audit';
 
+export interface EndedSession {
+  connection: string;
+  connectionType: string;
+  outcome: 'closed' | 'failed' | 'refused';
+  statementCount: number;
+  errorCount: number;
+}
+
 export function newSessionId(): string {
   return `ses_${Date.now().toString(36)}${randomBytes(6).toString('hex')}`;
 }
@@ -27,23 +35,27 @@ export class SessionService {
   readonly #store: Store;
   readonly #audit: StreamRecorder;
   readonly #signer?: CheckpointSigner;
-  readonly #live = new Set<StreamRecorder>();
+  /** Streams of sessions running now → their connection. */
+  readonly #live = new Map<StreamRecorder, { name: string; type: string }>();
+  readonly #onEnded?: (s: EndedSession) => void;
 
-  private constructor(store: Store, audit: StreamRecorder, signer?: CheckpointSigner) {
+  private constructor(store: Store, audit: StreamRecorder, signer?: CheckpointSigner, onEnded?: (s: EndedSession) => void) {
     this.#store = store;
     this.#audit = audit;
     this.#signer = signer;
+    this.#onEnded = onEnded;
   }
 
-  static async create(store: Store, signer?: CheckpointSigner): Promise<SessionService> {
-    return new SessionService(store, await StreamRecorder.open(store, AUDIT_STREAM), signer);
+  /** `onEnded` hears of every session that ends or is refused (for metrics). */
+  static async create(store: Store, signer?: CheckpointSigner, onEnded?: (s: EndedSession) => void): Promise<SessionService> {
+    return new SessionService(store, await StreamRecorder.open(store, AUDIT_STREAM), signer, onEnded);
   }
 
   /** Signs the head of the audit stream and of every open session that recorded something since its last checkpoint. */
   async checkpointAll(): Promise<void> {
     const signer = this.#signer;
     if (!signer) return;
-    await Promise.all([this.#audit, ...this.#live].map((r) => r.checkpoint(signer)));
+    await Promise.all([this.#audit, ...this.#live.keys()].map((r) => r.checkpoint(signer)));
   }
 
   audit(type: string, data: Record<string, unknown>): Promise<void> {
@@ -57,7 +69,7 @@ export class SessionService {
     };
     await this.#store.createSession(row);
     const recorder = StreamRecorder.fresh(this.#store, row.id);
-    this.#live.add(recorder);
+    this.#live.set(recorder, { name: connection.name, type: connection.type });
     await recorder.record('open', { identity, connection: connection.name, type: connection.type, target: describeTarget(connection), clientAddr, client });
     return { row, recorder };
   }
@@ -70,13 +82,16 @@ export class SessionService {
     };
     await this.#store.createSession(row);
     const recorder = StreamRecorder.fresh(this.#store, row.id);
+    this.#onEnded?.({ connection: connectionName, connectionType, outcome: 'refused', statementCount: 0, errorCount: 0 });
     await recorder.record('access-denied', { identity, connection: connectionName, clientAddr, reason });
     if (this.#signer) await recorder.checkpoint(this.#signer);
     return row.id;
   }
 
   async close(id: string, recorder: StreamRecorder, outcome: { status: 'closed' | 'failed'; statementCount: number; errorCount: number; error?: string; durationMs: number }): Promise<void> {
+    const connection = this.#live.get(recorder);
     this.#live.delete(recorder);
+    if (connection) this.#onEnded?.({ connection: connection.name, connectionType: connection.type, outcome: outcome.status, statementCount: outcome.statementCount, errorCount: outcome.errorCount });
     await recorder.record('close', outcome);
     if (this.#signer) await recorder.checkpoint(this.#signer);
     await this.#store.updateSession(id, { status: outcome.status, endedAt: Date.now(), statementCount: outcome.statementCount, errorCount: outcome.errorCount });

@@ -5,6 +5,7 @@ import { connect as netConnect } from 'node:net';
 import { spawn } from 'node:child_process';
 import pg from 'pg';
 import { SignJWT, importJWK } from 'jose';
+import { freePort } from '../../src/lib/net.js';
 import { APP_PASSWORD, AUDIENCE, CliProcess, loginAs as stackLoginAs, readText, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
 
 /**
@@ -17,6 +18,7 @@ let aliceEnv: NodeJS.ProcessEnv;
 let tunnel: CliProcess;
 let tunnelPort: number;
 const outputs: string[] = [];
+let metricsPort: number;
 
 function psqlEnv(port: number): NodeJS.ProcessEnv {
   return { PATH: process.env.PATH, PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'whoever', PGDATABASE: 'app', PGCONNECT_TIMEOUT: '10' };
@@ -45,8 +47,10 @@ async function loginAs(user: string): Promise<NodeJS.ProcessEnv> {
 
 beforeAll(async () => {
   // Every event also goes to a JSON-lines file, as a SIEM would collect it (relative to the config's directory).
+  metricsPort = await freePort();
   stack = await startStack({
     extraConfig: {
+      metrics: { listen: `127.0.0.1:${metricsPort}` },
       export: [{ name: 'archive', type: 'file', path: 'siem/events.jsonl', batchSize: 200 }],
       audit: { groups: ['auditors'], checkpointSeconds: 1 },
     },
@@ -335,6 +339,21 @@ describe('sessions and replay', () => {
     const byStream = new Map<string, number[]>();
     for (const e of events) byStream.set(e.stream, [...(byStream.get(e.stream) ?? []), e.seq]);
     for (const seqs of byStream.values()) expect(seqs).toEqual(seqs.map((_, i) => i + 1));
+  });
+
+  it('serves Prometheus metrics without a token on their own loopback port: sessions by outcome, rejections, export lag', async () => {
+    const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+    expect(res.headers.get('content-type')).toContain('text/plain; version=0.0.4');
+    const text = await res.text();
+    const value = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
+    expect(value(/^hoopctl_sessions_total\{connection="app-pg",type="postgres",outcome="closed"\} (\d+)$/m)).toBeGreaterThan(3);
+    expect(value(/^hoopctl_sessions_total\{connection="app-pg",type="postgres",outcome="refused"\} (\d+)$/m)).toBeGreaterThanOrEqual(1);
+    expect(value(/^hoopctl_session_statements_total\{connection="app-pg",type="postgres"\} (\d+)$/m)).toBeGreaterThan(5);
+    expect(value(/^hoopctl_token_rejections_total\{code="TOKEN_[A-Z_]+"\} (\d+)$/m)).toBeGreaterThanOrEqual(1);
+    expect(value(/^hoopctl_export_lag_events\{export="archive"\} (\d+)$/m)).toBeGreaterThanOrEqual(0);
+    expect(value(/^hoopctl_process_resident_memory_bytes (\d+)$/m)).toBeGreaterThan(10_000_000);
+    expect(text).toMatch(/^# TYPE hoopctl_reviews_pending gauge\nhoopctl_reviews_pending 0$/m);
+    expect((await fetch(`http://127.0.0.1:${metricsPort}/api/v1/sessions`)).status).toBe(404);
   });
 
   it('seals each session with a signed checkpoint; a rewrite of the store that recomputes the chain is still caught', async () => {

@@ -228,6 +228,16 @@ export class EventExporter {
     return { stream: e.stream, seq: e.seq, at: new Date(e.at).toISOString(), type: e.type, data: e.data, hash: e.hash, ...(session ? { session } : {}) };
   }
 
+  get name(): string {
+    return this.#name;
+  }
+
+  /** Events recorded but not yet delivered, and how many attempts in a row have failed. */
+  async status(): Promise<{ lag: number; failures: number }> {
+    const cursor = this.#cursor ?? (await this.#store.exportCursor(this.#name));
+    return { lag: Math.max(0, (await this.#store.lastEventPos()) - cursor), failures: this.#failures };
+  }
+
   /** Stops following; delivers what is left (best effort, bounded by `timeoutMs`) and closes the sink. */
   async stop(timeoutMs = 5000): Promise<void> {
     this.#stopped = true;

@@ -262,6 +262,10 @@ export class SqliteStore implements Store {
     return rows.map((r) => ({ ...toEvent(r), pos: r.pos }));
   }
 
+  async lastEventPos(): Promise<number> {
+    return (this.#db.prepare('SELECT coalesce(max(pos), 0) AS pos FROM event_order').get() as { pos: number }).pos;
+  }
+
   async exportCursor(name: string): Promise<number> {
     const row = this.#db.prepare('SELECT pos FROM export_cursors WHERE name = ?').get(name) as { pos: number } | undefined;
     return row?.pos ?? 0;

@@ -72,6 +72,8 @@ export interface Store {
   listEvents(stream: string, options?: { afterSeq?: number; limit?: number }): Promise<StoredEvent[]>;
   /** Events of every stream in commit order after position `pos` (0: from the start), each with its position. */
   eventsSince(pos: number, limit: number): Promise<Array<StoredEvent & { pos: number }>>;
+  /** The position of the newest event (0: none yet). */
+  lastEventPos(): Promise<number>;
   /** Where the export `name` got to (0: nowhere yet), and saving it once a batch was delivered. */
   exportCursor(name: string): Promise<number>;
   saveExportCursor(name: string, pos: number): Promise<void>;

@@ -75,3 +75,13 @@ describe('broker config: connection rules', () => {
     expect(errorOf(bad)).toMatch(/connections\[0\]\.rules\[0\]/);
   });
 });
+
+describe('metrics config', () => {
+  const minimal = { auth: base.auth };
+  it('keeps the token-less metrics listener on loopback unless told otherwise', () => {
+    expect(parseBrokerConfig({ ...minimal, metrics: { listen: '127.0.0.1:9464' } }, { baseDir: '/' }).metrics).toEqual({ listen: '127.0.0.1:9464', allowRemote: false });
+    expect(() => parseBrokerConfig({ ...minimal, metrics: { listen: '0.0.0.0:9464' } }, { baseDir: '/' })).toThrow(/metrics\.listen: metrics are served without a token/);
+    expect(parseBrokerConfig({ ...minimal, metrics: { listen: '0.0.0.0:9464', allowRemote: true } }, { baseDir: '/' }).metrics?.allowRemote).toBe(true);
+    expect(() => parseBrokerConfig({ ...minimal, metrics: { listen: '9464' } }, { baseDir: '/' })).toThrow(/metrics\.listen: host:port/);
+  });
+});
