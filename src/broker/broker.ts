@@ -15,6 +15,7 @@ import { loadCheckpointSigner } from './recording/checkpoints.js';
 import { createSink, EventExporter } from './export/event-export.js';
 import { lockedError, lockFor, lockMatches, routeLocks } from './locks.js';
 import { BrokerMetrics, serveMetrics } from './metrics.js';
+import { ReviewNotifier, type NotifyTransition } from './reviews/review-notify.js';
 import { createTokenVerifier } from './auth/verify-token.js';
 import { decideAccess } from '../policy/access.js';
 import { HoopError, errorMessage } from '../lib/errors.js';
@@ -124,7 +125,14 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   let stopping = false;
   /** Sessions running in this process: their recorder (one writer per stream) and how to end them. */
   const liveSessions = new Map<string, { recorder: StreamRecorder; identity: Identity; connection: Connection; grantId?: string; end(reason: string): void }>();
+  const notifier = new ReviewNotifier(config.notify, logger);
+  const notifications = new Set<Promise<void>>();
   const reviews = new ReviewService(store, config.connections, async (review: Review, transition, by, reason) => {
+    if (config.notify.length > 0) {
+      const sent = notifier.notify(review, transition as NotifyTransition, by?.subject, reason);
+      notifications.add(sent);
+      void sent.finally(() => notifications.delete(sent));
+    }
     const data = { review: review.id, kind: review.kind, connection: review.connection, requester: review.requester.subject, status: review.status,
       ...(by ? { by: by.subject } : {}), ...(reason ? { reason } : {}), ...(review.statement ? { statement: review.statement } : {}),
       ...(review.grantExpiresAt ? { grantExpiresAt: review.grantExpiresAt } : {}) };
@@ -441,6 +449,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       await closed;
       reviews.close();
       clearInterval(checkpointTimer);
+      await Promise.race([Promise.allSettled([...notifications]), new Promise((r) => setTimeout(r, 2000))]);
       await sessions.checkpointAll().catch((e: unknown) => logger.error({ err: errorMessage(e) }, 'checkpoint failed'));
       await Promise.all(exporters.map((e) => e.stop()));
       metricsServer?.close();

@@ -9,6 +9,7 @@ import { makeHttpConnectionSchemas, resolveWebConnection, type ResolvedHttpConne
 import { commandPolicyShape } from '../policy/shell-rules.js';
 import { DETECTOR_NAMES, MASK_STRATEGIES } from '../policy/mask-plan.js';
 import type { ExportSinkConfig } from './export/event-export.js';
+import type { NotifyTarget } from './reviews/review-notify.js';
 
 /**
  * The broker's configuration file. Every field is validated here; an error names the field's path.
@@ -219,6 +220,20 @@ export const brokerConfigSchema = z
       })
       .strict()
       .default({ groups: [], checkpointSeconds: 60 }),
+    /** Messages about reviews to chat (Slack incoming webhooks and alike: `{text}`) or to a JSON webhook. */
+    notify: z
+      .array(
+        z
+          .object({
+            name: exportName,
+            type: z.enum(['slack', 'webhook']),
+            url: secretSource,
+            on: z.array(z.enum(['requested', 'approved', 'rejected', 'expired', 'withdrawn', 'revoked', 'orphaned', 'consumed'])).min(1).default(['requested', 'approved', 'rejected', 'expired']),
+            connections: z.array(z.string()).optional(),
+          })
+          .strict(),
+      )
+      .default([]),
     /** Prometheus metrics on a listener of their own (no token); loopback unless `allowRemote`. */
     metrics: z.object({ listen: z.string().regex(/^.+:\d{1,5}$/, 'host:port'), allowRemote: z.boolean().default(false) }).strict().optional(),
     /** Groups that may lock identities, lift locks and end live sessions (`hoopctl lock`, `hoopctl sessions end`). */
@@ -298,8 +313,9 @@ type ConnectionCommon = { name: string; description?: string; access: AccessConf
 export type HttpConnection = Omit<ResolvedHttpConnection, 'access' | 'reviews'> & ConnectionCommon & { type: 'http' };
 export type KubernetesConnection = Omit<ResolvedKubernetesConnection, 'access' | 'reviews'> & ConnectionCommon & { type: 'kubernetes' };
 export type Connection = PostgresConnection | SshConnection | HttpConnection | KubernetesConnection;
-export interface BrokerConfig extends Omit<RawConfig, 'connections' | 'masking' | 'ssh' | 'audit' | 'export'> {
+export interface BrokerConfig extends Omit<RawConfig, 'connections' | 'masking' | 'ssh' | 'audit' | 'export' | 'notify'> {
   connections: Connection[];
+  notify: NotifyTarget[];
   export: ExportSinkConfig[];
   audit: { groups: string[]; signingKey?: Secret; checkpointSeconds: number };
   /** The broker's SSH host key, when configured (else the broker keeps one next to its store). */
@@ -397,7 +413,8 @@ export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): B
     if (e.type === 'file') return { ...e, path: isAbsolute(e.path) ? e.path : join(baseDir, e.path) };
     return e;
   });
-  return { ...raw, connections, masking, ssh, audit, export: exports, baseDir };
+  const notify: NotifyTarget[] = raw.notify.map((n, i) => ({ ...n, url: secret(n.url, `notify[${i}].url`)! }));
+  return { ...raw, connections, masking, ssh, audit, export: exports, notify, baseDir };
 }
 
 export function loadBrokerConfig(path: string, env: NodeJS.ProcessEnv = process.env, options: Pick<ParseOptions, 'secrets'> = {}): BrokerConfig {

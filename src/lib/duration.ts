@@ -8,3 +8,17 @@ export function parseDuration(input: string | number): number {
   const factor = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[unit]!;
   return Math.round(n * factor);
 }
+
+/** A length of time the way people say it: 45s, 30m, 1h30m, 2d. */
+export function formatDurationMs(ms: number): string {
+  const s = Math.round(ms / 1000);
+  if (s < 60) return `${s}s`;
+  const parts: string[] = [];
+  let rest = s;
+  for (const [unit, size] of [['d', 86_400], ['h', 3600], ['m', 60], ['s', 1]] as const) {
+    const n = Math.floor(rest / size);
+    rest -= n * size;
+    if (n > 0) parts.push(`${n}${unit}`);
+  }
+  return parts.join('');
+}

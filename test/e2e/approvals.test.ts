@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import pg from 'pg';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { CliProcess, loginAs, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
 import type { Review } from '../../src/broker/reviews/review.js';
 
@@ -44,8 +46,22 @@ async function directCount(where: string): Promise<number> {
   return rows[0].n;
 }
 
+/** A chat webhook (Slack's incoming-webhook shape) the broker posts review messages to. */
+const chat: string[] = [];
+let chatServer: Server;
+
 beforeAll(async () => {
+  chatServer = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      chat.push((JSON.parse(body) as { text: string }).text);
+      res.end('ok');
+    });
+  });
+  await new Promise<void>((r) => chatServer.listen(0, '127.0.0.1', r));
   stack = await startStack({
+    extraConfig: { notify: [{ name: 'chat', type: 'slack', url: { value: `http://127.0.0.1:${(chatServer.address() as AddressInfo).port}/services/T000/B000/secret` } }] },
     appPgPolicy: { rules: [{ name: 'held-deletes', match: { statement: ['DeleteStmt'] }, action: 'review' }] },
     appPg: { reviews: { groups: ['leads'], timeout: '8s' } },
     extraConnections: [{ name: 'jit-pg', access: { groups: ['dba'], approval: { groups: ['leads'], maxDuration: '1m', reason: 'required' } } }],
@@ -59,6 +75,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
+  chatServer?.close();
   await tunnel?.stop().catch(() => undefined);
   await stack?.stop();
 });
@@ -75,6 +92,10 @@ describe('statement reviews with psql', () => {
     expect(psql.out()).toContain(`statement held for review ${review.id}`);
     expect(psql.out()).toContain('DELETE 1');
     expect(await directCount('id = 1')).toBe(0);
+    // Approvers were told in chat, where they are, and the outcome followed.
+    for (let i = 0; i < 50 && !chat.some((t) => t.startsWith(`review ${review.id} approved`)); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(chat).toContain(`alice@example.com asks for approval to run on app-pg: \`delete from items where id = 1\` (rule held-deletes) — review ${review.id}, needs 1 approval(s) from leads. Decide with: hoopctl approve ${review.id}`);
+    expect(chat).toContain(`review ${review.id} approved by bob: checked the ticket (alice@example.com, to run on app-pg: \`delete from items where id = 1\` (rule held-deletes))`);
   });
 
   it('refuses self-approval and non-approvers, and shows psql the reason of a rejection', async () => {
