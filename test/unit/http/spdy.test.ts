@@ -157,6 +157,31 @@ describe('port-forward recording', () => {
     expect(unreadable).toEqual(['port-forward data for stream 99, which was never opened']);
   });
 
+  it('refuses a header block that inflates to more than 256 KiB (a zlib bomb), and an oversized control frame', async () => {
+    const bomb = await new HeaderBlockDeflater().deflate({ streamtype: 'data', padding: 'x'.repeat(4 * 1024 * 1024) });
+    expect(bomb.length).toBeLessThan(64 * 1024);
+    const unreadable: string[] = [];
+    const rec = new KubePortForwardRecording(new MemoryRecorder('ses_pf', []), {}, (r) => unreadable.push(r));
+    rec.fromClient({ opcode: WsOpcode.Binary, payload: createSynStream(1, bomb) });
+    await rec.close();
+    expect(unreadable).toEqual([expect.stringMatching(/inflates to more than 262144 bytes/)]);
+    const big = new SpdyFrameReader();
+    expect(big.push(createSynStream(1, Buffer.alloc(70 * 1024)))).toEqual([]);
+    expect(big.broken?.message).toMatch(/a control frame of \d+ bytes/);
+  });
+
+  it('cuts a stream that opens more forwarded connections at once than any kubectl would', async () => {
+    const { MAX_OPEN_FORWARDS } = await import('../../../src/broker/protocols/http/kube-portforward-recording.js');
+    const client = new HeaderBlockDeflater();
+    const unreadable: string[] = [];
+    const rec = new KubePortForwardRecording(new MemoryRecorder('ses_pf', []), {}, (r) => unreadable.push(r));
+    for (let i = 0; i <= MAX_OPEN_FORWARDS; i++) {
+      rec.fromClient({ opcode: WsOpcode.Binary, payload: createSynStream(2 * i + 1, await client.deflate({ streamtype: 'data', port: '80', requestid: String(i) })) });
+    }
+    await rec.close();
+    expect(unreadable).toEqual([`more than ${MAX_OPEN_FORWARDS} forwarded connections open at once`]);
+  });
+
   it('reports a header block that does not inflate (compressed without the SPDY dictionary)', async () => {
     const { deflateSync } = await import('node:zlib');
     const unreadable: string[] = [];

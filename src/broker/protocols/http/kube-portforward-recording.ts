@@ -21,6 +21,8 @@ export const PORT_FORWARD_TUNNEL_PROTOCOL = 'spdy/3.1+portforward.k8s.io';
 
 /** The kubelet's error text kept per forwarded connection. */
 const MAX_ERROR_TEXT = 1024;
+/** Forwarded connections open at once on one port-forward stream; beyond it the stream is cut (kubectl opens one per local connection). */
+export const MAX_OPEN_FORWARDS = 1000;
 
 interface Forward {
   port: number;
@@ -118,6 +120,7 @@ export class KubePortForwardRecording {
     const port = Number(headers.get('port')?.[0]);
     if (type !== 'data' && type !== 'error') return;
     let fwd = this.#byRequest.get(requestId);
+    if (!fwd && this.#byRequest.size >= MAX_OPEN_FORWARDS) return this.#fail(`more than ${MAX_OPEN_FORWARDS} forwarded connections open at once`);
     if (!fwd) {
       fwd = { port, requestId, started: performance.now(), opened: false, bytesToPod: 0, bytesFromPod: 0, clientFin: false, podFin: false, errorFin: false, error: '', closed: false };
       this.#byRequest.set(requestId, fwd);

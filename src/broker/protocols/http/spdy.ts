@@ -22,8 +22,10 @@ export const SpdyFlag = { Fin: 0x01, Unidirectional: 0x02 } as const;
 /** RST_STREAM status codes (the ones a port-forward peer sends). */
 export const SpdyRst = { ProtocolError: 1, InvalidStream: 2, RefusedStream: 3, Cancel: 5, InternalError: 6 } as const;
 
-/** Frames longer than this are treated as a broken stream (the spec's limit is 2^24 − 1; peers use 16 KiB). */
-export const MAX_SPDY_FRAME = 0xffffff;
+/** A control frame longer than this is treated as a broken stream (kubectl's are tens of bytes). */
+export const MAX_CONTROL_FRAME = 64 * 1024;
+/** A header block that inflates to more than this is refused: a few bytes of zlib can claim gigabytes. */
+export const MAX_HEADER_BLOCK = 256 * 1024;
 
 export type SpdyFrame =
   | { control: true; type: number; flags: number; payload: Buffer }
@@ -94,6 +96,10 @@ export class SpdyFrameReader {
       this.#started = true;
       if (control && (b.readUInt16BE(0) & 0x7fff) !== SPDY_VERSION) {
         this.broken = new SpdyProtocolError(`SPDY version ${b.readUInt16BE(0) & 0x7fff} is not 3`);
+        return frames;
+      }
+      if (control && length > MAX_CONTROL_FRAME) {
+        this.broken = new SpdyProtocolError(`a control frame of ${length} bytes (more than ${MAX_CONTROL_FRAME})`);
         return frames;
       }
       if (b.length < 8 + length) break;
@@ -168,11 +174,21 @@ export function encodeNameValueBlock(headers: Record<string, string | string[]>)
 class HeaderZlib<T extends Inflate | Deflate> {
   #queue: Promise<unknown> = Promise.resolve();
   #out: Buffer[] = [];
+  #outBytes = 0;
   #failed?: Error;
   #pending?: (e: Error) => void;
 
   constructor(private readonly z: T) {
-    z.on('data', (c: Buffer) => this.#out.push(c));
+    z.on('data', (c: Buffer) => {
+      this.#outBytes += c.length;
+      if (this.#outBytes > MAX_HEADER_BLOCK && !this.#failed) {
+        this.#failed = new SpdyProtocolError(`a header block inflates to more than ${MAX_HEADER_BLOCK} bytes`);
+        this.#pending?.(this.#failed);
+        z.destroy();
+        return;
+      }
+      this.#out.push(c);
+    });
     // A zlib error never calls the flush callback: the block waiting on it is rejected here.
     z.on('error', (e: Error) => {
       this.#failed = e;
@@ -192,6 +208,7 @@ class HeaderZlib<T extends Inflate | Deflate> {
             if (this.#failed) return reject(this.#failed);
             const out = Buffer.concat(this.#out);
             this.#out = [];
+            this.#outBytes = 0;
             resolve(out);
           });
         }),
