@@ -17,6 +17,9 @@ import { createSftpAuditor } from './sftp-audit.js';
 import { applyMask, ExecOutputRecording, TerminalRecording, type OutputMask } from './recordings.js';
 
 /** A command held by a `review` rule, as the broker's review machinery sees it (same shape as held SQL). */
+/** An SSH channel either side of a forward (ssh2's ClientChannel and ServerChannel both fit). */
+type RelayChannel = Duplex & { close(): void };
+
 export interface HoldRequest {
   statement: string;
   rule: string;
@@ -189,20 +192,7 @@ class SshRelay {
         this.#track(this.#ctx.recorder.record('forward-refused', { ...where, reason: 'port forwarding is not allowed on this connection' }));
         return reject();
       }
-      this.#track(
-        this.#ctx.recorder.record('forward', where).then(() => {
-          this.#backend.forwardOut(info.srcIP, info.srcPort, info.destIP, info.destPort, (err, remote) => {
-            if (err) {
-              this.#errors++;
-              return reject();
-            }
-            const local = accept();
-            local.pipe(remote).pipe(local);
-            local.on('close', () => remote.close());
-            remote.on('close', () => local.close());
-          });
-        }),
-      );
+      this.#relayForward(where, (cb) => this.#backend.forwardOut(info.srcIP, info.srcPort, info.destIP, info.destPort, cb), accept, reject);
     });
     // Remote forwarding (ssh -R): the backend listens, and each connection it accepts is carried back to the client.
     client.on('request', (accept, reject, name, info) => {
@@ -221,21 +211,37 @@ class SshRelay {
       const bound = this.#remoteBinds.get(details.destPort);
       if (!bound) return reject();
       const where = { channel: ++this.#channels, direction: 'remote', bind: `${bound.addr}:${bound.port}`, origin: `${details.srcIP}:${details.srcPort}` };
-      this.#track(
-        this.#ctx.recorder.record('forward', where).then(() => {
-          client.forwardOut(bound.addr, bound.port, details.srcIP, details.srcPort, (err, toClient) => {
-            if (err) {
-              this.#errors++;
-              return reject();
-            }
-            const fromBackend = accept();
-            fromBackend.pipe(toClient).pipe(fromBackend);
-            fromBackend.on('close', () => toClient.close());
-            toClient.on('close', () => fromBackend.close());
-          });
-        }),
-      );
+      this.#relayForward(where, (cb) => client.forwardOut(bound.addr, bound.port, details.srcIP, details.srcPort, cb), accept, reject);
     });
+  }
+
+  /**
+   * A forwarded connection, either way: recorded first (no record, no relay), then its other end is opened and the
+   * two channels are joined; closing one closes the other.
+   */
+  #relayForward(
+    where: Record<string, unknown>,
+    openOther: (cb: (err: Error | undefined, other: RelayChannel) => void) => void,
+    accept: () => RelayChannel,
+    reject: () => void,
+  ): void {
+    const refuse = () => {
+      this.#errors++;
+      reject();
+    };
+    this.#track(
+      this.#ctx.recorder.record('forward', where).then(
+        () =>
+          openOther((err, other) => {
+            if (err) return refuse();
+            const mine = accept();
+            mine.pipe(other).pipe(mine);
+            mine.on('close', () => other.close());
+            other.on('close', () => mine.close());
+          }),
+        refuse,
+      ),
+    );
   }
 
   /** `ssh -R`: allowed per connection; the backend binds (port 0: it picks) and the client learns the port. */
