@@ -210,6 +210,18 @@ describe('session details', () => {
     }
   });
 
+  it('refuses a forward it cannot record (fail closed), instead of relaying it or leaving it hanging', async () => {
+    const unrecorded = await startSshProxy({ dir, connection: sshConnection(sshd, { allow: { portForwarding: true } }), failTypes: ['forward'] });
+    try {
+      const r = await unrecorded.ssh(['-W', `127.0.0.1:${sshd.port}`, 'x@127.0.0.1'], 'SSH-2.0-probe\r\n');
+      expect(r.code).not.toBe(0);
+      expect(r.stdout).not.toMatch(/OpenSSH/);
+      expect(r.stderr).toMatch(/open failed|administratively prohibited/i);
+    } finally {
+      await unrecorded.close();
+    }
+  });
+
   it('refuses remote forwarding by default: ssh -R fails and the refusal is recorded', async () => {
     const r = await proxy.ssh(['-o', 'ExitOnForwardFailure=yes', '-N', '-R', '0:127.0.0.1:9', 'x@127.0.0.1']);
     expect(r.code).not.toBe(0);

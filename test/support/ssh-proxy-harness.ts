@@ -44,7 +44,14 @@ export function sshConnection(sshd: TestSshd, extra: Record<string, unknown> = {
   return { ...raw, credentials: { privateKey: new Secret(sshd.clientPrivateKey) } };
 }
 
-export async function startSshProxy(o: { connection: SshConnection; dir: string; identity?: Identity; reviews?: CommandReviews }): Promise<SshProxyHarness> {
+export async function startSshProxy(o: {
+  connection: SshConnection;
+  dir: string;
+  identity?: Identity;
+  reviews?: CommandReviews;
+  /** Event types the recorder fails to write (a store that cannot). */
+  failTypes?: string[];
+}): Promise<SshProxyHarness> {
   const pair = generateParsableKeyPair('test-broker');
   const parsed = ssh2.utils.parseKey(pair.private);
   const key = Array.isArray(parsed) ? parsed[0]! : parsed;
@@ -61,8 +68,10 @@ export async function startSshProxy(o: { connection: SshConnection; dir: string;
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => undefined);
+    const recorder = new MemoryRecorder(`ses_${++n}`, events);
+    recorder.failTypes = new Set(o.failTypes ?? []);
     const p = proxySshSession(socket, {
-      connection: o.connection, recorder: new MemoryRecorder(`ses_${++n}`, events), logger, identity: o.identity ?? TEST_IDENTITY,
+      connection: o.connection, recorder, logger, identity: o.identity ?? TEST_IDENTITY,
       hostKey, maskKey: 'test-key', reviews: o.reviews,
     }).then((s) => summaries.push(s));
     running.add(p);
