@@ -15,6 +15,7 @@ import { loadCheckpointSigner } from './recording/checkpoints.js';
 import { createSink, EventExporter } from './export/event-export.js';
 import { lockedError, lockFor, lockMatches, routeLocks } from './locks.js';
 import { BrokerMetrics, serveMetrics } from './metrics.js';
+import { formatDurationMs } from '../lib/duration.js';
 import { ReviewNotifier, type NotifyTransition } from './reviews/review-notify.js';
 import { createTokenVerifier } from './auth/verify-token.js';
 import { decideAccess } from '../policy/access.js';
@@ -323,6 +324,33 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     });
   });
 
+  /**
+   * The connection's session limits (`access.session`, else the top-level `sessions`): `maxDuration` ends the session
+   * that long after it opened; `idleTimeout` once the client has sent nothing for that long. Returns the cleanup.
+   */
+  function enforceSessionLimits(ws: WebSocket, connection: Connection, end: (reason: string) => void): () => void {
+    const maxDuration = connection.access.session?.maxDuration ?? config.sessions.maxDuration;
+    const idleTimeout = connection.access.session?.idleTimeout ?? config.sessions.idleTimeout;
+    const timers: NodeJS.Timeout[] = [];
+    if (maxDuration) timers.push(setTimeout(() => end(`the session reached its maximum duration of ${formatDurationMs(maxDuration)}`), maxDuration));
+    let onMessage: (() => void) | undefined;
+    if (idleTimeout) {
+      let last = Date.now();
+      onMessage = () => void (last = Date.now());
+      ws.on('message', onMessage);
+      const check = () => {
+        const quiet = Date.now() - last;
+        if (quiet >= idleTimeout) return end(`the session was idle for ${formatDurationMs(idleTimeout)}`);
+        timers.push(setTimeout(check, idleTimeout - quiet));
+      };
+      timers.push(setTimeout(check, idleTimeout));
+    }
+    return () => {
+      for (const t of timers) clearTimeout(t);
+      if (onMessage) ws.off('message', onMessage);
+    };
+  }
+
   /** How a session's held statements meet the review machinery. */
   function statementReviews(identity: Identity, connection: Connection, sessionId: string, detach: boolean, noun: 'statement' | 'command' | 'request' = 'statement'): StatementReviews {
     return {
@@ -368,6 +396,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     const keepalive = setInterval(() => ws.ping(), 30_000);
     const client = { agent: req.headers['user-agent'], peer: req.headers['x-hoopctl-peer'] };
     let sessionId: string | undefined;
+    let limits: (() => void) | undefined;
     try {
       const { row, recorder } = await sessions.open(identity, connection, clientAddress(req), client);
       sessionId = row.id;
@@ -375,6 +404,10 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       const ending = new AbortController();
       liveSessions.set(row.id, { recorder, identity, connection, grantId: grant?.id, end: (reason) => ending.abort(reason) });
       if (grant) await recorder.record('grant', { review: grant.id, until: grant.grantExpiresAt });
+      limits = enforceSessionLimits(ws, connection, (reason) => {
+        void recorder.record('ended', { by: 'broker', reason }).catch(() => undefined);
+        ending.abort(reason);
+      });
       log.info('session opened');
       const detach = new URL(req.url ?? '/', 'http://broker').searchParams.get('review') === 'detach';
       if (connection.type === 'ssh') {
@@ -414,6 +447,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     } catch (e) {
       logger.error({ err: errorMessage(e), session: sessionId }, 'session failed');
     } finally {
+      limits?.();
       if (sessionId) liveSessions.delete(sessionId);
       clearInterval(keepalive);
       live.delete(stream);

@@ -71,6 +71,9 @@ const approvalSchema = z
   })
   .strict();
 
+/** How long a session may last, and how long it may sit with nothing from the client (Teleport's client_idle_timeout). */
+const sessionLimitsSchema = z.object({ maxDuration: duration.optional(), idleTimeout: duration.optional() }).strict();
+
 const accessSchema = z
   .object({
     groups: z.array(z.string().min(1)).default([]),
@@ -78,6 +81,8 @@ const accessSchema = z
     subjects: z.array(z.string().min(1)).default([]),
     /** Just-in-time access: opening the connection needs an approved, time-boxed grant. */
     approval: approvalSchema.optional(),
+    /** Limits of this connection's sessions (each field overrides the top-level `sessions`). */
+    session: sessionLimitsSchema.optional(),
   })
   .strict();
 
@@ -220,6 +225,8 @@ export const brokerConfigSchema = z
       })
       .strict()
       .default({ groups: [], checkpointSeconds: 60 }),
+    /** Defaults for every connection's session limits (`access.session` overrides per connection). */
+    sessions: sessionLimitsSchema.default({}),
     /** Messages about reviews to chat (Slack incoming webhooks and alike: `{text}`) or to a JSON webhook. */
     notify: z
       .array(

@@ -14,7 +14,9 @@ let tunnel: CliProcess;
 let port: number;
 
 beforeAll(async () => {
-  stack = await startStack();
+  stack = await startStack({
+    extraConnections: [{ name: 'short-pg', access: { groups: ['dba'], session: { idleTimeout: '2s', maxDuration: '5s' } } }],
+  });
   [alice, bob] = await Promise.all([loginAs(stack, 'alice'), loginAs(stack, 'bob')]);
   tunnel = new CliProcess(['connect', 'app-pg', '-o', 'json'], alice);
   port = JSON.parse((await tunnel.waitFor(/\{.*"port".*\}\n/))[0]!).port;
@@ -26,8 +28,8 @@ afterAll(async () => {
 });
 
 /** A client through alice's tunnel, with what ends it. */
-async function aliceClient(): Promise<{ client: pg.Client; ended: Promise<string> }> {
-  const client = new pg.Client({ host: '127.0.0.1', port, user: 'app', database: 'app', password: 'unused' });
+async function aliceClient(through = port): Promise<{ client: pg.Client; ended: Promise<string> }> {
+  const client = new pg.Client({ host: '127.0.0.1', port: through, user: 'app', database: 'app', password: 'unused' });
   const ended = new Promise<string>((resolve) => {
     client.on('error', (e) => resolve(e.message));
     client.on('end', () => resolve('ended'));
@@ -96,5 +98,28 @@ describe('incident response', () => {
       ['session-ended', 'bob'], ['lock-created', 'bob'], ['lock-lifted', 'bob'], ['lock-created', 'bob'], ['lock-lifted', 'bob'],
     ]);
     expect(JSON.stringify(events)).not.toContain(APP_PASSWORD);
+  });
+
+  it('ends a session idle past its connection\'s idleTimeout, and a busy one at its maxDuration', async () => {
+    const short = new CliProcess(['connect', 'short-pg', '-o', 'json'], alice);
+    try {
+      const shortPort = JSON.parse((await short.waitFor(/\{.*"port".*\}\n/))[0]!).port as number;
+      const idle = await aliceClient(shortPort);
+      const started = Date.now();
+      expect(await idle.ended).toContain('the session was idle for 2s');
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1500);
+
+      const busy = await aliceClient(shortPort);
+      const opened = Date.now();
+      const ticker = setInterval(() => void busy.client.query('select 1').catch(() => undefined), 300);
+      try {
+        expect(await busy.ended).toContain('the session reached its maximum duration of 5s');
+      } finally {
+        clearInterval(ticker);
+      }
+      expect(Date.now() - opened).toBeGreaterThanOrEqual(4000);
+    } finally {
+      await short.stop();
+    }
   });
 });
