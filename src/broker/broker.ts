@@ -267,6 +267,12 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       });
       return sendJson(res, 200, { sessions: list });
     }
+    m = /^\/api\/v1\/sessions\/([^/]+)\/stream$/.exec(path);
+    if (req.method === 'GET' && m) {
+      const session = await store.getSession(decodeURIComponent(m[1]!));
+      if (!session || (!isAuditor(identity) && session.identity.subject !== identity.subject)) throw errors.notFound(`session ${m[1]}`);
+      return followSession(req, res, session.id, Number(url.searchParams.get('after') ?? 0) || 0);
+    }
     m = /^\/api\/v1\/sessions\/([^/]+)$/.exec(path);
     if (req.method === 'GET' && m) {
       const session = await store.getSession(decodeURIComponent(m[1]!));
@@ -349,6 +355,44 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       for (const t of timers) clearTimeout(t);
       if (onMessage) ws.off('message', onMessage);
     };
+  }
+
+  /**
+   * A session's events as server-sent events, from `after` on, as they are recorded (the store is polled, so any
+   * replica's writes show); ends with an `end` event once the session is over and everything was sent.
+   */
+  function followSession(req: IncomingMessage, res: ServerResponse, id: string, after: number): void {
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive' });
+    res.write(': live\n\n');
+    let gone = false;
+    let timer: NodeJS.Timeout | undefined;
+    let quietSince = Date.now();
+    req.on('close', () => {
+      gone = true;
+      clearTimeout(timer);
+    });
+    const poll = async () => {
+      if (gone) return;
+      const events = await store.listEvents(id, { afterSeq: after, limit: 500 });
+      for (const e of events) {
+        res.write(`event: event\ndata: ${JSON.stringify(e)}\n\n`);
+        after = e.seq;
+      }
+      if (events.length > 0) quietSince = Date.now();
+      else {
+        const row = await store.getSession(id);
+        if (row && row.status !== 'open') {
+          res.write(`event: end\ndata: ${JSON.stringify({ status: row.status })}\n\n`);
+          return void res.end();
+        }
+        if (Date.now() - quietSince > 15_000) {
+          res.write(': keepalive\n\n');
+          quietSince = Date.now();
+        }
+      }
+      timer = setTimeout(() => void poll().catch(() => res.end()), events.length === 500 ? 0 : 250);
+    };
+    void poll().catch(() => res.end());
   }
 
   /** How a session's held statements meet the review machinery. */

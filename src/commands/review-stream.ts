@@ -1,6 +1,23 @@
 import type { Review } from '../broker/reviews/review.js';
 import { USER_AGENT } from '../tunnel/ws-transport.js';
 
+/** The events of a `text/event-stream` body, as they arrive (comments and keep-alives skipped). */
+export async function* serverSentEvents(body: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>): AsyncGenerator<{ event?: string; data: string }> {
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for await (const chunk of body as AsyncIterable<Uint8Array>) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let end: number;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const event = /^event: (.*)$/m.exec(block)?.[1];
+      const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+      if (event !== undefined || data) yield { event, data };
+    }
+  }
+}
+
 export interface ReviewStream {
   close(): void;
 }
@@ -26,18 +43,8 @@ export function followReviews(
         if (!res.ok || !res.body) throw new Error(`review stream: HTTP ${res.status}`);
         handlers.onState(true);
         delay = 500;
-        const decoder = new TextDecoder();
-        let buffer = '';
-        for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-          buffer += decoder.decode(chunk, { stream: true });
-          let end: number;
-          while ((end = buffer.indexOf('\n\n')) >= 0) {
-            const block = buffer.slice(0, end);
-            buffer = buffer.slice(end + 2);
-            const event = /^event: (.*)$/m.exec(block)?.[1];
-            const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
-            if (event === 'review' && data) handlers.onReview(JSON.parse(data) as Review);
-          }
+        for await (const { event, data } of serverSentEvents(res.body)) {
+          if (event === 'review' && data) handlers.onReview(JSON.parse(data) as Review);
         }
       } catch (e) {
         if (controller.signal.aborted) return;

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { brokerGet, brokerPost, parseOutput, resolveBroker } from './context.js';
+import { accessToken, brokerGet, brokerPost, parseOutput, resolveBroker } from './context.js';
+import { serverSentEvents } from './review-stream.js';
 import { formatDuration, formatTime, printJson, renderTable } from './render.js';
 import type { SessionRow, StoredEvent } from '../broker/store/store.js';
 import { verifyChain } from '../broker/recording/event-chain.js';
@@ -90,6 +91,37 @@ export function register(program: Command): void {
     .action(async (id: string, opts: { reason: string; broker?: string }) => {
       await brokerPost(resolveBroker(opts.broker), `/api/v1/sessions/${encodeURIComponent(id)}/end`, { reason: opts.reason });
       process.stdout.write(`session ${id} ended\n`);
+    });
+
+  sessionsCommand
+    .command('watch <session>')
+    .description('Follow a session as it happens: statements and verdicts, results, requests, terminal output (auditors, or your own)')
+    .option('--broker <url>', 'broker URL')
+    .addHelpText('after', '\nExample:\n  hoopctl sessions watch ses_…   # Ctrl-C stops watching; the session goes on')
+    .action(async (id: string, opts: { broker?: string }) => {
+      const broker = resolveBroker(opts.broker);
+      const { session, events } = await brokerGet<{ session: SessionRow; events: StoredEvent[] }>(broker, `/api/v1/sessions/${encodeURIComponent(id)}`);
+      process.stdout.write(renderTranscript(session, events));
+      if (session.status !== 'open') return;
+      process.stdout.write(`--- live: ${session.identity.name} on ${session.connection} ---\n`);
+      const res = await fetch(new URL(`/api/v1/sessions/${encodeURIComponent(id)}/stream?after=${events.at(-1)?.seq ?? 0}`, broker), {
+        headers: { authorization: `Bearer ${await accessToken(broker)}`, accept: 'text/event-stream' },
+      });
+      if (!res.ok || !res.body) throw new UserError(`cannot follow session ${id}: HTTP ${res.status}`, { code: 'BROKER_ERROR' });
+      const t0 = events[0]?.at ?? session.startedAt;
+      for await (const { event, data } of serverSentEvents(res.body)) {
+        if (event === 'end') {
+          process.stdout.write(`--- session ${(JSON.parse(data) as { status: string }).status} ---\n`);
+          return;
+        }
+        if (event !== 'event') continue;
+        const e = JSON.parse(data) as StoredEvent;
+        // Terminal output is shown as the terminal showed it; everything else as transcript lines.
+        if (e.type === 'cast') {
+          const out = ((e.data.events ?? []) as Array<[number, string, string]>).filter(([, k]) => k === 'o').map(([, , d]) => d).join('');
+          if (out) process.stdout.write(out);
+        } else for (const line of eventLines(session, e, t0)) process.stdout.write(`${line}\n`);
+      }
     });
 
   const audit = program.command('audit').description('Audit trail: broker-wide events and integrity checks');
@@ -213,105 +245,111 @@ export function renderTranscript(session: SessionRow, events: StoredEvent[]): st
     '',
   ];
   const t0 = events[0]?.at ?? session.startedAt;
-  for (const e of events) {
-    const at = `+${((e.at - t0) / 1000).toFixed(3)}s`.padStart(10);
-    const d = e.data as Record<string, any>;
-    switch (e.type) {
-      case 'open':
-        out.push(`${at}  open       ${d.target?.user}@${d.target?.host}:${d.target?.port}${d.target?.database ? `/${d.target.database}` : ''}`);
-        break;
-      case 'command':
-        out.push(`${at}  command    ${oneLine(String(d.command ?? ''))}${d.verdict && d.verdict !== 'allow' ? `   [${d.verdict}${d.rule ? ` by ${d.rule}` : ''}]` : ''}`);
-        break;
-      case 'shell':
-        out.push(`${at}  shell      ${d.pty ? `terminal ${d.pty.term} ${d.pty.cols}x${d.pty.rows}` : 'no terminal'}${d.verdict && d.verdict !== 'allow' ? `   [${d.verdict}${d.rule ? ` by ${d.rule}` : ''}]` : ''}`);
-        break;
-      case 'exit':
-        out.push(`${at}    → ${d.code !== undefined ? `exit ${d.code}` : `signal ${d.signal}`}${typeof d.outputBytes === 'number' ? `, ${d.outputBytes} bytes of output${d.truncated ? ' (recording truncated)' : ''}` : ''}`);
-        break;
-      case 'output':
-        for (const line of String(d.data ?? '').replace(/\n$/, '').split('\n')) out.push(`${' '.repeat(10)}  ${d.stream === 'stderr' ? '!' : '|'} ${line}`);
-        break;
-      case 'refused':
-        out.push(`${at}    ✗ ${d.message}`);
-        break;
-      case 'terminal':
-      case 'cast':
-        break;
-      case 'client-auth':
-        out.push(`${at}  ssh login  as "${d.username}" (${d.method}); the tunnel's identity is what counts`);
-        break;
-      case 'sftp':
-        out.push(`${at}  sftp       ${d.op} ${d.path}${d.target ? ` → ${d.target}` : ''}${d.mode ? ` (${d.mode})` : ''}`);
-        break;
-      case 'subsystem':
-        out.push(`${at}  subsystem  ${d.name} (${d.verdict})`);
-        break;
-      case 'forward':
-      case 'forward-refused':
-      case 'forward-listen': {
-        const what = d.direction === 'remote' ? `-R ${d.bind}${d.origin ? ` ← ${d.origin}` : ''}` : (d.destination ?? d.request);
-        const label = e.type === 'forward' ? 'forward   ' : e.type === 'forward-listen' ? 'listen    ' : 'forward ✗ ';
-        out.push(`${at}  ${label} ${what}${d.reason ? `: ${d.reason}` : ''}`);
-        break;
-      }
-      case 'host-key-mismatch':
-        out.push(`${at}  ✗ host key mismatch: presented ${d.presented}, pinned ${d.expected}`);
-        break;
-      case 'statement': {
-        const params = Array.isArray(d.params) && d.params.length ? `   params: ${JSON.stringify(d.params)}` : '';
-        out.push(`${at}  ${(d.protocol === 'extended' ? 'execute' : 'query').padEnd(10)} ${oneLine(String(d.sql ?? ''))}${params}`);
-        break;
-      }
-      case 'result':
-        out.push(
-          d.error
-            ? `${at}    ✗ ${d.error.code ?? ''} ${d.error.message}`
-            : `${at}    → ${(d.tags as string[] | undefined)?.join(', ') || (d.skipped ? 'skipped (earlier error in the batch)' : 'ok')}${typeof d.durationMs === 'number' ? ` in ${formatDuration(d.durationMs)}` : ''}`,
-        );
-        break;
-      case 'backend-connected':
-        if (session.connectionType === 'ssh') {
-          out.push(`${at}  connected  ${d.user}@${d.host}:${d.port}, host key ${d.hostKey}`);
-          break;
-        }
-        out.push(`${at}  connected  PostgreSQL ${d.serverVersion ?? '?'} as ${d.user}/${d.database}, tls ${d.tls ? 'on' : 'off'}${d.applicationName ? `, application ${d.applicationName}` : ''}`);
-        break;
-      case 'access-denied':
-        out.push(`${at}  refused    ${d.reason}`);
-        break;
-      case 'request-start':
-        break;
-      case 'ended':
-        out.push(`${at}  ended      by ${d.by}: ${d.reason}${d.lock ? ` (${d.lock})` : ''}`);
-        break;
-      case CHECKPOINT_EVENT:
-        out.push(`${at}  signed     through event ${d.seq} (${d.keyId})`);
-        break;
-      case 'request': {
-        const target = `${d.method} ${d.path}${d.query ? `?${d.query}` : ''}`;
-        const verdict = d.verdict && d.verdict !== 'allow' ? `   [${d.verdict}${d.rule ? ` by ${d.rule}` : ''}${d.review ? `, ${d.review}` : ''}]` : '';
-        const sizes = `${d.requestBytes ?? 0}/${d.responseBytes ?? 0} bytes`;
-        out.push(`${at}  ${(d.upgrade ? 'upgrade' : 'request').padEnd(10)} ${oneLine(target, 300)}${verdict}`);
-        out.push(`${' '.repeat(10)}    → ${d.status ?? '?'}${d.protocol ? ` ${d.protocol}` : ''} in ${formatDuration(Number(d.durationMs ?? 0))}, ${sizes}${d.error ? `: ${d.error}` : ''}`);
-        break;
-      }
-      case 'port-forward':
-        if (d.action === 'open') out.push(`${at}  port-fwd   ${d.namespace ? `${d.namespace}/` : ''}${d.pod ?? '?'}:${d.port} opened (connection ${d.requestId})`);
-        else if (d.action === 'close') {
-          out.push(`${at}  port-fwd   :${d.port} closed (connection ${d.requestId}): ${d.bytesToPod} bytes to the pod, ${d.bytesFromPod} back${d.error ? `; ${d.error}` : ''}`);
-        } else out.push(`${at}  port-fwd ✗ ${d.error}`);
-        break;
-      case 'close':
-        out.push(`${at}  close      ${d.status}${d.error ? `: ${d.error}` : ''}`);
-        break;
-      default:
-        if (e.type.startsWith('review-')) {
-          const what = e.type.slice('review-'.length);
-          const by = d.by && what !== 'requested' && what !== 'consumed' ? ` by ${d.by}` : '';
-          out.push(`${at}  review     ${d.review} ${what}${by}${d.reason ? `: ${d.reason}` : ''}`);
-        } else out.push(`${at}  ${e.type.padEnd(10)} ${oneLine(JSON.stringify(d), 200)}`);
-    }
-  }
+  for (const e of events) out.push(...eventLines(session, e, t0));
   return out.join('\n') + '\n';
 }
+
+/** The transcript lines of one event, timed from `t0` (terminal output is played apart, not printed here). */
+export function eventLines(session: SessionRow, e: StoredEvent, t0: number): string[] {
+  const out: string[] = [];
+  const at = `+${((e.at - t0) / 1000).toFixed(3)}s`.padStart(10);
+  const d = e.data as Record<string, any>;
+  switch (e.type) {
+    case 'open':
+      out.push(`${at}  open       ${d.target?.user}@${d.target?.host}:${d.target?.port}${d.target?.database ? `/${d.target.database}` : ''}`);
+      break;
+    case 'command':
+      out.push(`${at}  command    ${oneLine(String(d.command ?? ''))}${d.verdict && d.verdict !== 'allow' ? `   [${d.verdict}${d.rule ? ` by ${d.rule}` : ''}]` : ''}`);
+      break;
+    case 'shell':
+      out.push(`${at}  shell      ${d.pty ? `terminal ${d.pty.term} ${d.pty.cols}x${d.pty.rows}` : 'no terminal'}${d.verdict && d.verdict !== 'allow' ? `   [${d.verdict}${d.rule ? ` by ${d.rule}` : ''}]` : ''}`);
+      break;
+    case 'exit':
+      out.push(`${at}    → ${d.code !== undefined ? `exit ${d.code}` : `signal ${d.signal}`}${typeof d.outputBytes === 'number' ? `, ${d.outputBytes} bytes of output${d.truncated ? ' (recording truncated)' : ''}` : ''}`);
+      break;
+    case 'output':
+      for (const line of String(d.data ?? '').replace(/\n$/, '').split('\n')) out.push(`${' '.repeat(10)}  ${d.stream === 'stderr' ? '!' : '|'} ${line}`);
+      break;
+    case 'refused':
+      out.push(`${at}    ✗ ${d.message}`);
+      break;
+    case 'terminal':
+    case 'cast':
+      break;
+    case 'client-auth':
+      out.push(`${at}  ssh login  as "${d.username}" (${d.method}); the tunnel's identity is what counts`);
+      break;
+    case 'sftp':
+      out.push(`${at}  sftp       ${d.op} ${d.path}${d.target ? ` → ${d.target}` : ''}${d.mode ? ` (${d.mode})` : ''}`);
+      break;
+    case 'subsystem':
+      out.push(`${at}  subsystem  ${d.name} (${d.verdict})`);
+      break;
+    case 'forward':
+    case 'forward-refused':
+    case 'forward-listen': {
+      const what = d.direction === 'remote' ? `-R ${d.bind}${d.origin ? ` ← ${d.origin}` : ''}` : (d.destination ?? d.request);
+      const label = e.type === 'forward' ? 'forward   ' : e.type === 'forward-listen' ? 'listen    ' : 'forward ✗ ';
+      out.push(`${at}  ${label} ${what}${d.reason ? `: ${d.reason}` : ''}`);
+      break;
+    }
+    case 'host-key-mismatch':
+      out.push(`${at}  ✗ host key mismatch: presented ${d.presented}, pinned ${d.expected}`);
+      break;
+    case 'statement': {
+      const params = Array.isArray(d.params) && d.params.length ? `   params: ${JSON.stringify(d.params)}` : '';
+      out.push(`${at}  ${(d.protocol === 'extended' ? 'execute' : 'query').padEnd(10)} ${oneLine(String(d.sql ?? ''))}${params}`);
+      break;
+    }
+    case 'result':
+      out.push(
+        d.error
+          ? `${at}    ✗ ${d.error.code ?? ''} ${d.error.message}`
+          : `${at}    → ${(d.tags as string[] | undefined)?.join(', ') || (d.skipped ? 'skipped (earlier error in the batch)' : 'ok')}${typeof d.durationMs === 'number' ? ` in ${formatDuration(d.durationMs)}` : ''}`,
+      );
+      break;
+    case 'backend-connected':
+      if (session.connectionType === 'ssh') {
+        out.push(`${at}  connected  ${d.user}@${d.host}:${d.port}, host key ${d.hostKey}`);
+        break;
+      }
+      out.push(`${at}  connected  PostgreSQL ${d.serverVersion ?? '?'} as ${d.user}/${d.database}, tls ${d.tls ? 'on' : 'off'}${d.applicationName ? `, application ${d.applicationName}` : ''}`);
+      break;
+    case 'access-denied':
+      out.push(`${at}  refused    ${d.reason}`);
+      break;
+    case 'request-start':
+      break;
+    case 'ended':
+      out.push(`${at}  ended      by ${d.by}: ${d.reason}${d.lock ? ` (${d.lock})` : ''}`);
+      break;
+    case CHECKPOINT_EVENT:
+      out.push(`${at}  signed     through event ${d.seq} (${d.keyId})`);
+      break;
+    case 'request': {
+      const target = `${d.method} ${d.path}${d.query ? `?${d.query}` : ''}`;
+      const verdict = d.verdict && d.verdict !== 'allow' ? `   [${d.verdict}${d.rule ? ` by ${d.rule}` : ''}${d.review ? `, ${d.review}` : ''}]` : '';
+      const sizes = `${d.requestBytes ?? 0}/${d.responseBytes ?? 0} bytes`;
+      out.push(`${at}  ${(d.upgrade ? 'upgrade' : 'request').padEnd(10)} ${oneLine(target, 300)}${verdict}`);
+      out.push(`${' '.repeat(10)}    → ${d.status ?? '?'}${d.protocol ? ` ${d.protocol}` : ''} in ${formatDuration(Number(d.durationMs ?? 0))}, ${sizes}${d.error ? `: ${d.error}` : ''}`);
+      break;
+    }
+    case 'port-forward':
+      if (d.action === 'open') out.push(`${at}  port-fwd   ${d.namespace ? `${d.namespace}/` : ''}${d.pod ?? '?'}:${d.port} opened (connection ${d.requestId})`);
+      else if (d.action === 'close') {
+        out.push(`${at}  port-fwd   :${d.port} closed (connection ${d.requestId}): ${d.bytesToPod} bytes to the pod, ${d.bytesFromPod} back${d.error ? `; ${d.error}` : ''}`);
+      } else out.push(`${at}  port-fwd ✗ ${d.error}`);
+      break;
+    case 'close':
+      out.push(`${at}  close      ${d.status}${d.error ? `: ${d.error}` : ''}`);
+      break;
+    default:
+      if (e.type.startsWith('review-')) {
+        const what = e.type.slice('review-'.length);
+        const by = d.by && what !== 'requested' && what !== 'consumed' ? ` by ${d.by}` : '';
+        out.push(`${at}  review     ${d.review} ${what}${by}${d.reason ? `: ${d.reason}` : ''}`);
+      } else out.push(`${at}  ${e.type.padEnd(10)} ${oneLine(JSON.stringify(d), 200)}`);
+  }
+  return out;
+}
+

@@ -45,6 +45,21 @@ async function liveSessionOf(env: NodeJS.ProcessEnv): Promise<string> {
 }
 
 describe('incident response', () => {
+  it('lets an auditor watch a live session as it happens, until it ends', async () => {
+    const { client } = await aliceClient();
+    const id = await liveSessionOf(alice);
+    const watch = new CliProcess(['sessions', 'watch', id], alice);
+    await watch.waitFor(/--- live: alice@example\.com on app-pg ---/);
+    await client.query("select 'watched-' || 42 as tag");
+    await watch.waitFor(/query\s+select 'watched-' \|\| 42 as tag\n\s+\+[\d.]+s\s+→ SELECT 1/);
+    await client.end();
+    await watch.waitFor(/--- session closed ---/);
+    expect(await watch.exit()).toBe(0);
+    const notTheirs = await runCli(['sessions', 'watch', id], bob);
+    expect(notTheirs.code).not.toBe(0);
+    expect(notTheirs.stderr).toContain(`session ${id} not found`);
+  });
+
   it('lets an admin end a live session with a reason the client sees; others may not', async () => {
     const { ended } = await aliceClient();
     const id = await liveSessionOf(alice);
