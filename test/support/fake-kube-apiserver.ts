@@ -205,8 +205,12 @@ export async function startFakeKubeApiServer(o: FakeKubeOptions): Promise<FakeKu
     const send = (frame: Buffer) => ws.readyState === ws.OPEN && ws.send(frame);
     const endStream = (id: number) => send(createDataFrame(id, Buffer.alloc(0), SpdyFlag.Fin));
     ws.on('message', (data: Buffer) => {
-      if (process.env.HOOP_DBG) console.error('pf msg', data.length, data.subarray(0, 24).toString('hex'));
-      for (const f of reader.push(data)) chain = chain.then(() => onFrame(f)).catch((e) => { if (process.env.HOOP_TEST_LOG) console.error("fake kube port-forward:", e); ws.terminate(); });
+      for (const f of reader.push(data)) {
+        chain = chain.then(() => onFrame(f)).catch((e: unknown) => {
+          if (process.env.HOOP_TEST_LOG) console.error('test API server, port-forward:', e);
+          ws.terminate();
+        });
+      }
       if (reader.broken) ws.terminate();
     });
     ws.on('close', () => {
