@@ -1,5 +1,5 @@
 /**
- * `npm run bench`: PostgreSQL through hoopctl + broker against the direct path, in one run on this machine.
+ * `npm run bench`: PostgreSQL and HTTP through hoopctl + broker against the direct path, in one run on this machine.
  * Everything is real: a throwaway cluster (pgbench scale 10), the development OIDC issuer, the broker and
  * `hoopctl connect` as their own processes, pgbench as the load. Prints a markdown table of TPS, latency and
  * the ratios; BENCHMARKS.md keeps the figures with the machine they came from.
@@ -13,6 +13,7 @@ import { startPgCluster } from '../src/dev/pg-cluster.js';
 import { startDevIssuer } from '../src/dev/oidc-issuer.js';
 import { clientCredentialsLogin } from '../src/auth/oidc.js';
 import { freePort } from '../src/lib/net.js';
+import { Agent, request } from 'node:http';
 
 const BIN = resolve(import.meta.dirname, '../../bin/hoopctl');
 const seconds = Number(process.env.BENCH_SECONDS ?? 15);
@@ -55,6 +56,41 @@ function waitForLine(child: ChildProcess, stream: 'stdout' | 'stderr', pattern: 
   });
 }
 
+/** A JSON API in its own process (so the load generator does not share its event loop): GET /items → ~1 KB. */
+const API_SERVER = `
+const items = Array.from({ length: 12 }, (_, i) => ({ id: i, name: 'item ' + i, owner: 'owner' + i + '@example.com', price: i * 3.5 }));
+const body = JSON.stringify({ items });
+require('node:http').createServer((req, res) => { res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }); res.end(body); })
+  .listen(0, '127.0.0.1', function () { console.log(JSON.stringify({ port: this.address().port })); });
+`;
+
+/** Requests per second of `concurrency` keep-alive clients fetching `url` for `secs` seconds, and mean latency. */
+async function httpLoad(url: string, concurrency: number, secs: number): Promise<{ rps: number; latencyMs: number }> {
+  const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
+  const until = Date.now() + secs * 1000;
+  let done = 0;
+  let totalMs = 0;
+  const one = () =>
+    new Promise<void>((resolvePromise, reject) => {
+      const started = performance.now();
+      request(url, { agent }, (res) => {
+        if (res.statusCode !== 200) return reject(new Error(`HTTP ${res.statusCode} from ${url}`));
+        res.resume();
+        res.on('end', () => {
+          totalMs += performance.now() - started;
+          done++;
+          resolvePromise();
+        });
+      }).on('error', reject).end();
+    });
+  const started = Date.now();
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (Date.now() < until) await one();
+  }));
+  agent.destroy();
+  return { rps: done / ((Date.now() - started) / 1000), latencyMs: totalMs / done };
+}
+
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'hoop-bench-'));
   const cluster = await startPgCluster({ auth: 'scram-sha-256', settings: { shared_buffers: '256MB' } });
@@ -64,19 +100,29 @@ async function main(): Promise<void> {
     execFileSync('pgbench', ['-i', '-s', '10', '-q'], { env: { ...process.env, ...cluster.psqlEnv() }, stdio: 'ignore' });
     const issuer = await startDevIssuer({ audience: 'urn:hoopctl:bench', accessTokenTtlSeconds: 3600, serviceClients: [{ clientId: 'bench', clientSecret: 'bench-secret', groups: ['bench'] }] });
     const port = await freePort();
+    const api = spawn(process.execPath, ['-e', API_SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
+    children.push(api);
+    const apiPort = JSON.parse((await waitForLine(api, 'stdout', /\{.*\}\n/))[0]!).port as number;
     writeFileSync(join(dir, 'broker.yaml'), stringify({
       server: { listen: `127.0.0.1:${port}` },
       store: { path: join(dir, 'broker.db') },
       logging: { level: 'warn' },
       auth: { issuers: [{ issuer: issuer.issuer, audience: 'urn:hoopctl:bench', maxTokenLifetime: '2h' }] },
-      connections: ['bench', 'bench-masked'].map((name) => ({
-        name, type: 'postgres',
-        target: { host: cluster.host, port: cluster.port, database: 'postgres', sslmode: 'disable' },
-        credentials: { user: cluster.superuser, password: { value: cluster.password } },
-        access: { clientIds: ['bench'] },
-        // The masked path: a column rule plus content detectors, so every row is decoded, scanned and rebuilt.
-        ...(name === 'bench-masked' ? { rules: [{ name: 'pii', mask: { columns: ['email'], detectors: ['email', 'credit_card'], strategy: 'redact' } }] } : {}),
-      })),
+      connections: [
+        ...['bench', 'bench-masked'].map((name) => ({
+          name, type: 'postgres',
+          target: { host: cluster.host, port: cluster.port, database: 'postgres', sslmode: 'disable' },
+          credentials: { user: cluster.superuser, password: { value: cluster.password } },
+          access: { clientIds: ['bench'] },
+          // The masked path: a column rule plus content detectors, so every row is decoded, scanned and rebuilt.
+          ...(name === 'bench-masked' ? { rules: [{ name: 'pii', mask: { columns: ['email'], detectors: ['email', 'credit_card'], strategy: 'redact' } }] } : {}),
+        })),
+        ...['api', 'api-masked'].map((name) => ({
+          name, type: 'http', target: { url: `http://127.0.0.1:${apiPort}` }, credentials: { bearer: { value: 'bench-api-token' } },
+          access: { clientIds: ['bench'] },
+          ...(name === 'api-masked' ? { mask: { jsonPaths: ['$.items[*].owner'], detectors: ['email'] } } : {}),
+        })),
+      ],
     }));
     const broker = spawn(process.execPath, [BIN, 'broker', 'start', '--config', join(dir, 'broker.yaml')], { stdio: ['ignore', 'ignore', 'pipe'] });
     children.push(broker);
@@ -110,6 +156,19 @@ async function main(): Promise<void> {
     const mBig = timePsql({ ...gated, PGPORT: String(maskedPort) }, bigSql);
     const sample = execFileSync('psql', ['-X', '-w', '-At', '-c', `${bigSql} limit 3`], { env: { ...process.env, ...gated, PGPORT: String(maskedPort) }, encoding: 'utf8' });
     if (sample.includes('@example.com')) throw new Error(`the masked path returned raw values:\n${sample}`);
+    process.stderr.write(`HTTP GET of a 1 KB JSON body, ${clients} keep-alive clients: direct, through hoopctl + broker, and masked…\n`);
+    const httpSecs = Math.max(5, Math.round(seconds / 2));
+    const apiTunnels = [];
+    for (const name of ['api', 'api-masked']) {
+      const t = spawn(process.execPath, [BIN, 'connect', name, '-o', 'json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      children.push(t);
+      apiTunnels.push(JSON.parse((await waitForLine(t, 'stdout', /\{.*\}\n/))[0]!).port as number);
+    }
+    const hDirect = await httpLoad(`http://127.0.0.1:${apiPort}/items`, clients, httpSecs);
+    const hGated = await httpLoad(`http://127.0.0.1:${apiTunnels[0]}/items`, clients, httpSecs);
+    const hMasked = await httpLoad(`http://127.0.0.1:${apiTunnels[1]}/items`, clients, httpSecs);
+    const maskedBody = await (await fetch(`http://127.0.0.1:${apiTunnels[1]}/items`)).text();
+    if (maskedBody.includes('@example.com')) throw new Error(`the masked HTTP path returned raw values: ${maskedBody.slice(0, 200)}`);
     const brokerRss = peakRssMb(broker.pid!);
     const tunnelRss = peakRssMb(tunnel.pid!);
 
@@ -128,6 +187,12 @@ async function main(): Promise<void> {
       `| direct | ${dBig.toFixed(2)} s | ${(1e6 / dBig).toFixed(0)} | 1.00 |`,
       `| hoopctl connect + broker | ${gBig.toFixed(2)} s | ${(1e6 / gBig).toFixed(0)} | ${(dBig / gBig).toFixed(2)} |`,
       `| … with masking (email column + email, credit_card detectors) | ${mBig.toFixed(2)} s | ${(1e6 / mBig).toFixed(0)} | ${(dBig / mBig).toFixed(2)} |`,
+      '',
+      `| path | HTTP GET, 1 KB JSON, ${clients} clients | ÷ direct | mean latency |`,
+      '|---|---|---|---|',
+      `| direct | ${hDirect.rps.toFixed(0)} req/s | 1.00 | ${hDirect.latencyMs.toFixed(2)} ms |`,
+      `| hoopctl connect + broker | ${hGated.rps.toFixed(0)} req/s | ${(hGated.rps / hDirect.rps).toFixed(2)} | ${hGated.latencyMs.toFixed(2)} ms |`,
+      `| … with JSON-path + email masking | ${hMasked.rps.toFixed(0)} req/s | ${(hMasked.rps / hDirect.rps).toFixed(2)} | ${hMasked.latencyMs.toFixed(2)} ms |`,
       '',
       `Peak RSS: broker ${brokerRss.toFixed(0)} MB, hoopctl connect ${tunnelRss.toFixed(0)} MB (every statement recorded to SQLite before it is forwarded).`,
     ].join('\n');
