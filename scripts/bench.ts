@@ -1,11 +1,11 @@
 /**
- * `npm run bench`: PostgreSQL and HTTP through hoopctl + broker against the direct path, in one run on this machine.
+ * `npm run bench`: PostgreSQL, HTTP and SSH through hoopctl + broker against the direct path, in one run on this machine.
  * Everything is real: a throwaway cluster (pgbench scale 10), the development OIDC issuer, the broker and
  * `hoopctl connect` as their own processes, pgbench as the load. Prints a markdown table of TPS, latency and
  * the ratios; BENCHMARKS.md keeps the figures with the machine they came from.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, openSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
@@ -14,6 +14,7 @@ import { startDevIssuer } from '../src/dev/oidc-issuer.js';
 import { clientCredentialsLogin } from '../src/auth/oidc.js';
 import { freePort } from '../src/lib/net.js';
 import { Agent, request } from 'node:http';
+import { startSshd } from '../src/dev/sshd.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/hoopctl');
 const seconds = Number(process.env.BENCH_SECONDS ?? 15);
@@ -95,11 +96,14 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'hoop-bench-'));
   const cluster = await startPgCluster({ auth: 'scram-sha-256', settings: { shared_buffers: '256MB' } });
   const children: ChildProcess[] = [];
+  const cleanups: Array<() => Promise<void>> = [];
   try {
     process.stderr.write('initialising pgbench scale 10…\n');
     execFileSync('pgbench', ['-i', '-s', '10', '-q'], { env: { ...process.env, ...cluster.psqlEnv() }, stdio: 'ignore' });
     const issuer = await startDevIssuer({ audience: 'urn:hoopctl:bench', accessTokenTtlSeconds: 3600, serviceClients: [{ clientId: 'bench', clientSecret: 'bench-secret', groups: ['bench'] }] });
     const port = await freePort();
+    const sshd = await startSshd();
+    cleanups.push(() => sshd.stop());
     const api = spawn(process.execPath, ['-e', API_SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
     children.push(api);
     const apiPort = JSON.parse((await waitForLine(api, 'stdout', /\{.*\}\n/))[0]!).port as number;
@@ -117,6 +121,10 @@ async function main(): Promise<void> {
           // The masked path: a column rule plus content detectors, so every row is decoded, scanned and rebuilt.
           ...(name === 'bench-masked' ? { rules: [{ name: 'pii', mask: { columns: ['email'], detectors: ['email', 'credit_card'], strategy: 'redact' } }] } : {}),
         })),
+        {
+          name: 'host', type: 'ssh', target: { host: sshd.host, port: sshd.port, user: sshd.user, hostKey: sshd.hostPublicKey },
+          credentials: { privateKey: { file: sshd.clientKeyPath } }, access: { clientIds: ['bench'] },
+        },
         ...['api', 'api-masked'].map((name) => ({
           name, type: 'http', target: { url: `http://127.0.0.1:${apiPort}` }, credentials: { bearer: { value: 'bench-api-token' } },
           access: { clientIds: ['bench'] },
@@ -169,6 +177,22 @@ async function main(): Promise<void> {
     const hMasked = await httpLoad(`http://127.0.0.1:${apiTunnels[1]}/items`, clients, httpSecs);
     const maskedBody = await (await fetch(`http://127.0.0.1:${apiTunnels[1]}/items`)).text();
     if (maskedBody.includes('@example.com')) throw new Error(`the masked HTTP path returned raw values: ${maskedBody.slice(0, 200)}`);
+    process.stderr.write('scp of a 256 MB file: direct, then through hoopctl + broker…\n');
+    const hostTunnel = spawn(process.execPath, [BIN, 'connect', 'host', '-o', 'json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(hostTunnel);
+    const ready = JSON.parse((await waitForLine(hostTunnel, 'stdout', /\{.*\}\n/))[0]!) as { port: number; hostKey: string };
+    const knownHosts = join(dir, 'known_hosts');
+    writeFileSync(knownHosts, `[127.0.0.1]:${ready.port} ${ready.hostKey}\n[127.0.0.1]:${sshd.port} ${sshd.hostPublicKey}\n`);
+    const payload = join(dir, 'payload.bin');
+    execFileSync('head', ['-c', String(256 * 2 ** 20), '/dev/urandom'], { stdio: ['ignore', openSync(payload, 'w'), 'ignore'] });
+    const sshOpts = ['-F', '/dev/null', '-o', 'BatchMode=yes', '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'StrictHostKeyChecking=yes', '-q'];
+    const timeScp = (p: number, extra: string[]) => {
+      const started = process.hrtime.bigint();
+      execFileSync('scp', ['-P', String(p), ...sshOpts, ...extra, payload, `${sshd.user}@127.0.0.1:${join(dir, `copy-${p}.bin`)}`], { stdio: 'ignore' });
+      return Number(process.hrtime.bigint() - started) / 1e9;
+    };
+    const sDirect = timeScp(sshd.port, ['-i', sshd.clientKeyPath]);
+    const sGated = timeScp(ready.port, []);
     const brokerRss = peakRssMb(broker.pid!);
     const tunnelRss = peakRssMb(tunnel.pid!);
 
@@ -194,6 +218,11 @@ async function main(): Promise<void> {
       `| hoopctl connect + broker | ${hGated.rps.toFixed(0)} req/s | ${(hGated.rps / hDirect.rps).toFixed(2)} | ${hGated.latencyMs.toFixed(2)} ms |`,
       `| … with JSON-path + email masking | ${hMasked.rps.toFixed(0)} req/s | ${(hMasked.rps / hDirect.rps).toFixed(2)} | ${hMasked.latencyMs.toFixed(2)} ms |`,
       '',
+      '| path | scp 256 MB (upload) | MB/s | ÷ direct |',
+      '|---|---|---|---|',
+      `| direct | ${sDirect.toFixed(2)} s | ${(256 / sDirect).toFixed(0)} | 1.00 |`,
+      `| hoopctl connect + broker (SSH terminated and re-encrypted) | ${sGated.toFixed(2)} s | ${(256 / sGated).toFixed(0)} | ${(sDirect / sGated).toFixed(2)} |`,
+      '',
       `Peak RSS: broker ${brokerRss.toFixed(0)} MB, hoopctl connect ${tunnelRss.toFixed(0)} MB (every statement recorded to SQLite before it is forwarded).`,
     ].join('\n');
     process.stdout.write(report + '\n');
@@ -201,6 +230,7 @@ async function main(): Promise<void> {
   } finally {
     for (const c of children) c.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 300));
+    for (const c of cleanups) await c().catch(() => undefined);
     await cluster.stop();
     rmSync(dir, { recursive: true, force: true });
   }

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startSshd, type TestSshd } from '../support/sshd.js';
+import { startSshd, type TestSshd } from '../../src/dev/sshd.js';
 import { sshConnection, startSshProxy, type SshProxyHarness } from '../support/ssh-proxy-harness.js';
 
 let sshd: TestSshd;
@@ -99,7 +99,7 @@ describe('channels other than exec', () => {
 
 describe('host key pinning', () => {
   it('refuses the session when the backend presents another key, and says why', async () => {
-    const { keygen } = await import('../support/sshd.js');
+    const { keygen } = await import('../../src/dev/sshd.js');
     const { readFileSync } = await import('node:fs');
     keygen(join(dir, 'other'), 'other');
     const other = readFileSync(join(dir, 'other.pub'), 'utf8').split(' ').slice(0, 2).join(' ');

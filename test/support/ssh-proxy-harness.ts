@@ -10,7 +10,7 @@ import { proxySshSession, type CommandReviews, type SshSessionSummary } from '..
 import { fingerprintOf, generateParsableKeyPair, type BrokerHostKey } from '../../src/broker/protocols/ssh/host-keys.js';
 import type { Identity } from '../../src/broker/identity.js';
 import { MemoryRecorder, type RecordedEvent } from './memory-recorder.js';
-import type { TestSshd } from './sshd.js';
+import type { TestSshd } from '../../src/dev/sshd.js';
 
 /** The SSH proxy behind a plain loopback listener standing in for the tunnel: one session per TCP connection. */
 export interface SshProxyHarness {

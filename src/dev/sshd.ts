@@ -3,10 +3,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync 
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:net';
-import { freePort } from '../../src/lib/net.js';
+import { freePort } from '../lib/net.js';
 
 /**
- * A real OpenSSH sshd on a free loopback port, for tests: its own host key and a key pair the broker uses to log
+ * A real OpenSSH sshd on a free loopback port, for tests and the benchmark: its own host key and a key pair the broker uses to log
  * in (authorized in a file of the temp dir). Runs as the current user (root in CI: `UsePAM no`, `StrictModes no`).
  */
 export interface TestSshd {
