@@ -332,12 +332,23 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
 
   /**
    * The connection's session limits (`access.session`, else the top-level `sessions`): `maxDuration` ends the session
-   * that long after it opened; `idleTimeout` once the client has sent nothing for that long. Returns the cleanup.
+   * that long after it opened; `idleTimeout` once the client has sent nothing for that long; `endWithToken` when the
+   * access token that opened it expires. Returns the cleanup.
    */
-  function enforceSessionLimits(ws: WebSocket, connection: Connection, end: (reason: string) => void): () => void {
+  function enforceSessionLimits(ws: WebSocket, connection: Connection, identity: Identity, end: (reason: string) => void): () => void {
     const maxDuration = connection.access.session?.maxDuration ?? config.sessions.maxDuration;
     const idleTimeout = connection.access.session?.idleTimeout ?? config.sessions.idleTimeout;
+    const endWithToken = connection.access.session?.endWithToken ?? config.sessions.endWithToken ?? false;
     const timers: NodeJS.Timeout[] = [];
+    if (endWithToken) {
+      // Timers hold 32-bit delays: a token valid for longer than ~24 days is checked again later.
+      const arm = () => {
+        const left = identity.expiresAt - Date.now();
+        if (left <= 0) return end('the access token that opened the session expired; open a new one');
+        timers.push(setTimeout(arm, Math.min(left, 2 ** 31 - 1)));
+      };
+      arm();
+    }
     if (maxDuration) timers.push(setTimeout(() => end(`the session reached its maximum duration of ${formatDurationMs(maxDuration)}`), maxDuration));
     let onMessage: (() => void) | undefined;
     if (idleTimeout) {
@@ -448,7 +459,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       const ending = new AbortController();
       liveSessions.set(row.id, { recorder, identity, connection, grantId: grant?.id, end: (reason) => ending.abort(reason) });
       if (grant) await recorder.record('grant', { review: grant.id, until: grant.grantExpiresAt });
-      limits = enforceSessionLimits(ws, connection, (reason) => {
+      limits = enforceSessionLimits(ws, connection, identity, (reason) => {
         void recorder.record('ended', { by: 'broker', reason }).catch(() => undefined);
         ending.abort(reason);
       });

@@ -72,7 +72,14 @@ const approvalSchema = z
   .strict();
 
 /** How long a session may last, and how long it may sit with nothing from the client (Teleport's client_idle_timeout). */
-const sessionLimitsSchema = z.object({ maxDuration: duration.optional(), idleTimeout: duration.optional() }).strict();
+const sessionLimitsSchema = z
+  .object({
+    maxDuration: duration.optional(),
+    idleTimeout: duration.optional(),
+    /** End the session when the access token that opened it expires (Teleport's disconnect_expired_cert). */
+    endWithToken: z.boolean().optional(),
+  })
+  .strict();
 
 const accessSchema = z
   .object({

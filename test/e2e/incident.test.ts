@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { APP_PASSWORD, CliProcess, loginAs, runCli, startStack, type Stack } from '../support/stack.js';
+import { SignJWT, importJWK } from 'jose';
+import { APP_PASSWORD, AUDIENCE, CliProcess, loginAs, runCli, startStack, type Stack } from '../support/stack.js';
 
 /**
  * Incident response through the broker process: an admin (bob, group `leads`) ends a live session and locks an
@@ -15,7 +16,10 @@ let port: number;
 
 beforeAll(async () => {
   stack = await startStack({
-    extraConnections: [{ name: 'short-pg', access: { groups: ['dba'], session: { idleTimeout: '2s', maxDuration: '5s' } } }],
+    extraConnections: [
+      { name: 'short-pg', access: { groups: ['dba'], session: { idleTimeout: '2s', maxDuration: '5s' } } },
+      { name: 'token-pg', access: { groups: ['dba'], session: { endWithToken: true } } },
+    ],
   });
   [alice, bob] = await Promise.all([loginAs(stack, 'alice'), loginAs(stack, 'bob')]);
   tunnel = new CliProcess(['connect', 'app-pg', '-o', 'json'], alice);
@@ -133,6 +137,28 @@ describe('incident response', () => {
         clearInterval(ticker);
       }
       expect(Date.now() - opened).toBeGreaterThanOrEqual(4000);
+    } finally {
+      await short.stop();
+    }
+  });
+
+  it('ends a session when the token that opened it expires, where the connection asks for it (endWithToken)', async () => {
+    const key = await importJWK(stack.issuer.signingKey, 'RS256');
+    const now = Math.floor(Date.now() / 1000);
+    const shortLived = await new SignJWT({ groups: ['dba'], client_id: 'hoopctl-cli', email: 'alice@example.com' })
+      .setProtectedHeader({ alg: 'RS256', kid: stack.issuer.kid, typ: 'at+jwt' })
+      .setIssuer(stack.issuer.issuer).setAudience(AUDIENCE).setSubject('alice').setIssuedAt(now).setExpirationTime(now + 3)
+      .sign(key);
+    const short = new CliProcess(['connect', 'token-pg', '-o', 'json'], { ...alice, HOOPCTL_TOKEN: shortLived });
+    try {
+      const shortPort = JSON.parse((await short.waitFor(/\{.*"port".*\}\n/))[0]!).port as number;
+      const { client, ended } = await aliceClient(shortPort);
+      const ticker = setInterval(() => void client.query('select 1').catch(() => undefined), 300);
+      try {
+        expect(await ended).toContain('the access token that opened the session expired');
+      } finally {
+        clearInterval(ticker);
+      }
     } finally {
       await short.stop();
     }
