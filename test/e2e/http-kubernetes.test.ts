@@ -21,14 +21,18 @@ let alice: NodeJS.ProcessEnv;
 let bob: NodeJS.ProcessEnv;
 const procs: CliProcess[] = [];
 
-/** An HTTPS backend with a certificate from a CA made for the test (and a second, unrelated CA). */
+/**
+ * An HTTPS backend with a certificate from a CA made for the test (and a second, unrelated CA). It asks for a client
+ * certificate (mutual TLS) and says whose it saw, if the CA signed it.
+ */
 async function startTlsBackend(): Promise<{ url: string; close(): Promise<void> }> {
   const { createServer } = await import('node:https');
-  const pki = makeTestPki({ cas: ['ca', 'other-ca'], server: { name: 'server', ca: 'ca' } });
+  const pki = makeTestPki({ cas: ['ca', 'other-ca'], server: { name: 'server', ca: 'ca' }, clients: [{ name: 'broker-client', ca: 'ca', cn: 'hoopctl-broker' }] });
   tlsDir = pki.dir;
-  const server = createServer(pki.pem('server'), (req, res) => {
+  const server = createServer({ ...pki.pem('server'), ca: readFileSync(`${pki.dir}/ca.pem`), requestCert: true, rejectUnauthorized: false }, (req, res) => {
+    const socket = req.socket as import('node:tls').TLSSocket;
     res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify({ over: 'tls', sawToken: req.headers.authorization === `Bearer ${API_TOKEN}` }));
+    res.end(JSON.stringify({ over: 'tls', sawToken: req.headers.authorization === `Bearer ${API_TOKEN}`, client: socket.authorized ? socket.getPeerCertificate().subject?.CN : null }));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const { port } = server.address() as { port: number };
@@ -52,6 +56,11 @@ beforeAll(async () => {
       },
       {
         name: 'api-tls', type: 'http', target: { url: tlsBackend.url, tls: { ca: `${tlsDir}/ca.pem` } },
+        credentials: { bearer: { value: API_TOKEN } }, access: { groups: ['dba'] },
+      },
+      {
+        name: 'api-mtls', type: 'http',
+        target: { url: tlsBackend.url, tls: { ca: `${tlsDir}/ca.pem`, clientCert: { cert: { file: `${tlsDir}/broker-client.pem` }, key: { file: `${tlsDir}/broker-client.key` } } } },
         credentials: { bearer: { value: API_TOKEN } }, access: { groups: ['dba'] },
       },
       {
@@ -132,10 +141,13 @@ describe('http connection', () => {
     expect(denied.stdout).toContain('no-admin');
   });
 
-  it('reaches an HTTPS backend whose certificate the configured CA signed, and refuses one it did not', async () => {
+  it('reaches an HTTPS backend whose certificate the configured CA signed (presenting its client certificate where configured), and refuses one it did not', async () => {
     const ok = await runCli(['exec', 'api-tls', '-o', 'json', '--', 'GET', '/'], alice);
     expect(ok.code, ok.stderr).toBe(0);
-    expect(JSON.parse(ok.stdout).body).toEqual({ over: 'tls', sawToken: true });
+    expect(JSON.parse(ok.stdout).body).toEqual({ over: 'tls', sawToken: true, client: null });
+    const mtls = await runCli(['exec', 'api-mtls', '-o', 'json', '--', 'GET', '/'], alice);
+    expect(mtls.code, mtls.stderr).toBe(0);
+    expect(JSON.parse(mtls.stdout).body).toEqual({ over: 'tls', sawToken: true, client: 'hoopctl-broker' });
     const wrong = await runCli(['exec', 'api-wrong-ca', '--', 'GET', '/'], alice);
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toMatch(/HTTP 502/);

@@ -126,6 +126,8 @@ export function makeHttpConnectionSchemas<A extends z.ZodType, S extends z.ZodTy
           /** A PEM file (relative to the config file) or inline PEM text. */
           ca: z.string().min(1).optional(),
           insecureSkipVerify: z.boolean().default(false),
+          /** Mutual TLS: the certificate and key the broker presents to the backend. */
+          clientCert: z.strictObject({ cert: secretSourceSchema, key: secretSourceSchema }).optional(),
         })
         .optional(),
     }),
@@ -177,7 +179,7 @@ export type ResolvedKubernetesCredentials = { bearer: RevealableSecret } | { cli
 
 /** A connection as the proxy sees it: secrets resolved, the CA read. `access` and `reviews` are the broker's. */
 export interface ResolvedHttpConnection extends Omit<HttpConnectionInput, 'credentials' | 'access' | 'reviews' | 'target'> {
-  target: { url: string; tls?: { ca?: string; insecureSkipVerify: boolean }; caPem?: string };
+  target: { url: string; tls?: { ca?: string; insecureSkipVerify: boolean; clientCert?: { cert: RevealableSecret; key: RevealableSecret } }; caPem?: string };
   credentials?: ResolvedHttpCredentials;
   access?: unknown;
   reviews?: unknown;
@@ -230,7 +232,8 @@ export function resolveWebConnection<C extends { type: 'http' | 'kubernetes' }, 
     const caPem = k.target.ca ? readCaPem(k.target.ca, baseDir, `${field}.target.ca`) : undefined;
     return { ...k, target: { ...k.target, ...(caPem ? { caPem } : {}) }, credentials } as unknown as Out;
   }
-  const h = raw as unknown as Omit<HttpConnectionInput, 'credentials'> & {
+  const h = raw as unknown as Omit<HttpConnectionInput, 'credentials' | 'target'> & {
+    target: { url: string; tls?: { ca?: string; insecureSkipVerify: boolean; clientCert?: { cert: Src; key: Src } } };
     credentials?: { header: { name: string; value: Src } } | { bearer: Src } | { basic: { user: string; password: Src } };
   };
   let credentials: ResolvedHttpCredentials | undefined;
@@ -242,5 +245,12 @@ export function resolveWebConnection<C extends { type: 'http' | 'kubernetes' }, 
     credentials = { basic: { user: h.credentials.basic.user, password: resolveSecret(h.credentials.basic.password, `${field}.credentials.basic.password`) } };
   }
   const caPem = h.target.tls?.ca ? readCaPem(h.target.tls.ca, baseDir, `${field}.target.tls.ca`) : undefined;
-  return { ...h, target: { ...h.target, ...(caPem ? { caPem } : {}) }, credentials } as unknown as Out;
+  const cc = h.target.tls?.clientCert;
+  const tls = h.target.tls && {
+    ...h.target.tls,
+    ...(cc
+      ? { clientCert: { cert: resolveSecret(cc.cert, `${field}.target.tls.clientCert.cert`), key: resolveSecret(cc.key, `${field}.target.tls.clientCert.key`) } }
+      : {}),
+  };
+  return { ...h, target: { ...h.target, ...(tls ? { tls } : {}), ...(caPem ? { caPem } : {}) }, credentials } as unknown as Out;
 }

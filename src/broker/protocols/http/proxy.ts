@@ -175,7 +175,8 @@ class HttpTunnelSession {
     const https = url.protocol === 'https:';
     const insecure = this.#conn.type === 'kubernetes' ? this.#conn.target.insecureSkipVerify : (this.#conn.target.tls?.insecureSkipVerify ?? false);
     const ca = this.#conn.target.caPem;
-    const clientCert = this.#conn.type === 'kubernetes' && 'clientCert' in this.#conn.credentials ? this.#conn.credentials.clientCert : undefined;
+    const clientCert =
+      this.#conn.type === 'kubernetes' ? ('clientCert' in this.#conn.credentials ? this.#conn.credentials.clientCert : undefined) : this.#conn.target.tls?.clientCert;
     this.#agent = https
       ? new HttpsAgent({ keepAlive: true, maxSockets: 16, rejectUnauthorized: !insecure, ...(ca ? { ca } : {}), ...(clientCert ? { cert: clientCert.cert.reveal(), key: clientCert.key.reveal() } : {}) })
       : new HttpAgent({ keepAlive: true, maxSockets: 16 });
