@@ -15,7 +15,7 @@ import { loadCheckpointSigner } from './recording/checkpoints.js';
 import { createSink, EventExporter } from './export/event-export.js';
 import { lockedError, lockFor, lockMatches, routeLocks } from './locks.js';
 import { BrokerMetrics, serveMetrics } from './metrics.js';
-import { formatDurationMs } from '../lib/duration.js';
+import { enforceSessionLimits, followSession } from './session-limits.js';
 import { ReviewNotifier, type NotifyTransition } from './reviews/review-notify.js';
 import { createTokenVerifier } from './auth/verify-token.js';
 import { decideAccess } from '../policy/access.js';
@@ -271,7 +271,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     if (req.method === 'GET' && m) {
       const session = await store.getSession(decodeURIComponent(m[1]!));
       if (!session || (!isAuditor(identity) && session.identity.subject !== identity.subject)) throw errors.notFound(`session ${m[1]}`);
-      return followSession(req, res, session.id, Number(url.searchParams.get('after') ?? 0) || 0);
+      return followSession(store, req, res, session.id, Number(url.searchParams.get('after') ?? 0) || 0);
     }
     m = /^\/api\/v1\/sessions\/([^/]+)$/.exec(path);
     if (req.method === 'GET' && m) {
@@ -330,82 +330,6 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     });
   });
 
-  /**
-   * The connection's session limits (`access.session`, else the top-level `sessions`): `maxDuration` ends the session
-   * that long after it opened; `idleTimeout` once the client has sent nothing for that long; `endWithToken` when the
-   * access token that opened it expires. Returns the cleanup.
-   */
-  function enforceSessionLimits(ws: WebSocket, connection: Connection, identity: Identity, end: (reason: string) => void): () => void {
-    const maxDuration = connection.access.session?.maxDuration ?? config.sessions.maxDuration;
-    const idleTimeout = connection.access.session?.idleTimeout ?? config.sessions.idleTimeout;
-    const endWithToken = connection.access.session?.endWithToken ?? config.sessions.endWithToken ?? false;
-    const timers: NodeJS.Timeout[] = [];
-    if (endWithToken) {
-      // Timers hold 32-bit delays: a token valid for longer than ~24 days is checked again later.
-      const arm = () => {
-        const left = identity.expiresAt - Date.now();
-        if (left <= 0) return end('the access token that opened the session expired; open a new one');
-        timers.push(setTimeout(arm, Math.min(left, 2 ** 31 - 1)));
-      };
-      arm();
-    }
-    if (maxDuration) timers.push(setTimeout(() => end(`the session reached its maximum duration of ${formatDurationMs(maxDuration)}`), maxDuration));
-    let onMessage: (() => void) | undefined;
-    if (idleTimeout) {
-      let last = Date.now();
-      onMessage = () => void (last = Date.now());
-      ws.on('message', onMessage);
-      const check = () => {
-        const quiet = Date.now() - last;
-        if (quiet >= idleTimeout) return end(`the session was idle for ${formatDurationMs(idleTimeout)}`);
-        timers.push(setTimeout(check, idleTimeout - quiet));
-      };
-      timers.push(setTimeout(check, idleTimeout));
-    }
-    return () => {
-      for (const t of timers) clearTimeout(t);
-      if (onMessage) ws.off('message', onMessage);
-    };
-  }
-
-  /**
-   * A session's events as server-sent events, from `after` on, as they are recorded (the store is polled, so any
-   * replica's writes show); ends with an `end` event once the session is over and everything was sent.
-   */
-  function followSession(req: IncomingMessage, res: ServerResponse, id: string, after: number): void {
-    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive' });
-    res.write(': live\n\n');
-    let gone = false;
-    let timer: NodeJS.Timeout | undefined;
-    let quietSince = Date.now();
-    req.on('close', () => {
-      gone = true;
-      clearTimeout(timer);
-    });
-    const poll = async () => {
-      if (gone) return;
-      const events = await store.listEvents(id, { afterSeq: after, limit: 500 });
-      for (const e of events) {
-        res.write(`event: event\ndata: ${JSON.stringify(e)}\n\n`);
-        after = e.seq;
-      }
-      if (events.length > 0) quietSince = Date.now();
-      else {
-        const row = await store.getSession(id);
-        if (row && row.status !== 'open') {
-          res.write(`event: end\ndata: ${JSON.stringify({ status: row.status })}\n\n`);
-          return void res.end();
-        }
-        if (Date.now() - quietSince > 15_000) {
-          res.write(': keepalive\n\n');
-          quietSince = Date.now();
-        }
-      }
-      timer = setTimeout(() => void poll().catch(() => res.end()), events.length === 500 ? 0 : 250);
-    };
-    void poll().catch(() => res.end());
-  }
-
   /** How a session's held statements meet the review machinery. */
   function statementReviews(identity: Identity, connection: Connection, sessionId: string, detach: boolean, noun: 'statement' | 'command' | 'request' = 'statement'): StatementReviews {
     return {
@@ -459,7 +383,8 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       const ending = new AbortController();
       liveSessions.set(row.id, { recorder, identity, connection, grantId: grant?.id, end: (reason) => ending.abort(reason) });
       if (grant) await recorder.record('grant', { review: grant.id, until: grant.grantExpiresAt });
-      limits = enforceSessionLimits(ws, connection, identity, (reason) => {
+      const sessionLimits = { ...config.sessions, ...Object.fromEntries(Object.entries(connection.access.session ?? {}).filter(([, v]) => v !== undefined)) };
+      limits = enforceSessionLimits(ws, sessionLimits, identity.expiresAt, (reason) => {
         void recorder.record('ended', { by: 'broker', reason }).catch(() => undefined);
         ending.abort(reason);
       });
