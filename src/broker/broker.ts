@@ -14,7 +14,7 @@ import { SessionService, AUDIT_STREAM } from './session-service.js';
 import { loadCheckpointSigner } from './recording/checkpoints.js';
 import { createSink, EventExporter } from './export/event-export.js';
 import { lockedError, lockFor, lockMatches, routeLocks } from './locks.js';
-import { BrokerMetrics, serveMetrics } from './metrics.js';
+import { BrokerMetrics, registerBrokerGauges, serveMetrics } from './metrics.js';
 import { enforceSessionLimits, followSession } from './session-limits.js';
 import { ReviewNotifier, type NotifyTransition } from './reviews/review-notify.js';
 import { createTokenVerifier } from './auth/verify-token.js';
@@ -73,30 +73,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const exporters = config.export.map((e) => new EventExporter(store, createSink(e), { name: e.name, batchSize: e.batchSize, logger }));
   for (const e of exporters) e.start();
   if (exporters.length > 0) logger.info({ exports: config.export.map((e) => `${e.name} (${e.type})`) }, 'exporting events');
-  metrics.gauge({
-    name: 'hoopctl_sessions_active', help: 'Sessions running on this broker now.',
-    read: () => {
-      const counts = new Map<string, { labels: Record<string, string>; value: number }>();
-      for (const s of liveSessions.values()) {
-        const key = `${s.connection.name}\0${s.connection.type}`;
-        const c = counts.get(key) ?? { labels: { connection: s.connection.name, type: s.connection.type }, value: 0 };
-        c.value++;
-        counts.set(key, c);
-      }
-      return [...counts.values()];
-    },
-  });
-  metrics.gauge({ name: 'hoopctl_reviews_pending', help: 'Reviews waiting for a decision.', read: async () => [{ value: (await store.listReviews({ status: ['pending'] })).length }] });
-  metrics.gauge({ name: 'hoopctl_locks_active', help: 'Identity locks in force.', read: async () => [{ value: (await store.activeLocks(Date.now())).length }] });
-  metrics.gauge({
-    name: 'hoopctl_export_lag_events', help: 'Events recorded but not yet delivered, per export.',
-    read: async () => Promise.all(exporters.map(async (e) => ({ labels: { export: e.name }, value: (await e.status()).lag }))),
-  });
-  metrics.gauge({
-    name: 'hoopctl_export_failures', help: 'Delivery attempts in a row that failed, per export (0: healthy).',
-    read: async () => Promise.all(exporters.map(async (e) => ({ labels: { export: e.name }, value: (await e.status()).failures }))),
-  });
-  metrics.gauge({ name: 'hoopctl_process_resident_memory_bytes', help: 'Resident set size of the broker process.', read: () => [{ value: process.memoryUsage.rss() }] });
+  registerBrokerGauges(metrics, { store, exporters, liveConnections: () => [...liveSessions.values()].map((s) => s.connection) });
   let metricsServer: Server | undefined;
   if (config.metrics) {
     const [mhost, mport] = splitHostPort(config.metrics.listen);

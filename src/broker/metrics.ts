@@ -7,6 +7,8 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Store } from './store/store.js';
+import type { EventExporter } from './export/event-export.js';
 
 type Labels = Record<string, string>;
 
@@ -58,6 +60,37 @@ export class BrokerMetrics {
     }
     return lines.join('\n') + '\n';
   }
+}
+
+/** The gauges read at scrape time: live sessions, pending reviews, locks, export health, memory. */
+export function registerBrokerGauges(
+  metrics: BrokerMetrics,
+  o: { store: Store; exporters: EventExporter[]; liveConnections(): Array<{ name: string; type: string }> },
+): void {
+  metrics.gauge({
+    name: 'hoopctl_sessions_active', help: 'Sessions running on this broker now.',
+    read: () => {
+      const counts = new Map<string, { labels: Record<string, string>; value: number }>();
+      for (const c of o.liveConnections()) {
+        const key = `${c.name}\0${c.type}`;
+        const entry = counts.get(key) ?? { labels: { connection: c.name, type: c.type }, value: 0 };
+        entry.value++;
+        counts.set(key, entry);
+      }
+      return [...counts.values()];
+    },
+  });
+  metrics.gauge({ name: 'hoopctl_reviews_pending', help: 'Reviews waiting for a decision.', read: async () => [{ value: (await o.store.listReviews({ status: ['pending'] })).length }] });
+  metrics.gauge({ name: 'hoopctl_locks_active', help: 'Identity locks in force.', read: async () => [{ value: (await o.store.activeLocks(Date.now())).length }] });
+  metrics.gauge({
+    name: 'hoopctl_export_lag_events', help: 'Events recorded but not yet delivered, per export.',
+    read: async () => Promise.all(o.exporters.map(async (e) => ({ labels: { export: e.name }, value: (await e.status()).lag }))),
+  });
+  metrics.gauge({
+    name: 'hoopctl_export_failures', help: 'Delivery attempts in a row that failed, per export (0: healthy).',
+    read: async () => Promise.all(o.exporters.map(async (e) => ({ labels: { export: e.name }, value: (await e.status()).failures }))),
+  });
+  metrics.gauge({ name: 'hoopctl_process_resident_memory_bytes', help: 'Resident set size of the broker process.', read: () => [{ value: process.memoryUsage.rss() }] });
 }
 
 /** Serves GET /metrics; resolves with the bound address. */
