@@ -8,7 +8,7 @@ import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
 import type { BrokerConfig, Connection } from './config.js';
 import { splitHostPort } from './config.js';
 import type { Identity } from './identity.js';
-import type { Store } from './store/store.js';
+import type { SessionRow, Store } from './store/store.js';
 import { SqliteStore } from './store/sqlite-store.js';
 import { SessionService, AUDIT_STREAM } from './session-service.js';
 import { loadCheckpointSigner } from './recording/checkpoints.js';
@@ -237,9 +237,14 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     if (await routeLocks(lockRoutes, req, res, identity, url)) return;
     if (req.method === 'GET' && path === '/api/v1/sessions') {
       const limit = Math.min(Number(url.searchParams.get('limit') ?? 50) || 50, 1000);
+      const status = url.searchParams.get('status') ?? undefined;
+      if (status !== undefined && !['open', 'closed', 'refused', 'failed'].includes(status)) {
+        throw new HoopError('status must be open, closed, refused or failed', { code: 'BAD_REQUEST', status: 400 });
+      }
       const list = await store.listSessions({
         subject: isAuditor(identity) ? (url.searchParams.get('subject') ?? undefined) : identity.subject,
         connection: url.searchParams.get('connection') ?? undefined,
+        status: status as SessionRow['status'] | undefined,
         limit,
       });
       return sendJson(res, 200, { sessions: list });

@@ -16,15 +16,17 @@ export function register(program: Command): void {
     .description('List recorded sessions (yours, or everyone\'s for members of the audit groups)')
     .option('--connection <name>', 'only this connection')
     .option('--subject <sub>', 'only this identity (auditors)')
+    .option('--status <status>', 'only open (running), closed, refused or failed sessions')
     .option('-n, --limit <n>', 'how many, newest first', '50')
     .option('-o, --output <format>', 'text or json', 'text')
     .option('--broker <url>', 'broker URL')
-    .addHelpText('after', '\nExample:\n  hoopctl sessions --connection pg-prod -o json')
-    .action(async (opts: { connection?: string; subject?: string; limit: string; output: string; broker?: string }) => {
+    .addHelpText('after', '\nExamples:\n  hoopctl sessions --connection pg-prod -o json\n  hoopctl sessions --status open   # what is running now (then: sessions watch / sessions end)')
+    .action(async (opts: { connection?: string; subject?: string; status?: string; limit: string; output: string; broker?: string }) => {
       const format = parseOutput(opts.output);
       const q = new URLSearchParams({ limit: opts.limit });
       if (opts.connection) q.set('connection', opts.connection);
       if (opts.subject) q.set('subject', opts.subject);
+      if (opts.status) q.set('status', opts.status);
       const { sessions } = await brokerGet<{ sessions: SessionRow[] }>(resolveBroker(opts.broker), `/api/v1/sessions?${q}`);
       if (format === 'json') return printJson(sessions);
       if (sessions.length === 0) return void process.stdout.write('no sessions\n');

@@ -44,8 +44,9 @@ async function aliceClient(through = port): Promise<{ client: pg.Client; ended: 
 }
 
 async function liveSessionOf(env: NodeJS.ProcessEnv): Promise<string> {
-  const list = JSON.parse((await runCli(['sessions', '-o', 'json'], env)).stdout) as Array<{ id: string; status: string; connection: string }>;
-  return list.find((s) => s.status === 'open' && s.connection === 'app-pg')!.id;
+  const list = JSON.parse((await runCli(['sessions', '--status', 'open', '--connection', 'app-pg', '-o', 'json'], env)).stdout) as Array<{ id: string; status: string }>;
+  expect(list.map((s) => s.status)).toEqual(['open']);
+  return list[0]!.id;
 }
 
 describe('incident response', () => {

@@ -166,6 +166,10 @@ export class SqliteStore implements Store {
       where.push('connection = ?');
       values.push(filter.connection);
     }
+    if (filter.status) {
+      where.push('status = ?');
+      values.push(filter.status);
+    }
     const sql = `SELECT * FROM sessions ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY started_at DESC, rowid DESC LIMIT ?`;
     return (this.#db.prepare(sql).all(...values, filter.limit ?? 100) as SessionRecord[]).map(toSession);
   }

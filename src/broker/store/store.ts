@@ -50,6 +50,7 @@ export interface IdentityLock {
 export interface SessionFilter {
   subject?: string;
   connection?: string;
+  status?: SessionRow['status'];
   limit?: number;
 }
 
