@@ -15,7 +15,7 @@ import { loadCheckpointSigner } from './recording/checkpoints.js';
 import { createSink, EventExporter } from './export/event-export.js';
 import { lockedError, lockFor, lockMatches, routeLocks } from './locks.js';
 import { BrokerMetrics, registerBrokerGauges, serveMetrics } from './metrics.js';
-import { enforceSessionLimits, followSession } from './session-limits.js';
+import { enforceSessionLimits, followSession, type SessionLimits } from './session-limits.js';
 import { ReviewNotifier, type NotifyTransition } from './reviews/review-notify.js';
 import { createTokenVerifier } from './auth/verify-token.js';
 import { decideAccess } from '../policy/access.js';
@@ -144,14 +144,49 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
    * Resolves the connection an identity asks for and, for just-in-time connections, the grant that lets it in now.
    * A refusal is recorded as a refused session.
    */
-  async function authorizeOpen(identity: Identity, name: string, req: IncomingMessage): Promise<{ connection: Connection; grant?: Review }> {
+  async function authorizeOpen(identity: Identity, name: string, req: IncomingMessage): Promise<{ connection: Connection; grant?: Review; release: () => void }> {
     const connection = await authorize(identity, name, req);
-    if (!connection.access.approval) return { connection };
-    const grant = await reviews.activeGrant(identity, name);
-    if (grant) return { connection, grant };
-    const reason = `connection ${name} needs an approved access request`;
-    await sessions.refuse(identity, name, connection.type, clientAddress(req), reason);
-    throw new HoopError(reason, { code: 'APPROVAL_REQUIRED', status: 403, hint: `run \`hoopctl connect ${name} --reason "…" --duration 30m\`` });
+    let grant: Review | undefined;
+    if (connection.access.approval) {
+      grant = await reviews.activeGrant(identity, name);
+      if (!grant) {
+        const reason = `connection ${name} needs an approved access request`;
+        await sessions.refuse(identity, name, connection.type, clientAddress(req), reason);
+        throw new HoopError(reason, { code: 'APPROVAL_REQUIRED', status: 403, hint: `run \`hoopctl connect ${name} --reason "…" --duration 30m\`` });
+      }
+    }
+    return { connection, grant, release: await takeSessionSlot(identity, connection, req) };
+  }
+
+  /**
+   * `maxConcurrent`: a slot per session of one identity on one connection, taken before the tunnel opens (so a
+   * burst of opens cannot slip past the count) and given back when the session ends. Returns the release.
+   */
+  const sessionSlots = new Map<string, number>();
+  async function takeSessionSlot(identity: Identity, connection: Connection, req: IncomingMessage): Promise<() => void> {
+    const max = limitsOf(connection).maxConcurrent;
+    if (max === undefined) return () => undefined;
+    const key = `${connection.name}\0${identity.issuer}\0${identity.subject}`;
+    const open = sessionSlots.get(key) ?? 0;
+    if (open >= max) {
+      const reason = `${identity.name} already has ${open} session(s) open on ${connection.name}, the most this connection allows at once`;
+      await sessions.refuse(identity, connection.name, connection.type, clientAddress(req), reason);
+      throw new HoopError(reason, { code: 'ACCESS_DENIED', status: 403, hint: 'close a session first (hoopctl sessions --status open)' });
+    }
+    sessionSlots.set(key, open + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (sessionSlots.get(key) ?? 1) - 1;
+      if (left > 0) sessionSlots.set(key, left);
+      else sessionSlots.delete(key);
+    };
+  }
+
+  /** A connection's session limits: its own `access.session`, field by field over the top-level `sessions`. */
+  function limitsOf(connection: Connection): SessionLimits {
+    return { ...config.sessions, ...Object.fromEntries(Object.entries(connection.access.session ?? {}).filter(([, v]) => v !== undefined)) };
   }
 
   /** Resolves the connection an identity asks for; a refusal is recorded as a refused session. */
@@ -299,11 +334,20 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     if (!m) return refuse(errors.notFound('tunnel endpoint'));
     (async () => {
       const identity = await authenticate(req);
-      const { connection, grant } = await authorizeOpen(identity, m[1]!, req);
+      const { connection, grant, release } = await authorizeOpen(identity, m[1]!, req);
+      let started = false;
+      // A handshake that fails never reaches runTunnel: its session slot is given back when the socket goes.
+      socket.once('close', () => {
+        if (!started) release();
+      });
       wss.handleUpgrade(req, socket, head, (ws) => {
+        started = true;
         const session = runTunnel(ws, req, identity, connection, grant);
         running.add(session);
-        void session.finally(() => running.delete(session));
+        void session.finally(() => {
+          running.delete(session);
+          release();
+        });
       });
     })().catch((e: unknown) => {
       if (e instanceof HoopError) return refuse(e);
@@ -365,8 +409,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       const ending = new AbortController();
       liveSessions.set(row.id, { recorder, identity, connection, grantId: grant?.id, end: (reason) => ending.abort(reason) });
       if (grant) await recorder.record('grant', { review: grant.id, until: grant.grantExpiresAt });
-      const sessionLimits = { ...config.sessions, ...Object.fromEntries(Object.entries(connection.access.session ?? {}).filter(([, v]) => v !== undefined)) };
-      limits = enforceSessionLimits(ws, sessionLimits, identity.expiresAt, (reason) => {
+      limits = enforceSessionLimits(ws, limitsOf(connection), identity.expiresAt, (reason) => {
         void recorder.record('ended', { by: 'broker', reason }).catch(() => undefined);
         ending.abort(reason);
       });

@@ -78,6 +78,8 @@ const sessionLimitsSchema = z
     idleTimeout: duration.optional(),
     /** End the session when the access token that opened it expires (Teleport's disconnect_expired_cert). */
     endWithToken: z.boolean().optional(),
+    /** Sessions one identity may have open on a connection at once (a bot in a loop cannot open a thousand). */
+    maxConcurrent: z.number().int().min(1).optional(),
   })
   .strict();
 

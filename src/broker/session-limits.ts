@@ -14,6 +14,8 @@ export interface SessionLimits {
   idleTimeout?: number;
   /** End it when the access token that opened it expires. */
   endWithToken?: boolean;
+  /** Sessions one identity may have open on the connection at once (checked when a session opens). */
+  maxConcurrent?: number;
 }
 
 /** Arms the limits on a session's tunnel; `end` is called once with the reason. Returns the cleanup. */

@@ -19,6 +19,7 @@ beforeAll(async () => {
     extraConnections: [
       { name: 'short-pg', access: { groups: ['dba'], session: { idleTimeout: '2s', maxDuration: '5s' } } },
       { name: 'token-pg', access: { groups: ['dba'], session: { endWithToken: true } } },
+      { name: 'one-pg', access: { groups: ['dba'], session: { maxConcurrent: 1 } } },
     ],
   });
   [alice, bob] = await Promise.all([loginAs(stack, 'alice'), loginAs(stack, 'bob')]);
@@ -162,6 +163,31 @@ describe('incident response', () => {
       }
     } finally {
       await short.stop();
+    }
+  });
+
+  it('caps the sessions one identity may hold open on a connection at once (maxConcurrent), per identity', async () => {
+    const one = new CliProcess(['connect', 'one-pg', '-o', 'json'], alice);
+    try {
+      const onePort = JSON.parse((await one.waitFor(/\{.*"port".*\}\n/))[0]!).port as number;
+      const first = await aliceClient(onePort);
+      const second = new pg.Client({ host: '127.0.0.1', port: onePort, user: 'app', database: 'app', password: 'unused' });
+      await expect(second.connect()).rejects.toThrow(/alice@example\.com already has 1 session\(s\) open on one-pg/);
+      const bobsOwn = await runCli(['exec', 'one-pg', '-e', 'select 1'], bob);
+      expect(bobsOwn.code, bobsOwn.stderr).toBe(0);
+      await first.client.end();
+      await first.ended;
+      let again: Awaited<ReturnType<typeof aliceClient>> | undefined;
+      for (let i = 0; i < 20 && !again; i++) {
+        again = await aliceClient(onePort).catch(async () => {
+          await new Promise((r) => setTimeout(r, 100));
+          return undefined;
+        });
+      }
+      expect(again, 'a slot frees when the session ends').toBeDefined();
+      await again!.client.end();
+    } finally {
+      await one.stop();
     }
   });
 });
