@@ -137,11 +137,39 @@ describe('masking by column rules and detectors (contractors: redact)', () => {
     await c.end();
   });
 
-  it('refuses COPY TO STDOUT under column rules (its rows carry no column names)', async () => {
+  it('refuses COPY of a whole table under column rules (its rows carry no column names), naming the way that works', async () => {
     const out = await psql(contractors, 'copy customers to stdout');
     expect(out).toContain('42501: hoopctl: statement denied by rule "pii"');
-    const out2 = await psql(contractors, 'copy (select notes from customers) to stdout with (format csv)');
-    expect(out2).toContain('42501');
+    expect(out).toContain('copy a query (COPY (SELECT …) TO STDOUT) or name the columns');
+    const star = await psql(contractors, 'copy (select * from customers) to stdout with (format csv)');
+    expect(star).toContain('42501');
+  });
+
+  it.each([
+    ['a query, text format', "copy (select id, name, email, card from customers order by id) to stdout"],
+    ['a query, CSV with a header', 'copy (select id, name, lower(email) as mail, card from customers order by id) to stdout with (format csv, header)'],
+    ['a column list, CSV with another delimiter and NULL', "copy customers (id, name, email, card) to stdout with (format csv, delimiter ';', null 'NULL')"],
+  ])('masks COPY TO STDOUT by column when its columns are known: %s', async (_what, sql) => {
+    const out = await psql(contractors, sql);
+    expectNoRaw(out, sql);
+    const lines = out.trim().split('\n');
+    const data = lines.filter((l) => /^[12]/.test(l));
+    expect(data).toHaveLength(2);
+    // Unmasked columns come through as they are; masked ones are replaced whole, field count intact.
+    expect(data[0]).toMatch(/^1[\t,;]Alice[\t,;]/);
+    expect(data[1]).toMatch(/^2[\t,;]Bob[\t,;]/);
+    for (const line of data) expect(line).toMatch(/\[REDACTED\][\t,;]\[REDACTED\]$/);
+    if (sql.includes('header')) expect(lines[0]).toBe('id,name,mail,card');
+  });
+
+  it('masks COPY by column under \\copy too (psql writes the rows to a file on the client)', async () => {
+    const { mkdtempSync, readFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const file = join(mkdtempSync(join(tmpdir(), 'hoop-copy-')), 'export.csv');
+    const out = await psql(contractors, `\\copy (select name, email from customers order by id) to '${file}' with (format csv)`);
+    expect(out).toBe('COPY 2\n');
+    expect(readFileSync(file, 'utf8')).toBe('Alice,[REDACTED]\nBob,[REDACTED]\n');
   });
 
   it('masks values in error messages and in what is recorded of the statement', async () => {

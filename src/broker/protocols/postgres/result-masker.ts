@@ -21,6 +21,7 @@ import {
   parseRowDescription,
   type RowField,
 } from './messages.js';
+import { copyOutputColumns, maskCopyRow, type CopyColumns } from '../../../policy/copy-format.js';
 
 /** Type OIDs whose binary form carries no text: safe to pass in binary when no column rule names them. */
 const SAFE_BINARY_TYPES = new Set([
@@ -93,6 +94,8 @@ export class ResultMasker {
   readonly #portalRows = new Map<string, RowField[] | null>();
   /** Inside COPY OUT: the text rows are masked by the detectors. */
   #copyOut = false;
+  /** Inside a COPY OUT under column rules: which fields to mask, and the row format (the header row passes). */
+  #copyColumns?: CopyColumns & { headerPending: boolean };
 
   constructor(plan: MaskPlan, key: MaskKey) {
     this.#plan = plan;
@@ -176,12 +179,21 @@ export class ResultMasker {
       case BackendCode.CopyBothResponse: {
         const { format } = parseCopyResponse(frame.body);
         if (format !== 0) throw unmaskable('binary COPY output cannot be masked');
-        if (this.#plan.columns.length > 0) throw unmaskable('COPY output cannot be masked by column');
+        this.#copyColumns = undefined;
+        if (this.#plan.columns.length > 0) {
+          const { sql, statementIndex } = this.#currentStatement();
+          const columns = sql === null ? 'unknown' : copyOutputColumns(sql, this.#plan, statementIndex);
+          if (columns === 'unknown') {
+            throw unmaskable('this COPY output cannot be masked by column (copy a query, or name the columns: COPY t (a, b) TO STDOUT)');
+          }
+          if (columns.masked.some(Boolean)) this.#copyColumns = { ...columns, headerPending: columns.format.header };
+        }
         this.#copyOut = true;
         return undefined;
       }
       case BackendCode.CopyDone:
         this.#copyOut = false;
+        this.#copyColumns = undefined;
         return undefined;
       case BackendCode.CommandComplete:
       case BackendCode.EmptyQueryResponse:
@@ -252,6 +264,17 @@ export class ResultMasker {
   #storeRows(describe: Extract<Pending, { kind: 'describe' }>, fields: RowField[] | null): void {
     if (describe.target === 'statement') this.#statementRows.set(describe.name, fields);
     else this.#portalRows.set(describe.name, fields);
+  }
+
+  /** The SQL (and which of its statements) the backend is answering now. */
+  #currentStatement(): { sql: string | null; statementIndex: number } {
+    const head = this.#queue[0];
+    if (head?.kind === 'round') return { sql: head.sql, statementIndex: head.statementIndex };
+    if (head?.kind === 'execute') {
+      const bound = this.#portals.get(head.portal);
+      return { sql: bound ? (this.#statementSql.get(bound.statement) ?? null) : null, statementIndex: 0 };
+    }
+    return { sql: null, statementIndex: 0 };
   }
 
   /** The column modes for the rows of an Execute of `portal`. */
@@ -340,11 +363,20 @@ export class ResultMasker {
    * SQL NULL inside a row, so the null strategy redacts here.
    */
   #copyData(frame: ScannedFrame): Buffer | undefined {
-    if (this.#plan.detectors.length === 0) return undefined;
-    const line = frame.body.toString('utf8');
-    const strategy = this.#plan.strategy === 'null' ? 'redact' : this.#plan.strategy;
-    const r = maskText(line, this.#plan.detectors, strategy, this.#key);
-    return r.text === line || r.text === null ? undefined : createCopyData(r.text);
+    const original = frame.body.toString('utf8');
+    let line = original;
+    const columns = this.#copyColumns;
+    if (columns?.headerPending) columns.headerPending = false;
+    else if (columns) {
+      const masked = maskCopyRow(line, columns, (value) => maskWhole(value, this.#plan.strategy, this.#key));
+      if (masked === undefined) throw unmaskable('a COPY row did not have the fields its statement names, so it could not be masked');
+      line = masked;
+    }
+    if (this.#plan.detectors.length > 0) {
+      const strategy = this.#plan.strategy === 'null' ? 'redact' : this.#plan.strategy;
+      line = maskText(line, this.#plan.detectors, strategy, this.#key).text ?? line;
+    }
+    return line === original ? undefined : createCopyData(line);
   }
 }
 

@@ -7,6 +7,7 @@ import {
   type StatementInfo,
   type Verdict,
 } from '../../../policy/index.js';
+import { copyOutputColumns } from '../../../policy/copy-format.js';
 
 /** The proxy's rule name when the fast-path function call protocol is refused: the parser cannot see it. */
 export const FUNCTION_CALL_RULE = 'fastpath-function-call';
@@ -76,7 +77,7 @@ export class StatementJudge {
       const message = `approval is required (${verdict.message}) and approvals are not yet available, so the statement was refused`;
       return { verdict, refused: true, statements, clientMessage: `hoopctl: statement held for review by rule "${verdict.rule}": ${message}` };
     }
-    const copy = this.#copyOutUnderColumnMask(statements ?? []);
+    const copy = this.#copyOutUnderColumnMask(sql, statements ?? []);
     if (copy) return { verdict: copy, refused: true, statements, clientMessage: denialMessage(copy) };
     if (statements) this.#register(statements, preparedName);
     return { verdict, refused: false, statements };
@@ -118,16 +119,19 @@ export class StatementJudge {
     for (const s of statements) if (s.prepared) this.#prepared.set(s.prepared.name, s.prepared.inner);
   }
 
-  /** COPY … TO STDOUT gives rows without column names, so column rules could not be applied to them. */
-  #copyOutUnderColumnMask(statements: StatementInfo[]): Verdict | undefined {
+  /**
+   * COPY … TO STDOUT rows carry no column names: under column rules a COPY is allowed only where its columns are
+   * known from the text (a query, or a column list) — the masker then masks field by field. Others are refused.
+   */
+  #copyOutUnderColumnMask(sql: string, statements: StatementInfo[]): Verdict | undefined {
     const plan = this.#maskPlan;
     if (!plan || plan.columns.length === 0) return undefined;
-    const index = statements.findIndex((s) => s.kinds.includes('CopyStmt') && s.categories.includes('read'));
+    const index = statements.findIndex((s, i) => s.kinds.includes('CopyStmt') && s.categories.includes('read') && copyOutputColumns(sql, plan, i) === 'unknown');
     if (index < 0) return undefined;
     return {
       action: 'deny',
       rule: plan.rules[0],
-      message: 'COPY … TO STDOUT cannot be masked by column; use SELECT',
+      message: 'COPY … TO STDOUT of a whole table cannot be masked by column; copy a query (COPY (SELECT …) TO STDOUT) or name the columns (COPY t (a, b) TO STDOUT)',
       statementIndex: index,
     };
   }
