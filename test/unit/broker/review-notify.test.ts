@@ -36,4 +36,30 @@ describe('review notifications', () => {
     expect(lines.join('')).toContain('review notification not delivered');
     expect(lines.join('')).not.toContain('xoxb-very-secret');
   });
+
+  it('post the review as JSON to a webhook, only for the transitions and connections asked for', async () => {
+    const bodies: Array<Record<string, unknown>> = [];
+    const server = createServer((req, res) => {
+      let b = '';
+      req.on('data', (c) => (b += c));
+      req.on('end', () => {
+        bodies.push(JSON.parse(b) as Record<string, unknown>);
+        res.end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = new Secret(`http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`);
+    const notifier = new ReviewNotifier([{ name: 'pager', type: 'webhook', url, on: ['requested'], connections: ['pg-prod'] }], pino({ level: 'silent' }));
+    await notifier.notify(access, 'requested');
+    await notifier.notify(access, 'approved', 'bob');
+    await notifier.notify({ ...access, connection: 'pg-staging' }, 'requested');
+    server.close();
+    expect(bodies).toEqual([
+      {
+        event: 'review-requested',
+        text: reviewMessage(access, 'requested'),
+        review: { id: 'rev_a1', kind: 'access', connection: 'pg-prod', requester: 'u1', status: 'pending', reason: 'INC-42 stuck orders' },
+      },
+    ]);
+  });
 });
