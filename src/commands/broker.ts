@@ -28,7 +28,16 @@ export function register(program: Command): void {
     .requiredOption('-c, --config <file>', 'broker configuration (YAML)')
     .action((opts: { config: string }) => {
       const config = loadBrokerConfig(opts.config);
-      process.stdout.write(`config ok: ${config.connections.length} connection(s), ${config.auth.issuers.length} issuer(s)\n`);
+      const parts = [
+        `${config.connections.length} connection(s) (${config.connections.map((c) => `${c.name}: ${c.type}`).join(', ') || 'none'})`,
+        `${config.auth.issuers.length} issuer(s)`,
+        config.export.length ? `export to ${config.export.map((e) => `${e.name} (${e.type})`).join(', ')}` : 'no export',
+        config.notify.length ? `review notifications to ${config.notify.map((n) => n.name).join(', ')}` : 'no review notifications',
+        config.metrics ? `metrics on ${config.metrics.listen}` : 'no metrics listener',
+        `audit signing key ${config.audit.signingKey ? 'configured' : 'kept next to the store'}`,
+        `admins: ${config.admin.groups.join(', ') || 'none'}`,
+      ];
+      process.stdout.write(`config ok: ${parts.join('; ')}\n`);
     });
 }
 

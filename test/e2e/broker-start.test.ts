@@ -42,6 +42,22 @@ describe('hoopctl broker start', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 
+  it('summarises a good config: connections, exports, notifications, metrics, the audit key and admins (no secret)', async () => {
+    const path = writeConfig('good.yaml', {
+      auth: { issuers: [{ issuer: issuer.issuer, audience: 'urn:x' }] },
+      admin: { groups: ['sre-leads'] },
+      metrics: { listen: '127.0.0.1:9464' },
+      export: [{ name: 'archive', type: 'file', path: 'events.jsonl' }],
+      notify: [{ name: 'chat', type: 'slack', url: { value: 'https://hooks.example.com/services/T0/B0/very-secret' } }],
+      connections: [{ name: 'api', type: 'http', target: { url: 'http://127.0.0.1:9' }, access: { groups: ['dev'] } }],
+    });
+    const r = await runCli(['broker', 'check', '--config', path], env());
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe(
+      'config ok: 1 connection(s) (api: http); 1 issuer(s); export to archive (file); review notifications to chat; metrics on 127.0.0.1:9464; audit signing key kept next to the store; admins: sre-leads\n',
+    );
+  });
+
   it('says which YAML is broken', async () => {
     const r = await runCli(['broker', 'check', '--config', writeConfig('broken.yaml', 'auth: [unclosed')], env());
     expect(r.code).toBe(1);
