@@ -39,6 +39,12 @@ import { loadBrokerHostKey } from './protocols/ssh/host-keys.js';
 export interface RunningBroker {
   url: string;
   store: Store;
+  /**
+   * Takes the connections (targets, credentials, access, rules, masks, reviews, limits) of a re-read config: new
+   * sessions follow them, running ones keep what they started with. Returns the top-level sections that changed
+   * but only take effect after a restart.
+   */
+  reload(next: BrokerConfig): { connections: number; needRestart: string[] };
   close(): Promise<void>;
 }
 
@@ -88,16 +94,21 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const maskKey = config.masking.hashKey?.reveal() ?? randomBytes(32);
   const connections = new Map(config.connections.map((c) => [c.name, c]));
   // The broker is an SSH server to clients: its host key is configured, or kept next to the store.
-  const sshHostKey = config.connections.some((c) => c.type === 'ssh') || config.ssh.hostKey
-    ? loadBrokerHostKey(config.ssh.hostKey?.reveal(), `${storePath === ':memory:' ? config.baseDir : dirname(storePath)}/hoopctl-ssh-host-key`)
-    : undefined;
-  if (sshHostKey) logger.info({ fingerprint: sshHostKey.fingerprint, created: sshHostKey.created }, 'ssh host key');
-  for (const c of config.connections) {
-    // Commands typed into a shell are not judged one by one: say so where that leaves a rule easy to walk around.
-    if (c.type === 'ssh' && c.defaultAction === 'allow' && c.rules.some((r) => r.action !== 'allow' && !r.match?.shell) && !c.rules.some((r) => r.match?.shell)) {
-      logger.warn({ connection: c.name }, 'ssh connection has command rules but allows interactive shells, where commands are recorded, not judged; add a rule with match: { shell: true }');
+  let sshHostKey: ReturnType<typeof loadBrokerHostKey> | undefined;
+  /** Loads what a set of connections needs (the SSH host key) and says what in it deserves a warning. */
+  const prepareConnections = (list: Connection[]) => {
+    if (!sshHostKey && (list.some((c) => c.type === 'ssh') || config.ssh.hostKey)) {
+      sshHostKey = loadBrokerHostKey(config.ssh.hostKey?.reveal(), `${storePath === ':memory:' ? config.baseDir : dirname(storePath)}/hoopctl-ssh-host-key`);
+      logger.info({ fingerprint: sshHostKey.fingerprint, created: sshHostKey.created }, 'ssh host key');
     }
-  }
+    for (const c of list) {
+      // Commands typed into a shell are not judged one by one: say so where that leaves a rule easy to walk around.
+      if (c.type === 'ssh' && c.defaultAction === 'allow' && c.rules.some((r) => r.action !== 'allow' && !r.match?.shell) && !c.rules.some((r) => r.match?.shell)) {
+        logger.warn({ connection: c.name }, 'ssh connection has command rules but allows interactive shells, where commands are recorded, not judged; add a rule with match: { shell: true }');
+      }
+    }
+  };
+  prepareConnections(config.connections);
   const auditGroups = new Set(config.audit.groups);
   const live = new Set<Duplex>();
   let stopping = false;
@@ -261,7 +272,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       return sendJson(res, 200, { identity, auditor: isAuditor(identity), admin: isAdmin(identity) });
     }
     if (req.method === 'GET' && path === '/api/v1/connections') {
-      const list = config.connections.filter((c) => decideAccess(identity, c.access, c.name).allowed).map(describeConnection);
+      const list = [...connections.values()].filter((c) => decideAccess(identity, c.access, c.name).allowed).map(describeConnection);
       return sendJson(res, 200, { connections: list });
     }
     let m = /^\/api\/v1\/connections\/([^/]+)$/.exec(path);
@@ -474,6 +485,19 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   return {
     url,
     store,
+    reload(next) {
+      prepareConnections(next.connections);
+      connections.clear();
+      for (const c of next.connections) connections.set(c.name, c);
+      reviews.setConnections(next.connections);
+      // Secrets print as [redacted], so a changed secret alone is not noticed here; connections' secrets are reloaded.
+      const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+      const needRestart = (['server', 'store', 'auth', 'audit', 'admin', 'sessions', 'export', 'notify', 'metrics', 'masking', 'ssh', 'logging'] as const).filter(
+        (k) => !same(config[k], next[k]),
+      );
+      logger.info({ connections: next.connections.length, needRestart }, 'config reloaded');
+      return { connections: next.connections.length, needRestart };
+    },
     async close() {
       // Stop accepting, end live sessions, and let each record its close before the store goes.
       stopping = true;

@@ -9,7 +9,7 @@ export function register(program: Command): void {
     .command('start')
     .description('Start the broker: HTTP API and tunnel endpoint on one port')
     .requiredOption('-c, --config <file>', 'broker configuration (YAML)')
-    .addHelpText('after', '\nExample:\n  hoopctl broker start --config broker.yaml')
+    .addHelpText('after', '\nExample:\n  hoopctl broker start --config broker.yaml\n  kill -HUP <pid>     # re-read the connections (rules, access, masks); running sessions keep theirs')
     .action(async (opts: { config: string }) => {
       const config = loadBrokerConfig(opts.config);
       const running = await startBroker(config).catch((e: NodeJS.ErrnoException) => {
@@ -19,7 +19,20 @@ export function register(program: Command): void {
         throw e;
       });
       process.stderr.write(`broker listening on ${running.url}\n`);
+      // SIGHUP re-reads the config: new sessions follow its connections; a bad file changes nothing.
+      const onHup = () => {
+        try {
+          const r = running.reload(loadBrokerConfig(opts.config));
+          process.stderr.write(
+            `config reloaded: ${r.connections} connection(s)${r.needRestart.length ? `; ${r.needRestart.join(', ')} changed and take effect after a restart` : ''}\n`,
+          );
+        } catch (e) {
+          process.stderr.write(`config not reloaded, the running one stays: ${(e as Error).message}\n`);
+        }
+      };
+      process.on('SIGHUP', onHup);
       await waitForSignal();
+      process.off('SIGHUP', onHup);
       await running.close();
     });
   broker

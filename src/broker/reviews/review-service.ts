@@ -41,6 +41,12 @@ export class ReviewService extends EventEmitter<ReviewEvents> {
     this.#now = now;
   }
 
+  /** A reloaded config: reviews from now on follow its connections' approver rules. */
+  setConnections(connections: Connection[]): void {
+    this.#connections.clear();
+    for (const c of connections) this.#connections.set(c.name, c);
+  }
+
   /** Picks up where a previous broker run left off. */
   async start(): Promise<void> {
     const open = await this.#store.listReviews({ status: ['pending', 'approved'], limit: 100_000 });
