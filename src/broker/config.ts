@@ -88,6 +88,11 @@ const accessSchema = z
     groups: z.array(z.string().min(1)).default([]),
     clientIds: z.array(z.string().min(1)).default([]),
     subjects: z.array(z.string().min(1)).default([]),
+    /**
+     * Admit by token claims (CI jobs): every listed claim must match one of its globs, e.g.
+     * `{ repository: acme/deploy, ref: refs/heads/main, environment: production }`. `sub` can be matched too.
+     */
+    claims: z.record(z.string().min(1), z.union([z.string().min(1), z.array(z.string().min(1)).min(1)])).optional(),
     /** Just-in-time access: opening the connection needs an approved, time-boxed grant. */
     approval: approvalSchema.optional(),
     /** Limits of this connection's sessions (each field overrides the top-level `sessions`). */
@@ -185,6 +190,12 @@ const sshConnection = z
 /** HTTP and Kubernetes connections: their schemas live with their proxy, built on the broker's access and secrets. */
 const webSchemas = makeHttpConnectionSchemas(accessSchema, secretSource, reviewsSchema);
 
+/** What GitHub Actions and GitLab CI put in their job tokens: kept with the identity unless an issuer says otherwise. */
+export const DEFAULT_IDENTITY_CLAIMS = [
+  'repository', 'repository_owner', 'workflow', 'job_workflow_ref', 'ref', 'ref_type', 'environment', 'run_id', 'run_attempt',
+  'actor', 'sha', 'event_name', 'project_path', 'namespace_path', 'pipeline_id', 'job_id',
+] as const;
+
 const issuerSchema = z
   .object({
     issuer: z.url(),
@@ -199,6 +210,11 @@ const issuerSchema = z
     maxTokenLifetime: duration.default(3_600_000),
     clockTolerance: duration.default(30_000),
     groupsClaim: z.string().default('groups'),
+    /**
+     * Token claims kept with the identity: recorded with every session and matched by `access.claims` and
+     * `match.identity.claims`. The default names what CI platforms put in their tokens (GitHub Actions, GitLab CI).
+     */
+    identityClaims: z.array(z.string().min(1)).default([...DEFAULT_IDENTITY_CLAIMS]),
     /** Overrides discovery for the JWKS location (discovery is used when absent). */
     jwksUri: z.url().optional(),
   })

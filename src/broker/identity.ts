@@ -9,6 +9,8 @@ export interface Identity {
   /** Display name: email, preferred_username or the subject. */
   name: string;
   groups: string[];
+  /** Claims kept from the token (the issuer's `identityClaims`: a CI job's repository, workflow, run …). */
+  claims?: Record<string, string>;
   /** Token expiry, ms since epoch. */
   expiresAt: number;
 }

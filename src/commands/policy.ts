@@ -18,7 +18,7 @@ export function register(program: Command): void {
     .description('Dry-run the broker\'s rules: print the verdict for SQL, a shell command or an HTTP/Kubernetes request sent by an identity, and the rule that decided it')
     .requiredOption('-c, --config <file>', 'broker configuration (YAML)')
     .requiredOption('--connection <name>', 'connection whose rules apply')
-    .option('--as <attr=value>', 'identity: group=G, subject=S, client=ID (a service account), kind=human|service; repeatable', collect, [])
+    .option('--as <attr=value>', 'identity: group=G, subject=S, client=ID (a service account), kind=human|service, claim.NAME=V (a token claim); repeatable', collect, [])
     .option('-e, --execute <text>', 'what to judge: SQL (postgres), a command (ssh), "METHOD /path" (http, kubernetes)')
     .option('-f, --file <file>', 'read it from a file')
     .option('--shell', 'ssh: judge opening an interactive shell instead of a command')
@@ -93,7 +93,8 @@ export function parseIdentity(pairs: string[]): PolicyIdentity {
       identity.clientId = value;
       identity.kind = 'service';
     } else if (key === 'kind' && (value === 'human' || value === 'service')) identity.kind = value;
-    else throw new UserError(`--as: unknown attribute "${key}" (use group, subject, client or kind)`, { code: 'USAGE' });
+    else if (key.startsWith('claim.') && key.length > 'claim.'.length) identity.claims = { ...identity.claims, [key.slice('claim.'.length)]: value };
+    else throw new UserError(`--as: unknown attribute "${key}" (use group, subject, client, kind or claim.NAME)`, { code: 'USAGE' });
   }
   return identity;
 }

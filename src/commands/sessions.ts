@@ -242,6 +242,7 @@ export function renderTranscript(session: SessionRow, events: StoredEvent[]): st
   const out: string[] = [
     `session ${session.id}  ${session.connection} (${session.connectionType})`,
     `who     ${id.name} [${id.kind}${id.clientId ? `, client ${id.clientId}` : ''}; groups: ${id.groups.join(', ') || 'none'}] via ${id.issuer}`,
+    ...(id.claims ? [`claims  ${Object.entries(id.claims).map(([k, v]) => `${k}=${v}`).join('  ')}`] : []),
     `when    ${formatTime(session.startedAt)}${session.endedAt ? ` for ${formatDuration(session.endedAt - session.startedAt)}` : ' (running)'}  from ${session.clientAddr}`,
     `outcome ${session.status}: ${session.statementCount} ${session.connectionType === 'ssh' ? 'request(s)' : 'statement(s)'}, ${session.errorCount} error(s)`,
     '',

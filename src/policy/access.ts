@@ -1,12 +1,17 @@
 /**
  * Who may open a connection at all. Pure: identity facts in, a decision with its reason out.
  * Groups admit humans and machines alike; client ids admit service accounts only (a human's token
- * also names the CLI's client id, which must never widen access); subjects name single identities.
+ * also names the CLI's client id, which must never widen access); subjects name single identities; claims admit
+ * CI jobs by what their platform vouches for (repository, branch, environment).
  */
+import { globMatch } from './glob.js';
+
 export interface AccessRule {
   groups: string[];
   clientIds: string[];
   subjects: string[];
+  /** Every listed claim must match one of its globs (`sub` is the token's subject). */
+  claims?: Record<string, string | string[]>;
 }
 
 export interface AccessSubject {
@@ -14,6 +19,17 @@ export interface AccessSubject {
   kind: 'human' | 'service';
   clientId?: string;
   groups: string[];
+  claims?: Record<string, string>;
+}
+
+/** Whether an identity's claims satisfy every listed claim (each a glob or a list of globs; `sub` is the subject). */
+export function claimsMatch(wanted: Record<string, string | string[]>, who: Pick<AccessSubject, 'subject' | 'claims'>): boolean {
+  const entries = Object.entries(wanted);
+  if (entries.length === 0) return false;
+  return entries.every(([name, globs]) => {
+    const value = name === 'sub' ? who.subject : who.claims?.[name];
+    return value !== undefined && (Array.isArray(globs) ? globs : [globs]).some((g) => globMatch(g, value));
+  });
 }
 
 export type AccessDecision = { allowed: true; via: string } | { allowed: false; reason: string };
@@ -25,6 +41,7 @@ export function decideAccess(who: AccessSubject, rule: AccessRule, connection: s
     return { allowed: true, via: `client ${who.clientId}` };
   }
   if (rule.subjects.includes(who.subject)) return { allowed: true, via: `subject ${who.subject}` };
+  if (rule.claims && claimsMatch(rule.claims, who)) return { allowed: true, via: `claims ${Object.keys(rule.claims).join(', ')}` };
   const groups = who.groups.length ? who.groups.join(', ') : 'none';
   return {
     allowed: false,

@@ -67,6 +67,7 @@
  */
 import { z } from 'zod';
 import { qualifiedMatches } from './glob.js';
+import { claimsMatch } from './access.js';
 import { DETECTOR_NAMES, MASK_STRATEGIES, type MaskPlan, type MaskStrategy, type DetectorName, stricterStrategy } from './mask-plan.js';
 import {
   SQL_CATEGORIES,
@@ -93,6 +94,8 @@ export const identityMatchSchema = z.strictObject({
   subjects: stringList(nonEmpty).optional(),
   clientIds: stringList(nonEmpty).optional(),
   kind: z.enum(['human', 'service']).optional(),
+  /** Token claims (globs), all required, like `kind`: `{ ref: refs/heads/main }` for CI jobs off the main branch. */
+  claims: z.record(nonEmpty, z.union([nonEmpty, z.array(nonEmpty).min(1)])).optional(),
 });
 
 export const statementMatchSchema = z.strictObject({
@@ -171,6 +174,7 @@ export interface PolicyIdentity {
   kind: 'human' | 'service';
   clientId?: string;
   groups: string[];
+  claims?: Record<string, string>;
 }
 
 export type VerdictAction = 'allow' | 'deny' | 'review';
@@ -195,6 +199,7 @@ const SEVERITY: Record<VerdictAction, number> = { allow: 0, review: 1, deny: 2 }
 export function identityMatches(match: IdentityMatch | undefined, who: PolicyIdentity): boolean {
   if (!match) return true;
   if (match.kind !== undefined && match.kind !== who.kind) return false;
+  if (match.claims !== undefined && !claimsMatch(match.claims, who)) return false;
   const named = match.groups !== undefined || match.subjects !== undefined || match.clientIds !== undefined;
   if (!named) return true;
   if (match.groups?.some((g) => who.groups.includes(g))) return true;

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exportJWK, generateKeyPair, importJWK, SignJWT, type JWK, type JWTPayload } from 'jose';
 import { clientCredentialsLogin } from '../../src/auth/oidc.js';
 import { createTokenVerifier, type TokenVerifier } from '../../src/broker/auth/verify-token.js';
-import type { IssuerConfig } from '../../src/broker/config.js';
+import { DEFAULT_IDENTITY_CLAIMS, type IssuerConfig } from '../../src/broker/config.js';
 import { startDevIssuer, type DevIssuer } from '../../src/dev/oidc-issuer.js';
 import { HoopError } from '../../src/lib/errors.js';
 import { deviceLoginAs } from '../support/device-user.js';
@@ -52,6 +52,16 @@ describe('access token verification against a real oidc-provider', () => {
     if (token.length > 20) expect(hoop.message).not.toContain(token);
     return hoop;
   }
+
+  it('keeps a CI job\'s claims with its identity: repository, workflow, run (numbers as text), nothing unlisted', async () => {
+    const token = await forge({
+      sub: 'repo:acme/deploy:ref:refs/heads/main', client_id: undefined,
+      repository: 'acme/deploy', workflow: 'nightly', ref: 'refs/heads/main', run_id: 9876543210, actor: 'octocat', secret_thing: 'not kept',
+    });
+    const identity = await verifier.verify(token);
+    expect(identity).toMatchObject({ kind: 'service', subject: 'repo:acme/deploy:ref:refs/heads/main' });
+    expect(identity.claims).toEqual({ repository: 'acme/deploy', workflow: 'nightly', ref: 'refs/heads/main', run_id: '9876543210', actor: 'octocat' });
+  });
 
   it('verifies a genuine device-flow token to a human identity', async () => {
     const tokens = await deviceLoginAs(issuer, 'alice');
@@ -192,6 +202,7 @@ function issuerConfig(issuer: DevIssuer): IssuerConfig {
     algorithms: ['RS256', 'PS256', 'ES256', 'EdDSA'],
     maxTokenLifetime: 3_600_000,
     clockTolerance: 30_000,
+    identityClaims: [...DEFAULT_IDENTITY_CLAIMS],
     groupsClaim: 'groups',
   };
 }

@@ -140,8 +140,20 @@ function toIdentity(payload: JWTPayload, config: IssuerConfig, exp: number): Ide
     clientId,
     name: stringClaim(payload.email) ?? stringClaim(payload.preferred_username) ?? sub,
     groups: groupsOf(payload[config.groupsClaim]),
+    ...claimsOf(payload, config.identityClaims),
     expiresAt: exp * 1000,
   };
+}
+
+/** The configured claims that are present, as strings (CI tokens carry run ids as strings or numbers). */
+function claimsOf(payload: JWTPayload, names: readonly string[]): { claims?: Record<string, string> } {
+  const claims: Record<string, string> = {};
+  for (const name of names) {
+    const v = payload[name];
+    if (typeof v === 'string' && v !== '') claims[name] = v.slice(0, 512);
+    else if (typeof v === 'number' || typeof v === 'boolean') claims[name] = String(v);
+  }
+  return Object.keys(claims).length > 0 ? { claims } : {};
 }
 
 function groupsOf(value: unknown): string[] {
