@@ -23,6 +23,7 @@ connections:
     defaultAction: deny
     rules:
       - { name: no-drop, match: { statement: [DropStmt, TruncateStmt] }, action: deny }
+      - { name: migrations-from-main, match: { statement: [CreateStmt], identity: { claims: { ref: refs/heads/main } } }, action: allow }
       - { name: unbounded-delete, match: { statement: [DeleteStmt, UpdateStmt], where: absent }, action: review }
       - { name: analysts-read, match: { identity: { groups: [analysts] }, category: [read] }, action: allow }
       - { name: dba-all, match: { identity: { groups: [dba] } }, action: allow }
@@ -69,6 +70,14 @@ describe('hoopctl policy check', () => {
     expect((await check(['group=analysts'], 'select * from orders')).stdout).toMatch(/^ALLOW by rule "analysts-read"/);
     expect((await check(['group=analysts'], 'insert into orders values (1)')).stdout).toMatch(/^DENY \(default action\)/);
     expect((await check(['group=analysts'], 'select 1')).stdout).toContain('masking for this identity: redact; columns email; detectors credit_card');
+  });
+
+  it('judges a CI job by its token claims (claim.NAME=VALUE)', async () => {
+    expect((await check(['kind=service', 'claim.repository=acme/deploy', 'claim.ref=refs/heads/main'], 'create table t (id int)')).stdout).toMatch(/^ALLOW by rule "migrations-from-main"/);
+    expect((await check(['kind=service', 'claim.ref=refs/heads/feature'], 'create table t (id int)')).stdout).toMatch(/^DENY \(default action\)/);
+    const bad = await check(['claim.=x'], 'select 1');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('claim.NAME');
   });
 
   it('gives json and an exit status scripts can test with --expect', async () => {
