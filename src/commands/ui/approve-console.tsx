@@ -325,6 +325,8 @@ function ReviewDetail({ review, me, now }: { review: Review; me: Identity; now: 
     ['Identity type', who.kind === 'human' ? 'human' : 'service (non-human identity)'],
     ['Client id', who.clientId ?? '—'],
     ['Groups', who.groups.length > 0 ? who.groups.join(', ') : '—'],
+    // A CI job's token names the job: approvers see which repository, branch and run asks.
+    ...(who.claims ? [['Job', Object.entries(who.claims).map(([k, v]) => `${k}=${v}`).join(' · ')] as [string, string]] : []),
     ['Connection', review.connection],
   ];
   if (review.kind === 'statement') rows.push(['Statement', review.statement ?? '(not recorded)']);

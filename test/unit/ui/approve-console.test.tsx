@@ -165,6 +165,14 @@ describe('ApproveConsole detail view', () => {
     await eventually(() => expect(ui.selected()).toContain('rv-2'));
   });
 
+  it('names the CI job behind a request: repository, branch and run from its token', async () => {
+    const job = { ...accessReview('rv-2').requester, claims: { repository: 'acme/etl', ref: 'refs/heads/main', run_id: '4242' } };
+    const ui = setup({ reviews: [accessReview('rv-2', { requester: job })] });
+    await press(ui.stdin, KEY.enter);
+    await eventually(() => expect(ui.see()).toContain('Review rv-2 · access · pending'));
+    expect(ui.see()).toMatch(/Job +repository=acme\/etl · ref=refs\/heads\/main · run_id=4242/);
+  });
+
   it('lists decisions so far with who, what and why', async () => {
     const carol = identity('carol', { groups: ['oncall'] });
     const ui = setup({
