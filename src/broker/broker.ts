@@ -195,6 +195,18 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     };
   }
 
+  /** `?claim=run_id=4242` filters → `{ run_id: '4242' }`; a malformed one is a 400. */
+  function claimFilter(pairs: string[]): Record<string, string> | undefined {
+    if (pairs.length === 0) return undefined;
+    const out: Record<string, string> = {};
+    for (const p of pairs) {
+      const m = /^([A-Za-z0-9_]+)=(.*)$/.exec(p);
+      if (!m) throw new HoopError(`claim filter must be NAME=VALUE (letters, digits, _), got "${p}"`, { code: 'BAD_REQUEST', status: 400 });
+      out[m[1]!] = m[2]!;
+    }
+    return out;
+  }
+
   /** A connection's session limits: its own `access.session`, field by field over the top-level `sessions`. */
   function limitsOf(connection: Connection): SessionLimits {
     return { ...config.sessions, ...Object.fromEntries(Object.entries(connection.access.session ?? {}).filter(([, v]) => v !== undefined)) };
@@ -291,6 +303,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
         subject: isAuditor(identity) ? (url.searchParams.get('subject') ?? undefined) : identity.subject,
         connection: url.searchParams.get('connection') ?? undefined,
         status: status as SessionRow['status'] | undefined,
+        claims: claimFilter(url.searchParams.getAll('claim')),
         limit,
       });
       return sendJson(res, 200, { sessions: list });

@@ -17,16 +17,18 @@ export function register(program: Command): void {
     .option('--connection <name>', 'only this connection')
     .option('--subject <sub>', 'only this identity (auditors)')
     .option('--status <status>', 'only open (running), closed, refused or failed sessions')
+    .option('--claim <name=value>', 'only sessions whose token carried this claim (a CI run: run_id=4242); repeatable', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .option('-n, --limit <n>', 'how many, newest first', '50')
     .option('-o, --output <format>', 'text or json', 'text')
     .option('--broker <url>', 'broker URL')
     .addHelpText('after', '\nExamples:\n  hoopctl sessions --connection pg-prod -o json\n  hoopctl sessions --status open   # what is running now (then: sessions watch / sessions end)')
-    .action(async (opts: { connection?: string; subject?: string; status?: string; limit: string; output: string; broker?: string }) => {
+    .action(async (opts: { connection?: string; subject?: string; status?: string; claim: string[]; limit: string; output: string; broker?: string }) => {
       const format = parseOutput(opts.output);
       const q = new URLSearchParams({ limit: opts.limit });
       if (opts.connection) q.set('connection', opts.connection);
       if (opts.subject) q.set('subject', opts.subject);
       if (opts.status) q.set('status', opts.status);
+      for (const c of opts.claim) q.append('claim', c);
       const { sessions } = await brokerGet<{ sessions: SessionRow[] }>(resolveBroker(opts.broker), `/api/v1/sessions?${q}`);
       if (format === 'json') return printJson(sessions);
       if (sessions.length === 0) return void process.stdout.write('no sessions\n');

@@ -61,6 +61,14 @@ describe('CI job identities', () => {
     expect(transcripts).toMatch(/claims  repository=acme\/deploy {2}workflow=nightly-migrate {2}ref=refs\/heads\/main {2}run_id=4242 {2}actor=octocat {2}event_name=schedule/);
     expect(transcripts).toContain("select 'migrated' as step");
     expect(transcripts).toMatch(/refused\s+service account repo:mallory\/deploy/);
+
+    // An auditor asks what one run did.
+    const run = JSON.parse((await runCli(['sessions', '--claim', 'run_id=4242', '--claim', 'repository=acme/deploy', '-o', 'json'], alice)).stdout) as Array<{ identity: { claims: Record<string, string> }; statementCount: number }>;
+    expect(run).toHaveLength(1);
+    expect(run[0]).toMatchObject({ identity: { claims: { run_id: '4242', workflow: 'nightly-migrate' } }, statementCount: 1 });
+    const bad = await runCli(['sessions', '--claim', 'run-id'], alice);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain('claim filter must be NAME=VALUE');
   });
 
   it('lets a rule tell jobs apart by their claims: DDL from a release branch is denied, from main allowed', async () => {

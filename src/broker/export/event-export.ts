@@ -36,7 +36,7 @@ export interface ExportedEvent {
   type: string;
   data: Record<string, unknown>;
   hash: string;
-  session?: { connection: string; connectionType: string; subject: string; name: string; kind: string };
+  session?: { connection: string; connectionType: string; subject: string; name: string; kind: string; claims?: Record<string, string> };
 }
 
 /** Event types a SIEM should see as warnings (syslog severity 4) rather than information (6). */
@@ -221,7 +221,12 @@ export class EventExporter {
     let session = this.#sessions.get(e.stream);
     if (session === undefined) {
       const row: SessionRow | undefined = await this.#store.getSession(e.stream);
-      session = row ? { connection: row.connection, connectionType: row.connectionType, subject: row.identity.subject, name: row.identity.name, kind: row.identity.kind } : null;
+      session = row
+        ? {
+            connection: row.connection, connectionType: row.connectionType, subject: row.identity.subject, name: row.identity.name, kind: row.identity.kind,
+            ...(row.identity.claims ? { claims: row.identity.claims } : {}),
+          }
+        : null;
       if (this.#sessions.size > 10_000) this.#sessions.clear();
       this.#sessions.set(e.stream, session);
     }

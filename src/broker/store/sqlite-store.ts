@@ -170,6 +170,11 @@ export class SqliteStore implements Store {
       where.push('status = ?');
       values.push(filter.status);
     }
+    for (const [name, value] of Object.entries(filter.claims ?? {})) {
+      if (!/^[A-Za-z0-9_]+$/.test(name)) throw new Error(`not a claim name: ${name}`);
+      where.push(`json_extract(identity, '$.claims.${name}') = ?`);
+      values.push(value);
+    }
     const sql = `SELECT * FROM sessions ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY started_at DESC, rowid DESC LIMIT ?`;
     return (this.#db.prepare(sql).all(...values, filter.limit ?? 100) as SessionRecord[]).map(toSession);
   }

@@ -51,6 +51,8 @@ export interface SessionFilter {
   subject?: string;
   connection?: string;
   status?: SessionRow['status'];
+  /** Token claims the identity must carry (a CI run: `{ run_id: '4242' }`). */
+  claims?: Record<string, string>;
   limit?: number;
 }
 
