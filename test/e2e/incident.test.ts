@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { SignJWT, importJWK } from 'jose';
-import { APP_PASSWORD, AUDIENCE, CliProcess, loginAs, runCli, startStack, type Stack } from '../support/stack.js';
+import { APP_PASSWORD, AUDIENCE, CliProcess, loginAs, readText, runCli, startStack, type Stack } from '../support/stack.js';
 
 /**
  * Incident response through the broker process: an admin (bob, group `leads`) ends a live session and locks an
@@ -16,6 +16,8 @@ let port: number;
 
 beforeAll(async () => {
   stack = await startStack({
+    // The broker's stdout is this test's broker log: events exported there as JSON lines, one per line.
+    extraConfig: { export: [{ name: 'console', type: 'stdout' }] },
     extraConnections: [
       { name: 'short-pg', access: { groups: ['dba'], session: { idleTimeout: '2s', maxDuration: '5s' } } },
       { name: 'token-pg', access: { groups: ['dba'], session: { endWithToken: true } } },
@@ -119,6 +121,14 @@ describe('incident response', () => {
       ['session-ended', 'bob'], ['lock-created', 'bob'], ['lock-lifted', 'bob'], ['lock-created', 'bob'], ['lock-lifted', 'bob'],
     ]);
     expect(JSON.stringify(events)).not.toContain(APP_PASSWORD);
+
+    // The same audit events reached the stdout export, as JSON lines a log shipper can read.
+    let exported: Array<{ stream: string; type: string; data: Record<string, unknown> }> = [];
+    for (let i = 0; i < 50 && !exported.some((e) => e.type === 'lock-lifted'); i++) {
+      exported = readText(stack.brokerLogPath).split('\n').filter((l) => l.startsWith('{"stream":')).map((l) => JSON.parse(l));
+      if (!exported.some((e) => e.type === 'lock-lifted')) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(exported.filter((e) => e.stream === 'audit' && e.type.startsWith('lock-')).map((e) => e.type)).toEqual(['lock-created', 'lock-lifted', 'lock-created', 'lock-lifted']);
   });
 
   it('ends a session idle past its connection\'s idleTimeout, and a busy one at its maxDuration', async () => {
