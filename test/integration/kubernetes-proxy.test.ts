@@ -255,11 +255,38 @@ describe('kubectl port-forward through the gate', () => {
     expect(api.seen.slice(before).some((s) => s.url.endsWith('/portforward'))).toBe(false);
   });
 
-  it('refuses plain SPDY (KUBECTL_PORT_FORWARD_WEBSOCKETS=false), which it could not read, and says how to get through', async () => {
+  it('forwards over plain SPDY too (KUBECTL_PORT_FORWARD_WEBSOCKETS=false, older kubectl), held and recorded the same way', async () => {
+    reviews.next = () => ({ approved: true, reviewId: 'rev_pf3', message: 'approved' });
     const held = reviews.held.length;
+    const before = gate.events.length;
     const pf = portForward(['-n', 'default', 'pod/web', ':8080'], { KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' });
-    expect(await pf.exited).not.toBe(0);
-    expect(pf.stderr).toContain('do not set KUBECTL_PORT_FORWARD_WEBSOCKETS=false');
+    try {
+      const port = await pf.localPort(8080);
+      expect(port, pf.stderr).toBeDefined();
+      expect(reviews.held.length, 'one hold, for the SPDY request').toBe(held + 1);
+      expect((await curl(`http://127.0.0.1:${port}/over-spdy`)).stdout).toBe('hello from the pod, you asked for /over-spdy\n');
+    } finally {
+      pf.stop();
+      await pf.exited;
+    }
+    const mine = () => gate.events.slice(before);
+    const done = () => mine().some((e) => e.type === 'port-forward' && e.data.action === 'close') && mine().some((e) => e.type === 'request' && e.data.status === 101);
+    for (let i = 0; i < 100 && !done(); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(mine().find((e) => e.type === 'port-forward' && e.data.action === 'close')?.data).toMatchObject({ port: 8080, bytesToPod: expect.any(Number), bytesFromPod: expect.any(Number) });
+    const req = mine().find((e) => e.type === 'request' && String(e.data.path).endsWith('/portforward') && e.data.status === 101);
+    expect(req?.data).toMatchObject({ upgrade: 'spdy/3.1', protocol: 'SPDY/3.1+portforward.k8s.io', verdict: 'review', review: 'rev_pf3' });
+    expect(api.seen.filter((s) => s.url.endsWith('/portforward')).at(-1)?.headers.authorization).toBe(`Bearer ${TOKEN}`);
+  });
+
+  it('refuses exec over plain SPDY (KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false), which it does not read, and says how to get through', async () => {
+    const held = reviews.held.length;
+    const spdy = await new Promise<Run>((resolve) => {
+      execFile(KUBECTL, ['--request-timeout=20s', 'exec', 'worker', '-n', 'default', '--', 'echo', 'hi'], {
+        env: { PATH: process.env.PATH, HOME: dir, KUBECONFIG: kubeconfig, KUBECTL_REMOTE_COMMAND_WEBSOCKETS: 'false' }, encoding: 'utf8', timeout: 40_000,
+      }, (err, stdout, stderr) => resolve({ code: err ? 1 : 0, stdout, stderr }));
+    });
+    expect(spdy.code).not.toBe(0);
+    expect(spdy.stderr).toContain('do not set KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false');
     expect(reviews.held.length, 'nothing is put to a reviewer for a stream that would be refused anyway').toBe(held);
   });
 });

@@ -165,6 +165,7 @@ export async function startFakeKubeApiServer(o: FakeKubeOptions): Promise<FakeKu
     },
   });
   const portForwardUpgrades = new WeakSet<IncomingMessage>();
+  const rawUpgrades = new Set<import('node:stream').Duplex>();
   wss.on('headers', (headers, req) => {
     if (portForwardUpgrades.has(req)) headers.push(`Sec-WebSocket-Protocol: ${PORT_FORWARD_PROTOCOL}`);
   });
@@ -176,6 +177,14 @@ export async function startFakeKubeApiServer(o: FakeKubeOptions): Promise<FakeKu
     };
     if (!authorized(req)) return reject(401, status(401, 'Unauthorized', 'Unauthorized'));
     const url = new URL(req.url ?? '/', 'http://kube');
+    if (/^\/api\/v1\/namespaces\/[^/]+\/pods\/[^/]+\/portforward$/.test(url.pathname) && /^spdy\/3\.1$/i.test(String(req.headers.upgrade))) {
+      // kubectl before 1.31, or with KUBECTL_PORT_FORWARD_WEBSOCKETS=false: SPDY on the upgraded connection itself.
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n');
+      if (head.length > 0) socket.unshift(head);
+      rawUpgrades.add(socket);
+      socket.once('close', () => rawUpgrades.delete(socket));
+      return runPortForward(overSocket(socket), portForward);
+    }
     if (/^\/api\/v1\/namespaces\/[^/]+\/pods\/[^/]+\/portforward$/.test(url.pathname)) {
       const offered = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
       if (!offered.includes(PORT_FORWARD_PROTOCOL)) return reject(400, status(400, 'BadRequest', `this test API server forwards ports over ${PORT_FORWARD_PROTOCOL} only`));
@@ -183,7 +192,7 @@ export async function startFakeKubeApiServer(o: FakeKubeOptions): Promise<FakeKu
       // header is taken out of ws's sight and the chosen protocol put back into the 101 answer.
       delete req.headers['sec-websocket-protocol'];
       portForwardUpgrades.add(req);
-      return wss.handleUpgrade(req, socket, head, (ws) => runPortForward(ws, portForward));
+      return wss.handleUpgrade(req, socket, head, (ws) => runPortForward(overWebSocket(ws), portForward));
     }
     if (!/^\/api\/v1\/namespaces\/[^/]+\/pods\/[^/]+\/exec$/.test(url.pathname)) return reject(404, status(404, 'NotFound', 'not found'));
     wss.handleUpgrade(req, socket, head, (ws) => runExec(ws, url.searchParams));
@@ -195,25 +204,49 @@ export async function startFakeKubeApiServer(o: FakeKubeOptions): Promise<FakeKu
    * The kubelet's side of port-forward: answers each SYN_STREAM, pairs the error and data streams of a request,
    * relays the data stream to the mapped TCP port (half-closes both ways), and reports a failure on the error stream.
    */
-  function runPortForward(ws: WebSocket, ports: Record<number, number>): void {
+  /** The SPDY byte stream of a port-forward: inside WebSocket messages (kubectl 1.31+) or a plain upgraded socket. */
+  interface SpdyTransport {
+    onData(cb: (chunk: Buffer) => void): void;
+    send(frame: Buffer): void;
+    kill(): void;
+    onClose(cb: () => void): void;
+  }
+  const overWebSocket = (ws: WebSocket): SpdyTransport => ({
+    onData: (cb) => ws.on('message', (d: Buffer) => cb(d)),
+    send: (frame) => void (ws.readyState === ws.OPEN && ws.send(frame)),
+    kill: () => ws.terminate(),
+    onClose: (cb) => ws.on('close', cb),
+  });
+  const overSocket = (sock: import('node:stream').Duplex): SpdyTransport => ({
+    onData: (cb) => {
+      sock.on('data', cb);
+      // The server's upgraded sockets are half-open capable: the peer going away ends this side too.
+      sock.on('end', () => sock.destroy());
+    },
+    send: (frame) => void (!sock.destroyed && sock.write(frame)),
+    kill: () => sock.destroy(),
+    onClose: (cb) => sock.on('close', cb),
+  });
+
+  function runPortForward(t: SpdyTransport, ports: Record<number, number>): void {
     const reader = new SpdyFrameReader();
     const inflater = new HeaderBlockInflater();
     const deflater = new HeaderBlockDeflater();
     const requests = new Map<string, { error?: number; data?: number; socket?: Socket }>();
     const dataStreams = new Map<number, Socket>();
     let chain = Promise.resolve();
-    const send = (frame: Buffer) => ws.readyState === ws.OPEN && ws.send(frame);
+    const send = (frame: Buffer) => t.send(frame);
     const endStream = (id: number) => send(createDataFrame(id, Buffer.alloc(0), SpdyFlag.Fin));
-    ws.on('message', (data: Buffer) => {
+    t.onData((data: Buffer) => {
       for (const f of reader.push(data)) {
         chain = chain.then(() => onFrame(f)).catch((e: unknown) => {
           if (process.env.HOOP_TEST_LOG) console.error('test API server, port-forward:', e);
-          ws.terminate();
+          t.kill();
         });
       }
-      if (reader.broken) ws.terminate();
+      if (reader.broken) t.kill();
     });
-    ws.on('close', () => {
+    t.onClose(() => {
       for (const s of dataStreams.values()) s.destroy();
       inflater.close();
       deflater.close();
@@ -318,6 +351,7 @@ export async function startFakeKubeApiServer(o: FakeKubeOptions): Promise<FakeKu
     portForward,
     async close() {
       for (const c of wss.clients) c.terminate();
+      for (const sock of rawUpgrades) sock.destroy();
       wss.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -11,12 +11,13 @@
  *
  * Upgrades: WebSocket is proxied (kubectl exec/attach since 1.30, port-forward since 1.31, any WebSocket API). Exec
  * and attach streams are recorded as terminals (asciicast `cast` events, like SSH); port-forward, SPDY carried in the
- * WebSocket, is read for which pod ports were reached and how much crossed. SPDY upgrades (kubectl's fallback, and
- * the only transport before 1.30) are refused: the broker cannot record them; a refusal repeats the decision that
- * kubectl's WebSocket attempt got a moment before, so the user sees the rule or the reviewer's reason.
+ * WebSocket, is read for which pod ports were reached and how much crossed. Port-forward over a plain SPDY upgrade
+ * (older kubectl) is relayed by hand and read the same way. Exec/attach over plain SPDY are refused (their streams are
+ * not read); a refusal repeats the decision kubectl's WebSocket attempt got a moment before, so the user sees the
+ * rule or the reviewer's reason.
  */
-import { createServer, Agent as HttpAgent, type ClientRequest, type IncomingMessage, type ServerResponse, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
-import { Agent as HttpsAgent } from 'node:https';
+import { createServer, request as httpRequest, Agent as HttpAgent, type ClientRequest, type IncomingMessage, type ServerResponse, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { randomBytes } from 'node:crypto';
 import type { Duplex, Readable } from 'node:stream';
 import type { Socket } from 'node:net';
@@ -34,7 +35,7 @@ import { parseJsonPath } from '../../../policy/http-json-mask.js';
 import type { ResolvedWebConnection } from './config.js';
 import { BodySample, bodyMode, decoderFor, isJsonType, isTextType, LineMasker, maskJsonDocument, maskPlainText, type BodyMask } from './body-masking.js';
 import { sendRefusal, writeRawRefusal, type Refusal } from './refusals.js';
-import { WsFrameObserver } from './ws-frames.js';
+import { WsFrameObserver, WsOpcode } from './ws-frames.js';
 import { execInfoFromQuery, KubeExecRecording } from './kube-exec-recording.js';
 import { KubePortForwardRecording, PORT_FORWARD_TUNNEL_PROTOCOL } from './kube-portforward-recording.js';
 
@@ -591,15 +592,21 @@ class HttpTunnelSession {
       await this.#record('request', { ...base, status: r.status, durationMs: elapsed(started), requestBytes: 0, responseBytes: bytes, error: r.message });
     };
 
-    if (protocol !== 'websocket') {
-      if (j.verdict.action === 'deny') return refuse(this.#refusalFor(j), false);
-      const earlier = protocol.startsWith('spdy/') ? recalledRefusal(refusalKey) : undefined;
+    // Port-forward over plain SPDY (kubectl before 1.31, or with KUBECTL_PORT_FORWARD_WEBSOCKETS=false) is read like
+    // the SPDY inside a WebSocket; exec over plain SPDY is not (its streams are not read here), so it is refused.
+    const spdyPortForward = protocol === 'spdy/3.1' && j.kube?.resource === 'pods' && j.kube.subresource === 'portforward';
+    if (protocol.startsWith('spdy/')) {
+      // kubectl retries over SPDY right after a refused WebSocket: it gets the same answer, not a second hold.
+      const earlier = recalledRefusal(refusalKey);
       if (earlier) return refuse(earlier, false);
+    }
+    if (protocol !== 'websocket' && !spdyPortForward) {
+      if (j.verdict.action === 'deny') return refuse(this.#refusalFor(j), false);
       return refuse(
         {
           status: 400,
           message: protocol.startsWith('spdy/')
-            ? `hoopctl: SPDY streams are not supported through the gate (they cannot be recorded); use kubectl ${j.kube?.subresource === 'portforward' ? '1.31 or newer, which forwards ports over WebSocket, and do not set KUBECTL_PORT_FORWARD_WEBSOCKETS=false' : '1.30 or newer, which streams over WebSocket, and do not set KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false'}`
+            ? 'hoopctl: exec and attach over SPDY are not supported through the gate (they cannot be recorded); use kubectl 1.30 or newer, which streams over WebSocket, and do not set KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false'
             : `hoopctl: upgrading to "${protocol}" is not supported; only WebSocket`,
           reason: 'BadRequest',
         },
@@ -632,17 +639,99 @@ class HttpTunnelSession {
     if (socket.destroyed) end();
     socket.once('close', end);
     this.#injectCredentials(req.headers, true);
-    this.#proxy.ws(req, socket as unknown as Socket, head, {}, (err: Error) => {
-      state.error = `backend: ${err.message}`;
-      state.status ??= 502;
-      this.#errorCount++;
-      end();
-    });
+    if (spdyPortForward) this.#relaySpdyUpgrade(req, socket, head, state);
+    else {
+      this.#proxy.ws(req, socket as unknown as Socket, head, {}, (err: Error) => {
+        state.error = `backend: ${err.message}`;
+        state.status ??= 502;
+        this.#errorCount++;
+        end();
+      });
+    }
     await over;
     const exec = await state.exec;
     if (exec) await exec.close().catch((e) => this.#log.error({ err: errorMessage(e) }, 'exec recording failed'));
     await state.portForward?.close().catch((e) => this.#log.error({ err: errorMessage(e) }, 'port-forward recording failed'));
     await this.#finish(state);
+  }
+
+  /**
+   * A plain SPDY upgrade (port-forward only): http-proxy-3 relays WebSocket upgrades alone, so this one is relayed
+   * by hand — the request (credentials already swapped) to the target, its 101 back, then both sockets joined and
+   * the SPDY read for the recording, as inside a WebSocket. An answer other than 101 is passed on as it is.
+   */
+  #relaySpdyUpgrade(req: IncomingMessage, client: Duplex, head: Buffer, state: UpgradeState): void {
+    const target = new URL(this.#conn.target.url);
+    const base = target.pathname === '/' ? '' : target.pathname.replace(/\/$/, '');
+    const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
+    const headers: OutgoingHttpHeaders = { ...req.headers, host: target.host };
+    const upstream = send({ method: req.method, hostname: target.hostname, port: target.port || undefined, path: `${base}${req.url ?? '/'}`, headers, agent: this.#agent });
+    const fail = (message: string) => {
+      state.error = `backend: ${message}`;
+      state.status ??= 502;
+      this.#errorCount++;
+      if (!client.destroyed) writeRawRefusal(client, this.#conn.type, { status: 502, message: `hoopctl: the backend could not be reached: ${message}`, reason: 'InternalError' });
+      state.end();
+    };
+    upstream.on('error', (e) => fail(e.message));
+    upstream.on('response', (res) => {
+      // Not upgraded (a refusal of the API server's own): its status, headers and body go back as they are.
+      state.status = res.statusCode;
+      if ((res.statusCode ?? 0) >= 400) this.#errorCount++;
+      const lines = [`HTTP/1.1 ${res.statusCode} ${res.statusMessage ?? ''}`];
+      for (let i = 0; i < res.rawHeaders.length; i += 2) lines.push(`${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}`);
+      client.write(`${lines.join('\r\n')}\r\n\r\n`);
+      res.on('data', (c: Buffer) => {
+        state.responseBytes += c.length;
+        client.write(c);
+      });
+      res.on('end', () => {
+        client.end();
+        state.end();
+      });
+    });
+    upstream.on('upgrade', (res, backend, backendHead) => {
+      state.status = res.statusCode ?? 101;
+      state.protocol = String(res.headers['x-stream-protocol-version'] ?? 'portforward.k8s.io');
+      state.base = { ...state.base, protocol: `SPDY/3.1+${state.protocol}` };
+      const lines = [`HTTP/1.1 ${res.statusCode} ${res.statusMessage ?? 'Switching Protocols'}`];
+      for (let i = 0; i < res.rawHeaders.length; i += 2) lines.push(`${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}`);
+      client.write(`${lines.join('\r\n')}\r\n\r\n`);
+      const recording = new KubePortForwardRecording(this.#ctx.recorder, state.portForwardWhere ?? {}, (reason) => {
+        state.error = reason;
+        this.#errorCount++;
+        this.#log.warn({ reason }, 'port-forward stream unreadable; connection closed');
+        client.destroy();
+        backend.destroy();
+      });
+      state.portForward = recording;
+      const fromClient = (c: Buffer) => {
+        state.requestBytes += c.length;
+        recording.fromClient({ opcode: WsOpcode.Binary, payload: c });
+      };
+      const fromServer = (c: Buffer) => {
+        state.responseBytes += c.length;
+        recording.fromServer({ opcode: WsOpcode.Binary, payload: c });
+      };
+      if (backendHead.length > 0) {
+        fromServer(backendHead);
+        client.write(backendHead);
+      }
+      if (head.length > 0) {
+        fromClient(head);
+        backend.write(head);
+      }
+      client.on('data', fromClient);
+      backend.on('data', fromServer);
+      client.pipe(backend).pipe(client);
+      backend.on('error', () => client.destroy());
+      client.on('close', () => backend.destroy());
+      backend.on('close', () => {
+        client.destroy();
+        state.end();
+      });
+    });
+    upstream.end();
   }
 
   /** Sees the backend's answer to an upgrade, and taps both directions once it switched protocols. */
