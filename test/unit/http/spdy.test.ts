@@ -4,7 +4,6 @@ import {
   headerBlockOf, parseNameValueBlock, SPDY3_DICTIONARY, SpdyFlag, SpdyFrameReader, SpdyProtocolError, SpdyRst, SpdyType, type SpdyFrame,
 } from '../../../src/broker/protocols/http/spdy.js';
 import { KubePortForwardRecording } from '../../../src/broker/protocols/http/kube-portforward-recording.js';
-import { WsOpcode } from '../../../src/broker/protocols/http/ws-frames.js';
 import { MemoryRecorder, type RecordedEvent } from '../../support/memory-recorder.js';
 
 describe('SPDY/3.1 frames', () => {
@@ -114,8 +113,8 @@ describe('port-forward recording', () => {
     const rec = new KubePortForwardRecording(new MemoryRecorder('ses_pf', events), { namespace: 'default', pod: 'web' }, (r) => unreadable.push(r));
     const a = await forwardedConnection({ requestId: '0', port: 5432, sent: 'SELECT 1', received: 'one row' });
     // One byte per WebSocket message: the SPDY stream is read across message boundaries.
-    for (const b of Buffer.concat(a.fromClient)) rec.fromClient({ opcode: WsOpcode.Binary, payload: Buffer.from([b]) });
-    for (const f of a.fromPod) rec.fromServer({ opcode: WsOpcode.Binary, payload: f });
+    for (const b of Buffer.concat(a.fromClient)) rec.fromClient(Buffer.from([b]));
+    for (const f of a.fromPod) rec.fromServer(f);
     await rec.close();
     expect(unreadable).toEqual([]);
     expect(events.map((e) => e.data)).toEqual([
@@ -128,8 +127,8 @@ describe('port-forward recording', () => {
     const events: RecordedEvent[] = [];
     const rec = new KubePortForwardRecording(new MemoryRecorder('ses_pf', events), { namespace: 'prod', pod: 'db' }, () => undefined);
     const a = await forwardedConnection({ requestId: '0', port: 9999, sent: 'x', received: '', error: 'error forwarding port 9999: connection refused' });
-    for (const f of a.fromClient.slice(0, 3)) rec.fromClient({ opcode: WsOpcode.Binary, payload: f });
-    for (const f of a.fromPod) rec.fromServer({ opcode: WsOpcode.Binary, payload: f });
+    for (const f of a.fromClient.slice(0, 3)) rec.fromClient(f);
+    for (const f of a.fromPod) rec.fromServer(f);
     await rec.close();
     expect(events.map((e) => e.data)).toEqual([
       { action: 'open', port: 9999, requestId: '0', namespace: 'prod', pod: 'db' },
@@ -141,7 +140,7 @@ describe('port-forward recording', () => {
     const events: RecordedEvent[] = [];
     const unreadable: string[] = [];
     const rec = new KubePortForwardRecording(new MemoryRecorder('ses_pf', events), {}, (r) => unreadable.push(r));
-    rec.fromClient({ opcode: WsOpcode.Binary, payload: Buffer.from('GET / HTTP/1.1\r\n\r\n') });
+    rec.fromClient(Buffer.from('GET / HTTP/1.1\r\n\r\n'));
     await rec.close();
     expect(unreadable).toHaveLength(1);
     expect(unreadable[0]).toMatch(/not SPDY\/3\.1: the stream does not start with a control frame/);
@@ -152,7 +151,7 @@ describe('port-forward recording', () => {
     const unreadable: string[] = [];
     const rec = new KubePortForwardRecording(new MemoryRecorder('ses_pf', []), {}, (r) => unreadable.push(r));
     const open = await forwardedConnection({ requestId: '0', port: 80, sent: '', received: '' });
-    rec.fromClient({ opcode: WsOpcode.Binary, payload: Buffer.concat([open.fromClient[0], createDataFrame(99, Buffer.from('smuggled'))]) });
+    rec.fromClient(Buffer.concat([open.fromClient[0], createDataFrame(99, Buffer.from('smuggled'))]));
     await rec.close();
     expect(unreadable).toEqual(['port-forward data for stream 99, which was never opened']);
   });
@@ -162,7 +161,7 @@ describe('port-forward recording', () => {
     expect(bomb.length).toBeLessThan(64 * 1024);
     const unreadable: string[] = [];
     const rec = new KubePortForwardRecording(new MemoryRecorder('ses_pf', []), {}, (r) => unreadable.push(r));
-    rec.fromClient({ opcode: WsOpcode.Binary, payload: createSynStream(1, bomb) });
+    rec.fromClient(createSynStream(1, bomb));
     await rec.close();
     expect(unreadable).toEqual([expect.stringMatching(/inflates to more than 262144 bytes/)]);
     const big = new SpdyFrameReader();
@@ -176,7 +175,7 @@ describe('port-forward recording', () => {
     const unreadable: string[] = [];
     const rec = new KubePortForwardRecording(new MemoryRecorder('ses_pf', []), {}, (r) => unreadable.push(r));
     for (let i = 0; i <= MAX_OPEN_FORWARDS; i++) {
-      rec.fromClient({ opcode: WsOpcode.Binary, payload: createSynStream(2 * i + 1, await client.deflate({ streamtype: 'data', port: '80', requestid: String(i) })) });
+      rec.fromClient(createSynStream(2 * i + 1, await client.deflate({ streamtype: 'data', port: '80', requestid: String(i) })));
     }
     await rec.close();
     expect(unreadable).toEqual([`more than ${MAX_OPEN_FORWARDS} forwarded connections open at once`]);
@@ -186,7 +185,7 @@ describe('port-forward recording', () => {
     const { deflateSync } = await import('node:zlib');
     const unreadable: string[] = [];
     const rec = new KubePortForwardRecording(new MemoryRecorder('ses_pf', []), {}, (r) => unreadable.push(r));
-    rec.fromClient({ opcode: WsOpcode.Binary, payload: createSynStream(1, deflateSync(encodeNameValueBlock({ streamtype: 'data' }), { dictionary: Buffer.from('another dictionary') })) });
+    rec.fromClient(createSynStream(1, deflateSync(encodeNameValueBlock({ streamtype: 'data' }), { dictionary: Buffer.from('another dictionary') })));
     await rec.close();
     expect(unreadable).toEqual([expect.stringMatching(/does not inflate/)]);
   });

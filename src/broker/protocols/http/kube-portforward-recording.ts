@@ -14,7 +14,6 @@
  */
 import type { SessionRecorder } from '../../recording/recorder.js';
 import { errorMessage } from '../../../lib/errors.js';
-import { WsOpcode, type WsMessage } from './ws-frames.js';
 import { controlStreamId, headerBlockOf, HeaderBlockInflater, SpdyFlag, SpdyFrameReader, SpdyType, type SpdyFrame } from './spdy.js';
 
 export const PORT_FORWARD_TUNNEL_PROTOCOL = 'spdy/3.1+portforward.k8s.io';
@@ -63,20 +62,20 @@ export class KubePortForwardRecording {
     this.#onUnreadable = onUnreadable;
   }
 
-  /** A WebSocket message kubectl sent. */
-  fromClient(m: WsMessage): void {
-    this.#push('client', m);
+  /** SPDY bytes kubectl sent (a WebSocket binary message's payload, or a chunk of a plain upgraded connection). */
+  fromClient(chunk: Buffer): void {
+    this.#push('client', chunk);
   }
 
-  /** A WebSocket message the API server sent. */
-  fromServer(m: WsMessage): void {
-    this.#push('pod', m);
+  /** SPDY bytes the API server sent. */
+  fromServer(chunk: Buffer): void {
+    this.#push('pod', chunk);
   }
 
-  #push(from: Direction, m: WsMessage): void {
-    if (this.#unreadable || m.opcode !== WsOpcode.Binary || m.payload.length === 0) return;
+  #push(from: Direction, chunk: Buffer): void {
+    if (this.#unreadable || chunk.length === 0) return;
     const reader = this.#readers[from];
-    for (const frame of reader.push(m.payload)) {
+    for (const frame of reader.push(chunk)) {
       this.#chain = this.#chain.then(() => this.#frame(from, frame)).catch((e) => this.#fail(`recording failed: ${errorMessage(e)}`));
     }
     if (reader.broken) this.#fail(`the ${from === 'client' ? "client's" : "API server's"} port-forward stream is not SPDY/3.1: ${reader.broken.message}`);

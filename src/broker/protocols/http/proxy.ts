@@ -678,9 +678,7 @@ class HttpTunnelSession {
       // Not upgraded (a refusal of the API server's own): its status, headers and body go back as they are.
       state.status = res.statusCode;
       if ((res.statusCode ?? 0) >= 400) this.#errorCount++;
-      const lines = [`HTTP/1.1 ${res.statusCode} ${res.statusMessage ?? ''}`];
-      for (let i = 0; i < res.rawHeaders.length; i += 2) lines.push(`${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}`);
-      client.write(`${lines.join('\r\n')}\r\n\r\n`);
+      client.write(responseHead(res));
       res.on('data', (c: Buffer) => {
         state.responseBytes += c.length;
         client.write(c);
@@ -694,24 +692,15 @@ class HttpTunnelSession {
       state.status = res.statusCode ?? 101;
       state.protocol = String(res.headers['x-stream-protocol-version'] ?? 'portforward.k8s.io');
       state.base = { ...state.base, protocol: `SPDY/3.1+${state.protocol}` };
-      const lines = [`HTTP/1.1 ${res.statusCode} ${res.statusMessage ?? 'Switching Protocols'}`];
-      for (let i = 0; i < res.rawHeaders.length; i += 2) lines.push(`${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}`);
-      client.write(`${lines.join('\r\n')}\r\n\r\n`);
-      const recording = new KubePortForwardRecording(this.#ctx.recorder, state.portForwardWhere ?? {}, (reason) => {
-        state.error = reason;
-        this.#errorCount++;
-        this.#log.warn({ reason }, 'port-forward stream unreadable; connection closed');
-        client.destroy();
-        backend.destroy();
-      });
-      state.portForward = recording;
+      client.write(responseHead(res));
+      const recording = this.#portForwardRecording(state, client, backend);
       const fromClient = (c: Buffer) => {
         state.requestBytes += c.length;
-        recording.fromClient({ opcode: WsOpcode.Binary, payload: c });
+        recording.fromClient(c);
       };
       const fromServer = (c: Buffer) => {
         state.responseBytes += c.length;
-        recording.fromServer({ opcode: WsOpcode.Binary, payload: c });
+        recording.fromServer(c);
       };
       if (backendHead.length > 0) {
         fromServer(backendHead);
@@ -732,6 +721,19 @@ class HttpTunnelSession {
       });
     });
     upstream.end();
+  }
+
+  /** Reads a port-forward's SPDY for the recording; a stream it cannot read ends the connection (both sockets). */
+  #portForwardRecording(state: UpgradeState, client: Duplex, backend: Duplex): KubePortForwardRecording {
+    const recording = new KubePortForwardRecording(this.#ctx.recorder, state.portForwardWhere ?? {}, (reason) => {
+      state.error = reason;
+      this.#errorCount++;
+      this.#log.warn({ reason }, 'port-forward stream unreadable; connection closed');
+      client.destroy();
+      backend.destroy();
+    });
+    state.portForward = recording;
+    return recording;
   }
 
   /** Sees the backend's answer to an upgrade, and taps both directions once it switched protocols. */
@@ -774,16 +776,10 @@ class HttpTunnelSession {
       fromServer = new WsFrameObserver((m) => void exec.then((r) => r?.fromServer(m)));
     }
     if (state.portForwardWhere && state.protocol?.toLowerCase() === PORT_FORWARD_TUNNEL_PROTOCOL) {
-      const recording = new KubePortForwardRecording(this.#ctx.recorder, state.portForwardWhere, (reason) => {
-        state.error = reason;
-        this.#errorCount++;
-        this.#log.warn({ reason }, 'port-forward stream unreadable; connection closed');
-        clientSocket.destroy();
-        backendSocket.destroy();
-      });
-      state.portForward = recording;
-      fromClient = new WsFrameObserver((m) => recording.fromClient(m), { stream: true });
-      fromServer = new WsFrameObserver((m) => recording.fromServer(m), { stream: true });
+      const recording = this.#portForwardRecording(state, clientSocket, backendSocket);
+      // The SPDY stream is the binary messages' payloads joined; message boundaries mean nothing to it.
+      fromClient = new WsFrameObserver((m) => m.opcode === WsOpcode.Binary && recording.fromClient(m.payload), { stream: true });
+      fromServer = new WsFrameObserver((m) => m.opcode === WsOpcode.Binary && recording.fromServer(m.payload), { stream: true });
     }
     clientSocket.on('data', (c: Buffer) => {
       state.requestBytes += c.length;
@@ -794,6 +790,13 @@ class HttpTunnelSession {
       fromServer?.push(c);
     });
   }
+}
+
+/** An upstream answer's status line and headers, as received, for a connection relayed by hand. */
+function responseHead(res: IncomingMessage): string {
+  const lines = [`HTTP/1.1 ${res.statusCode} ${res.statusMessage ?? ''}`];
+  for (let i = 0; i < res.rawHeaders.length; i += 2) lines.push(`${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}`);
+  return `${lines.join('\r\n')}\r\n\r\n`;
 }
 
 function elapsed(started: number): number {
