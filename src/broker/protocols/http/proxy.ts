@@ -367,13 +367,8 @@ class HttpTunnelSession {
     };
     if (j.verdict.action === 'deny') return refuse(this.#refusalFor(j));
     if (j.verdict.action === 'review') {
-      const gone = new AbortController();
-      res.once('close', () => gone.abort(new Error('client went away')));
-      const outcome = await this.#hold(j, gone.signal);
-      if (gone.signal.aborted) {
-        await this.#record('request', { ...base, status: 499, durationMs: elapsed(started), requestBytes: 0, responseBytes: 0, error: 'client went away while held' });
-        return;
-      }
+      const outcome = await this.#holdWhileConnected(j, res, base, started);
+      if (!outcome) return;
       if (!outcome.approved) return refuse({ status: 403, message: outcome.message, rule: j.verdict.rule, reviewId: outcome.reviewId }, outcome.reviewId ? { review: outcome.reviewId } : {});
       base.review = outcome.reviewId;
     }
@@ -615,13 +610,8 @@ class HttpTunnelSession {
     }
     if (j.verdict.action === 'deny') return refuse(this.#refusalFor(j), true);
     if (j.verdict.action === 'review') {
-      const gone = new AbortController();
-      socket.once('close', () => gone.abort(new Error('client went away')));
-      const outcome = await this.#hold(j, gone.signal);
-      if (gone.signal.aborted) {
-        await this.#record('request', { ...base, status: 499, durationMs: elapsed(started), requestBytes: 0, responseBytes: 0, error: 'client went away while held' });
-        return;
-      }
+      const outcome = await this.#holdWhileConnected(j, socket, base, started);
+      if (!outcome) return;
       if (!outcome.approved) return refuse({ status: 403, message: outcome.message, rule: j.verdict.rule, reviewId: outcome.reviewId }, true);
       (base as Record<string, unknown>).review = outcome.reviewId;
     }
@@ -721,6 +711,19 @@ class HttpTunnelSession {
       });
     });
     upstream.end();
+  }
+
+  /**
+   * Holds a request for review while its client waits; undefined (and a 499 recorded) when the client goes away
+   * first, which withdraws the review.
+   */
+  async #holdWhileConnected(j: Judgement, client: { once(event: 'close', cb: () => void): unknown }, base: Record<string, unknown>, started: number): Promise<HoldOutcome | undefined> {
+    const gone = new AbortController();
+    client.once('close', () => gone.abort(new Error('client went away')));
+    const outcome = await this.#hold(j, gone.signal);
+    if (!gone.signal.aborted) return outcome;
+    await this.#record('request', { ...base, status: 499, durationMs: elapsed(started), requestBytes: 0, responseBytes: 0, error: 'client went away while held' });
+    return undefined;
   }
 
   /** Reads a port-forward's SPDY for the recording; a stream it cannot read ends the connection (both sockets). */
