@@ -30,9 +30,24 @@ async function curl(url: string, args: string[] = []): Promise<Curl> {
 class ScriptedReviews implements StatementReviews {
   held: HoldRequest[] = [];
   #waiting: Array<(o: HoldOutcome) => void> = [];
-  hold(request: HoldRequest): Promise<HoldOutcome> {
+  /** Requests withdrawn because their client went away (the service withdraws on `io.signal`, as the real one does). */
+  withdrawn: HoldRequest[] = [];
+  hold(request: HoldRequest, io: { signal: AbortSignal }): Promise<HoldOutcome> {
     this.held.push(request);
-    return new Promise((resolve) => this.#waiting.push(resolve));
+    return new Promise((resolve) => {
+      let settled = false;
+      const settle = (o: HoldOutcome) => {
+        settled = true;
+        resolve(o);
+      };
+      this.#waiting.push(settle);
+      io.signal.addEventListener('abort', () => {
+        if (settled) return;
+        this.#waiting = this.#waiting.filter((r) => r !== settle);
+        this.withdrawn.push(request);
+        settle({ approved: false, message: 'withdrawn' });
+      });
+    });
   }
   async waitForHold(n: number): Promise<void> {
     for (let i = 0; i < 200 && this.held.length < n; i++) await new Promise((r) => setTimeout(r, 25));
@@ -150,6 +165,19 @@ describe('rules', () => {
     const r = await pending;
     expect(r.status).toBe(403);
     expect(JSON.parse(r.body)).toMatchObject({ error: 'hoopctl: review rev_2 rejected by carol: not today', rule: 'refunds', review: 'rev_2' });
+    expect(backend.seen.length).toBe(before);
+  });
+
+  it('withdraws a held request whose client gives up, records it as 499, and never forwards it', async () => {
+    const before = backend.seen.length;
+    const { execFile } = await import('node:child_process');
+    const gaveUp = new Promise<void>((resolve) => execFile('curl', ['-s', '--max-time', '1', '-X', 'POST', '-d', 'x=1', `${gate.url}/refunds/45`], () => resolve()));
+    await reviews.waitForHold(3);
+    await gaveUp;
+    for (let i = 0; i < 100 && reviews.withdrawn.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(reviews.withdrawn.map((h) => h.statement)).toEqual(['POST /refunds/45']);
+    for (let i = 0; i < 100 && !requests().some((e) => e.data.path === '/refunds/45'); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(requests().find((e) => e.data.path === '/refunds/45')?.data).toMatchObject({ status: 499, error: 'client went away while held' });
     expect(backend.seen.length).toBe(before);
   });
 
