@@ -15,7 +15,7 @@ import { loadCheckpointSigner } from './recording/checkpoints.js';
 import { createSink, EventExporter } from './export/event-export.js';
 import { lockedError, lockFor, lockMatches, routeLocks } from './locks.js';
 import { BrokerMetrics, registerBrokerGauges, serveMetrics } from './metrics.js';
-import { enforceSessionLimits, followSession, type SessionLimits } from './session-limits.js';
+import { enforceSessionLimits, followSession, type SessionLimits } from './live-sessions.js';
 import { ReviewNotifier, type NotifyTransition } from './reviews/review-notify.js';
 import { createTokenVerifier } from './auth/verify-token.js';
 import { decideAccess } from '../policy/access.js';

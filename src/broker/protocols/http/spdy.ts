@@ -103,7 +103,8 @@ export class SpdyFrameReader {
         return frames;
       }
       if (b.length < 8 + length) break;
-      const payload = Buffer.from(b.subarray(8, 8 + length));
+      // A view, not a copy: a port-forward's data frames are only counted, and chunks are never reused by their source.
+      const payload = b.subarray(8, 8 + length);
       const flags = b[4];
       frames.push(control ? { control, type: b.readUInt16BE(2), flags, payload } : { control, streamId: b.readUInt32BE(0) & 0x7fffffff, flags, payload });
       this.#buf = b.subarray(8 + length);
