@@ -55,3 +55,21 @@ describe('SQLite store and hash-chained recording', () => {
     expect(await store.getSession('ses_1')).toMatchObject({ status: 'failed', endedAt: 99 });
   });
 });
+
+describe('identity locks in the store', () => {
+  it('keep a lock in force until it expires or is lifted once, across a restart', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'hoop-locks-')), 'b.db');
+    let store = new SqliteStore(path);
+    const t0 = 1_000_000;
+    await store.createLock({ id: 'lock_a', target: { subject: 'alice' }, reason: 'laptop stolen', createdBy: 'bob', createdAt: t0 });
+    await store.createLock({ id: 'lock_b', target: { clientId: 'etl' }, reason: 'runaway', createdBy: 'bob', createdAt: t0, expiresAt: t0 + 60_000 });
+    await store.close();
+    store = new SqliteStore(path);
+    expect((await store.activeLocks(t0 + 1)).map((l) => l.id)).toEqual(['lock_a', 'lock_b']);
+    expect((await store.activeLocks(t0 + 60_000)).map((l) => l.id)).toEqual(['lock_a']);
+    expect(await store.liftLock('lock_a', 'carol', t0 + 5)).toMatchObject({ id: 'lock_a', liftedBy: 'carol', liftedAt: t0 + 5 });
+    expect(await store.liftLock('lock_a', 'dave', t0 + 6)).toBeUndefined();
+    expect(await store.activeLocks(t0 + 7)).toEqual([expect.objectContaining({ id: 'lock_b' })]);
+    await store.close();
+  });
+});
