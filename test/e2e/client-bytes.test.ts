@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Duplex } from 'node:stream';
-import { loginAs, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
+import { loginAs, readText, runCli, startStack, type Stack } from '../support/stack.js';
 import { startHttpBackend, type HttpBackend } from '../support/http-backend.js';
 import { startFakeKubeApiServer, type FakeKubeApiServer } from '../support/fake-kube-apiserver.js';
 import { openTunnel } from '../../src/tunnel/ws-transport.js';
@@ -138,7 +138,7 @@ describe('client bytes', () => {
     }
     expect(open).toBe(0);
     expect(total - before).toBeGreaterThanOrEqual(150);
-    const log = (await runProcess('cat', [stack.brokerLogPath], { PATH: process.env.PATH })).stdout;
+    const log = readText(stack.brokerLogPath);
     expect(log, "client bytes are never a broker error").not.toMatch(/"level":(50|60)/);
   }, 120_000);
 });

@@ -187,6 +187,8 @@ export function runProcess(cmd: string, args: string[], env: NodeJS.ProcessEnv, 
       clearTimeout(timer);
       resolvePromise({ code: code ?? -1, stdout, stderr });
     });
+    // A program that exits without reading its input (most do) closes the pipe: EPIPE here is not a failure.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(input ?? '');
   });
 }
