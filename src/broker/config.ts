@@ -8,6 +8,7 @@ import { connectionPolicyShape } from '../policy/rules.js';
 import { makeHttpConnectionSchemas, resolveWebConnection, type ResolvedHttpConnection, type ResolvedKubernetesConnection } from './protocols/http/config.js';
 import { commandPolicyShape } from '../policy/shell-rules.js';
 import { DETECTOR_NAMES, MASK_STRATEGIES } from '../policy/mask-plan.js';
+import { Secret } from '../lib/secret.js';
 import type { ExportSinkConfig } from './export/event-export.js';
 import type { NotifyTarget } from './reviews/review-notify.js';
 
@@ -17,24 +18,7 @@ import type { NotifyTarget } from './reviews/review-notify.js';
  * inspect forms are redacted, so they cannot leak through the API or a log line by accident.
  */
 
-export class Secret {
-  readonly #value: string;
-  constructor(value: string) {
-    this.#value = value;
-  }
-  reveal(): string {
-    return this.#value;
-  }
-  toJSON(): string {
-    return '[redacted]';
-  }
-  toString(): string {
-    return '[redacted]';
-  }
-  [Symbol.for('nodejs.util.inspect.custom')](): string {
-    return 'Secret([redacted])';
-  }
-}
+export { Secret };
 
 const duration = z
   .union([z.string(), z.number()])

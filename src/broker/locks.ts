@@ -6,7 +6,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
-import type { Identity } from './identity.js';
+import type { Identity } from '../api/identity.js';
 import type { IdentityLock, Store } from './store/store.js';
 import { HoopError } from '../lib/errors.js';
 import { parseDuration } from '../lib/duration.js';

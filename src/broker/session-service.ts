@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Connection } from './config.js';
-import type { Identity } from './identity.js';
+import type { Identity } from '../api/identity.js';
 import type { SessionRow, Store } from './store/store.js';
 import { StreamRecorder } from './recording/stream-recorder.js';
 import type { CheckpointSigner } from './recording/checkpoints.js';

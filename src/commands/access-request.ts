@@ -1,6 +1,6 @@
 import { brokerGet, brokerPost, accessToken } from './context.js';
 import { followReviews } from './review-stream.js';
-import type { Review } from '../broker/reviews/review.js';
+import type { Review } from '../api/review.js';
 import { UserError } from '../lib/errors.js';
 import { formatTime } from './render.js';
 

@@ -9,7 +9,7 @@ import { writeKubeconfig } from './kubeconfig.js';
 import { defaultConfigDir } from '../auth/token-store.js';
 import { join } from 'node:path';
 import { followReviews } from './review-stream.js';
-import type { Review } from '../broker/reviews/review.js';
+import type { Review } from '../api/review.js';
 
 interface ConnectionInfo {
   name: string;

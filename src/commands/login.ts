@@ -5,7 +5,7 @@ import { fetchAuthConfig } from '../auth/broker-auth-config.js';
 import { clientCredentialsLogin, deviceLogin } from '../auth/oidc.js';
 import { UserError } from '../lib/errors.js';
 import { printJson } from './render.js';
-import type { Identity } from '../broker/identity.js';
+import type { Identity } from '../api/identity.js';
 
 export function register(program: Command): void {
   program

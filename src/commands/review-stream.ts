@@ -1,4 +1,4 @@
-import type { Review } from '../broker/reviews/review.js';
+import type { Review } from '../api/review.js';
 import { USER_AGENT } from '../tunnel/ws-transport.js';
 
 /** The events of a `text/event-stream` body, as they arrive (comments and keep-alives skipped). */

@@ -3,8 +3,8 @@ import { createElement } from 'react';
 import { accessToken, brokerGet, brokerPost, parseOutput, resolveBroker } from './context.js';
 import { followReviews } from './review-stream.js';
 import { formatDuration, formatTime, printJson, renderTable } from './render.js';
-import type { Review } from '../broker/reviews/review.js';
-import type { Identity } from '../broker/identity.js';
+import type { Review } from '../api/review.js';
+import type { Identity } from '../api/identity.js';
 import { UserError } from '../lib/errors.js';
 
 export function register(program: Command): void {

@@ -9,7 +9,7 @@ import {
   type JWTVerifyGetKey,
 } from 'jose';
 import type { IssuerConfig } from '../config.js';
-import type { Identity } from '../identity.js';
+import type { Identity } from '../../api/identity.js';
 import { HoopError } from '../../lib/errors.js';
 
 /**

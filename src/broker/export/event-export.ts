@@ -14,7 +14,7 @@ import { dirname } from 'node:path';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { SessionRow, Store, StoredEvent } from '../store/store.js';
-import type { Secret } from '../config.js';
+import type { Secret } from '../../lib/secret.js';
 import { errorMessage } from '../../lib/errors.js';
 
 export type ExportSinkConfig =

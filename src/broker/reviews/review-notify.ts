@@ -4,8 +4,8 @@
  * is retried twice and logged; a review never waits on it. The URL is a secret (a Slack webhook URL is a token).
  */
 import type { Logger } from 'pino';
-import type { Secret } from '../config.js';
-import type { Review } from './review.js';
+import type { Secret } from '../../lib/secret.js';
+import type { Review } from '../../api/review.js';
 import { errorMessage } from '../../lib/errors.js';
 import { formatDurationMs } from '../../lib/duration.js';
 

@@ -1,11 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Identity } from '../identity.js';
+import type { Identity } from '../../api/identity.js';
 import type { Connection } from '../config.js';
 import { HoopError } from '../../lib/errors.js';
 import { parseDuration } from '../../lib/duration.js';
 import { optionalString, readJsonBody, sendJson } from '../http-util.js';
 import type { ReviewService } from './review-service.js';
-import type { Review, ReviewStatus } from './review.js';
+import type { Review, ReviewStatus } from '../../api/review.js';
 
 const STATUSES: ReviewStatus[] = ['pending', 'approved', 'rejected', 'expired', 'withdrawn', 'revoked', 'orphaned'];
 

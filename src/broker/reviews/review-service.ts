@@ -1,10 +1,10 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import type { Connection } from '../config.js';
-import type { Identity } from '../identity.js';
+import type { Identity } from '../../api/identity.js';
 import type { Store } from '../store/store.js';
 import { HoopError } from '../../lib/errors.js';
-import type { Review, ReviewDecision, ReviewStatus } from './review.js';
+import type { Review, ReviewDecision, ReviewStatus } from '../../api/review.js';
 
 export function newReviewId(): string {
   return `rev_${randomBytes(5).toString('hex')}`;

@@ -1,9 +1,9 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { Identity } from '../identity.js';
+import type { Identity } from '../../api/identity.js';
 import type { IdentityLock, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
-import type { Review, ReviewStatus } from '../reviews/review.js';
+import type { Review, ReviewStatus } from '../../api/review.js';
 
 /**
  * The embedded store. WAL with synchronous=NORMAL: a committed event survives a broker crash (the

@@ -1,5 +1,5 @@
-import type { Identity } from '../identity.js';
-import type { Review, ReviewKind, ReviewStatus } from '../reviews/review.js';
+import type { Identity } from '../../api/identity.js';
+import type { Review, ReviewKind, ReviewStatus } from '../../api/review.js';
 
 /**
  * Persistence for sessions and their hash-chained event streams. SQLite is the embedded default;

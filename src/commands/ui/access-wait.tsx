@@ -1,5 +1,5 @@
 import { Box, Text } from 'ink';
-import type { ReviewDecision, ReviewStatus } from '../../broker/reviews/review.js';
+import type { ReviewDecision, ReviewStatus } from '../../api/review.js';
 import { formatClock, formatCountdown, formatSpan } from './format.js';
 import { Spinner } from './spinner.js';
 

@@ -1,7 +1,7 @@
 import { Box, Text, useInput, useStdout, type Key } from 'ink';
 import { useCallback, useEffect, useRef, useState } from 'react';
-import type { Identity } from '../../broker/identity.js';
-import type { Review } from '../../broker/reviews/review.js';
+import type { Identity } from '../../api/identity.js';
+import type { Review } from '../../api/review.js';
 import { decisionRight, isActiveGrant, revokeRight, type DecisionRight } from './decision-rights.js';
 import { countApprovals, describeIdentity, formatAge, formatCountdown, formatSpan, oneLine, summarizeReview } from './format.js';
 import { editReason, ReasonPrompt, type ReasonDraft } from './reason-prompt.js';

@@ -1,5 +1,5 @@
-import type { Identity } from '../../broker/identity.js';
-import type { Review } from '../../broker/reviews/review.js';
+import type { Identity } from '../../api/identity.js';
+import type { Review } from '../../api/review.js';
 
 /**
  * What the console lets `me` do with a review. The broker enforces the same rules; the console repeats them so an

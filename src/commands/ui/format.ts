@@ -1,5 +1,5 @@
-import type { Identity } from '../../broker/identity.js';
-import type { Review } from '../../broker/reviews/review.js';
+import type { Identity } from '../../api/identity.js';
+import type { Review } from '../../api/review.js';
 
 /**
  * Text helpers for the approval screens. Pure: every time-dependent one takes `now` or a span in ms, so a

@@ -369,17 +369,8 @@ export function parseErrorResponse(body: Buffer): ErrorFields {
   return out;
 }
 
-/** @see https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-ERRORRESPONSE */
-export function createErrorResponse(f: { severity: string; code: string; message: string; detail?: string; hint?: string }): Buffer {
-  const w = new Writer();
-  w.addByte(0x53).addCString(f.severity); // S: localized severity
-  w.addByte(0x56).addCString(f.severity); // V: severity, never localized
-  w.addByte(0x43).addCString(f.code);
-  w.addByte(0x4d).addCString(f.message);
-  if (f.detail) w.addByte(0x44).addCString(f.detail);
-  if (f.hint) w.addByte(0x48).addCString(f.hint);
-  return w.addByte(0).frame(BackendCode.ErrorResponse);
-}
+// ErrorResponse is written where the error type that knows its wire form lives (no import cycle with the reader).
+export { createErrorResponse } from './errors.js';
 
 /** @see https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-NOTICERESPONSE */
 export function createNoticeResponse(f: { severity: string; code: string; message: string; hint?: string }): Buffer {

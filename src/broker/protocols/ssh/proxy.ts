@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import ssh2, { type AuthContext, type Client, type ClientChannel, type Connection as SshClientConnection, type PseudoTtyInfo, type ServerChannel, type Session } from 'ssh2';
 import type { SshConnection } from '../../config.js';
-import type { Identity } from '../../identity.js';
+import type { Identity } from '../../../api/identity.js';
 import type { SessionRecorder } from '../../recording/recorder.js';
 import { HoopError, errorMessage } from '../../../lib/errors.js';
 import { globMatch } from '../../../policy/glob.js';

@@ -1,4 +1,4 @@
-import type { Identity } from '../identity.js';
+import type { Identity } from './identity.js';
 
 /**
  * A review is a request for a human decision: a held statement (`statement`) or a time-boxed grant to open a
