@@ -4,7 +4,7 @@ import { CliProcess, loginAs, runCli, runProcess, startStack, type Stack } from 
 import { startHttpBackend, type HttpBackend } from '../support/http-backend.js';
 import { startFakeKubeApiServer, type FakeKubeApiServer } from '../support/fake-kube-apiserver.js';
 import { makeTestPki } from '../support/pki.js';
-import type { Review } from '../../src/broker/reviews/review.js';
+import type { Review } from '../../src/api/review.js';
 
 /**
  * HTTP and Kubernetes through the whole gate: the broker process with both connection types, `hoopctl connect`

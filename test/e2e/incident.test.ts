@@ -127,7 +127,7 @@ describe('incident response', () => {
       readText(stack.brokerLogPath).split('\n').filter((l) => l.startsWith('{"stream":')).map((l) => JSON.parse(l) as { stream: string; type: string })
         .filter((e) => e.stream === 'audit' && e.type.startsWith('lock-')).map((e) => e.type);
     // The export runs about once a second: wait for all four, not the first lift.
-    for (let i = 0; i < 50 && lockEvents().length < 4; i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 300 && lockEvents().length < 4; i++) await new Promise((r) => setTimeout(r, 100));
     expect(lockEvents()).toEqual(['lock-created', 'lock-lifted', 'lock-created', 'lock-lifted']);
   });
 

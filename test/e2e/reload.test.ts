@@ -23,7 +23,7 @@ afterAll(async () => {
 async function hup(expectLine: RegExp): Promise<void> {
   const before = readText(stack.brokerLogPath).length;
   stack.broker.kill('SIGHUP');
-  for (let i = 0; i < 100 && !expectLine.test(readText(stack.brokerLogPath).slice(before)); i++) await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 600 && !expectLine.test(readText(stack.brokerLogPath).slice(before)); i++) await new Promise((r) => setTimeout(r, 50));
   expect(readText(stack.brokerLogPath).slice(before)).toMatch(expectLine);
 }
 

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { BIN, CliProcess, loginAs, runCli, startStack, type Stack } from '../support/stack.js';
 import { keygen, startSshd, type TestSshd } from '../../src/dev/sshd.js';
 import { runSsh, sshOptions } from '../support/ssh-proxy-harness.js';
-import type { Review } from '../../src/broker/reviews/review.js';
+import type { Review } from '../../src/api/review.js';
 import type { SessionRow, StoredEvent } from '../../src/broker/store/store.js';
 
 /**

@@ -42,7 +42,7 @@ async function recordSession(store: SqliteStore, n: number, tag: string): Promis
 }
 
 async function until(f: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 300 && !f(); i++) await new Promise((r) => setTimeout(r, 20));
+  for (let i = 0; i < 1500 && !f(); i++) await new Promise((r) => setTimeout(r, 20));
   expect(f(), what).toBe(true);
 }
 

@@ -50,7 +50,7 @@ class ScriptedReviews implements StatementReviews {
     });
   }
   async waitForHold(n: number): Promise<void> {
-    for (let i = 0; i < 200 && this.held.length < n; i++) await new Promise((r) => setTimeout(r, 25));
+    for (let i = 0; i < 1200 && this.held.length < n; i++) await new Promise((r) => setTimeout(r, 25));
     expect(this.held.length).toBe(n);
   }
   decide(o: HoldOutcome): void {
@@ -174,9 +174,9 @@ describe('rules', () => {
     const gaveUp = new Promise<void>((resolve) => execFile('curl', ['-s', '--max-time', '1', '-X', 'POST', '-d', 'x=1', `${gate.url}/refunds/45`], () => resolve()));
     await reviews.waitForHold(3);
     await gaveUp;
-    for (let i = 0; i < 100 && reviews.withdrawn.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 1500 && reviews.withdrawn.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
     expect(reviews.withdrawn.map((h) => h.statement)).toEqual(['POST /refunds/45']);
-    for (let i = 0; i < 100 && !requests().some((e) => e.data.path === '/refunds/45'); i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 1500 && !requests().some((e) => e.data.path === '/refunds/45'); i++) await new Promise((r) => setTimeout(r, 20));
     expect(requests().find((e) => e.data.path === '/refunds/45')?.data).toMatchObject({ status: 499, error: 'client went away while held' });
     expect(backend.seen.length).toBe(before);
   });
@@ -267,7 +267,7 @@ describe('websocket', () => {
     expect(seen[0].headers.authorization).toBe(`Bearer ${SECRET}`);
     ws.close();
     await new Promise((r) => ws.once('close', r));
-    for (let i = 0; i < 100 && !requests().some((e) => e.data.path === '/ws/chat'); i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 1500 && !requests().some((e) => e.data.path === '/ws/chat'); i++) await new Promise((r) => setTimeout(r, 20));
     const ev = requests().find((e) => e.data.path === '/ws/chat');
     expect(ev?.data).toMatchObject({ method: 'GET', upgrade: 'websocket', status: 101, verdict: 'allow' });
     expect(Number(ev?.data.requestBytes)).toBeGreaterThan(0);

@@ -149,7 +149,7 @@ describe('kubectl through the gate', () => {
     const exec = api.seen.find((s) => s.url.includes('/exec'));
     expect(exec?.headers.authorization).toBe(`Bearer ${TOKEN}`);
     expect(exec?.headers['sec-websocket-protocol']).toContain('v5.channel.k8s.io');
-    for (let i = 0; i < 100 && !gate.events.some((e) => e.type === 'exec-exit'); i++) await new Promise((res) => setTimeout(res, 20));
+    for (let i = 0; i < 1500 && !gate.events.some((e) => e.type === 'exec-exit'); i++) await new Promise((res) => setTimeout(res, 20));
     const terminal = gate.events.find((e) => e.type === 'terminal');
     expect(terminal?.data).toMatchObject({ version: 2, command: 'echo hi' });
     const casts = gate.events.filter((e) => e.type === 'cast' && e.sessionId === terminal?.sessionId);
@@ -166,7 +166,7 @@ describe('kubectl through the gate', () => {
     const r = await kubectl(['exec', 'web', '-n', 'default', '--', 'fail']);
     expect(r.code).toBe(3);
     expect(r.stderr).toContain('it failed');
-    for (let i = 0; i < 100 && !gate.events.slice(before).some((e) => e.type === 'exec-exit'); i++) await new Promise((res) => setTimeout(res, 20));
+    for (let i = 0; i < 1500 && !gate.events.slice(before).some((e) => e.type === 'exec-exit'); i++) await new Promise((res) => setTimeout(res, 20));
     expect(gate.events.slice(before).find((e) => e.type === 'exec-exit')?.data).toMatchObject({ status: 'Failure', exitCode: 3 });
   });
 });
@@ -189,7 +189,7 @@ function portForward(args: string[], extraEnv: NodeJS.ProcessEnv = {}) {
     exited,
     async localPort(podPort: number): Promise<number | undefined> {
       const re = new RegExp(`Forwarding from 127\\.0\\.0\\.1:(\\d+) -> ${podPort}`);
-      for (let i = 0; i < 200 && child.exitCode === null && !re.test(stdout); i++) await new Promise((r) => setTimeout(r, 50));
+      for (let i = 0; i < 600 && child.exitCode === null && !re.test(stdout); i++) await new Promise((r) => setTimeout(r, 50));
       const m = re.exec(stdout);
       return m ? Number(m[1]) : undefined;
     },
@@ -224,7 +224,7 @@ describe('kubectl port-forward through the gate', () => {
       await pf.exited;
     }
     const forwards = () => gate.events.filter((e) => e.type === 'port-forward').map((e) => e.data);
-    for (let i = 0; i < 100 && forwards().filter((d) => d.action === 'close').length < 3; i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 1500 && forwards().filter((d) => d.action === 'close').length < 3; i++) await new Promise((r) => setTimeout(r, 20));
     const opens = forwards().filter((d) => d.action === 'open');
     expect(opens).toEqual([
       { action: 'open', port: 8080, requestId: '0', namespace: 'default', pod: 'web' },
@@ -271,7 +271,7 @@ describe('kubectl port-forward through the gate', () => {
     }
     const mine = () => gate.events.slice(before);
     const done = () => mine().some((e) => e.type === 'port-forward' && e.data.action === 'close') && mine().some((e) => e.type === 'request' && e.data.status === 101);
-    for (let i = 0; i < 100 && !done(); i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 1500 && !done(); i++) await new Promise((r) => setTimeout(r, 20));
     expect(mine().find((e) => e.type === 'port-forward' && e.data.action === 'close')?.data).toMatchObject({ port: 8080, bytesToPod: expect.any(Number), bytesFromPod: expect.any(Number) });
     const req = mine().find((e) => e.type === 'request' && String(e.data.path).endsWith('/portforward') && e.data.status === 101);
     expect(req?.data).toMatchObject({ upgrade: 'spdy/3.1', protocol: 'SPDY/3.1+portforward.k8s.io', verdict: 'review', review: 'rev_pf3' });

@@ -194,13 +194,13 @@ describe('session details', () => {
     let stderr = '';
     ssh.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     try {
-      for (let i = 0; i < 200 && !/Allocated port \d+/.test(stderr) && ssh.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50));
+      for (let i = 0; i < 600 && !/Allocated port \d+/.test(stderr) && ssh.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50));
       const port = Number(/Allocated port (\d+)/.exec(stderr)?.[1]);
       expect(port, stderr).toBeGreaterThan(0);
       // The backend host's loopback (sshd runs on this machine): the request travels back through the gate.
       const body = await (await fetch(`http://127.0.0.1:${port}/hello`)).text();
       expect(body).toBe('served on the client side: /hello\n');
-      for (let i = 0; i < 100 && !open.events.some((e) => e.type === 'forward' && e.data.direction === 'remote'); i++) await new Promise((r) => setTimeout(r, 20));
+      for (let i = 0; i < 1500 && !open.events.some((e) => e.type === 'forward' && e.data.direction === 'remote'); i++) await new Promise((r) => setTimeout(r, 20));
       expect(open.events.find((e) => e.type === 'forward-listen')?.data).toMatchObject({ direction: 'remote', bind: `localhost:${port}` });
       expect(open.events.find((e) => e.type === 'forward' && e.data.direction === 'remote')?.data).toMatchObject({ bind: `localhost:${port}`, origin: expect.stringMatching(/^127\.0\.0\.1:\d+$/) });
     } finally {
@@ -250,7 +250,7 @@ describe('tunnels that die', () => {
     await new Promise((r) => s.once('connect', r));
     await new Promise((r) => setTimeout(r, 200));
     s.destroy();
-    for (let i = 0; i < 40 && proxy.summaries.length === before; i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 600 && proxy.summaries.length === before; i++) await new Promise((r) => setTimeout(r, 100));
     expect(proxy.summaries.length).toBe(before + 1);
   });
 });

@@ -8,7 +8,7 @@ import ssh2 from 'ssh2';
 import { brokerConfigSchema, Secret, type SshConnection } from '../../src/broker/config.js';
 import { proxySshSession, type CommandReviews, type SshSessionSummary } from '../../src/broker/protocols/ssh/proxy.js';
 import { fingerprintOf, generateParsableKeyPair, type BrokerHostKey } from '../../src/broker/protocols/ssh/host-keys.js';
-import type { Identity } from '../../src/broker/identity.js';
+import type { Identity } from '../../src/api/identity.js';
 import { MemoryRecorder, type RecordedEvent } from './memory-recorder.js';
 import type { TestSshd } from '../../src/dev/sshd.js';
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { lockMatches, lockedError } from '../../../src/broker/locks.js';
 import type { IdentityLock } from '../../../src/broker/store/store.js';
-import type { Identity } from '../../../src/broker/identity.js';
+import type { Identity } from '../../../src/api/identity.js';
 
 const base = { issuer: 'https://issuer.test', name: 'x', groups: [], expiresAt: 0 };
 const bot: Identity = { ...base, subject: 'svc-1', kind: 'service', clientId: 'nightly-etl' };

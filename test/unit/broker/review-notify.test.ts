@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { ReviewNotifier, reviewMessage } from '../../../src/broker/reviews/review-notify.js';
 import { Secret } from '../../../src/broker/config.js';
-import type { Review } from '../../../src/broker/reviews/review.js';
+import type { Review } from '../../../src/api/review.js';
 
 const access: Review = {
   id: 'rev_a1', kind: 'access', connection: 'pg-prod', requester: { subject: 'u1', name: 'ada@example.com', kind: 'human', groups: [], issuer: 'i', expiresAt: 0 },

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { SqliteStore } from '../../../src/broker/store/sqlite-store.js';
 import { ReviewService } from '../../../src/broker/reviews/review-service.js';
 import { parseBrokerConfig } from '../../../src/broker/config.js';
-import type { Identity } from '../../../src/broker/identity.js';
-import type { Review } from '../../../src/broker/reviews/review.js';
+import type { Identity } from '../../../src/api/identity.js';
+import type { Review } from '../../../src/api/review.js';
 
 const person = (subject: string, groups: string[]): Identity => ({ issuer: 'https://i', subject, kind: 'human', name: subject, groups, expiresAt: 0 });
 const alice = person('alice', ['dba']);

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { PassThrough, Writable } from 'node:stream';
 import { capIdle, castOutput, castsFromEvents, playCast, toAsciicast, type Cast } from '../../../src/commands/replay-player.js';
 import type { StoredEvent } from '../../../src/broker/store/store.js';
@@ -45,21 +45,30 @@ describe('asciicast v2', () => {
 });
 
 describe('playCast', () => {
-  it('plays output in order with its timing (speed 10: ~0.5 s for 5 s)', async () => {
+  // The player's clock is faked: what is asserted is where in the recording it is, however busy the machine.
+  beforeEach(() => vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] }));
+  afterEach(() => vi.useRealTimers());
+
+  it('plays output in order with its timing (speed 10: 5.25 s of recording in 0.525 s)', async () => {
     const s = sink();
-    const t0 = performance.now();
-    expect(await playCast(cast, { speed: 10, out: s.out })).toBe('ended');
-    const took = performance.now() - t0;
+    let result: string | undefined;
+    const playing = playCast(cast, { speed: 10, out: s.out }).then((r) => (result = r));
+    await vi.advanceTimersByTimeAsync(30);
+    expect(s.text()).toBe('ab');
+    await vi.advanceTimersByTimeAsync(480);
+    expect(s.text()).toBe('ab');
+    expect(result).toBeUndefined();
+    await vi.advanceTimersByTimeAsync(20);
     expect(s.text()).toBe('abc');
-    expect(took).toBeGreaterThan(400);
-    expect(took).toBeLessThan(2000);
+    expect(await playing).toBe('ended');
   });
 
   it('skips idle time when asked', async () => {
     const s = sink();
-    const t0 = performance.now();
-    await playCast(cast, { speed: 1, maxIdle: 0.2, out: s.out });
-    expect(performance.now() - t0).toBeLessThan(1000);
+    const playing = playCast(cast, { speed: 1, maxIdle: 0.2, out: s.out });
+    // 0.2 s, then the 5 s pause capped at 0.2 s, then 0.05 s: all of it well within a second.
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(await playing).toBe('ended');
     expect(s.text()).toBe('abc');
   });
 
@@ -67,7 +76,7 @@ describe('playCast', () => {
     const keys = new PassThrough();
     const s = sink();
     const playing = playCast(cast, { speed: 1, out: s.out, keys });
-    await new Promise((r) => setTimeout(r, 300));
+    await vi.advanceTimersByTimeAsync(300);
     expect(s.text()).toBe('ab');
     keys.write(' ');
     keys.write('\x1b[C');
@@ -80,7 +89,7 @@ describe('playCast', () => {
     const keys = new PassThrough();
     const s = sink();
     const playing = playCast(cast, { speed: 1, out: s.out, keys });
-    await new Promise((r) => setTimeout(r, 300));
+    await vi.advanceTimersByTimeAsync(300);
     keys.write('\x1b[D');
     expect(s.text()).toBe('ab\x1bc');
     keys.write('q');
