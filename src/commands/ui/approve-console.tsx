@@ -126,8 +126,10 @@ export function ApproveConsole(props: ApproveConsoleProps) {
       setNotice(undefined);
       return setSection((s) => (s === 'reviews' ? 'grants' : 'reviews'));
     }
-    if (key.upArrow || input === 'k') return move(-1);
-    if (key.downArrow || input === 'j') return move(1);
+    if (key.upArrow) return move(-1);
+    if (key.downArrow) return move(1);
+    // A held key or a busy terminal delivers several presses in one read ("jjj"): each one moves.
+    if (/^[jk]+$/.test(input)) return move(input.split('').reduce((n, c) => n + (c === 'j' ? 1 : -1), 0));
     if (key.escape) return setNotice(undefined);
     const selected = section === 'reviews' ? selectedReview : selectedGrant;
     if (key.return && selected) return setDetailId(selected.id);

@@ -118,6 +118,15 @@ describe('ApproveConsole list', () => {
     expect(ui.see()).not.toContain('rv-00');
   });
 
+  it('several presses that arrive in one read (a held key, a busy terminal) each move the selection', async () => {
+    const many = Array.from({ length: 6 }, (_, i) => statementReview(`rv-${String(i).padStart(2, '0')}`, { createdAt: NOW - (100 - i) * 1000 }));
+    const ui = setup({ reviews: many });
+    ui.stdin.write('jjjj');
+    await eventually(() => expect(ui.selected()).toContain('rv-04'));
+    ui.stdin.write('kjk');
+    await eventually(() => expect(ui.selected()).toContain('rv-03'));
+  });
+
   it('q quits', async () => {
     const ui = setup();
     await press(ui.stdin, 'q');

@@ -78,8 +78,11 @@ export const tick = (ms = 20) => new Promise<void>((resolve) => setTimeout(resol
 
 export const KEY = { down: '\u001B[B', up: '\u001B[A', enter: '\r', esc: '\u001B', tab: '\t', backspace: '\u007F' } as const;
 
-/** Retries an assertion until it passes: Ink renders on its own schedule, and callbacks settle a moment later. */
-export async function eventually(assertion: () => void, timeoutMs = 2000): Promise<void> {
+/**
+ * Retries an assertion until it passes: Ink renders on its own schedule, and callbacks settle a moment later. The
+ * timeout is generous (a busy machine renders late) and is not what is asserted.
+ */
+export async function eventually(assertion: () => void, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
