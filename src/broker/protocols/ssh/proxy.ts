@@ -3,7 +3,8 @@ import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import ssh2, { type AuthContext, type Client, type ClientChannel, type Connection as SshClientConnection, type PseudoTtyInfo, type ServerChannel, type Session } from 'ssh2';
-import type { SshConnection } from '../../config.js';
+import type { SshConnection } from './config.js';
+import type { StatementReviews } from '../protocol.js';
 import type { Identity } from '../../../api/identity.js';
 import type { SessionRecorder } from '../../recording/recorder.js';
 import { HoopError, errorMessage } from '../../../lib/errors.js';
@@ -16,19 +17,8 @@ import { createLineMasker } from './line-masker.js';
 import { createSftpAuditor } from './sftp-audit.js';
 import { applyMask, ExecOutputRecording, TerminalRecording, type OutputMask } from './recordings.js';
 
-/** A command held by a `review` rule, as the broker's review machinery sees it (same shape as held SQL). */
 /** An SSH channel either side of a forward (ssh2's ClientChannel and ServerChannel both fit). */
 type RelayChannel = Duplex & { close(): void };
-
-export interface HoldRequest {
-  statement: string;
-  rule: string;
-  message: string;
-}
-export type HoldOutcome = { approved: true; reviewId: string; message: string } | { approved: false; reviewId?: string; message: string };
-export interface CommandReviews {
-  hold(request: HoldRequest, io: { notice(message: string): Promise<void>; signal: AbortSignal }): Promise<HoldOutcome>;
-}
 
 export interface SshProxyContext {
   connection: SshConnection;
@@ -39,7 +29,7 @@ export interface SshProxyContext {
   maskKey: MaskKey;
   /** Aborted (with a reason) when the session must end, e.g. its access grant ran out. */
   signal?: AbortSignal;
-  reviews?: CommandReviews;
+  reviews?: StatementReviews;
   /** The client asked not to wait for reviews (`hoopctl exec --no-wait`): a held command ends at once. */
   detachedReviews?: boolean;
 }
@@ -174,6 +164,8 @@ class SshRelay {
         }
         setTimeout(() => this.#client?.end(), 200);
       });
+      // The tunnel may already be gone: it can close while the backend's handshake was under way.
+      if (this.#stream.destroyed) return finish();
       this.#stream.once('close', () => {
         this.#client?.end();
         // ssh2 reports the client's close; this covers a tunnel that dies before the SSH handshake starts.
