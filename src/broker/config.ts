@@ -3,12 +3,12 @@ import { isAbsolute, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { UserError } from '../lib/errors.js';
-import { parseDuration } from '../lib/duration.js';
-import { connectionPolicyShape } from '../policy/rules.js';
-import { makeHttpConnectionSchemas, resolveWebConnection, type ResolvedHttpConnection, type ResolvedKubernetesConnection } from './protocols/http/config.js';
-import { commandPolicyShape } from '../policy/shell-rules.js';
-import { DETECTOR_NAMES, MASK_STRATEGIES } from '../policy/mask-plan.js';
 import { Secret } from '../lib/secret.js';
+import { duration, secretSource, sessionLimitsSchema, type AccessConfig, type ConnectionBase, type SecretSource } from './protocols/connection-schema.js';
+import { PROTOCOLS, protocolOf, type Connection } from './protocols/registry.js';
+import type { PostgresConnection } from './protocols/postgres/config.js';
+import type { SshConnection } from './protocols/ssh/config.js';
+import type { HttpConnection, KubernetesConnection } from './protocols/http/index.js';
 import type { ExportSinkConfig } from './export/event-export.js';
 import type { NotifyTarget } from './reviews/review-notify.js';
 
@@ -20,159 +20,11 @@ import type { NotifyTarget } from './reviews/review-notify.js';
 
 export { Secret };
 
-const duration = z
-  .union([z.string(), z.number()])
-  .transform((v, ctx) => {
-    try {
-      return parseDuration(v);
-    } catch (e) {
-      ctx.addIssue({ code: 'custom', message: (e as Error).message });
-      return z.NEVER;
-    }
-  });
-
-const secretSource = z.union([
-  z.object({ env: z.string().min(1) }).strict(),
-  z.object({ file: z.string().min(1) }).strict(),
-  z.object({ value: z.string() }).strict(),
-]);
-
 const exportName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'use lower-case letters, digits, ".", "_" or "-"');
 const batchSize = z.number().int().min(1).max(10_000).default(500);
-const name = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'use lower-case letters, digits, ".", "_" or "-"');
 
-const approvalSchema = z
-  .object({
-    /** Who may approve. */
-    groups: z.array(z.string().min(1)).min(1),
-    minApprovals: z.number().int().min(1).default(1),
-    /** Longest grant a requester may ask for. */
-    maxDuration: duration.default(3_600_000),
-    /** Whether the requester must give a reason. */
-    reason: z.enum(['required', 'optional']).default('required'),
-    /** A pending request expires after this long. */
-    timeout: duration.default(900_000),
-  })
-  .strict();
-
-/** How long a session may last, and how long it may sit with nothing from the client (Teleport's client_idle_timeout). */
-const sessionLimitsSchema = z
-  .object({
-    maxDuration: duration.optional(),
-    idleTimeout: duration.optional(),
-    /** End the session when the access token that opened it expires (Teleport's disconnect_expired_cert). */
-    endWithToken: z.boolean().optional(),
-    /** Sessions one identity may have open on a connection at once (a bot in a loop cannot open a thousand). */
-    maxConcurrent: z.number().int().min(1).optional(),
-  })
-  .strict();
-
-const accessSchema = z
-  .object({
-    groups: z.array(z.string().min(1)).default([]),
-    clientIds: z.array(z.string().min(1)).default([]),
-    subjects: z.array(z.string().min(1)).default([]),
-    /**
-     * Admit by token claims (CI jobs): every listed claim must match one of its globs, e.g.
-     * `{ repository: acme/deploy, ref: refs/heads/main, environment: production }`. `sub` can be matched too.
-     */
-    claims: z.record(z.string().min(1), z.union([z.string().min(1), z.array(z.string().min(1)).min(1)])).optional(),
-    /** Just-in-time access: opening the connection needs an approved, time-boxed grant. */
-    approval: approvalSchema.optional(),
-    /** Limits of this connection's sessions (each field overrides the top-level `sessions`). */
-    session: sessionLimitsSchema.optional(),
-  })
-  .strict();
-
-/** Who decides statements held by a `review` rule, and how long a held statement waits. */
-const reviewsSchema = z
-  .object({
-    groups: z.array(z.string().min(1)).min(1),
-    minApprovals: z.number().int().min(1).default(1),
-    timeout: duration.default(600_000),
-    /** Whether approvers must give a reason to approve (rejecting always needs one). */
-    reason: z.enum(['required', 'optional']).default('optional'),
-  })
-  .strict();
-
-const postgresConnection = z
-  .object({
-    name,
-    type: z.literal('postgres'),
-    description: z.string().optional(),
-    target: z
-      .object({
-        host: z.string().min(1),
-        port: z.number().int().min(1).max(65535).default(5432),
-        database: z.string().min(1),
-        sslmode: z.enum(['disable', 'prefer', 'require', 'verify-ca', 'verify-full']).default('prefer'),
-        sslrootcert: z.string().optional(),
-        connectTimeout: duration.default(10_000),
-      })
-      .strict(),
-    credentials: z.object({ user: z.string().min(1), password: secretSource.optional() }).strict(),
-    access: accessSchema,
-    reviews: reviewsSchema.optional(),
-    /** Statement and masking rules (src/policy/rules.ts documents the schema). */
-    ...connectionPolicyShape,
-  })
-  .strict();
-
-/** A pinned SSH host key: the public key line (`ssh-ed25519 AAAA…`) or its `SHA256:…` fingerprint. */
-const pinnedHostKey = z
-  .string()
-  .trim()
-  .regex(/^(SHA256:[A-Za-z0-9+/]{43}=?|(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/]+=*( .*)?)$/, 'expected "ssh-ed25519 AAAA…" (a public key line) or "SHA256:…" (its fingerprint, as ssh-keygen -lf prints it)');
-
-const sshConnection = z
-  .object({
-    name,
-    type: z.literal('ssh'),
-    description: z.string().optional(),
-    target: z
-      .object({
-        host: z.string().min(1),
-        port: z.number().int().min(1).max(65535).default(22),
-        user: z.string().min(1),
-        /** The backend's host key, pinned: any other key refuses the session. */
-        hostKey: pinnedHostKey,
-        connectTimeout: duration.default(10_000),
-      })
-      .strict(),
-    credentials: z
-      .object({ privateKey: secretSource.optional(), passphrase: secretSource.optional(), password: secretSource.optional() })
-      .strict()
-      .refine((c) => c.privateKey || c.password, { message: 'give privateKey or password (or both)' }),
-    access: accessSchema,
-    reviews: reviewsSchema.optional(),
-    /** What besides shells and exec requests the client may do. */
-    allow: z
-      .object({
-        sftp: z.boolean().default(true),
-        /** `ssh -L` / `-W`: the client reaches hosts from the backend. */
-        portForwarding: z.boolean().default(false),
-        /** `ssh -R`: the backend listens and its connections reach the client's side. */
-        remoteForwarding: z.boolean().default(false),
-        /** Environment variables a client may set (globs); others are dropped. */
-        env: z.array(z.string().min(1)).default(['LANG', 'LC_*', 'TZ']),
-      })
-      .strict()
-      .default({ sftp: true, portForwarding: false, remoteForwarding: false, env: ['LANG', 'LC_*', 'TZ'] }),
-    /** Masking of exec output and of recorded terminal output (src/policy/masking.ts detectors). */
-    mask: z
-      .object({
-        detectors: z.preprocess((v) => (typeof v === 'string' ? [v] : v), z.array(z.preprocess((v) => (v === 'aws_key' ? 'aws_access_key' : v), z.enum(DETECTOR_NAMES))).min(1)),
-        strategy: z.enum(MASK_STRATEGIES).default('redact'),
-      })
-      .strict()
-      .optional(),
-    /** Command rules (src/policy/shell-rules.ts documents the schema). */
-    ...commandPolicyShape,
-  })
-  .strict();
-
-/** HTTP and Kubernetes connections: their schemas live with their proxy, built on the broker's access and secrets. */
-const webSchemas = makeHttpConnectionSchemas(accessSchema, secretSource, reviewsSchema);
+/** Each entry is validated by its type's module (src/broker/protocols/<type>/config.ts). */
+const connectionSchema = z.discriminatedUnion('type', PROTOCOLS.map((p) => p.schema) as unknown as [z.ZodObject, ...z.ZodObject[]]);
 
 /** What GitHub Actions and GitLab CI put in their job tokens: kept with the identity unless an issuer says otherwise. */
 export const DEFAULT_IDENTITY_CLAIMS = [
@@ -295,18 +147,15 @@ export const brokerConfigSchema = z
       }),
     /** The broker's own SSH host key (what `ssh` clients see); generated next to the store when absent. */
     ssh: z.object({ hostKey: secretSource.optional() }).strict().default({}),
-    connections: z.array(z.discriminatedUnion('type', [postgresConnection, sshConnection, webSchemas.httpConnectionSchema, webSchemas.kubernetesConnectionSchema])).default([]),
+    connections: z.array(connectionSchema).default([]),
   })
   .strict()
   .superRefine((cfg, ctx) => {
     const seen = new Set<string>();
-    cfg.connections.forEach((c, i) => {
+    (cfg.connections as unknown as ConnectionBase[]).forEach((c, i) => {
       if (seen.has(c.name)) ctx.addIssue({ code: 'custom', path: ['connections', i, 'name'], message: `duplicate connection name "${c.name}"` });
       seen.add(c.name);
-      const reviewRule = c.rules.findIndex((r) => r.action === 'review');
-      if (c.type === 'ssh' && c.dynamic === 'review' && c.rules.length > 0 && !c.reviews) {
-        ctx.addIssue({ code: 'custom', path: ['connections', i, 'dynamic'], message: 'dynamic: review needs connections[].reviews (who approves) on its connection' });
-      }
+      const reviewRule = (c.rules ?? []).findIndex((r) => r.action === 'review');
       if (reviewRule >= 0 && !c.reviews) {
         ctx.addIssue({ code: 'custom', path: ['connections', i, 'rules', reviewRule, 'action'], message: 'a review rule needs connections[].reviews (who approves) on its connection' });
       }
@@ -314,21 +163,9 @@ export const brokerConfigSchema = z
   });
 
 type RawConfig = z.infer<typeof brokerConfigSchema>;
-type RawPostgresConnection = Extract<RawConfig['connections'][number], { type: 'postgres' }>;
-type RawSshConnection = Extract<RawConfig['connections'][number], { type: 'ssh' }>;
-
 export type IssuerConfig = RawConfig['auth']['issuers'][number];
-export type AccessConfig = z.infer<typeof accessSchema>;
-export interface PostgresConnection extends Omit<RawPostgresConnection, 'credentials'> {
-  credentials: { user: string; password?: Secret };
-}
-export interface SshConnection extends Omit<RawSshConnection, 'credentials'> {
-  credentials: { privateKey?: Secret; passphrase?: Secret; password?: Secret };
-}
-type ConnectionCommon = { name: string; description?: string; access: AccessConfig; reviews?: z.infer<typeof reviewsSchema> };
-export type HttpConnection = Omit<ResolvedHttpConnection, 'access' | 'reviews'> & ConnectionCommon & { type: 'http' };
-export type KubernetesConnection = Omit<ResolvedKubernetesConnection, 'access' | 'reviews'> & ConnectionCommon & { type: 'kubernetes' };
-export type Connection = PostgresConnection | SshConnection | HttpConnection | KubernetesConnection;
+export type { AccessConfig, Connection, PostgresConnection, SshConnection, HttpConnection, KubernetesConnection };
+
 export interface BrokerConfig extends Omit<RawConfig, 'connections' | 'masking' | 'ssh' | 'audit' | 'export' | 'notify'> {
   connections: Connection[];
   notify: NotifyTarget[];
@@ -355,16 +192,21 @@ function formatIssues(error: z.ZodError): string {
     .join('\n');
 }
 
-export function resolveSecret(source: z.infer<typeof secretSource>, field: string, env: NodeJS.ProcessEnv, baseDir: string): Secret {
+export function resolveSecret(source: SecretSource, field: string, env: NodeJS.ProcessEnv, baseDir: string): Secret {
   if ('value' in source) return new Secret(source.value);
   if ('env' in source) {
     const v = env[source.env];
     if (v === undefined) throw new UserError(`invalid broker config:\n  ${field}: environment variable ${source.env} is not set`, { code: 'CONFIG_INVALID' });
     return new Secret(v);
   }
-  const path = source.file.startsWith('/') ? source.file : `${baseDir}/${source.file}`;
+  return new Secret(readConfigFile(source.file, field, baseDir).replace(/\r?\n$/, ''));
+}
+
+/** Reads a file the config names (relative to the config file); an error names the field. */
+export function readConfigFile(file: string, field: string, baseDir: string): string {
+  const path = isAbsolute(file) ? file : join(baseDir, file);
   try {
-    return new Secret(readFileSync(path, 'utf8').replace(/\r?\n$/, ''));
+    return readFileSync(path, 'utf8');
   } catch (e) {
     throw new UserError(`invalid broker config:\n  ${field}: cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? e}`, { code: 'CONFIG_INVALID' });
   }
@@ -386,28 +228,16 @@ export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): B
     throw new UserError(`invalid broker config:\n${formatIssues(result.error)}`, { code: 'CONFIG_INVALID' });
   }
   const raw = result.data;
-  const secret = (source: z.infer<typeof secretSource> | undefined, field: string) =>
+  const secret = (source: SecretSource | undefined, field: string) =>
     source && !skipSecrets ? resolveSecret(source, field, env, baseDir) : undefined;
-  const connections: Connection[] = raw.connections.map((c, i): Connection => {
-    if (c.type === 'ssh') {
-      return {
-        ...c,
-        credentials: {
-          privateKey: secret(c.credentials.privateKey, `connections[${i}].credentials.privateKey`),
-          passphrase: secret(c.credentials.passphrase, `connections[${i}].credentials.passphrase`),
-          password: secret(c.credentials.password, `connections[${i}].credentials.password`),
-        },
-      };
-    }
-    if (c.type === 'http' || c.type === 'kubernetes') {
-      if (skipSecrets) return { ...c, credentials: undefined } as unknown as Connection;
-      return resolveWebConnection(c, (source, field) => resolveSecret(source as z.infer<typeof secretSource>, field, env, baseDir), {
-        field: `connections[${i}]`,
-        baseDir,
-      }) as unknown as Connection;
-    }
-    return { ...c, credentials: { user: c.credentials.user, password: secret(c.credentials.password, `connections[${i}].credentials.password`) } };
-  });
+  const connections = raw.connections.map((c, i): Connection =>
+    protocolOf((c as { type: string }).type).resolve(c, {
+      secret: (source, field) => resolveSecret(source, field, env, baseDir),
+      readFile: (path, field) => readConfigFile(path, field, baseDir),
+      field: `connections[${i}]`,
+      skipSecrets,
+    }),
+  );
   if (raw.metrics && !raw.metrics.allowRemote && !isLoopback(splitHostPort(raw.metrics.listen)[0])) {
     throw new UserError('invalid broker config:\n  metrics.listen: metrics are served without a token; listen on loopback or set metrics.allowRemote: true', { code: 'CONFIG_INVALID' });
   }

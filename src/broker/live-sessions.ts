@@ -1,10 +1,13 @@
 /**
  * What happens to a running session over time: the limits that end it (duration, idleness, its token's expiry),
- * and following its events live for `hoopctl sessions watch`.
+ * following its events live for `hoopctl sessions watch`, and the registry of sessions running in this process.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { WebSocket } from 'ws';
 import type { Store } from './store/store.js';
+import type { Identity } from '../api/identity.js';
+import type { Connection } from './config.js';
+import type { StreamRecorder } from './recording/stream-recorder.js';
 import { formatDurationMs } from '../lib/duration.js';
 
 export interface SessionLimits {
@@ -86,4 +89,48 @@ export function followSession(store: Store, req: IncomingMessage, res: ServerRes
     timer = setTimeout(() => void poll().catch(() => res.end()), events.length === 500 ? 0 : 250);
   };
   void poll().catch(() => res.end());
+}
+
+/** A session running in this broker process: its recorder (the one writer of its stream) and how to end it. */
+export interface LiveSession {
+  recorder: StreamRecorder;
+  identity: Identity;
+  connection: Connection;
+  /** The just-in-time grant that let it in, when one did. */
+  grantId?: string;
+  end(reason: string): void;
+}
+
+/** The sessions running in this process, for the places that end them: locks, admins, grants, shutdown. */
+export class LiveSessionRegistry {
+  readonly #sessions = new Map<string, LiveSession>();
+
+  add(id: string, session: LiveSession): void {
+    this.#sessions.set(id, session);
+  }
+
+  delete(id: string): void {
+    this.#sessions.delete(id);
+  }
+
+  get(id: string): LiveSession | undefined {
+    return this.#sessions.get(id);
+  }
+
+  /** The connection of each running session (a gauge counts them). */
+  connections(): Connection[] {
+    return [...this.#sessions.values()].map((s) => s.connection);
+  }
+
+  /** Ends every session `matches` picks, recording `ended` first where `record` is given; returns their ids. */
+  endWhere(matches: (s: LiveSession) => boolean, reason: string, record?: Record<string, unknown>): string[] {
+    const ended: string[] = [];
+    for (const [id, s] of this.#sessions) {
+      if (!matches(s)) continue;
+      ended.push(id);
+      if (record) void s.recorder.record('ended', record).catch(() => undefined);
+      s.end(reason);
+    }
+    return ended;
+  }
 }

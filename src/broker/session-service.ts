@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Connection } from './config.js';
+import { protocolOf } from './protocols/registry.js';
 import type { Identity } from '../api/identity.js';
 import type { SessionRow, Store } from './store/store.js';
 import { StreamRecorder } from './recording/stream-recorder.js';
@@ -17,13 +18,6 @@ export interface EndedSession {
 
 export function newSessionId(): string {
   return `ses_${Date.now().toString(36)}${randomBytes(6).toString('hex')}`;
-}
-
-/** Describes a connection's backend without any credential, for events and API answers. */
-export function describeTarget(c: Connection): Record<string, unknown> {
-  if (c.type === 'ssh') return { host: c.target.host, port: c.target.port, user: c.target.user };
-  if (c.type === 'http' || c.type === 'kubernetes') return { url: c.target.url };
-  return { host: c.target.host, port: c.target.port, database: c.target.database, user: c.credentials.user, sslmode: c.target.sslmode };
 }
 
 /**
@@ -70,7 +64,7 @@ export class SessionService {
     await this.#store.createSession(row);
     const recorder = StreamRecorder.fresh(this.#store, row.id);
     this.#live.set(recorder, { name: connection.name, type: connection.type });
-    await recorder.record('open', { identity, connection: connection.name, type: connection.type, target: describeTarget(connection), clientAddr, client });
+    await recorder.record('open', { identity, connection: connection.name, type: connection.type, target: protocolOf(connection.type).target(connection), clientAddr, client });
     return { row, recorder };
   }
 

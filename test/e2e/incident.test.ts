@@ -159,7 +159,7 @@ describe('incident response', () => {
     const now = Math.floor(Date.now() / 1000);
     const shortLived = await new SignJWT({ groups: ['dba'], client_id: 'hoopctl-cli', email: 'alice@example.com' })
       .setProtectedHeader({ alg: 'RS256', kid: stack.issuer.kid, typ: 'at+jwt' })
-      .setIssuer(stack.issuer.issuer).setAudience(AUDIENCE).setSubject('alice').setIssuedAt(now).setExpirationTime(now + 3)
+      .setIssuer(stack.issuer.issuer).setAudience(AUDIENCE).setSubject('alice').setIssuedAt(now).setExpirationTime(now + 12)
       .sign(key);
     const short = new CliProcess(['connect', 'token-pg', '-o', 'json'], { ...alice, HOOPCTL_TOKEN: shortLived });
     try {

@@ -4,7 +4,7 @@ import { promisify } from 'node:util';
 import { WebSocket } from 'ws';
 import { startHttpBackend, startTunnelHarness, type HttpBackend, type TunnelHarness } from '../support/http-backend.js';
 import { httpConnectionSchema, resolveWebConnection } from '../../src/broker/protocols/http/config.js';
-import type { HoldRequest, HoldOutcome, StatementReviews } from '../../src/broker/protocols/postgres/proxy.js';
+import type { HoldRequest, HoldOutcome, StatementReviews } from '../../src/broker/protocols/protocol.js';
 
 const run = promisify(execFile);
 const SECRET = 'backend-secret-7f3a';

@@ -9,7 +9,7 @@ import { startFakeKubeApiServer, type FakeKubeApiServer } from '../support/fake-
 import { startTunnelHarness, type TunnelHarness } from '../support/http-backend.js';
 import { kubernetesConnectionSchema, resolveWebConnection } from '../../src/broker/protocols/http/config.js';
 import { writeKubeconfig } from '../../src/commands/kubeconfig.js';
-import type { HoldOutcome, HoldRequest, StatementReviews } from '../../src/broker/protocols/postgres/proxy.js';
+import type { HoldOutcome, HoldRequest, StatementReviews } from '../../src/broker/protocols/protocol.js';
 
 const KUBECTL = '/usr/bin/kubectl';
 const TOKEN = 'kube-broker-token-9c1e';

@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { WebSocket, WebSocketServer, createWebSocketStream } from 'ws';
 import { proxyHttpTunnel, type HttpSessionContext, type HttpSessionSummary } from '../../src/broker/protocols/http/proxy.js';
 import type { ResolvedWebConnection } from '../../src/broker/protocols/http/config.js';
-import type { StatementReviews } from '../../src/broker/protocols/postgres/proxy.js';
+import type { StatementReviews } from '../../src/broker/protocols/protocol.js';
 import { MemoryRecorder, type RecordedEvent } from './memory-recorder.js';
 
 export interface SeenRequest {

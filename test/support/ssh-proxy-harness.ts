@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import ssh2 from 'ssh2';
 import { brokerConfigSchema, Secret, type SshConnection } from '../../src/broker/config.js';
-import { proxySshSession, type CommandReviews, type SshSessionSummary } from '../../src/broker/protocols/ssh/proxy.js';
+import { proxySshSession, type SshSessionSummary } from '../../src/broker/protocols/ssh/proxy.js';
+import type { StatementReviews } from '../../src/broker/protocols/protocol.js';
 import { fingerprintOf, generateParsableKeyPair, type BrokerHostKey } from '../../src/broker/protocols/ssh/host-keys.js';
 import type { Identity } from '../../src/api/identity.js';
 import { MemoryRecorder, type RecordedEvent } from './memory-recorder.js';
@@ -48,7 +49,7 @@ export async function startSshProxy(o: {
   connection: SshConnection;
   dir: string;
   identity?: Identity;
-  reviews?: CommandReviews;
+  reviews?: StatementReviews;
   /** Event types the recorder fails to write (a store that cannot). */
   failTypes?: string[];
 }): Promise<SshProxyHarness> {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { httpConnectionSchema, kubernetesConnectionSchema, makeHttpConnectionSchemas, resolveWebConnection } from '../../../src/broker/protocols/http/config.js';
+import { httpConnectionSchema, kubernetesConnectionSchema, resolveWebConnection } from '../../../src/broker/protocols/http/config.js';
 
 const secrets = (s: { env?: string; value?: string; file?: string }, field: string) => ({ reveal: () => `${field}=${s.value ?? s.env ?? s.file}` });
 
@@ -42,12 +42,4 @@ describe('http connection config', () => {
     expect(kubernetesConnectionSchema.safeParse({ name: 'k', type: 'kubernetes', target: { url: 'https://x' }, access: {} }).success).toBe(false);
   });
 
-  it('takes the broker’s own access and secret schemas', () => {
-    const access = z.strictObject({ groups: z.array(z.string()).min(1) });
-    const secret = z.strictObject({ vault: z.string() });
-    const { httpConnectionSchema: h } = makeHttpConnectionSchemas(access, secret);
-    expect(h.safeParse({ name: 'a', type: 'http', target: { url: 'http://x' }, access: { groups: ['g'] }, credentials: { bearer: { vault: 'p' } } }).success).toBe(true);
-    expect(h.safeParse({ name: 'a', type: 'http', target: { url: 'http://x' }, access: { groups: [] } }).success).toBe(false);
-    expect(h.safeParse({ name: 'a', type: 'http', target: { url: 'http://x' }, access: { groups: ['g'] }, credentials: { bearer: { env: 'X' } } }).success).toBe(false);
-  });
 });

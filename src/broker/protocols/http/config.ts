@@ -1,6 +1,6 @@
 /**
- * Configuration of `http` and `kubernetes` connections: zod schemas the broker spreads into its connection union,
- * and the resolver that turns secret sources into values the proxy can reveal.
+ * Configuration of `http` and `kubernetes` connections: their zod schemas (the registry puts them in the broker's
+ * connection union), and the resolver that turns secret sources into values the proxy can reveal.
  *
  * ```yaml
  * - name: billing-api
@@ -33,10 +33,10 @@
 import { readFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { z } from 'zod';
-import { parseDuration } from '../../../lib/duration.js';
 import { DETECTOR_NAMES, MASK_STRATEGIES } from '../../../policy/mask-plan.js';
 import { httpPolicyShape, kubePolicyShape } from '../../../policy/http-rules.js';
 import { parseJsonPath } from '../../../policy/http-json-mask.js';
+import { connectionCommonShape, secretSource, type SecretSource } from '../connection-schema.js';
 
 /** What the proxy needs of a secret: the broker's `Secret` fits. */
 export interface RevealableSecret {
@@ -45,34 +45,6 @@ export interface RevealableSecret {
 
 /** The broker's secret resolution (`resolveSecret(source, 'connections[2].credentials.bearer')`). */
 export type ResolveSecret<S> = (source: S, fieldPath: string) => RevealableSecret;
-
-/** Stand-ins for the broker's own schemas, for tools and tests that validate a connection on its own. */
-export const standaloneSecretSourceSchema = z.union([
-  z.strictObject({ env: z.string().min(1) }),
-  z.strictObject({ file: z.string().min(1) }),
-  z.strictObject({ value: z.string() }),
-]);
-export const standaloneAccessSchema = z.strictObject({
-  groups: z.array(z.string().min(1)).default([]),
-  clientIds: z.array(z.string().min(1)).default([]),
-  subjects: z.array(z.string().min(1)).default([]),
-});
-const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  try {
-    return parseDuration(v);
-  } catch (e) {
-    ctx.addIssue({ code: 'custom', message: (e as Error).message });
-    return z.NEVER;
-  }
-});
-export const standaloneReviewsSchema = z.strictObject({
-  groups: z.array(z.string().min(1)).min(1),
-  minApprovals: z.number().int().min(1).default(1),
-  timeout: duration.default(600_000),
-  reason: z.enum(['required', 'optional']).default('optional'),
-});
-
-const connectionName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'use lower-case letters, digits, ".", "_" or "-"');
 
 const httpUrl = z
   .string()
@@ -103,70 +75,51 @@ const maskSchema = z
 
 const recordBodiesSchema = z.strictObject({ maxBytes: z.number().int().min(0).max(1024 * 1024).default(4096) });
 
-/** Builds the two connection schemas around the broker's own access, secret-source and reviews schemas. */
-export function makeHttpConnectionSchemas<A extends z.ZodType, S extends z.ZodType, R extends z.ZodType = typeof standaloneReviewsSchema>(
-  accessSchema: A,
-  secretSourceSchema: S,
-  reviewsSchema?: R,
-) {
-  const reviews = (reviewsSchema ?? standaloneReviewsSchema) as R;
-  const httpCredentials = z.union([
-    z.strictObject({ header: z.strictObject({ name: z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'not an HTTP header name'), value: secretSourceSchema }) }),
-    z.strictObject({ bearer: secretSourceSchema }),
-    z.strictObject({ basic: z.strictObject({ user: z.string().min(1), password: secretSourceSchema }) }),
-  ]);
-  const httpConnectionSchema = z.strictObject({
-    name: connectionName,
-    type: z.literal('http'),
-    description: z.string().optional(),
-    target: z.strictObject({
-      url: httpUrl,
-      tls: z
-        .strictObject({
-          /** A PEM file (relative to the config file) or inline PEM text. */
-          ca: z.string().min(1).optional(),
-          insecureSkipVerify: z.boolean().default(false),
-          /** Mutual TLS: the certificate and key the broker presents to the backend. */
-          clientCert: z.strictObject({ cert: secretSourceSchema, key: secretSourceSchema }).optional(),
-        })
-        .optional(),
-    }),
-    credentials: httpCredentials.optional(),
-    access: accessSchema,
-    reviews: reviews.optional(),
-    ...httpPolicyShape,
-    mask: maskSchema.optional(),
-    recordBodies: recordBodiesSchema.optional(),
-  });
-  const kubernetesConnectionSchema = z.strictObject({
-    name: connectionName,
-    type: z.literal('kubernetes'),
-    description: z.string().optional(),
-    target: z.strictObject({
-      url: httpUrl,
-      /** The API server's CA: a PEM file (relative to the config file) or inline PEM text. */
-      ca: z.string().min(1).optional(),
-      insecureSkipVerify: z.boolean().default(false),
-    }),
-    credentials: z.union([
-      z.strictObject({ bearer: secretSourceSchema }),
-      z.strictObject({ clientCert: z.strictObject({ cert: secretSourceSchema, key: secretSourceSchema }) }),
-    ]),
-    access: accessSchema,
-    reviews: reviews.optional(),
-    ...kubePolicyShape,
-    mask: maskSchema.optional(),
-    recordBodies: recordBodiesSchema.optional(),
-  });
-  return { httpConnectionSchema, kubernetesConnectionSchema };
-}
+const httpCredentials = z.union([
+  z.strictObject({ header: z.strictObject({ name: z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'not an HTTP header name'), value: secretSource }) }),
+  z.strictObject({ bearer: secretSource }),
+  z.strictObject({ basic: z.strictObject({ user: z.string().min(1), password: secretSource }) }),
+]);
 
-const standalone = makeHttpConnectionSchemas(standaloneAccessSchema, standaloneSecretSourceSchema, standaloneReviewsSchema);
-/** Standalone schemas (own access/secret/reviews stand-ins); the broker builds its own with makeHttpConnectionSchemas. */
-export const httpConnectionSchema = standalone.httpConnectionSchema;
-export const kubernetesConnectionSchema = standalone.kubernetesConnectionSchema;
+export const httpConnectionSchema = z.strictObject({
+  ...connectionCommonShape,
+  type: z.literal('http'),
+  target: z.strictObject({
+    url: httpUrl,
+    tls: z
+      .strictObject({
+        /** A PEM file (relative to the config file) or inline PEM text. */
+        ca: z.string().min(1).optional(),
+        insecureSkipVerify: z.boolean().default(false),
+        /** Mutual TLS: the certificate and key the broker presents to the backend. */
+        clientCert: z.strictObject({ cert: secretSource, key: secretSource }).optional(),
+      })
+      .optional(),
+  }),
+  credentials: httpCredentials.optional(),
+  ...httpPolicyShape,
+  mask: maskSchema.optional(),
+  recordBodies: recordBodiesSchema.optional(),
+});
 
-type SecretSource = z.infer<typeof standaloneSecretSourceSchema>;
+export const kubernetesConnectionSchema = z.strictObject({
+  ...connectionCommonShape,
+  type: z.literal('kubernetes'),
+  target: z.strictObject({
+    url: httpUrl,
+    /** The API server's CA: a PEM file (relative to the config file) or inline PEM text. */
+    ca: z.string().min(1).optional(),
+    insecureSkipVerify: z.boolean().default(false),
+  }),
+  credentials: z.union([
+    z.strictObject({ bearer: secretSource }),
+    z.strictObject({ clientCert: z.strictObject({ cert: secretSource, key: secretSource }) }),
+  ]),
+  ...kubePolicyShape,
+  mask: maskSchema.optional(),
+  recordBodies: recordBodiesSchema.optional(),
+});
+
 export type HttpConnectionInput = z.infer<typeof httpConnectionSchema>;
 export type KubernetesConnectionInput = z.infer<typeof kubernetesConnectionSchema>;
 export type HttpMaskConfig = z.infer<typeof maskSchema>;
@@ -177,30 +130,35 @@ export type ResolvedHttpCredentials =
   | { basic: { user: string; password: RevealableSecret } };
 export type ResolvedKubernetesCredentials = { bearer: RevealableSecret } | { clientCert: { cert: RevealableSecret; key: RevealableSecret } };
 
-/** A connection as the proxy sees it: secrets resolved, the CA read. `access` and `reviews` are the broker's. */
-export interface ResolvedHttpConnection extends Omit<HttpConnectionInput, 'credentials' | 'access' | 'reviews' | 'target'> {
+/** A connection as the proxy sees it: secrets resolved, the CA read. */
+export interface ResolvedHttpConnection extends Omit<HttpConnectionInput, 'credentials' | 'target'> {
   target: { url: string; tls?: { ca?: string; insecureSkipVerify: boolean; clientCert?: { cert: RevealableSecret; key: RevealableSecret } }; caPem?: string };
   credentials?: ResolvedHttpCredentials;
-  access?: unknown;
-  reviews?: unknown;
 }
-export interface ResolvedKubernetesConnection extends Omit<KubernetesConnectionInput, 'credentials' | 'access' | 'reviews' | 'target'> {
+export interface ResolvedKubernetesConnection extends Omit<KubernetesConnectionInput, 'credentials' | 'target'> {
   target: { url: string; ca?: string; insecureSkipVerify: boolean; caPem?: string };
   credentials: ResolvedKubernetesCredentials;
-  access?: unknown;
-  reviews?: unknown;
 }
 export type ResolvedWebConnection = ResolvedHttpConnection | ResolvedKubernetesConnection;
 
+/** Reads a file the config names (relative to the config file); errors name the field. */
+export type ReadConfigFile = (path: string, field: string) => string;
+
 /** Reads a CA given as a file path or as inline PEM. */
-export function readCaPem(ca: string, baseDir: string, field: string): string {
-  if (ca.includes('-----BEGIN')) return ca;
-  const path = isAbsolute(ca) ? ca : join(baseDir, ca);
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new Error(`${field}: cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-  }
+export function readCaPem(ca: string, readFile: ReadConfigFile, field: string): string {
+  return ca.includes('-----BEGIN') ? ca : readFile(ca, field);
+}
+
+/** Files relative to `baseDir`, for callers (tools, tests) without the broker's config loader. */
+export function readFileFrom(baseDir: string): ReadConfigFile {
+  return (ca, field) => {
+    const path = isAbsolute(ca) ? ca : join(baseDir, ca);
+    try {
+      return readFileSync(path, 'utf8');
+    } catch (e) {
+      throw new Error(`${field}: cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    }
+  };
 }
 
 /**
@@ -211,10 +169,10 @@ export function readCaPem(ca: string, baseDir: string, field: string): string {
 export function resolveWebConnection<C extends { type: 'http' | 'kubernetes' }, Src = SecretSource>(
   raw: C,
   resolveSecret: ResolveSecret<Src>,
-  options: { field?: string; baseDir?: string } = {},
+  options: { field?: string; baseDir?: string; readFile?: ReadConfigFile } = {},
 ): C extends { type: 'kubernetes' } ? ResolvedKubernetesConnection : ResolvedHttpConnection {
   const field = options.field ?? 'connection';
-  const baseDir = options.baseDir ?? process.cwd();
+  const readFile = options.readFile ?? readFileFrom(options.baseDir ?? process.cwd());
   type Out = C extends { type: 'kubernetes' } ? ResolvedKubernetesConnection : ResolvedHttpConnection;
   if (raw.type === 'kubernetes') {
     const k = raw as unknown as Omit<KubernetesConnectionInput, 'credentials'> & {
@@ -229,7 +187,7 @@ export function resolveWebConnection<C extends { type: 'http' | 'kubernetes' }, 
               key: resolveSecret(k.credentials.clientCert.key, `${field}.credentials.clientCert.key`),
             },
           };
-    const caPem = k.target.ca ? readCaPem(k.target.ca, baseDir, `${field}.target.ca`) : undefined;
+    const caPem = k.target.ca ? readCaPem(k.target.ca, readFile, `${field}.target.ca`) : undefined;
     return { ...k, target: { ...k.target, ...(caPem ? { caPem } : {}) }, credentials } as unknown as Out;
   }
   const h = raw as unknown as Omit<HttpConnectionInput, 'credentials' | 'target'> & {
@@ -244,7 +202,7 @@ export function resolveWebConnection<C extends { type: 'http' | 'kubernetes' }, 
   } else if (h.credentials && 'basic' in h.credentials) {
     credentials = { basic: { user: h.credentials.basic.user, password: resolveSecret(h.credentials.basic.password, `${field}.credentials.basic.password`) } };
   }
-  const caPem = h.target.tls?.ca ? readCaPem(h.target.tls.ca, baseDir, `${field}.target.tls.ca`) : undefined;
+  const caPem = h.target.tls?.ca ? readCaPem(h.target.tls.ca, readFile, `${field}.target.tls.ca`) : undefined;
   const cc = h.target.tls?.clientCert;
   const tls = h.target.tls && {
     ...h.target.tls,

@@ -1,19 +1,42 @@
-/** HTTP and Kubernetes connections: what the broker wires in. */
-export {
-  makeHttpConnectionSchemas,
+/**
+ * `http` and `kubernetes` connections: one reverse proxy (./proxy.ts) behind two types. A Kubernetes connection is an
+ * HTTP one whose requests are judged by what their API path means, and whose exec and port-forward are recorded.
+ */
+import type { ProtocolModule } from '../protocol.js';
+import {
   httpConnectionSchema,
   kubernetesConnectionSchema,
   resolveWebConnection,
-  readCaPem,
-  DEFAULT_MASK_MAX_BYTES,
-  type HttpConnectionInput,
-  type KubernetesConnectionInput,
   type ResolvedHttpConnection,
   type ResolvedKubernetesConnection,
   type ResolvedWebConnection,
-  type ResolvedHttpCredentials,
-  type ResolvedKubernetesCredentials,
-  type RevealableSecret,
-  type ResolveSecret,
 } from './config.js';
-export { proxyHttpTunnel, type HttpSessionContext, type HttpSessionSummary } from './proxy.js';
+import { proxyHttpTunnel } from './proxy.js';
+
+export type HttpConnection = ResolvedHttpConnection;
+export type KubernetesConnection = ResolvedKubernetesConnection;
+
+function webProtocol<C extends ResolvedWebConnection>(type: C['type'], schema: ProtocolModule['schema']): ProtocolModule<C> {
+  return {
+    type,
+    schema,
+    resolve: (raw, ctx) =>
+      ctx.skipSecrets
+        ? ({ ...(raw as object), credentials: undefined } as unknown as C)
+        : (resolveWebConnection(raw as { type: C['type'] }, ctx.secret, { field: ctx.field, readFile: ctx.readFile }) as unknown as C),
+    holds: 'request',
+    target: (c) => ({ url: c.target.url }),
+    start: () => ({
+      describe: () => ({}),
+      async serve(stream, s) {
+        const summary = await proxyHttpTunnel(stream, {
+          connection: s.connection, recorder: s.recorder, identity: s.identity, logger: s.logger, maskKey: s.maskKey, signal: s.signal, reviews: s.reviews,
+        });
+        return { outcome: summary.outcome, statementCount: summary.requestCount, errorCount: summary.errorCount, ...(summary.error ? { error: summary.error } : {}) };
+      },
+    }),
+  };
+}
+
+export const httpProtocol = webProtocol<HttpConnection>('http', httpConnectionSchema);
+export const kubernetesProtocol = webProtocol<KubernetesConnection>('kubernetes', kubernetesConnectionSchema);

@@ -24,7 +24,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { createProxyServer, type ProxyServer } from 'http-proxy-3';
 import type { SessionRecorder } from '../../recording/recorder.js';
-import type { StatementReviews, HoldOutcome } from '../postgres/proxy.js';
+import type { StatementReviews, HoldOutcome } from '../protocol.js';
 import type { OutputMask } from '../ssh/recordings.js';
 import { errorMessage } from '../../../lib/errors.js';
 import type { MaskKey } from '../../../policy/masking.js';

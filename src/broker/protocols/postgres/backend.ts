@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { checkServerIdentity, connect as tlsConnect, type ConnectionOptions } from 'node:tls';
-import type { PostgresConnection } from '../../config.js';
+import type { PostgresConnection } from './config.js';
 import { BackendConnectError } from './errors.js';
 import { BackendCode, codeName } from './message-codes.js';
 import {

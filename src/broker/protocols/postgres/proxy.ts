@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { Socket } from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
 import type { Logger } from 'pino';
-import type { PostgresConnection } from '../../config.js';
+import type { PostgresConnection } from './config.js';
+import type { HoldOutcome, StatementReviews } from '../protocol.js';
 import { maskPlanFor, type ConnectionPolicy, type MaskKey, type PolicyIdentity, type Verdict } from '../../../policy/index.js';
 import type { SessionRecorder } from '../../recording/recorder.js';
 import { connectBackend as defaultConnectBackend, FORWARDED_PARAMETERS, type BackendSession, type ConnectBackendOptions } from './backend.js';
@@ -62,26 +63,6 @@ export interface PostgresSessionContext {
   reviews?: StatementReviews;
   /** Aborted (with a reason) when the session must end, e.g. its access grant ran out: the client gets FATAL. */
   signal?: AbortSignal;
-}
-
-/** A statement held by a `review` rule, as the broker's review machinery sees it. */
-export interface HoldRequest {
-  /** The statement as recorded (masked). */
-  statement: string;
-  rule: string;
-  message: string;
-}
-
-export type HoldOutcome =
-  | { approved: true; reviewId: string; message: string }
-  | { approved: false; reviewId?: string; message: string; sqlState?: string };
-
-export interface StatementReviews {
-  /**
-   * Files a review for a held statement (or finds one already approved for it), tells the client through
-   * `io.notice`, and resolves with the decision. `io.signal` aborts when the client cancels or goes away.
-   */
-  hold(request: HoldRequest, io: { notice(message: string): Promise<void>; signal: AbortSignal }): Promise<HoldOutcome>;
 }
 
 export interface PostgresSessionSummary {
@@ -627,7 +608,8 @@ class PostgresProxySession {
       this.#judge?.admit(judgement);
       return { ...judgement, held: false, refused: false };
     }
-    return { ...judgement, held: false, refused: true, clientMessage: outcome.message, sqlState: outcome.sqlState };
+    const sqlState = outcome.ending === 'detached' ? SqlState.HeldForReview : outcome.ending === 'withdrawn' ? SqlState.QueryCanceled : undefined;
+    return { ...judgement, held: false, refused: true, clientMessage: outcome.message, sqlState };
   }
 
   /** A refused Parse or Bind: its substitute fails on the server, which then skips the rest up to Sync. */

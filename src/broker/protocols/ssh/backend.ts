@@ -1,6 +1,6 @@
 import ssh2, { type ConnectConfig } from 'ssh2';
 import type { Duplex } from 'node:stream';
-import type { SshConnection } from '../../config.js';
+import type { SshConnection } from './config.js';
 import { HoopError } from '../../../lib/errors.js';
 import { fingerprintOf, pinHostKey } from './host-keys.js';
 

@@ -1,0 +1,48 @@
+/**
+ * Configuration of `postgres` connections.
+ *
+ * ```yaml
+ * - name: pg-prod
+ *   type: postgres
+ *   target: { host: db.internal, port: 5432, database: app, sslmode: verify-full, sslrootcert: /etc/ssl/db-ca.pem }
+ *   credentials: { user: app_rw, password: { env: PG_PROD_PASSWORD } }
+ *   access: { groups: [dba] }
+ *   rules: [...]            # statement and masking rules: src/policy/rules.ts
+ * ```
+ */
+import { z } from 'zod';
+import { connectionPolicyShape } from '../../../policy/rules.js';
+import type { Secret } from '../../../lib/secret.js';
+import { connectionCommonShape, duration, secretSource, type ResolveContext } from '../connection-schema.js';
+
+export const postgresConnectionSchema = z
+  .object({
+    ...connectionCommonShape,
+    type: z.literal('postgres'),
+    target: z
+      .object({
+        host: z.string().min(1),
+        port: z.number().int().min(1).max(65535).default(5432),
+        database: z.string().min(1),
+        sslmode: z.enum(['disable', 'prefer', 'require', 'verify-ca', 'verify-full']).default('prefer'),
+        sslrootcert: z.string().optional(),
+        connectTimeout: duration.default(10_000),
+      })
+      .strict(),
+    credentials: z.object({ user: z.string().min(1), password: secretSource.optional() }).strict(),
+    /** Statement and masking rules (src/policy/rules.ts documents the schema). */
+    ...connectionPolicyShape,
+  })
+  .strict();
+
+type RawPostgresConnection = z.infer<typeof postgresConnectionSchema>;
+
+/** A postgres connection as the proxy sees it: the password resolved. */
+export interface PostgresConnection extends Omit<RawPostgresConnection, 'credentials'> {
+  credentials: { user: string; password?: Secret };
+}
+
+export function resolvePostgresConnection(raw: RawPostgresConnection, ctx: ResolveContext): PostgresConnection {
+  const password = raw.credentials.password && !ctx.skipSecrets ? ctx.secret(raw.credentials.password, `${ctx.field}.credentials.password`) : undefined;
+  return { ...raw, credentials: { user: raw.credentials.user, password } };
+}

@@ -1,0 +1,31 @@
+/** `postgres` connections: the broker answers the client's startup itself and relays to PostgreSQL with its credential. */
+import type { ProtocolModule } from '../protocol.js';
+import { CancelRegistry } from './cancel-registry.js';
+import { postgresConnectionSchema, resolvePostgresConnection, type PostgresConnection } from './config.js';
+import { proxyPostgresSession } from './proxy.js';
+
+export const postgresProtocol: ProtocolModule<PostgresConnection> = {
+  type: 'postgres',
+  schema: postgresConnectionSchema,
+  resolve: (raw, ctx) => resolvePostgresConnection(raw as Parameters<typeof resolvePostgresConnection>[0], ctx),
+  holds: 'statement',
+  target: (c) => ({ host: c.target.host, port: c.target.port, database: c.target.database, user: c.credentials.user, sslmode: c.target.sslmode }),
+  start() {
+    // Cancel keys the broker handed out, so a cancel request arriving on another tunnel finds its session.
+    const cancels = new CancelRegistry();
+    return {
+      describe: (c) => ({ database: c.target.database }),
+      async serve(stream, s) {
+        const summary = await proxyPostgresSession(stream, {
+          connection: s.connection, recorder: s.recorder, cancels, logger: s.logger, identity: s.identity, maskKey: s.maskKey, signal: s.signal, reviews: s.reviews,
+        });
+        return {
+          outcome: summary.outcome === 'failed' ? 'failed' : 'closed',
+          statementCount: summary.statementCount,
+          errorCount: summary.errorCount,
+          ...(summary.error ? { error: summary.error } : {}),
+        };
+      },
+    };
+  },
+};

@@ -1,0 +1,108 @@
+/**
+ * The contract between the broker and a connection type. A protocol module owns, in its own folder, its config
+ * schema, how it describes itself to clients, and `serve()`: one tunnel stream in, a summary out. The broker's tunnel
+ * endpoint authenticates, admits and opens the session, then hands the stream to the module the registry
+ * (./registry.ts) names for the connection's type. Everything a module needs of the broker comes in through the
+ * session context below; a module never imports the broker above it (checked by .dependency-cruiser.cjs).
+ */
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import type { ZodType } from 'zod';
+import type { Identity } from '../../api/identity.js';
+import type { MaskKey } from '../../policy/masking.js';
+import type { Secret } from '../../lib/secret.js';
+import type { SessionRecorder } from '../recording/recorder.js';
+import type { ConnectionBase, ResolveContext } from './connection-schema.js';
+
+/** A statement, command or request a `review` rule holds, as the review machinery sees it. */
+export interface HoldRequest {
+  /** What is held, as recorded (masked): SQL, a command line, `METHOD /path`. */
+  statement: string;
+  rule: string;
+  message: string;
+}
+
+export type HoldOutcome =
+  | { approved: true; reviewId: string; message: string }
+  | {
+      approved: false;
+      reviewId?: string;
+      message: string;
+      /** Why it ended undecided: the client asked not to wait, or went away (cancelled); absent when decided. */
+      ending?: 'detached' | 'withdrawn';
+    };
+
+/**
+ * Just-in-time approval of what a session's rules hold, one contract for every protocol (the broker's
+ * src/broker/reviews/statement-holds.ts implements it).
+ */
+export interface StatementReviews {
+  /**
+   * Files a review for a held statement (or finds one already approved for it), tells the client through
+   * `io.notice`, and resolves with the decision. `io.signal` aborts when the client cancels or goes away.
+   */
+  hold(request: HoldRequest, io: { notice(message: string): Promise<void>; signal: AbortSignal }): Promise<HoldOutcome>;
+}
+
+/** What a module gets to serve one session. */
+export interface SessionContext<C extends ConnectionBase = ConnectionBase> {
+  connection: C;
+  /** The session's event stream: every statement, verdict and result goes here before it is forwarded. */
+  recorder: SessionRecorder;
+  identity: Identity;
+  logger: Logger;
+  /** Key of the `hash` masking strategy: joinable across sessions (and replicas when configured). */
+  maskKey: MaskKey;
+  /** Aborted (with a reason) when the session must end: a lock, an admin, a grant or a limit ran out. */
+  signal: AbortSignal;
+  /** Absent when the connection names no approvers: what a review rule holds is then refused (fail closed). */
+  reviews?: StatementReviews;
+  /** The client asked not to wait for reviews (`hoopctl exec --no-wait`): a held statement ends at once. */
+  detachedReviews: boolean;
+}
+
+/** How a session ended, in the broker's words. */
+export interface SessionSummary {
+  outcome: 'closed' | 'failed';
+  /** Statements, commands or requests the client sent. */
+  statementCount: number;
+  /** Of them, refused or failed. */
+  errorCount: number;
+  error?: string;
+}
+
+/** What a running module may ask of the broker that runs it, beyond one session. */
+export interface ProtocolHost {
+  logger: Logger;
+  /** Where the broker keeps its own files (the store's directory): keys a module generates live there. */
+  dataDir: string;
+  /** Keys configured at the top of the broker config (`ssh.hostKey`: the broker's own SSH host key). */
+  keys: { ssh?: Secret };
+}
+
+/**
+ * A connection type. What it knows of its config is static (the config loader and `policy check` use it with no
+ * broker running); `start` makes what serves sessions for one running broker (it may hold state: cancel keys, a key).
+ */
+export interface ProtocolModule<C extends ConnectionBase = ConnectionBase> {
+  /** The connection `type` this module serves. */
+  readonly type: C['type'];
+  /** zod schema of a connection entry of this type (its `type` a literal), built on ./connection-schema.ts. */
+  readonly schema: ZodType;
+  /** Turns a parsed entry into what `serve` gets: secrets resolved, files read (errors name the field). */
+  resolve(raw: unknown, ctx: ResolveContext): C;
+  /** Where the backend is, without any credential: recorded with each session, shown in `hoopctl sessions`. */
+  target(connection: C): Record<string, unknown>;
+  /** What its `review` rules hold, as review messages name it. */
+  readonly holds?: 'statement' | 'command' | 'request';
+  start(host: ProtocolHost): ProtocolRuntime<C>;
+}
+
+export interface ProtocolRuntime<C extends ConnectionBase = ConnectionBase> {
+  /** What clients are told about the connection beyond its name and type (`GET /api/v1/connections/NAME`). */
+  describe(connection: C): Record<string, unknown>;
+  /** Called with this type's connections at start and on every reload: load what they need, warn of risky settings. */
+  prepare?(connections: readonly C[]): void;
+  /** Serves one tunnel stream until it closes. Never throws: the summary says how it ended. */
+  serve(stream: Duplex, session: SessionContext<C>): Promise<SessionSummary>;
+}

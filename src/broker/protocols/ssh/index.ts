@@ -1,0 +1,49 @@
+/** `ssh` connections: the broker is an SSH server to the client and an SSH client, with its own key, to the backend. */
+import type { ProtocolModule } from '../protocol.js';
+import { sshConnectionSchema, resolveSshConnection, type SshConnection } from './config.js';
+import { loadBrokerHostKey, type BrokerHostKey } from './host-keys.js';
+import { proxySshSession } from './proxy.js';
+
+export const sshProtocol: ProtocolModule<SshConnection> = {
+  type: 'ssh',
+  schema: sshConnectionSchema,
+  resolve: (raw, ctx) => resolveSshConnection(raw as Parameters<typeof resolveSshConnection>[0], ctx),
+  holds: 'command',
+  target: (c) => ({ host: c.target.host, port: c.target.port, user: c.target.user }),
+  start(host) {
+    // The broker's own host key (what ssh clients see): configured, or kept in the data dir.
+    let hostKey: BrokerHostKey | undefined;
+    const loadHostKey = (): BrokerHostKey => {
+      if (hostKey) return hostKey;
+      const loaded = loadBrokerHostKey(host.keys.ssh?.reveal(), `${host.dataDir}/hoopctl-ssh-host-key`);
+      host.logger.info({ fingerprint: loaded.fingerprint, created: loaded.created }, 'ssh host key');
+      return (hostKey = loaded);
+    };
+    if (host.keys.ssh) loadHostKey();
+    return {
+      describe(c) {
+        const key = loadHostKey();
+        return {
+          user: c.target.user, hostKeyFingerprint: key.fingerprint, hostKey: key.publicKey,
+          allow: { sftp: c.allow.sftp, portForwarding: c.allow.portForwarding, remoteForwarding: c.allow.remoteForwarding },
+        };
+      },
+      prepare(connections) {
+        if (connections.length > 0) loadHostKey();
+        for (const c of connections) {
+          // Commands typed into a shell are not judged one by one: say so where that leaves a rule easy to walk around.
+          if (c.defaultAction === 'allow' && c.rules.some((r) => r.action !== 'allow' && !r.match?.shell) && !c.rules.some((r) => r.match?.shell)) {
+            host.logger.warn({ connection: c.name }, 'ssh connection has command rules but allows interactive shells, where commands are recorded, not judged; add a rule with match: { shell: true }');
+          }
+        }
+      },
+      async serve(stream, s) {
+        const summary = await proxySshSession(stream, {
+          connection: s.connection, recorder: s.recorder, logger: s.logger, identity: s.identity, maskKey: s.maskKey, signal: s.signal,
+          hostKey: loadHostKey(), reviews: s.reviews, detachedReviews: s.detachedReviews,
+        });
+        return { outcome: summary.outcome, statementCount: summary.requestCount, errorCount: summary.errorCount, ...(summary.error ? { error: summary.error } : {}) };
+      },
+    };
+  },
+};
