@@ -188,6 +188,35 @@ describe('binary results (contractors: redact)', () => {
     expect(failed).toContain('binary: false');
     expect(failed).not.toContain('123456789');
   });
+  it('a client that binds binary results with no Describe still gets them masked (the broker describes the portal itself)', async () => {
+    // node-postgres' protocol connection, driven by hand: Parse, Bind (binary results), Execute, Sync — no Describe.
+    const conn = new pg.Connection();
+    const messages: Array<{ name: string; fields?: unknown[] }> = [];
+    const done = new Promise<void>((resolve, reject) => {
+      let ready = 0;
+      conn.on('readyForQuery', () => {
+        if (++ready === 1) {
+          conn.parse({ text: 'select id, email, notes from customers where id = $1', types: [] });
+          conn.bind({ values: ['1'], binary: true });
+          conn.execute({});
+          conn.sync();
+        } else resolve();
+      });
+      conn.on('message', (m: { name: string; fields?: unknown[] }) => messages.push(m));
+      conn.on('errorMessage', (e: Error) => reject(e));
+    });
+    conn.on('connect', () => conn.startup({ user: 'laptop-user', database: 'x' }));
+    conn.connect(contractors.port, '127.0.0.1');
+    await done;
+    conn.end();
+    const names = messages.map((m) => m.name);
+    expect(names).toContain('dataRow');
+    // The broker's own Describe is answered to it alone.
+    expect(names).not.toContain('rowDescription');
+    const row = messages.find((m) => m.name === 'dataRow')!.fields!.map((f) => (Buffer.isBuffer(f) ? f.toString('utf8') : f));
+    seen += JSON.stringify(row);
+    expect(row.slice(1)).toEqual(['[REDACTED]', 'prefers [REDACTED:email] for billing']);
+  });
 });
 
 describe('binary results (auditors: null strategy)', () => {
