@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Makes sure what the tests drive for real is on this machine: PostgreSQL server binaries, psql and pgbench.
+// Makes sure what the tests drive for real is on this machine: PostgreSQL server binaries, psql and pgbench,
+// pgjdbc with a JDK and psycopg 3.
 // As root it installs missing Debian packages; otherwise it prints the exact command and fails.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
@@ -22,6 +23,11 @@ if (!have('gnome-keyring-daemon')) missing.push('gnome-keyring');
 // SSH connections are tested against a real OpenSSH sshd with the real ssh, scp and sftp clients.
 if (!existsSync('/usr/sbin/sshd')) missing.push('openssh-server');
 if (!have('ssh') || !have('scp') || !have('sftp') || !have('ssh-keygen')) missing.push('openssh-client');
+
+// Binary results are driven with the drivers that ask for them: pgjdbc (on a JDK) and psycopg 3 (system Python).
+if (!existsSync('/usr/share/java/postgresql.jar')) missing.push('libpostgresql-jdbc-java');
+if (!have('javac')) missing.push('default-jdk-headless');
+if (spawnSync('/usr/bin/python3', ['-c', 'import psycopg'], { stdio: 'ignore' }).status !== 0) missing.push('python3-psycopg');
 
 // HTTP connections are driven with curl.
 if (!have('curl')) missing.push('curl');

@@ -38,6 +38,7 @@ export {
   MASK_STRATEGIES,
   findSensitiveSpans,
   hashValue,
+  maskDerivedJson,
   maskJsonText,
   maskText,
   maskWhole,
@@ -49,4 +50,4 @@ export {
   type MaskResult,
   type MaskStrategy,
 } from './masking.js';
-export { maskedOutputColumns } from './output-columns.js';
+export { maskedOutputColumns, outputColumnMasks, type JsonShape } from './output-columns.js';

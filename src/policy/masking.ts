@@ -7,6 +7,7 @@ import { createHmac } from 'node:crypto';
 import { DETECTORS, type Span } from './detectors.js';
 import { type DetectorName, type MaskPlan, type MaskStrategy, columnMatches } from './mask-plan.js';
 import { JsonTooDeep, parseJson, serialize, type JsonValue } from './json-text.js';
+import type { JsonShape } from './output-columns.js';
 
 export { columnMatches, DETECTOR_NAMES, MASK_STRATEGIES } from './mask-plan.js';
 export type { ColumnSource, DetectorName, MaskPlan, MaskStrategy } from './mask-plan.js';
@@ -178,4 +179,87 @@ export function maskJsonText(json: string, plan: MaskPlan, key: MaskKey): MaskRe
     }
   };
   return { text: serialize(walk(tree)), hits };
+}
+
+/**
+ * Masks JSON computed from a masked column, keeping it JSON of the same shape. No value from a masked column may
+ * get through, and what is kept must be known not to hold one:
+ * - a shape from the SQL (`json_build_object('contact', email, 'n', id)`, `json_agg` of such objects): values
+ *   under keys that came from masked columns are masked whole, every leaf (a number from a masked column becomes a
+ *   masked string, a null stays null); the other values run through the detectors; the keys are the SQL's own;
+ * - keys naming masked columns (`row_to_json(c)`, `json_agg(c)` of table rows): as `maskJsonText`;
+ * - otherwise the masked value went in under a name the SQL does not show: every string and number leaf is masked
+ *   whole (any of them may be it), keys run through the detectors, booleans, nulls and structure are kept —
+ *   unless the keys themselves are made from data (`json_object_agg(email, …)`): then the whole value is replaced
+ *   by a JSON string, as nothing of it can be kept.
+ */
+export function maskDerivedJson(json: string, plan: MaskPlan, key: MaskKey, shape?: JsonShape): MaskResult {
+  if (shape?.kind === 'data-keys') return wholeAsJsonString(json, plan, key);
+  let tree: JsonValue;
+  try {
+    tree = parseJson(json);
+  } catch {
+    return wholeAsJsonString(json, plan, key);
+  }
+  let column = 0;
+  const whole = (v: JsonValue): JsonValue => maskJsonWhole(v, plan.strategy, key, () => column++);
+  if (shape) {
+    const fitted = maskByShape(tree, shape, whole);
+    if (fitted) {
+      // The rest through the detectors; values already masked hold nothing they would find.
+      const r = maskJsonText(serialize(fitted), { ...plan, columns: [] }, key);
+      return { text: r.text, hits: { ...r.hits, column } };
+    }
+  } else {
+    const byKeys = maskJsonText(json, plan, key);
+    if ((byKeys.hits.column ?? 0) > 0) return byKeys;
+  }
+  const leaves = maskJsonText(serialize(maskLeaves(tree, whole)), { ...plan, columns: [] }, key);
+  return { text: leaves.text, hits: { ...leaves.hits, column } };
+}
+
+/** The value as it is shaped by the SQL, masked where the shape says; undefined when it does not fit the shape. */
+function maskByShape(v: JsonValue, shape: Exclude<JsonShape, { kind: 'data-keys' }>, whole: (v: JsonValue) => JsonValue): JsonValue | undefined {
+  const part = (value: JsonValue, p: boolean | JsonShape): JsonValue | undefined =>
+    p === true ? whole(value) : p === false ? value : p.kind === 'data-keys' ? whole(value) : maskByShape(value, p, whole);
+  if (v.t === 'literal' && v.raw === 'null') return v;
+  if (shape.kind === 'array') {
+    if (v.t !== 'array') return undefined;
+    const items: JsonValue[] = [];
+    for (const item of v.items) {
+      const m = part(item, shape.items);
+      if (!m) return undefined;
+      items.push(m);
+    }
+    return { t: 'array', items };
+  }
+  if (v.t !== 'object') return undefined;
+  const members: Array<[string, JsonValue]> = [];
+  for (const [k, m] of v.members) {
+    const p = shape.members.get(k);
+    if (p === undefined) return undefined;
+    const masked = part(m, p);
+    if (!masked) return undefined;
+    members.push([k, masked]);
+  }
+  return { t: 'object', members };
+}
+
+/** Every string and number leaf masked whole; keys, booleans, nulls and structure kept. */
+function maskLeaves(v: JsonValue, whole: (v: JsonValue) => JsonValue): JsonValue {
+  switch (v.t) {
+    case 'array':
+      return { t: 'array', items: v.items.map((item) => maskLeaves(item, whole)) };
+    case 'object':
+      return { t: 'object', members: v.members.map(([k, m]) => [k, maskLeaves(m, whole)]) };
+    case 'literal':
+      return v;
+    default:
+      return whole(v);
+  }
+}
+
+function wholeAsJsonString(json: string, plan: MaskPlan, key: MaskKey): MaskResult {
+  const m = maskWhole(json, plan.strategy, key);
+  return { text: m === null ? null : JSON.stringify(m), hits: { column: 1 } };
 }

@@ -5,14 +5,35 @@
  * 'unknown', and the proxy then falls back to RowDescription names plus content detectors.
  */
 import { columnMatches, type MaskPlan } from './mask-plan.js';
-import { type AstFields, asArray, isRecord, nameList, nodeOf, parseStatements, str } from './sql-ast.js';
+import { type AstFields, asArray, constString, isRecord, nameList, nodeOf, parseStatements, str } from './sql-ast.js';
 
 type Plan = Pick<MaskPlan, 'columns'>;
+
+/**
+ * What the SQL shows of a JSON value computed from a masked column:
+ * - `object`: built by `json(b)_build_object` with literal keys — per key, whether its value derives from a masked
+ *   column, or the shape of a value built the same way;
+ * - `array`: `json(b)_agg(x)` — the shape of every element;
+ * - `data-keys`: built by a function that takes its keys from data (`json_object_agg(email, …)`, `json_object`,
+ *   hstore): its keys may hold masked values.
+ */
+export type JsonShape =
+  | { kind: 'object'; members: Map<string, boolean | JsonShape> }
+  | { kind: 'array'; items: boolean | JsonShape }
+  | { kind: 'data-keys' };
 
 interface OutputColumn {
   name?: string;
   masked: boolean;
+  /** Set when the column is a `json(b)_build_object` with literal keys and derives from a masked column. */
+  json?: JsonShape;
 }
+
+const JSON_OBJECT_BUILDERS = new Set(['json_build_object', 'jsonb_build_object']);
+const JSON_AGGREGATES = new Set(['json_agg', 'jsonb_agg', 'json_agg_strict', 'jsonb_agg_strict']);
+/** Functions and SQL/JSON constructors whose output keys come from their arguments. */
+const DATA_KEY_FUNCTION = /object_agg|^jsonb?_object$|^hstore_to_json/;
+const DATA_KEY_NODES = new Set(['JsonObjectConstructor', 'JsonObjectAgg']);
 type Outputs = OutputColumn[] | 'unknown';
 
 type ScopeEntry =
@@ -122,9 +143,48 @@ class Deriver {
       const val = n[1].val;
       const ref = nodeOf(val);
       if (ref?.[0] === 'ColumnRef' && asArray(ref[1].fields).some((x) => nodeOf(x)?.[0] === 'A_Star')) return 'unknown';
-      out.push({ name: str(n[1].name) ?? implicitName(val), masked: this.expr(val, scope) });
+      const masked = this.expr(val, scope);
+      const json = masked ? this.jsonShape(val, scope) : undefined;
+      out.push({ name: str(n[1].name) ?? implicitName(val), masked, ...(json ? { json } : {}) });
     }
     return out;
+  }
+
+  /**
+   * Which members of a `json(b)_build_object(…)` (through casts) derive from masked columns; undefined unless
+   * every key is a string literal, so that the keys in the result are the SQL's and hold no data.
+   */
+  jsonShape(value: unknown, scope: Scope): JsonShape | undefined {
+    const built = this.builtJson(value, scope);
+    if (built) return built;
+    return buildsDataKeys(value) ? { kind: 'data-keys' } : undefined;
+  }
+
+  private builtJson(value: unknown, scope: Scope): JsonShape | undefined {
+    const n = nodeOf(value);
+    if (!n) return undefined;
+    const [name, f] = n;
+    if (name === 'TypeCast') return this.builtJson(f.arg, scope);
+    if (name !== 'FuncCall' || f.func_variadic === true || f.agg_star === true || f.over !== undefined) return undefined;
+    const fn = nameList(f.funcname).pop() ?? '';
+    const args = asArray(f.args);
+    const part = (arg: unknown): boolean | JsonShape => {
+      const masked = this.expr(arg, scope);
+      return (masked && this.builtJson(arg, scope)) || masked;
+    };
+    if (JSON_AGGREGATES.has(fn) && args.length === 1) {
+      // Only an aggregate of built objects has a known shape; json_agg(c) of rows is left to its column-named keys.
+      const items = part(args[0]);
+      return typeof items === 'boolean' ? undefined : { kind: 'array', items };
+    }
+    if (!JSON_OBJECT_BUILDERS.has(fn) || args.length % 2 !== 0) return undefined;
+    const members = new Map<string, boolean | JsonShape>();
+    for (let i = 0; i < args.length; i += 2) {
+      const key = constString(args[i]);
+      if (key === undefined || members.has(key)) return undefined;
+      members.set(key, part(args[i + 1]));
+    }
+    return { kind: 'object', members };
   }
 
   private fromItem(item: unknown, scope: Scope): void {
@@ -229,6 +289,17 @@ class Deriver {
   }
 }
 
+/** Does an expression contain a function or constructor that makes JSON keys from its arguments? */
+function buildsDataKeys(value: unknown, depth = 0): boolean {
+  if (depth > MAX_DEPTH) return true;
+  if (Array.isArray(value)) return value.some((v) => buildsDataKeys(v, depth + 1));
+  if (!isRecord(value)) return false;
+  const n = nodeOf(value);
+  if (n && DATA_KEY_NODES.has(n[0])) return true;
+  if (n?.[0] === 'FuncCall' && DATA_KEY_FUNCTION.test(nameList(n[1].funcname).pop() ?? '')) return true;
+  return Object.values(n ? n[1] : value).some((v) => buildsDataKeys(v, depth + 1));
+}
+
 function lookupCte(scope: Scope, name: string): Outputs | undefined {
   return scope.ctes.get(name);
 }
@@ -266,6 +337,16 @@ export function maskedOutputColumns(
   plan: Pick<MaskPlan, 'columns'>,
   statementIndex = 0,
 ): boolean[] | 'unknown' {
+  const cols = outputColumnMasks(statement, plan, statementIndex);
+  return cols === 'unknown' ? 'unknown' : cols.map((c) => c.masked);
+}
+
+/** As `maskedOutputColumns`, with the JSON shape of columns built by `json(b)_build_object` with literal keys. */
+export function outputColumnMasks(
+  statement: string | Record<string, unknown>,
+  plan: Pick<MaskPlan, 'columns'>,
+  statementIndex = 0,
+): Array<{ masked: boolean; json?: JsonShape }> | 'unknown' {
   try {
     let node: unknown = statement;
     if (typeof statement === 'string') {
@@ -274,7 +355,7 @@ export function maskedOutputColumns(
       node = raws[statementIndex].stmt;
     }
     const cols = new Deriver(plan).statement(node);
-    return cols === 'unknown' ? 'unknown' : cols.map((c) => c.masked);
+    return cols === 'unknown' ? 'unknown' : cols.map((c) => ({ masked: c.masked, ...(c.json ? { json: c.json } : {}) }));
   } catch {
     return 'unknown';
   }

@@ -1,8 +1,9 @@
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import {
   DETECTORS,
   columnMatches,
   hashValue,
+  maskDerivedJson,
   maskJsonText,
   maskText,
   maskWhole,
@@ -10,6 +11,8 @@ import {
   type DetectorName,
   type MaskPlan,
 } from '../../../src/policy/masking.js';
+import { outputColumnMasks } from '../../../src/policy/output-columns.js';
+import { initPolicyEngine } from '../../../src/policy/sql-ast.js';
 
 const found = (detector: DetectorName, text: string) => DETECTORS[detector](text).map(([s, e]) => text.slice(s, e));
 
@@ -195,5 +198,47 @@ describe('JSON masking', () => {
   it('masks JSON nested too deeply to walk as a whole', () => {
     const deep = '['.repeat(10_000) + ']'.repeat(10_000);
     expect(maskJsonText(deep, plan, 'k').text).toBe('"[REDACTED]"');
+  });
+});
+
+describe('maskDerivedJson (JSON computed from a masked column)', () => {
+  beforeAll(() => initPolicyEngine());
+  const plan: MaskPlan = { rules: ['pii'], columns: ['email', 'ssn'], detectors: ['email'], strategy: 'redact' };
+  const shapeOf = (sql: string) => {
+    const cols = outputColumnMasks(sql, plan);
+    if (cols === 'unknown') throw new Error('unknown');
+    return cols[0].json;
+  };
+
+  it('masks the members the SQL built from masked columns, keeping keys, numbers and booleans', () => {
+    const shape = shapeOf("select jsonb_build_object('contact', email, 'n', id, 'ok', true, 'who', jsonb_build_object('s', ssn, 'k', 'x')) from customers");
+    const json = '{"contact": "a@example.com", "n": 1, "ok": true, "who": {"k": "x", "s": 536224871}}';
+    expect(JSON.parse(maskDerivedJson(json, plan, 'k', shape).text!)).toEqual({ contact: '[REDACTED]', n: 1, ok: true, who: { k: 'x', s: '[REDACTED]' } });
+  });
+
+  it('follows json_agg of built objects', () => {
+    const shape = shapeOf("select json_agg(json_build_object('m', email, 'id', id)) from customers");
+    const json = '[{"m":"a@example.com","id":1},{"m":null,"id":2}]';
+    expect(JSON.parse(maskDerivedJson(json, plan, 'k', shape).text!)).toEqual([{ m: '[REDACTED]', id: 1 }, { m: null, id: 2 }]);
+  });
+
+  it('masks every string and number when the SQL does not show where the masked value went', () => {
+    expect(shapeOf('select json_build_array(email, id, true) from customers')).toBeUndefined();
+    expect(JSON.parse(maskDerivedJson('["a@example.com", 7, true, null]', plan, 'k').text!)).toEqual(['[REDACTED]', '[REDACTED]', true, null]);
+  });
+
+  it('replaces the whole value when its keys are made from data', () => {
+    const shape = shapeOf('select json_object_agg(email, id) from customers');
+    expect(shape).toEqual({ kind: 'data-keys' });
+    expect(maskDerivedJson('{"a@example.com": 1}', plan, 'k', shape).text).toBe('"[REDACTED]"');
+  });
+
+  it('masks by the shape only when the value fits it; otherwise every leaf', () => {
+    const shape = shapeOf("select jsonb_build_object('contact', email) from customers");
+    expect(JSON.parse(maskDerivedJson('{"other": "x", "n": 5}', plan, 'k', shape).text!)).toEqual({ other: '[REDACTED]', n: '[REDACTED]' });
+  });
+
+  it('keeps the column-named keys path for rows (json_agg(c))', () => {
+    expect(JSON.parse(maskDerivedJson('[{"name":"Alice","email":"a@example.com"}]', plan, 'k').text!)).toEqual([{ name: 'Alice', email: '[REDACTED]' }]);
   });
 });

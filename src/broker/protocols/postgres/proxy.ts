@@ -15,6 +15,7 @@ import {
   createAuthenticationOk,
   createBackendKeyData,
   createBind,
+  createDescribe,
   createErrorResponse,
   createParse,
   createQuery,
@@ -481,8 +482,9 @@ class PostgresProxySession {
           const described = describeParam(p, bind.paramFormats[i]);
           return described === null ? null : this.#recordable(described);
         });
-        if (this.#masker && this.#judge && !this.#masker.bindAllowed(bind.statement, bind.resultFormats)) {
-          const judgement = this.#judge.binaryResultRefused();
+        const binaryRefusal = this.#masker?.bindRefusal(bind.statement, bind.resultFormats);
+        if (binaryRefusal !== undefined && this.#judge) {
+          const judgement = this.#judge.binaryResultRefused(binaryRefusal);
           const statementSeq = ++this.#statementCount;
           await this.#recordStatement({
             statementSeq,
@@ -521,6 +523,12 @@ class PostgresProxySession {
         const verdict = bound ? this.#statementVerdicts.get(bound.statement) : undefined;
         if (verdict) await this.#recordVerdict(statementSeq, { verdict, refused: false });
         this.#results.execute(statementSeq);
+        if (this.#masker?.describeBeforeExecute(portal)) {
+          // Binary rows of types nobody described: a Describe first, answered to the masker only, so it knows them.
+          this.#masker.describeHidden(portal);
+          this.#masker.execute(portal);
+          return Buffer.concat([createDescribe('P', portal), frame.bytes]);
+        }
         this.#masker?.execute(portal);
         return undefined;
       }

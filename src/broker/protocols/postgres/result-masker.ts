@@ -1,13 +1,16 @@
 import {
   DETECTOR_NAMES,
   columnMatches,
+  maskDerivedJson,
   maskJsonText,
   maskText,
   maskWhole,
-  maskedOutputColumns,
+  outputColumnMasks,
+  type JsonShape,
   type MaskKey,
   type MaskPlan,
 } from '../../../policy/index.js';
+import { BinaryValueError, TypeOid, binaryKind, binaryValueFromText, binaryValueText, holdsText } from './binary-values.js';
 import { PgWireError, SqlState } from './errors.js';
 import type { ScannedFrame } from './frame-scanner.js';
 import { BackendCode } from './message-codes.js';
@@ -23,23 +26,11 @@ import {
 } from './messages.js';
 import { copyOutputColumns, maskCopyRow, type CopyColumns } from '../../../policy/copy-format.js';
 
-/** Type OIDs whose binary form carries no text: safe to pass in binary when no column rule names them. */
-const SAFE_BINARY_TYPES = new Set([
-  16, // bool
-  20, // int8
-  21, // int2
-  23, // int4
-  26, // oid
-  700, // float4
-  701, // float8
-  1082, // date
-  1083, // time
-  1114, // timestamp
-  1184, // timestamptz
-  1186, // interval
-  1266, // timetz
-]);
-const JSON_TYPES = new Set([114 /* json */, 3802 /* jsonb */]);
+const JSON_TYPES = new Set<number>([TypeOid.json, TypeOid.jsonb]);
+
+/** What a client can set so that a driver asks for text results, which can always be masked. */
+export const TEXT_RESULTS_HINT =
+  'ask for text results (pgjdbc: prepareThreshold=0 or binaryTransfer=false; psycopg: binary=False; node-postgres: binary: false)';
 
 /** How one result column is rewritten. */
 type ColumnMode =
@@ -50,24 +41,43 @@ type ColumnMode =
   /** json/jsonb: keys named by column rules masked, every string through the detectors. */
   | 'json'
   /**
-   * json/jsonb computed from a masked column (`json_agg(c)`, `row_to_json(c)`): as 'json', but when no key names
-   * a masked column the masked value went in under another name (`json_build_object('x', email)`): whole.
+   * json/jsonb computed from a masked column (`json_agg(c)`, `jsonb_build_object('contact', email)`): the values
+   * that came from masked columns are masked, keys and the rest kept (see `maskDerivedJson`).
    */
   | 'json-derived'
-  /** Any other text-format value: the content detectors. */
+  /** Any other text value: the content detectors. */
   | 'text'
-  /** Binary, of a type without text (integers, floats, bool, times): passes. */
+  /** Binary, of a type nothing is masked in (no rule names it; no detector can match it): passes as it is. */
   | 'pass'
-  /** Binary and text-like or named by a rule: cannot be masked safely. */
+  /**
+   * Binary number or uuid under detectors: read as the text the server would have sent, and passed when no
+   * detector matches it. A match cannot be written back in the type (a masked string is no int8), so the value
+   * becomes NULL under the null strategy and ends the session otherwise.
+   */
+  | 'checked'
+  /** Binary, named by a column rule, of a type that cannot hold masked text, under the null strategy: NULL. */
+  | 'null'
+  /** Binary and cannot be masked (named by a rule but cannot hold masked text; unreadable under detectors). */
   | 'refuse';
+
+/** One result column: how it is masked, and whether its values are in binary (read and written in their type). */
+interface ColumnPlan {
+  name: string;
+  typeOid: number;
+  binary: boolean;
+  mode: ColumnMode;
+  /** json-derived: which members of a `json_build_object` came from masked columns (from the SQL). */
+  shape?: JsonShape;
+}
 
 /** Error and notice fields that can carry data (message, detail, hint, context, internal query …). */
 const SAFE_RESPONSE_FIELDS = new Set(['S', 'V', 'C', 'P', 'p', 'F', 'L', 'R'].map((c) => c.charCodeAt(0)));
 
 type Pending =
-  | { kind: 'round'; sql: string | null; statementIndex: number; layout?: ColumnMode[] }
-  | { kind: 'describe'; target: 'statement' | 'portal'; name: string }
-  | { kind: 'execute'; portal: string; layout?: ColumnMode[] }
+  | { kind: 'round'; sql: string | null; statementIndex: number; layout?: ColumnPlan[] }
+  /** `hidden`: sent by the masker itself to learn a portal's types; its answer is not forwarded. */
+  | { kind: 'describe'; target: 'statement' | 'portal'; name: string; hidden?: boolean }
+  | { kind: 'execute'; portal: string; layout?: ColumnPlan[] }
   | { kind: 'sync' };
 
 /**
@@ -77,8 +87,9 @@ type Pending =
  * detectors; error and notice texts by the detectors. It keeps its own queue of what the client asked for, because
  * the backend answers strictly in order: a simple Query (a round, ended by ReadyForQuery), Describe (ended by
  * RowDescription or NoData), Execute (ended by CommandComplete, EmptyQueryResponse, PortalSuspended or an error)
- * and Sync. Values it cannot mask safely (binary text-like columns, binary COPY) end the session with an error
- * instead of passing.
+ * and Sync. Binary results are read and written in their type's binary form (binary-values.ts); values it cannot
+ * mask safely (a column rule on a number in binary, binary COPY) are refused at Bind when the columns are known
+ * then, and otherwise end the session with an error instead of passing.
  */
 export class ResultMasker {
   readonly #plan: MaskPlan;
@@ -141,15 +152,33 @@ export class ResultMasker {
   }
 
   /**
-   * Whether binding `statement` with these result formats can be masked: binary results only where the
-   * statement's columns are known (a Describe of it was answered) and each binary one is of a type without text.
+   * Why binding `statement` with these result formats cannot be masked (naming the column), or undefined when it
+   * can — or when the columns are not known yet: the masker then learns them from a Describe of the portal before
+   * its rows arrive (the client's own, or one `describeBeforeExecute` asks for).
    */
-  bindAllowed(statement: string, formats: number[]): boolean {
-    if (!formats.includes(1)) return true;
+  bindRefusal(statement: string, formats: number[]): string | undefined {
+    if (!formats.includes(1)) return undefined;
     const rows = this.#statementRows.get(statement);
-    if (rows === undefined) return false;
-    if (rows === null) return true;
-    return this.#layout(rows, formats, this.#statementSql.get(statement) ?? null, 0).every((m) => m !== 'refuse');
+    if (!rows) return undefined;
+    const refused = this.#layout(rows, formats, this.#statementSql.get(statement) ?? null, 0).find((c) => c.mode === 'refuse');
+    return refused ? binaryRefusal(refused) : undefined;
+  }
+
+  /**
+   * Whether an Execute of `portal` would bring binary rows whose types the masker does not know and no Describe
+   * will tell (pgjdbc binds a statement it has seen described under another name, with no Describe of its own).
+   * The proxy then sends a Describe of the portal first, registered by `describeHidden`.
+   */
+  describeBeforeExecute(portal: string): boolean {
+    const bound = this.#portals.get(portal);
+    if (!bound || !bound.formats.includes(1)) return false;
+    if (this.#portalRows.has(portal) || this.#statementRows.has(bound.statement)) return false;
+    return !this.#queue.some((p) => p.kind === 'describe' && p.target === 'portal' && p.name === portal);
+  }
+
+  /** A Describe of `portal` the proxy sent on its own: its answer is learnt from and not forwarded. */
+  describeHidden(portal: string): void {
+    this.#queue.push({ kind: 'describe', target: 'portal', name: portal, hidden: true });
   }
 
   // ---------------------------------------------------------------- what the backend sends
@@ -165,13 +194,13 @@ export class ResultMasker {
       case BackendCode.CopyData:
         return this.#copyOut ? this.#copyData(frame) : undefined;
       case BackendCode.RowDescription:
-        this.#rowDescription(parseRowDescription(frame.body));
-        return undefined;
+        return this.#rowDescription(parseRowDescription(frame.body));
       case BackendCode.NoData: {
         const head = this.#queue[0];
         if (head?.kind === 'describe') {
           this.#queue.shift();
           this.#storeRows(head, null);
+          if (head.hidden) return HIDDEN;
         }
         return undefined;
       }
@@ -250,20 +279,32 @@ export class ResultMasker {
     while (this.#queue.length > 0 && this.#queue[0].kind !== 'sync') this.#queue.shift();
   }
 
-  #rowDescription(fields: RowField[]): void {
+  #rowDescription(fields: RowField[]): Buffer | undefined {
     const head = this.#queue[0];
     if (head?.kind === 'round') {
       head.layout = this.#layout(fields, undefined, head.sql, head.statementIndex);
-      if (head.layout.includes('refuse')) throw unmaskable('a binary result column cannot be masked');
+      const refused = head.layout.find((c) => c.mode === 'refuse');
+      if (refused) throw unmaskable(binaryRefusal(refused));
     } else if (head?.kind === 'describe') {
       this.#queue.shift();
       this.#storeRows(head, fields);
+      if (head.hidden) return HIDDEN;
     }
+    return undefined;
   }
 
   #storeRows(describe: Extract<Pending, { kind: 'describe' }>, fields: RowField[] | null): void {
-    if (describe.target === 'statement') this.#statementRows.set(describe.name, fields);
-    else this.#portalRows.set(describe.name, fields);
+    if (describe.target === 'statement') {
+      this.#statementRows.set(describe.name, fields);
+      return;
+    }
+    this.#portalRows.set(describe.name, fields);
+    // A portal's columns are its statement's (only the formats differ): pgjdbc describes a portal once, then binds
+    // the statement again and again with binary formats and no Describe at all.
+    const bound = this.#portals.get(describe.name);
+    if (bound && !this.#statementRows.has(bound.statement)) {
+      this.#statementRows.set(bound.statement, fields && fields.map((f) => ({ ...f, format: 0 })));
+    }
   }
 
   /** The SQL (and which of its statements) the backend is answering now. */
@@ -277,61 +318,123 @@ export class ResultMasker {
     return { sql: null, statementIndex: 0 };
   }
 
-  /** The column modes for the rows of an Execute of `portal`. */
-  #executeLayout(portal: string, width: number): ColumnMode[] {
+  /** The column plans for the rows of an Execute of `portal`. */
+  #executeLayout(portal: string, width: number): ColumnPlan[] {
     const bound = this.#portals.get(portal);
     const sql = bound ? (this.#statementSql.get(bound.statement) ?? null) : null;
     const rows = this.#portalRows.get(portal) ?? (bound ? this.#statementRows.get(bound.statement) : undefined);
     if (rows) return this.#layout(rows, rows === this.#portalRows.get(portal) ? undefined : bound?.formats, sql, 0);
     // Rows nobody described: names unknown, so only what the SQL shows decides; otherwise every column is masked.
     const formats = bound?.formats ?? [];
-    const derived = sql !== null && this.#plan.columns.length > 0 ? maskedOutputColumns(sql, this.#plan) : 'unknown';
-    return Array.from({ length: width }, (_, i): ColumnMode => {
-      const binary = formatAt(formats, i) === 1;
-      if (binary) return 'refuse';
-      if (this.#plan.columns.length === 0) return 'text';
-      if (derived === 'unknown' || derived.length !== width) return 'whole';
-      return derived[i] ? 'whole' : 'text';
+    const derived = sql !== null && this.#plan.columns.length > 0 ? outputColumnMasks(sql, this.#plan) : 'unknown';
+    return Array.from({ length: width }, (_, i): ColumnPlan => {
+      const column = { name: `column ${i + 1}`, typeOid: 0, binary: formatAt(formats, i) === 1 };
+      if (column.binary) return { ...column, mode: 'refuse' };
+      if (this.#plan.columns.length === 0) return { ...column, mode: 'text' };
+      if (derived === 'unknown' || derived.length !== width) return { ...column, mode: 'whole' };
+      return { ...column, mode: derived[i].masked ? 'whole' : 'text' };
     });
   }
 
-  #layout(fields: RowField[], formats: number[] | undefined, sql: string | null, statementIndex: number): ColumnMode[] {
+  #layout(fields: RowField[], formats: number[] | undefined, sql: string | null, statementIndex: number): ColumnPlan[] {
     const derived =
-      sql !== null && this.#plan.columns.length > 0 ? maskedOutputColumns(sql, this.#plan, statementIndex) : 'unknown';
+      sql !== null && this.#plan.columns.length > 0 ? outputColumnMasks(sql, this.#plan, statementIndex) : 'unknown';
     const flags = Array.isArray(derived) && derived.length === fields.length ? derived : undefined;
-    return fields.map((f, i): ColumnMode => {
-      const format = formats ? formatAt(formats, i) : f.format;
+    return fields.map((f, i): ColumnPlan => {
+      const binary = (formats ? formatAt(formats, i) : f.format) === 1;
       const named = columnMatches(this.#plan, { column: f.name });
-      const derived = flags?.[i] ?? false;
-      const whole = named || derived;
-      if (format === 1) return !whole && SAFE_BINARY_TYPES.has(f.typeOid) ? 'pass' : 'refuse';
-      if (JSON_TYPES.has(f.typeOid)) return named ? 'json-whole' : derived ? 'json-derived' : 'json';
-      return whole ? 'whole' : 'text';
+      const derived = flags?.[i]?.masked ?? false;
+      const column = { name: f.name, typeOid: f.typeOid, binary, ...(flags?.[i]?.json ? { shape: flags[i].json } : {}) };
+      const textMode: ColumnMode = JSON_TYPES.has(f.typeOid)
+        ? named
+          ? 'json-whole'
+          : derived
+            ? 'json-derived'
+            : 'json'
+        : named || derived
+          ? 'whole'
+          : 'text';
+      return { ...column, mode: binary ? this.#binaryMode(f.typeOid, textMode) : textMode };
     });
+  }
+
+  /** How a binary column is masked, given how it would be masked in text. */
+  #binaryMode(typeOid: number, textMode: ColumnMode): ColumnMode {
+    const whole = textMode === 'whole' || textMode === 'json-whole' || textMode === 'json-derived';
+    const kind = binaryKind(typeOid);
+    if (kind === 'text' || kind === 'jsonb') return textMode;
+    // bytea's text form is hex, in which the detectors find nothing: it is masked only when a rule names it.
+    if (kind === 'bytes') return whole ? 'whole' : 'pass';
+    if (whole) return this.#plan.strategy === 'null' ? 'null' : 'refuse';
+    if (this.#plan.detectors.length === 0 || kind === 'opaque') return 'pass';
+    return kind === 'unknown' ? 'refuse' : 'checked';
   }
 
   #dataRow(frame: ScannedFrame): Buffer | undefined {
     const values = parseDataRow(frame.body);
     const head = this.#queue[0];
-    let layout: ColumnMode[] | undefined;
+    let layout: ColumnPlan[] | undefined;
     if (head?.kind === 'round') layout = head.layout;
     else if (head?.kind === 'execute') layout = head.layout ??= this.#executeLayout(head.portal, values.length);
     // A row the queue cannot place (it should not happen) is masked as if every column were named by a rule.
-    layout ??= values.map(() => (this.#plan.columns.length > 0 ? 'whole' : 'text'));
+    layout ??= values.map((_, i) => ({ name: `column ${i + 1}`, typeOid: 0, binary: false, mode: this.#plan.columns.length > 0 ? 'whole' : 'text' }));
     let changed = false;
     const out: (Buffer | string | null)[] = values.map((v, i) => {
       if (v === null) return null;
-      const mode = layout[i] ?? 'whole';
-      if (mode === 'pass') return v;
-      if (mode === 'refuse') throw unmaskable('a binary result column cannot be masked');
-      const masked = this.#maskValue(v.toString('utf8'), mode);
-      if (masked.changed) changed = true;
-      return masked.changed ? masked.text : v;
+      const column = layout[i] ?? { name: `column ${i + 1}`, typeOid: 0, binary: false, mode: 'whole' };
+      const masked = column.binary ? this.#maskBinary(v, column) : this.#maskTextValue(v, column);
+      if (masked !== v) changed = true;
+      return masked;
     });
     return changed ? createDataRow(out) : undefined;
   }
 
-  #maskValue(value: string, mode: Exclude<ColumnMode, 'pass' | 'refuse'>): { changed: boolean; text: string | null } {
+  #maskTextValue(v: Buffer, column: ColumnPlan): Buffer | string | null {
+    if (column.mode !== 'whole' && column.mode !== 'json-whole' && column.mode !== 'json' && column.mode !== 'json-derived' && column.mode !== 'text') {
+      // Only binary columns get the other modes; a text one here is a bug, and masking it whole is the safe side.
+      return maskWhole(v.toString('utf8'), this.#plan.strategy, this.#key);
+    }
+    const masked = this.#maskValue(v.toString('utf8'), column.mode, column.shape);
+    return masked.changed ? masked.text : v;
+  }
+
+  /** One binary value: read as text, masked as its text form would be, written back in its type's binary form. */
+  #maskBinary(v: Buffer, column: ColumnPlan): Buffer | null {
+    switch (column.mode) {
+      case 'pass':
+        return v;
+      case 'null':
+        return null;
+      case 'refuse':
+        throw unmaskable(binaryRefusal(column));
+      case 'checked': {
+        const text = this.#readBinary(v, column);
+        const r = maskText(text, this.#plan.detectors, this.#plan.strategy, this.#key);
+        if (r.text === text) return v;
+        if (this.#plan.strategy === 'null') return null;
+        throw unmaskable(`column "${column.name}" (${typeName(column.typeOid)}) holds a value a detector matches, and a masked value cannot be sent in its binary form; ${TEXT_RESULTS_HINT}`);
+      }
+      default: {
+        const masked = this.#maskValue(this.#readBinary(v, column), column.mode, column.shape);
+        if (!masked.changed) return v;
+        if (masked.text === null) return null;
+        const bytes = holdsText(column.typeOid) ? binaryValueFromText(column.typeOid, masked.text) : undefined;
+        if (bytes === undefined) throw unmaskable(binaryRefusal(column));
+        return bytes;
+      }
+    }
+  }
+
+  #readBinary(v: Buffer, column: ColumnPlan): string {
+    try {
+      return binaryValueText(column.typeOid, v);
+    } catch (e) {
+      if (e instanceof BinaryValueError) throw unmaskable(`column "${column.name}" sent a binary value that could not be read (${e.message})`);
+      throw e;
+    }
+  }
+
+  #maskValue(value: string, mode: TextMode, shape?: JsonShape): { changed: boolean; text: string | null } {
     const { strategy } = this.#plan;
     switch (mode) {
       case 'whole':
@@ -345,9 +448,8 @@ export class ResultMasker {
         return { changed: r.text !== value, text: r.text };
       }
       case 'json-derived': {
-        const r = maskJsonText(value, this.#plan, this.#key);
-        if ((r.hits.column ?? 0) > 0) return { changed: r.text !== value, text: r.text };
-        return this.#maskValue(value, 'json-whole');
+        const r = maskDerivedJson(value, this.#plan, this.#key, shape);
+        return { changed: r.text !== value, text: r.text };
       }
       case 'text': {
         if (this.#plan.detectors.length === 0) return { changed: false, text: value };
@@ -378,6 +480,25 @@ export class ResultMasker {
     }
     return line === original ? undefined : createCopyData(line);
   }
+}
+
+type TextMode = Extract<ColumnMode, 'whole' | 'json-whole' | 'json' | 'json-derived' | 'text'>;
+
+/** What backendFrame returns for a frame that must not reach the client (the answer to a hidden Describe). */
+const HIDDEN = Buffer.alloc(0);
+
+const TYPE_NAMES = new Map<number, string>(Object.entries(TypeOid).map(([name, oid]) => [oid, name]));
+
+function typeName(typeOid: number): string {
+  return TYPE_NAMES.get(typeOid) ?? `type ${typeOid}`;
+}
+
+/** Why a binary column cannot be masked, naming it and what to set instead. */
+function binaryRefusal(column: ColumnPlan): string {
+  const why = holdsText(column.typeOid) || binaryKind(column.typeOid) !== 'unknown'
+    ? 'a mask rule names it and its binary form cannot hold a masked value'
+    : 'its binary form cannot be read to run the detectors';
+  return `column "${column.name}" (${typeName(column.typeOid)}) cannot be masked in binary format: ${why}; ${TEXT_RESULTS_HINT}`;
 }
 
 function formatAt(formats: number[], i: number): number {

@@ -98,13 +98,13 @@ export class StatementJudge {
     return { verdict, refused: true, clientMessage: denialMessage(verdict) };
   }
 
-  /** A Bind asking for binary results that cannot be masked. */
-  binaryResultRefused(): Judgement {
+  /** A Bind asking for binary results that cannot be masked; `why` names the column and the setting that avoids it. */
+  binaryResultRefused(why: string): Judgement {
     const rules = this.#maskPlan?.rules.join('", "') ?? '';
     const verdict: Verdict = {
       action: 'deny',
       rule: BINARY_RESULT_RULE,
-      message: `binary results cannot be masked (mask rule "${rules}"); ask for text results`,
+      message: `binary results cannot be masked (mask rule "${rules}"): ${why}`,
     };
     return { verdict, refused: true, clientMessage: denialMessage(verdict) };
   }
