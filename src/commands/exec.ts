@@ -83,13 +83,16 @@ export function register(program: Command): void {
  */
 function cancelOnCtrlC(cancel: () => Promise<void>) {
   let requested = false;
+  let answered = false;
   let timer: NodeJS.Timeout | undefined;
-  const giveUp = (why: string): never => {
+  const giveUp = (why: string): void => {
+    // The server answered first: a late failure of the cancel connection changes nothing.
+    if (answered) return;
     process.stderr.write(`hoopctl: interrupted; the cancel was not confirmed (${why}); the statement may still be running on the server\n`);
     process.exit(EXIT_INTERRUPTED);
   };
   const onSigint = () => {
-    if (requested) giveUp('Ctrl-C again');
+    if (requested) return giveUp('Ctrl-C again');
     requested = true;
     process.stderr.write('hoopctl: cancelling the statement (Ctrl-C again to quit without waiting)\n');
     timer = setTimeout(() => giveUp(`no answer from the server in ${CANCEL_CONFIRM_MS / 1000} s`), CANCEL_CONFIRM_MS);
@@ -106,6 +109,7 @@ function cancelOnCtrlC(cancel: () => Promise<void>) {
     },
     /** The statement ended after a cancel was asked for: `error` says how; none when it finished first. */
     report(error?: pg.DatabaseError): void {
+      answered = true;
       clearTimeout(timer);
       if (error?.code === QUERY_CANCELED) process.stderr.write('hoopctl: cancelled; the server stopped the statement\n');
       else if (error) process.stderr.write(`hoopctl: interrupted; the statement failed: ${error.message}${error.code ? ` (SQLSTATE ${error.code})` : ''}\n`);
