@@ -90,8 +90,10 @@ describe('Ctrl-C on hoopctl exec', () => {
     }
     expect(exec.stderr).toContain('hoopctl: interrupted; the cancel was not confirmed');
     expect(exec.stderr).not.toContain('hoopctl: cancelled;');
+    // The cancel hoopctl sent may still reach the thawed broker before it sees the client gone: either way, not ok.
     const { transcript } = await sessionThatRan(sql);
-    expect(transcript).toMatch(/→ unfinished: the session ended before the server answered/);
+    expect(transcript).toMatch(/→ unfinished: the session ended before the server answered|✗ cancelled/);
+    expect(transcript).not.toMatch(/→ ok/);
     await admin.query('select pg_terminate_backend($1)', [pid]);
   });
 
