@@ -1,7 +1,7 @@
 import Conf from 'conf';
 import { UserError } from '../lib/errors.js';
 import { createTokenStore } from '../auth/token-store.js';
-import { resolveAccessToken } from '../auth/access-token.js';
+import { resolveAccessToken, type ResolvedAccessToken } from '../auth/access-token.js';
 import { brokerRefusal, USER_AGENT } from '../tunnel/ws-transport.js';
 
 /**
@@ -41,9 +41,13 @@ export function tokenStore() {
   return createTokenStore({});
 }
 
+/** The token for `broker` and where it came from (whoami shows the source). */
+export function resolveToken(broker: string): Promise<ResolvedAccessToken> {
+  return resolveAccessToken({ broker, store: tokenStore(), env: process.env });
+}
+
 export async function accessToken(broker: string): Promise<string> {
-  const { token } = await resolveAccessToken({ broker, store: tokenStore(), env: process.env });
-  return token;
+  return (await resolveToken(broker)).token;
 }
 
 export async function brokerGet<T>(broker: string, path: string, token?: string): Promise<T> {

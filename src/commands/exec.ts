@@ -11,6 +11,12 @@ type Format = 'table' | 'csv' | 'json';
 
 /** SQLSTATE the broker uses for a statement held for review when the client asked not to wait. */
 const HELD_FOR_REVIEW = 'RV001';
+/** SQLSTATE query_canceled: the server's answer to a cancel (kept here: commands do not import the broker). */
+const QUERY_CANCELED = '57014';
+/** How long Ctrl-C waits for the server to confirm that it stopped the statement. */
+const CANCEL_CONFIRM_MS = 5_000;
+/** The shell's status for a process stopped by SIGINT (128 + 2), so scripts see an interrupt. */
+const EXIT_INTERRUPTED = 130;
 
 export function register(program: Command): void {
   program
@@ -26,7 +32,7 @@ export function register(program: Command): void {
     .option('--no-wait', 'when a statement or command is held for review, print the review id and exit 5 instead of waiting; run the same SQL or command again once approved')
     .addHelpText(
       'after',
-      '\nSQL comes from -e, -f, or standard input.\nExamples:\n  hoopctl exec pg-prod -e "select count(*) from orders"\n  HOOPCTL_TOKEN=$CI_OIDC_TOKEN hoopctl exec pg-prod -f report.sql -o json\n  hoopctl exec web-1 -- uptime\n  hoopctl exec api -- GET /v1/orders?limit=5\n  hoopctl exec api -- POST /v1/orders -d @order.json -H "content-type: application/json"\n  hoopctl exec web-1 -- sh -c \'systemctl status nginx | head\'\n\nSSH commands: one word after -- is sent as written (it may hold a whole shell line); several are quoted word by word.\nStandard input is passed to the command unless it is a terminal. The exit status is the command\'s own.\n\nExit status: 0 ok, 1 SQL or other error (a rejected review too), 3 not authenticated, 4 access denied, 5 held for review (--no-wait).',
+      '\nSQL comes from -e, -f, or standard input.\nExamples:\n  hoopctl exec pg-prod -e "select count(*) from orders"\n  HOOPCTL_TOKEN=$CI_OIDC_TOKEN hoopctl exec pg-prod -f report.sql -o json\n  hoopctl exec web-1 -- uptime\n  hoopctl exec api -- GET /v1/orders?limit=5\n  hoopctl exec api -- POST /v1/orders -d @order.json -H "content-type: application/json"\n  hoopctl exec web-1 -- sh -c \'systemctl status nginx | head\'\n\nSSH commands: one word after -- is sent as written (it may hold a whole shell line); several are quoted word by word.\nStandard input is passed to the command unless it is a terminal. The exit status is the command\'s own.\nCtrl-C cancels the running statement on the server and waits up to 5 s for it to stop; Ctrl-C again quits at once.\n\nExit status: 0 ok, 1 SQL or other error (a rejected review too), 3 not authenticated, 4 access denied, 5 held for review (--no-wait), 130 interrupted.',
     )
     .action(async (name: string, command: string[], opts: CommandOptions) => {
       if (command.length > 0) return execCommand(name, command, opts);
@@ -37,24 +43,84 @@ export function register(program: Command): void {
       const token = await accessToken(broker);
       const { connection } = await brokerGet<{ connection: { type: string } }>(broker, `/api/v1/connections/${encodeURIComponent(name)}`, token);
       if (connection.type !== 'postgres') throw new UserError(`${name} is a ${connection.type} connection, not SQL`, { code: 'USAGE', hint: `pass the command after --: hoopctl exec ${name} -- uptime` });
-      const client = await connectPgOverTunnel(broker, name, token, { detachReviews: !opts.wait });
+      const tunnel = await connectPgOverTunnel(broker, name, token, { detachReviews: !opts.wait });
+      const { client } = tunnel;
       client.on('error', () => undefined);
       client.on('notice', (n) => process.stderr.write(`${n.severity ?? 'NOTICE'}: ${n.message}\n`));
+      const ctrlC = cancelOnCtrlC(tunnel.cancel);
       try {
-        const result = await client.query({ text: sql, rowMode: 'array' } as pg.QueryConfig).catch((e: pg.DatabaseError) => {
+        const outcome = await client.query({ text: sql, rowMode: 'array' } as pg.QueryConfig).then(
+          (result) => ({ result }),
+          (error: pg.DatabaseError) => ({ error }),
+        );
+        if (ctrlC.requested) {
+          ctrlC.report('error' in outcome ? outcome.error : undefined);
+          process.exitCode = EXIT_INTERRUPTED;
+          return;
+        }
+        if ('error' in outcome) {
+          const e = outcome.error;
           if (e.code === HELD_FOR_REVIEW) {
             const review = /review (rev_[0-9a-f]+)/.exec(e.message)?.[1];
             if (format === 'json') process.stdout.write(JSON.stringify({ status: 'held', review, message: e.message }) + '\n');
             throw new HoopError(e.message, { code: 'HELD_FOR_REVIEW' });
           }
           throw new HoopError(`${e.severity ?? 'ERROR'}: ${e.message}${e.code ? ` (SQLSTATE ${e.code})` : ''}`, { code: 'SQL_ERROR' });
-        });
-        const results = (Array.isArray(result) ? result : [result]) as pg.QueryArrayResult[];
+        }
+        const results = (Array.isArray(outcome.result) ? outcome.result : [outcome.result]) as pg.QueryArrayResult[];
         process.stdout.write(render(results, format));
       } finally {
+        ctrlC.stop();
         await client.end().catch(() => undefined);
       }
     });
+}
+
+/**
+ * Ctrl-C while a statement runs: the first asks the server to cancel it and waits (briefly) for the answer, so the
+ * user learns whether it stopped and the recording says cancelled; a second Ctrl-C or no answer in time exits at
+ * once, saying the cancel was not confirmed. Outside a statement Ctrl-C keeps its usual meaning.
+ */
+function cancelOnCtrlC(cancel: () => Promise<void>) {
+  let requested = false;
+  let answered = false;
+  let timer: NodeJS.Timeout | undefined;
+  const giveUp = (why: string): void => {
+    // The server answered first: a late failure of the cancel connection changes nothing.
+    if (answered) return;
+    process.stderr.write(`hoopctl: interrupted; the cancel was not confirmed (${why}); the statement may still be running on the server\n`);
+    process.exit(EXIT_INTERRUPTED);
+  };
+  const onSigint = () => {
+    if (requested) return giveUp('Ctrl-C again');
+    requested = true;
+    process.stderr.write('hoopctl: cancelling the statement (Ctrl-C again to quit without waiting)\n');
+    timer = setTimeout(() => giveUp(`no answer from the server in ${CANCEL_CONFIRM_MS / 1000} s`), CANCEL_CONFIRM_MS);
+    cancel().catch((e: Error) => giveUp(`the cancel request failed: ${e.message}`));
+  };
+  // While the statement runs, Ctrl-C is ours alone: the token store's file writer (conf → atomically → when-exit)
+  // listens for SIGINT and raises it again on itself, which would read as a second Ctrl-C. Its hook comes back after.
+  const others = process.rawListeners('SIGINT') as Array<(...args: unknown[]) => void>;
+  process.removeAllListeners('SIGINT');
+  process.on('SIGINT', onSigint);
+  return {
+    get requested() {
+      return requested;
+    },
+    /** The statement ended after a cancel was asked for: `error` says how; none when it finished first. */
+    report(error?: pg.DatabaseError): void {
+      answered = true;
+      clearTimeout(timer);
+      if (error?.code === QUERY_CANCELED) process.stderr.write('hoopctl: cancelled; the server stopped the statement\n');
+      else if (error) process.stderr.write(`hoopctl: interrupted; the statement failed: ${error.message}${error.code ? ` (SQLSTATE ${error.code})` : ''}\n`);
+      else process.stderr.write('hoopctl: interrupted; the statement had already finished on the server (its result is not shown)\n');
+    },
+    stop() {
+      clearTimeout(timer);
+      process.off('SIGINT', onSigint);
+      for (const listener of others) process.on('SIGINT', listener);
+    },
+  };
 }
 
 interface CommandOptions {

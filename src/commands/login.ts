@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { decodeJwt } from 'jose';
-import { brokerGet, normalizeBrokerUrl, resolveBroker, settings, tokenStore, parseOutput } from './context.js';
+import { brokerGet, normalizeBrokerUrl, resolveBroker, resolveToken, settings, tokenStore, parseOutput } from './context.js';
+import { describeTokenSource } from '../auth/access-token.js';
 import { fetchAuthConfig } from '../auth/broker-auth-config.js';
 import { clientCredentialsLogin, deviceLogin } from '../auth/oidc.js';
 import { UserError } from '../lib/errors.js';
@@ -61,17 +62,19 @@ export function register(program: Command): void {
 
   program
     .command('whoami')
-    .description('Show the identity the broker sees for your token')
+    .description('Show the identity the broker sees for your token, and where the token came from')
     .option('-o, --output <format>', 'text or json', 'text')
     .option('--broker <url>', 'broker URL')
     .action(async (opts: { output: string; broker?: string }) => {
       const format = parseOutput(opts.output);
       const broker = resolveBroker(opts.broker);
-      const { identity, auditor } = await brokerGet<{ identity: Identity; auditor: boolean }>(broker, '/api/v1/whoami');
-      if (format === 'json') return printJson({ broker, ...identity, auditor });
+      const resolved = await resolveToken(broker);
+      const { identity, auditor } = await brokerGet<{ identity: Identity; auditor: boolean }>(broker, '/api/v1/whoami', resolved.token);
+      const source = { kind: resolved.source, ...(resolved.clientId ? { clientId: resolved.clientId } : {}), text: describeTokenSource(resolved) };
+      if (format === 'json') return printJson({ broker, ...identity, auditor, source });
       process.stdout.write(
         `broker   ${broker}\nsubject  ${identity.subject}\nname     ${identity.name}\nkind     ${identity.kind}${identity.clientId ? ` (client ${identity.clientId})` : ''}\n` +
-          `groups   ${identity.groups.join(', ') || 'none'}\nissuer   ${identity.issuer}\nexpires  ${new Date(identity.expiresAt).toISOString()}\n`,
+          `groups   ${identity.groups.join(', ') || 'none'}\nissuer   ${identity.issuer}\nexpires  ${new Date(identity.expiresAt).toISOString()}\nsource   ${source.text}\n`,
       );
     });
 }

@@ -238,6 +238,22 @@ function oneLine(sql: string, max = 400): string {
   return s.length > max ? `${s.slice(0, max)}…` : s;
 }
 
+/** SQLSTATE query_canceled; older recordings carry only the code, newer ones also `cancelled: true`. */
+const QUERY_CANCELED = '57014';
+
+/** One statement's outcome: rows or tags, an error, cancelled, or unfinished — never "ok" unless the server said so. */
+function resultText(d: Record<string, any>): string {
+  const took = typeof d.durationMs === 'number' ? formatDuration(d.durationMs) : undefined;
+  if (d.cancelled || d.error?.code === QUERY_CANCELED) {
+    return `✗ cancelled${took ? ` after ${took}` : ''}: ${d.error?.code ?? QUERY_CANCELED} ${d.error?.message ?? ''}`.trimEnd();
+  }
+  if (d.error) return `✗ ${d.error.code ?? ''} ${d.error.message}`;
+  const tags = (d.tags as string[] | undefined)?.join(', ');
+  // The session ended while the statement ran (the client left, or the session was ended): how it ended is unknown.
+  if (d.incomplete && !tags) return `→ unfinished: the session ended before the server answered${took ? ` (after ${took})` : ''}`;
+  return `→ ${tags || (d.skipped ? 'skipped (earlier error in the batch)' : 'ok')}${took ? ` in ${took}` : ''}${d.incomplete ? ' (the session ended before the server finished)' : ''}`;
+}
+
 /** The transcript `replay` prints; exported for tests of its shape. */
 export function renderTranscript(session: SessionRow, events: StoredEvent[]): string {
   const id = session.identity;
@@ -307,11 +323,7 @@ export function eventLines(session: SessionRow, e: StoredEvent, t0: number): str
       break;
     }
     case 'result':
-      out.push(
-        d.error
-          ? `${at}    ✗ ${d.error.code ?? ''} ${d.error.message}`
-          : `${at}    → ${(d.tags as string[] | undefined)?.join(', ') || (d.skipped ? 'skipped (earlier error in the batch)' : 'ok')}${typeof d.durationMs === 'number' ? ` in ${formatDuration(d.durationMs)}` : ''}`,
-      );
+      out.push(`${at}    ${resultText(d)}`);
       break;
     case 'backend-connected':
       if (session.connectionType === 'ssh') {

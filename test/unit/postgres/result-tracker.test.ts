@@ -65,3 +65,30 @@ describe('a client that leaves between ErrorResponse and ReadyForQuery', () => {
     expect(t.unfinished()).toEqual([]);
   });
 });
+
+describe('a statement the server cancelled', () => {
+  it('is marked cancelled, whether it ends at ReadyForQuery, at its Execute, or as the session ends', () => {
+    const canceled = { severity: 'ERROR', code: '57014', message: 'canceling statement due to user request' };
+    const t = new ResultTracker();
+    t.round(1);
+    t.error(canceled);
+    expect(t.readyForQuery()).toMatchObject([{ statementSeq: 1, cancelled: true, error: { code: '57014' } }]);
+    t.execute(2);
+    expect(t.error(canceled).results).toMatchObject([{ statementSeq: 2, cancelled: true }]);
+    t.round(3);
+    t.error(canceled);
+    expect(t.unfinished()).toMatchObject([{ statementSeq: 3, cancelled: true, incomplete: true }]);
+  });
+
+  it('is not marked cancelled for other errors, nor when it is still running as the session ends', () => {
+    const t = new ResultTracker();
+    t.round(1);
+    t.error(err('42P01'));
+    expect(t.readyForQuery()[0]).not.toHaveProperty('cancelled');
+    t.round(2);
+    const [left] = t.unfinished();
+    expect(left).toMatchObject({ statementSeq: 2, incomplete: true });
+    expect(left).not.toHaveProperty('cancelled');
+    expect(left).not.toHaveProperty('error');
+  });
+});

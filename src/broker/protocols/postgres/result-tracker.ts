@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import type { ErrorFields } from './messages.js';
 import { rowsFromTag } from './messages.js';
+import { SqlState } from './errors.js';
 
 /** One finished statement, as recorded in a 'result' event. */
 export interface StatementResult {
@@ -16,8 +17,13 @@ export interface StatementResult {
   skipped?: true;
   /** The Execute hit its row limit (PortalSuspended); the portal can be executed again. */
   suspended?: true;
-  /** The session ended before the server finished answering (the client left between ErrorResponse and ReadyForQuery). */
+  /**
+   * The session ended before the server finished answering: the client left mid-statement or between ErrorResponse
+   * and ReadyForQuery. Without an error, nobody knows how the statement ended; it is not "ok".
+   */
   incomplete?: true;
+  /** The server stopped the statement (SQLSTATE 57014 query_canceled: a client's cancel request, or a statement timeout). */
+  cancelled?: true;
 }
 
 /** What the tracker reports for an ErrorResponse that belongs to no recorded statement. */
@@ -109,7 +115,7 @@ export class ResultTracker {
       this.#queue.shift();
       const effective = head.denial ?? fields;
       return {
-        results: [{ ...finish(head.statementSeq, head.start, []), error: { code: effective.code, message: effective.message } }],
+        results: [withError(finish(head.statementSeq, head.start, []), effective)],
         ...(head.denial ? { replacement: head.denial } : {}),
       };
     }
@@ -126,7 +132,7 @@ export class ResultTracker {
       if (head.kind === 'sync') continue;
       const r = finish(head.statementSeq, head.start, head.kind === 'round' ? head.tags : []);
       const error = head.kind === 'round' ? head.error : undefined;
-      out.push({ ...r, ...(error ? { error: { code: error.code, message: error.message } } : {}), incomplete: true });
+      out.push({ ...(error ? withError(r, error) : r), incomplete: true });
     }
     return out;
   }
@@ -141,7 +147,7 @@ export class ResultTracker {
       }
       if (head.kind === 'round') {
         const r = finish(head.statementSeq, head.start, head.tags);
-        out.push(head.error ? { ...r, error: { code: head.error.code, message: head.error.message } } : r);
+        out.push(head.error ? withError(r, head.error) : r);
       }
       break;
     }
@@ -156,4 +162,8 @@ function finish(statementSeq: number, start: number, tags: string[]): StatementR
     rows: tags.reduce((sum, t) => sum + rowsFromTag(t), 0),
     durationMs: Math.round((performance.now() - start) * 1000) / 1000,
   };
+}
+
+function withError(r: StatementResult, error: ErrorFields): StatementResult {
+  return { ...r, error: { code: error.code, message: error.message }, ...(error.code === SqlState.QueryCanceled ? { cancelled: true as const } : {}) };
 }
