@@ -265,7 +265,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       c.type === 'ssh'
         ? { user: c.target.user, hostKeyFingerprint: sshHostKey?.fingerprint, hostKey: sshHostKey?.publicKey, allow: { sftp: c.allow.sftp, portForwarding: c.allow.portForwarding, remoteForwarding: c.allow.remoteForwarding } }
         : c.type === 'postgres'
-          ? { database: c.target.database }
+          ? { database: c.target.database, ...(c.target.databases ? { databases: c.target.databases } : {}) }
           : {};
     return { name: c.name, type: c.type, description: c.description, ...target, approval: c.access.approval ? { maxDuration: c.access.approval.maxDuration, reason: c.access.approval.reason } : undefined };
   }
@@ -466,7 +466,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
         reviews: connection.reviews ? statementReviews(identity, connection, row.id, detach) : undefined,
       });
       await sessions.close(row.id, recorder, {
-        status: summary.outcome === 'failed' ? 'failed' : 'closed',
+        status: summary.outcome === 'failed' || summary.outcome === 'refused' ? summary.outcome : 'closed',
         statementCount: summary.statementCount,
         errorCount: summary.errorCount,
         ...(summary.error ? { error: summary.error } : {}),
