@@ -20,6 +20,9 @@ export interface LocalTunnelOptions {
   onEvent?(event: { type: 'accepted' | 'closed' | 'refused'; peer: string; error?: string }): void;
 }
 
+/** The code of an error `prepareClient` rejects with when the client simply went away. */
+export const CLIENT_GONE = 'CLIENT_GONE';
+
 export interface LocalTunnel {
   host: string;
   port: number;
@@ -69,7 +72,9 @@ export async function startLocalTunnel(o: LocalTunnelOptions): Promise<LocalTunn
         } catch (e) {
           void opening.then((remote) => remote.destroy(), noop);
           socket.destroy();
-          o.onEvent?.({ type: 'refused', peer, error: describeError(e) });
+          // A client that leaves before saying anything (a port probe) is not a refusal worth reporting.
+          if (isHoopError(e) && e.code === CLIENT_GONE) o.onEvent?.({ type: 'closed', peer });
+          else o.onEvent?.({ type: 'refused', peer, error: describeError(e) });
           return;
         }
         sockets.add(client);

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
-import { UserError } from '../lib/errors.js';
+import { HoopError, UserError } from '../lib/errors.js';
+import { CLIENT_GONE } from './local-listener.js';
 
 const SSL_REQUEST = 80877103;
 const GSSENC_REQUEST = 80877104;
@@ -94,7 +95,7 @@ function readAtLeast(socket: Socket, n: number): Promise<Buffer> {
     };
     const onClose = () => {
       cleanup();
-      reject(new UserError('the client closed the connection before its startup', { code: 'PG_CLIENT_GONE' }));
+      reject(new HoopError('the client closed the connection before its startup', { code: CLIENT_GONE }));
     };
     const onError = (err: Error) => {
       cleanup();
