@@ -82,7 +82,7 @@ export class SessionService {
     return row.id;
   }
 
-  async close(id: string, recorder: StreamRecorder, outcome: { status: 'closed' | 'failed'; statementCount: number; errorCount: number; error?: string; durationMs: number }): Promise<void> {
+  async close(id: string, recorder: StreamRecorder, outcome: { status: 'closed' | 'failed' | 'refused'; statementCount: number; errorCount: number; error?: string; durationMs: number }): Promise<void> {
     const connection = this.#live.get(recorder);
     this.#live.delete(recorder);
     if (connection) this.#onEnded?.({ connection: connection.name, connectionType: connection.type, outcome: outcome.status, statementCount: outcome.statementCount, errorCount: outcome.errorCount });

@@ -2,6 +2,8 @@ import type { Command } from 'commander';
 import { accessToken, brokerGet, resolveBroker } from './context.js';
 import { startLocalTunnel } from '../tunnel/local-listener.js';
 import { refusePostgresClient } from '../tunnel/pg-refusal.js';
+import { negotiatePostgresEncryption } from '../tunnel/pg-encryption.js';
+import { makeLoopbackCertificate } from '../tunnel/loopback-certificate.js';
 import { waitForSignal } from './broker.js';
 import { UserError, errorMessage } from '../lib/errors.js';
 import { obtainAccessGrant } from './access-request.js';
@@ -15,6 +17,8 @@ interface ConnectionInfo {
   name: string;
   type: string;
   database?: string;
+  /** postgres: every database a client may ask for (the default among them), when the connection lists several. */
+  databases?: string[];
   /** ssh: the backend user, and the broker's own host key (what ssh will be shown). */
   user?: string;
   hostKeyFingerprint?: string;
@@ -39,11 +43,14 @@ export function register(program: Command): void {
       const grant = connection.approval
         ? await obtainAccessGrant({ broker, connection: name, reason: opts.reason, duration: opts.duration, interactive: Boolean(process.stderr.isTTY) && opts.output !== 'json' })
         : undefined;
+      // Made once per start, only for PostgreSQL: clients with sslmode=require get TLS on the loopback hop.
+      const loopbackTls = connection.type === 'postgres' ? makeLoopbackCertificate() : undefined;
       const tunnel = await startLocalTunnel({
         broker,
         connection: name,
         port: opts.port,
         getToken: () => accessToken(broker),
+        ...(loopbackTls ? { prepareClient: (socket) => negotiatePostgresEncryption(socket, () => loopbackTls.secureContext) } : {}),
         onRefused: (socket, e) => (connection.type === 'postgres' ? refusePostgresClient(socket, `hoopctl: ${e.message}`) : socket.destroy()),
         onEvent: (ev) => {
           if (ev.type === 'refused') process.stderr.write(`connection from ${ev.peer} refused: ${ev.error}\n`);
@@ -113,8 +120,15 @@ function clientHints(c: ConnectionInfo, name: string, host: string, port: number
       return { url: `http://${host}:${port}`, lines: [kube.hint, `kubeconfig: ${kube.path}`], footer: injected, json: { kubeconfig: kube.path, kubectl: kube.hint } };
     }
     default: {
+      // sslmode=disable: the hop is loopback, so TLS there would only cost; clients whose URL says require still work.
       const url = `postgresql://hoopctl@${host}:${port}/${encodeURIComponent(c.database ?? name)}?sslmode=disable`;
-      return { url, lines: [`psql "${url}"`, `url: ${url}`], footer: injected, json: {} };
+      const lines = [`psql "${url}"`, `url: ${url}`];
+      if (c.databases && c.databases.length > 1) lines.push(`databases: ${c.databases.join(', ')} (put one in the URL's path; none given means ${c.database})`);
+      lines.push(
+        'sslmode=require works (TLS to this loopback listener with a throwaway certificate); verify-ca/verify-full cannot verify it —',
+        '  the broker\'s TLS to the database is set on the broker (target.sslmode)',
+      );
+      return { url, lines, footer: injected, json: c.databases ? { databases: c.databases } : {} };
     }
   }
 }

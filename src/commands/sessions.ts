@@ -325,6 +325,13 @@ export function eventLines(session: SessionRow, e: StoredEvent, t0: number): str
     case 'result':
       out.push(`${at}    ${resultText(d)}`);
       break;
+    case 'client-startup': {
+      // What the client's startup asked for: not an identity (the token is), but what it meant to reach.
+      const asked = `user "${d.user ?? ''}", database ${d.database !== undefined ? `"${d.database}"` : '(none)'}`;
+      out.push(`${at}  startup    asked for ${asked}${d.refused ? '' : ` → database "${d.routedTo}"`}`);
+      if (d.refused) out.push(`${at}    ✗ ${d.refused}`);
+      break;
+    }
     case 'backend-connected':
       if (session.connectionType === 'ssh') {
         out.push(`${at}  connected  ${d.user}@${d.host}:${d.port}, host key ${d.hostKey}`);

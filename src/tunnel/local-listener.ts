@@ -1,7 +1,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { openTunnel } from './ws-transport.js';
-import { errorMessage } from '../lib/errors.js';
+import { errorMessage, isHoopError } from '../lib/errors.js';
 
 export interface LocalTunnelOptions {
   broker: string;
@@ -10,10 +10,18 @@ export interface LocalTunnelOptions {
   port?: number;
   /** Called per accepted connection, so a long-running tunnel always presents a fresh token. */
   getToken(): Promise<string>;
+  /**
+   * Runs on each accepted socket while its tunnel opens: returns the stream to relay (e.g. the decrypted side of TLS
+   * the client asked for). A rejection ends that connection only and is reported as 'refused'.
+   */
+  prepareClient?(socket: Socket): Promise<Socket>;
   /** What to tell a client whose tunnel could not open (e.g. a PostgreSQL ErrorResponse). */
   onRefused?(socket: Socket, error: Error): void;
   onEvent?(event: { type: 'accepted' | 'closed' | 'refused'; peer: string; error?: string }): void;
 }
+
+/** The code of an error `prepareClient` rejects with when the client simply went away. */
+export const CLIENT_GONE = 'CLIENT_GONE';
 
 export interface LocalTunnel {
   host: string;
@@ -52,20 +60,39 @@ export async function startLocalTunnel(o: LocalTunnelOptions): Promise<LocalTunn
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => undefined);
     socket.pause();
+    // The tunnel opens while the client negotiates, so asking for TLS adds no round trip to the broker.
+    const opening = (async () => openTunnel(o.broker, o.connection, await o.getToken(), peer))();
+    // Handled below once negotiation is done; until then a refusal must not count as unhandled.
+    opening.catch(noop);
+    let client = socket;
     (async () => {
-      const token = await o.getToken();
-      const remote = await openTunnel(o.broker, o.connection, token, peer);
+      if (o.prepareClient) {
+        try {
+          client = await o.prepareClient(socket);
+        } catch (e) {
+          void opening.then((remote) => remote.destroy(), noop);
+          socket.destroy();
+          // A client that leaves before saying anything (a port probe) is not a refusal worth reporting.
+          if (isHoopError(e) && e.code === CLIENT_GONE) o.onEvent?.({ type: 'closed', peer });
+          else o.onEvent?.({ type: 'refused', peer, error: describeError(e) });
+          return;
+        }
+        sockets.add(client);
+        client.on('close', () => sockets.delete(client));
+        client.on('error', noop);
+      }
+      const remote = await opening;
       sockets.add(remote);
       o.onEvent?.({ type: 'accepted', peer });
-      splice(socket, remote, () => {
+      splice(client, remote, () => {
         sockets.delete(remote);
         o.onEvent?.({ type: 'closed', peer });
       });
-      socket.resume();
+      client.resume();
     })().catch((e: Error) => {
       o.onEvent?.({ type: 'refused', peer, error: errorMessage(e) });
-      if (o.onRefused) o.onRefused(socket, e);
-      else socket.destroy();
+      if (o.onRefused) o.onRefused(client, e);
+      else client.destroy();
     });
   });
   await new Promise<void>((resolve, reject) => {
@@ -85,4 +112,10 @@ export async function startLocalTunnel(o: LocalTunnelOptions): Promise<LocalTunn
       await closed;
     },
   };
+}
+
+function noop(): void {}
+
+function describeError(e: unknown): string {
+  return isHoopError(e) && e.hint ? `${e.message}. ${e.hint}` : errorMessage(e);
 }

@@ -27,7 +27,8 @@ export async function connectPgOverTunnel(broker: string, connection: string, to
     process.nextTick(() => stream.emit('connect'));
     return stream;
   };
-  const client = new pg.Client({ stream: () => stream as never, user: 'hoopctl', database: connection, password: undefined });
+  // database = user is libpq's "none given": the broker routes it to the connection's default database.
+  const client = new pg.Client({ stream: () => stream as never, user: 'hoopctl', database: 'hoopctl', password: undefined });
   await client.connect();
   return {
     client,

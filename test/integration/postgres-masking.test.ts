@@ -72,7 +72,7 @@ async function psql(proxy: PolicyProxy, sql: string): Promise<string> {
 }
 
 function client(proxy: PolicyProxy): Promise<pg.Client> {
-  const c = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'laptop-user', database: 'x' });
+  const c = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'laptop-user', database: 'postgres' });
   return c.connect().then(() => c);
 }
 

@@ -68,7 +68,7 @@ afterAll(async () => {
 });
 
 async function viaPg(attempt: Attempt, n: number): Promise<{ code?: string; message: string }> {
-  const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'laptop-user', database: 'x' });
+  const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'laptop-user', database: 'postgres' });
   await client.connect();
   try {
     if (attempt.via === 'pg simple') await client.query(attempt.sql);
@@ -148,7 +148,7 @@ describe('deny rules hold against real psql and node-postgres', () => {
   });
 
   it('node-postgres in a transaction: the denied statement fails the transaction, ROLLBACK recovers', async () => {
-    const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'laptop-user', database: 'x' });
+    const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'laptop-user', database: 'postgres' });
     await client.connect();
     await client.query('begin');
     await client.query('insert into tx_log values (2)');
@@ -174,7 +174,7 @@ describe('deny rules hold against real psql and node-postgres', () => {
       }
     });
     await once(socket, 'connect');
-    socket.write(createStartupMessage({ user: 'u', database: 'd' }));
+    socket.write(createStartupMessage({ user: 'u', database: 'postgres' }));
     const waitZ = async (n: number) => {
       const deadline = Date.now() + 10_000;
       while (codes.filter((c) => c === 'Z').length < n) {
@@ -232,7 +232,7 @@ describe('allowed work is untouched', () => {
   });
 
   it('a read-only identity uses prepared statements with node-postgres', async () => {
-    const client = new pg.Client({ host: '127.0.0.1', port: readOnly.port, user: 'laptop-user', database: 'x' });
+    const client = new pg.Client({ host: '127.0.0.1', port: readOnly.port, user: 'laptop-user', database: 'postgres' });
     await client.connect();
     for (const id of [1, 2, 3]) {
       const { rows } = await client.query({ name: 'by-id', text: 'select v from public.guarded where id = $1', values: [id] });

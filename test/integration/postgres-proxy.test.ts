@@ -135,7 +135,7 @@ class RawClient {
 
   async startup(params: Record<string, string> = {}): Promise<void> {
     await once(this.socket, 'connect');
-    this.socket.write(createStartupMessage({ user: 'whoever', database: 'whatever', ...params }));
+    this.socket.write(createStartupMessage({ user: 'whoever', database: 'postgres', ...params }));
     await this.until((m) => m.filter((x) => x.code === 'Z').length >= 1, 'ReadyForQuery after startup');
   }
 
@@ -273,7 +273,7 @@ describe('postgres proxy with node-postgres (extended protocol)', () => {
   let client: pg.Client;
   beforeAll(async () => {
     proxy = await startProxy(pgConnection('pg-extended', scramCluster));
-    client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'laptop-user', database: 'anything', application_name: 'node-test' });
+    client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'laptop-user', database: 'postgres', application_name: 'node-test' });
     await client.connect();
   });
   afterAll(async () => {
@@ -445,7 +445,7 @@ describe('postgres proxy session lifecycle', () => {
   }, 20_000);
 
   it('ends the client when the backend goes away', async () => {
-    const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'x', database: 'y', application_name: 'to-be-terminated' });
+    const client = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'x', database: 'postgres', application_name: 'to-be-terminated' });
     const ended = new Promise<void>((resolve) => client.on('end', () => resolve()));
     const errors: Error[] = [];
     client.on('error', (e) => errors.push(e));

@@ -93,7 +93,8 @@ export type PsqlResult = CliResult;
 export function psqlEnv(port: number): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PG')) env[k] = v;
-  return { ...env, PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'laptop-user', PGDATABASE: 'whatever', PGCONNECT_TIMEOUT: '5' };
+  // No PGDATABASE: psql then sends the user name as the database, which the broker routes to the connection's own.
+  return { ...env, PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'laptop-user', PGCONNECT_TIMEOUT: '5' };
 }
 
 /** psql against the proxy; `verbose` adds the SQLSTATE to error lines. */

@@ -63,7 +63,8 @@ export interface SessionContext<C extends ConnectionBase = ConnectionBase> {
 
 /** How a session ended, in the broker's words. */
 export interface SessionSummary {
-  outcome: 'closed' | 'failed';
+  /** 'refused': the client asked for something the connection does not serve; nothing reached the target. */
+  outcome: 'closed' | 'failed' | 'refused';
   /** Statements, commands or requests the client sent. */
   statementCount: number;
   /** Of them, refused or failed. */

@@ -54,6 +54,14 @@ describe('broker config', () => {
     expect(parseBrokerConfig({ ...base, server: { listen: '0.0.0.0:8080', allowInsecureHttp: true } }, { env: { PG_PW: 'x' } }).server.listen).toBe('0.0.0.0:8080');
   });
 
+  it('takes the databases a postgres connection serves, the default among them', () => {
+    const several = structuredClone(base) as any;
+    several.connections[0].target.databases = ['app', 'scratch'];
+    expect((parseBrokerConfig(several, { env: { PG_PW: 'x' } }).connections[0] as any).target.databases).toEqual(['app', 'scratch']);
+    several.connections[0].target.databases = ['scratch'];
+    expect(errorOf(several)).toContain('connections[0].target.databases: list the default `database` among `databases`');
+  });
+
   it('refuses duplicate connection names', () => {
     expect(errorOf({ ...base, connections: [base.connections[0], base.connections[0]] })).toContain('connections[1].name: duplicate connection name "pg-prod"');
   });

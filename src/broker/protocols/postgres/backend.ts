@@ -40,6 +40,8 @@ export interface BackendSession {
 export interface ConnectBackendOptions {
   /** Opens the TCP connection; injected by tests. Defaults to net.connect. */
   connect?: (host: string, port: number) => Socket;
+  /** The database to start in, as routed from the client's startup; default `conn.target.database`. */
+  database?: string;
 }
 
 /** Startup parameters a client may pass through to the backend; matched case-insensitively. */
@@ -71,7 +73,7 @@ export async function connectBackend(
     const upgraded = await negotiateTls(socket, conn);
     socket = upgraded.socket;
     const reader = new StreamReader(socket);
-    const startup: Record<string, string> = { user: conn.credentials.user, database: conn.target.database };
+    const startup: Record<string, string> = { user: conn.credentials.user, database: options.database ?? conn.target.database };
     for (const [name, value] of Object.entries(params)) if (!(name in startup)) startup[name] = value;
     socket.write(createStartupMessage(startup));
     const session = await authenticate(socket, reader, conn.credentials.user, password, upgraded.tls);

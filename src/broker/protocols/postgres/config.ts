@@ -23,12 +23,22 @@ export const postgresConnectionSchema = z
       .object({
         host: z.string().min(1),
         port: z.number().int().min(1).max(65535).default(5432),
+        /** The database a client gets when it names none (or only libpq's default, its user name). */
         database: z.string().min(1),
+        /**
+         * Databases a client may ask for by name (`psql …/scratch`), `database` among them; absent, only `database`.
+         * Any other name is refused, never silently replaced.
+         */
+        databases: z.array(z.string().min(1)).min(1).optional(),
         sslmode: z.enum(['disable', 'prefer', 'require', 'verify-ca', 'verify-full']).default('prefer'),
         sslrootcert: z.string().optional(),
         connectTimeout: duration.default(10_000),
       })
-      .strict(),
+      .strict()
+      .refine((t) => !t.databases || t.databases.includes(t.database), {
+        path: ['databases'],
+        message: 'list the default `database` among `databases` (it is where a client that names none goes)',
+      }),
     credentials: z.object({ user: z.string().min(1), password: secretSource.optional() }).strict(),
     /** Statement and masking rules (src/policy/rules.ts documents the schema). */
     ...connectionPolicyShape,

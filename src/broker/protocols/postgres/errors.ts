@@ -7,6 +7,8 @@ export const SqlState = {
   ProtocolViolation: '08P01',
   ConnectionFailure: '08006',
   InvalidAuthorization: '28000',
+  /** The startup asked for a database the connection does not serve. */
+  InvalidCatalogName: '3D000',
   FeatureNotSupported: '0A000',
   /** A policy rule refused the statement. */
   InsufficientPrivilege: '42501',

@@ -14,13 +14,13 @@ export const postgresProtocol: ProtocolModule<PostgresConnection> = {
     // Cancel keys the broker handed out, so a cancel request arriving on another tunnel finds its session.
     const cancels = new CancelRegistry();
     return {
-      describe: (c) => ({ database: c.target.database }),
+      describe: (c) => ({ database: c.target.database, ...(c.target.databases ? { databases: c.target.databases } : {}) }),
       async serve(stream, s) {
         const summary = await proxyPostgresSession(stream, {
           connection: s.connection, recorder: s.recorder, cancels, logger: s.logger, identity: s.identity, maskKey: s.maskKey, signal: s.signal, reviews: s.reviews,
         });
         return {
-          outcome: summary.outcome === 'failed' ? 'failed' : 'closed',
+          outcome: summary.outcome === 'failed' || summary.outcome === 'refused' ? summary.outcome : 'closed',
           statementCount: summary.statementCount,
           errorCount: summary.errorCount,
           ...(summary.error ? { error: summary.error } : {}),

@@ -8,6 +8,7 @@ import { maskPlanFor, type ConnectionPolicy, type MaskKey, type PolicyIdentity, 
 import type { SessionRecorder } from '../../recording/recorder.js';
 import { connectBackend as defaultConnectBackend, FORWARDED_PARAMETERS, type BackendSession, type ConnectBackendOptions } from './backend.js';
 import type { CancelOutcome, CancelRegistration, CancelRegistry } from './cancel-registry.js';
+import { routeStartupDatabase } from './database-routing.js';
 import { BackendConnectError, PgWireError, protocolViolation, SqlState } from './errors.js';
 import { FrameError, FrameScanner, MAX_BACKEND_FRAME, MAX_CLIENT_FRAME, type ScannedFrame, type StreamPiece } from './frame-scanner.js';
 import { BackendCode, FrontendCode, StartupCode } from './message-codes.js';
@@ -67,7 +68,8 @@ export interface PostgresSessionContext {
 }
 
 export interface PostgresSessionSummary {
-  outcome: 'closed' | 'failed' | 'cancel-request';
+  /** 'refused': the startup asked for something the connection does not serve; nothing reached the target. */
+  outcome: 'closed' | 'failed' | 'refused' | 'cancel-request';
   statementCount: number;
   /** ErrorResponses the client received: the backend's and the broker's own. */
   errorCount: number;
@@ -331,6 +333,23 @@ class PostgresProxySession {
       await this.#fail(new PgWireError('FATAL', SqlState.FeatureNotSupported, 'replication connections are not supported through the broker'), 'client');
       return undefined;
     }
+    // What the client asked for is recorded before anything is decided, so a refusal shows what was refused.
+    const route = routeStartupDatabase(conn, startup.parameters);
+    try {
+      await this.#record('client-startup', {
+        ...(startup.parameters.user !== undefined ? { user: this.#recordable(startup.parameters.user) } : {}),
+        ...(startup.parameters.database !== undefined ? { database: this.#recordable(startup.parameters.database) } : {}),
+        ...(route.served ? { routedTo: route.database } : { refused: this.#recordable(route.message) }),
+      });
+    } catch {
+      await this.#fail(new PgWireError('FATAL', SqlState.SystemError, 'broker could not record the session start'), 'broker');
+      return undefined;
+    }
+    if (!route.served) {
+      await this.#fail(new PgWireError('FATAL', SqlState.InvalidCatalogName, `hoopctl: ${route.message}`), 'broker');
+      this.#outcome = 'refused';
+      return undefined;
+    }
     const params: Record<string, string> = {};
     const lower = new Map(Object.entries(startup.parameters).map(([k, v]) => [k.toLowerCase(), v]));
     for (const name of FORWARDED_PARAMETERS) {
@@ -339,7 +358,7 @@ class PostgresProxySession {
     }
     let backend: BackendSession;
     try {
-      backend = await (this.#ctx.connectBackend ?? defaultConnectBackend)(conn, params);
+      backend = await (this.#ctx.connectBackend ?? defaultConnectBackend)(conn, params, { database: route.database });
     } catch (e) {
       const err = e instanceof BackendConnectError ? e : new BackendConnectError(errorText(e), { code: 'BACKEND_UNREACHABLE' });
       const authProblem = err.code === 'BACKEND_AUTH_FAILED' || err.code === 'BACKEND_AUTH_UNSUPPORTED' || err.sqlState.startsWith('28');
@@ -353,7 +372,7 @@ class PostgresProxySession {
     try {
       await this.#record('backend-connected', {
         user: conn.credentials.user,
-        database: conn.target.database,
+        database: route.database,
         tls: backend.tls,
         serverVersion: backend.parameters.find((p) => p.name === 'server_version')?.value,
         applicationName: params.application_name,
