@@ -1,6 +1,5 @@
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { readFileSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
@@ -31,10 +30,10 @@ import type { Review } from './reviews/review.js';
 import type { StreamRecorder } from './recording/stream-recorder.js';
 import { initPolicyEngine } from '../policy/index.js';
 import { randomBytes } from 'node:crypto';
-import { dirname } from 'node:path';
 import { proxySshSession } from './protocols/ssh/proxy.js';
 import { proxyHttpTunnel } from './protocols/http/proxy.js';
 import { loadBrokerHostKey } from './protocols/ssh/host-keys.js';
+import { openBrokerResources, type BrokerResources } from './broker-resources.js';
 
 export interface RunningBroker {
   url: string;
@@ -51,6 +50,8 @@ export interface RunningBroker {
 export interface BrokerDeps {
   logger?: Logger;
   store?: Store;
+  /** Files and keys already opened (`prepareBroker`); opened here when absent. */
+  resources?: BrokerResources;
 }
 
 const TUNNEL_PATH = /^\/api\/v1\/tunnel\/([a-z0-9][a-z0-9._-]{0,62})$/;
@@ -58,12 +59,14 @@ const TUNNEL_PATH = /^\/api\/v1\/tunnel\/([a-z0-9][a-z0-9._-]{0,62})$/;
 /** The composition root: wires config, store, identity, sessions and protocol proxies behind one port. */
 export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): Promise<RunningBroker> {
   const logger = deps.logger ?? pino({ level: config.logging.level, base: { service: 'hoopctl-broker' } }, pino.destination(2));
-  const storePath = config.store.path.startsWith('/') || config.store.path === ':memory:' ? config.store.path : `${config.baseDir}/${config.store.path}`;
+  // Every file and key is opened before anything is created: a config that fails here leaves no store and no key.
+  const resources = deps.resources ?? openBrokerResources(config, { ownStore: deps.store !== undefined });
+  const { storePath } = resources;
   const store = deps.store ?? new SqliteStore(storePath);
   const abandoned = await store.closeAbandonedSessions(Date.now());
   if (abandoned > 0) logger.warn({ sessions: abandoned }, 'marked sessions left open by a previous broker run as failed');
   // The key that signs checkpoints of every stream: configured, or kept next to the store like the SSH host key.
-  const signer = loadCheckpointSigner(config.audit.signingKey?.reveal(), `${storePath === ':memory:' ? config.baseDir : dirname(storePath)}/hoopctl-audit-key.pem`);
+  const signer = loadCheckpointSigner(config.audit.signingKey?.reveal(), resources.auditKeyPath);
   logger.info({ keyId: signer.keyId, created: signer.created }, 'audit checkpoint key');
   const metrics = new BrokerMetrics();
   const sessions = await SessionService.create(store, signer, (s) => {
@@ -98,7 +101,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   /** Loads what a set of connections needs (the SSH host key) and says what in it deserves a warning. */
   const prepareConnections = (list: Connection[]) => {
     if (!sshHostKey && (list.some((c) => c.type === 'ssh') || config.ssh.hostKey)) {
-      sshHostKey = loadBrokerHostKey(config.ssh.hostKey?.reveal(), `${storePath === ':memory:' ? config.baseDir : dirname(storePath)}/hoopctl-ssh-host-key`);
+      sshHostKey = loadBrokerHostKey(config.ssh.hostKey?.reveal(), resources.sshHostKeyPath);
       logger.info({ fingerprint: sshHostKey.fingerprint, created: sshHostKey.created }, 'ssh host key');
     }
     for (const c of list) {
@@ -339,8 +342,8 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     });
   };
 
-  const server: Server = config.server.tls
-    ? createHttpsServer({ cert: readFileSync(config.server.tls.cert), key: readFileSync(config.server.tls.key) }, onRequest)
+  const server: Server = resources.tls
+    ? createHttpsServer({ cert: resources.tls.cert, key: resources.tls.key }, onRequest)
     : createHttpServer(onRequest);
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: 16 * 1024 * 1024, perMessageDeflate: false });

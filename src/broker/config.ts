@@ -386,11 +386,22 @@ export function resolveSecret(source: z.infer<typeof secretSource>, field: strin
   }
 }
 
+/** The `field: problem` lines of a config error (a UserError from resolveSecret, or a plain `field: …` error). */
+export function configProblemLines(e: unknown): string[] {
+  const message = e instanceof Error ? e.message : String(e);
+  return message.replace(/^invalid broker config:\n/, '').split('\n').map((l) => l.trim()).filter(Boolean);
+}
+
 export interface ParseOptions {
   env?: NodeJS.ProcessEnv;
   baseDir?: string;
   /** 'skip' leaves secrets unresolved: for offline tools (policy check) that never reach a backend. */
   secrets?: 'resolve' | 'skip';
+  /**
+   * Collects unreadable secrets and unsafe listen addresses here instead of throwing, so a caller can report them
+   * together with the problems it finds itself (`hoopctl broker check`). The config returned then lacks those secrets.
+   */
+  problems?: string[];
 }
 
 export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): BrokerConfig {
@@ -402,8 +413,18 @@ export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): B
     throw new UserError(`invalid broker config:\n${formatIssues(result.error)}`, { code: 'CONFIG_INVALID' });
   }
   const raw = result.data;
+  // Every unreadable secret is reported at once (field by field), not only the first one met.
+  const problems: string[] = [];
+  const collect = <T>(read: () => T): T | undefined => {
+    try {
+      return read();
+    } catch (e) {
+      problems.push(...configProblemLines(e));
+      return undefined;
+    }
+  };
   const secret = (source: z.infer<typeof secretSource> | undefined, field: string) =>
-    source && !skipSecrets ? resolveSecret(source, field, env, baseDir) : undefined;
+    source && !skipSecrets ? collect(() => resolveSecret(source, field, env, baseDir)) : undefined;
   const connections: Connection[] = raw.connections.map((c, i): Connection => {
     if (c.type === 'ssh') {
       return {
@@ -417,24 +438,25 @@ export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): B
     }
     if (c.type === 'http' || c.type === 'kubernetes') {
       if (skipSecrets) return { ...c, credentials: undefined } as unknown as Connection;
-      return resolveWebConnection(c, (source, field) => resolveSecret(source as z.infer<typeof secretSource>, field, env, baseDir), {
-        field: `connections[${i}]`,
-        baseDir,
-      }) as unknown as Connection;
+      // A missing secret stands in as empty so the rest of this connection is still checked; `problems` fails the load.
+      const resolved = collect(() =>
+        resolveWebConnection(c, (source, field) => collect(() => resolveSecret(source as z.infer<typeof secretSource>, field, env, baseDir)) ?? new Secret(''), {
+          field: `connections[${i}]`,
+          baseDir,
+        }),
+      );
+      return (resolved ?? { ...c, credentials: undefined }) as unknown as Connection;
     }
     return { ...c, credentials: { user: c.credentials.user, password: secret(c.credentials.password, `connections[${i}].credentials.password`) } };
   });
   if (raw.metrics && !raw.metrics.allowRemote && !isLoopback(splitHostPort(raw.metrics.listen)[0])) {
-    throw new UserError('invalid broker config:\n  metrics.listen: metrics are served without a token; listen on loopback or set metrics.allowRemote: true', { code: 'CONFIG_INVALID' });
+    problems.push('metrics.listen: metrics are served without a token; listen on loopback or set metrics.allowRemote: true');
   }
   const [host] = splitHostPort(raw.server.listen);
   if (!raw.server.tls && !raw.server.allowInsecureHttp && !isLoopback(host)) {
-    throw new UserError(
-      `invalid broker config:\n  server.listen: plain HTTP on non-loopback address ${host} would send tokens in clear; configure server.tls or set server.allowInsecureHttp: true`,
-      { code: 'CONFIG_INVALID' },
-    );
+    problems.push(`server.listen: plain HTTP on non-loopback address ${host} would send tokens in clear; configure server.tls or set server.allowInsecureHttp: true`);
   }
-  const masking = { hashKey: raw.masking.hashKey && !skipSecrets ? resolveSecret(raw.masking.hashKey, 'masking.hashKey', env, baseDir) : undefined };
+  const masking = { hashKey: secret(raw.masking.hashKey, 'masking.hashKey') };
   const ssh = { hostKey: secret(raw.ssh.hostKey, 'ssh.hostKey') };
   const audit = { ...raw.audit, signingKey: secret(raw.audit.signingKey, 'audit.signingKey') };
   const exports: ExportSinkConfig[] = raw.export.map((e, i) => {
@@ -446,10 +468,12 @@ export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): B
     return e;
   });
   const notify: NotifyTarget[] = raw.notify.map((n, i) => ({ ...n, url: secret(n.url, `notify[${i}].url`)! }));
+  if (problems.length > 0 && options.problems) options.problems.push(...problems);
+  else if (problems.length > 0) throw new UserError(`invalid broker config:\n${problems.map((p) => `  ${p}`).join('\n')}`, { code: 'CONFIG_INVALID' });
   return { ...raw, connections, masking, ssh, audit, export: exports, notify, baseDir };
 }
 
-export function loadBrokerConfig(path: string, env: NodeJS.ProcessEnv = process.env, options: Pick<ParseOptions, 'secrets'> = {}): BrokerConfig {
+export function loadBrokerConfig(path: string, env: NodeJS.ProcessEnv = process.env, options: Pick<ParseOptions, 'secrets' | 'problems'> = {}): BrokerConfig {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
