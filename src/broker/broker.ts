@@ -17,7 +17,7 @@ import { BrokerMetrics, registerBrokerGauges, serveMetrics } from './metrics.js'
 import { enforceSessionLimits, followSession, type SessionLimits } from './live-sessions.js';
 import { ReviewNotifier, type NotifyTransition } from './reviews/review-notify.js';
 import { createTokenVerifier } from './auth/verify-token.js';
-import { decideAccess } from '../policy/access.js';
+import { approvalRequiredReason, decideAccess } from '../policy/access.js';
 import { HoopError, errorMessage } from '../lib/errors.js';
 import { bearerToken, clientAddress, errors, sendError, sendJson } from './http-util.js';
 import { proxyPostgresSession } from './protocols/postgres/proxy.js';
@@ -164,7 +164,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     if (connection.access.approval) {
       grant = await reviews.activeGrant(identity, name);
       if (!grant) {
-        const reason = `connection ${name} needs an approved access request`;
+        const reason = approvalRequiredReason(name);
         await sessions.refuse(identity, name, connection.type, clientAddress(req), reason);
         throw new HoopError(reason, { code: 'APPROVAL_REQUIRED', status: 403, hint: `run \`hoopctl connect ${name} --reason "…" --duration 30m\`` });
       }
