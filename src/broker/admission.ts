@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
 import type { Identity } from '../api/identity.js';
 import type { Review } from '../api/review.js';
-import { decideAccess } from '../policy/access.js';
+import { approvalRequiredReason, decideAccess } from '../policy/access.js';
 import { HoopError } from '../lib/errors.js';
 import type { Connection } from './config.js';
 import { clientAddress, errors } from './http-util.js';
@@ -72,7 +72,7 @@ export class Admission {
     if (connection.access.approval) {
       grant = await this.#deps.reviews.activeGrant(identity, name);
       if (!grant) {
-        const reason = `connection ${name} needs an approved access request`;
+        const reason = approvalRequiredReason(name);
         await this.#deps.sessions.refuse(identity, name, connection.type, clientAddress(req), reason);
         throw new HoopError(reason, { code: 'APPROVAL_REQUIRED', status: 403, hint: `run \`hoopctl connect ${name} --reason "…" --duration 30m\`` });
       }

@@ -1,8 +1,6 @@
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { dirname } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import type { Identity } from '../api/identity.js';
@@ -10,6 +8,7 @@ import type { Review } from '../api/review.js';
 import { HoopError, errorMessage } from '../lib/errors.js';
 import { initPolicyEngine } from '../policy/index.js';
 import { Admission } from './admission.js';
+import { openBrokerResources, type BrokerResources } from './broker-resources.js';
 import { requestAuthenticator } from './auth/request-auth.js';
 import { createTokenVerifier } from './auth/verify-token.js';
 import { splitHostPort, type BrokerConfig } from './config.js';
@@ -45,6 +44,8 @@ export interface RunningBroker {
 export interface BrokerDeps {
   logger?: Logger;
   store?: Store;
+  /** Files and keys already opened (`prepareBroker`); opened here when absent. */
+  resources?: BrokerResources;
 }
 
 /**
@@ -53,14 +54,13 @@ export interface BrokerDeps {
  */
 export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): Promise<RunningBroker> {
   const logger = deps.logger ?? pino({ level: config.logging.level, base: { service: 'hoopctl-broker' } }, pino.destination(2));
-  const storePath = config.store.path.startsWith('/') || config.store.path === ':memory:' ? config.store.path : `${config.baseDir}/${config.store.path}`;
-  const store = deps.store ?? new SqliteStore(storePath);
+  // Every file and key is opened before anything is created: a config that fails here leaves no store and no key.
+  const resources = deps.resources ?? openBrokerResources(config, { ownStore: deps.store !== undefined });
+  const store = deps.store ?? new SqliteStore(resources.storePath);
   const abandoned = await store.closeAbandonedSessions(Date.now());
   if (abandoned > 0) logger.warn({ sessions: abandoned }, 'marked sessions left open by a previous broker run as failed');
   // The key that signs checkpoints of every stream: configured, or kept next to the store like the SSH host key.
-  // The broker's own files (keys it generates) live next to its store.
-  const dataDir = storePath === ':memory:' ? config.baseDir : dirname(storePath);
-  const signer = loadCheckpointSigner(config.audit.signingKey?.reveal(), `${dataDir}/hoopctl-audit-key.pem`);
+  const signer = loadCheckpointSigner(config.audit.signingKey?.reveal(), resources.auditKeyPath);
   logger.info({ keyId: signer.keyId, created: signer.created }, 'audit checkpoint key');
   const metrics = new BrokerMetrics();
   const sessions = await SessionService.create(store, signer, (s) => {
@@ -90,7 +90,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   // Without a configured key, hashes are stable for this process only (they still join within it).
   const maskKey = config.masking.hashKey?.reveal() ?? randomBytes(32);
   const connections = new Map(config.connections.map((c) => [c.name, c]));
-  const protocols = new ProtocolRuntimes({ logger, dataDir, keys: { ssh: config.ssh.hostKey } });
+  const protocols = new ProtocolRuntimes({ logger, dataDir: resources.keyDir, keys: { ssh: config.ssh.hostKey } });
   protocols.prepare(config.connections);
   let stopping = false;
   const notifier = new ReviewNotifier(config.notify, logger);
@@ -162,9 +162,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     });
   };
 
-  const server: Server = config.server.tls
-    ? createHttpsServer({ cert: readFileSync(config.server.tls.cert), key: readFileSync(config.server.tls.key) }, onRequest)
-    : createHttpServer(onRequest);
+  const server: Server = resources.tls ? createHttpsServer({ cert: resources.tls.cert, key: resources.tls.key }, onRequest) : createHttpServer(onRequest);
   const tunnels = attachTunnelEndpoint(server, { authenticate, admission, sessions, reviews, live, protocols, maskKey, logger, stopping: () => stopping });
 
   const [host, port] = splitHostPort(config.server.listen);

@@ -212,11 +212,22 @@ export function readConfigFile(file: string, field: string, baseDir: string): st
   }
 }
 
+/** The `field: problem` lines of a config error (a UserError from resolveSecret, or a plain `field: …` error). */
+export function configProblemLines(e: unknown): string[] {
+  const message = e instanceof Error ? e.message : String(e);
+  return message.replace(/^invalid broker config:\n/, '').split('\n').map((l) => l.trim()).filter(Boolean);
+}
+
 export interface ParseOptions {
   env?: NodeJS.ProcessEnv;
   baseDir?: string;
   /** 'skip' leaves secrets unresolved: for offline tools (policy check) that never reach a backend. */
   secrets?: 'resolve' | 'skip';
+  /**
+   * Collects unreadable secrets and unsafe listen addresses here instead of throwing, so a caller can report them
+   * together with the problems it finds itself (`hoopctl broker check`). The config returned then lacks those secrets.
+   */
+  problems?: string[];
 }
 
 export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): BrokerConfig {
@@ -228,27 +239,36 @@ export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): B
     throw new UserError(`invalid broker config:\n${formatIssues(result.error)}`, { code: 'CONFIG_INVALID' });
   }
   const raw = result.data;
+  // Every unreadable secret or file is reported at once (field by field), not only the first one met.
+  const problems: string[] = [];
+  const collect = <T>(read: () => T): T | undefined => {
+    try {
+      return read();
+    } catch (e) {
+      problems.push(...configProblemLines(e));
+      return undefined;
+    }
+  };
   const secret = (source: SecretSource | undefined, field: string) =>
-    source && !skipSecrets ? resolveSecret(source, field, env, baseDir) : undefined;
+    source && !skipSecrets ? collect(() => resolveSecret(source, field, env, baseDir)) : undefined;
+  // A secret or file that cannot be read stands in as empty so the rest of its connection is still checked;
+  // `problems` fails the load.
   const connections = raw.connections.map((c, i): Connection =>
     protocolOf((c as { type: string }).type).resolve(c, {
-      secret: (source, field) => resolveSecret(source, field, env, baseDir),
-      readFile: (path, field) => readConfigFile(path, field, baseDir),
+      secret: (source, field) => collect(() => resolveSecret(source, field, env, baseDir)) ?? new Secret(''),
+      readFile: (path, field) => collect(() => readConfigFile(path, field, baseDir)) ?? '',
       field: `connections[${i}]`,
       skipSecrets,
     }),
   );
   if (raw.metrics && !raw.metrics.allowRemote && !isLoopback(splitHostPort(raw.metrics.listen)[0])) {
-    throw new UserError('invalid broker config:\n  metrics.listen: metrics are served without a token; listen on loopback or set metrics.allowRemote: true', { code: 'CONFIG_INVALID' });
+    problems.push('metrics.listen: metrics are served without a token; listen on loopback or set metrics.allowRemote: true');
   }
   const [host] = splitHostPort(raw.server.listen);
   if (!raw.server.tls && !raw.server.allowInsecureHttp && !isLoopback(host)) {
-    throw new UserError(
-      `invalid broker config:\n  server.listen: plain HTTP on non-loopback address ${host} would send tokens in clear; configure server.tls or set server.allowInsecureHttp: true`,
-      { code: 'CONFIG_INVALID' },
-    );
+    problems.push(`server.listen: plain HTTP on non-loopback address ${host} would send tokens in clear; configure server.tls or set server.allowInsecureHttp: true`);
   }
-  const masking = { hashKey: raw.masking.hashKey && !skipSecrets ? resolveSecret(raw.masking.hashKey, 'masking.hashKey', env, baseDir) : undefined };
+  const masking = { hashKey: secret(raw.masking.hashKey, 'masking.hashKey') };
   const ssh = { hostKey: secret(raw.ssh.hostKey, 'ssh.hostKey') };
   const audit = { ...raw.audit, signingKey: secret(raw.audit.signingKey, 'audit.signingKey') };
   const exports: ExportSinkConfig[] = raw.export.map((e, i) => {
@@ -260,10 +280,12 @@ export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): B
     return e;
   });
   const notify: NotifyTarget[] = raw.notify.map((n, i) => ({ ...n, url: secret(n.url, `notify[${i}].url`)! }));
+  if (problems.length > 0 && options.problems) options.problems.push(...problems);
+  else if (problems.length > 0) throw new UserError(`invalid broker config:\n${problems.map((p) => `  ${p}`).join('\n')}`, { code: 'CONFIG_INVALID' });
   return { ...raw, connections, masking, ssh, audit, export: exports, notify, baseDir };
 }
 
-export function loadBrokerConfig(path: string, env: NodeJS.ProcessEnv = process.env, options: Pick<ParseOptions, 'secrets'> = {}): BrokerConfig {
+export function loadBrokerConfig(path: string, env: NodeJS.ProcessEnv = process.env, options: Pick<ParseOptions, 'secrets' | 'problems'> = {}): BrokerConfig {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');

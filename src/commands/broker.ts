@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { loadBrokerConfig } from '../broker/config.js';
 import { startBroker } from '../broker/broker.js';
+import { prepareBroker } from '../broker/broker-resources.js';
 import { UserError } from '../lib/errors.js';
 
 export function register(program: Command): void {
@@ -11,8 +12,9 @@ export function register(program: Command): void {
     .requiredOption('-c, --config <file>', 'broker configuration (YAML)')
     .addHelpText('after', '\nExample:\n  hoopctl broker start --config broker.yaml\n  kill -HUP <pid>     # re-read the connections (rules, access, masks); running sessions keep theirs')
     .action(async (opts: { config: string }) => {
-      const config = loadBrokerConfig(opts.config);
-      const running = await startBroker(config).catch((e: NodeJS.ErrnoException) => {
+      // Everything the config names is opened first: a problem is a user error before any store or key is created.
+      const { config, resources } = prepareBroker(opts.config);
+      const running = await startBroker(config, { resources }).catch((e: NodeJS.ErrnoException) => {
         if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
           throw new UserError(`cannot listen on ${config.server.listen}: ${e.code}`, { code: 'LISTEN_FAILED', hint: 'change server.listen in the config, or stop what holds the port' });
         }
@@ -37,10 +39,11 @@ export function register(program: Command): void {
     });
   broker
     .command('check')
-    .description('Validate a broker configuration file and exit')
+    .description('Validate a broker configuration file and everything it names (TLS files, secrets, keys, CA files, the store directory), then exit')
     .requiredOption('-c, --config <file>', 'broker configuration (YAML)')
     .action((opts: { config: string }) => {
-      const config = loadBrokerConfig(opts.config);
+      // The same loading and opening `broker start` does first, so check passes only what start can open.
+      const { config, resources } = prepareBroker(opts.config);
       const parts = [
         `${config.connections.length} connection(s) (${config.connections.map((c) => `${c.name}: ${c.type}`).join(', ') || 'none'})`,
         `${config.auth.issuers.length} issuer(s)`,
@@ -48,6 +51,7 @@ export function register(program: Command): void {
         config.notify.length ? `review notifications to ${config.notify.map((n) => n.name).join(', ')}` : 'no review notifications',
         config.metrics ? `metrics on ${config.metrics.listen}` : 'no metrics listener',
         `audit signing key ${config.audit.signingKey ? 'configured' : 'kept next to the store'}`,
+        ...(resources.tls ? ['TLS certificate and key read'] : []),
         `admins: ${config.admin.groups.join(', ') || 'none'}`,
       ];
       process.stdout.write(`config ok: ${parts.join('; ')}\n`);

@@ -1,9 +1,11 @@
 import type { Command } from 'commander';
 import { mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { pino } from 'pino';
+import { stringify } from 'yaml';
 import { startPgCluster } from '../dev/pg-cluster.js';
 import { startDevIssuer } from '../dev/oidc-issuer.js';
 import { parseBrokerConfig } from '../broker/config.js';
@@ -12,6 +14,59 @@ import { waitForSignal } from './broker.js';
 import { parsePort } from './connect.js';
 
 const AUDIENCE = 'urn:hoopctl:demo';
+/** The role the broker connects as: owns nothing, may only read and write the demo's table. */
+const DEMO_ROLE = 'demo_app';
+const PASSWORD_ENV = 'HOOPCTL_DEMO_PG_PASSWORD';
+
+interface DemoConfigInput {
+  port: number;
+  issuerUrl: string;
+  cliClientId: string;
+  pg: { host: string; port: number };
+  storePath: string;
+}
+
+/**
+ * The demo's broker config, as a YAML-able object: the running demo and `--print-config` both use it. The role's
+ * password is an env reference, so the printed form never holds it.
+ */
+export function demoBrokerConfig(o: DemoConfigInput): Record<string, unknown> {
+  return {
+    server: { listen: `127.0.0.1:${o.port}` },
+    store: { type: 'sqlite', path: o.storePath },
+    auth: { issuers: [{ issuer: o.issuerUrl, audience: AUDIENCE, clientId: o.cliClientId }] },
+    audit: { groups: ['auditors'] },
+    admin: { groups: ['auditors'] },
+    connections: [
+      {
+        name: 'demo-pg',
+        type: 'postgres',
+        description: `demo PostgreSQL (throwaway cluster), as the unprivileged role ${DEMO_ROLE}`,
+        target: { host: o.pg.host, port: o.pg.port, database: 'app', sslmode: 'disable' },
+        credentials: { user: DEMO_ROLE, password: { env: PASSWORD_ENV } },
+        access: { groups: ['developers'], clientIds: ['demo-ci'] },
+        reviews: { groups: ['developers'], timeout: '10m' },
+        // Deny rules are tried in order and the first that matches names the refusal: the narrow ones come first
+        // (CREATE ROLE and ALTER SYSTEM are also DDL). The role lacks these privileges anyway; the rules say why.
+        rules: [
+          {
+            name: 'no-privilege-changes',
+            match: { statement: ['GrantStmt', 'GrantRoleStmt', 'CreateRoleStmt', 'AlterRoleStmt', 'AlterRoleSetStmt', 'DropRoleStmt', 'ReassignOwnedStmt', 'AlterDefaultPrivilegesStmt'] },
+            action: 'deny',
+            message: 'roles and privileges are changed by a DBA, not through the gate',
+          },
+          { name: 'no-role-switch', match: { roleChange: true }, action: 'deny', message: 'a session keeps the role the broker connected as' },
+          { name: 'no-program', match: { category: ['copy-program'] }, action: 'deny', message: 'COPY … PROGRAM runs shell commands on the database server' },
+          { name: 'no-server-admin', match: { category: ['admin'] }, action: 'deny', message: 'server administration (ALTER SYSTEM, server files) is not done through the gate' },
+          { name: 'no-ddl', match: { category: ['ddl'] }, action: 'deny', message: 'schema changes go through migrations' },
+          { name: 'no-truncate', match: { statement: ['TruncateStmt'] }, action: 'deny', message: 'TRUNCATE empties a table: delete with a WHERE instead' },
+          { name: 'unbounded-writes', match: { statement: ['DeleteStmt', 'UpdateStmt'], where: 'absent' }, action: 'review' },
+          { name: 'pii', mask: { columns: ['email', 'card'], detectors: ['email', 'credit_card'], strategy: 'partial' } },
+        ],
+      },
+    ],
+  };
+}
 
 /**
  * Everything on embedded defaults in one process: a throwaway PostgreSQL cluster with sample data,
@@ -23,20 +78,47 @@ export function register(program: Command): void {
     .description('Run a broker on embedded defaults: SQLite store, a development OIDC issuer and a demo PostgreSQL target')
     .option('-p, --port <port>', 'broker port', parsePort, 8080)
     .option('--issuer-port <port>', 'development OIDC issuer port', parsePort, 8090)
+    .option('--pg-port <port>', 'demo PostgreSQL port (default: a free one)', parsePort)
     .option('--data-dir <dir>', 'where the demo keeps its SQLite store', join(process.env.XDG_STATE_HOME ?? join(homedir(), '.local', 'state'), 'hoopctl-demo'))
-    .addHelpText('after', '\nExample:\n  hoopctl demo          # then, in another terminal: hoopctl login --broker http://127.0.0.1:8080')
-    .action(async (opts: { port: number; issuerPort: number; dataDir: string }) => {
+    .option('--print-config', 'print the demo\'s broker config (YAML; the password as an env reference) and exit')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  hoopctl demo          # then, in another terminal: hoopctl login --broker http://127.0.0.1:8080\n' +
+        '  hoopctl policy check -c <(hoopctl demo --print-config) --connection demo-pg --as group=developers -e "grant all on customers to public"\n',
+    )
+    .action(async (opts: { port: number; issuerPort: number; pgPort?: number; dataDir: string; printConfig?: boolean }) => {
+      const storePath = join(opts.dataDir, 'broker.db');
+      if (opts.printConfig) {
+        const config = demoBrokerConfig({
+          port: opts.port, issuerUrl: `http://127.0.0.1:${opts.issuerPort}`, cliClientId: 'hoopctl-cli', pg: { host: '127.0.0.1', port: opts.pgPort ?? 5432 }, storePath,
+        });
+        process.stdout.write(
+          `# hoopctl demo's broker config. The demo creates the role ${DEMO_ROLE} with a fresh password each run and passes it as\n` +
+            `# ${PASSWORD_ENV}: \`broker check\` needs it set, \`policy check\` does not.\n` +
+            `${opts.pgPort ? '' : '# The demo picks a free PostgreSQL port at start (fix it with --pg-port).\n'}${stringify(config)}`,
+        );
+        return;
+      }
       process.stderr.write('starting a throwaway PostgreSQL cluster…\n');
-      const cluster = await startPgCluster({ auth: 'scram-sha-256' });
+      const cluster = await startPgCluster({ auth: 'scram-sha-256', ...(opts.pgPort ? { port: opts.pgPort } : {}) });
+      const rolePassword = randomBytes(18).toString('hex');
       const admin = new pg.Client({ connectionString: cluster.url() });
       await admin.connect();
       await admin.query('CREATE DATABASE app');
+      // Least privilege: the broker's role is no superuser and owns nothing, so even a statement no rule names
+      // cannot create objects, change privileges or reach the server's files and programs.
+      await admin.query(`CREATE ROLE ${DEMO_ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD '${rolePassword}'`);
+      await admin.query(`REVOKE ALL ON DATABASE app FROM PUBLIC; GRANT CONNECT ON DATABASE app TO ${DEMO_ROLE}`);
       await admin.end();
       const app = new pg.Client({ connectionString: cluster.url('app') });
       await app.connect();
       await app.query(`CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text NOT NULL, card text, created_at timestamptz DEFAULT now());
         INSERT INTO customers (name, email, card)
-          SELECT 'customer ' || i, 'customer' || i || '@example.com', '4111 1111 1111 ' || lpad(i::text, 4, '0') FROM generate_series(1, 50) i;`);
+          SELECT 'customer ' || i, 'customer' || i || '@example.com', '4111 1111 1111 ' || lpad(i::text, 4, '0') FROM generate_series(1, 50) i;
+        REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+        GRANT USAGE ON SCHEMA public TO ${DEMO_ROLE};
+        GRANT SELECT, INSERT, UPDATE, DELETE ON customers TO ${DEMO_ROLE};
+        GRANT USAGE ON SEQUENCE customers_id_seq TO ${DEMO_ROLE};`);
       await app.end();
 
       const issuer = await startDevIssuer({
@@ -48,42 +130,21 @@ export function register(program: Command): void {
       });
       mkdirSync(opts.dataDir, { recursive: true });
       const config = parseBrokerConfig(
-        {
-          server: { listen: `127.0.0.1:${opts.port}` },
-          store: { type: 'sqlite', path: join(opts.dataDir, 'broker.db') },
-          auth: { issuers: [{ issuer: issuer.issuer, audience: AUDIENCE, clientId: issuer.cliClientId }] },
-          audit: { groups: ['auditors'] },
-          admin: { groups: ['auditors'] },
-          connections: [
-            {
-              name: 'demo-pg',
-              type: 'postgres',
-              description: 'demo PostgreSQL (throwaway cluster)',
-              target: { host: cluster.host, port: cluster.port, database: 'app', sslmode: 'disable' },
-              credentials: { user: cluster.superuser, password: { env: 'HOOPCTL_DEMO_PG_PASSWORD' } },
-              access: { groups: ['developers'], clientIds: ['demo-ci'] },
-              reviews: { groups: ['developers'], timeout: '10m' },
-              rules: [
-                { name: 'no-ddl', match: { statement: ['DropStmt', 'TruncateStmt', 'AlterTableStmt'] }, action: 'deny', message: 'schema changes go through migrations' },
-                { name: 'unbounded-writes', match: { statement: ['DeleteStmt', 'UpdateStmt'], where: 'absent' }, action: 'review' },
-                { name: 'pii', mask: { columns: ['email', 'card'], detectors: ['email', 'credit_card'], strategy: 'partial' } },
-              ],
-            },
-          ],
-        },
-        { env: { HOOPCTL_DEMO_PG_PASSWORD: cluster.password }, baseDir: opts.dataDir },
+        demoBrokerConfig({ port: opts.port, issuerUrl: issuer.issuer, cliClientId: issuer.cliClientId, pg: { host: cluster.host, port: cluster.port }, storePath }),
+        { env: { [PASSWORD_ENV]: rolePassword }, baseDir: opts.dataDir },
       );
       const broker = await startBroker(config, { logger: pino({ level: 'warn' }, pino.destination(2)) });
       process.stdout.write(
         [
           '',
-          `hoopctl demo is running: broker ${broker.url}, OIDC issuer ${issuer.issuer}, store ${join(opts.dataDir, 'broker.db')}`,
+          `hoopctl demo is running: broker ${broker.url}, OIDC issuer ${issuer.issuer}, store ${storePath}`,
           '',
           'In another terminal:',
           `  hoopctl login --broker ${broker.url}     # open the printed URL, sign in with any name (\"mallory\" is refused)`,
           '  hoopctl connect demo-pg --port 5433      # then: psql "postgresql://127.0.0.1:5433/app"',
           '  hoopctl exec demo-pg -e "select name, email, card from customers limit 5"   # email and card come back masked',
           '  hoopctl exec demo-pg -e "drop table customers"                             # denied by rule no-ddl',
+          `  hoopctl exec demo-pg -e "grant all on customers to public"                 # denied by rule no-privilege-changes (and ${DEMO_ROLE} may not anyway)`,
           '  hoopctl exec demo-pg -e "delete from customers"                            # held for review: approve it',
           '  hoopctl approve                                                            #   signed in as someone else',
           '  hoopctl sessions',

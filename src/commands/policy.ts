@@ -5,8 +5,8 @@ import { evaluateCommand, evaluateShell } from '../policy/shell-rules.js';
 import { evaluateHttpRequest, evaluateKubeRequest } from '../policy/http-rules.js';
 import { parseKubeRequest } from '../policy/kube-path.js';
 import { initPolicyEngine } from '../policy/index.js';
-import { dryRunPolicy } from '../policy/dry-run.js';
-import type { PolicyIdentity } from '../policy/rules.js';
+import { dryRunPolicy, judgeAccess, verdictWithAccess, type VerdictStage } from '../policy/dry-run.js';
+import type { PolicyIdentity, Verdict } from '../policy/rules.js';
 import { UserError } from '../lib/errors.js';
 import { parseOutput } from './context.js';
 import { printJson } from './render.js';
@@ -15,10 +15,10 @@ export function register(program: Command): void {
   const policy = program.command('policy').description('Work with connection policies offline');
   policy
     .command('check')
-    .description('Dry-run the broker\'s rules: print the verdict for SQL, a shell command or an HTTP/Kubernetes request sent by an identity, and the rule that decided it')
+    .description('Dry-run the broker: whether an identity may open the connection (access), then the verdict of its rules for SQL, a shell command or an HTTP/Kubernetes request, and what decided it')
     .requiredOption('-c, --config <file>', 'broker configuration (YAML)')
     .requiredOption('--connection <name>', 'connection whose rules apply')
-    .option('--as <attr=value>', 'identity: group=G, subject=S, client=ID (a service account), kind=human|service, claim.NAME=V (a token claim); repeatable', collect, [])
+    .option('--as <attr=value>', 'identity: group=G, subject=S, client=ID or clientId=ID (a service account), kind=human|service, claim.NAME=V (a token claim); repeatable', collect, [])
     .option('-e, --execute <text>', 'what to judge: SQL (postgres), a command (ssh), "METHOD /path" (http, kubernetes)')
     .option('-f, --file <file>', 'read it from a file')
     .option('--shell', 'ssh: judge opening an interactive shell instead of a command')
@@ -35,35 +35,42 @@ export function register(program: Command): void {
       const config = loadBrokerConfig(opts.config, process.env, { secrets: 'skip' });
       const connection = config.connections.find((c) => c.name === opts.connection);
       if (!connection) throw new UserError(`no connection named ${opts.connection} in ${opts.config}`, { code: 'USAGE', hint: `known: ${config.connections.map((c) => c.name).join(', ') || 'none'}` });
+      const identity = parseIdentity(opts.as);
+      // The broker decides who may open the connection before any rule sees a statement: so does the dry run.
+      const access = judgeAccess(identity, connection.access, connection.name);
+      const text = opts.execute ?? (opts.file ? readFileSync(opts.file, 'utf8') : undefined);
+      const headline = (v: { action: string; rule?: string; message: string; stage: VerdictStage }) =>
+        `${v.action.toUpperCase()}${v.stage === 'access' ? ' (access)' : v.rule ? ` by rule "${v.rule}"` : ' (default action)'}: ${v.message}\n`;
+      const onceGranted = (rules: { action: string; rule?: string; message: string }) =>
+        access.approval ? `once granted: ${rules.action.toUpperCase()}${rules.rule ? ` by rule "${rules.rule}"` : ' (default action)'}: ${rules.message}\n` : '';
       if (connection.type !== 'postgres') {
-        const text = opts.execute ?? (opts.file ? readFileSync(opts.file, 'utf8') : undefined);
-        const verdict = judgeRequest(connection, parseIdentity(opts.as), text, Boolean(opts.shell));
-        if (format === 'json') printJson({ verdict });
-        else process.stdout.write(`${verdict.action.toUpperCase()}${verdict.rule ? ` by rule "${verdict.rule}"` : ' (default action)'}: ${verdict.message}\n`);
+        const rules = access.admitted ? judgeRequest(connection, identity, text, Boolean(opts.shell)) : undefined;
+        const verdict = verdictWithAccess(access, rules);
+        if (format === 'json') printJson({ verdict, access, ...(access.approval && rules ? { granted: rules } : {}) });
+        else process.stdout.write(headline(verdict) + (rules ? onceGranted(rules) : ''));
         if (opts.expect && opts.expect !== verdict.action) process.exitCode = 1;
         return;
       }
-      const sql = opts.execute ?? (opts.file ? readFileSync(opts.file, 'utf8') : undefined);
-      if (sql === undefined) throw new UserError('no SQL given', { code: 'USAGE', hint: 'pass -e "SQL" or -f FILE' });
+      if (text === undefined) throw new UserError('no SQL given', { code: 'USAGE', hint: 'pass -e "SQL" or -f FILE' });
       await initPolicyEngine();
-      const result = dryRunPolicy(connection, parseIdentity(opts.as), sql);
-      if (format === 'json') printJson(result);
+      const result = access.admitted ? dryRunPolicy(connection, identity, text) : undefined;
+      const verdict = verdictWithAccess(access, result?.verdict);
+      if (format === 'json') printJson({ ...result, statements: result?.statements ?? [], verdict, access, ...(access.approval && result ? { granted: result.verdict } : {}) });
       else {
-        const v = result.verdict;
-        process.stdout.write(`${v.action.toUpperCase()}${v.rule ? ` by rule "${v.rule}"` : ' (default action)'}: ${v.message}\n`);
-        for (const s of result.statements) {
+        process.stdout.write(headline(verdict) + (result ? onceGranted(result.verdict) : ''));
+        for (const s of result?.statements ?? []) {
           process.stdout.write(`  ${s.verdict.action.padEnd(6)} ${s.kind.padEnd(18)} ${s.text.replace(/\s+/g, ' ').trim().slice(0, 100)}\n`);
         }
-        if (result.mask) {
+        if (result?.mask) {
           process.stdout.write(`masking for this identity: ${result.mask.strategy}; columns ${result.mask.columns.join(', ') || 'none'}; detectors ${result.mask.detectors.join(', ') || 'none'}\n`);
         }
       }
-      if (opts.expect && opts.expect !== result.verdict.action) process.exitCode = 1;
+      if (opts.expect && opts.expect !== verdict.action) process.exitCode = 1;
     });
 }
 
 /** The verdict the broker would give an ssh command or shell, or an HTTP / Kubernetes request. */
-function judgeRequest(connection: Exclude<Connection, { type: 'postgres' }>, identity: PolicyIdentity, text: string | undefined, shell: boolean): { action: string; rule?: string; message: string } {
+function judgeRequest(connection: Exclude<Connection, { type: 'postgres' }>, identity: PolicyIdentity, text: string | undefined, shell: boolean): Verdict {
   if (connection.type === 'ssh') {
     if (shell) return evaluateShell(connection, identity);
     if (text === undefined) throw new UserError('no command given', { code: 'USAGE', hint: 'pass -e "COMMAND", or --shell' });
@@ -89,12 +96,12 @@ export function parseIdentity(pairs: string[]): PolicyIdentity {
     if (eq <= 0 || !value) throw new UserError(`--as expects attr=value, got "${pair}"`, { code: 'USAGE' });
     if (key === 'group') identity.groups.push(value);
     else if (key === 'subject') identity.subject = value;
-    else if (key === 'client') {
+    else if (key === 'client' || key === 'clientId') {
       identity.clientId = value;
       identity.kind = 'service';
     } else if (key === 'kind' && (value === 'human' || value === 'service')) identity.kind = value;
     else if (key.startsWith('claim.') && key.length > 'claim.'.length) identity.claims = { ...identity.claims, [key.slice('claim.'.length)]: value };
-    else throw new UserError(`--as: unknown attribute "${key}" (use group, subject, client, kind or claim.NAME)`, { code: 'USAGE' });
+    else throw new UserError(`--as: unknown attribute "${key}" (use group, subject, client (or clientId), kind or claim.NAME)`, { code: 'USAGE' });
   }
   return identity;
 }

@@ -48,3 +48,24 @@ export function decideAccess(who: AccessSubject, rule: AccessRule, connection: s
     reason: `${who.kind === 'service' ? 'service account' : 'identity'} ${who.subject} (groups: ${groups}) may not open connection ${connection}`,
   };
 }
+
+/** A connection's `access`: who may open it, and whether opening also needs an approved access request (JIT). */
+export interface ConnectionAccess extends AccessRule {
+  approval?: { groups: string[] };
+}
+
+/** Why a just-in-time connection refuses an admitted identity that holds no grant (the broker's and the dry run's words). */
+export function approvalRequiredReason(connection: string): string {
+  return `connection ${connection} needs an approved access request`;
+}
+
+/** What `access` admits, for a person reading the config (`access.groups: dba; access.clientIds: ci-bot`). */
+export function describeAccessRule(rule: AccessRule): string {
+  const parts = [
+    rule.groups.length ? `access.groups: ${rule.groups.join(', ')}` : '',
+    rule.clientIds.length ? `access.clientIds: ${rule.clientIds.join(', ')}` : '',
+    rule.subjects.length ? `access.subjects: ${rule.subjects.join(', ')}` : '',
+    rule.claims && Object.keys(rule.claims).length ? `access.claims: ${Object.entries(rule.claims).map(([k, v]) => `${k}=${[v].flat().join('|')}`).join(', ')}` : '',
+  ].filter(Boolean);
+  return parts.length ? parts.join('; ') : 'access admits nobody';
+}

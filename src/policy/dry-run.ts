@@ -1,6 +1,7 @@
 import { classifySql, type StatementInfo } from './sql-classifier.js';
 import { evaluateStatements, maskPlanFor, type ConnectionPolicy, type PolicyIdentity, type Verdict } from './rules.js';
 import type { MaskPlan } from './mask-plan.js';
+import { approvalRequiredReason, decideAccess, describeAccessRule, type AccessSubject, type ConnectionAccess } from './access.js';
 
 export interface DryRunStatement {
   text: string;
@@ -36,4 +37,41 @@ export function dryRunPolicy(policy: ConnectionPolicy, identity: PolicyIdentity,
       }))
     : [];
   return { verdict, statements, mask: maskPlanFor(policy, identity) };
+}
+
+/** Whether an identity may open a connection, judged by the broker's own `decideAccess`. */
+export interface AccessJudgement {
+  admitted: boolean;
+  /** What admitted it (`group dba`). */
+  via?: string;
+  /** A just-in-time connection: opening it also needs an access request these groups approve. */
+  approval?: { groups: string[] };
+  message: string;
+}
+
+export function judgeAccess(identity: AccessSubject, access: ConnectionAccess, connection: string): AccessJudgement {
+  const decision = decideAccess(identity, access, connection);
+  if (!decision.allowed) return { admitted: false, message: `${decision.reason} (${describeAccessRule(access)})` };
+  if (access.approval) {
+    return {
+      admitted: true, via: decision.via, approval: { groups: access.approval.groups },
+      message: `${approvalRequiredReason(connection)} (approvers: ${access.approval.groups.join(', ')})`,
+    };
+  }
+  return { admitted: true, via: decision.via, message: `admitted by ${decision.via}` };
+}
+
+/** Where the verdict came from: opening the connection, or its rules. */
+export type VerdictStage = 'access' | 'rules';
+
+/**
+ * The verdict the broker gives once access is taken into account: a refused identity never reaches the rules
+ * (deny); on a just-in-time connection the text waits for an approved access request (review) unless a rule
+ * denies it anyway — the strictest wins, as between statements.
+ */
+export function verdictWithAccess(access: AccessJudgement, rules: Verdict | undefined): Verdict & { stage: VerdictStage } {
+  if (!access.admitted) return { action: 'deny', message: access.message, stage: 'access' };
+  if (!rules) throw new Error('an admitted identity is judged by the rules');
+  if (access.approval && rules.action !== 'deny') return { action: 'review', message: access.message, stage: 'access' };
+  return { ...rules, stage: 'rules' };
 }

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, statSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -84,6 +84,67 @@ describe('hoopctl broker start', () => {
     const r = await runCli(['broker', 'check', '--config', writeConfig('public.yaml', { server: { listen: '0.0.0.0:8080' }, auth: { issuers: [{ issuer: issuer.issuer, audience: 'x' }] } })], env());
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('plain HTTP on non-loopback address');
+  });
+
+  it('check fails on a missing TLS file naming server.tls.cert; start exits 1 with the same message and creates no store and no key', async () => {
+    const state = join(dir, 'missing-tls-state');
+    mkdirSync(state);
+    const missing = join(dir, 'no-such-cert.pem');
+    const path = writeConfig('missing-tls.yaml', {
+      server: { listen: `127.0.0.1:${await freePort()}`, tls: { cert: missing, key: join(dir, 'no-such-key.pem') } },
+      store: { path: join(state, 'broker.db') },
+      auth: { issuers: [{ issuer: issuer.issuer, audience: 'urn:x' }] },
+      connections: [{ name: 'pg', type: 'postgres', target: { host: 'db', database: 'app' }, credentials: { user: 'u', password: { env: 'PG_PASSWORD_NOT_SET' } }, access: {} }],
+    });
+    const problem = `server.tls.cert: cannot read ${missing}: ENOENT`;
+    const check = await runCli(['broker', 'check', '--config', path], env());
+    expect(check.code).toBe(1);
+    expect(check.stderr).toContain(problem);
+    // Every problem at once, each by its field: the key file and the unset secret too.
+    expect(check.stderr).toContain('server.tls.key: cannot read');
+    expect(check.stderr).toContain('connections[0].credentials.password: environment variable PG_PASSWORD_NOT_SET is not set');
+    const start = await runCli(['broker', 'start', '--config', path], { ...env(), PG_PASSWORD_NOT_SET: 'pw' });
+    expect(start.code, start.stderr).toBe(1);
+    expect(start.stderr).toContain(problem);
+    expect(start.stderr).not.toContain('hit a bug');
+    expect(readdirSync(state)).toEqual([]);
+  });
+
+  it('check names an audit signing key that is not Ed25519 and a store path that is a directory', async () => {
+    const state = join(dir, 'bad-key-state');
+    mkdirSync(join(state, 'broker.db'), { recursive: true });
+    const rsa = execFileSync('openssl', ['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:1024'], { encoding: 'utf8' });
+    const path = writeConfig('bad-key.yaml', {
+      store: { path: join(state, 'broker.db') },
+      audit: { signingKey: { value: rsa } },
+      auth: { issuers: [{ issuer: issuer.issuer, audience: 'urn:x' }] },
+    });
+    const r = await runCli(['broker', 'check', '--config', path], env());
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('audit.signingKey: the audit signing key must be Ed25519, not rsa');
+    expect(r.stderr).toContain(`store.path: ${join(state, 'broker.db')} is not a file`);
+    expect(r.stderr).not.toContain('PRIVATE KEY');
+  });
+
+  it('creates its store readable by its owner only (0600, and the -wal/-shm files beside it)', async () => {
+    const state = join(dir, 'mode-state');
+    const path = writeConfig('mode.yaml', {
+      server: { listen: `127.0.0.1:${await freePort()}` },
+      store: { path: join(state, 'broker.db') },
+      auth: { issuers: [{ issuer: issuer.issuer, audience: 'urn:x' }] },
+    });
+    const broker = new CliProcess(['broker', 'start', '--config', path], env());
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(broker.stderr)), 15_000);
+        broker.child.stderr!.on('data', () => broker.stderr.includes('broker listening on') && (clearTimeout(t), resolve()));
+      });
+      const files = readdirSync(state).filter((f) => f.startsWith('broker.db'));
+      expect(files).toEqual(expect.arrayContaining(['broker.db', 'broker.db-wal', 'broker.db-shm']));
+      for (const f of [...files, 'hoopctl-audit-key.pem']) expect({ f, mode: (statSync(join(state, f)).mode & 0o777).toString(8) }).toEqual({ f, mode: '600' });
+    } finally {
+      await broker.stop();
+    }
   });
 
   it('serves its API over TLS when a certificate and key are configured', async () => {

@@ -18,7 +18,7 @@ connections:
     type: postgres
     target: { host: db.internal, database: app }
     credentials: { user: app, password: { env: PG_PROD_PASSWORD_NOT_SET } }
-    access: { groups: [dba, analysts] }
+    access: { groups: [dba, analysts], claims: { repository: acme/* } }
     reviews: { groups: [dba-leads] }
     defaultAction: deny
     rules:
@@ -28,11 +28,18 @@ connections:
       - { name: analysts-read, match: { identity: { groups: [analysts] }, category: [read] }, action: allow }
       - { name: dba-all, match: { identity: { groups: [dba] } }, action: allow }
       - { name: pii, match: { identity: { groups: [analysts] } }, mask: { columns: [email], detectors: [credit_card] } }
+  - name: pg-jit
+    type: postgres
+    target: { host: db.internal, database: app }
+    credentials: { user: app }
+    access: { groups: [dba], approval: { groups: [dba-leads] } }
+    rules:
+      - { name: no-drop, match: { statement: [DropStmt] }, action: deny }
   - name: web-1
     type: ssh
     target: { host: web-1.internal, user: deploy, hostKey: "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU" }
     credentials: { privateKey: { env: DEPLOY_KEY_NOT_SET } }
-    access: { groups: [sre] }
+    access: { groups: [sre], clientIds: [deploy-bot] }
     rules:
       - { name: no-rm-rf, match: { command: ["rm -rf *"] }, action: deny }
       - { name: no-shells-for-bots, match: { shell: true, identity: { kind: service } }, action: deny }
@@ -74,17 +81,44 @@ describe('hoopctl policy check', () => {
 
   it('judges a CI job by its token claims (claim.NAME=VALUE)', async () => {
     expect((await check(['kind=service', 'claim.repository=acme/deploy', 'claim.ref=refs/heads/main'], 'create table t (id int)')).stdout).toMatch(/^ALLOW by rule "migrations-from-main"/);
-    expect((await check(['kind=service', 'claim.ref=refs/heads/feature'], 'create table t (id int)')).stdout).toMatch(/^DENY \(default action\)/);
+    expect((await check(['kind=service', 'claim.repository=acme/deploy', 'claim.ref=refs/heads/feature'], 'create table t (id int)')).stdout).toMatch(/^DENY \(default action\)/);
     const bad = await check(['claim.=x'], 'select 1');
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('claim.NAME');
   });
 
   it('gives json and an exit status scripts can test with --expect', async () => {
-    const r = await check(['client=nightly'], 'select 1', ['-o', 'json', '--expect', 'deny']);
+    const r = await check(['group=analysts'], 'insert into orders values (1)', ['-o', 'json', '--expect', 'deny']);
     expect(r.code).toBe(0);
-    expect(JSON.parse(r.stdout).verdict).toMatchObject({ action: 'deny' });
+    expect(JSON.parse(r.stdout).verdict).toMatchObject({ action: 'deny', stage: 'rules' });
     expect((await check(['group=dba'], 'select 1', ['--expect', 'deny'])).code).toBe(1);
+  });
+
+  it('refuses, as the broker does, an identity the connection does not admit, whatever the rules say', async () => {
+    // "select 1" is allowed to dba by rule dba-all; group=nobody never gets to the rules.
+    const r = await check(['group=nobody'], 'select 1');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('DENY (access): identity policy-check (groups: nobody) may not open connection pg-prod (access.groups: dba, analysts; access.claims: repository=acme/*)\n');
+    expect((await check(['group=nobody'], 'select 1', ['--expect', 'deny'])).code).toBe(0);
+    expect((await check(['group=nobody'], 'select 1', ['--expect', 'allow'])).code).toBe(1);
+    const json = JSON.parse((await check(['group=nobody'], 'select 1', ['-o', 'json'])).stdout);
+    expect(json).toMatchObject({ verdict: { action: 'deny', stage: 'access' }, access: { admitted: false }, statements: [] });
+    // A service account's client id, a human's never; a CI job by its claims.
+    expect((await check(['clientId=nightly'], 'select 1')).stdout).toMatch(/^DENY \(access\): service account policy-check \(groups: none\) may not open connection pg-prod/);
+    expect((await check(['kind=service', 'claim.repository=evil/deploy'], 'select 1')).stdout).toMatch(/^DENY \(access\)/);
+    expect((await check(['kind=service', 'claim.repository=acme/deploy', 'claim.ref=refs/heads/main'], 'create table t (id int)')).stdout).toMatch(/^ALLOW by rule "migrations-from-main"/);
+    const ssh = await runCli(['policy', 'check', '-c', config, '--connection', 'web-1', '--as', 'group=dba', '-e', 'uptime'], env);
+    expect(ssh.stdout).toMatch(/^DENY \(access\): identity policy-check \(groups: dba\) may not open connection web-1 \(access.groups: sre; access.clientIds: deploy-bot\)/);
+  });
+
+  it('says a just-in-time connection needs an approved access request, and what the rules decide once granted', async () => {
+    const jit = (as: string[], sql: string, extra: string[] = []) =>
+      runCli(['policy', 'check', '-c', config, '--connection', 'pg-jit', ...as.flatMap((a) => ['--as', a]), '-e', sql, ...extra], env);
+    const r = await jit(['group=dba'], 'select 1');
+    expect(r.stdout).toMatch(/^REVIEW \(access\): connection pg-jit needs an approved access request \(approvers: dba-leads\)\nonce granted: ALLOW \(default action\)/);
+    expect((await jit(['group=dba'], 'select 1', ['--expect', 'allow'])).code).toBe(1);
+    expect((await jit(['group=dba'], 'drop table t')).stdout).toMatch(/^DENY by rule "no-drop"/);
+    expect((await jit(['group=analysts'], 'select 1')).stdout).toMatch(/^DENY \(access\)/);
   });
 
   it('fails closed on SQL it cannot parse and explains bad identity flags', async () => {

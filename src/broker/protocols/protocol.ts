@@ -94,6 +94,11 @@ export interface ProtocolModule<C extends ConnectionBase = ConnectionBase> {
   resolve(raw: unknown, ctx: ResolveContext): C;
   /** Where the backend is, without any credential: recorded with each session, shown in `hoopctl sessions`. */
   target(connection: C): Record<string, unknown>;
+  /**
+   * What `hoopctl broker check` (and start, before it creates anything) must find usable beyond the entry's secrets:
+   * files it names, keys that must parse. Each problem is `field: what is wrong`, `field` under `at` (`connections[2]`).
+   */
+  check?(connection: C, at: string): string[];
   /** What its `review` rules hold, as review messages name it. */
   readonly holds?: 'statement' | 'command' | 'request';
   start(host: ProtocolHost): ProtocolRuntime<C>;

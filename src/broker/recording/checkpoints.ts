@@ -43,23 +43,26 @@ function signerFrom(privateKey: KeyObject): CheckpointSigner {
   };
 }
 
+/** An Ed25519 private key in PEM; `where` (a config field or a path) names it in the error. */
+export function parseCheckpointKey(pem: string, where: string): KeyObject {
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(pem);
+  } catch (e) {
+    throw new UserError(`invalid broker config:\n  ${where}: not a PEM private key (${(e as Error).message})`, { code: 'CONFIG_INVALID' });
+  }
+  if (key.asymmetricKeyType !== 'ed25519') {
+    throw new UserError(`invalid broker config:\n  ${where}: the audit signing key must be Ed25519, not ${key.asymmetricKeyType}`, { code: 'CONFIG_INVALID' });
+  }
+  return key;
+}
+
 /**
  * The broker's signing key: configured (`audit.signingKey`, an Ed25519 private key in PEM), or kept next to the
  * store, created 0600 on first start. The configured form lets the key live apart from the data it vouches for.
  */
 export function loadCheckpointSigner(configured: string | undefined, path: string): CheckpointSigner & { created: boolean } {
-  const parse = (pem: string, where: string) => {
-    let key: KeyObject;
-    try {
-      key = createPrivateKey(pem);
-    } catch (e) {
-      throw new UserError(`invalid broker config:\n  ${where}: not a PEM private key (${(e as Error).message})`, { code: 'CONFIG_INVALID' });
-    }
-    if (key.asymmetricKeyType !== 'ed25519') {
-      throw new UserError(`invalid broker config:\n  ${where}: the audit signing key must be Ed25519, not ${key.asymmetricKeyType}`, { code: 'CONFIG_INVALID' });
-    }
-    return key;
-  };
+  const parse = parseCheckpointKey;
   if (configured) return { ...signerFrom(parse(configured, 'audit.signingKey')), created: false };
   if (existsSync(path)) return { ...signerFrom(parse(readFileSync(path, 'utf8'), path)), created: false };
   const { privateKey } = generateKeyPairSync('ed25519');

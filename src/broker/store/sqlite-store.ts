@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Identity } from '../../api/identity.js';
 import type { IdentityLock, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
@@ -96,7 +96,12 @@ export class SqliteStore implements Store {
   #pending: Array<{ row: Record<string, unknown>; resolve(): void; reject(e: unknown): void }> = [];
 
   constructor(path: string) {
-    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    if (path !== ':memory:') {
+      mkdirSync(dirname(path), { recursive: true });
+      // Sessions and reviews are for the broker's eyes only: a new store is created 0600, and SQLite gives its
+      // -wal and -shm files the mode of the database file. An existing store keeps the mode its operator chose.
+      closeSync(openSync(path, 'a', 0o600));
+    }
     this.#db = new Database(path);
     this.#db.pragma('journal_mode = WAL');
     this.#db.pragma('synchronous = NORMAL');

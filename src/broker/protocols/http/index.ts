@@ -2,6 +2,7 @@
  * `http` and `kubernetes` connections: one reverse proxy (./proxy.ts) behind two types. A Kubernetes connection is an
  * HTTP one whose requests are judged by what their API path means, and whose exec and port-forward are recorded.
  */
+import { createSecureContext } from 'node:tls';
 import type { ProtocolModule } from '../protocol.js';
 import {
   httpConnectionSchema,
@@ -25,6 +26,18 @@ function webProtocol<C extends ResolvedWebConnection>(type: C['type'], schema: P
         ? ({ ...(raw as object), credentials: undefined } as unknown as C)
         : (resolveWebConnection(raw as { type: C['type'] }, ctx.secret, { field: ctx.field, readFile: ctx.readFile }) as unknown as C),
     holds: 'request',
+    check(c, at) {
+      // The certificate and key the broker presents to the backend must form a pair.
+      const pair = c.type === 'kubernetes' ? ('clientCert' in c.credentials ? { field: `${at}.credentials.clientCert`, cc: c.credentials.clientCert } : undefined)
+        : c.target.tls?.clientCert ? { field: `${at}.target.tls.clientCert`, cc: c.target.tls.clientCert } : undefined;
+      if (!pair) return [];
+      try {
+        createSecureContext({ cert: pair.cc.cert.reveal(), key: pair.cc.key.reveal() });
+        return [];
+      } catch (e) {
+        return [`${pair.field}: ${(e as Error).message}`];
+      }
+    },
     target: (c) => ({ url: c.target.url }),
     start: () => ({
       describe: () => ({}),

@@ -1,4 +1,5 @@
 /** `postgres` connections: the broker answers the client's startup itself and relays to PostgreSQL with its credential. */
+import { readFileSync } from 'node:fs';
 import type { ProtocolModule } from '../protocol.js';
 import { CancelRegistry } from './cancel-registry.js';
 import { postgresConnectionSchema, resolvePostgresConnection, type PostgresConnection } from './config.js';
@@ -9,6 +10,15 @@ export const postgresProtocol: ProtocolModule<PostgresConnection> = {
   schema: postgresConnectionSchema,
   resolve: (raw, ctx) => resolvePostgresConnection(raw as Parameters<typeof resolvePostgresConnection>[0], ctx),
   holds: 'statement',
+  check(c, at) {
+    if (!c.target.sslrootcert) return [];
+    try {
+      readFileSync(c.target.sslrootcert);
+      return [];
+    } catch (e) {
+      return [`${at}.target.sslrootcert: cannot read ${c.target.sslrootcert}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`];
+    }
+  },
   target: (c) => ({ host: c.target.host, port: c.target.port, database: c.target.database, user: c.credentials.user, sslmode: c.target.sslmode }),
   start() {
     // Cancel keys the broker handed out, so a cancel request arriving on another tunnel finds its session.

@@ -22,7 +22,8 @@ export function fingerprintOf(blob: Buffer): string {
   return `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`;
 }
 
-function describeKey(privateKey: string, where: string): BrokerHostKey {
+/** Reads a broker host key (OpenSSH or PEM private key text); `where` names it in the error. */
+export function describeKey(privateKey: string, where: string): BrokerHostKey {
   const parsed = utils.parseKey(privateKey);
   const key = Array.isArray(parsed) ? parsed[0] : parsed;
   if (!key || key instanceof Error || key.getPrivatePEM() === null) {

@@ -1,4 +1,5 @@
 /** `ssh` connections: the broker is an SSH server to the client and an SSH client, with its own key, to the backend. */
+import ssh2 from 'ssh2';
 import type { ProtocolModule } from '../protocol.js';
 import { sshConnectionSchema, resolveSshConnection, type SshConnection } from './config.js';
 import { loadBrokerHostKey, type BrokerHostKey } from './host-keys.js';
@@ -9,6 +10,11 @@ export const sshProtocol: ProtocolModule<SshConnection> = {
   schema: sshConnectionSchema,
   resolve: (raw, ctx) => resolveSshConnection(raw as Parameters<typeof resolveSshConnection>[0], ctx),
   holds: 'command',
+  check(c, at) {
+    if (!c.credentials.privateKey) return [];
+    const parsed = ssh2.utils.parseKey(c.credentials.privateKey.reveal(), c.credentials.passphrase?.reveal());
+    return parsed instanceof Error ? [`${at}.credentials.privateKey: not a private key ssh can use (${parsed.message})`] : [];
+  },
   target: (c) => ({ host: c.target.host, port: c.target.port, user: c.target.user }),
   start(host) {
     // The broker's own host key (what ssh clients see): configured, or kept in the data dir.
