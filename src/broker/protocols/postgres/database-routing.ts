@@ -1,4 +1,4 @@
-import type { PostgresConnection } from '../../config.js';
+import type { PostgresConnection } from './config.js';
 
 /** Where a client's startup goes, or why it is refused. */
 export type DatabaseRoute =
