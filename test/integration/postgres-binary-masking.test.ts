@@ -75,7 +75,7 @@ const JAVA_PROGRAM = `
 import java.sql.*;
 public class BinaryRows {
   public static void main(String[] args) throws Exception {
-    String url = "jdbc:postgresql://127.0.0.1:" + args[0] + "/whatever?user=laptop-user";
+    String url = "jdbc:postgresql://127.0.0.1:" + args[0] + "/postgres?user=laptop-user";
     try (Connection c = DriverManager.getConnection(url)) {
       try (PreparedStatement ps = c.prepareStatement(args[1])) {
         for (int run = 0; run < 10; run++) {
@@ -115,7 +115,7 @@ async function jdbcTenTimes(proxy: PolicyProxy, sql: string): Promise<string[]> 
 const PSYCOPG_PROGRAM = `
 import json, sys, psycopg
 port, sql = sys.argv[1], sys.argv[2]
-with psycopg.connect(host="127.0.0.1", port=port, user="laptop-user", dbname="whatever") as conn:
+with psycopg.connect(host="127.0.0.1", port=port, user="laptop-user", dbname="postgres") as conn:
     for run in range(10):
         try:
             with conn.cursor(binary=True) as cur:
@@ -161,7 +161,7 @@ describe('binary results (contractors: redact)', () => {
   });
 
   it('node-postgres binary: true: a named prepared statement ten times', async () => {
-    const c = new pg.Client({ host: '127.0.0.1', port: contractors.port, user: 'laptop-user', database: 'x' });
+    const c = new pg.Client({ host: '127.0.0.1', port: contractors.port, user: 'laptop-user', database: 'postgres' });
     await c.connect();
     const results: unknown[] = [];
     for (let run = 0; run < 10; run++) {
@@ -175,7 +175,7 @@ describe('binary results (contractors: redact)', () => {
   });
 
   it('node-postgres binary: true: a column rule on a number cannot be masked in binary, and the error says which column and what to set', async () => {
-    const c = new pg.Client({ host: '127.0.0.1', port: contractors.port, user: 'laptop-user', database: 'x' });
+    const c = new pg.Client({ host: '127.0.0.1', port: contractors.port, user: 'laptop-user', database: 'postgres' });
     await c.connect();
     c.on('error', () => undefined);
     const failed = await c.query({ text: 'select id, 123456789 as ssn from customers where id = $1', values: [1], binary: true }).then(
@@ -205,7 +205,7 @@ describe('binary results (contractors: redact)', () => {
       conn.on('message', (m: { name: string; fields?: unknown[] }) => messages.push(m));
       conn.on('errorMessage', (e: Error) => reject(e));
     });
-    conn.on('connect', () => conn.startup({ user: 'laptop-user', database: 'x' }));
+    conn.on('connect', () => conn.startup({ user: 'laptop-user', database: 'postgres' }));
     conn.connect(contractors.port, '127.0.0.1');
     await done;
     conn.end();
@@ -221,7 +221,7 @@ describe('binary results (contractors: redact)', () => {
 
 describe('binary results (auditors: null strategy)', () => {
   it('sends NULL for a number named by a column rule, and the rest as it is', async () => {
-    const c = new pg.Client({ host: '127.0.0.1', port: auditors.port, user: 'laptop-user', database: 'x' });
+    const c = new pg.Client({ host: '127.0.0.1', port: auditors.port, user: 'laptop-user', database: 'postgres' });
     await c.connect();
     const { rows } = await c.query({ text: 'select id, 123456789 as ssn, email from customers where id = $1', values: [1], binary: true });
     await c.end();
@@ -241,7 +241,7 @@ describe('JSON built from a masked column', () => {
   });
 
   it('node-postgres: json_build_object with nested objects and arrays keeps its shape', async () => {
-    const c = new pg.Client({ host: '127.0.0.1', port: contractors.port, user: 'laptop-user', database: 'x' });
+    const c = new pg.Client({ host: '127.0.0.1', port: contractors.port, user: 'laptop-user', database: 'postgres' });
     await c.connect();
     const { rows } = await c.query(
       "select json_build_object('who', json_build_object('mail', lower(email), 'id', id), 'tags', json_build_array('a', 1), 'ok', true) as doc from customers where id = 1",
