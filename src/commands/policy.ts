@@ -1,12 +1,9 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { loadBrokerConfig, type Connection } from '../broker/config.js';
-import { evaluateCommand, evaluateShell } from '../policy/shell-rules.js';
-import { evaluateHttpRequest, evaluateKubeRequest } from '../policy/http-rules.js';
-import { parseKubeRequest } from '../policy/kube-path.js';
-import { initPolicyEngine } from '../policy/index.js';
-import { dryRunPolicy, judgeAccess, verdictWithAccess, type VerdictStage } from '../policy/dry-run.js';
-import type { PolicyIdentity, Verdict } from '../policy/rules.js';
+import { loadBrokerConfig } from '../broker/config.js';
+import { protocolOf } from '../broker/protocols/registry.js';
+import { judgeAccess, verdictWithAccess, type VerdictStage } from '../policy/dry-run.js';
+import type { PolicyIdentity } from '../policy/rules.js';
 import { UserError } from '../lib/errors.js';
 import { parseOutput } from './context.js';
 import { printJson } from './render.js';
@@ -43,18 +40,10 @@ export function register(program: Command): void {
         `${v.action.toUpperCase()}${v.stage === 'access' ? ' (access)' : v.rule ? ` by rule "${v.rule}"` : ' (default action)'}: ${v.message}\n`;
       const onceGranted = (rules: { action: string; rule?: string; message: string }) =>
         access.approval ? `once granted: ${rules.action.toUpperCase()}${rules.rule ? ` by rule "${rules.rule}"` : ' (default action)'}: ${rules.message}\n` : '';
-      if (connection.type !== 'postgres') {
-        const rules = access.admitted ? judgeRequest(connection, identity, text, Boolean(opts.shell)) : undefined;
-        const verdict = verdictWithAccess(access, rules);
-        if (format === 'json') printJson({ verdict, access, ...(access.approval && rules ? { granted: rules } : {}) });
-        else process.stdout.write(headline(verdict) + (rules ? onceGranted(rules) : ''));
-        if (opts.expect && opts.expect !== verdict.action) process.exitCode = 1;
-        return;
-      }
-      if (text === undefined) throw new UserError('no SQL given', { code: 'USAGE', hint: 'pass -e "SQL" or -f FILE' });
-      await initPolicyEngine();
-      const result = access.admitted ? dryRunPolicy(connection, identity, text) : undefined;
-      const verdict = verdictWithAccess(access, result?.verdict);
+      // The module's own judge: the functions its proxy uses. A type without rules is decided by access alone.
+      const module = protocolOf(connection.type);
+      const result = access.admitted && module.judge ? await module.judge(connection, identity, { text, shell: Boolean(opts.shell) }) : undefined;
+      const verdict = verdictWithAccess(access, access.admitted ? (result?.verdict ?? { action: 'allow', message: `${connection.type} connections have no rules: access decides` }) : undefined);
       if (format === 'json') printJson({ ...result, statements: result?.statements ?? [], verdict, access, ...(access.approval && result ? { granted: result.verdict } : {}) });
       else {
         process.stdout.write(headline(verdict) + (result ? onceGranted(result.verdict) : ''));
@@ -67,20 +56,6 @@ export function register(program: Command): void {
       }
       if (opts.expect && opts.expect !== verdict.action) process.exitCode = 1;
     });
-}
-
-/** The verdict the broker would give an ssh command or shell, or an HTTP / Kubernetes request. */
-function judgeRequest(connection: Exclude<Connection, { type: 'postgres' }>, identity: PolicyIdentity, text: string | undefined, shell: boolean): Verdict {
-  if (connection.type === 'ssh') {
-    if (shell) return evaluateShell(connection, identity);
-    if (text === undefined) throw new UserError('no command given', { code: 'USAGE', hint: 'pass -e "COMMAND", or --shell' });
-    return evaluateCommand(connection, identity, text);
-  }
-  const m = /^\s*([A-Za-z]+)\s+(\S+)\s*$/.exec(text ?? '');
-  if (!m) throw new UserError('expected a request: -e "METHOD /path"', { code: 'USAGE' });
-  const [, method, target] = m as unknown as [string, string, string];
-  if (connection.type === 'kubernetes') return evaluateKubeRequest(connection, identity, parseKubeRequest(method, target));
-  return evaluateHttpRequest(connection, identity, { method: method.toUpperCase(), path: new URL(target, 'http://x').pathname });
 }
 
 function collect(value: string, previous: string[]): string[] {

@@ -36,7 +36,7 @@
 import { z } from 'zod';
 import { globMatch } from './glob.js';
 import { identityMatchSchema, identityMatches, type PolicyIdentity, type VerdictAction } from './rules.js';
-import { kubeResourceString, type KubeRequest } from './kube-path.js';
+import { kubeResourceString, parseKubeRequest, type KubeRequest } from './kube-path.js';
 
 const globList = z.preprocess((v) => (typeof v === 'string' ? [v] : v), z.array(z.string().trim().min(1)).min(1));
 
@@ -169,4 +169,27 @@ export function evaluateHttpRequest(policy: HttpPolicy, identity: PolicyIdentity
 export function evaluateKubeRequest(policy: KubePolicy, identity: PolicyIdentity, req: KubeRequest): RequestVerdict {
   const what = req.nonResource ? `${req.verb} ${req.path}` : `${req.verb} ${kubeResourceString(req)}`;
   return decide(policy.rules, policy.defaultAction, what, (r) => kubeRequestMatches(r.match, req, identity));
+}
+
+export type WebConnectionPolicy = ({ type: 'http' } & HttpPolicy) | ({ type: 'kubernetes' } & KubePolicy);
+
+/**
+ * What the broker decides for one request on an http or kubernetes connection, as the client sent it (`url` is the
+ * request target). The proxy and `hoopctl policy check` both call this, so a dry run cannot judge a request another
+ * way: an http path is matched percent-decoded (`/%61dmin` is `/admin`, as the backend will read it), a Kubernetes
+ * one by what the API path means.
+ */
+export function judgeWebRequest(policy: WebConnectionPolicy, identity: PolicyIdentity, method: string, url: URL): { verdict: RequestVerdict; kube?: KubeRequest } {
+  const verb = method.toUpperCase();
+  if (policy.type === 'kubernetes') {
+    const kube = parseKubeRequest(verb, url);
+    return { verdict: evaluateKubeRequest(policy, identity, kube), kube };
+  }
+  let path = url.pathname;
+  try {
+    path = decodeURIComponent(url.pathname);
+  } catch {
+    // a malformed escape is matched as written
+  }
+  return { verdict: evaluateHttpRequest(policy, identity, { method: verb, path }) };
 }

@@ -10,6 +10,8 @@ import type { Logger } from 'pino';
 import type { ZodType } from 'zod';
 import type { Identity } from '../../api/identity.js';
 import type { MaskKey } from '../../policy/masking.js';
+import type { DryRunResult } from '../../policy/dry-run.js';
+import type { PolicyIdentity } from '../../policy/rules.js';
 import type { Secret } from '../../lib/secret.js';
 import type { SessionRecorder } from '../recording/recorder.js';
 import type { ConnectionBase, ResolveContext } from './connection-schema.js';
@@ -99,6 +101,11 @@ export interface ProtocolModule<C extends ConnectionBase = ConnectionBase> {
    * files it names, keys that must parse. Each problem is `field: what is wrong`, `field` under `at` (`connections[2]`).
    */
   check?(connection: C, at: string): string[];
+  /**
+   * What its rules decide for `input` from `identity`, judged by the same functions its proxy uses: the dry run of
+   * `hoopctl policy check`. Absent: the type has no rules of its own, and access alone decides.
+   */
+  judge?(connection: C, identity: PolicyIdentity, input: { text?: string; shell: boolean }): Promise<DryRunResult>;
   /** What its `review` rules hold, as review messages name it. */
   readonly holds?: 'statement' | 'command' | 'request';
   start(host: ProtocolHost): ProtocolRuntime<C>;

@@ -3,6 +3,8 @@
  * HTTP one whose requests are judged by what their API path means, and whose exec and port-forward are recorded.
  */
 import { createSecureContext } from 'node:tls';
+import { UserError } from '../../../lib/errors.js';
+import { judgeWebRequest, type WebConnectionPolicy } from '../../../policy/http-rules.js';
 import type { ProtocolModule } from '../protocol.js';
 import {
   httpConnectionSchema,
@@ -26,6 +28,13 @@ function webProtocol<C extends ResolvedWebConnection>(type: C['type'], schema: P
         ? ({ ...(raw as object), credentials: undefined } as unknown as C)
         : (resolveWebConnection(raw as { type: C['type'] }, ctx.secret, { field: ctx.field, readFile: ctx.readFile }) as unknown as C),
     holds: 'request',
+    async judge(c, identity, { text }) {
+      const m = /^\s*([A-Za-z]+)\s+(\S+)\s*$/.exec(text ?? '');
+      if (!m) throw new UserError('expected a request: -e "METHOD /path"', { code: 'USAGE' });
+      // The target as the client would send it, resolved the way the proxy's HTTP server resolves it.
+      const { verdict } = judgeWebRequest(c as unknown as WebConnectionPolicy, identity, m[1]!, new URL(m[2]!, 'http://hoopctl'));
+      return { verdict, statements: [] };
+    },
     check(c, at) {
       // The certificate and key the broker presents to the backend must form a pair.
       const pair = c.type === 'kubernetes' ? ('clientCert' in c.credentials ? { field: `${at}.credentials.clientCert`, cc: c.credentials.clientCert } : undefined)

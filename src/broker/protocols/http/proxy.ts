@@ -29,8 +29,8 @@ import type { OutputMask } from '../ssh/recordings.js';
 import { errorMessage } from '../../../lib/errors.js';
 import type { MaskKey } from '../../../policy/masking.js';
 import type { PolicyIdentity } from '../../../policy/rules.js';
-import { evaluateHttpRequest, evaluateKubeRequest, type RequestVerdict } from '../../../policy/http-rules.js';
-import { parseKubeRequest, type KubeRequest } from '../../../policy/kube-path.js';
+import { judgeWebRequest, type RequestVerdict, type WebConnectionPolicy } from '../../../policy/http-rules.js';
+import type { KubeRequest } from '../../../policy/kube-path.js';
 import { parseJsonPath } from '../../../policy/http-json-mask.js';
 import type { ResolvedWebConnection } from './config.js';
 import { BodySample, bodyMode, decoderFor, isJsonType, isTextType, LineMasker, maskJsonDocument, maskPlainText, type BodyMask } from './body-masking.js';
@@ -272,17 +272,7 @@ class HttpTunnelSession {
       // keep it raw
     }
     const statement = this.#maskLine(`${method} ${url.pathname}${query}`);
-    if (this.#conn.type === 'kubernetes') {
-      const kube = parseKubeRequest(method, url);
-      return { verdict: evaluateKubeRequest(this.#conn, this.#ctx.identity, kube), kube, statement };
-    }
-    let path = url.pathname;
-    try {
-      path = decodeURIComponent(url.pathname);
-    } catch {
-      // a malformed escape is matched as written
-    }
-    return { verdict: evaluateHttpRequest(this.#conn, this.#ctx.identity, { method, path }), statement };
+    return { ...judgeWebRequest(this.#conn as WebConnectionPolicy, this.#ctx.identity, method, url), statement };
   }
 
   #maskLine(text: string): string {

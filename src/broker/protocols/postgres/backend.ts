@@ -3,7 +3,7 @@ import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { checkServerIdentity, connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import type { PostgresConnection } from './config.js';
 import { BackendConnectError } from './errors.js';
-import { BackendCode, codeName } from './message-codes.js';
+import { BackendCode, codeName } from '../../../lib/pg-wire/message-codes.js';
 import {
   createPasswordMessage,
   createSASLInitialResponse,

@@ -1,4 +1,4 @@
-import { codeName } from './message-codes.js';
+import { codeName } from '../../../lib/pg-wire/message-codes.js';
 
 /** Largest frame accepted from a backend (PostgreSQL's own limit for a field is 1 GiB). */
 export const MAX_BACKEND_FRAME = 1024 * 1024 * 1024;

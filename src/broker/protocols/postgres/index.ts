@@ -1,5 +1,8 @@
 /** `postgres` connections: the broker answers the client's startup itself and relays to PostgreSQL with its credential. */
 import { readFileSync } from 'node:fs';
+import { UserError } from '../../../lib/errors.js';
+import { dryRunPolicy } from '../../../policy/dry-run.js';
+import { initPolicyEngine } from '../../../policy/index.js';
 import type { ProtocolModule } from '../protocol.js';
 import { CancelRegistry } from './cancel-registry.js';
 import { postgresConnectionSchema, resolvePostgresConnection, type PostgresConnection } from './config.js';
@@ -10,6 +13,11 @@ export const postgresProtocol: ProtocolModule<PostgresConnection> = {
   schema: postgresConnectionSchema,
   resolve: (raw, ctx) => resolvePostgresConnection(raw as Parameters<typeof resolvePostgresConnection>[0], ctx),
   holds: 'statement',
+  async judge(c, identity, { text }) {
+    if (text === undefined) throw new UserError('no SQL given', { code: 'USAGE', hint: 'pass -e "SQL" or -f FILE' });
+    await initPolicyEngine();
+    return dryRunPolicy(c, identity, text);
+  },
   check(c, at) {
     if (!c.target.sslrootcert) return [];
     try {

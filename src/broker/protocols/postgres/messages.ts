@@ -1,6 +1,6 @@
 import { Reader } from './buffer-reader.js';
-import { Writer } from './buffer-writer.js';
-import { AuthCode, BackendCode, FrontendCode, StartupCode } from './message-codes.js';
+import { Writer } from '../../../lib/pg-wire/buffer-writer.js';
+import { AuthCode, BackendCode, FrontendCode, StartupCode } from '../../../lib/pg-wire/message-codes.js';
 
 /**
  * Parse and create functions, one small group per message. Parse functions take the message BODY
@@ -369,8 +369,8 @@ export function parseErrorResponse(body: Buffer): ErrorFields {
   return out;
 }
 
-// ErrorResponse is written where the error type that knows its wire form lives (no import cycle with the reader).
-export { createErrorResponse } from './errors.js';
+// ErrorResponse has one writer, shared with the client side's local refusals.
+export { createErrorResponse } from '../../../lib/pg-wire/error-response.js';
 
 /** @see https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-NOTICERESPONSE */
 export function createNoticeResponse(f: { severity: string; code: string; message: string; hint?: string }): Buffer {

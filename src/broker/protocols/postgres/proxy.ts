@@ -11,7 +11,7 @@ import type { CancelOutcome, CancelRegistration, CancelRegistry } from './cancel
 import { routeStartupDatabase } from './database-routing.js';
 import { BackendConnectError, PgWireError, protocolViolation, SqlState } from './errors.js';
 import { FrameError, FrameScanner, MAX_BACKEND_FRAME, MAX_CLIENT_FRAME, type ScannedFrame, type StreamPiece } from './frame-scanner.js';
-import { BackendCode, FrontendCode, StartupCode } from './message-codes.js';
+import { BackendCode, FrontendCode, StartupCode } from '../../../lib/pg-wire/message-codes.js';
 import {
   createAuthenticationOk,
   createBackendKeyData,

@@ -13,7 +13,7 @@ import {
 import { BinaryValueError, TypeOid, binaryKind, binaryValueFromText, binaryValueText, holdsText } from './binary-values.js';
 import { PgWireError, SqlState } from './errors.js';
 import type { ScannedFrame } from './frame-scanner.js';
-import { BackendCode } from './message-codes.js';
+import { BackendCode } from '../../../lib/pg-wire/message-codes.js';
 import {
   createCopyData,
   createDataRow,

@@ -1,5 +1,7 @@
 /** `ssh` connections: the broker is an SSH server to the client and an SSH client, with its own key, to the backend. */
 import ssh2 from 'ssh2';
+import { UserError } from '../../../lib/errors.js';
+import { evaluateCommand, evaluateShell } from '../../../policy/shell-rules.js';
 import type { ProtocolModule } from '../protocol.js';
 import { sshConnectionSchema, resolveSshConnection, type SshConnection } from './config.js';
 import { loadBrokerHostKey, type BrokerHostKey } from './host-keys.js';
@@ -10,6 +12,11 @@ export const sshProtocol: ProtocolModule<SshConnection> = {
   schema: sshConnectionSchema,
   resolve: (raw, ctx) => resolveSshConnection(raw as Parameters<typeof resolveSshConnection>[0], ctx),
   holds: 'command',
+  async judge(c, identity, { text, shell }) {
+    if (shell) return { verdict: evaluateShell(c, identity), statements: [] };
+    if (text === undefined) throw new UserError('no command given', { code: 'USAGE', hint: 'pass -e "COMMAND", or --shell' });
+    return { verdict: evaluateCommand(c, identity, text), statements: [] };
+  },
   check(c, at) {
     if (!c.credentials.privateKey) return [];
     const parsed = ssh2.utils.parseKey(c.credentials.privateKey.reveal(), c.credentials.passphrase?.reveal());
