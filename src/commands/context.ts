@@ -2,7 +2,7 @@ import Conf from 'conf';
 import { UserError } from '../lib/errors.js';
 import { createTokenStore } from '../auth/token-store.js';
 import { resolveAccessToken, type ResolvedAccessToken } from '../auth/access-token.js';
-import { brokerRefusal, USER_AGENT } from '../tunnel/ws-transport.js';
+import { BrokerClient } from '../api/broker-client.js';
 
 /**
  * What every client command needs: which broker, a valid access token for it, and a small JSON API
@@ -50,34 +50,17 @@ export async function accessToken(broker: string): Promise<string> {
   return (await resolveToken(broker)).token;
 }
 
-export async function brokerGet<T>(broker: string, path: string, token?: string): Promise<T> {
-  const bearer = token ?? (await accessToken(broker));
-  let res: Response;
-  try {
-    res = await fetch(new URL(path, broker), { headers: { authorization: `Bearer ${bearer}`, 'user-agent': USER_AGENT } });
-  } catch (e) {
-    throw new UserError(`cannot reach the broker at ${broker}: ${(e as Error).cause ?? (e as Error).message}`, { code: 'BROKER_UNREACHABLE' });
-  }
-  const body = await res.text();
-  if (!res.ok) throw brokerRefusal(res.status, body);
-  return JSON.parse(body) as T;
+/** The broker's API with this command's token (resolved again before each request). */
+export function brokerClient(broker: string, token?: string): BrokerClient {
+  return new BrokerClient(broker, token ? () => Promise.resolve(token) : () => accessToken(broker));
 }
 
-export async function brokerPost<T>(broker: string, path: string, body: unknown, token?: string): Promise<T> {
-  const bearer = token ?? (await accessToken(broker));
-  let res: Response;
-  try {
-    res = await fetch(new URL(path, broker), {
-      method: 'POST',
-      headers: { authorization: `Bearer ${bearer}`, 'user-agent': USER_AGENT, 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-    });
-  } catch (e) {
-    throw new UserError(`cannot reach the broker at ${broker}: ${(e as Error).cause ?? (e as Error).message}`, { code: 'BROKER_UNREACHABLE' });
-  }
-  const text = await res.text();
-  if (!res.ok) throw brokerRefusal(res.status, text);
-  return JSON.parse(text) as T;
+export function brokerGet<T>(broker: string, path: string, token?: string): Promise<T> {
+  return brokerClient(broker, token).get<T>(path);
+}
+
+export function brokerPost<T>(broker: string, path: string, body: unknown, token?: string): Promise<T> {
+  return brokerClient(broker, token).post<T>(path, body);
 }
 
 export type OutputFormat = 'text' | 'json';

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { brokerGet, brokerPost, parseOutput, resolveBroker } from './context.js';
 import { formatTime, printJson, renderTable } from './render.js';
-import type { IdentityLock } from '../broker/store/store.js';
+import type { IdentityLock } from '../api/session.js';
 import { UserError } from '../lib/errors.js';
 
 function target(l: IdentityLock): string {

@@ -1,4 +1,4 @@
-import type { StoredEvent } from '../broker/store/store.js';
+import type { StoredEvent } from '../api/session.js';
 
 /** One recorded terminal as asciicast v2: a header and `[seconds, code, data]` events. */
 export interface Cast {

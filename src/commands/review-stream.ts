@@ -1,5 +1,5 @@
 import type { Review } from '../api/review.js';
-import { USER_AGENT } from '../tunnel/ws-transport.js';
+import { BrokerClient } from '../api/broker-client.js';
 
 /** The events of a `text/event-stream` body, as they arrive (comments and keep-alives skipped). */
 export async function* serverSentEvents(body: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>): AsyncGenerator<{ event?: string; data: string }> {
@@ -32,18 +32,15 @@ export function followReviews(
   handlers: { onReview(review: Review): void; onState(connected: boolean): void; onError?(e: Error): void },
 ): ReviewStream {
   const controller = new AbortController();
+  const client = new BrokerClient(broker, getToken);
   let delay = 500;
   const run = async () => {
     while (!controller.signal.aborted) {
       try {
-        const res = await fetch(new URL('/api/v1/reviews/stream', broker), {
-          headers: { authorization: `Bearer ${await getToken()}`, 'user-agent': USER_AGENT, accept: 'text/event-stream' },
-          signal: controller.signal,
-        });
-        if (!res.ok || !res.body) throw new Error(`review stream: HTTP ${res.status}`);
+        const body = await client.stream('/api/v1/reviews/stream', controller.signal);
         handlers.onState(true);
         delay = 500;
-        for await (const { event, data } of serverSentEvents(res.body)) {
+        for await (const { event, data } of serverSentEvents(body)) {
           if (event === 'review' && data) handlers.onReview(JSON.parse(data) as Review);
         }
       } catch (e) {

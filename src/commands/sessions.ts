@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
-import { accessToken, brokerGet, brokerPost, parseOutput, resolveBroker } from './context.js';
+import { accessToken, brokerClient, brokerGet, brokerPost, parseOutput, resolveBroker } from './context.js';
 import { serverSentEvents } from './review-stream.js';
 import { formatDuration, formatTime, printJson, renderTable } from './render.js';
-import type { SessionRow, StoredEvent } from '../broker/store/store.js';
+import type { SessionRow, StoredEvent } from '../api/session.js';
 import { verifyChain } from '../broker/recording/event-chain.js';
 import { CHECKPOINT_EVENT, verifyCheckpoints } from '../broker/recording/checkpoints.js';
 import { AUDIT_STREAM } from '../broker/session-service.js';
@@ -108,12 +108,9 @@ export function register(program: Command): void {
       process.stdout.write(renderTranscript(session, events));
       if (session.status !== 'open') return;
       process.stdout.write(`--- live: ${session.identity.name} on ${session.connection} ---\n`);
-      const res = await fetch(new URL(`/api/v1/sessions/${encodeURIComponent(id)}/stream?after=${events.at(-1)?.seq ?? 0}`, broker), {
-        headers: { authorization: `Bearer ${await accessToken(broker)}`, accept: 'text/event-stream' },
-      });
-      if (!res.ok || !res.body) throw new UserError(`cannot follow session ${id}: HTTP ${res.status}`, { code: 'BROKER_ERROR' });
+      const live = await brokerClient(broker).stream(`/api/v1/sessions/${encodeURIComponent(id)}/stream?after=${events.at(-1)?.seq ?? 0}`);
       const t0 = events[0]?.at ?? session.startedAt;
-      for await (const { event, data } of serverSentEvents(res.body)) {
+      for await (const { event, data } of serverSentEvents(live)) {
         if (event === 'end') {
           process.stdout.write(`--- session ${(JSON.parse(data) as { status: string }).status} ---\n`);
           return;

@@ -7,6 +7,7 @@ import { mkdirSync, writeFileSync, renameSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { homedir } from 'node:os';
 import { stringify } from 'yaml';
+import { UserError } from '../lib/errors.js';
 
 export interface KubeconfigOptions {
   /** Where to write, e.g. `$XDG_CONFIG_HOME/hoopctl/kube/k8s-prod.yaml`. */
@@ -34,7 +35,7 @@ function userKubeconfigs(env: NodeJS.ProcessEnv): string[] {
 export function kubeconfigDocument(o: Pick<KubeconfigOptions, 'server' | 'contextName' | 'namespace'>): string {
   const url = new URL(o.server);
   if (url.protocol !== 'http:' || !['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) {
-    throw new Error(`kubeconfig server must be the local tunnel (http://127.0.0.1:PORT), not ${o.server}`);
+    throw new UserError(`kubeconfig server must be the local tunnel (http://127.0.0.1:PORT), not ${o.server}`, { code: 'USAGE' });
   }
   const doc = {
     apiVersion: 'v1',
@@ -51,7 +52,10 @@ export function kubeconfigDocument(o: Pick<KubeconfigOptions, 'server' | 'contex
 export function writeKubeconfig(o: KubeconfigOptions, env: NodeJS.ProcessEnv = process.env): KubeconfigResult {
   const path = resolve(o.path);
   if (userKubeconfigs(env).includes(path)) {
-    throw new Error(`refusing to overwrite your own kubeconfig ${path}; hoopctl writes a file of its own`);
+    throw new UserError(`refusing to overwrite your own kubeconfig ${path}; hoopctl writes a file of its own`, {
+      code: 'USAGE',
+      hint: 'unset KUBECONFIG (or point it elsewhere) while running hoopctl connect; use the printed KUBECONFIG=… line instead',
+    });
   }
   const text = kubeconfigDocument(o);
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });

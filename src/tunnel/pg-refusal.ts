@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { createErrorResponse } from '../lib/pg-wire/error-response.js';
 
 const SSL_REQUEST = 80877103;
 const GSSENC_REQUEST = 80877104;
@@ -29,22 +30,8 @@ export function refusePostgresClient(socket: Socket, message: string, sqlstate =
   const finish = () => {
     clearTimeout(timer);
     socket.off('data', onData);
-    socket.end(errorResponse('FATAL', sqlstate, message));
+    socket.end(createErrorResponse({ severity: 'FATAL', code: sqlstate, message }));
   };
   socket.on('data', onData);
   socket.resume();
-}
-
-function errorResponse(severity: string, code: string, message: string): Buffer {
-  const fields = Buffer.concat([
-    field('S', severity), field('V', severity), field('C', code), field('M', message), Buffer.from([0]),
-  ]);
-  const head = Buffer.alloc(5);
-  head.write('E', 0, 'latin1');
-  head.writeInt32BE(fields.length + 4, 1);
-  return Buffer.concat([head, fields]);
-}
-
-function field(type: string, value: string): Buffer {
-  return Buffer.concat([Buffer.from(type, 'latin1'), Buffer.from(value.replace(/\0/g, ''), 'utf8'), Buffer.from([0])]);
 }

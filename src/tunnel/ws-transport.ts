@@ -1,9 +1,9 @@
+import { USER_AGENT, brokerRefusal } from '../api/broker-client.js';
 import type { Duplex } from 'node:stream';
 import type { IncomingMessage } from 'node:http';
 import { WebSocket, createWebSocketStream } from 'ws';
 import { HoopError, UserError } from '../lib/errors.js';
 
-export const USER_AGENT = 'hoopctl/0.1.0';
 
 export function tunnelUrl(broker: string, connection: string, query: Record<string, string> = {}): string {
   const u = new URL(`/api/v1/tunnel/${encodeURIComponent(connection)}`, broker);
@@ -44,15 +44,4 @@ export function openTunnel(broker: string, connection: string, token: string, pe
   });
 }
 
-/** Turns a broker error answer (`{error:{code,message,hint}}`) into a HoopError users can read. */
-export function brokerRefusal(status: number, body: string): HoopError {
-  try {
-    const parsed = JSON.parse(body) as { error?: { code?: string; message?: string; hint?: string } };
-    if (parsed.error?.message) {
-      return new UserError(parsed.error.message, { code: parsed.error.code ?? 'BROKER_ERROR', hint: parsed.error.hint, status });
-    }
-  } catch {
-    // not JSON: fall through
-  }
-  return new UserError(`broker answered HTTP ${status}`, { code: 'BROKER_ERROR', status });
-}
+export { USER_AGENT, brokerRefusal };

@@ -8,7 +8,7 @@ import { startTunnelHarness, type TunnelHarness } from '../support/http-backend.
 import { makeTestPki, type TestPki } from '../support/pki.js';
 import { kubernetesConnectionSchema, resolveWebConnection } from '../../src/broker/protocols/http/config.js';
 import { resolveSecret } from '../../src/broker/config.js';
-import { writeKubeconfig } from '../../src/commands/kubeconfig.js';
+import { writeKubeconfig } from '../../src/tunnel/kubeconfig.js';
 
 /**
  * A cluster whose API server is HTTPS and authenticates the broker by client certificate (CN = the user), as a

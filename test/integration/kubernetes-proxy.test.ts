@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { startFakeKubeApiServer, type FakeKubeApiServer } from '../support/fake-kube-apiserver.js';
 import { startTunnelHarness, type TunnelHarness } from '../support/http-backend.js';
 import { kubernetesConnectionSchema, resolveWebConnection } from '../../src/broker/protocols/http/config.js';
-import { writeKubeconfig } from '../../src/commands/kubeconfig.js';
+import { writeKubeconfig } from '../../src/tunnel/kubeconfig.js';
 import type { HoldOutcome, HoldRequest, StatementReviews } from '../../src/broker/protocols/protocol.js';
 
 const KUBECTL = '/usr/bin/kubectl';

@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FrameScanner, MAX_BACKEND_FRAME } from '../../src/broker/protocols/postgres/frame-scanner.js';
-import { Writer } from '../../src/broker/protocols/postgres/buffer-writer.js';
+import { Writer } from '../../src/lib/pg-wire/buffer-writer.js';
 import {
   createBind,
   createExecute,

@@ -1,5 +1,8 @@
 import type { Identity } from '../../api/identity.js';
 import type { Review, ReviewKind, ReviewStatus } from '../../api/review.js';
+import type { IdentityLock, SessionRow, StoredEvent } from '../../api/session.js';
+
+export type { IdentityLock, SessionRow, StoredEvent };
 
 /**
  * Persistence for sessions and their hash-chained event streams. SQLite is the embedded default;
@@ -7,46 +10,6 @@ import type { Review, ReviewKind, ReviewStatus } from '../../api/review.js';
  * Writes resolve only once the row is durable in the store (the recorder awaits them before an action
  * is forwarded).
  */
-export interface SessionRow {
-  id: string;
-  connection: string;
-  connectionType: string;
-  identity: Identity;
-  clientAddr: string;
-  /** open while running; closed after a clean end; refused when access was denied; failed on error. */
-  status: 'open' | 'closed' | 'refused' | 'failed';
-  startedAt: number;
-  endedAt?: number;
-  statementCount: number;
-  errorCount: number;
-}
-
-export interface StoredEvent {
-  /** Stream: a session id, or "audit" for events outside any session (token rejections). */
-  stream: string;
-  seq: number;
-  at: number;
-  type: string;
-  data: Record<string, unknown>;
-  prevHash: string;
-  hash: string;
-}
-
-/**
- * A lock: an identity (by subject or by OAuth client id) that may open no session until the lock expires or an
- * admin lifts it. Teleport's `tctl lock`, for a bot or agent gone wrong.
- */
-export interface IdentityLock {
-  id: string;
-  target: { subject: string } | { clientId: string };
-  reason: string;
-  createdBy: string;
-  createdAt: number;
-  expiresAt?: number;
-  liftedAt?: number;
-  liftedBy?: string;
-}
-
 export interface SessionFilter {
   subject?: string;
   connection?: string;

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { writeKubeconfig } from '../../../src/commands/kubeconfig.js';
+import { writeKubeconfig } from '../../../src/tunnel/kubeconfig.js';
 
 const dirs: string[] = [];
 const temp = () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Reader } from '../../../src/broker/protocols/postgres/buffer-reader.js';
-import { Writer } from '../../../src/broker/protocols/postgres/buffer-writer.js';
+import { Writer } from '../../../src/lib/pg-wire/buffer-writer.js';
 import { PgWireError } from '../../../src/broker/protocols/postgres/errors.js';
 import {
   createBind,
