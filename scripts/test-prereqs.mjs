@@ -29,6 +29,8 @@ if (!existsSync('/usr/share/java/postgresql.jar')) missing.push('libpostgresql-j
 if (!have('javac')) missing.push('default-jdk-headless');
 if (spawnSync('/usr/bin/python3', ['-c', 'import psycopg'], { stdio: 'ignore' }).status !== 0) missing.push('python3-psycopg');
 
+// tcp connections are tested against a real Redis with redis-cli.
+if (!have('redis-server') || !have('redis-cli')) missing.push('redis-server');
 // HTTP connections are driven with curl.
 if (!have('curl')) missing.push('curl');
 

@@ -6,12 +6,14 @@ import type { ProtocolHost, ProtocolModule, ProtocolRuntime } from './protocol.j
 import { postgresProtocol } from './postgres/index.js';
 import { sshProtocol } from './ssh/index.js';
 import { httpProtocol, kubernetesProtocol, type HttpConnection, type KubernetesConnection } from './http/index.js';
+import { tcpProtocol } from './tcp/index.js';
 import type { PostgresConnection } from './postgres/config.js';
 import type { SshConnection } from './ssh/config.js';
+import type { TcpConnection } from './tcp/config.js';
 
-export type Connection = PostgresConnection | SshConnection | HttpConnection | KubernetesConnection;
+export type Connection = PostgresConnection | SshConnection | HttpConnection | KubernetesConnection | TcpConnection;
 
-export const PROTOCOLS = [postgresProtocol, sshProtocol, httpProtocol, kubernetesProtocol] as unknown as readonly ProtocolModule<Connection>[];
+export const PROTOCOLS = [postgresProtocol, sshProtocol, httpProtocol, kubernetesProtocol, tcpProtocol] as unknown as readonly ProtocolModule<Connection>[];
 
 export function protocolOf(type: string): ProtocolModule<Connection> {
   const m = PROTOCOLS.find((p) => p.type === type);
