@@ -3,6 +3,7 @@ import { mkdtempSync, writeFileSync, rmSync, chmodSync, existsSync, readdirSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../lib/net.js';
+import { UserError } from '../lib/errors.js';
 
 /**
  * A throwaway PostgreSQL cluster from the local server binaries: initdb into a temp dir, start on a free
@@ -32,12 +33,21 @@ export interface PgClusterOptions {
 }
 
 export function findPgBinDir(): string {
-  const candidates = [process.env.PG_BIN_DIR, '/usr/lib/postgresql/17/bin', '/usr/lib/postgresql/16/bin', '/usr/lib/postgresql/15/bin'];
+  const chosen = process.env.PG_BIN_DIR;
+  if (chosen) {
+    // Named by the user: used, or said to be wrong, never quietly replaced by another version.
+    if (existsSync(join(chosen, 'initdb'))) return chosen;
+    throw new UserError(`PG_BIN_DIR=${chosen} holds no initdb`, { code: 'PREREQUISITE_MISSING', hint: 'point PG_BIN_DIR at the directory of initdb and pg_ctl (e.g. /usr/lib/postgresql/15/bin), or unset it' });
+  }
+  const candidates = ['/usr/lib/postgresql/17/bin', '/usr/lib/postgresql/16/bin', '/usr/lib/postgresql/15/bin'];
   if (existsSync('/usr/lib/postgresql')) {
     for (const v of readdirSync('/usr/lib/postgresql').sort().reverse()) candidates.push(`/usr/lib/postgresql/${v}/bin`);
   }
   for (const c of candidates) if (c && existsSync(join(c, 'initdb'))) return c;
-  throw new Error('PostgreSQL server binaries not found: install them (apt-get install -y postgresql) or set PG_BIN_DIR');
+  throw new UserError('PostgreSQL server binaries (initdb, pg_ctl) not found', {
+    code: 'PREREQUISITE_MISSING',
+    hint: 'install them (apt-get install -y postgresql) or set PG_BIN_DIR to the directory that holds initdb',
+  });
 }
 
 const isRoot = () => typeof process.getuid === 'function' && process.getuid() === 0;

@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, readdirSync, statSync, writeFileSync, rmSync } 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
+import Database from 'better-sqlite3';
 import { startDevIssuer, type DevIssuer } from '../../src/dev/oidc-issuer.js';
 import { clientCredentialsLogin } from '../../src/auth/oidc.js';
 import { freePort } from '../../src/lib/net.js';
@@ -145,6 +146,33 @@ describe('hoopctl broker start', () => {
     } finally {
       await broker.stop();
     }
+  });
+
+  it('says a store file it cannot open, or one a newer hoopctl wrote, is the operator\'s to fix (exit 1, not a bug)', async () => {
+    const garbage = join(dir, 'garbage-store');
+    mkdirSync(garbage, { recursive: true });
+    writeFileSync(join(garbage, 'broker.db'), 'this is not a SQLite database, it is a text file someone put here\n'.repeat(100));
+    const bad = await runCli(['broker', 'start', '--config', writeConfig('garbage-store.yaml', { server: { listen: '127.0.0.1:0' }, auth: { issuers: [{ issuer: issuer.issuer, audience: 'x' }] }, store: { path: join(garbage, 'broker.db') } })], env());
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain(`cannot open the store ${join(garbage, 'broker.db')}`);
+    expect(bad.stderr).not.toContain('hit a bug');
+
+    const newer = join(dir, 'newer-store');
+    mkdirSync(newer, { recursive: true });
+    const db = new Database(join(newer, 'broker.db'));
+    db.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL); INSERT INTO schema_migrations VALUES (999, 0)');
+    db.close();
+    const future = await runCli(['broker', 'start', '--config', writeConfig('newer-store.yaml', { server: { listen: '127.0.0.1:0' }, auth: { issuers: [{ issuer: issuer.issuer, audience: 'x' }] }, store: { path: join(newer, 'broker.db') } })], env());
+    expect(future.code).toBe(1);
+    expect(future.stderr).toMatch(/has schema version 999, newer than this broker understands/);
+    expect(future.stderr).not.toContain('hit a bug');
+  });
+
+  it('names a PG_BIN_DIR without initdb instead of crashing or using another PostgreSQL (hoopctl demo)', async () => {
+    const r = await runCli(['demo'], { ...env(), PG_BIN_DIR: join(dir, 'no-postgres-here') });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`PG_BIN_DIR=${join(dir, 'no-postgres-here')} holds no initdb`);
+    expect(r.stderr).not.toContain('hit a bug');
   });
 
   it('serves its API over TLS when a certificate and key are configured', async () => {

@@ -2,6 +2,7 @@ import Database from 'better-sqlite3';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Identity } from '../../api/identity.js';
+import { HoopError, UserError } from '../../lib/errors.js';
 import type { IdentityLock, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
 import type { Review, ReviewStatus } from '../../api/review.js';
 
@@ -102,12 +103,17 @@ export class SqliteStore implements Store {
       // -wal and -shm files the mode of the database file. An existing store keeps the mode its operator chose.
       closeSync(openSync(path, 'a', 0o600));
     }
-    this.#db = new Database(path);
-    this.#db.pragma('journal_mode = WAL');
+    try {
+      this.#db = new Database(path);
+      this.#db.pragma('journal_mode = WAL');
+    } catch (e) {
+      // Not a SQLite file, or one SQLite cannot open: the operator's to fix, not a bug.
+      throw new UserError(`cannot open the store ${path}: ${(e as Error).message}`, { code: 'STORE_UNREADABLE', hint: 'check store.path in the broker config: it must be a hoopctl SQLite store, or a new file', cause: e });
+    }
     this.#db.pragma('synchronous = NORMAL');
     this.#db.pragma('busy_timeout = 5000');
     this.#db.pragma('wal_autocheckpoint = 10000');
-    this.#migrate();
+    this.#migrate(path);
     this.#insertEvent = this.#db.prepare(
       'INSERT INTO events (stream, seq, at, type, data, prev_hash, hash) VALUES (@stream, @seq, @at, @type, @data, @prevHash, @hash)',
     );
@@ -117,12 +123,15 @@ export class SqliteStore implements Store {
     });
   }
 
-  #migrate(): void {
+  #migrate(path: string): void {
     this.#db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
     const row = this.#db.prepare('SELECT max(version) AS v FROM schema_migrations').get() as { v: number | null };
     const current = row.v ?? 0;
     if (current > migrations.length) {
-      throw new Error(`store schema version ${current} is newer than this broker understands (${migrations.length}); upgrade hoopctl`);
+      throw new UserError(`the store ${path} has schema version ${current}, newer than this broker understands (${migrations.length})`, {
+        code: 'STORE_TOO_NEW',
+        hint: 'a newer hoopctl wrote it: run that version, or upgrade this one',
+      });
     }
     for (let v = current + 1; v <= migrations.length; v++) {
       this.#db.transaction(() => {
@@ -176,7 +185,7 @@ export class SqliteStore implements Store {
       values.push(filter.status);
     }
     for (const [name, value] of Object.entries(filter.claims ?? {})) {
-      if (!/^[A-Za-z0-9_]+$/.test(name)) throw new Error(`not a claim name: ${name}`);
+      if (!/^[A-Za-z0-9_]+$/.test(name)) throw new HoopError(`not a claim name: ${name}`, { code: 'BAD_REQUEST', status: 400 });
       where.push(`json_extract(identity, '$.claims.${name}') = ?`);
       values.push(value);
     }
