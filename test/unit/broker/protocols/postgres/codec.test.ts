@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { Reader } from '../../../src/broker/protocols/postgres/buffer-reader.js';
-import { Writer } from '../../../src/lib/pg-wire/buffer-writer.js';
-import { PgWireError } from '../../../src/broker/protocols/postgres/errors.js';
+import { Reader } from '../../../../../src/broker/protocols/postgres/buffer-reader.js';
+import { Writer } from '../../../../../src/lib/pg-wire/buffer-writer.js';
+import { PgWireError } from '../../../../../src/broker/protocols/postgres/errors.js';
 import {
   createBind,
   createCancelRequest,
@@ -17,7 +17,7 @@ import {
   parseQuery,
   parseStartupMessage,
   rowsFromTag,
-} from '../../../src/broker/protocols/postgres/messages.js';
+} from '../../../../../src/broker/protocols/postgres/messages.js';
 
 const body = (frame: Buffer) => frame.subarray(5);
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { httpConnectionSchema, kubernetesConnectionSchema, resolveWebConnection } from '../../../src/broker/protocols/http/config.js';
+import { httpConnectionSchema, kubernetesConnectionSchema, resolveWebConnection } from '../../../../../src/broker/protocols/http/config.js';
 
 const secrets = (s: { env?: string; value?: string; file?: string }, field: string) => ({ reveal: () => `${field}=${s.value ?? s.env ?? s.file}` });
 

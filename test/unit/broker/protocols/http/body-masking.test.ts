@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
-import { bodyMode, LineMasker, type BodyMask } from '../../../src/broker/protocols/http/body-masking.js';
-import { parseJsonPath } from '../../../src/policy/http-json-mask.js';
+import { bodyMode, LineMasker, type BodyMask } from '../../../../../src/broker/protocols/http/body-masking.js';
+import { parseJsonPath } from '../../../../../src/policy/http-json-mask.js';
 
 const mask: BodyMask = { paths: [parseJsonPath('$.object.data.*')], detectors: ['email'], strategy: 'redact', key: 'k', maxBytes: 1024 };
 

@@ -1,6 +1,6 @@
 import { stripVTControlCharacters } from 'node:util';
-import type { Identity } from '../../../src/api/identity.js';
-import type { Review } from '../../../src/api/review.js';
+import type { Identity } from '../../../../src/api/identity.js';
+import type { Review } from '../../../../src/api/review.js';
 
 export const NOW = Date.UTC(2026, 10, 25, 14, 0, 0);
 export const MIN = 60_000;

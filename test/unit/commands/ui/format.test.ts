@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatAge, formatClock, formatCountdown, formatSpan, summarizeReview, truncate } from '../../../src/commands/ui/format.js';
+import { formatAge, formatClock, formatCountdown, formatSpan, summarizeReview, truncate } from '../../../../src/commands/ui/format.js';
 import { MIN, NOW, accessReview, statementReview } from './fixtures.js';
 
 describe('format', () => {

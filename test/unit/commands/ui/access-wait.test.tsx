@@ -1,7 +1,7 @@
 import { render } from 'ink-testing-library';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AccessWait, type AccessWaitProps } from '../../../src/commands/ui/access-wait.js';
-import type { ReviewDecision } from '../../../src/api/review.js';
+import { AccessWait, type AccessWaitProps } from '../../../../src/commands/ui/access-wait.js';
+import type { ReviewDecision } from '../../../../src/api/review.js';
 import { MIN, NOW, eventually, screen, tick } from './fixtures.js';
 
 const unmounts: Array<() => void> = [];

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import ssh2 from 'ssh2';
-import { generateParsableKeyPair } from '../../../src/broker/protocols/ssh/host-keys.js';
+import { generateParsableKeyPair } from '../../../../../src/broker/protocols/ssh/host-keys.js';
 
 describe('broker host key generation', () => {
   it('never hands out a key ssh2 cannot read back (ssh2 writes a malformed one about once in 200 draws)', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { SftpRequestScanner, type SftpOperation } from '../../../src/broker/protocols/ssh/sftp-audit.js';
+import { SftpRequestScanner, type SftpOperation } from '../../../../../src/broker/protocols/ssh/sftp-audit.js';
 
 const str = (s: string) => {
   const b = Buffer.from(s, 'utf8');

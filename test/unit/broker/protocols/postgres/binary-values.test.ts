@@ -6,7 +6,7 @@ import {
   binaryValueFromText,
   binaryValueText,
   holdsText,
-} from '../../../src/broker/protocols/postgres/binary-values.js';
+} from '../../../../../src/broker/protocols/postgres/binary-values.js';
 
 /** numeric_send's layout, built by hand: ndigits, weight, sign, dscale, base-10000 digits. */
 function numeric(weight: number, sign: number, dscale: number, digits: number[]): Buffer {

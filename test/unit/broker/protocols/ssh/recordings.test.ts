@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { vi } from 'vitest';
-import { ExecOutputRecording, TerminalRecording, EXEC_OUTPUT_CAP, maskAcross, HOLD_OPEN_LINE_MS } from '../../../src/broker/protocols/ssh/recordings.js';
-import { maskText } from '../../../src/policy/masking.js';
-import { MemoryRecorder, type RecordedEvent } from '../../support/memory-recorder.js';
-import { createLineMasker } from '../../../src/broker/protocols/ssh/line-masker.js';
+import { ExecOutputRecording, TerminalRecording, EXEC_OUTPUT_CAP, maskAcross, HOLD_OPEN_LINE_MS } from '../../../../../src/broker/protocols/ssh/recordings.js';
+import { maskText } from '../../../../../src/policy/masking.js';
+import { MemoryRecorder, type RecordedEvent } from '../../../../support/memory-recorder.js';
+import { createLineMasker } from '../../../../../src/broker/protocols/ssh/line-masker.js';
 
 const mask = { detectors: ['email'] as const, strategy: 'redact' as const, key: 'k' };
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import type { PostgresConnection } from '../../../src/broker/config.js';
-import { routeStartupDatabase } from '../../../src/broker/protocols/postgres/database-routing.js';
+import type { PostgresConnection } from '../../../../../src/broker/config.js';
+import { routeStartupDatabase } from '../../../../../src/broker/protocols/postgres/database-routing.js';
 
 function connection(target: { database: string; databases?: string[] }): PostgresConnection {
   return {

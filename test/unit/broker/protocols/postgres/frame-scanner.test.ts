@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { Writer } from '../../../src/lib/pg-wire/buffer-writer.js';
-import { FrameError, FrameScanner, MAX_CLIENT_FRAME, type StreamPiece } from '../../../src/broker/protocols/postgres/frame-scanner.js';
-import { FrontendCode } from '../../../src/lib/pg-wire/message-codes.js';
-import { createBind, createExecute, createParse, createQuery, createSync, createTerminate } from '../../../src/broker/protocols/postgres/messages.js';
+import { Writer } from '../../../../../src/lib/pg-wire/buffer-writer.js';
+import { FrameError, FrameScanner, MAX_CLIENT_FRAME, type StreamPiece } from '../../../../../src/broker/protocols/postgres/frame-scanner.js';
+import { FrontendCode } from '../../../../../src/lib/pg-wire/message-codes.js';
+import { createBind, createExecute, createParse, createQuery, createSync, createTerminate } from '../../../../../src/broker/protocols/postgres/messages.js';
 
 const copyData = (text: string) => new Writer().addString(text).frame('d');
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTokenStore, defaultConfigDir, type StoredCredentials } from '../../src/auth/token-store.js';
+import { createTokenStore, defaultConfigDir, type StoredCredentials } from '../../../src/auth/token-store.js';
 
 const BROKER = 'https://hoop.example.test';
 

@@ -2,8 +2,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { describeTokenSource, namedServiceIdentity, resolveAccessToken } from '../../src/auth/access-token.js';
-import { createTokenStore, type StoredCredentials, type TokenStore } from '../../src/auth/token-store.js';
+import { describeTokenSource, namedServiceIdentity, resolveAccessToken } from '../../../src/auth/access-token.js';
+import { createTokenStore, type StoredCredentials, type TokenStore } from '../../../src/auth/token-store.js';
 
 const BROKER = 'https://hoop.example.test';
 const NOW = 1_800_000_000_000;

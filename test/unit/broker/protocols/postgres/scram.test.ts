@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { md5PasswordResponse, scramClientFinal, scramClientFirst, ScramError, verifyScramServerFinal } from '../../../src/broker/protocols/postgres/scram.js';
+import { md5PasswordResponse, scramClientFinal, scramClientFirst, ScramError, verifyScramServerFinal } from '../../../../../src/broker/protocols/postgres/scram.js';
 
 // RFC 7677 section 3: user "user", password "pencil".
 const clientNonce = 'rOprNGfwEbeRWgbNEkqO';

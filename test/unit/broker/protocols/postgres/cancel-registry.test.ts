@@ -1,8 +1,8 @@
 import { once } from 'node:events';
 import { createServer, type Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { CancelRegistry } from '../../../src/broker/protocols/postgres/cancel-registry.js';
-import { parseCancelRequest } from '../../../src/broker/protocols/postgres/messages.js';
+import { CancelRegistry } from '../../../../../src/broker/protocols/postgres/cancel-registry.js';
+import { parseCancelRequest } from '../../../../../src/broker/protocols/postgres/messages.js';
 
 describe('CancelRegistry', () => {
   it('hands out its own key and forwards a matching cancel to the real backend key', async () => {

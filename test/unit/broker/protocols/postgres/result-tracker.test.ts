@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ResultTracker } from '../../../src/broker/protocols/postgres/result-tracker.js';
+import { ResultTracker } from '../../../../../src/broker/protocols/postgres/result-tracker.js';
 
 const err = (code: string, message = 'boom') => ({ severity: 'ERROR', code, message });
 

@@ -1,7 +1,7 @@
 import { render } from 'ink-testing-library';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { ApproveConsole, type ApproveConsoleProps } from '../../../src/commands/ui/approve-console.js';
-import type { Review } from '../../../src/api/review.js';
+import { ApproveConsole, type ApproveConsoleProps } from '../../../../src/commands/ui/approve-console.js';
+import type { Review } from '../../../../src/api/review.js';
 import {
   KEY,
   MIN,

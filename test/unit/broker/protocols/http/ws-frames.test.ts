@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { WsFrameObserver, type WsMessage } from '../../../src/broker/protocols/http/ws-frames.js';
+import { WsFrameObserver, type WsMessage } from '../../../../../src/broker/protocols/http/ws-frames.js';
 
 /** Builds a frame as a WebSocket peer would (clients mask, servers do not). */
 function frame(opcode: number, payload: Buffer, o: { fin?: boolean; mask?: boolean } = {}): Buffer {

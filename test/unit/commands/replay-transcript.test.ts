@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { eventLines } from '../../src/commands/sessions.js';
-import type { SessionRow, StoredEvent } from '../../src/broker/store/store.js';
+import { eventLines } from '../../../src/commands/sessions.js';
+import type { SessionRow, StoredEvent } from '../../../src/broker/store/store.js';
 
 const session = { id: 'ses_1', connection: 'demo-pg', connectionType: 'postgres' } as SessionRow;
 const result = (data: Record<string, unknown>): StoredEvent => ({ stream: 'ses_1', seq: 2, at: 1_000, type: 'result', data, prevHash: '', hash: '' });

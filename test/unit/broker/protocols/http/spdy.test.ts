@@ -2,9 +2,9 @@ import { describe, expect, it } from 'vitest';
 import {
   createDataFrame, createPing, createRstStream, createSynReply, createSynStream, encodeNameValueBlock, HeaderBlockDeflater, HeaderBlockInflater,
   headerBlockOf, parseNameValueBlock, SPDY3_DICTIONARY, SpdyFlag, SpdyFrameReader, SpdyProtocolError, SpdyRst, SpdyType, type SpdyFrame,
-} from '../../../src/broker/protocols/http/spdy.js';
-import { KubePortForwardRecording } from '../../../src/broker/protocols/http/kube-portforward-recording.js';
-import { MemoryRecorder, type RecordedEvent } from '../../support/memory-recorder.js';
+} from '../../../../../src/broker/protocols/http/spdy.js';
+import { KubePortForwardRecording } from '../../../../../src/broker/protocols/http/kube-portforward-recording.js';
+import { MemoryRecorder, type RecordedEvent } from '../../../../support/memory-recorder.js';
 
 describe('SPDY/3.1 frames', () => {
   it('has the 1423-byte header dictionary of SPDY/3, starting with "options" and ending with "enq=0."', () => {
@@ -170,7 +170,7 @@ describe('port-forward recording', () => {
   });
 
   it('cuts a stream that opens more forwarded connections at once than any kubectl would', async () => {
-    const { MAX_OPEN_FORWARDS } = await import('../../../src/broker/protocols/http/kube-portforward-recording.js');
+    const { MAX_OPEN_FORWARDS } = await import('../../../../../src/broker/protocols/http/kube-portforward-recording.js');
     const client = new HeaderBlockDeflater();
     const unreadable: string[] = [];
     const rec = new KubePortForwardRecording(new MemoryRecorder('ses_pf', []), {}, (r) => unreadable.push(r));

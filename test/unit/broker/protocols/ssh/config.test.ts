@@ -2,8 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseBrokerConfig } from '../../../src/broker/config.js';
-import { loadBrokerHostKey, pinHostKey, fingerprintOf } from '../../../src/broker/protocols/ssh/host-keys.js';
+import { parseBrokerConfig } from '../../../../../src/broker/config.js';
+import { loadBrokerHostKey, pinHostKey, fingerprintOf } from '../../../../../src/broker/protocols/ssh/host-keys.js';
 
 const base = { auth: { issuers: [{ issuer: 'https://issuer.test', audience: 'hoopctl' }] } };
 const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHYG4236sYNGe/Y3SmMQtQoSmk3/EoxMYvTuwd6tZzEG';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decideAccess } from '../../src/policy/access.js';
+import { decideAccess } from '../../../src/policy/access.js';
 
 const rule = { groups: ['dba', 'ci-reporting'], clientIds: ['nightly-report'], subjects: ['alice'] };
 
