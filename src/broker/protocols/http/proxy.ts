@@ -16,13 +16,13 @@
  * not read); a refusal repeats the decision kubectl's WebSocket attempt got a moment before, so the user sees the
  * rule or the reviewer's reason.
  */
-import { createServer, request as httpRequest, Agent as HttpAgent, type ClientRequest, type IncomingMessage, type ServerResponse, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { createServer, request as httpRequest, type Agent as HttpAgent, type ClientRequest, type IncomingMessage, type ServerResponse, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { randomBytes } from 'node:crypto';
 import type { Duplex, Readable } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { createProxyServer, type ProxyServer } from 'http-proxy-3';
+import type { ProxyServer } from 'http-proxy-3';
 import type { SessionRecorder } from '../../recording/recorder.js';
 import type { StatementReviews, HoldOutcome } from '../protocol.js';
 import type { OutputMask } from '../ssh/recordings.js';
@@ -34,7 +34,8 @@ import type { KubeRequest } from '../../../policy/kube-path.js';
 import { parseJsonPath } from '../../../policy/http-json-mask.js';
 import type { ResolvedWebConnection } from './config.js';
 import { BodySample, bodyMode, decoderFor, isJsonType, isTextType, LineMasker, maskJsonDocument, maskPlainText, type BodyMask } from './body-masking.js';
-import { sendRefusal, writeRawRefusal, type Refusal } from './refusals.js';
+import { recalledRefusal, rememberRefusal, sendRefusal, writeRawRefusal, type Refusal } from './refusals.js';
+import { createUpstream } from './upstream.js';
 import { WsFrameObserver, WsOpcode } from './ws-frames.js';
 import { execInfoFromQuery, KubeExecRecording } from './kube-exec-recording.js';
 import { KubePortForwardRecording, PORT_FORWARD_TUNNEL_PROTOCOL } from './kube-portforward-recording.js';
@@ -58,22 +59,6 @@ export interface HttpSessionSummary {
   /** Requests refused (rules, reviews) or failed (backend unreachable, unmaskable body). */
   errorCount: number;
   error?: string;
-}
-
-/** How long a WebSocket refusal is remembered for the SPDY retry kubectl makes right after it. */
-const REFUSAL_MEMORY_MS = 30_000;
-const recentRefusals = new Map<string, { refusal: Refusal; until: number }>();
-
-function rememberRefusal(key: string, refusal: Refusal): void {
-  const now = Date.now();
-  for (const [k, v] of recentRefusals) if (v.until < now) recentRefusals.delete(k);
-  recentRefusals.set(key, { refusal, until: now + REFUSAL_MEMORY_MS });
-}
-
-function recalledRefusal(key: string): Refusal | undefined {
-  const hit = recentRefusals.get(key);
-  if (!hit || hit.until < Date.now()) return undefined;
-  return hit.refusal;
 }
 
 const processMaskKey = randomBytes(32);
@@ -171,16 +156,10 @@ class HttpTunnelSession {
     this.#ctx = ctx;
     this.#conn = ctx.connection;
     this.#log = ctx.logger;
-    const url = new URL(this.#conn.target.url);
-    this.#origin = url.origin;
-    const https = url.protocol === 'https:';
-    const insecure = this.#conn.type === 'kubernetes' ? this.#conn.target.insecureSkipVerify : (this.#conn.target.tls?.insecureSkipVerify ?? false);
-    const ca = this.#conn.target.caPem;
-    const clientCert =
-      this.#conn.type === 'kubernetes' ? ('clientCert' in this.#conn.credentials ? this.#conn.credentials.clientCert : undefined) : this.#conn.target.tls?.clientCert;
-    this.#agent = https
-      ? new HttpsAgent({ keepAlive: true, maxSockets: 16, rejectUnauthorized: !insecure, ...(ca ? { ca } : {}), ...(clientCert ? { cert: clientCert.cert.reveal(), key: clientCert.key.reveal() } : {}) })
-      : new HttpAgent({ keepAlive: true, maxSockets: 16 });
+    const upstream = createUpstream(this.#conn);
+    this.#origin = upstream.origin;
+    this.#agent = upstream.agent;
+    this.#proxy = upstream.proxy;
     const key = ctx.maskKey ?? processMaskKey;
     const m = this.#conn.mask;
     if (m) {
@@ -188,23 +167,6 @@ class HttpTunnelSession {
       if (m.detectors.length > 0) this.#outputMask = { detectors: m.detectors, strategy: m.strategy, key };
     }
     this.#recordMax = this.#conn.recordBodies?.maxBytes;
-    this.#proxy = createProxyServer({
-      target: {
-        protocol: url.protocol,
-        host: url.hostname,
-        hostname: url.hostname,
-        port: Number(url.port || (https ? 443 : 80)),
-        pathname: url.pathname === '/' ? '' : url.pathname.replace(/\/$/, ''),
-        ...(ca ? { ca } : {}),
-        ...(clientCert ? { cert: clientCert.cert.reveal(), key: clientCert.key.reveal() } : {}),
-      } as never,
-      agent: this.#agent,
-      changeOrigin: true,
-      secure: !insecure,
-      xfwd: false,
-      selfHandleResponse: true,
-      ws: true,
-    });
     this.#proxy.on('error', (err: Error) => this.#log.debug({ err: err.message }, 'http proxy error'));
     this.#proxy.on('proxyRes', (proxyRes, req, res) => this.#respond(proxyRes, req, res));
     this.#proxy.on('proxyReqWs', (proxyReq, req, socket) => this.#watchUpgrade(proxyReq, req, socket as unknown as Duplex));

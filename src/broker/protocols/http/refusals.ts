@@ -59,3 +59,19 @@ export function writeRawRefusal(socket: Duplex, kind: 'http' | 'kubernetes', r: 
   socket.end(head + body);
   return Buffer.byteLength(body);
 }
+
+/** How long a WebSocket refusal is remembered for the SPDY retry kubectl makes right after it. */
+const REFUSAL_MEMORY_MS = 30_000;
+const recentRefusals = new Map<string, { refusal: Refusal; until: number }>();
+
+export function rememberRefusal(key: string, refusal: Refusal): void {
+  const now = Date.now();
+  for (const [k, v] of recentRefusals) if (v.until < now) recentRefusals.delete(k);
+  recentRefusals.set(key, { refusal, until: now + REFUSAL_MEMORY_MS });
+}
+
+export function recalledRefusal(key: string): Refusal | undefined {
+  const hit = recentRefusals.get(key);
+  if (!hit || hit.until < Date.now()) return undefined;
+  return hit.refusal;
+}
