@@ -25,6 +25,7 @@ export function register(program: Command): void {
     .option('-e, --execute <sql>', 'SQL to run (several statements allowed)')
     .option('-f, --file <file>', 'read SQL from a file')
     .option('-o, --output <format>', 'table, csv or json', 'table')
+    .option('--database <name>', 'postgres: the database to run in, where the connection serves several (target.databases); default: its default')
     .option('--broker <url>', 'broker URL')
     .option('-t, --tty', 'ssh: run the command in a terminal')
     .option('-d, --data <body>', 'http: request body (@FILE reads a file)')
@@ -43,7 +44,7 @@ export function register(program: Command): void {
       const token = await accessToken(broker);
       const { connection } = await brokerGet<{ connection: { type: string } }>(broker, `/api/v1/connections/${encodeURIComponent(name)}`, token);
       if (connection.type !== 'postgres') throw new UserError(`${name} is a ${connection.type} connection, not SQL`, { code: 'USAGE', hint: `pass the command after --: hoopctl exec ${name} -- uptime` });
-      const tunnel = await connectPgOverTunnel(broker, name, token, { detachReviews: !opts.wait });
+      const tunnel = await connectPgOverTunnel(broker, name, token, { detachReviews: !opts.wait, ...(opts.database ? { database: opts.database } : {}) });
       const { client } = tunnel;
       client.on('error', () => undefined);
       client.on('notice', (n) => process.stderr.write(`${n.severity ?? 'NOTICE'}: ${n.message}\n`));
@@ -111,7 +112,9 @@ function cancelOnCtrlC(cancel: () => Promise<void>) {
     report(error?: pg.DatabaseError): void {
       answered = true;
       clearTimeout(timer);
-      if (error?.code === QUERY_CANCELED) process.stderr.write('hoopctl: cancelled; the server stopped the statement\n');
+      // A statement held for review never reached the server: the cancel withdrew its review.
+      if (error?.code === QUERY_CANCELED && /review \S+ withdrawn/.test(error.message)) process.stderr.write(`hoopctl: cancelled; ${/review \S+ withdrawn/.exec(error.message)![0]}, nothing ran\n`);
+      else if (error?.code === QUERY_CANCELED) process.stderr.write('hoopctl: cancelled; the server stopped the statement\n');
       else if (error) process.stderr.write(`hoopctl: interrupted; the statement failed: ${error.message}${error.code ? ` (SQLSTATE ${error.code})` : ''}\n`);
       else process.stderr.write('hoopctl: interrupted; the statement had already finished on the server (its result is not shown)\n');
     },
@@ -125,6 +128,7 @@ function cancelOnCtrlC(cancel: () => Promise<void>) {
 
 interface CommandOptions {
   broker?: string;
+  database?: string;
   tty?: boolean;
   execute?: string;
   file?: string;

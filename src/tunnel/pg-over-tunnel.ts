@@ -1,5 +1,6 @@
 import type { Duplex } from 'node:stream';
 import pg from 'pg';
+import { UserError } from '../lib/errors.js';
 import { openTunnel } from './ws-transport.js';
 
 /** A node-postgres client over a tunnel, with what it takes to cancel its running statement. */
@@ -18,7 +19,7 @@ export interface PgTunnelClient {
  * without a local listener. pg expects a net.Socket-like stream, so the tunnel gets the few
  * socket methods pg calls.
  */
-export async function connectPgOverTunnel(broker: string, connection: string, token: string, options: { detachReviews?: boolean } = {}): Promise<PgTunnelClient> {
+export async function connectPgOverTunnel(broker: string, connection: string, token: string, options: { detachReviews?: boolean; database?: string } = {}): Promise<PgTunnelClient> {
   const query = options.detachReviews ? { review: 'detach' } : undefined;
   const stream = (await openTunnel(broker, connection, token, 'hoopctl-exec', query)) as Duplex & Record<string, unknown>;
   stream.setNoDelay = () => stream;
@@ -28,13 +29,13 @@ export async function connectPgOverTunnel(broker: string, connection: string, to
     return stream;
   };
   // database = user is libpq's "none given": the broker routes it to the connection's default database.
-  const client = new pg.Client({ stream: () => stream as never, user: 'hoopctl', database: 'hoopctl', password: undefined });
+  const client = new pg.Client({ stream: () => stream as never, user: 'hoopctl', database: options.database ?? 'hoopctl', password: undefined });
   await client.connect();
   return {
     client,
     cancel: async () => {
       const key = backendKey(client);
-      if (!key) throw new Error('the broker handed out no cancel key for this connection');
+      if (!key) throw new UserError('the broker handed out no cancel key for this connection', { code: 'CANCEL_UNAVAILABLE' });
       await sendCancelRequest(await openTunnel(broker, connection, token, 'hoopctl-exec-cancel'), key);
     },
   };

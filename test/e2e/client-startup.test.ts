@@ -117,6 +117,17 @@ describe('database routing', () => {
     expect(other.stderr).toContain('connection "multi-pg" serves databases "app", "scratch", not "otherdb"; ask for one of them (or leave dbname out for "app")');
   });
 
+  it('hoopctl exec --database runs in a database the connection serves, and is refused one it does not', async () => {
+    const inScratch = await runCli(['exec', 'multi-pg', '--database', 'scratch', '-e', 'select current_database()', '-o', 'csv'], alice);
+    expect(inScratch.code, inScratch.stderr).toBe(0);
+    expect(inScratch.stdout).toContain('scratch');
+    const byDefault = await runCli(['exec', 'multi-pg', '-e', 'select current_database()', '-o', 'csv'], alice);
+    expect(byDefault.stdout).toContain('app');
+    const refused = await runCli(['exec', 'multi-pg', '--database', 'otherdb', '-e', 'select 1'], alice);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain('not "otherdb"');
+  });
+
   it('records what the client asked for, refusals included, and replay shows it', async () => {
     const sessions = JSON.parse((await runCli(['sessions', '-o', 'json', '-n', '200'], alice)).stdout) as Array<{ id: string; status: string; connection: string }>;
     const transcripts = (await Promise.all(sessions.map((s) => runCli(['replay', s.id], alice)))).map((t) => t.stdout);
