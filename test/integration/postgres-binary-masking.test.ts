@@ -10,7 +10,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPgCluster, type PgCluster } from '../../src/dev/pg-cluster.js';
 import { initPolicyEngine } from '../../src/policy/index.js';
-import { runPsql, startPolicyProxy, type PolicyProxy } from '../support/pg-proxy-harness.js';
+import { runPsql, startPolicyProxy, type PolicyProxy, expectNoRaw as expectRawAbsent } from '../support/pg-proxy-harness.js';
 import { runProcess } from '../support/stack.js';
 
 const EMAILS = ['alice.liddell@example.com', 'bob.builder@corp.example.org'];
@@ -38,9 +38,7 @@ let auditors: PolicyProxy;
 /** Everything any client received in this file. */
 let seen = '';
 
-function expectNoRaw(text: string, where: string): void {
-  for (const raw of RAW) expect(text.includes(raw), `${where} holds "${raw}"`).toBe(false);
-}
+const expectNoRaw = (text: string, where: string) => expectRawAbsent(RAW, text, where);
 
 beforeAll(async () => {
   await initPolicyEngine();

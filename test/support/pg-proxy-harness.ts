@@ -1,3 +1,4 @@
+import { expect } from 'vitest';
 import { runProcess, type CliResult } from './stack.js';
 import { once } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
@@ -101,4 +102,9 @@ export function psqlEnv(port: number): NodeJS.ProcessEnv {
 export function runPsql(port: number, args: string[], input?: string, options: { verbose?: boolean } = {}): Promise<PsqlResult> {
   const verbose = options.verbose ?? true ? ['-v', 'VERBOSITY=verbose'] : [];
   return runProcess('psql', ['-w', '-X', '-At', ...verbose, ...args], psqlEnv(port), input);
+}
+
+/** Fails when any of `raws` (values a rule masks) appears in `text`: what a client, a recording or a log holds. */
+export function expectNoRaw(raws: readonly string[], text: string, where: string): void {
+  for (const raw of raws) expect(text.includes(raw), `${where} holds "${raw}"`).toBe(false);
 }
