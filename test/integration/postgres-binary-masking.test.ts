@@ -3,23 +3,18 @@
  * its prepareThreshold), psycopg 3 with `binary=True`, node-postgres with `binary: true`. And JSON built from a
  * masked column, which must stay JSON of the same shape.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPgCluster, type PgCluster } from '../../src/dev/pg-cluster.js';
 import { initPolicyEngine } from '../../src/policy/index.js';
 import { runPsql, startPolicyProxy, type PolicyProxy, expectNoRaw as expectRawAbsent } from '../support/pg-proxy-harness.js';
-import { runProcess } from '../support/stack.js';
+import { runJdbcTenTimes, runPsycopgTenTimes } from '../support/pg-drivers.js';
 
 const EMAILS = ['alice.liddell@example.com', 'bob.builder@corp.example.org'];
 const CARDS = ['4111 1111 1111 1111', '5500-0000-0000-0004'];
 const SSNS = ['536-22-4871', '412-68-3390'];
 const RAW = [...EMAILS, ...CARDS, ...CARDS.map((c) => c.replace(/\D/g, '')), ...SSNS];
 const REF = '6f1c2a4e-9b3d-4c1a-8e2f-0a1b2c3d4e5f';
-const JDBC_JAR = '/usr/share/java/postgresql.jar';
-const SYSTEM_PYTHON = '/usr/bin/python3';
 
 const POLICY = {
   rules: [
@@ -69,68 +64,18 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-const JAVA_PROGRAM = `
-import java.sql.*;
-public class BinaryRows {
-  public static void main(String[] args) throws Exception {
-    String url = "jdbc:postgresql://127.0.0.1:" + args[0] + "/postgres?user=laptop-user";
-    try (Connection c = DriverManager.getConnection(url)) {
-      try (PreparedStatement ps = c.prepareStatement(args[1])) {
-        for (int run = 0; run < 10; run++) {
-          ps.setInt(1, 1);
-          try (ResultSet rs = ps.executeQuery()) {
-            int n = rs.getMetaData().getColumnCount();
-            while (rs.next()) {
-              StringBuilder line = new StringBuilder();
-              for (int i = 1; i <= n; i++) line.append(i > 1 ? "|" : "").append(rs.getString(i));
-              System.out.println(line);
-            }
-          } catch (SQLException e) {
-            System.out.println("ERROR " + e.getSQLState() + " " + e.getMessage());
-          }
-        }
-      }
-      try (Statement st = c.createStatement(); ResultSet rs = st.executeQuery("select count(*) from customers")) {
-        rs.next();
-        System.out.println("still open " + rs.getInt(1));
-      }
-    }
-  }
-}
-`;
-
 /** Runs a JDBC PreparedStatement (parameter 1 bound to 1) ten times with the driver's default settings. */
 async function jdbcTenTimes(proxy: PolicyProxy, sql: string): Promise<string[]> {
-  const dir = mkdtempSync(join(tmpdir(), 'hoop-jdbc-'));
-  const file = join(dir, 'BinaryRows.java');
-  writeFileSync(file, JAVA_PROGRAM);
-  const r = await runProcess('java', ['-cp', JDBC_JAR, file, String(proxy.port), sql], process.env, undefined, 60_000);
-  seen += r.stdout + r.stderr;
-  expect(r.stderr).toBe('');
-  return r.stdout.trim().split('\n');
+  const r = await runJdbcTenTimes(proxy.port, 'postgres', sql);
+  seen += r.output;
+  return r.lines;
 }
-
-const PSYCOPG_PROGRAM = `
-import json, sys, psycopg
-port, sql = sys.argv[1], sys.argv[2]
-with psycopg.connect(host="127.0.0.1", port=port, user="laptop-user", dbname="postgres") as conn:
-    for run in range(10):
-        try:
-            with conn.cursor(binary=True) as cur:
-                cur.execute(sql, (1,), prepare=None)
-                for row in cur.fetchall():
-                    print(json.dumps([v if v is None or isinstance(v, (str, dict, list)) else str(v) for v in row]))
-        except psycopg.Error as e:
-            print("ERROR", e.sqlstate, str(e).strip())
-    print("still open", conn.execute("select count(*) from customers").fetchone()[0])
-`;
 
 /** Runs a query (parameter 1 bound to 1) ten times through psycopg 3 with binary results; it prepares after 5. */
 async function psycopgTenTimes(proxy: PolicyProxy, sql: string): Promise<string[]> {
-  const r = await runProcess(SYSTEM_PYTHON, ['-c', PSYCOPG_PROGRAM, String(proxy.port), sql], process.env, undefined, 60_000);
-  seen += r.stdout + r.stderr;
-  expect(r.stderr).toBe('');
-  return r.stdout.trim().split('\n');
+  const r = await runPsycopgTenTimes(proxy.port, 'postgres', sql);
+  seen += r.output;
+  return r.lines;
 }
 
 describe('binary results (contractors: redact)', () => {
