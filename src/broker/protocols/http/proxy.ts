@@ -33,9 +33,10 @@ import { judgeWebRequest, type RequestVerdict, type WebConnectionPolicy } from '
 import type { KubeRequest } from '../../../policy/kube-path.js';
 import { parseJsonPath } from '../../../policy/http-json-mask.js';
 import type { ResolvedWebConnection } from './config.js';
-import { BodySample, bodyMode, decoderFor, isJsonType, isTextType, LineMasker, maskJsonDocument, maskPlainText, type BodyMask } from './body-masking.js';
+import { BodySample, maskPlainText, type BodyMask } from './body-masking.js';
 import { recalledRefusal, rememberRefusal, sendRefusal, writeRawRefusal, type Refusal } from './refusals.js';
 import { createUpstream } from './upstream.js';
+import { HOP_BY_HOP, recordedBody, relayResponse, responseHeaders, type ResponseState } from './response-pipeline.js';
 import { WsFrameObserver, WsOpcode } from './ws-frames.js';
 import { execInfoFromQuery, KubeExecRecording } from './kube-exec-recording.js';
 import { KubePortForwardRecording, PORT_FORWARD_TUNNEL_PROTOCOL } from './kube-portforward-recording.js';
@@ -66,7 +67,6 @@ const processMaskKey = randomBytes(32);
 /** How long a connection whose client sent EOF may still flush before it is destroyed. */
 const CLOSE_GRACE_MS = 2_000;
 
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate']);
 
 interface Judgement {
   verdict: RequestVerdict;
@@ -75,20 +75,13 @@ interface Judgement {
   statement: string;
 }
 
-interface RequestState {
+interface RequestState extends ResponseState {
   seq: number;
   started: number;
   base: Record<string, unknown>;
-  watch: boolean;
   requestBytes: number;
   requestSample?: BodySample;
   requestType?: string;
-  status?: number;
-  responseBytes: number;
-  responseSample?: BodySample;
-  responseType?: string;
-  maskHits?: Record<string, number>;
-  error?: string;
   done: boolean;
 }
 
@@ -379,24 +372,6 @@ class HttpTunnelSession {
     if (upgrade) delete headers['sec-websocket-extensions'];
   }
 
-  #responseHeaders(proxyRes: IncomingMessage, drop: readonly string[]): OutgoingHttpHeaders {
-    const listed = new Set(
-      String(proxyRes.headers.connection ?? '')
-        .split(',')
-        .map((s) => s.trim().toLowerCase())
-        .filter(Boolean),
-    );
-    const out: OutgoingHttpHeaders = {};
-    for (const [k, v] of Object.entries(proxyRes.headers)) {
-      if (v === undefined || HOP_BY_HOP.has(k) || listed.has(k) || drop.includes(k)) continue;
-      out[k] = v;
-    }
-    // A redirect to the backend's own origin becomes relative, so the client follows it through the gate.
-    const loc = out.location;
-    if (typeof loc === 'string' && loc.startsWith(this.#origin)) out.location = loc.slice(this.#origin.length) || '/';
-    return out;
-  }
-
   #respond(proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse): void {
     const state = this.#states.get(req);
     if (!state) {
@@ -404,80 +379,9 @@ class HttpTunnelSession {
       res.destroy();
       return;
     }
-    const status = proxyRes.statusCode ?? 502;
-    state.status = status;
-    const contentType = proxyRes.headers['content-type'];
-    state.responseType = contentType;
-    const mode = bodyMode(contentType, state.watch, this.#mask);
-    res.once('close', () => {
-      if (!proxyRes.complete) proxyRes.destroy();
+    relayResponse(proxyRes, res, state, {
+      mask: this.#mask, recordMax: this.#recordMax, kind: this.#conn.type, origin: this.#origin, onWithheld: () => this.#errorCount++,
     });
-    const sampleText = this.#recordMax !== undefined && contentType !== undefined && isTextType(contentType);
-    if (sampleText) state.responseSample = new BodySample(this.#recordMax!);
-    const tap = (c: Buffer) => {
-      state.responseBytes += c.length;
-      state.responseSample?.add(c);
-    };
-
-    if (mode === 'pass') {
-      res.writeHead(status, proxyRes.statusMessage, this.#responseHeaders(proxyRes, []));
-      proxyRes.on('data', tap);
-      proxyRes.pipe(res);
-      return;
-    }
-    const mask = this.#mask!;
-    const decoder = decoderFor(proxyRes.headers['content-encoding'] as string | undefined);
-    if (decoder === undefined) {
-      proxyRes.resume();
-      this.#errorCount++;
-      state.error = `unmaskable content-encoding ${String(proxyRes.headers['content-encoding'])}`;
-      state.status = 502;
-      state.responseBytes += sendRefusal(res, this.#conn.type, { status: 502, message: `hoopctl: the response is encoded as "${String(proxyRes.headers['content-encoding'])}", which the broker cannot read to mask`, reason: 'InternalError' });
-      return;
-    }
-    const source: Readable = decoder ? proxyRes.pipe(decoder) : proxyRes;
-    decoder?.on('error', (e) => {
-      state.error = `decompression: ${e.message}`;
-      res.destroy();
-    });
-    const headers = this.#responseHeaders(proxyRes, ['content-length', 'content-encoding', 'content-md5', 'etag']);
-    if (mode === 'json') {
-      const parts: Buffer[] = [];
-      let size = 0;
-      let over = false;
-      source.on('data', (c: Buffer) => {
-        if (over) return;
-        size += c.length;
-        if (size > mask.maxBytes) {
-          over = true;
-          proxyRes.destroy();
-          this.#errorCount++;
-          state.status = 502;
-          state.error = `response over mask.maxBytes (${mask.maxBytes})`;
-          state.responseBytes += sendRefusal(res, this.#conn.type, { status: 502, message: `hoopctl: the response is larger than the masking limit (${mask.maxBytes} bytes), so it was withheld`, reason: 'InternalError' });
-          return;
-        }
-        parts.push(c);
-      });
-      source.on('end', () => {
-        if (over) return;
-        const r = maskJsonDocument(new TextDecoder('utf-8').decode(Buffer.concat(parts)), mask);
-        if (Object.keys(r.hits).length > 0) state.maskHits = r.hits;
-        const body = Buffer.from(r.text, 'utf8');
-        headers['content-length'] = body.length;
-        res.writeHead(status, proxyRes.statusMessage, headers);
-        tap(body);
-        res.end(body);
-      });
-      return;
-    }
-    const masker = new LineMasker(mask, mode === 'json-lines');
-    res.writeHead(status, proxyRes.statusMessage, headers);
-    masker.on('data', tap);
-    masker.on('end', () => {
-      if (Object.keys(masker.hits).length > 0) state.maskHits = masker.hits;
-    });
-    source.pipe(masker).pipe(res);
   }
 
   async #finish(state: RequestState): Promise<void> {
@@ -493,19 +397,11 @@ class HttpTunnelSession {
       ...(state.maskHits ? { masked: state.maskHits } : {}),
       ...(state.error ? { error: state.error } : {}),
     };
-    const reqBody = this.#sampleForRecording(state.requestSample, state.requestType);
+    const reqBody = recordedBody(state.requestSample, state.requestType, this.#mask);
     if (reqBody) event.requestBody = reqBody;
-    const resBody = this.#sampleForRecording(state.responseSample, state.responseType);
+    const resBody = recordedBody(state.responseSample, state.responseType, this.#mask);
     if (resBody) event.body = resBody;
     await this.#record('request', event);
-  }
-
-  /** A captured body as it may be stored: masked (JSON by path and detectors, text by detectors), capped. */
-  #sampleForRecording(sample: BodySample | undefined, contentType: string | undefined): { text: string; truncated?: true } | undefined {
-    if (!sample || sample.total === 0 || !contentType || !isTextType(contentType)) return undefined;
-    let text = sample.text();
-    if (this.#mask) text = isJsonType(contentType) && !sample.truncated ? maskJsonDocument(text, this.#mask).text : maskPlainText(text, this.#mask);
-    return { text, ...(sample.truncated ? { truncated: true as const } : {}) };
   }
 
   async #record(type: string, data: Record<string, unknown>): Promise<boolean> {
