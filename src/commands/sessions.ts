@@ -268,13 +268,19 @@ export function renderTranscript(session: SessionRow, events: StoredEvent[]): st
 }
 
 /** The transcript lines of one event, timed from `t0` (terminal output is played apart, not printed here). */
+/** Where a session went, as its `open` event recorded it: a URL, or user@host:port/database as far as known. */
+function describeTarget(t: { url?: string; user?: string; host?: string; port?: number; database?: string }): string {
+  if (t.url) return t.url;
+  return `${t.user ? `${t.user}@` : ''}${t.host ?? '?'}:${t.port ?? '?'}${t.database ? `/${t.database}` : ''}`;
+}
+
 export function eventLines(session: SessionRow, e: StoredEvent, t0: number): string[] {
   const out: string[] = [];
   const at = `+${((e.at - t0) / 1000).toFixed(3)}s`.padStart(10);
   const d = e.data as Record<string, any>;
   switch (e.type) {
     case 'open':
-      out.push(`${at}  open       ${d.target?.user}@${d.target?.host}:${d.target?.port}${d.target?.database ? `/${d.target.database}` : ''}`);
+      out.push(`${at}  open       ${describeTarget(d.target ?? {})}`);
       break;
     case 'command':
       out.push(`${at}  command    ${oneLine(String(d.command ?? ''))}${d.verdict && d.verdict !== 'allow' ? `   [${d.verdict}${d.rule ? ` by ${d.rule}` : ''}]` : ''}`);

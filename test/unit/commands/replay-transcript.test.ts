@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { eventLines } from '../../../src/commands/sessions.js';
-import type { SessionRow, StoredEvent } from '../../../src/broker/store/store.js';
+import type { SessionRow, StoredEvent } from '../../../src/api/session.js';
 
 const session = { id: 'ses_1', connection: 'demo-pg', connectionType: 'postgres' } as SessionRow;
 const result = (data: Record<string, unknown>): StoredEvent => ({ stream: 'ses_1', seq: 2, at: 1_000, type: 'result', data, prevHash: '', hash: '' });
@@ -26,5 +26,16 @@ describe('how replay prints a statement result', () => {
     expect(line({ tags: ['SELECT 1'], durationMs: 3 })).toMatch(/→ SELECT 1 in /);
     expect(line({ tags: [], error: { code: '42P01', message: 'relation "x" does not exist' } })).toMatch(/✗ 42P01 relation "x" does not exist$/);
     expect(line({ tags: [] })).toMatch(/→ ok$/);
+  });
+});
+
+describe('how replay prints where a session went', () => {
+  const open = (target: Record<string, unknown>) =>
+    eventLines(session, { stream: 'ses_1', seq: 1, at: 0, type: 'open', data: { target }, prevHash: '', hash: '' }, 0).join('\n');
+
+  it('names a database target as user@host:port/database, a URL target by its URL, a bare TCP one by host:port', () => {
+    expect(open({ host: 'db', port: 5432, user: 'app_rw', database: 'app' })).toMatch(/open\s+app_rw@db:5432\/app$/);
+    expect(open({ url: 'https://api.internal:8443' })).toMatch(/open\s+https:\/\/api\.internal:8443$/);
+    expect(open({ host: 'redis.internal', port: 6379 })).toMatch(/open\s+redis\.internal:6379$/);
   });
 });
