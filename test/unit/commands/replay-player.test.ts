@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { PassThrough, Writable } from 'node:stream';
 import { capIdle, castOutput, castsFromEvents, playCast, toAsciicast, type Cast } from '../../../src/commands/replay-player.js';
-import type { StoredEvent } from '../../../src/broker/store/store.js';
+import type { StoredEvent } from '../../../src/api/session.js';
 
 const ev = (type: string, data: Record<string, unknown>): StoredEvent => ({ stream: 's', seq: 0, at: 0, type, data, prevHash: '', hash: '' });
 
