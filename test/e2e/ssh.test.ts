@@ -7,7 +7,7 @@ import { BIN, CliProcess, loginAs, runCli, startStack, type Stack } from '../sup
 import { keygen, startSshd, type TestSshd } from '../../src/dev/sshd.js';
 import { runSsh, sshOptions } from '../support/ssh-proxy-harness.js';
 import type { Review } from '../../src/api/review.js';
-import type { SessionRow, StoredEvent } from '../../src/broker/store/store.js';
+import type { SessionRow, StoredEvent } from '../../src/api/session.js';
 
 /**
  * SSH end to end: a real OpenSSH sshd, the broker as a process holding the only key that sshd accepts, and
