@@ -224,7 +224,9 @@ describe('kubectl port-forward through the gate', () => {
       await pf.exited;
     }
     const forwards = () => gate.events.filter((e) => e.type === 'port-forward').map((e) => e.data);
-    for (let i = 0; i < 1500 && forwards().filter((d) => d.action === 'close').length < 3; i++) await new Promise((r) => setTimeout(r, 20));
+    const upgradeRecorded = () => gate.events.find((e) => e.type === 'request' && String(e.data.path).endsWith('/portforward') && e.data.status === 101);
+    // The upgrade's own event is recorded once it is over, a moment after the last forwarded connection closed.
+    for (let i = 0; i < 1500 && (forwards().filter((d) => d.action === 'close').length < 3 || !upgradeRecorded()); i++) await new Promise((r) => setTimeout(r, 20));
     const opens = forwards().filter((d) => d.action === 'open');
     expect(opens).toEqual([
       { action: 'open', port: 8080, requestId: '0', namespace: 'default', pod: 'web' },
@@ -240,8 +242,7 @@ describe('kubectl port-forward through the gate', () => {
       expect(c.error).toBeUndefined();
     }
     expect(closes.find((d) => d.port === 9999)).toMatchObject({ bytesFromPod: 0, error: expect.stringContaining('error forwarding port 9999') });
-    const req = gate.events.find((e) => e.type === 'request' && String(e.data.path).endsWith('/portforward') && e.data.status === 101);
-    expect(req?.data).toMatchObject({ verdict: 'review', review: 'rev_pf1', protocol: 'SPDY/3.1+portforward.k8s.io', kube: { verb: 'create', subresource: 'portforward', name: 'web' } });
+    expect(upgradeRecorded()?.data).toMatchObject({ verdict: 'review', review: 'rev_pf1', protocol: 'SPDY/3.1+portforward.k8s.io', kube: { verb: 'create', subresource: 'portforward', name: 'web' } });
     expect(api.seen.find((s) => s.url.endsWith('/portforward'))?.headers.authorization).toBe(`Bearer ${TOKEN}`);
   });
 
