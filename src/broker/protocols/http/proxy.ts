@@ -16,10 +16,9 @@
  * not read); a refusal repeats the decision kubectl's WebSocket attempt got a moment before, so the user sees the
  * rule or the reviewer's reason.
  */
-import { createServer, request as httpRequest, type Agent as HttpAgent, type ClientRequest, type IncomingMessage, type ServerResponse, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { createServer, type Agent as HttpAgent, type IncomingMessage, type ServerResponse, type IncomingHttpHeaders } from 'node:http';
 import { randomBytes } from 'node:crypto';
-import type { Duplex, Readable } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { ProxyServer } from 'http-proxy-3';
@@ -36,10 +35,9 @@ import type { ResolvedWebConnection } from './config.js';
 import { BodySample, maskPlainText, type BodyMask } from './body-masking.js';
 import { recalledRefusal, rememberRefusal, sendRefusal, writeRawRefusal, type Refusal } from './refusals.js';
 import { createUpstream } from './upstream.js';
-import { HOP_BY_HOP, recordedBody, relayResponse, responseHeaders, type ResponseState } from './response-pipeline.js';
-import { WsFrameObserver, WsOpcode } from './ws-frames.js';
-import { execInfoFromQuery, KubeExecRecording } from './kube-exec-recording.js';
-import { KubePortForwardRecording, PORT_FORWARD_TUNNEL_PROTOCOL } from './kube-portforward-recording.js';
+import type { RequestState, UpgradeState } from './request-state.js';
+import { UpgradeRecordings } from './upgrades.js';
+import { recordedBody, relayResponse } from './response-pipeline.js';
 
 export interface HttpSessionContext {
   connection: ResolvedWebConnection;
@@ -73,29 +71,6 @@ interface Judgement {
   kube?: KubeRequest;
   /** One line for approvers: `POST /api/v1/namespaces/default/pods/web/exec?command=echo&command=hi`. */
   statement: string;
-}
-
-interface RequestState extends ResponseState {
-  seq: number;
-  started: number;
-  base: Record<string, unknown>;
-  requestBytes: number;
-  requestSample?: BodySample;
-  requestType?: string;
-  done: boolean;
-}
-
-interface UpgradeState extends RequestState {
-  protocol?: string;
-  /** Resolves when either side of the upgraded connection is gone. */
-  over: Promise<void>;
-  end(): void;
-  /** For kubectl exec/attach: where it runs, to record it as a terminal. */
-  execWhere?: { namespace?: string; pod?: string; subresource: string; query: URLSearchParams };
-  exec?: Promise<KubeExecRecording | undefined>;
-  /** For kubectl port-forward: the pod, to record which ports were reached. */
-  portForwardWhere?: { namespace?: string; pod?: string };
-  portForward?: KubePortForwardRecording;
 }
 
 /** Serves one client connection of an http or kubernetes connection until it closes. */
@@ -138,11 +113,10 @@ class HttpTunnelSession {
   readonly #states = new WeakMap<IncomingMessage, RequestState>();
   readonly #upgrades = new WeakMap<IncomingMessage, UpgradeState>();
   readonly #pending = new Set<Promise<unknown>>();
-  readonly #openingTaps = new WeakMap<Duplex, { state: UpgradeState; clientSocket: Duplex }>();
+  readonly #upgradeRecordings: UpgradeRecordings;
   #requestCount = 0;
   #errorCount = 0;
   #failure?: string;
-  #execChannel = 0;
 
   constructor(stream: Duplex, ctx: HttpSessionContext) {
     this.#stream = stream;
@@ -162,8 +136,16 @@ class HttpTunnelSession {
     this.#recordMax = this.#conn.recordBodies?.maxBytes;
     this.#proxy.on('error', (err: Error) => this.#log.debug({ err: err.message }, 'http proxy error'));
     this.#proxy.on('proxyRes', (proxyRes, req, res) => this.#respond(proxyRes, req, res));
-    this.#proxy.on('proxyReqWs', (proxyReq, req, socket) => this.#watchUpgrade(proxyReq, req, socket as unknown as Duplex));
-    this.#proxy.on('open', (backendSocket) => this.#tapUpgraded(backendSocket as unknown as Duplex));
+    this.#upgradeRecordings = new UpgradeRecordings({
+      recorder: ctx.recorder, logger: this.#log, outputMask: this.#outputMask,
+      onError: () => this.#errorCount++,
+      onRecordingFailed: (message) => (this.#failure = message),
+    });
+    this.#proxy.on('proxyReqWs', (proxyReq, req, socket) => {
+      const state = this.#upgrades.get(req);
+      if (state) this.#upgradeRecordings.watch(proxyReq, state, socket as unknown as Duplex);
+    });
+    this.#proxy.on('open', (backendSocket) => this.#upgradeRecordings.opened(backendSocket as unknown as Duplex));
   }
 
   async run(): Promise<HttpSessionSummary> {
@@ -477,7 +459,7 @@ class HttpTunnelSession {
     if (socket.destroyed) end();
     socket.once('close', end);
     this.#injectCredentials(req.headers, true);
-    if (spdyPortForward) this.#relaySpdyUpgrade(req, socket, head, state);
+    if (spdyPortForward) this.#upgradeRecordings.relaySpdy(req, socket, head, state, { url: this.#conn.target.url, agent: this.#agent, kind: this.#conn.type });
     else {
       this.#proxy.ws(req, socket as unknown as Socket, head, {}, (err: Error) => {
         state.error = `backend: ${err.message}`;
@@ -494,74 +476,6 @@ class HttpTunnelSession {
   }
 
   /**
-   * A plain SPDY upgrade (port-forward only): http-proxy-3 relays WebSocket upgrades alone, so this one is relayed
-   * by hand — the request (credentials already swapped) to the target, its 101 back, then both sockets joined and
-   * the SPDY read for the recording, as inside a WebSocket. An answer other than 101 is passed on as it is.
-   */
-  #relaySpdyUpgrade(req: IncomingMessage, client: Duplex, head: Buffer, state: UpgradeState): void {
-    const target = new URL(this.#conn.target.url);
-    const base = target.pathname === '/' ? '' : target.pathname.replace(/\/$/, '');
-    const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
-    const headers: OutgoingHttpHeaders = { ...req.headers, host: target.host };
-    const upstream = send({ method: req.method, hostname: target.hostname, port: target.port || undefined, path: `${base}${req.url ?? '/'}`, headers, agent: this.#agent });
-    const fail = (message: string) => {
-      state.error = `backend: ${message}`;
-      state.status ??= 502;
-      this.#errorCount++;
-      if (!client.destroyed) writeRawRefusal(client, this.#conn.type, { status: 502, message: `hoopctl: the backend could not be reached: ${message}`, reason: 'InternalError' });
-      state.end();
-    };
-    upstream.on('error', (e) => fail(e.message));
-    upstream.on('response', (res) => {
-      // Not upgraded (a refusal of the API server's own): its status, headers and body go back as they are.
-      state.status = res.statusCode;
-      if ((res.statusCode ?? 0) >= 400) this.#errorCount++;
-      client.write(responseHead(res));
-      res.on('data', (c: Buffer) => {
-        state.responseBytes += c.length;
-        client.write(c);
-      });
-      res.on('end', () => {
-        client.end();
-        state.end();
-      });
-    });
-    upstream.on('upgrade', (res, backend, backendHead) => {
-      state.status = res.statusCode ?? 101;
-      state.protocol = String(res.headers['x-stream-protocol-version'] ?? 'portforward.k8s.io');
-      state.base = { ...state.base, protocol: `SPDY/3.1+${state.protocol}` };
-      client.write(responseHead(res));
-      const recording = this.#portForwardRecording(state, client, backend);
-      const fromClient = (c: Buffer) => {
-        state.requestBytes += c.length;
-        recording.fromClient(c);
-      };
-      const fromServer = (c: Buffer) => {
-        state.responseBytes += c.length;
-        recording.fromServer(c);
-      };
-      if (backendHead.length > 0) {
-        fromServer(backendHead);
-        client.write(backendHead);
-      }
-      if (head.length > 0) {
-        fromClient(head);
-        backend.write(head);
-      }
-      client.on('data', fromClient);
-      backend.on('data', fromServer);
-      client.pipe(backend).pipe(client);
-      backend.on('error', () => client.destroy());
-      client.on('close', () => backend.destroy());
-      backend.on('close', () => {
-        client.destroy();
-        state.end();
-      });
-    });
-    upstream.end();
-  }
-
-  /**
    * Holds a request for review while its client waits; undefined (and a 499 recorded) when the client goes away
    * first, which withdraws the review.
    */
@@ -573,81 +487,6 @@ class HttpTunnelSession {
     await this.#record('request', { ...base, status: 499, durationMs: elapsed(started), requestBytes: 0, responseBytes: 0, error: 'client went away while held' });
     return undefined;
   }
-
-  /** Reads a port-forward's SPDY for the recording; a stream it cannot read ends the connection (both sockets). */
-  #portForwardRecording(state: UpgradeState, client: Duplex, backend: Duplex): KubePortForwardRecording {
-    const recording = new KubePortForwardRecording(this.#ctx.recorder, state.portForwardWhere ?? {}, (reason) => {
-      state.error = reason;
-      this.#errorCount++;
-      this.#log.warn({ reason }, 'port-forward stream unreadable; connection closed');
-      client.destroy();
-      backend.destroy();
-    });
-    state.portForward = recording;
-    return recording;
-  }
-
-  /** Sees the backend's answer to an upgrade, and taps both directions once it switched protocols. */
-  #watchUpgrade(proxyReq: ClientRequest, req: IncomingMessage, clientSocket: Duplex): void {
-    const state = this.#upgrades.get(req);
-    if (!state) return;
-    proxyReq.on('response', (r: IncomingMessage) => {
-      state.status = r.statusCode;
-      if ((r.statusCode ?? 0) >= 400) this.#errorCount++;
-    });
-    proxyReq.on('upgrade', (proxyRes: IncomingMessage, backendSocket: Duplex) => {
-      state.status = proxyRes.statusCode ?? 101;
-      const protocol = proxyRes.headers['sec-websocket-protocol'];
-      state.protocol = typeof protocol === 'string' ? protocol : undefined;
-      if (state.protocol) state.base = { ...state.base, protocol: state.protocol };
-      // Tapped on 'open', once http-proxy-3 has piped both ways: a 'data' listener added before its pipe would
-      // take the bytes that came with the 101 response without them being forwarded.
-      this.#openingTaps.set(backendSocket, { state, clientSocket });
-      backendSocket.once('close', () => state.end());
-    });
-  }
-
-  #tapUpgraded(backendSocket: Duplex): void {
-    const opening = this.#openingTaps.get(backendSocket);
-    if (!opening) return;
-    this.#openingTaps.delete(backendSocket);
-    const { state, clientSocket } = opening;
-    let fromClient: WsFrameObserver | undefined;
-    let fromServer: WsFrameObserver | undefined;
-    if (state.execWhere && state.protocol && /channel\.k8s\.io$/.test(state.protocol)) {
-      const where = state.execWhere;
-      const info = execInfoFromQuery(where.query, { namespace: where.namespace, pod: where.pod, subresource: where.subresource });
-      const channel = this.#execChannel++;
-      state.exec = KubeExecRecording.start(this.#ctx.recorder, info, { channel, protocol: state.protocol, mask: this.#outputMask }).catch((e) => {
-        this.#failure = `recording failed: ${errorMessage(e)}`;
-        return undefined;
-      });
-      const exec = state.exec;
-      fromClient = new WsFrameObserver((m) => void exec.then((r) => r?.fromClient(m)));
-      fromServer = new WsFrameObserver((m) => void exec.then((r) => r?.fromServer(m)));
-    }
-    if (state.portForwardWhere && state.protocol?.toLowerCase() === PORT_FORWARD_TUNNEL_PROTOCOL) {
-      const recording = this.#portForwardRecording(state, clientSocket, backendSocket);
-      // The SPDY stream is the binary messages' payloads joined; message boundaries mean nothing to it.
-      fromClient = new WsFrameObserver((m) => m.opcode === WsOpcode.Binary && recording.fromClient(m.payload), { stream: true });
-      fromServer = new WsFrameObserver((m) => m.opcode === WsOpcode.Binary && recording.fromServer(m.payload), { stream: true });
-    }
-    clientSocket.on('data', (c: Buffer) => {
-      state.requestBytes += c.length;
-      fromClient?.push(c);
-    });
-    backendSocket.on('data', (c: Buffer) => {
-      state.responseBytes += c.length;
-      fromServer?.push(c);
-    });
-  }
-}
-
-/** An upstream answer's status line and headers, as received, for a connection relayed by hand. */
-function responseHead(res: IncomingMessage): string {
-  const lines = [`HTTP/1.1 ${res.statusCode} ${res.statusMessage ?? ''}`];
-  for (let i = 0; i < res.rawHeaders.length; i += 2) lines.push(`${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}`);
-  return `${lines.join('\r\n')}\r\n\r\n`;
 }
 
 function elapsed(started: number): number {
