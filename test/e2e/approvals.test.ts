@@ -251,13 +251,15 @@ describe('the live approver console (hoopctl approve in a real terminal)', () =>
     const envArgs = Object.entries({ ...bob, TERM: 'xterm-256color' }).map(([k, v]) => `${k}=${JSON.stringify(String(v))}`).join(' ');
     execFileSync('tmux', ['new-session', '-d', '-s', session, '-x', '160', '-y', '40', `env -i ${envArgs} ${process.execPath} ${BIN} approve`]);
     const screen = () => execFileSync('tmux', ['capture-pane', '-p', '-t', session], { encoding: 'utf8' });
+    // Generous waits: a busy machine renders late, and how fast is not what this test asserts.
     const waitForScreen = async (pattern: RegExp) => {
-      for (let i = 0; i < 100; i++) {
+      for (let i = 0; i < 600; i++) {
         if (pattern.test(screen())) return screen();
         await new Promise((r) => setTimeout(r, 100));
       }
       throw new Error(`screen never showed ${pattern}:\n${screen()}`);
     };
+    const selectedLine = () => screen().split('\n').find((l) => l.includes('›')) ?? '';
     try {
       await waitForScreen(/live/);
       const psql = startPsql('delete from items where id = 8');
@@ -266,9 +268,11 @@ describe('the live approver console (hoopctl approve in a real terminal)', () =>
       expect(shown).toContain('delete from items where id = 8');
       expect(shown).toContain('alice');
       // Put the selection (›) on this review, whatever else is pending.
+      // One key at a time, each waited for (the selection line changes), so a slow render cannot be overshot.
       for (let i = 0; i < 20 && !new RegExp(`› .*${review.id}`).test(screen()); i++) {
+        const before = selectedLine();
         execFileSync('tmux', ['send-keys', '-t', session, 'Down']);
-        await new Promise((r) => setTimeout(r, 100));
+        for (let j = 0; j < 100 && selectedLine() === before; j++) await new Promise((r) => setTimeout(r, 100));
       }
       expect(screen()).toMatch(new RegExp(`› .*${review.id}`));
       execFileSync('tmux', ['send-keys', '-t', session, 'a']);
@@ -282,5 +286,5 @@ describe('the live approver console (hoopctl approve in a real terminal)', () =>
     } finally {
       execFileSync('tmux', ['kill-session', '-t', session]);
     }
-  });
+  }, 180_000);
 });
