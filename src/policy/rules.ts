@@ -4,9 +4,11 @@
  * ## Schema (YAML, inside a connection of the broker config)
  * ```yaml
  * defaultAction: allow            # allow | deny — when no rule matches a statement (default: allow)
+ * preset: production              # optional: PRESET_RULES below, judged with `rules`
  * rules:                          # evaluated per statement; see "Verdicts" below
  *   - name: no-ddl                # unique per connection; named in the client's error (SQLSTATE 42501)
  *     match:                      # optional; all fields given must match (AND); a list inside a field is any-of (OR)
+ *       effects: [delete, update]   # what happens, from any spelling: SQL_EFFECTS in sql-classifier.ts
  *       statement: [DropStmt, TruncateStmt, AlterTableStmt]  # parser node kinds, incl. nested ones (CTE, DO body …)
  *       category: [ddl, admin]    # read write ddl admin session transaction copy copy-program dynamic call lock utility
  *       tables: ["payroll.*", "public.users"]   # globs on schema.table, read or written
@@ -43,6 +45,9 @@
  * - Allow rules match narrowly: *every* kind, category, table and function of the statement must be covered, and an
  *   unqualified table name only matches a pattern whose schema part is `*` or absent. So an allow rule for
  *   `category: [read]` never lets through a SELECT that also deletes in a CTE or calls set_config('role', …).
+ * - Effects fail closed: a deny or review rule naming `effects` matches every statement whose effects include
+ *   `unknown` (DO, dynamic SQL, non-built-in functions, triggers …), whatever its `effects` and `tables` lists say.
+ * - `where: absent` is syntactic (a WHERE naming a column counts as a bound, `WHERE id = id` too); use effects.
  * - Fail closed: unparseable text is denied (rule `unparseable`); EXECUTE of a prepared statement the session
  *   does not know is denied (rule `unknown-prepared-statement`); PREPARE is judged by the statement it prepares.
  *
@@ -71,6 +76,7 @@ import { claimsMatch } from './access.js';
 import { DETECTOR_NAMES, MASK_STRATEGIES, type MaskPlan, type MaskStrategy, type DetectorName, stricterStrategy } from './mask-plan.js';
 import {
   SQL_CATEGORIES,
+  SQL_EFFECTS,
   mergeStatementInfo,
   type SqlClassification,
   type StatementInfo,
@@ -99,6 +105,7 @@ export const identityMatchSchema = z.strictObject({
 });
 
 export const statementMatchSchema = z.strictObject({
+  effects: stringList(z.enum(SQL_EFFECTS)).optional(),
   statement: stringList(statementKind).optional(),
   category: stringList(z.enum(SQL_CATEGORIES)).optional(),
   tables: stringList(nonEmpty).optional(),
@@ -156,9 +163,65 @@ export const policyRulesSchema = z.array(policyRuleSchema).superRefine((rules, c
 
 export const defaultActionSchema = z.enum(['allow', 'deny']).default('allow');
 
+export const POLICY_PRESETS = ['production'] as const;
+export type PolicyPreset = (typeof POLICY_PRESETS)[number];
+
+const PRESET_PREFIX = 'production/';
+
+/**
+ * `preset: production`: what no one should do by hand on a production database, in every spelling. The rules are
+ * judged with the connection's own (deny beats allow, so an allow rule cannot open what the preset refuses).
+ * Unknowable statements (DO, dynamic SQL, functions that are not built-ins, COPY … PROGRAM, triggers) come first
+ * so that they are refused under their own name; every change of rows (DELETE, UPDATE, MERGE, ON CONFLICT DO
+ * UPDATE, data-modifying CTEs, rules) is held for review, because only the rows it would touch — which the text
+ * cannot tell — say whether it is the one-row fix or the whole table.
+ */
+export const PRESET_RULES: Record<PolicyPreset, PolicyRule[]> = {
+  production: [
+    {
+      name: `${PRESET_PREFIX}no-unknowable-code`,
+      match: { effects: ['code', 'unknown'] },
+      action: 'deny',
+      message: 'DO blocks, dynamic SQL, functions and procedures that are not PostgreSQL built-ins, triggers, rules, COPY … PROGRAM and new functions cannot be judged, so production refuses them',
+    },
+    {
+      name: `${PRESET_PREFIX}no-schema-change`,
+      match: { effects: ['schema', 'truncate'] },
+      action: 'deny',
+      message: 'schema changes (CREATE, ALTER, DROP, RENAME, TRUNCATE, SELECT INTO …) go through migrations',
+    },
+    {
+      name: `${PRESET_PREFIX}no-privilege-change`,
+      match: { effects: ['privilege'] },
+      action: 'deny',
+      message: 'privileges and roles (GRANT, REVOKE, CREATE/ALTER ROLE, SET ROLE, SET SESSION AUTHORIZATION) do not change by hand',
+    },
+    {
+      name: `${PRESET_PREFIX}no-server-config`,
+      match: { effects: ['config'] },
+      action: 'deny',
+      message: 'server, database and role settings (ALTER SYSTEM, ALTER DATABASE/ROLE … SET, pg_reload_conf) do not change by hand',
+    },
+    {
+      name: `${PRESET_PREFIX}no-server-access`,
+      match: { effects: ['server'] },
+      action: 'deny',
+      message: 'the server itself (its files, programs, other backends, replication, maintenance) is out of reach',
+    },
+    {
+      name: `${PRESET_PREFIX}review-row-changes`,
+      match: { effects: ['delete', 'update'] },
+      action: 'review',
+      message: 'a statement that deletes or overwrites rows is reviewed before it runs',
+    },
+  ],
+};
+
 /** The two policy fields of a connection, to spread into the broker's connection schema. */
 export const connectionPolicyShape = {
   defaultAction: defaultActionSchema,
+  /** Rules judged together with `rules`, named `production/…` (see `PRESET_RULES`). */
+  preset: z.enum(POLICY_PRESETS).optional(),
   rules: policyRulesSchema.default([]),
 };
 
@@ -219,6 +282,12 @@ function functionRef(name: string): { schema?: string; name: string } {
 
 export function statementMatches(match: StatementMatch | undefined, info: StatementInfo, broad: boolean): boolean {
   if (!match) return true;
+  // A deny or review rule naming effects cannot rule out that an unknowable statement has them, on any table.
+  const unknowable = broad && match.effects !== undefined && info.effects.includes('unknown');
+  if (match.effects && !unknowable) {
+    const effects = new Set<string>(match.effects);
+    if (!listMatches(info.effects, (e) => effects.has(e), broad)) return false;
+  }
   if (match.statement) {
     const kinds = new Set(match.statement.map((k) => k.toLowerCase()));
     if (!listMatches(info.kinds, (k) => kinds.has(k.toLowerCase()), broad)) return false;
@@ -229,9 +298,11 @@ export function statementMatches(match: StatementMatch | undefined, info: Statem
   }
   const tableTest = (patterns: string[]) => (t: { schema?: string; name: string }) =>
     patterns.some((p) => qualifiedMatches(p, t, broad));
-  if (match.tables && !listMatches([...info.tablesRead, ...info.tablesWritten], tableTest(match.tables), broad)) return false;
-  if (match.tablesRead && !listMatches(info.tablesRead, tableTest(match.tablesRead), broad)) return false;
-  if (match.tablesWritten && !listMatches(info.tablesWritten, tableTest(match.tablesWritten), broad)) return false;
+  if (!unknowable) {
+    if (match.tables && !listMatches([...info.tablesRead, ...info.tablesWritten], tableTest(match.tables), broad)) return false;
+    if (match.tablesRead && !listMatches(info.tablesRead, tableTest(match.tablesRead), broad)) return false;
+    if (match.tablesWritten && !listMatches(info.tablesWritten, tableTest(match.tablesWritten), broad)) return false;
+  }
   if (match.functions) {
     const patterns = match.functions.map((f) => f.toLowerCase());
     if (!listMatches(info.functions, (f) => patterns.some((p) => qualifiedMatches(p, functionRef(f), broad)), broad)) {
@@ -258,9 +329,19 @@ function verdictForRule(rule: PolicyRule, action: VerdictAction): Verdict {
   return { action, rule: rule.name, message: rule.message ?? fallback };
 }
 
+/** Text of only comments or whitespace: the server runs nothing, so there is nothing to refuse. */
+export function emptyQueryVerdict(): Verdict {
+  return { action: 'allow', message: 'empty query: only comments or whitespace, the server runs nothing' };
+}
+
+/** The connection's rules with its preset's rules first. */
+export function policyRules(policy: Pick<ConnectionPolicy, 'rules' | 'preset'>): PolicyRule[] {
+  return policy.preset ? [...PRESET_RULES[policy.preset], ...policy.rules] : policy.rules;
+}
+
 /** The verdict for one statement (already resolved when it EXECUTEs a prepared statement). */
 export function evaluateStatement(policy: ConnectionPolicy, identity: PolicyIdentity, info: StatementInfo): Verdict {
-  const actionRules = policy.rules.filter((r) => r.action !== undefined);
+  const actionRules = policyRules(policy).filter((r) => r.action !== undefined);
   for (const action of ['deny', 'review', 'allow'] as const) {
     const rule = actionRules.find((r) => r.action === action && ruleMatches(r, identity, info));
     if (rule) return verdictForRule(rule, action);

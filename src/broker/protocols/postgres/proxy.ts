@@ -208,6 +208,7 @@ class PostgresProxySession {
     const policy: ConnectionPolicy = ctx.policy ?? {
       defaultAction: ctx.connection.defaultAction ?? 'allow',
       rules: ctx.connection.rules ?? [],
+      ...(ctx.connection.preset ? { preset: ctx.connection.preset } : {}),
     };
     const identity: PolicyIdentity = ctx.identity ?? { subject: '', kind: 'human', groups: [] };
     const plan = maskPlanFor(policy, identity);
