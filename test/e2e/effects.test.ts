@@ -85,6 +85,16 @@ describe('hoopctl exec and policy check agree on the effect corpus', () => {
     expect(live.code, live.stderr).toBe(0);
   });
 
+  it('exec prints the rows of COPY … TO STDOUT, in order among the other results', async () => {
+    const text = await runCli(['exec', 'app-pg', '-e', 'copy (select id, v from guarded where id <= 3 order by id) to stdout'], ci);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toBe('1\t10\n2\t20\n3\t30\nCOPY 3\n');
+    const csv = await runCli(['exec', 'app-pg', '-o', 'csv', '-e', "select 'first' as step; copy (select id from guarded where id <= 2 order by id) to stdout with (format csv, header); select 'last' as step"], ci);
+    expect(csv.stdout).toBe('step\nfirst\n\nid\n1\n2\n\nstep\nlast\n');
+    const json = await runCli(['exec', 'app-pg', '-o', 'json', '-e', 'copy (select id from guarded where id = 5) to stdout'], ci);
+    expect(JSON.parse(json.stdout)).toEqual([{ command: 'COPY', rowCount: 1, columns: [], rows: [], copy: '5\n' }]);
+  });
+
   it('policy kinds lists every effect, the statement kinds the issue names, and the production preset', async () => {
     const r = await runCli(['policy', 'kinds'], ci);
     for (const word of ['read', 'insert', 'update', 'delete', 'truncate', 'schema', 'privilege', 'config', 'code', 'server', 'session', 'unknown']) {

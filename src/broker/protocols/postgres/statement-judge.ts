@@ -10,7 +10,7 @@ import {
   type StatementInfo,
   type Verdict,
 } from '../../../policy/index.js';
-import { copyOutputColumns } from '../../../policy/copy-format.js';
+import { copyOutputColumns, copyUnmaskableReason } from '../../../policy/copy-format.js';
 
 /** The proxy's rule name when the fast-path function call protocol is refused: the parser cannot see it. */
 export const FUNCTION_CALL_RULE = 'fastpath-function-call';
@@ -131,7 +131,7 @@ export class StatementJudge {
     return {
       action: 'deny',
       rule: plan.rules[0],
-      message: 'COPY … TO STDOUT of a whole table cannot be masked by column; copy a query (COPY (SELECT …) TO STDOUT) or name the columns (COPY t (a, b) TO STDOUT)',
+      message: copyUnmaskableReason(sql, index),
       statementIndex: index,
     };
   }
