@@ -45,8 +45,9 @@ export function register(program: Command): void {
       // The broker decides who may open the connection before any rule sees a statement: so does the dry run.
       const access = judgeAccess(identity, connection.access, connection.name);
       const text = opts.execute ?? (opts.file ? readFileSync(opts.file, 'utf8') : undefined);
-      const headline = (v: { action: string; rule?: string; message: string; stage: VerdictStage }) =>
-        `${v.action.toUpperCase()}${v.stage === 'access' ? ' (access)' : v.rule ? ` by rule "${v.rule}"` : ' (default action)'}: ${v.message}\n`;
+      const headline = (v: { action: string; rule?: string; message: string; stage: VerdictStage; guard?: { rule: string; maxAffectedRows: number; action: string } }) =>
+        `${v.action.toUpperCase()}${v.stage === 'access' ? ' (access)' : v.rule ? ` by rule "${v.rule}"` : ' (default action)'}: ${v.message}` +
+        (v.guard ? `; runs under the row guard of rule "${v.guard.rule}": more than ${v.guard.maxAffectedRows} rows and it is rolled back (${v.guard.action})` : '') + '\n';
       const onceGranted = (rules: { action: string; rule?: string; message: string }) =>
         access.approval ? `once granted: ${rules.action.toUpperCase()}${rules.rule ? ` by rule "${rules.rule}"` : ' (default action)'}: ${rules.message}\n` : '';
       // The module's own judge: the functions its proxy uses. A type without rules is decided by access alone.
@@ -72,7 +73,7 @@ export function register(program: Command): void {
 
 /** Everything a PostgreSQL rule's `match` may name, for writing rules without reading the source. */
 function printKinds(format: 'text' | 'json'): void {
-  const presets = Object.fromEntries(POLICY_PRESETS.map((p) => [p, PRESET_RULES[p].map((r) => ({ name: r.name, match: r.match, action: r.action }))]));
+  const presets = Object.fromEntries(POLICY_PRESETS.map((p) => [p, PRESET_RULES[p].map((r) => ({ name: r.name, match: r.match, action: r.action, ...(r.maxAffectedRows !== undefined ? { maxAffectedRows: r.maxAffectedRows } : {}) }))]));
   if (format === 'json') {
     printJson({ effects: SQL_EFFECTS.map((e) => ({ name: e, covers: SQL_EFFECT_DESCRIPTIONS[e] })), categories: SQL_CATEGORIES, statements: STATEMENT_KINDS, presets });
     return;
@@ -84,7 +85,10 @@ function printKinds(format: 'text' | 'json'): void {
   for (let i = 0; i < STATEMENT_KINDS.length; i += 4) out.push(`  ${STATEMENT_KINDS.slice(i, i + 4).join(', ')}`);
   out.push('', 'Presets (preset: NAME):');
   for (const p of POLICY_PRESETS) {
-    for (const r of PRESET_RULES[p]) out.push(`  ${r.name.padEnd(34)} ${String(r.action).padEnd(6)} effects: ${(r.match?.effects ?? []).join(', ')}`);
+    for (const r of PRESET_RULES[p]) {
+      const guard = r.maxAffectedRows !== undefined ? ` (row guard: above ${r.maxAffectedRows} rows)` : '';
+      out.push(`  ${r.name.padEnd(34)} ${String(r.action).padEnd(6)} effects: ${(r.match?.effects ?? []).join(', ')}${guard}`);
+    }
   }
   process.stdout.write(out.join('\n') + '\n');
 }

@@ -36,6 +36,8 @@ export {
   type PolicyIdentity,
   type PolicyRule,
   type ResolvePrepared,
+  type RowGuard,
+  rowGuardMessage,
   type StatementMatch,
   type IdentityMatch,
   type Verdict,

