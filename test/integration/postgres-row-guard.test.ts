@@ -132,6 +132,7 @@ describe('row guard (maxAffectedRows)', () => {
     expect(held).toHaveLength(1);
     expect(held[0]).toMatchObject({ rule: 'row-guard', statement: 'update accounts set v = v + 1 where id > 1' });
     expect(held[0]!.message).toContain('would update 4 rows');
+    expect(held[0]!.detail).toContain('would update 4 rows, more than the 2 rule "row-guard" allows');
     expect(r.stdout).toBe('UPDATE 4\n');
     expect(await accounts()).toEqual(FIVE.map((a) => (a.id > 1 ? { id: a.id, v: a.v + 1 } : a)));
   });

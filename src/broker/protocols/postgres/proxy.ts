@@ -672,7 +672,7 @@ class PostgresProxySession {
       : `hoopctl: statement held for review by rule "${guard.rule}": ${message}; approval is required and approvals are not available, so it was refused`;
     await this.#recordVerdict(statementSeq, verdict);
     if (verdict.held) {
-      verdict = await this.#hold(statementSeq, verdict, sql);
+      verdict = await this.#hold(statementSeq, verdict, sql, message);
       // Approved: the write runs once, as sent, without the guard.
       if (!verdict.refused) return false;
     }
@@ -756,7 +756,7 @@ class PostgresProxySession {
    * are processed in order, so nothing after the held statement moves either. A cancel (psql Ctrl-C) or the
    * client going away withdraws the review.
    */
-  async #hold(statementSeq: number, judgement: Judgement, sql: string): Promise<Judgement> {
+  async #hold(statementSeq: number, judgement: Judgement, sql: string, detail?: string): Promise<Judgement> {
     const reviews = this.#ctx.reviews!;
     const waiting = new AbortController();
     const onGone = () => waiting.abort('the client went away');
@@ -765,7 +765,7 @@ class PostgresProxySession {
     let outcome: HoldOutcome;
     try {
       outcome = await reviews.hold(
-        { statement: this.#recordable(sql), rule: judgement.verdict.rule ?? 'review', message: judgement.verdict.message },
+        { statement: this.#recordable(sql), rule: judgement.verdict.rule ?? 'review', message: judgement.verdict.message, ...(detail ? { detail: this.#recordable(detail) } : {}) },
         {
           signal: waiting.signal,
           notice: async (message) => {
