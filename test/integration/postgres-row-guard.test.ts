@@ -127,6 +127,13 @@ describe('row guard (maxAffectedRows)', () => {
     expect(await accounts()).toEqual(FIVE);
   });
 
+  it('a result too large to hold while counting is rolled back and refused, never sent in part', async () => {
+    const r = await runPsql(denying.port, ['-c', "update accounts set v = v where id = 1 returning repeat('x', 20000000) as big"]);
+    expect(r.stderr).toContain('could not hold this write\'s result (over 16 MiB of RETURNING rows)');
+    expect(r.stdout).toBe('');
+    expect(await accounts()).toEqual(FIVE);
+  });
+
   it('review: the write over the limit is held with its count and, once approved, runs exactly once', async () => {
     const r = await runPsql(reviewing.port, ['-c', 'update accounts set v = v + 1 where id > 1']);
     expect(held).toHaveLength(1);

@@ -120,10 +120,14 @@ const REFUSED_SQL = 'hoopctl_statement_refused_by_policy';
 /** The savepoint a guarded write runs in inside the client's own transaction. */
 const GUARD_SAVEPOINT = 'hoopctl_row_guard';
 const GUARD_FRAMES = new Set<number>([BackendCode.CommandComplete, BackendCode.ErrorResponse, BackendCode.ReadyForQuery]);
+/** The most of a guarded write's answer (RETURNING rows) the broker holds while it decides; more is refused. */
+const GUARD_MAX_HELD_BYTES = 16 * 1024 * 1024;
 
 /** What the backend answered to one Query the row guard sent: the raw bytes, and what they say. */
 interface GuardAnswer {
   bytes: Buffer;
+  /** The answer was larger than GUARD_MAX_HELD_BYTES: its bytes were dropped, only what it says is known. */
+  overflow?: boolean;
   tag?: string;
   error?: ErrorFields;
   status: TransactionStatus;
@@ -220,7 +224,9 @@ class PostgresProxySession {
   /** Waiting for every answer the backend owes to arrive (the row guard talks to it alone). */
   #quietWaiters: Array<() => void> = [];
   /** While the row guard talks to the backend: its answers go here, not to the client. */
-  #guardCollector: { scanner: FrameScanner; parts: Buffer[]; answer: Partial<GuardAnswer>; done(a: GuardAnswer): void; fail(): void } | undefined;
+  #guardCollector:
+    | { scanner: FrameScanner; parts: Buffer[]; held: number; answer: Partial<GuardAnswer>; done(a: GuardAnswer): void; fail(): void }
+    | undefined;
 
   constructor(client: Duplex, ctx: PostgresSessionContext) {
     this.#client = client;
@@ -647,6 +653,14 @@ class PostgresProxySession {
     const opened = await this.#guardExchange(autocommit ? 'BEGIN' : `SAVEPOINT ${GUARD_SAVEPOINT}`);
     if (opened.error) return this.#guardAnswer(statementSeq, sql, opened.bytes);
     const run = await this.#guardExchange(sql);
+    if (run.overflow) {
+      // Too large to hold while deciding, and never sent half: undone and refused whatever the count.
+      await this.#guardExchange(autocommit ? 'ROLLBACK' : `ROLLBACK TO SAVEPOINT ${GUARD_SAVEPOINT}; RELEASE SAVEPOINT ${GUARD_SAVEPOINT}`);
+      const message = `the row guard of rule "${guard.rule}" could not hold this write's result (over ${GUARD_MAX_HELD_BYTES / 1024 / 1024} MiB of RETURNING rows) while counting, so it was rolled back; return fewer columns or rows`;
+      const refused: Judgement = { ...judgement, verdict: { action: 'deny', rule: guard.rule, message }, refused: true, held: false, clientMessage: `hoopctl: statement denied by rule "${guard.rule}": ${message}` };
+      await this.#recordVerdict(statementSeq, refused);
+      return this.#guardRefuse(statementSeq, refused);
+    }
     if (run.error) {
       // The write failed on its own: the client gets that error. In its own transaction it stays failed, as it would.
       const after = autocommit ? (await this.#guardExchange('ROLLBACK')).status : run.status;
@@ -676,10 +690,15 @@ class PostgresProxySession {
       // Approved: the write runs once, as sent, without the guard.
       if (!verdict.refused) return false;
     }
-    const fields = this.#denial(verdict);
+    return this.#guardRefuse(statementSeq, verdict, undone.status);
+  }
+
+  /** The guard undid the write: the client gets the refusal and the transaction status it really is in. */
+  async #guardRefuse(statementSeq: number, judgement: Judgement, status: TransactionStatus = this.#transactionStatus): Promise<boolean> {
+    const fields = this.#denial(judgement);
     this.#errorCount++;
     await this.#record('result', { statementSeq, tags: [], rows: 0, durationMs: 0, error: { code: fields.code, message: fields.message } });
-    await this.#toClient([createErrorResponse(fields), createReadyForQuery(undone.status)]);
+    await this.#toClient([createErrorResponse(fields), createReadyForQuery(status)]);
     return true;
   }
 
@@ -722,6 +741,7 @@ class PostgresProxySession {
       this.#guardCollector = {
         scanner: new FrameScanner({ wanted: GUARD_FRAMES, maxLength: MAX_BACKEND_FRAME }),
         parts: [],
+        held: 0,
         answer: {},
         done: (a) => {
           this.#guardCollector = undefined;
@@ -739,7 +759,9 @@ class PostgresProxySession {
   #collectGuard(chunk: Buffer): void {
     const c = this.#guardCollector!;
     for (const piece of c.scanner.split(chunk)) {
-      c.parts.push(piece.bytes);
+      c.held += piece.bytes.length;
+      if (c.held > GUARD_MAX_HELD_BYTES) c.answer.overflow = true;
+      if (!c.answer.overflow) c.parts.push(piece.bytes);
       if (piece.kind !== 'frame') continue;
       if (piece.code === BackendCode.CommandComplete) c.answer.tag = parseCommandComplete(piece.body);
       else if (piece.code === BackendCode.ErrorResponse) c.answer.error ??= parseErrorResponse(piece.body);
