@@ -58,7 +58,8 @@ export function register(program: Command): void {
       else {
         process.stdout.write(headline(verdict) + (result ? onceGranted(result.verdict) : ''));
         for (const s of result?.statements ?? []) {
-          process.stdout.write(`  ${s.verdict.action.padEnd(6)} ${s.kind.padEnd(18)} ${s.text.replace(/\s+/g, ' ').trim().slice(0, 100)}\n`);
+          // `guard`: allowed only under the row guard (rolled back above its limit).
+          process.stdout.write(`  ${(s.verdict.guard ? 'guard' : s.verdict.action).padEnd(6)} ${s.kind.padEnd(18)} ${s.text.replace(/\s+/g, ' ').trim().slice(0, 100)}\n`);
           if (opts.verbose && s.effects) {
             process.stdout.write(`         effects: ${s.effects.join(', ') || 'none'} · categories: ${(s.categories ?? []).join(', ')}\n`);
           }

@@ -58,6 +58,12 @@ describe('row guard with a review', () => {
     expect((await admin.query('select sum(amount)::int as s from balances')).rows[0].s).toBe(2020);
   });
 
+  it('policy check says which writes run under the guard', async () => {
+    const r = await runCli(['policy', 'check', '-c', stack.configPath, '--connection', 'app-pg', '--as', 'group=dba', '-e', 'delete from balances where id = id'], alice);
+    expect(r.stdout).toContain('runs under the row guard of rule "row-guard": more than 3 rows and it is rolled back (review)');
+    expect(r.stdout).toMatch(/^  guard  DeleteStmt/m);
+  });
+
   it('a write within the limit runs without a review', async () => {
     const r = await runCli(['exec', 'app-pg', '-e', 'update balances set amount = 0 where id = 1'], alice);
     expect(r.code, r.stderr).toBe(0);
