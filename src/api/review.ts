@@ -30,6 +30,8 @@ export interface Review {
   statement?: string;
   /** The rule that asked for the review (statement reviews). */
   rule?: string;
+  /** What the approver must know beyond the text, e.g. the row guard's count (`would delete 1000 rows …`). */
+  detail?: string;
   /** The requester's reason (required for access reviews where configured). */
   reason?: string;
   /** Requested grant length, for access reviews. */

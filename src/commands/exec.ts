@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import type pg from 'pg';
 import { accessToken, brokerGet, resolveBroker } from './context.js';
 import { connectPgOverTunnel } from '../tunnel/pg-over-tunnel.js';
+import { queryForExec, type ExecResult } from '../tunnel/pg-exec-query.js';
 import { HoopError, UserError } from '../lib/errors.js';
 import { execOverTunnel, remoteCommand } from '../tunnel/ssh-over-tunnel.js';
 import { openTunnel } from '../tunnel/ws-transport.js';
@@ -50,7 +51,7 @@ export function register(program: Command): void {
       client.on('notice', (n) => process.stderr.write(`${n.severity ?? 'NOTICE'}: ${n.message}\n`));
       const ctrlC = cancelOnCtrlC(tunnel.cancel);
       try {
-        const outcome = await client.query({ text: sql, rowMode: 'array' } as pg.QueryConfig).then(
+        const outcome = await queryForExec(client, sql).then(
           (result) => ({ result }),
           (error: pg.DatabaseError) => ({ error }),
         );
@@ -68,8 +69,7 @@ export function register(program: Command): void {
           }
           throw new HoopError(`${e.severity ?? 'ERROR'}: ${e.message}${e.code ? ` (SQLSTATE ${e.code})` : ''}`, { code: 'SQL_ERROR' });
         }
-        const results = (Array.isArray(outcome.result) ? outcome.result : [outcome.result]) as pg.QueryArrayResult[];
-        process.stdout.write(render(results, format));
+        process.stdout.write(render(outcome.result, format));
       } finally {
         ctrlC.stop();
         await client.end().catch(() => undefined);
@@ -241,19 +241,23 @@ function cellText(v: unknown): string {
   return String(v);
 }
 
-function render(results: pg.QueryArrayResult[], format: Format): string {
+function render(results: ExecResult[], format: Format): string {
   if (format === 'json') {
     const out = results.map((r) => ({
       command: r.command,
       rowCount: r.rowCount,
       columns: r.fields.map((f) => f.name),
       rows: r.rows.map((row) => Object.fromEntries(r.fields.map((f, i) => [f.name, row[i] ?? null]))),
+      ...(r.copyOut !== undefined ? { copy: r.copyOut } : {}),
     }));
     return JSON.stringify(out, null, 2) + "\n";
   }
   const parts: string[] = [];
   for (const r of results) {
+    // COPY … TO STDOUT data is already text or CSV, in the format the statement asked for: printed as it came.
+    if (r.copyOut !== undefined) parts.push(r.copyOut + (format === 'table' ? `${r.command} ${r.rowCount ?? 0}\n` : ''));
     if (r.fields.length === 0) {
+      if (r.copyOut !== undefined) continue;
       if (format === 'table') parts.push(`${r.command}${r.rowCount !== null ? ` ${r.rowCount}` : ''}\n`);
       continue;
     }

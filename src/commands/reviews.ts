@@ -60,7 +60,7 @@ export function register(program: Command): void {
 export function summary(r: Review): string {
   if (r.kind === 'access') return `access for ${formatDuration(r.durationMs ?? 0)}${r.reason ? `: ${r.reason}` : ''}`;
   const sql = (r.statement ?? '').replace(/\s+/g, ' ').trim();
-  return sql.length > 80 ? `${sql.slice(0, 79)}…` : sql;
+  return (sql.length > 80 ? `${sql.slice(0, 79)}…` : sql) + (r.detail ? ` — ${r.detail}` : '');
 }
 
 async function runConsole(broker: string): Promise<void> {

@@ -75,6 +75,49 @@ export function copyOutputColumns(sql: string, plan: Pick<MaskPlan, 'columns'>, 
   return { masked: columns.map((column) => columnMatches(plan, { schema: str(rel.schemaname), table: rel.relname as string, column: column! })), format };
 }
 
+/**
+ * Why a `COPY … TO STDOUT` cannot be masked by column (when `copyOutputColumns` said 'unknown'), named so the user
+ * knows what to change: `*` in its query, a whole table, binary format, a multi-character delimiter.
+ */
+export function copyUnmaskableReason(sql: string, statementIndex = 0): string {
+  const wholeTable = 'COPY … TO STDOUT of a whole table cannot be masked by column; copy a query (COPY (SELECT …) TO STDOUT) or name the columns (COPY t (a, b) TO STDOUT)';
+  let stmt: Record<string, unknown> | undefined;
+  try {
+    const n = nodeOf(parseStatements(sql)[statementIndex]?.stmt);
+    if (n?.[0] === 'CopyStmt') stmt = n[1];
+  } catch {
+    return wholeTable;
+  }
+  if (!stmt) return wholeTable;
+  for (const o of asArray(stmt.options)) {
+    const d = nodeOf(o);
+    if (d?.[0] !== 'DefElem') continue;
+    const value = optionValue(d[1].arg);
+    if (d[1].defname === 'format' && typeof value === 'string' && value.toLowerCase() === 'binary') {
+      return 'binary COPY cannot be masked field by field; use FORMAT text or FORMAT csv';
+    }
+    if (['delimiter', 'quote', 'escape'].includes(String(d[1].defname)) && typeof value === 'string' && value.length !== 1) {
+      return `COPY with a ${String(d[1].defname)} of ${value.length} characters cannot be split into fields to mask; use one character`;
+    }
+  }
+  if (stmt.query !== undefined) {
+    if (containsStar(stmt.query)) {
+      return '`*` in a COPY query cannot be masked by column: the masker needs each output column by name; list the columns (COPY (SELECT id, email FROM t) TO STDOUT)';
+    }
+    return 'the output columns of this COPY query cannot be told from its text, so they cannot be masked by column; select plain named columns';
+  }
+  return wholeTable;
+}
+
+/** A `*` (or `t.*`) anywhere in a query's target lists. */
+function containsStar(value: unknown, depth = 0): boolean {
+  if (depth > 1000) return true;
+  if (Array.isArray(value)) return value.some((v) => containsStar(v, depth + 1));
+  if (!isRecord(value)) return false;
+  if ('A_Star' in value) return true;
+  return Object.values(value).some((v) => containsStar(v, depth + 1));
+}
+
 /** The raw fields of one row (without its line ending), or undefined when it does not split cleanly. */
 export function splitCopyRow(row: string, f: CopyFormat): string[] | undefined {
   const fields: string[] = [];

@@ -1,5 +1,5 @@
-import { classifySql, type StatementInfo } from './sql-classifier.js';
-import { evaluateStatements, maskPlanFor, type ConnectionPolicy, type PolicyIdentity, type Verdict } from './rules.js';
+import { classifySql, isEmptyQuery, type StatementInfo } from './sql-classifier.js';
+import { emptyQueryVerdict, evaluateStatements, maskPlanFor, type ConnectionPolicy, type PolicyIdentity, type Verdict } from './rules.js';
 import type { MaskPlan } from './mask-plan.js';
 import { approvalRequiredReason, decideAccess, describeAccessRule, type AccessSubject, type ConnectionAccess } from './access.js';
 
@@ -7,6 +7,8 @@ export interface DryRunStatement {
   text: string;
   kind: string;
   categories: string[];
+  /** What the statement does, as effect rules see it. */
+  effects: string[];
   verdict: Verdict;
 }
 
@@ -27,12 +29,14 @@ export function dryRunPolicy(policy: ConnectionPolicy, identity: PolicyIdentity,
     for (const s of classification.statements) if (s.prepared) prepared.set(s.prepared.name, s.prepared.inner);
   }
   const resolve = (name: string) => prepared.get(name);
-  const verdict = evaluateStatements(policy, identity, classification, resolve);
+  // The proxy forwards an empty query (the server runs nothing): the dry run allows it the same way.
+  const verdict = isEmptyQuery(classification) ? emptyQueryVerdict() : evaluateStatements(policy, identity, classification, resolve);
   const statements = classification.ok
     ? classification.statements.map((s) => ({
         text: s.text,
         kind: s.kind,
         categories: s.categories,
+        effects: s.effects,
         verdict: evaluateStatements(policy, identity, { ok: true, statements: [s] }, resolve),
       }))
     : [];

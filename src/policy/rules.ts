@@ -4,9 +4,11 @@
  * ## Schema (YAML, inside a connection of the broker config)
  * ```yaml
  * defaultAction: allow            # allow | deny — when no rule matches a statement (default: allow)
+ * preset: production              # optional: PRESET_RULES below, judged with `rules`
  * rules:                          # evaluated per statement; see "Verdicts" below
  *   - name: no-ddl                # unique per connection; named in the client's error (SQLSTATE 42501)
  *     match:                      # optional; all fields given must match (AND); a list inside a field is any-of (OR)
+ *       effects: [delete, update]   # what happens, from any spelling: SQL_EFFECTS in sql-classifier.ts
  *       statement: [DropStmt, TruncateStmt, AlterTableStmt]  # parser node kinds, incl. nested ones (CTE, DO body …)
  *       category: [ddl, admin]    # read write ddl admin session transaction copy copy-program dynamic call lock utility
  *       tables: ["payroll.*", "public.users"]   # globs on schema.table, read or written
@@ -21,6 +23,8 @@
  *         clientIds: [ci-reporting]   # service accounts only (a human's token also names the CLI's client id)
  *         kind: service           # human | service
  *     action: deny                # allow | deny | review
+ *     maxAffectedRows: 100        # deny/review only: the row guard — the write runs in a savepoint and only more rows
+ *                                 # than this (its command tag) refuse it; see the README "The row guard"
  *     message: DDL goes through migrations   # optional, shown to the client
  *   - name: pii                   # a masking rule: `mask` instead of `action`
  *     match: { identity: { groups: [contractors] } }   # optional (masks for everyone); only `identity` allowed here
@@ -43,6 +47,9 @@
  * - Allow rules match narrowly: *every* kind, category, table and function of the statement must be covered, and an
  *   unqualified table name only matches a pattern whose schema part is `*` or absent. So an allow rule for
  *   `category: [read]` never lets through a SELECT that also deletes in a CTE or calls set_config('role', …).
+ * - Effects fail closed: a deny or review rule naming `effects` matches every statement whose effects include
+ *   `unknown` (DO, dynamic SQL, non-built-in functions, triggers …), whatever its `effects` and `tables` lists say.
+ * - `where: absent` is syntactic (a WHERE naming a column counts as a bound, `WHERE id = id` too); use effects.
  * - Fail closed: unparseable text is denied (rule `unparseable`); EXECUTE of a prepared statement the session
  *   does not know is denied (rule `unknown-prepared-statement`); PREPARE is judged by the statement it prepares.
  *
@@ -71,6 +78,7 @@ import { claimsMatch } from './access.js';
 import { DETECTOR_NAMES, MASK_STRATEGIES, type MaskPlan, type MaskStrategy, type DetectorName, stricterStrategy } from './mask-plan.js';
 import {
   SQL_CATEGORIES,
+  SQL_EFFECTS,
   mergeStatementInfo,
   type SqlClassification,
   type StatementInfo,
@@ -99,6 +107,7 @@ export const identityMatchSchema = z.strictObject({
 });
 
 export const statementMatchSchema = z.strictObject({
+  effects: stringList(z.enum(SQL_EFFECTS)).optional(),
   statement: stringList(statementKind).optional(),
   category: stringList(z.enum(SQL_CATEGORIES)).optional(),
   tables: stringList(nonEmpty).optional(),
@@ -127,10 +136,18 @@ export const policyRuleSchema = z
     name: nonEmpty,
     match: statementMatchSchema.optional(),
     action: z.enum(['allow', 'deny', 'review']).optional(),
+    /**
+     * The row guard: a matching DELETE/UPDATE/MERGE/INSERT runs in a savepoint and is refused (action deny, or
+     * held for review) only when its command tag reports more rows than this.
+     */
+    maxAffectedRows: z.number().int().min(0).optional(),
     message: z.string().optional(),
     mask: maskSpecSchema.optional(),
   })
   .superRefine((rule, ctx) => {
+    if (rule.maxAffectedRows !== undefined && rule.action !== 'deny' && rule.action !== 'review') {
+      ctx.addIssue({ code: 'custom', path: ['maxAffectedRows'], message: `rule "${rule.name}": maxAffectedRows needs action deny or review (what happens above the limit)` });
+    }
     if ((rule.action === undefined) === (rule.mask === undefined)) {
       ctx.addIssue({ code: 'custom', message: `rule "${rule.name}": give exactly one of action or mask` });
     }
@@ -156,9 +173,69 @@ export const policyRulesSchema = z.array(policyRuleSchema).superRefine((rules, c
 
 export const defaultActionSchema = z.enum(['allow', 'deny']).default('allow');
 
+export const POLICY_PRESETS = ['production'] as const;
+export type PolicyPreset = (typeof POLICY_PRESETS)[number];
+
+const PRESET_PREFIX = 'production/';
+/** The production preset's row guard: a write touching more rows than this is rolled back and held for review. */
+export const PRODUCTION_MAX_AFFECTED_ROWS = 10;
+
+/**
+ * `preset: production`: what no one should do by hand on a production database, in every spelling. The rules are
+ * judged with the connection's own (deny beats allow, so an allow rule cannot open what the preset refuses).
+ * Unknowable statements (DO, dynamic SQL, functions that are not built-ins, COPY … PROGRAM, triggers) come first
+ * so that they are refused under their own name; every change of rows (DELETE, UPDATE, MERGE, ON CONFLICT DO
+ * UPDATE) runs under the row guard, because only the rows it touches — which the text cannot tell — say whether it
+ * is the one-row fix or the whole table: above the limit it is rolled back and held for review. Writes whose rows
+ * cannot be counted (data-modifying CTEs, the extended protocol) are held for review outright.
+ */
+export const PRESET_RULES: Record<PolicyPreset, PolicyRule[]> = {
+  production: [
+    {
+      name: `${PRESET_PREFIX}no-unknowable-code`,
+      match: { effects: ['code', 'unknown'] },
+      action: 'deny',
+      message: 'DO blocks, dynamic SQL, functions and procedures that are not PostgreSQL built-ins, triggers, rules, COPY … PROGRAM and new functions cannot be judged, so production refuses them',
+    },
+    {
+      name: `${PRESET_PREFIX}no-schema-change`,
+      match: { effects: ['schema', 'truncate'] },
+      action: 'deny',
+      message: 'schema changes (CREATE, ALTER, DROP, RENAME, TRUNCATE, SELECT INTO …) go through migrations',
+    },
+    {
+      name: `${PRESET_PREFIX}no-privilege-change`,
+      match: { effects: ['privilege'] },
+      action: 'deny',
+      message: 'privileges and roles (GRANT, REVOKE, CREATE/ALTER ROLE, SET ROLE, SET SESSION AUTHORIZATION) do not change by hand',
+    },
+    {
+      name: `${PRESET_PREFIX}no-server-config`,
+      match: { effects: ['config'] },
+      action: 'deny',
+      message: 'server, database and role settings (ALTER SYSTEM, ALTER DATABASE/ROLE … SET, pg_reload_conf) do not change by hand',
+    },
+    {
+      name: `${PRESET_PREFIX}no-server-access`,
+      match: { effects: ['server'] },
+      action: 'deny',
+      message: 'the server itself (its files, programs, other backends, replication, maintenance) is out of reach',
+    },
+    {
+      name: `${PRESET_PREFIX}row-guard`,
+      match: { effects: ['delete', 'update'] },
+      maxAffectedRows: PRODUCTION_MAX_AFFECTED_ROWS,
+      action: 'review',
+      message: 'production row guard',
+    },
+  ],
+};
+
 /** The two policy fields of a connection, to spread into the broker's connection schema. */
 export const connectionPolicyShape = {
   defaultAction: defaultActionSchema,
+  /** Rules judged together with `rules`, named `production/…` (see `PRESET_RULES`). */
+  preset: z.enum(POLICY_PRESETS).optional(),
   rules: policyRulesSchema.default([]),
 };
 
@@ -179,8 +256,19 @@ export interface PolicyIdentity {
 
 export type VerdictAction = 'allow' | 'deny' | 'review';
 
+/** A write allowed to run only inside the row guard: more rows than `maxAffectedRows` and it is undone. */
+export interface RowGuard {
+  rule: string;
+  maxAffectedRows: number;
+  /** What happens above the limit. */
+  action: 'deny' | 'review';
+  message?: string;
+}
+
 export interface Verdict {
   action: VerdictAction;
+  /** With action allow: the statement runs under this row guard. */
+  guard?: RowGuard;
   /** The deciding rule; absent when `defaultAction` decided. */
   rule?: string;
   message: string;
@@ -219,6 +307,12 @@ function functionRef(name: string): { schema?: string; name: string } {
 
 export function statementMatches(match: StatementMatch | undefined, info: StatementInfo, broad: boolean): boolean {
   if (!match) return true;
+  // A deny or review rule naming effects cannot rule out that an unknowable statement has them, on any table.
+  const unknowable = broad && match.effects !== undefined && info.effects.includes('unknown');
+  if (match.effects && !unknowable) {
+    const effects = new Set<string>(match.effects);
+    if (!listMatches(info.effects, (e) => effects.has(e), broad)) return false;
+  }
   if (match.statement) {
     const kinds = new Set(match.statement.map((k) => k.toLowerCase()));
     if (!listMatches(info.kinds, (k) => kinds.has(k.toLowerCase()), broad)) return false;
@@ -229,9 +323,11 @@ export function statementMatches(match: StatementMatch | undefined, info: Statem
   }
   const tableTest = (patterns: string[]) => (t: { schema?: string; name: string }) =>
     patterns.some((p) => qualifiedMatches(p, t, broad));
-  if (match.tables && !listMatches([...info.tablesRead, ...info.tablesWritten], tableTest(match.tables), broad)) return false;
-  if (match.tablesRead && !listMatches(info.tablesRead, tableTest(match.tablesRead), broad)) return false;
-  if (match.tablesWritten && !listMatches(info.tablesWritten, tableTest(match.tablesWritten), broad)) return false;
+  if (!unknowable) {
+    if (match.tables && !listMatches([...info.tablesRead, ...info.tablesWritten], tableTest(match.tables), broad)) return false;
+    if (match.tablesRead && !listMatches(info.tablesRead, tableTest(match.tablesRead), broad)) return false;
+    if (match.tablesWritten && !listMatches(info.tablesWritten, tableTest(match.tablesWritten), broad)) return false;
+  }
   if (match.functions) {
     const patterns = match.functions.map((f) => f.toLowerCase());
     if (!listMatches(info.functions, (f) => patterns.some((p) => qualifiedMatches(p, functionRef(f), broad)), broad)) {
@@ -258,16 +354,67 @@ function verdictForRule(rule: PolicyRule, action: VerdictAction): Verdict {
   return { action, rule: rule.name, message: rule.message ?? fallback };
 }
 
+/** Text of only comments or whitespace: the server runs nothing, so there is nothing to refuse. */
+export function emptyQueryVerdict(): Verdict {
+  return { action: 'allow', message: 'empty query: only comments or whitespace, the server runs nothing' };
+}
+
+/** The connection's rules with its preset's rules first. */
+export function policyRules(policy: Pick<ConnectionPolicy, 'rules' | 'preset'>): PolicyRule[] {
+  return policy.preset ? [...PRESET_RULES[policy.preset], ...policy.rules] : policy.rules;
+}
+
 /** The verdict for one statement (already resolved when it EXECUTEs a prepared statement). */
 export function evaluateStatement(policy: ConnectionPolicy, identity: PolicyIdentity, info: StatementInfo): Verdict {
-  const actionRules = policy.rules.filter((r) => r.action !== undefined);
-  for (const action of ['deny', 'review', 'allow'] as const) {
-    const rule = actionRules.find((r) => r.action === action && ruleMatches(r, identity, info));
+  const actionRules = policyRules(policy).filter((r) => r.action !== undefined);
+  const plain = actionRules.filter((r) => r.maxAffectedRows === undefined);
+  for (const action of ['deny', 'review'] as const) {
+    const rule = plain.find((r) => r.action === action && ruleMatches(r, identity, info));
     if (rule) return verdictForRule(rule, action);
   }
-  return policy.defaultAction === 'deny'
-    ? { action: 'deny', message: 'no policy rule allows this statement (default: deny)' }
-    : { action: 'allow', message: 'allowed by default' };
+  const allowRule = plain.find((r) => r.action === 'allow' && ruleMatches(r, identity, info));
+  const allowed: Verdict = allowRule
+    ? verdictForRule(allowRule, 'allow')
+    : policy.defaultAction === 'deny'
+      ? { action: 'deny', message: 'no policy rule allows this statement (default: deny)' }
+      : { action: 'allow', message: 'allowed by default' };
+  // Several guards: the tightest limit holds (a connection's rule can tighten a preset's, never loosen it).
+  const guardRule = allowed.action === 'allow'
+    ? actionRules
+        .filter((r) => r.maxAffectedRows !== undefined && ruleMatches(r, identity, info))
+        .sort((a, b) => a.maxAffectedRows! - b.maxAffectedRows! || SEVERITY[b.action!] - SEVERITY[a.action!])[0]
+    : undefined;
+  if (!guardRule) return allowed;
+  const action = guardRule.action as 'deny' | 'review';
+  if (!rowsCountable(info)) {
+    // Only a top-level write's command tag says how many rows it changed; anything else cannot be guarded.
+    return {
+      ...verdictForRule(guardRule, action),
+      message: `${guardRule.message ?? `row guard of rule "${guardRule.name}"`}: the rows this statement changes cannot be counted (a data-modifying CTE, EXPLAIN ANALYZE, DO, a function, several writes), so it is ${action === 'deny' ? 'refused' : 'held for review'}`,
+    };
+  }
+  return {
+    ...allowed,
+    guard: { rule: guardRule.name, maxAffectedRows: guardRule.maxAffectedRows!, action, ...(guardRule.message ? { message: guardRule.message } : {}) },
+  };
+}
+
+const COUNTABLE_WRITES = new Set(['DeleteStmt', 'UpdateStmt', 'MergeStmt', 'InsertStmt']);
+
+/** One write at the top (or one EXECUTE of it), whose command tag reports the rows it changed. */
+function rowsCountable(info: StatementInfo): boolean {
+  if (info.dataModifyingCte || info.explainAnalyze || info.effects.includes('unknown')) return false;
+  const kinds = info.kind === 'ExecuteStmt' ? info.kinds.slice(1) : info.kinds;
+  const top = kinds[0];
+  if (top === undefined || !COUNTABLE_WRITES.has(top)) return false;
+  return kinds.slice(1).every((k) => k === 'SelectStmt');
+}
+
+/** Text of a row guard's refusal: `would delete 1000 rows …`. */
+export function rowGuardMessage(guard: RowGuard, tag: string, rows: number): string {
+  const verb = tag.startsWith('DELETE') ? 'delete' : tag.startsWith('UPDATE') ? 'update' : tag.startsWith('INSERT') ? 'insert or update' : 'change';
+  const base = `would ${verb} ${rows} row${rows === 1 ? '' : 's'}, more than the ${guard.maxAffectedRows} rule "${guard.rule}" allows (maxAffectedRows); it was rolled back`;
+  return guard.message ? `${guard.message}: ${base}` : base;
 }
 
 /**
@@ -300,7 +447,17 @@ export function evaluateStatements(
     } else {
       verdict = evaluateStatement(policy, identity, info);
     }
-    if (!worst || SEVERITY[verdict.action] > SEVERITY[worst.action]) worst = { ...verdict, statementIndex: index };
+    if (verdict.guard && classification.statements.length > 1) {
+      // The guard runs one statement in its own savepoint and reads its tag: not one of several in a text.
+      verdict = {
+        action: verdict.guard.action,
+        rule: verdict.guard.rule,
+        message: `the row guard of rule "${verdict.guard.rule}" needs this write sent as a statement of its own, not one of ${classification.statements.length} in one text`,
+      };
+    }
+    if (!worst || SEVERITY[verdict.action] > SEVERITY[worst.action] || (verdict.guard && !worst.guard && verdict.action === worst.action)) {
+      worst = { ...verdict, statementIndex: index };
+    }
   });
   return worst ?? { action: 'deny', rule: UNPARSEABLE_RULE, message: 'empty statement' };
 }

@@ -26,6 +26,7 @@ import {
   statementText,
   str,
 } from './sql-ast.js';
+import { BUILTIN_FUNCTIONS } from './builtin-functions.js';
 
 export { initPolicyEngine } from './sql-ast.js';
 
@@ -45,6 +46,67 @@ export const SQL_CATEGORIES = [
 ] as const;
 export type SqlCategory = (typeof SQL_CATEGORIES)[number];
 
+/**
+ * What a statement does, whatever its spelling: a `DELETE`, a MERGE's `WHEN MATCHED THEN DELETE`, a data-modifying
+ * CTE and a rule's `DO ALSO DELETE` all have the effect `delete`. `unknown` marks what cannot be seen from the text
+ * (DO blocks, dynamic SQL, COPY … PROGRAM, triggers, functions that are not PostgreSQL built-ins): rules that name
+ * effects treat it as possibly every effect on every table (see `statementMatches`).
+ */
+export const SQL_EFFECTS = [
+  'read',
+  'insert',
+  'update',
+  'delete',
+  'truncate',
+  'schema',
+  'privilege',
+  'config',
+  'code',
+  'server',
+  'session',
+  'unknown',
+] as const;
+export type SqlEffect = (typeof SQL_EFFECTS)[number];
+
+/** What each effect covers, for `hoopctl policy kinds` and the README. */
+export const SQL_EFFECT_DESCRIPTIONS: Record<SqlEffect, string> = {
+  read: 'reads rows: SELECT, COPY … TO, FETCH, a MERGE source, plain EXPLAIN',
+  insert: 'adds rows: INSERT, MERGE … INSERT, COPY … FROM, SELECT INTO, CREATE TABLE AS',
+  update: 'changes rows: UPDATE, MERGE … UPDATE, INSERT … ON CONFLICT DO UPDATE, REFRESH MATERIALIZED VIEW, nextval/setval, large objects',
+  delete: 'removes rows: DELETE, MERGE … DELETE, TRUNCATE, DROP TABLE/SCHEMA/DATABASE, DROP OWNED',
+  truncate: 'TRUNCATE (also `delete`)',
+  schema: 'changes the schema: CREATE, ALTER, DROP, RENAME, COMMENT, rules, triggers, SELECT INTO, CREATE TABLE AS',
+  privilege: 'changes who may do what: GRANT, REVOKE, roles, ownership, row-level security policies, SET ROLE, SET SESSION AUTHORIZATION',
+  config: 'changes server, database or role settings: ALTER SYSTEM, ALTER DATABASE/ROLE … SET, pg_reload_conf()',
+  code: 'runs or installs code: DO, CALL, CREATE FUNCTION/PROCEDURE/TRIGGER/RULE/EXTENSION/LANGUAGE, LOAD',
+  server: 'reaches the server itself: COPY to/from a server file or PROGRAM, pg_read_file and friends, signalling backends, replication, VACUUM/CLUSTER/REINDEX/CHECKPOINT',
+  session: 'changes only this session: SET, RESET, SHOW, DISCARD, LISTEN/NOTIFY, LOCK, DEALLOCATE',
+  unknown: 'cannot be seen from the text: DO, dynamic SQL (EXECUTE, dblink, query_to_xml …), functions that are not PostgreSQL built-ins, triggers, COPY … PROGRAM; an effect rule that denies or reviews treats it as every effect on every table',
+};
+
+/** Statement kinds (parser node names) a `statement:` matcher may name. */
+export const STATEMENT_KINDS = [
+  'AlterCollationStmt', 'AlterDatabaseRefreshCollStmt', 'AlterDatabaseSetStmt', 'AlterDatabaseStmt', 'AlterDefaultPrivilegesStmt',
+  'AlterDomainStmt', 'AlterEnumStmt', 'AlterEventTrigStmt', 'AlterExtensionContentsStmt', 'AlterExtensionStmt', 'AlterFdwStmt',
+  'AlterForeignServerStmt', 'AlterFunctionStmt', 'AlterObjectDependsStmt', 'AlterObjectSchemaStmt', 'AlterOpFamilyStmt',
+  'AlterOperatorStmt', 'AlterOwnerStmt', 'AlterPolicyStmt', 'AlterPublicationStmt', 'AlterRoleSetStmt', 'AlterRoleStmt',
+  'AlterSeqStmt', 'AlterStatsStmt', 'AlterSubscriptionStmt', 'AlterSystemStmt', 'AlterTSConfigurationStmt',
+  'AlterTSDictionaryStmt', 'AlterTableMoveAllStmt', 'AlterTableSpaceOptionsStmt', 'AlterTableStmt', 'AlterTypeStmt',
+  'AlterUserMappingStmt', 'CallStmt', 'CheckPointStmt', 'ClosePortalStmt', 'ClusterStmt', 'CommentStmt', 'CompositeTypeStmt',
+  'ConstraintsSetStmt', 'CopyStmt', 'CreateAmStmt', 'CreateCastStmt', 'CreateConversionStmt', 'CreateDomainStmt',
+  'CreateEnumStmt', 'CreateEventTrigStmt', 'CreateExtensionStmt', 'CreateFdwStmt', 'CreateForeignServerStmt',
+  'CreateForeignTableStmt', 'CreateFunctionStmt', 'CreateOpClassStmt', 'CreateOpFamilyStmt', 'CreatePLangStmt',
+  'CreatePolicyStmt', 'CreatePublicationStmt', 'CreateRangeStmt', 'CreateRoleStmt', 'CreateSchemaStmt', 'CreateSeqStmt',
+  'CreateStatsStmt', 'CreateStmt', 'CreateSubscriptionStmt', 'CreateTableAsStmt', 'CreateTableSpaceStmt',
+  'CreateTransformStmt', 'CreateTrigStmt', 'CreateUserMappingStmt', 'CreatedbStmt', 'DeallocateStmt', 'DeclareCursorStmt',
+  'DefineStmt', 'DeleteStmt', 'DiscardStmt', 'DoStmt', 'DropOwnedStmt', 'DropRoleStmt', 'DropStmt', 'DropSubscriptionStmt',
+  'DropTableSpaceStmt', 'DropUserMappingStmt', 'DropdbStmt', 'ExecuteStmt', 'ExplainStmt', 'FetchStmt', 'GrantRoleStmt',
+  'GrantStmt', 'ImportForeignSchemaStmt', 'IndexStmt', 'InsertStmt', 'ListenStmt', 'LoadStmt', 'LockStmt', 'MergeStmt',
+  'NotifyStmt', 'PLAssignStmt', 'PrepareStmt', 'ReassignOwnedStmt', 'RefreshMatViewStmt', 'ReindexStmt', 'RenameStmt',
+  'ReplicaIdentityStmt', 'ReturnStmt', 'RuleStmt', 'SecLabelStmt', 'SelectStmt', 'TransactionStmt', 'TruncateStmt',
+  'UnlistenStmt', 'UpdateStmt', 'VacuumStmt', 'VariableSetStmt', 'VariableShowStmt', 'ViewStmt',
+] as const;
+
 /** A relation as written in the statement; `schema` is absent when the name was not qualified. */
 export interface TableRef {
   schema?: string;
@@ -58,6 +120,8 @@ export interface StatementInfo {
   /** Every statement kind that runs as part of this one (nested, CTE, DO body, EXPLAIN ANALYZE …), `kind` first. */
   kinds: string[];
   categories: SqlCategory[];
+  /** What the statement does (and everything that runs as part of it), in `SQL_EFFECTS` order. */
+  effects: SqlEffect[];
   tablesRead: TableRef[];
   tablesWritten: TableRef[];
   /** Functions called, lower-cased, schema-qualified when written so. */
@@ -194,6 +258,57 @@ const ADMIN_STATEMENTS = new Set([
   'CreatePLangStmt',
 ]);
 
+/**
+ * Effects of statement kinds the walk does not handle case by case. Kinds not listed here: `schema` when they
+ * create, alter, drop, comment or rename something; `unknown` otherwise.
+ */
+const STATEMENT_EFFECTS: Record<string, readonly SqlEffect[]> = {
+  AlterSystemStmt: ['config'],
+  AlterDatabaseSetStmt: ['config'],
+  AlterRoleSetStmt: ['config', 'privilege'],
+  GrantStmt: ['privilege'],
+  GrantRoleStmt: ['privilege'],
+  CreateRoleStmt: ['privilege'],
+  AlterRoleStmt: ['privilege'],
+  DropRoleStmt: ['privilege'],
+  ReassignOwnedStmt: ['privilege'],
+  DropOwnedStmt: ['privilege', 'schema', 'delete'],
+  AlterDefaultPrivilegesStmt: ['privilege'],
+  AlterOwnerStmt: ['privilege', 'schema'],
+  CreatePolicyStmt: ['privilege', 'schema'],
+  AlterPolicyStmt: ['privilege', 'schema'],
+  CreateUserMappingStmt: ['privilege', 'schema'],
+  AlterUserMappingStmt: ['privilege', 'schema'],
+  DropUserMappingStmt: ['privilege', 'schema'],
+  SecLabelStmt: ['privilege', 'schema'],
+  CreatedbStmt: ['schema'],
+  DropdbStmt: ['schema', 'delete'],
+  RuleStmt: ['schema', 'code'],
+  CreateEventTrigStmt: ['schema', 'code', 'unknown'],
+  AlterEventTrigStmt: ['schema', 'code', 'unknown'],
+  CreateExtensionStmt: ['schema', 'code', 'unknown'],
+  AlterExtensionStmt: ['schema', 'code', 'unknown'],
+  AlterExtensionContentsStmt: ['schema', 'code'],
+  CreatePLangStmt: ['schema', 'code'],
+  LoadStmt: ['server', 'code', 'unknown'],
+  VacuumStmt: ['server'],
+  ClusterStmt: ['server'],
+  ReindexStmt: ['server'],
+  CheckPointStmt: ['server'],
+  CreateSubscriptionStmt: ['schema', 'server'],
+  AlterSubscriptionStmt: ['schema', 'server'],
+  DropSubscriptionStmt: ['schema', 'server'],
+  CreateTableSpaceStmt: ['schema', 'server'],
+  DropTableSpaceStmt: ['schema', 'server'],
+  AlterTableSpaceOptionsStmt: ['schema', 'server'],
+  AlterTableMoveAllStmt: ['schema', 'server'],
+  ImportForeignSchemaStmt: ['schema'],
+  // The body of `CREATE FUNCTION … RETURN expr` and a PL/pgSQL assignment: their expressions are walked.
+  ReplicaIdentityStmt: ['schema'],
+  ReturnStmt: [],
+  PLAssignStmt: [],
+};
+
 /** Relation kinds whose DROP names tables (or table-like objects) in `objects`. */
 const DROP_RELATION_TYPES = new Set([
   'OBJECT_TABLE',
@@ -212,6 +327,7 @@ const MAX_DEPTH = 1000;
 class Collector {
   readonly kinds: string[] = [];
   readonly categories = new Set<SqlCategory>();
+  readonly effects = new Set<SqlEffect>();
   readonly read = new Map<string, TableRef>();
   readonly written = new Map<string, TableRef>();
   readonly functions = new Set<string>();
@@ -276,12 +392,14 @@ class Collector {
     if (sessionAuthorization) this.setSessionAuthorization = true;
     this.categories.add('session');
     this.categories.add('admin');
+    this.effects.add('privilege');
   }
 
   /** Folds another statement's classification into this one (PREPARE inner, EXPLAIN ANALYZE …). */
   absorb(info: StatementInfo): void {
     for (const k of info.kinds) this.addKind(k);
     for (const c of info.categories) this.categories.add(c);
+    for (const e of info.effects) this.effects.add(e);
     for (const t of info.tablesRead) this.addTable(this.read, t.schema, t.name);
     for (const t of info.tablesWritten) this.addTable(this.written, t.schema, t.name);
     for (const fn of info.functions) this.functions.add(fn);
@@ -358,12 +476,22 @@ class Collector {
     if (parts.length === 0) return;
     this.functions.add(parts.join('.'));
     const base = parts[parts.length - 1];
+    // A function outside pg_catalog's built-ins runs a body this text does not show: its effect is unknowable.
+    const builtin = BUILTIN_FUNCTIONS.has(base) && (parts.length === 1 || (parts.length === 2 && parts[0] === 'pg_catalog'));
+    if (!builtin) this.effects.add('unknown');
     if (DYNAMIC_FUNCTIONS.has(base) || DYNAMIC_PREFIXES.some((p) => base.startsWith(p))) this.categories.add('dynamic');
-    if (ADMIN_FUNCTIONS.has(base) || ADMIN_PREFIXES.some((p) => base.startsWith(p))) this.categories.add('admin');
-    if (WRITE_FUNCTIONS.has(base)) this.categories.add('write');
+    if (ADMIN_FUNCTIONS.has(base) || ADMIN_PREFIXES.some((p) => base.startsWith(p))) {
+      this.categories.add('admin');
+      this.effects.add(base === 'pg_reload_conf' ? 'config' : 'server');
+    }
+    if (WRITE_FUNCTIONS.has(base)) {
+      this.categories.add('write');
+      this.effects.add('update');
+    }
     if (LOCK_PREFIXES.some((p) => base.startsWith(p))) this.categories.add('lock');
     if (base === 'set_config') {
       this.categories.add('session');
+      this.effects.add('session');
       const args = asArray(f.args);
       const named = args.find((a) => {
         const n = nodeOf(a);
@@ -382,10 +510,13 @@ class Collector {
     switch (name) {
       case 'SelectStmt': {
         this.categories.add('read');
+        this.effects.add('read');
         if (asArray(f.lockingClause).length > 0) this.categories.add('lock');
         if (isRecord(f.intoClause)) {
           this.categories.add('write');
           this.categories.add('ddl');
+          this.effects.add('schema');
+          this.effects.add('insert');
           this.writeRangeVar(f.intoClause.rel);
           return ['intoClause'];
         }
@@ -396,6 +527,7 @@ class Collector {
       case 'DeleteStmt':
       case 'MergeStmt': {
         this.categories.add('write');
+        this.writeEffects(name, f);
         if (this.inCte > 0) this.dataModifyingCte = true;
         this.writeRangeVar(f.relation);
         if (name === 'UpdateStmt' || name === 'DeleteStmt') {
@@ -406,6 +538,9 @@ class Collector {
       }
       case 'TruncateStmt':
         this.categories.add('write');
+        // Every row goes: a truncate is also a delete, so a rule on `delete` catches it.
+        this.effects.add('truncate');
+        this.effects.add('delete');
         this.whereAbsent = true;
         for (const r of asArray(f.relations)) this.writeRangeVar(r);
         return ['relations'];
@@ -413,8 +548,16 @@ class Collector {
         this.categories.add('copy');
         const from = f.is_from === true;
         this.categories.add(from ? 'write' : 'read');
-        if (f.is_program === true) this.categories.add('copy-program');
-        else if (typeof f.filename === 'string') this.categories.add('admin');
+        this.effects.add(from ? 'insert' : 'read');
+        if (f.is_program === true) {
+          // A shell command on the database server: anything at all may happen.
+          this.categories.add('copy-program');
+          this.effects.add('server');
+          this.effects.add('unknown');
+        } else if (typeof f.filename === 'string') {
+          this.categories.add('admin');
+          this.effects.add('server');
+        }
         if (f.relation !== undefined) {
           if (from) this.writeRangeVar(f.relation);
           else if (isRecord(f.relation)) this.readRangeVar(f.relation);
@@ -423,19 +566,25 @@ class Collector {
       }
       case 'DropStmt':
         this.categories.add('ddl');
+        this.effects.add('schema');
         this.dropObjects(f);
         return ['objects'];
       case 'CreateTableAsStmt':
         this.categories.add('ddl');
         this.categories.add('write');
+        // CREATE TABLE AS and CREATE MATERIALIZED VIEW both fill the relation they create.
+        this.effects.add('schema');
+        this.effects.add('insert');
         if (isRecord(f.into)) this.writeRangeVar(f.into.rel);
         return ['into'];
       case 'RefreshMatViewStmt':
         this.categories.add('write');
+        this.effects.add('update');
         this.writeRangeVar(f.relation);
         return ['relation'];
       case 'ViewStmt':
         this.categories.add('ddl');
+        this.effects.add('schema');
         this.writeRangeVar(f.view);
         return ['view'];
       case 'ExplainStmt':
@@ -447,16 +596,27 @@ class Collector {
         return ['name'];
       case 'DeallocateStmt':
         this.categories.add('session');
+        this.effects.add('session');
         return [];
       case 'DoStmt':
+        // Anonymous code: what it reaches at run time (functions, loops over queries) is not all in its text.
+        this.effects.add('code');
+        this.effects.add('unknown');
         this.doBlock(f);
         return ['args'];
       case 'CreateFunctionStmt':
         this.categories.add('ddl');
+        // Code that runs later: what its body does is folded in, so a rule sees it before the function exists.
+        this.effects.add('schema');
+        this.effects.add('code');
         this.functionBody(f);
         return ['options', 'funcname'];
       case 'CreateTrigStmt':
         this.categories.add('ddl');
+        // The trigger runs an existing function on every write to the table: its body is not in this text.
+        this.effects.add('schema');
+        this.effects.add('code');
+        this.effects.add('unknown');
         this.writeRangeVar(f.relation);
         if (nameList(f.funcname).length > 0) this.functions.add(nameList(f.funcname).join('.').toLowerCase());
         return ['relation', 'funcname'];
@@ -465,9 +625,11 @@ class Collector {
         return [];
       case 'VariableShowStmt':
         this.categories.add('read');
+        this.effects.add('session');
         return [];
       case 'DiscardStmt':
         this.categories.add('session');
+        this.effects.add('session');
         if (f.target === 'DISCARD_ALL') this.roleChange(true, true);
         return [];
       case 'TransactionStmt':
@@ -479,12 +641,15 @@ class Collector {
       case 'FetchStmt':
       case 'ClosePortalStmt':
         this.categories.add('read');
+        this.effects.add('read');
         return [];
       case 'LockStmt':
         this.categories.add('lock');
+        this.effects.add('session');
         return [];
       case 'CallStmt':
         this.categories.add('call');
+        this.effects.add('code');
         // `funccall` holds a FuncCall's fields without the node wrapper.
         if (isRecord(f.funccall)) {
           this.functionCall(f.funccall);
@@ -495,15 +660,20 @@ class Collector {
       case 'UnlistenStmt':
       case 'NotifyStmt':
         this.categories.add('utility');
+        this.effects.add('session');
         return [];
     }
+    const effect = STATEMENT_EFFECTS[name];
+    if (effect) for (const e of effect) this.effects.add(e);
     if (ADMIN_STATEMENTS.has(name)) {
       this.categories.add('admin');
       if (name.startsWith('Create') || name.startsWith('Alter') || name.startsWith('Drop')) this.categories.add('ddl');
+      if (!effect) this.effects.add('schema');
       return [];
     }
     if (DDL_PREFIXES.some((p) => name.startsWith(p))) {
       this.categories.add('ddl');
+      this.effects.add('schema');
       // The relation a DDL statement changes (ALTER TABLE, CREATE INDEX, CREATE RULE, RENAME …) is written.
       if (f.relation !== undefined) {
         this.writeRangeVar(f.relation);
@@ -512,11 +682,37 @@ class Collector {
       return [];
     }
     this.categories.add('utility');
+    // A statement kind this walk does not know: fail closed.
+    if (!effect) this.effects.add('unknown');
     return [];
+  }
+
+  /** DELETE, UPDATE, INSERT (ON CONFLICT DO UPDATE also updates) and each action of a MERGE. */
+  private writeEffects(name: string, f: AstFields): void {
+    if (name === 'DeleteStmt') this.effects.add('delete');
+    if (name === 'UpdateStmt') this.effects.add('update');
+    if (name === 'InsertStmt') {
+      this.effects.add('insert');
+      const onConflict = f.onConflictClause;
+      if (isRecord(onConflict) && onConflict.action === 'ONCONFLICT_UPDATE') this.effects.add('update');
+    }
+    if (name === 'MergeStmt') {
+      this.effects.add('read');
+      for (const c of asArray(f.mergeWhenClauses)) {
+        const n = nodeOf(c);
+        const command = n?.[0] === 'MergeWhenClause' ? n[1].commandType : undefined;
+        if (command === 'CMD_DELETE') this.effects.add('delete');
+        else if (command === 'CMD_UPDATE') this.effects.add('update');
+        else if (command === 'CMD_INSERT') this.effects.add('insert');
+      }
+    }
   }
 
   private dropObjects(f: AstFields): void {
     const type = str(f.removeType) ?? '';
+    // Dropping a table (or a schema) deletes its rows as surely as a DELETE does.
+    if (DROP_RELATION_TYPES.has(type) || type === 'OBJECT_SCHEMA') this.effects.add('delete');
+    if (['OBJECT_FUNCTION', 'OBJECT_PROCEDURE', 'OBJECT_ROUTINE', 'OBJECT_TRIGGER', 'OBJECT_RULE'].includes(type)) this.effects.add('code');
     for (const obj of asArray(f.objects)) {
       if (type === 'OBJECT_SCHEMA') {
         const schema = nameList([obj])[0];
@@ -550,6 +746,7 @@ class Collector {
     }
     // Plain EXPLAIN only plans: a read, whose relations are still named so table rules see them.
     this.categories.add('read');
+    this.effects.add('read');
     const inner = new Collector();
     inner.visit(f.query);
     for (const t of [...inner.read.values(), ...inner.written.values()]) this.addTable(this.read, t.schema, t.name);
@@ -573,6 +770,7 @@ class Collector {
     const kind = str(f.kind);
     const name = (str(f.name) ?? '').toLowerCase();
     if (kind === 'VAR_RESET_ALL') {
+      this.effects.add('session');
       this.roleChange(true, true);
       return;
     }
@@ -580,7 +778,10 @@ class Collector {
     else if (name === 'session_authorization') this.roleChange(false, true);
     else if (name === 'transaction' || name === 'session characteristics' || name === 'transaction snapshot') {
       this.categories.add('transaction');
-    } else this.categories.add('session');
+    } else {
+      this.categories.add('session');
+      this.effects.add('session');
+    }
   }
 
   private doBlock(f: AstFields): void {
@@ -668,6 +869,7 @@ class Collector {
       kind,
       kinds: [kind, ...this.kinds.filter((k) => k !== kind)],
       categories: SQL_CATEGORIES.filter((c) => this.categories.has(c)),
+      effects: SQL_EFFECTS.filter((e) => this.effects.has(e) || (e === 'unknown' && this.categories.has('dynamic'))),
       tablesRead: [...this.read.values()],
       tablesWritten: [...this.written.values()],
       functions: [...this.functions],
@@ -765,6 +967,16 @@ function byteToCharIndex(text: string, byteOffset: number): number {
   return new TextDecoder().decode(bytes).length;
 }
 
+const EMPTY_STATEMENT = 'empty statement';
+
+/**
+ * Text of only comments, whitespace or semicolons: the server answers EmptyQueryResponse and runs nothing, so the
+ * gate forwards it and the dry run says so too.
+ */
+export function isEmptyQuery(classification: SqlClassification): boolean {
+  return !classification.ok && classification.error === EMPTY_STATEMENT;
+}
+
 /**
  * Classifies every statement of `sql`. Never throws: anything the parser rejects, an empty text, a NUL byte (the
  * parser would silently stop reading there) or an error while walking yields `{ ok: false }` — the caller denies.
@@ -773,7 +985,7 @@ export function classifySql(sql: string): SqlClassification {
   try {
     if (sql.includes('\u0000')) return { ok: false, error: 'statement text contains a NUL byte' };
     const raws: RawStatement[] = parseStatements(sql);
-    if (raws.length === 0) return { ok: false, error: 'empty statement' };
+    if (raws.length === 0) return { ok: false, error: EMPTY_STATEMENT };
     const statements = raws.map((raw) => {
       const text = statementText(sql, raw);
       const node = nodeOf(raw.stmt);

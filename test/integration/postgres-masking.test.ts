@@ -145,6 +145,15 @@ describe('masking by column rules and detectors (contractors: redact)', () => {
     expect(star).toContain('42501');
   });
 
+  it('says that `*` is the problem when COPY copies a query with *, and how to write it', async () => {
+    for (const sql of ['copy (select * from customers) to stdout with (format csv)', 'copy (select c.* from customers c) to stdout']) {
+      const out = await psql(contractors, sql);
+      expect(out).toContain('hoopctl: statement denied by rule "pii": `*` in a COPY query cannot be masked by column');
+      expect(out).toContain('list the columns (COPY (SELECT id, email FROM t) TO STDOUT)');
+      expect(out).not.toContain('of a whole table');
+    }
+  });
+
   it.each([
     ['a query, text format', "copy (select id, name, email, card from customers order by id) to stdout"],
     ['a query, CSV with a header', 'copy (select id, name, lower(email) as mail, card from customers order by id) to stdout with (format csv, header)'],

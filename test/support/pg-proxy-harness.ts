@@ -8,6 +8,7 @@ import { Secret, type PostgresConnection } from '../../src/broker/config.js';
 import { CancelRegistry } from '../../src/broker/protocols/postgres/cancel-registry.js';
 import { proxyPostgresSession, type PostgresSessionSummary } from '../../src/broker/protocols/postgres/proxy.js';
 import type { PgCluster } from '../../src/dev/pg-cluster.js';
+import type { StatementReviews } from '../../src/broker/protocols/protocol.js';
 import { parseConnectionPolicy, type PolicyIdentity } from '../../src/policy/index.js';
 import { MemoryRecorder, type RecordedEvent } from './memory-recorder.js';
 
@@ -28,6 +29,8 @@ export interface PolicyProxyOptions {
   identity: PolicyIdentity;
   database?: string;
   maskKey?: string;
+  /** Decides statements a review holds; absent, they are refused as on a connection without approvers. */
+  reviews?: StatementReviews;
 }
 
 export async function startPolicyProxy(options: PolicyProxyOptions): Promise<PolicyProxy> {
@@ -68,6 +71,7 @@ export async function startPolicyProxy(options: PolicyProxyOptions): Promise<Pol
       logger,
       identity: options.identity,
       ...(options.maskKey ? { maskKey: options.maskKey } : {}),
+      ...(options.reviews ? { reviews: options.reviews } : {}),
     }).then((s) => summaries.push(s));
     running.add(p);
     void p.finally(() => running.delete(p));

@@ -22,6 +22,8 @@ export interface HoldRequest {
   statement: string;
   rule: string;
   message: string;
+  /** Shown to the approver with the statement: the row guard's count of the rows it would change. */
+  detail?: string;
 }
 
 export type HoldOutcome =

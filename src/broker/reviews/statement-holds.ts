@@ -28,6 +28,7 @@ export function statementHolds(o: StatementHoldOptions): StatementReviews {
       if (earlier) return { approved: true, reviewId: earlier.id, message: `approved earlier in review ${earlier.id}` };
       const review = await reviews.requestStatement({
         requester: identity, connection, sessionId: o.detach ? undefined : o.sessionId, statement: request.statement, rule: request.rule,
+        ...(request.detail ? { detail: request.detail } : {}),
       });
       const who = `${review.minApprovals} approval(s) from ${review.approverGroups.join(', ')}`;
       if (o.detach) {
@@ -36,7 +37,8 @@ export function statementHolds(o: StatementHoldOptions): StatementReviews {
           message: `hoopctl: ${noun} held for review ${review.id} by rule "${request.rule}"; it needs ${who}. Run it again once approved (hoopctl approve ${review.id})`,
         };
       }
-      await io.notice(`hoopctl: ${noun} held for review ${review.id} by rule "${request.rule}": waiting for ${who}. An approver runs: hoopctl approve ${review.id}`);
+      const detail = request.detail ? ` (${request.detail})` : '';
+      await io.notice(`hoopctl: ${noun} held for review ${review.id} by rule "${request.rule}"${detail}: waiting for ${who}. An approver runs: hoopctl approve ${review.id}`);
       const decided = await reviews.waitForDecision(review.id, io.signal);
       if (decided.status === 'pending') {
         if (o.stopping()) {

@@ -4,7 +4,7 @@ import type { Duplex, Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { PostgresConnection } from './config.js';
 import type { HoldOutcome, StatementReviews } from '../protocol.js';
-import { maskPlanFor, type ConnectionPolicy, type MaskKey, type PolicyIdentity, type Verdict } from '../../../policy/index.js';
+import { maskPlanFor, rowGuardMessage, type ConnectionPolicy, type MaskKey, type PolicyIdentity, type RowGuard, type Verdict } from '../../../policy/index.js';
 import type { SessionRecorder } from '../../recording/recorder.js';
 import { connectBackend as defaultConnectBackend, FORWARDED_PARAMETERS, type BackendSession, type ConnectBackendOptions } from './backend.js';
 import type { CancelOutcome, CancelRegistration, CancelRegistry } from './cancel-registry.js';
@@ -36,7 +36,10 @@ import {
   parseFunctionCall,
   parseParse,
   parseQuery,
+  parseReadyForQuery,
   parseStartupMessage,
+  rowsFromTag,
+  type TransactionStatus,
   type CancelKey,
   type ErrorFields,
   type StartupMessage,
@@ -113,6 +116,22 @@ export type { StatementResult };
  * Sync, ReadyForQuery carries the true transaction status — and the proxy swaps that error for the denial.
  */
 const REFUSED_SQL = 'hoopctl_statement_refused_by_policy';
+
+/** The savepoint a guarded write runs in inside the client's own transaction. */
+const GUARD_SAVEPOINT = 'hoopctl_row_guard';
+const GUARD_FRAMES = new Set<number>([BackendCode.CommandComplete, BackendCode.ErrorResponse, BackendCode.ReadyForQuery]);
+/** The most of a guarded write's answer (RETURNING rows) the broker holds while it decides; more is refused. */
+const GUARD_MAX_HELD_BYTES = 16 * 1024 * 1024;
+
+/** What the backend answered to one Query the row guard sent: the raw bytes, and what they say. */
+interface GuardAnswer {
+  bytes: Buffer;
+  /** The answer was larger than GUARD_MAX_HELD_BYTES: its bytes were dropped, only what it says is known. */
+  overflow?: boolean;
+  tag?: string;
+  error?: ErrorFields;
+  status: TransactionStatus;
+}
 
 /** Largest startup-phase message, as in PostgreSQL (MAX_STARTUP_PACKET_LENGTH). */
 const MAX_STARTUP_PACKET = 10_000;
@@ -200,6 +219,14 @@ class PostgresProxySession {
   #cancelOutcome: CancelOutcome | undefined;
   /** Set while a statement is held for review: a cancel withdraws it. */
   #holding: AbortController | undefined;
+  /** The backend's transaction status at its last ReadyForQuery. */
+  #transactionStatus: TransactionStatus = 'I';
+  /** Waiting for every answer the backend owes to arrive (the row guard talks to it alone). */
+  #quietWaiters: Array<() => void> = [];
+  /** While the row guard talks to the backend: its answers go here, not to the client. */
+  #guardCollector:
+    | { scanner: FrameScanner; parts: Buffer[]; held: number; answer: Partial<GuardAnswer>; done(a: GuardAnswer): void; fail(): void }
+    | undefined;
 
   constructor(client: Duplex, ctx: PostgresSessionContext) {
     this.#client = client;
@@ -208,6 +235,7 @@ class PostgresProxySession {
     const policy: ConnectionPolicy = ctx.policy ?? {
       defaultAction: ctx.connection.defaultAction ?? 'allow',
       rules: ctx.connection.rules ?? [],
+      ...(ctx.connection.preset ? { preset: ctx.connection.preset } : {}),
     };
     const identity: PolicyIdentity = ctx.identity ?? { subject: '', kind: 'human', groups: [] };
     const plan = maskPlanFor(policy, identity);
@@ -368,6 +396,7 @@ class PostgresProxySession {
       return undefined;
     }
     this.#backend = backend;
+    this.#transactionStatus = backend.transactionStatus;
     backend.socket.on('error', (err) => this.#log.debug({ err }, 'backend stream error'));
     try {
       await this.#record('backend-connected', {
@@ -438,9 +467,13 @@ class PostgresProxySession {
     }
     // Pieces of one chunk go out in one write: many small writes would meet Nagle and delayed ACKs.
     const out: Buffer[] = [];
+    // The row guard talks to the backend itself: what came before it in this chunk goes out first.
+    const flush = async () => {
+      if (out.length > 0) await this.#toBackend(out.splice(0));
+    };
     for (const piece of pieces) {
       if (this.#stopping || this.#clientTerminated) break;
-      const substitute = piece.kind === 'frame' ? await this.#onClientFrame(piece) : undefined;
+      const substitute = piece.kind === 'frame' ? await this.#onClientFrame(piece, flush) : undefined;
       out.push(substitute ?? piece.bytes);
       if (piece.kind === 'frame' && piece.code === FrontendCode.Terminate) break;
     }
@@ -451,7 +484,7 @@ class PostgresProxySession {
    * Decodes what recording and policy need from one client frame; resolves once it may be forwarded, with the
    * bytes to forward instead when the policy refused it.
    */
-  async #onClientFrame(frame: ScannedFrame): Promise<Buffer | undefined> {
+  async #onClientFrame(frame: ScannedFrame, flush: () => Promise<void>): Promise<Buffer | undefined> {
     switch (frame.code) {
       case FrontendCode.Query: {
         const sql = parseQuery(frame.body);
@@ -465,6 +498,10 @@ class PostgresProxySession {
           this.#masker?.query(null);
           return createQuery(REFUSED_SQL);
         }
+        if (judgement?.verdict.guard && this.#judge) {
+          await flush();
+          if (await this.#runGuarded(statementSeq, sql, judgement.verdict.guard, judgement)) return Buffer.alloc(0);
+        }
         this.#results.round(statementSeq);
         this.#masker?.query(sql);
         return undefined;
@@ -473,6 +510,7 @@ class PostgresProxySession {
         const parse = parseParse(frame.body);
         if (this.#skipUntilSync) return undefined;
         let judgement = this.#judge?.judge(parse.sql, parse.name);
+        if (judgement?.verdict.guard) judgement = this.#unguardedInExtendedProtocol(judgement, parse.name);
         if (judgement?.held) {
           // Held at Parse: the approver sees the statement text (parameters come later, with Bind).
           const statementSeq = ++this.#statementCount;
@@ -601,11 +639,146 @@ class PostgresProxySession {
   }
 
   /**
+   * The row guard: runs a write in a savepoint (in the client's transaction) or in a transaction of its own (in
+   * autocommit), reads the rows its command tag reports, and keeps it only within the limit. Above it the write is
+   * rolled back before the client sees anything, then refused or held for review; a surrounding transaction goes
+   * on. Returns false when the statement is to be forwarded as usual (approved after review, or a failed
+   * transaction, where the server refuses anything anyway).
+   */
+  async #runGuarded(statementSeq: number, sql: string, guard: RowGuard, judgement: Judgement): Promise<boolean> {
+    await this.#quiet();
+    const status = this.#transactionStatus;
+    if (status === 'E') return false;
+    const autocommit = status === 'I';
+    const opened = await this.#guardExchange(autocommit ? 'BEGIN' : `SAVEPOINT ${GUARD_SAVEPOINT}`);
+    if (opened.error) return this.#guardAnswer(statementSeq, sql, opened.bytes);
+    const run = await this.#guardExchange(sql);
+    if (run.overflow) {
+      // Too large to hold while deciding, and never sent half: undone and refused whatever the count.
+      await this.#guardExchange(autocommit ? 'ROLLBACK' : `ROLLBACK TO SAVEPOINT ${GUARD_SAVEPOINT}; RELEASE SAVEPOINT ${GUARD_SAVEPOINT}`);
+      const message = `the row guard of rule "${guard.rule}" could not hold this write's result (over ${GUARD_MAX_HELD_BYTES / 1024 / 1024} MiB of RETURNING rows) while counting, so it was rolled back; return fewer columns or rows`;
+      const refused: Judgement = { ...judgement, verdict: { action: 'deny', rule: guard.rule, message }, refused: true, held: false, clientMessage: `hoopctl: statement denied by rule "${guard.rule}": ${message}` };
+      await this.#recordVerdict(statementSeq, refused);
+      return this.#guardRefuse(statementSeq, refused);
+    }
+    if (run.error) {
+      // The write failed on its own: the client gets that error. In its own transaction it stays failed, as it would.
+      const after = autocommit ? (await this.#guardExchange('ROLLBACK')).status : run.status;
+      return this.#guardAnswer(statementSeq, sql, withStatus(run.bytes, after));
+    }
+    const tag = run.tag ?? '';
+    const rows = rowsFromTag(tag);
+    if (rows <= guard.maxAffectedRows) {
+      const closed = await this.#guardExchange(autocommit ? 'COMMIT' : `RELEASE SAVEPOINT ${GUARD_SAVEPOINT}`);
+      return this.#guardAnswer(statementSeq, sql, closed.error ? closed.bytes : withStatus(run.bytes, closed.status));
+    }
+    const undone = await this.#guardExchange(autocommit ? 'ROLLBACK' : `ROLLBACK TO SAVEPOINT ${GUARD_SAVEPOINT}; RELEASE SAVEPOINT ${GUARD_SAVEPOINT}`);
+    const message = rowGuardMessage(guard, tag, rows);
+    this.#log.info({ rule: guard.rule, rows, limit: guard.maxAffectedRows }, 'write over the row guard rolled back');
+    let verdict: Judgement = {
+      ...judgement,
+      verdict: { action: guard.action, rule: guard.rule, message },
+      refused: guard.action === 'deny' || !this.#ctx.reviews,
+      held: guard.action === 'review' && this.#ctx.reviews !== undefined,
+    };
+    verdict.clientMessage = guard.action === 'deny'
+      ? `hoopctl: statement denied by rule "${guard.rule}": ${message}`
+      : `hoopctl: statement held for review by rule "${guard.rule}": ${message}; approval is required and approvals are not available, so it was refused`;
+    await this.#recordVerdict(statementSeq, verdict);
+    if (verdict.held) {
+      verdict = await this.#hold(statementSeq, verdict, sql, message);
+      // Approved: the write runs once, as sent, without the guard.
+      if (!verdict.refused) return false;
+    }
+    return this.#guardRefuse(statementSeq, verdict, undone.status);
+  }
+
+  /** The guard undid the write: the client gets the refusal and the transaction status it really is in. */
+  async #guardRefuse(statementSeq: number, judgement: Judgement, status: TransactionStatus = this.#transactionStatus): Promise<boolean> {
+    const fields = this.#denial(judgement);
+    this.#errorCount++;
+    await this.#record('result', { statementSeq, tags: [], rows: 0, durationMs: 0, error: { code: fields.code, message: fields.message } });
+    await this.#toClient([createErrorResponse(fields), createReadyForQuery(status)]);
+    return true;
+  }
+
+  /**
+   * The row guard reads one statement's tag between its own savepoint commands, which cannot be slipped into a
+   * Parse/Bind/Execute/Sync group: there the guard rule's own action applies (held for review, or denied), as for any
+   * write whose rows cannot be counted.
+   */
+  #unguardedInExtendedProtocol(judgement: Judgement, name: string): Judgement {
+    const guard = judgement.verdict.guard!;
+    const message = `the row guard of rule "${guard.rule}" (maxAffectedRows) counts rows of simple-protocol statements only, so this extended-protocol write is ${guard.action === 'deny' ? 'refused' : 'held for review'}; send it as a plain query to run it under the guard`;
+    const verdict: Verdict = { action: guard.action, rule: guard.rule, message };
+    const held = guard.action === 'review' && this.#ctx.reviews !== undefined;
+    // Registered by the judge as allowed: only an approval may make it known to the session.
+    this.#judge?.closeStatement(name);
+    if (held) return { ...judgement, verdict, refused: false, held: true, preparedName: name };
+    const clientMessage = guard.action === 'deny'
+      ? `hoopctl: statement denied by rule "${guard.rule}": ${message}`
+      : `hoopctl: statement held for review by rule "${guard.rule}": ${message}, and approvals are not available`;
+    return { ...judgement, verdict, refused: true, held: false, clientMessage };
+  }
+
+  /** The guard's answer for the client goes the usual way: recorded, masked, then sent. */
+  async #guardAnswer(statementSeq: number, sql: string, bytes: Buffer): Promise<boolean> {
+    this.#results.round(statementSeq);
+    this.#masker?.query(sql);
+    await this.#fromBackend(bytes);
+    return true;
+  }
+
+  /** Resolves once the backend owes no answer to anything sent before. */
+  #quiet(): Promise<void> {
+    if (this.#results.pending === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#quietWaiters.push(resolve));
+  }
+
+  /** Sends one Query of the guard's and collects the backend's whole answer, up to ReadyForQuery. */
+  #guardExchange(sql: string): Promise<GuardAnswer> {
+    return new Promise<GuardAnswer>((resolve, reject) => {
+      this.#guardCollector = {
+        scanner: new FrameScanner({ wanted: GUARD_FRAMES, maxLength: MAX_BACKEND_FRAME }),
+        parts: [],
+        held: 0,
+        answer: {},
+        done: (a) => {
+          this.#guardCollector = undefined;
+          resolve(a);
+        },
+        fail: () => {
+          this.#guardCollector = undefined;
+          reject(new SessionStopped());
+        },
+      };
+      this.#toBackend([createQuery(sql)]).catch(reject);
+    });
+  }
+
+  #collectGuard(chunk: Buffer): void {
+    const c = this.#guardCollector!;
+    for (const piece of c.scanner.split(chunk)) {
+      c.held += piece.bytes.length;
+      if (c.held > GUARD_MAX_HELD_BYTES) c.answer.overflow = true;
+      if (!c.answer.overflow) c.parts.push(piece.bytes);
+      if (piece.kind !== 'frame') continue;
+      if (piece.code === BackendCode.CommandComplete) c.answer.tag = parseCommandComplete(piece.body);
+      else if (piece.code === BackendCode.ErrorResponse) c.answer.error ??= parseErrorResponse(piece.body);
+      else if (piece.code === BackendCode.ReadyForQuery) {
+        this.#transactionStatus = parseReadyForQuery(piece.body);
+        c.done({ bytes: Buffer.concat(c.parts), ...c.answer, status: this.#transactionStatus });
+        return;
+      }
+    }
+  }
+
+  /**
    * Holds a statement a `review` rule caught until it is decided. Only this session waits: its client frames
    * are processed in order, so nothing after the held statement moves either. A cancel (psql Ctrl-C) or the
    * client going away withdraws the review.
    */
-  async #hold(statementSeq: number, judgement: Judgement, sql: string): Promise<Judgement> {
+  async #hold(statementSeq: number, judgement: Judgement, sql: string, detail?: string): Promise<Judgement> {
     const reviews = this.#ctx.reviews!;
     const waiting = new AbortController();
     const onGone = () => waiting.abort('the client went away');
@@ -614,7 +787,7 @@ class PostgresProxySession {
     let outcome: HoldOutcome;
     try {
       outcome = await reviews.hold(
-        { statement: this.#recordable(sql), rule: judgement.verdict.rule ?? 'review', message: judgement.verdict.message },
+        { statement: this.#recordable(sql), rule: judgement.verdict.rule ?? 'review', message: judgement.verdict.message, ...(detail ? { detail: this.#recordable(detail) } : {}) },
         {
           signal: waiting.signal,
           notice: async (message) => {
@@ -704,12 +877,16 @@ class PostgresProxySession {
       if (e instanceof PgWireError) await this.#fail(e, 'broker');
       else if (!(e instanceof SessionStopped) && !this.#stopping && !this.#clientTerminated) await this.#backendGone(`connection to the target failed: ${errorText(e)}`);
     }
+    // A write waiting on the row guard's answer never gets one now: the session ends.
+    this.#guardCollector?.fail();
+    for (const wake of this.#quietWaiters.splice(0)) wake();
     this.#stopping = true;
     await this.#closeClient();
   }
 
   async #fromBackend(chunk: Buffer): Promise<void> {
     if (this.#stopping) throw new SessionStopped();
+    if (this.#guardCollector) return this.#collectGuard(chunk);
     let pieces: StreamPiece[];
     try {
       pieces = this.#backendFrames.split(chunk);
@@ -781,8 +958,12 @@ class PostgresProxySession {
         }
         return { events, ...(replacement ? { replacement: createErrorResponse(replacement) } : {}) };
       }
-      case BackendCode.ReadyForQuery:
-        return { events: results(this.#results.readyForQuery()) };
+      case BackendCode.ReadyForQuery: {
+        this.#transactionStatus = parseReadyForQuery(frame.body);
+        const events = results(this.#results.readyForQuery());
+        if (this.#results.pending === 0) for (const wake of this.#quietWaiters.splice(0)) wake();
+        return { events };
+      }
       default:
         return { events: [] };
     }
@@ -855,6 +1036,13 @@ class PostgresProxySession {
     }
     await endGracefully(socket);
   }
+}
+
+/** A backend answer with the status of its final ReadyForQuery (its last byte) replaced. */
+function withStatus(bytes: Buffer, status: TransactionStatus): Buffer {
+  const copy = Buffer.from(bytes);
+  copy[copy.length - 1] = status.charCodeAt(0);
+  return copy;
 }
 
 function isWritable(stream: Writable): boolean {

@@ -1,13 +1,16 @@
 import {
   classifySql,
+  emptyQueryVerdict,
   evaluateStatements,
+  isEmptyQuery,
+  policyRules,
   type ConnectionPolicy,
   type MaskPlan,
   type PolicyIdentity,
   type StatementInfo,
   type Verdict,
 } from '../../../policy/index.js';
-import { copyOutputColumns } from '../../../policy/copy-format.js';
+import { copyOutputColumns, copyUnmaskableReason } from '../../../policy/copy-format.js';
 
 /** The proxy's rule name when the fast-path function call protocol is refused: the parser cannot see it. */
 export const FUNCTION_CALL_RULE = 'fastpath-function-call';
@@ -54,16 +57,13 @@ export class StatementJudge {
 
   /** Whether statements need judging at all: some rule could refuse, or a mask plan needs COPY refused. */
   static needed(policy: ConnectionPolicy, maskPlan: MaskPlan | undefined): boolean {
-    return policy.defaultAction === 'deny' || policy.rules.some((r) => r.action !== undefined) || maskPlan !== undefined;
+    return policy.defaultAction === 'deny' || policyRules(policy).some((r) => r.action !== undefined) || maskPlan !== undefined;
   }
 
   /** Judges a simple Query's text, or a Parse's (`preparedName` set: the name it is prepared under). */
   judge(sql: string, preparedName?: string): Judgement {
     const classification = classifySql(sql);
-    if (!classification.ok && classification.error === 'empty statement') {
-      // Only comments or whitespace: the server answers EmptyQueryResponse and runs nothing.
-      return { verdict: { action: 'allow', message: 'empty query' }, refused: false };
-    }
+    if (isEmptyQuery(classification)) return { verdict: emptyQueryVerdict(), refused: false };
     const verdict = evaluateStatements(this.#policy, this.#identity, classification, (name) => this.#prepared.get(name));
     const statements = classification.ok ? classification.statements : undefined;
     if (verdict.action === 'deny') {
@@ -131,7 +131,7 @@ export class StatementJudge {
     return {
       action: 'deny',
       rule: plan.rules[0],
-      message: 'COPY … TO STDOUT of a whole table cannot be masked by column; copy a query (COPY (SELECT …) TO STDOUT) or name the columns (COPY t (a, b) TO STDOUT)',
+      message: copyUnmaskableReason(sql, index),
       statementIndex: index,
     };
   }
