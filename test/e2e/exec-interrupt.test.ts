@@ -97,17 +97,19 @@ describe('Ctrl-C on hoopctl exec', () => {
     await admin.query('select pg_terminate_backend($1)', [pid]);
   });
 
-  it('records a statement whose client went away before the server answered as unfinished, not ok', async () => {
-    const sql = 'select pg_sleep(60) as client_went_away';
+  it('cancels on the server a statement whose client went away, and records it as unfinished, not ok', async () => {
+    const sql = 'select pg_sleep(600) as client_went_away';
     const exec = new CliProcess(['exec', 'app-pg', '-e', sql], alice);
-    const pid = await until('the statement to run on the server', async () => (await activeRuns(sql))[0]);
+    await until('the statement to run on the server', async () => (await activeRuns(sql))[0]);
     exec.child.kill('SIGKILL');
     await exec.exit();
+    // Nobody is left to read its answer: the broker cancels it (it would otherwise sleep its ten minutes).
+    await until('the orphaned statement to stop on the server', async () => ((await activeRuns(sql)).length === 0 ? true : undefined), 60_000);
     const { transcript, events } = await sessionThatRan(sql);
     const result = events.find((e) => e.type === 'result');
     expect(result?.data).toMatchObject({ incomplete: true });
+    expect(events.find((e) => e.type === 'cancel-sent')?.data).toMatchObject({ reason: 'the client went away while its statement ran', outcome: 'forwarded' });
     expect(transcript).toMatch(/→ unfinished: the session ended before the server answered/);
     expect(transcript).not.toMatch(/→ ok/);
-    await admin.query('select pg_terminate_backend($1)', [pid]);
   });
 });

@@ -453,8 +453,22 @@ class PostgresProxySession {
       if (e instanceof PgWireError) await this.#fail(e, e.sqlState === SqlState.ProtocolViolation ? 'client' : 'broker');
       else if (!(e instanceof SessionStopped) && !this.#stopping) this.#log.debug({ err: e }, 'client stream ended with an error');
     }
+    const clientVanished = !this.#stopping && !this.#clientTerminated;
     this.#stopping = true;
+    if (clientVanished) await this.#cancelOrphanedStatement();
     await this.#closeBackend();
+  }
+
+  /**
+   * The client went away (killed, network lost) while the server still runs its statement. PostgreSQL notices a gone
+   * client only when it next writes to it, so a long statement (or a write) would run to its end for nobody: the
+   * broker cancels it, as psql's Ctrl-C would, and records that it did.
+   */
+  async #cancelOrphanedStatement(): Promise<void> {
+    const registration = this.#cancelRegistration;
+    if (!registration || !this.#results.awaitingAnswer) return;
+    const outcome = await this.#ctx.cancels.forward(registration.key);
+    await this.#record('cancel-sent', { reason: 'the client went away while its statement ran', outcome }).catch(() => undefined);
   }
 
   async #fromClient(chunk: Buffer): Promise<void> {

@@ -126,6 +126,11 @@ export class ResultTracker {
    * The session is ending: what is known of every statement still waiting for its answer, so none of them leaves
    * the recording without a result. A client may leave as soon as it has read an error, before ReadyForQuery.
    */
+  /** Whether a statement was sent and its answer has not ended yet (the server may be running it now). */
+  get awaitingAnswer(): boolean {
+    return this.#queue.some((h) => h.kind !== 'sync');
+  }
+
   unfinished(): StatementResult[] {
     const out: StatementResult[] = [];
     for (const head of this.#queue.splice(0)) {
