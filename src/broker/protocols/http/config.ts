@@ -145,12 +145,12 @@ export type ResolvedWebConnection = ResolvedHttpConnection | ResolvedKubernetesC
 export type ReadConfigFile = (path: string, field: string) => string;
 
 /** Reads a CA given as a file path or as inline PEM. */
-export function readCaPem(ca: string, readFile: ReadConfigFile, field: string): string {
+function readCaPem(ca: string, readFile: ReadConfigFile, field: string): string {
   return ca.includes('-----BEGIN') ? ca : readFile(ca, field);
 }
 
 /** Files relative to `baseDir`, for callers (tools, tests) without the broker's config loader. */
-export function readFileFrom(baseDir: string): ReadConfigFile {
+function readFileFrom(baseDir: string): ReadConfigFile {
   return (ca, field) => {
     const path = isAbsolute(ca) ? ca : join(baseDir, ca);
     try {

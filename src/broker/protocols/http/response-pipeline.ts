@@ -9,7 +9,7 @@ import { BodySample, bodyMode, decoderFor, isJsonType, isTextType, LineMasker, m
 import { sendRefusal } from './refusals.js';
 
 /** Headers that describe one hop, never forwarded. */
-export const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate']);
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate']);
 
 /** What a request's recording learns from its response. */
 export interface ResponseState {

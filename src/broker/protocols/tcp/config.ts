@@ -15,7 +15,7 @@ import { z } from 'zod';
 import { connectionCommonShape, duration, type ResolveContext } from '../connection-schema.js';
 
 /** Largest capture kept per session unless configured. */
-export const DEFAULT_MAX_CAPTURE_BYTES = 1024 * 1024;
+const DEFAULT_MAX_CAPTURE_BYTES = 1024 * 1024;
 
 export const tcpConnectionSchema = z
   .object({
