@@ -14,3 +14,11 @@ export interface Identity {
   /** Token expiry, ms since epoch. */
   expiresAt: number;
 }
+
+/**
+ * Whether two identities are the same: the same subject at the same issuer. Subjects are only unique within their
+ * issuer, so a second trusted issuer naming the same `sub` is someone else and never sees or acts as the first.
+ */
+export function sameIdentity(a: Pick<Identity, 'issuer' | 'subject'>, b: Pick<Identity, 'issuer' | 'subject'>): boolean {
+  return a.subject === b.subject && a.issuer === b.issuer;
+}

@@ -13,17 +13,18 @@ import { requestAuthenticator } from './auth/request-auth.js';
 import { createTokenVerifier } from './auth/verify-token.js';
 import { splitHostPort, type BrokerConfig } from './config.js';
 import { createSink, EventExporter } from './export/event-export.js';
-import { errors, sendError, sendJson } from './http-util.js';
+import { sendError, sendJson } from './http-util.js';
 import { LiveSessionRegistry } from './live-sessions.js';
-import { lockMatches, routeLocks } from './locks.js';
+import { lockHandlers, lockMatches } from './locks.js';
 import { BrokerMetrics, registerBrokerGauges, serveMetrics } from './metrics.js';
 import { ProtocolRuntimes } from './protocols/registry.js';
 import { loadCheckpointSigner } from './recording/checkpoints.js';
 import { ReviewNotifier, type NotifyTransition } from './reviews/review-notify.js';
-import { routeReviews } from './reviews/review-routes.js';
+import { reviewHandlers } from './reviews/review-routes.js';
 import { ReviewService } from './reviews/review-service.js';
-import { routeConnections } from './routes/connection-routes.js';
-import { routeSessions } from './routes/session-routes.js';
+import { connectionHandlers } from './routes/connection-routes.js';
+import { createDispatcher } from './routes/dispatch.js';
+import { sessionHandlers } from './routes/session-routes.js';
 import { SessionService } from './session-service.js';
 import { SqliteStore } from './store/sqlite-store.js';
 import type { Store } from './store/store.js';
@@ -120,7 +121,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const adminGroups = new Set(config.admin.groups);
   const isAdmin = (id: Identity) => id.groups.some((g) => adminGroups.has(g));
   const lockRoutes = {
-    store, isAdmin, isAuditor,
+    store,
     audit: (type: string, data: Record<string, unknown>) => sessions.audit(type, data),
     endLockedSessions: (lock: Parameters<typeof lockMatches>[0]) =>
       live.endWhere((s) => lockMatches(lock, s.identity), `${'subject' in lock.target ? `identity ${lock.target.subject}` : `client ${lock.target.clientId}`} was locked by ${lock.createdBy}: ${lock.reason}`, {
@@ -137,22 +138,20 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const connectionRoutes = { connections: () => connections, protocols, admission, isAuditor, isAdmin };
   const sessionRoutes = { store, signer, isAuditor };
 
-  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://broker');
-    const path = url.pathname;
-    if (req.method === 'GET' && path === '/healthz') return sendJson(res, 200, { ok: true });
-    if (req.method === 'GET' && path === '/api/v1/auth/config') {
-      const primary = config.auth.issuers.find((i) => i.clientId) ?? config.auth.issuers[0]!;
-      return sendJson(res, 200, { issuer: primary.issuer, clientId: primary.clientId, scopes: primary.scopes, audience: primary.audience });
-    }
-    if (!path.startsWith('/api/v1/')) throw errors.notFound(path);
-    const identity = await authenticate(req);
-    if (await routeConnections(connectionRoutes, req, res, identity, url)) return;
-    if (await routeReviews({ reviews, connections, isAuditor, authorizeRequest: (who, name, r) => admission.authorize(who, name, r) }, req, res, identity, url)) return;
-    if (await routeLocks(lockRoutes, req, res, identity, url)) return;
-    if (await routeSessions(sessionRoutes, req, res, identity, url)) return;
-    throw errors.notFound(`${req.method} ${path}`);
-  }
+  const route = createDispatcher({
+    authenticate, isAuditor, isAdmin,
+    handlers: {
+      health: ({ res }) => sendJson(res, 200, { ok: true }),
+      authConfig({ res }) {
+        const primary = config.auth.issuers.find((i) => i.clientId) ?? config.auth.issuers[0]!;
+        sendJson(res, 200, { issuer: primary.issuer, clientId: primary.clientId, scopes: primary.scopes, audience: primary.audience });
+      },
+      ...connectionHandlers(connectionRoutes),
+      ...reviewHandlers({ reviews, connections, isAuditor, authorizeRequest: (who, name, r) => admission.authorize(who, name, r) }),
+      ...lockHandlers(lockRoutes),
+      ...sessionHandlers(sessionRoutes),
+    },
+  });
 
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     route(req, res).catch((e: unknown) => {

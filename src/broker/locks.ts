@@ -4,13 +4,13 @@
  * running now. Only members of `admin.groups` may lock, lift or end; auditors may list locks. Every action is an
  * audit event, and an ended session records who ended it and why.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import type { Identity } from '../api/identity.js';
 import type { IdentityLock, Store } from './store/store.js';
 import { HoopError } from '../lib/errors.js';
 import { parseDuration } from '../lib/duration.js';
 import { optionalString, readJsonBody, sendJson } from './http-util.js';
+import type { RouteHandlers } from './routes/route-table.js';
 
 export function lockMatches(lock: IdentityLock, identity: Identity): boolean {
   return 'subject' in lock.target ? lock.target.subject === identity.subject : identity.kind === 'service' && lock.target.clientId === identity.clientId;
@@ -22,8 +22,6 @@ export function describeLockTarget(lock: IdentityLock): string {
 
 export interface LockRouteContext {
   store: Store;
-  isAdmin(identity: Identity): boolean;
-  isAuditor(identity: Identity): boolean;
   audit(type: string, data: Record<string, unknown>): Promise<void>;
   /** Ends the live sessions a new lock covers; returns their ids. */
   endLockedSessions(lock: IdentityLock): string[];
@@ -45,68 +43,54 @@ export function lockedError(lock: IdentityLock): HoopError {
   });
 }
 
-function requireAdmin(ctx: LockRouteContext, who: Identity, what: string): void {
-  if (!ctx.isAdmin(who)) throw new HoopError(`only members of the admin groups may ${what}`, { code: 'ACCESS_DENIED', status: 403 });
-}
-
-/** Lock and session-ending routes under /api/v1; returns false when the path is not one of them. */
-export async function routeLocks(ctx: LockRouteContext, req: IncomingMessage, res: ServerResponse, who: Identity, url: URL): Promise<boolean> {
-  const path = url.pathname;
-  if (req.method === 'GET' && path === '/api/v1/locks') {
-    if (!ctx.isAdmin(who) && !ctx.isAuditor(who)) throw new HoopError('only admins and auditors may list locks', { code: 'ACCESS_DENIED', status: 403 });
-    sendJson(res, 200, { locks: await ctx.store.activeLocks(Date.now()) });
-    return true;
-  }
-  if (req.method === 'POST' && path === '/api/v1/locks') {
-    requireAdmin(ctx, who, 'lock identities');
-    const body = await readJsonBody(req);
-    const subject = optionalString(body, 'subject');
-    const clientId = optionalString(body, 'clientId');
-    const reason = optionalString(body, 'reason')?.trim();
-    const durationText = optionalString(body, 'duration');
-    if ((subject === undefined) === (clientId === undefined)) throw new HoopError('give exactly one of subject or clientId', { code: 'BAD_REQUEST', status: 400 });
-    if (!reason) throw new HoopError('a lock needs a reason', { code: 'BAD_REQUEST', status: 400 });
-    if (subject === who.subject) throw new HoopError('you cannot lock yourself out', { code: 'BAD_REQUEST', status: 400 });
-    let durationMs: number | undefined;
-    if (durationText !== undefined) {
-      try {
-        durationMs = parseDuration(durationText);
-      } catch (e) {
-        throw new HoopError(`duration: ${(e as Error).message}`, { code: 'BAD_REQUEST', status: 400 });
+/** Locks and session ends; the route table lets only admins in (auditors may list locks). */
+export function lockHandlers(ctx: LockRouteContext): Pick<RouteHandlers, 'listLocks' | 'createLock' | 'liftLock' | 'endSession'> {
+  return {
+    async listLocks({ res }) {
+      sendJson(res, 200, { locks: await ctx.store.activeLocks(Date.now()) });
+    },
+    async createLock({ req, res, identity: who }) {
+      const body = await readJsonBody(req);
+      const subject = optionalString(body, 'subject');
+      const clientId = optionalString(body, 'clientId');
+      const reason = optionalString(body, 'reason')?.trim();
+      const durationText = optionalString(body, 'duration');
+      if ((subject === undefined) === (clientId === undefined)) throw new HoopError('give exactly one of subject or clientId', { code: 'BAD_REQUEST', status: 400 });
+      if (!reason) throw new HoopError('a lock needs a reason', { code: 'BAD_REQUEST', status: 400 });
+      if (subject === who.subject) throw new HoopError('you cannot lock yourself out', { code: 'BAD_REQUEST', status: 400 });
+      let durationMs: number | undefined;
+      if (durationText !== undefined) {
+        try {
+          durationMs = parseDuration(durationText);
+        } catch (e) {
+          throw new HoopError(`duration: ${(e as Error).message}`, { code: 'BAD_REQUEST', status: 400 });
+        }
       }
-    }
-    const now = Date.now();
-    const lock: IdentityLock = {
-      id: `lock_${randomBytes(5).toString('hex')}`,
-      target: subject !== undefined ? { subject } : { clientId: clientId! },
-      reason, createdBy: who.subject, createdAt: now, ...(durationMs ? { expiresAt: now + durationMs } : {}),
-    };
-    await ctx.store.createLock(lock);
-    const ended = ctx.endLockedSessions(lock);
-    await ctx.audit('lock-created', { lock: lock.id, target: lock.target, reason, by: who.subject, ...(lock.expiresAt ? { expiresAt: lock.expiresAt } : {}), endedSessions: ended });
-    sendJson(res, 201, { lock, endedSessions: ended });
-    return true;
-  }
-  let m = /^\/api\/v1\/locks\/(lock_[0-9a-f]+)\/lift$/.exec(path);
-  if (req.method === 'POST' && m) {
-    requireAdmin(ctx, who, 'lift locks');
-    const lock = await ctx.store.liftLock(m[1]!, who.subject, Date.now());
-    if (!lock) throw new HoopError(`lock ${m[1]} not found or already lifted`, { code: 'NOT_FOUND', status: 404 });
-    await ctx.audit('lock-lifted', { lock: lock.id, target: lock.target, by: who.subject });
-    sendJson(res, 200, { lock });
-    return true;
-  }
-  m = /^\/api\/v1\/sessions\/([^/]+)\/end$/.exec(path);
-  if (req.method === 'POST' && m) {
-    requireAdmin(ctx, who, 'end sessions');
-    const body = await readJsonBody(req);
-    const reason = optionalString(body, 'reason')?.trim();
-    if (!reason) throw new HoopError('ending a session needs a reason', { code: 'BAD_REQUEST', status: 400 });
-    const id = decodeURIComponent(m[1]!);
-    if (!(await ctx.endSession(id, reason, who))) throw new HoopError(`session ${id} is not running on this broker`, { code: 'NOT_FOUND', status: 404 });
-    await ctx.audit('session-ended', { session: id, reason, by: who.subject });
-    sendJson(res, 200, { ended: id });
-    return true;
-  }
-  return false;
+      const now = Date.now();
+      const lock: IdentityLock = {
+        id: `lock_${randomBytes(5).toString('hex')}`,
+        target: subject !== undefined ? { subject } : { clientId: clientId! },
+        reason, createdBy: who.subject, createdAt: now, ...(durationMs ? { expiresAt: now + durationMs } : {}),
+      };
+      await ctx.store.createLock(lock);
+      const ended = ctx.endLockedSessions(lock);
+      await ctx.audit('lock-created', { lock: lock.id, target: lock.target, reason, by: who.subject, ...(lock.expiresAt ? { expiresAt: lock.expiresAt } : {}), endedSessions: ended });
+      sendJson(res, 201, { lock, endedSessions: ended });
+    },
+    async liftLock({ res, identity: who, params }) {
+      const lock = await ctx.store.liftLock(params.id!, who.subject, Date.now());
+      if (!lock) throw new HoopError(`lock ${params.id} not found or already lifted`, { code: 'NOT_FOUND', status: 404 });
+      await ctx.audit('lock-lifted', { lock: lock.id, target: lock.target, by: who.subject });
+      sendJson(res, 200, { lock });
+    },
+    async endSession({ req, res, identity: who, params }) {
+      const body = await readJsonBody(req);
+      const reason = optionalString(body, 'reason')?.trim();
+      if (!reason) throw new HoopError('ending a session needs a reason', { code: 'BAD_REQUEST', status: 400 });
+      const id = params.id!;
+      if (!(await ctx.endSession(id, reason, who))) throw new HoopError(`session ${id} is not running on this broker`, { code: 'NOT_FOUND', status: 404 });
+      await ctx.audit('session-ended', { session: id, reason, by: who.subject });
+      sendJson(res, 200, { ended: id });
+    },
+  };
 }

@@ -1,11 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Identity } from '../../api/identity.js';
+import { sameIdentity, type Identity } from '../../api/identity.js';
 import type { Connection } from '../config.js';
 import { HoopError } from '../../lib/errors.js';
 import { parseDuration } from '../../lib/duration.js';
 import { optionalString, readJsonBody, sendJson } from '../http-util.js';
 import type { ReviewService } from './review-service.js';
 import type { Review, ReviewStatus } from '../../api/review.js';
+import type { AuthenticatedCall, RouteHandlers } from '../routes/route-table.js';
 
 const STATUSES: ReviewStatus[] = ['pending', 'approved', 'rejected', 'expired', 'withdrawn', 'revoked', 'orphaned'];
 
@@ -19,61 +20,60 @@ export interface ReviewRouteContext {
 
 /** Approvers see the reviews of connections they approve; auditors see all; everyone sees their own. */
 function visible(ctx: ReviewRouteContext, who: Identity, r: Review): boolean {
-  return r.requester.subject === who.subject || ctx.isAuditor(who) || ctx.reviews.isApprover(who, r);
+  return sameIdentity(r.requester, who) || ctx.isAuditor(who) || ctx.reviews.isApprover(who, r);
 }
 
-/** Review routes under /api/v1; returns false when the path is not one of them. */
-export async function routeReviews(ctx: ReviewRouteContext, req: IncomingMessage, res: ServerResponse, who: Identity, url: URL): Promise<boolean> {
-  const path = url.pathname;
-  if (req.method === 'GET' && path === '/api/v1/reviews') {
-    const status = (url.searchParams.get('status') ?? 'pending').split(',').filter(Boolean);
-    if (status.some((s) => !STATUSES.includes(s as ReviewStatus) && s !== 'all')) {
-      throw new HoopError(`status must be one of ${STATUSES.join(', ')} or all`, { code: 'BAD_REQUEST', status: 400 });
-    }
-    const list = await ctx.reviews.list({ status: status.includes('all') ? undefined : (status as ReviewStatus[]) });
-    sendJson(res, 200, { reviews: list.filter((r) => visible(ctx, who, r)) });
-    return true;
-  }
-  if (req.method === 'GET' && path === '/api/v1/reviews/stream') {
-    streamReviews(ctx, req, res, who);
-    return true;
-  }
-  let m = /^\/api\/v1\/reviews\/(rev_[0-9a-f]+)$/.exec(path);
-  if (req.method === 'GET' && m) {
-    const review = await ctx.reviews.get(m[1]!);
-    if (!review || !visible(ctx, who, review)) throw new HoopError(`review ${m[1]} not found`, { code: 'NOT_FOUND', status: 404 });
-    sendJson(res, 200, { review });
-    return true;
-  }
-  m = /^\/api\/v1\/reviews\/(rev_[0-9a-f]+)\/(approve|reject|revoke)$/.exec(path);
-  if (req.method === 'POST' && m) {
-    const body = await readJsonBody(req);
-    const reason = optionalString(body, 'reason');
-    const review = m[2] === 'revoke' ? await ctx.reviews.revoke(m[1]!, who, reason) : await ctx.reviews.decide(m[1]!, who, m[2] as 'approve' | 'reject', reason);
-    sendJson(res, 200, { review });
-    return true;
-  }
-  m = /^\/api\/v1\/connections\/([^/]+)\/access-requests$/.exec(path);
-  if (req.method === 'POST' && m) {
-    const connection = await ctx.authorizeRequest(who, decodeURIComponent(m[1]!), req);
-    const body = await readJsonBody(req);
-    const durationText = optionalString(body, 'duration');
-    let durationMs: number | undefined;
-    if (durationText !== undefined) {
-      try {
-        durationMs = parseDuration(durationText);
-      } catch (e) {
-        throw new HoopError((e as Error).message, { code: 'BAD_REQUEST', status: 400 });
+/** Reviews: list, watch and read what the caller may see, decide, revoke a grant, ask for access. */
+export function reviewHandlers(
+  ctx: ReviewRouteContext,
+): Pick<RouteHandlers, 'listReviews' | 'streamReviews' | 'getReview' | 'approveReview' | 'rejectReview' | 'revokeGrant' | 'requestAccess'> {
+  const decide = (action: 'approve' | 'reject') => async ({ req, res, identity, params }: AuthenticatedCall) => {
+    const reason = optionalString(await readJsonBody(req), 'reason');
+    sendJson(res, 200, { review: await ctx.reviews.decide(params.id!, identity, action, reason) });
+  };
+  return {
+    async listReviews({ res, url, identity }) {
+      const status = (url.searchParams.get('status') ?? 'pending').split(',').filter(Boolean);
+      if (status.some((s) => !STATUSES.includes(s as ReviewStatus) && s !== 'all')) {
+        throw new HoopError(`status must be one of ${STATUSES.join(', ')} or all`, { code: 'BAD_REQUEST', status: 400 });
       }
-    }
-    const grant = await ctx.reviews.activeGrant(who, connection.name);
-    if (grant) return sendJson(res, 200, { review: grant }), true;
-    const pending = (await ctx.reviews.list({ status: ['pending'], kind: 'access', connection: connection.name, requester: who.subject }))[0];
-    const review = pending ?? (await ctx.reviews.requestAccess({ requester: who, connection: connection.name, reason: optionalString(body, 'reason'), durationMs }));
-    sendJson(res, pending ? 200 : 201, { review });
-    return true;
-  }
-  return false;
+      const list = await ctx.reviews.list({ status: status.includes('all') ? undefined : (status as ReviewStatus[]) });
+      sendJson(res, 200, { reviews: list.filter((r) => visible(ctx, identity, r)) });
+    },
+    streamReviews({ req, res, identity }) {
+      streamReviews(ctx, req, res, identity);
+    },
+    async getReview({ res, identity, params }) {
+      const review = await ctx.reviews.get(params.id!);
+      if (!review || !visible(ctx, identity, review)) throw new HoopError(`review ${params.id} not found`, { code: 'NOT_FOUND', status: 404 });
+      sendJson(res, 200, { review });
+    },
+    approveReview: decide('approve'),
+    rejectReview: decide('reject'),
+    async revokeGrant({ req, res, identity, params }) {
+      const reason = optionalString(await readJsonBody(req), 'reason');
+      sendJson(res, 200, { review: await ctx.reviews.revoke(params.id!, identity, reason) });
+    },
+    async requestAccess({ req, res, identity, params }) {
+      const connection = await ctx.authorizeRequest(identity, params.name!, req);
+      const body = await readJsonBody(req);
+      const durationText = optionalString(body, 'duration');
+      let durationMs: number | undefined;
+      if (durationText !== undefined) {
+        try {
+          durationMs = parseDuration(durationText);
+        } catch (e) {
+          throw new HoopError((e as Error).message, { code: 'BAD_REQUEST', status: 400 });
+        }
+      }
+      const grant = await ctx.reviews.activeGrant(identity, connection.name);
+      if (grant) return sendJson(res, 200, { review: grant });
+      const pending = (await ctx.reviews.list({ status: ['pending'], kind: 'access', connection: connection.name, requester: identity.subject }))
+        .find((r) => sameIdentity(r.requester, identity));
+      const review = pending ?? (await ctx.reviews.requestAccess({ requester: identity, connection: connection.name, reason: optionalString(body, 'reason'), durationMs }));
+      sendJson(res, pending ? 200 : 201, { review });
+    },
+  };
 }
 
 /**

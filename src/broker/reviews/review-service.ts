@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import type { Connection } from '../config.js';
-import type { Identity } from '../../api/identity.js';
+import { sameIdentity, type Identity } from '../../api/identity.js';
 import type { Store } from '../store/store.js';
 import { HoopError } from '../../lib/errors.js';
 import type { Review, ReviewDecision, ReviewStatus } from '../../api/review.js';
@@ -101,7 +101,7 @@ export class ReviewService extends EventEmitter<ReviewEvents> {
   async consumeApproved(requester: Identity, connection: string, statement: string): Promise<Review | undefined> {
     const candidates = await this.#store.listReviews({ status: ['approved'], kind: 'statement', connection, requester: requester.subject });
     for (const r of candidates) {
-      if (r.statement !== statement || r.consumedAt) continue;
+      if (r.statement !== statement || r.consumedAt || !sameIdentity(r.requester, requester)) continue;
       const consumed = await this.#store.consumeReview(r.id, this.#now());
       if (consumed) {
         await this.#audit(consumed, 'consumed', requester);
@@ -139,7 +139,8 @@ export class ReviewService extends EventEmitter<ReviewEvents> {
   async activeGrant(who: Identity, connection: string): Promise<Review | undefined> {
     const now = this.#now();
     const grants = await this.#store.listReviews({ status: ['approved'], kind: 'access', connection, requester: who.subject });
-    return grants.find((g) => (g.grantExpiresAt ?? 0) > now);
+    // Listed by subject; the same subject from another issuer is someone else and does not ride this grant.
+    return grants.find((g) => (g.grantExpiresAt ?? 0) > now && sameIdentity(g.requester, who));
   }
 
   async decide(id: string, approver: Identity, action: 'approve' | 'reject', reason?: string): Promise<Review> {

@@ -1,11 +1,11 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Identity } from '../../api/identity.js';
+import { sameIdentity, type Identity } from '../../api/identity.js';
 import { HoopError } from '../../lib/errors.js';
 import { errors, sendJson } from '../http-util.js';
 import { followSession } from '../live-sessions.js';
 import type { CheckpointSigner } from '../recording/checkpoints.js';
 import { AUDIT_STREAM } from '../session-service.js';
 import type { SessionRow, Store } from '../store/store.js';
+import type { RouteHandlers } from './route-table.js';
 
 export interface SessionRouteContext {
   store: Store;
@@ -17,57 +17,52 @@ const STATUSES = ['open', 'closed', 'refused', 'failed'];
 
 /**
  * Recorded sessions (an auditor sees everyone's, others their own), one session's events or their live stream, the
- * audit stream and the key that signs it. Returns false when the request is not one of these.
+ * audit stream and the key that signs it.
  */
-export async function routeSessions(ctx: SessionRouteContext, req: IncomingMessage, res: ServerResponse, identity: Identity, url: URL): Promise<boolean> {
-  if (req.method !== 'GET') return false;
+export function sessionHandlers(
+  ctx: SessionRouteContext,
+): Pick<RouteHandlers, 'listSessions' | 'getSession' | 'watchSession' | 'auditKey' | 'auditEvents'> {
   const { store } = ctx;
-  const path = url.pathname;
-  if (path === '/api/v1/sessions') {
-    const limit = Math.min(Number(url.searchParams.get('limit') ?? 50) || 50, 1000);
-    const status = url.searchParams.get('status') ?? undefined;
-    if (status !== undefined && !STATUSES.includes(status)) {
-      throw new HoopError('status must be open, closed, refused or failed', { code: 'BAD_REQUEST', status: 400 });
-    }
-    const list = await store.listSessions({
-      subject: ctx.isAuditor(identity) ? (url.searchParams.get('subject') ?? undefined) : identity.subject,
-      connection: url.searchParams.get('connection') ?? undefined,
-      status: status as SessionRow['status'] | undefined,
-      claims: claimFilter(url.searchParams.getAll('claim')),
-      limit,
-    });
-    sendJson(res, 200, { sessions: list });
-    return true;
-  }
-  let m = /^\/api\/v1\/sessions\/([^/]+)\/stream$/.exec(path);
-  if (m) {
-    const session = await visibleSession(ctx, identity, decodeURIComponent(m[1]!));
-    followSession(store, req, res, session.id, Number(url.searchParams.get('after') ?? 0) || 0);
-    return true;
-  }
-  m = /^\/api\/v1\/sessions\/([^/]+)$/.exec(path);
-  if (m) {
-    const session = await visibleSession(ctx, identity, decodeURIComponent(m[1]!));
-    sendJson(res, 200, { session, events: await store.listEvents(session.id) });
-    return true;
-  }
-  if (path === '/api/v1/audit/key') {
-    sendJson(res, 200, { algorithm: 'ed25519', keyId: ctx.signer.keyId, publicKey: ctx.signer.publicKeyPem });
-    return true;
-  }
-  if (path === '/api/v1/audit') {
-    if (!ctx.isAuditor(identity)) throw errors.denied('only members of the audit groups may read the audit stream');
-    const after = Number(url.searchParams.get('after') ?? 0) || 0;
-    sendJson(res, 200, { events: await store.listEvents(AUDIT_STREAM, { afterSeq: after, limit: 1000 }) });
-    return true;
-  }
-  return false;
+  return {
+    async listSessions({ res, url, identity }) {
+      const limit = Math.min(Number(url.searchParams.get('limit') ?? 50) || 50, 1000);
+      const status = url.searchParams.get('status') ?? undefined;
+      if (status !== undefined && !STATUSES.includes(status)) {
+        throw new HoopError('status must be open, closed, refused or failed', { code: 'BAD_REQUEST', status: 400 });
+      }
+      const auditor = ctx.isAuditor(identity);
+      const list = await store.listSessions({
+        subject: auditor ? (url.searchParams.get('subject') ?? undefined) : identity.subject,
+        connection: url.searchParams.get('connection') ?? undefined,
+        status: status as SessionRow['status'] | undefined,
+        claims: claimFilter(url.searchParams.getAll('claim')),
+        limit,
+      });
+      // The store keys by subject; the same subject from another issuer is someone else.
+      sendJson(res, 200, { sessions: auditor ? list : list.filter((s) => sameIdentity(s.identity, identity)) });
+    },
+    async watchSession({ req, res, url, identity, params }) {
+      const session = await visibleSession(ctx, identity, params.id!);
+      followSession(store, req, res, session.id, Number(url.searchParams.get('after') ?? 0) || 0);
+    },
+    async getSession({ res, identity, params }) {
+      const session = await visibleSession(ctx, identity, params.id!);
+      sendJson(res, 200, { session, events: await store.listEvents(session.id) });
+    },
+    auditKey({ res }) {
+      sendJson(res, 200, { algorithm: 'ed25519', keyId: ctx.signer.keyId, publicKey: ctx.signer.publicKeyPem });
+    },
+    async auditEvents({ res, url }) {
+      const after = Number(url.searchParams.get('after') ?? 0) || 0;
+      sendJson(res, 200, { events: await store.listEvents(AUDIT_STREAM, { afterSeq: after, limit: 1000 }) });
+    },
+  };
 }
 
 /** A session the identity may see: its own, or any for an auditor; anything else is "not found". */
 async function visibleSession(ctx: SessionRouteContext, identity: Identity, id: string): Promise<SessionRow> {
   const session = await ctx.store.getSession(id);
-  if (!session || (!ctx.isAuditor(identity) && session.identity.subject !== identity.subject)) throw errors.notFound(`session ${id}`);
+  if (!session || (!ctx.isAuditor(identity) && !sameIdentity(session.identity, identity))) throw errors.notFound(`session ${id}`);
   return session;
 }
 
