@@ -47,6 +47,18 @@ const issuerSchema = z
     clockTolerance: duration.default(30_000),
     groupsClaim: z.string().default('groups'),
     /**
+     * Group names this issuer may assert (`*`: any); others in its tokens are dropped. Absent: any for the first
+     * issuer, none for the others, so a CI platform or a partner's IdP cannot hand itself `auditors` or the admin
+     * groups of the login issuer. Identities of different issuers never merge: a subject is only unique within its issuer.
+     */
+    trustedGroups: z.array(z.string().min(1)).optional(),
+    /**
+     * Accepted `typ` headers (compared without case and `application/`). RFC 9068 access tokens say `at+jwt`, which
+     * keeps an ID token or any other JWT of the issuer from passing as an access token; CI platforms' job tokens say
+     * `JWT` (list it for such an issuer); `*` accepts any, or none.
+     */
+    tokenTypes: z.array(z.string().min(1)).min(1).default(['at+jwt']),
+    /**
      * Token claims kept with the identity: recorded with every session and matched by `access.claims` and
      * `match.identity.claims`. The default names what CI platforms put in their tokens (GitHub Actions, GitLab CI).
      */

@@ -204,6 +204,7 @@ function issuerConfig(issuer: DevIssuer): IssuerConfig {
     clockTolerance: 30_000,
     identityClaims: [...DEFAULT_IDENTITY_CLAIMS],
     groupsClaim: 'groups',
+    tokenTypes: ['at+jwt'],
   };
 }
 

@@ -27,6 +27,8 @@ export type TokenRejectionCode =
   | 'TOKEN_NOT_YET_VALID'
   | 'TOKEN_WRONG_AUDIENCE'
   | 'TOKEN_LIFETIME_TOO_LONG'
+  | 'TOKEN_WRONG_TYPE'
+  | 'TOKEN_HEADER_NOT_ALLOWED'
   | 'TOKEN_INVALID';
 
 export interface TokenVerifier {
@@ -39,6 +41,15 @@ export interface TokenVerifierOptions {
   now?: () => number;
 }
 
+/** Longer than any access token an issuer hands out; longer input is refused before it is decoded. */
+export const MAX_TOKEN_LENGTH = 16 * 1024;
+
+/**
+ * Headers that point at a verification key of the sender's choosing. The broker only ever uses the keys its issuers
+ * publish, so a token naming one is a forgery attempt (or a misconfigured issuer) and is refused outright.
+ */
+const KEY_REFERENCE_HEADERS = ['jku', 'x5u', 'jwk', 'x5c'];
+
 /** Claims that only tokens issued to a person carry (OIDC standard claims, session and login-method claims). */
 const HUMAN_CLAIMS = ['email', 'preferred_username', 'name', 'given_name', 'upn', 'auth_time', 'amr', 'sid'];
 
@@ -46,9 +57,11 @@ export function createTokenVerifier(issuers: IssuerConfig[], options: TokenVerif
   const fetchImpl = options.fetch ?? globalThis.fetch;
   const now = options.now ?? Date.now;
   const trusted = new Map<string, IssuerConfig>();
-  for (const config of issuers) {
+  const groupTrust = new Map<IssuerConfig, ReadonlySet<string>>();
+  issuers.forEach((config, index) => {
     for (const form of issuerForms(config.issuer)) if (!trusted.has(form)) trusted.set(form, config);
-  }
+    groupTrust.set(config, new Set(config.trustedGroups ?? (index === 0 ? ['*'] : [])));
+  });
   const keySets = new Map<IssuerConfig, Promise<JWTVerifyGetKey>>();
 
   function keySetOf(config: IssuerConfig): Promise<JWTVerifyGetKey> {
@@ -64,16 +77,24 @@ export function createTokenVerifier(issuers: IssuerConfig[], options: TokenVerif
 
   return {
     async verify(token: string): Promise<Identity> {
+      if (typeof token === 'string' && token.length > MAX_TOKEN_LENGTH) {
+        throw reject('TOKEN_MALFORMED', `access token is longer than ${MAX_TOKEN_LENGTH} characters`);
+      }
       if (typeof token !== 'string' || !/^[\w-]+\.[\w-]+\.[\w-]*$/.test(token)) {
         throw reject('TOKEN_MALFORMED', 'access token is not a JWT');
       }
-      let alg: unknown;
+      let header: ReturnType<typeof decodeProtectedHeader>;
       let unverified: JWTPayload;
       try {
-        alg = decodeProtectedHeader(token).alg;
+        header = decodeProtectedHeader(token);
         unverified = decodeJwt(token);
       } catch (e) {
         throw reject('TOKEN_MALFORMED', 'access token is not a well-formed JWT', e);
+      }
+      const alg: unknown = header.alg;
+      const keyReference = KEY_REFERENCE_HEADERS.find((h) => h in header);
+      if (keyReference) {
+        throw reject('TOKEN_HEADER_NOT_ALLOWED', `access token header "${keyReference}" names a key of its own; only the issuer's published keys verify tokens`);
       }
       if (typeof unverified.iss !== 'string') throw reject('TOKEN_MALFORMED', 'access token has no "iss" claim');
       const config = trusted.get(unverified.iss);
@@ -106,6 +127,12 @@ export function createTokenVerifier(issuers: IssuerConfig[], options: TokenVerif
         throw mapJoseError(e, unverified, config);
       }
 
+      if (!typeAccepted(header.typ, config.tokenTypes)) {
+        throw reject(
+          'TOKEN_WRONG_TYPE',
+          `token type ${quote(String(header.typ ?? 'none'))} is not an access token this broker accepts from issuer ${config.issuer} (accepted: ${config.tokenTypes.join(', ')})`,
+        );
+      }
       const exp = payload.exp!;
       const iat = payload.iat!;
       if (iat * 1000 > currentMs + config.clockTolerance) {
@@ -120,12 +147,12 @@ export function createTokenVerifier(issuers: IssuerConfig[], options: TokenVerif
       if (typeof payload.sub !== 'string' || payload.sub === '') {
         throw reject('TOKEN_INVALID', 'access token has no "sub" claim');
       }
-      return toIdentity(payload, config, exp);
+      return toIdentity(payload, config, exp, groupTrust.get(config)!);
     },
   };
 }
 
-function toIdentity(payload: JWTPayload, config: IssuerConfig, exp: number): Identity {
+function toIdentity(payload: JWTPayload, config: IssuerConfig, exp: number, trustedGroups: ReadonlySet<string>): Identity {
   const sub = payload.sub!;
   const clientId = stringClaim(payload.client_id) ?? stringClaim(payload.azp);
   const service =
@@ -133,13 +160,15 @@ function toIdentity(payload: JWTPayload, config: IssuerConfig, exp: number): Ide
     payload.gty === 'client-credentials' ||
     payload.idtyp === 'app' ||
     !HUMAN_CLAIMS.some((claim) => payload[claim] !== undefined);
+  const groups = groupsOf(payload[config.groupsClaim], config.groupsClaim);
   return {
-    issuer: payload.iss!,
+    // The issuer as configured, so one identity has one spelling whether or not its token ends `iss` with a slash.
+    issuer: config.issuer,
     subject: sub,
     kind: service ? 'service' : 'human',
     clientId,
     name: stringClaim(payload.email) ?? stringClaim(payload.preferred_username) ?? sub,
-    groups: groupsOf(payload[config.groupsClaim]),
+    groups: trustedGroups.has('*') ? groups : groups.filter((g) => trustedGroups.has(g)),
     ...claimsOf(payload, config.identityClaims),
     expiresAt: exp * 1000,
   };
@@ -156,10 +185,23 @@ function claimsOf(payload: JWTPayload, names: readonly string[]): { claims?: Rec
   return Object.keys(claims).length > 0 ? { claims } : {};
 }
 
-function groupsOf(value: unknown): string[] {
-  if (Array.isArray(value)) return value.filter((g): g is string => typeof g === 'string' && g !== '');
+/**
+ * Groups as a list of strings, or one space or comma separated string. Any other shape (an object, a number, a list
+ * holding non-strings) is refused rather than read as "no groups": an issuer sending it is misconfigured or forged.
+ */
+function groupsOf(value: unknown, claim: string): string[] {
+  if (value === undefined || value === null) return [];
   if (typeof value === 'string') return value.split(/[\s,]+/).filter(Boolean);
-  return [];
+  if (Array.isArray(value) && value.every((g) => typeof g === 'string')) return value.filter((g) => g !== '');
+  throw reject('TOKEN_INVALID', `access token claim "${claim}" must be a list of strings`);
+}
+
+/** RFC 8725 §3.11: `typ` compared without case, with or without the `application/` prefix. */
+function typeAccepted(typ: unknown, accepted: readonly string[]): boolean {
+  if (accepted.includes('*')) return true;
+  if (typeof typ !== 'string') return false;
+  const normal = (t: string) => t.toLowerCase().replace(/^application\//, '');
+  return accepted.some((a) => normal(a) === normal(typ));
 }
 
 function mapJoseError(e: unknown, unverified: JWTPayload, config: IssuerConfig): HoopError {
