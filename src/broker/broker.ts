@@ -24,6 +24,7 @@ import { reviewHandlers } from './reviews/review-routes.js';
 import { ReviewService } from './reviews/review-service.js';
 import { connectionHandlers } from './routes/connection-routes.js';
 import { createDispatcher } from './routes/dispatch.js';
+import { refuseMalformedRequests } from './routes/malformed-requests.js';
 import { sessionHandlers } from './routes/session-routes.js';
 import { SessionService } from './session-service.js';
 import { SqliteStore } from './store/sqlite-store.js';
@@ -162,6 +163,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   };
 
   const server: Server = resources.tls ? createHttpsServer({ cert: resources.tls.cert, key: resources.tls.key }, onRequest) : createHttpServer(onRequest);
+  refuseMalformedRequests(server, { audit: (type, data) => sessions.audit(type, data), logger });
   const tunnels = attachTunnelEndpoint(server, { authenticate, admission, sessions, reviews, live, protocols, maskKey, logger, stopping: () => stopping });
 
   const [host, port] = splitHostPort(config.server.listen);

@@ -139,7 +139,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   };
 }
 
-async function spawnBroker(configPath: string, logPath: string): Promise<ChildProcess> {
+export async function spawnBroker(configPath: string, logPath: string): Promise<ChildProcess> {
   const log = createWriteStream(logPath, { flags: 'a' });
   const child = spawn(process.execPath, [BIN, 'broker', 'start', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.pipe(log);
