@@ -141,6 +141,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
 
   const route = createDispatcher({
     authenticate, isAuditor, isAdmin,
+    audit: (type, data) => sessions.audit(type, data),
     handlers: {
       health: ({ res }) => sendJson(res, 200, { ok: true }),
       authConfig({ res }) {
