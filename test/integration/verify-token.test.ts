@@ -174,6 +174,50 @@ describe('access token verification against a real oidc-provider', () => {
     expect((await rejection(await forge({}, { omit: ['iat'] }))).code).toBe('TOKEN_INVALID');
   });
 
+  it('accepts a job token typed JWT only from an issuer that lists JWT in tokenTypes, and any type under *', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const key = await importJWK(issuer.signingKey, 'RS256');
+    const sign = (header: Record<string, string>) =>
+      new SignJWT({ iss: issuer.issuer, aud: AUDIENCE, sub: 'repo:acme/deploy', iat: now, exp: now + 300 }).setProtectedHeader({ alg: 'RS256', kid: issuer.kid, ...header }).sign(key);
+    const jobToken = await sign({ typ: 'JWT' });
+    const err = await rejection(jobToken);
+    expect(err.code).toBe('TOKEN_WRONG_TYPE');
+    expect(err.message).toContain('token type "JWT" is not an access token this broker accepts');
+    await expect(createTokenVerifier([{ ...config, tokenTypes: ['jwt'] }]).verify(jobToken)).resolves.toMatchObject({ subject: 'repo:acme/deploy' });
+    await expect(createTokenVerifier([{ ...config, tokenTypes: ['at+jwt'] }]).verify(await sign({ typ: 'application/AT+JWT' }))).resolves.toMatchObject({ kind: 'service' });
+    await expect(createTokenVerifier([{ ...config, tokenTypes: ['*'] }]).verify(await sign({}))).resolves.toMatchObject({ kind: 'service' });
+  });
+
+  it('keeps a later issuer\'s groups only where trustedGroups lists them, and names the identity by its configured issuer', async () => {
+    const token = await forge({ iss: `${issuer.issuer}/`, groups: ['dba', 'auditors'] });
+    const first = createTokenVerifier([config]);
+    const second = createTokenVerifier([{ ...config, issuer: 'https://login.other.test' }, config]);
+    const listed = createTokenVerifier([{ ...config, issuer: 'https://login.other.test' }, { ...config, trustedGroups: ['dba'] }]);
+    expect(await first.verify(token)).toMatchObject({ issuer: issuer.issuer, groups: ['dba', 'auditors'] });
+    expect((await second.verify(token)).groups).toEqual([]);
+    expect((await listed.verify(token)).groups).toEqual(['dba']);
+  });
+
+  it('rejects groups of any shape but a list of strings or one string', async () => {
+    for (const groups of [{ dba: true }, 7, ['dba', 7], [null]]) {
+      const err = await rejection(await forge({ groups }));
+      expect(err.message).toBe('access token claim "groups" must be a list of strings');
+    }
+  });
+
+  it('rejects a token naming its own key (jku, x5u, jwk, x5c) before fetching anything', async () => {
+    for (const header of [{ jku: 'http://127.0.0.1:9/jwks' }, { x5u: 'http://127.0.0.1:9/c.pem' }, { jwk: { kty: 'oct', k: 'AA' } }, { x5c: ['MIIB'] }]) {
+      const token = `${Buffer.from(JSON.stringify({ alg: 'RS256', typ: 'at+jwt', kid: issuer.kid, ...header })).toString('base64url')}.${(await forge({})).split('.').slice(1).join('.')}`;
+      expect((await rejection(token)).code).toBe('TOKEN_HEADER_NOT_ALLOWED');
+    }
+  });
+
+  it('rejects a token longer than 16 KiB without decoding it', async () => {
+    const err = await rejection(`${await forge({})}${'A'.repeat(16 * 1024)}`);
+    expect(err.code).toBe('TOKEN_MALFORMED');
+    expect(err.message).toBe('access token is longer than 16384 characters');
+  });
+
   it('rejects garbage as malformed', async () => {
     for (const garbage of ['', 'not a token', 'Bearer abc', 'aaaa.bbbb.cccc', 'eyJhbGciOiJSUzI1NiJ9.%%%.x']) {
       expect((await rejection(garbage)).code).toBe('TOKEN_MALFORMED');
