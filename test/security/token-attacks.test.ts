@@ -97,6 +97,7 @@ describe('token attacks on the REST API, the event streams and the tunnel', () =
       { name: 'groups as a list of numbers', code: 'TOKEN_INVALID', token: await forge({ groups: ['dba', 7] }) },
       { name: 'a 1 MB token', code: 'HEADERS_TOO_LARGE', status: 431, token: `${(await forge()).split('.').slice(0, 2).join('.')}.${'A'.repeat(1024 * 1024)}` },
       { name: 'a valid token in the query string, none in the header', code: 'TOKEN_MISSING', queryToken: await forge() },
+      { name: 'a 1 MB URL', code: 'HEADERS_TOO_LARGE', status: 431, queryToken: 'A'.repeat(1024 * 1024) },
     ];
   }
 
