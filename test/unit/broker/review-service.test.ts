@@ -77,6 +77,20 @@ describe('ReviewService', () => {
     expect(await svc.consumeApproved(alice, 'pg', 'delete from t where id = 1')).toBeUndefined();
   });
 
+  it('never lets the same subject from another issuer run an approved statement or ride a grant', async () => {
+    const { svc } = service();
+    const twin: Identity = { ...alice, issuer: 'https://partner-idp.example' };
+    const held = await svc.requestStatement({ requester: alice, connection: 'pg', statement: 'delete from t where id = 9', rule: 'held' });
+    await svc.decide(held.id, bob, 'approve');
+    expect(await svc.consumeApproved(twin, 'pg', 'delete from t where id = 9')).toBeUndefined();
+    expect((await svc.consumeApproved(alice, 'pg', 'delete from t where id = 9'))?.id).toBe(held.id);
+    const access = await svc.requestAccess({ requester: alice, connection: 'pg', reason: 'INC-1' });
+    await svc.decide(access.id, bob, 'approve');
+    expect(await svc.activeGrant(twin, 'pg')).toBeUndefined();
+    expect((await svc.activeGrant(alice, 'pg'))?.id).toBe(access.id);
+    svc.close();
+  });
+
   it('keeps grants across a restart, ends them on time, and marks statements held by the dead broker orphaned', async () => {
     const path = join(mkdtempSync(join(tmpdir(), 'hoop-rev-')), 'b.db');
     const first = service(new SqliteStore(path));
