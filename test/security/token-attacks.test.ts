@@ -80,6 +80,7 @@ describe('token attacks on the REST API, the event streams and the tunnel', () =
       { name: 'HS256 keyed with the issuer RSA public key (PEM)', code: 'TOKEN_ALG_NOT_ALLOWED', token: await hmac(publicPem) },
       { name: "an attacker's key under the issuer's kid", code: 'TOKEN_BAD_SIGNATURE', token: await forge({ groups: ['auditors'] }, { key: attacker }) },
       { name: 'unknown kid', code: 'TOKEN_UNKNOWN_KEY', token: await forge({}, { key: attacker, header: { kid: 'attacker-key-1' } }) },
+      { name: 'kid carrying a path and SQL', code: 'TOKEN_UNKNOWN_KEY', token: await forge({}, { key: attacker, header: { kid: "../../../../dev/null' OR '1'='1" } }) },
       { name: 'jku header to an attacker JWKS', code: 'TOKEN_HEADER_NOT_ALLOWED', token: await forge({}, { key: attacker, header: { jku: 'http://127.0.0.1:9/jwks.json' } }) },
       { name: 'x5u header to an attacker certificate', code: 'TOKEN_HEADER_NOT_ALLOWED', token: await forge({}, { key: attacker, header: { x5u: 'http://127.0.0.1:9/cert.pem' } }) },
       { name: 'embedded jwk header (the attacker public key)', code: 'TOKEN_HEADER_NOT_ALLOWED', token: await forge({}, { key: attacker, header: { jwk: attackerPublic } }) },
