@@ -15,6 +15,7 @@ import { protocolOf, type ProtocolRuntimes } from './protocols/registry.js';
 import type { ReviewService } from './reviews/review-service.js';
 import { statementHolds } from './reviews/statement-holds.js';
 import type { SessionService } from './session-service.js';
+import { fetchSessionCredentials } from './session-credentials.js';
 
 const TUNNEL_PATH = /^\/api\/v1\/tunnel\/([a-z0-9][a-z0-9._-]{0,62})$/;
 
@@ -66,6 +67,13 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
       socket.once('close', () => {
         if (!started) release();
       });
+      // Helper-provided secrets are fetched now, so a failing helper refuses the session in the client's terms.
+      try {
+        await fetchSessionCredentials(connection, logger);
+      } catch (e) {
+        await deps.sessions.refuse(identity, connection.name, connection.type, clientAddress(req), errorMessage(e));
+        throw e;
+      }
       wss.handleUpgrade(req, socket, head, (ws) => {
         started = true;
         const session = runTunnel(ws, req, identity, connection, grant);

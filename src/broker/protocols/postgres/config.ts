@@ -13,7 +13,7 @@
 import { z } from 'zod';
 import { connectionPolicyShape } from '../../../policy/rules.js';
 import type { Secret } from '../../../lib/secret.js';
-import { connectionCommonShape, duration, secretSource, type ResolveContext } from '../connection-schema.js';
+import { connectionCommonShape, credentialSource, duration, type ResolveContext } from '../connection-schema.js';
 
 export const postgresConnectionSchema = z
   .object({
@@ -39,7 +39,7 @@ export const postgresConnectionSchema = z
         path: ['databases'],
         message: 'list the default `database` among `databases` (it is where a client that names none goes)',
       }),
-    credentials: z.object({ user: z.string().min(1), password: secretSource.optional() }).strict(),
+    credentials: z.object({ user: z.string().min(1), password: credentialSource.optional() }).strict(),
     /** Statement and masking rules (src/policy/rules.ts documents the schema). */
     ...connectionPolicyShape,
   })

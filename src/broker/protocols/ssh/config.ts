@@ -15,7 +15,7 @@ import { z } from 'zod';
 import { DETECTOR_NAMES, MASK_STRATEGIES } from '../../../policy/mask-plan.js';
 import { commandPolicyShape } from '../../../policy/shell-rules.js';
 import type { Secret } from '../../../lib/secret.js';
-import { connectionCommonShape, duration, secretSource, type ResolveContext } from '../connection-schema.js';
+import { connectionCommonShape, credentialSource, duration, type ResolveContext } from '../connection-schema.js';
 
 /** A pinned SSH host key: the public key line (`ssh-ed25519 AAAA…`) or its `SHA256:…` fingerprint. */
 const pinnedHostKey = z
@@ -38,7 +38,7 @@ export const sshConnectionSchema = z
       })
       .strict(),
     credentials: z
-      .object({ privateKey: secretSource.optional(), passphrase: secretSource.optional(), password: secretSource.optional() })
+      .object({ privateKey: credentialSource.optional(), passphrase: credentialSource.optional(), password: credentialSource.optional() })
       .strict()
       .refine((c) => c.privateKey || c.password, { message: 'give privateKey or password (or both)' }),
     /** What besides shells and exec requests the client may do. */

@@ -18,7 +18,8 @@ export const sshProtocol: ProtocolModule<SshConnection> = {
     return { verdict: evaluateCommand(c, identity, text), statements: [] };
   },
   check(c, at) {
-    if (!c.credentials.privateKey) return [];
+    // A helper's key is only known once a session fetches it; the session's connect checks it then.
+    if (!c.credentials.privateKey?.known || (c.credentials.passphrase && !c.credentials.passphrase.known)) return [];
     const parsed = ssh2.utils.parseKey(c.credentials.privateKey.reveal(), c.credentials.passphrase?.reveal());
     return parsed instanceof Error ? [`${at}.credentials.privateKey: not a private key ssh can use (${parsed.message})`] : [];
   },
