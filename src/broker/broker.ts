@@ -90,7 +90,11 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   // Without a configured key, hashes are stable for this process only (they still join within it).
   const maskKey = config.masking.hashKey?.reveal() ?? randomBytes(32);
   const connections = new Map(config.connections.map((c) => [c.name, c]));
-  const protocols = new ProtocolRuntimes({ logger, dataDir: resources.keyDir, keys: { ssh: config.ssh.hostKey } });
+  const protocols = new ProtocolRuntimes({
+    logger, dataDir: resources.keyDir, keys: { ssh: config.ssh.hostKey },
+    sessionOpen: async (id) => (await store.getSession(id))?.status === 'open',
+    audit: (type, data) => sessions.audit(type, data),
+  });
   protocols.prepare(config.connections);
   let stopping = false;
   const notifier = new ReviewNotifier(config.notify, logger);

@@ -106,7 +106,10 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
       const ending = new AbortController();
       deps.live.add(row.id, { recorder, identity, connection, grantId: grant?.id, end: (reason) => ending.abort(reason) });
       if (grant) await recorder.record('grant', { review: grant.id, until: grant.grantExpiresAt });
-      limits = enforceSessionLimits(ws, deps.admission.limitsOf(connection), identity.expiresAt, (reason) => {
+      const sessionLimits = deps.admission.limitsOf(connection);
+      const ends = [sessionLimits.maxDuration ? started + sessionLimits.maxDuration : Infinity, sessionLimits.endWithToken ? identity.expiresAt : Infinity];
+      const endsAt = Math.min(...ends);
+      limits = enforceSessionLimits(ws, sessionLimits, identity.expiresAt, (reason) => {
         void recorder.record('ended', { by: 'broker', reason }).catch(() => undefined);
         ending.abort(reason);
       });
@@ -120,6 +123,7 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
         : undefined;
       const summary = await deps.protocols.of(connection).serve(stream, {
         connection, recorder, identity, logger: log, maskKey: deps.maskKey, signal: ending.signal, reviews, detachedReviews: detach,
+        ...(Number.isFinite(endsAt) ? { endsAt } : {}),
       });
       await deps.sessions.close(row.id, recorder, {
         status: summary.outcome, statementCount: summary.statementCount, errorCount: summary.errorCount,

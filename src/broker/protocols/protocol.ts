@@ -63,6 +63,8 @@ export interface SessionContext<C extends ConnectionBase = ConnectionBase> {
   reviews?: StatementReviews;
   /** The client asked not to wait for reviews (`hoopctl exec --no-wait`): a held statement ends at once. */
   detachedReviews: boolean;
+  /** When the session ends at the latest (its maximum duration, or its token's expiry with endWithToken); absent: no limit. */
+  endsAt?: number;
 }
 
 /** How a session ended, in the broker's words. */
@@ -83,6 +85,10 @@ export interface ProtocolHost {
   dataDir: string;
   /** Keys configured at the top of the broker config (`ssh.hostKey`: the broker's own SSH host key). */
   keys: { ssh?: Secret };
+  /** Whether the store holds session `id` as open (on any broker sharing it): what a sweep of leftovers must keep. */
+  sessionOpen?(id: string): Promise<boolean>;
+  /** Appends a broker-wide audit event (outside any session). */
+  audit?(type: string, data: Record<string, unknown>): Promise<void>;
 }
 
 /**
