@@ -23,6 +23,8 @@ import { ReviewNotifier, type NotifyTransition } from './reviews/review-notify.j
 import { routeReviews } from './reviews/review-routes.js';
 import { ReviewService } from './reviews/review-service.js';
 import { routeConnections } from './routes/connection-routes.js';
+import { routeCredentials } from './routes/credential-routes.js';
+import { CredentialRotation } from './credential-rotation.js';
 import { routeSessions } from './routes/session-routes.js';
 import { SessionService } from './session-service.js';
 import { SqliteStore } from './store/sqlite-store.js';
@@ -139,6 +141,9 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     },
   };
   const connectionRoutes = { connections: () => connections, protocols, admission, isAuditor, isAdmin };
+  // Backend credentials the broker rotates: on `hoopctl broker rotate` and on each connection's `rotateEvery`.
+  const rotation = new CredentialRotation({ connections: () => connections, audit: (type, data) => sessions.audit(type, data), logger });
+  rotation.start();
   const sessionRoutes = { store, signer, isAuditor };
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -152,6 +157,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     if (!path.startsWith('/api/v1/')) throw errors.notFound(path);
     const identity = await authenticate(req);
     if (await routeConnections(connectionRoutes, req, res, identity, url)) return;
+    if (await routeCredentials({ rotation, isAdmin }, req, res, identity, url)) return;
     if (await routeReviews({ reviews, connections, isAuditor, authorizeRequest: (who, name, r) => admission.authorize(who, name, r) }, req, res, identity, url)) return;
     if (await routeLocks(lockRoutes, req, res, identity, url)) return;
     if (await routeSessions(sessionRoutes, req, res, identity, url)) return;
@@ -204,6 +210,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       await sessionsEnded;
       await closed;
       reviews.close();
+      rotation.stop();
       clearInterval(checkpointTimer);
       await Promise.race([Promise.allSettled([...notifications]), new Promise((r) => setTimeout(r, 2000))]);
       await sessions.checkpointAll().catch((e: unknown) => logger.error({ err: errorMessage(e) }, 'checkpoint failed'));

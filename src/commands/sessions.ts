@@ -128,12 +128,17 @@ export function register(program: Command): void {
   const audit = program.command('audit').description('Audit trail: broker-wide events and integrity checks');
   audit
     .command('events')
-    .description('List broker-wide audit events such as rejected tokens (audit groups only)')
+    .description('List broker-wide audit events such as rejected tokens and credential rotations (audit groups only)')
+    .option('--type <type>', 'only events of this type, over the whole stream (e.g. credential.rotated)')
     .option('-o, --output <format>', 'text or json', 'text')
     .option('--broker <url>', 'broker URL')
-    .action(async (opts: { output: string; broker?: string }) => {
+    .addHelpText('after', '\nExample:\n  hoopctl audit events --type credential.rotated   # when was each credential last rotated')
+    .action(async (opts: { output: string; broker?: string; type?: string }) => {
       const format = parseOutput(opts.output);
-      const { events } = await brokerGet<{ events: StoredEvent[] }>(resolveBroker(opts.broker), '/api/v1/audit');
+      const broker = resolveBroker(opts.broker);
+      const events = opts.type
+        ? (await allAuditEvents(broker)).filter((e) => e.type === opts.type)
+        : (await brokerGet<{ events: StoredEvent[] }>(broker, '/api/v1/audit')).events;
       if (format === 'json') return printJson(events);
       process.stdout.write(renderTable(['SEQ', 'AT', 'TYPE', 'DETAIL'], events.map((e) => [String(e.seq), formatTime(e.at), e.type, detail(e)])));
     });

@@ -114,6 +114,16 @@ export interface ProtocolModule<C extends ConnectionBase = ConnectionBase> {
    * `hoopctl policy check`. Absent: the type has no rules of its own, and access alone decides.
    */
   judge?(connection: C, identity: PolicyIdentity, input: { text?: string; shell: boolean }): Promise<DryRunResult>;
+  /**
+   * Rotation of the connection's static credential (`hoopctl broker rotate`, `credentials.rotateEvery`); absent: the
+   * type has none.
+   */
+  readonly rotation?: {
+    /** How often the schedule rotates, and the secret file whose mtime says when it last was; absent: not scheduled. */
+    schedule(connection: C): { every: number; file: string } | undefined;
+    /** Sets a new credential on the backend and in its file; resolves with what the audit event records (never the secret). */
+    rotate(connection: C): Promise<Record<string, unknown>>;
+  };
   /** What its `review` rules hold, as review messages name it. */
   readonly holds?: 'statement' | 'command' | 'request';
   start(host: ProtocolHost): ProtocolRuntime<C>;

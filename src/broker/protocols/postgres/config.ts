@@ -62,8 +62,14 @@ export const postgresConnectionSchema = z
         password: credentialSource.optional(),
         /** Per-session roles: each session logs in as a role of its own, made for it and dropped after it. */
         dynamic: dynamicRolesSchema.optional(),
+        /** Rotate the password this often (`hoopctl broker rotate` does it at once); it must come from a file. */
+        rotateEvery: duration.optional(),
       })
-      .strict(),
+      .strict()
+      .refine((c) => c.rotateEvery === undefined || (c.password !== undefined && 'file' in c.password), {
+        path: ['rotateEvery'],
+        message: 'rotation writes the new password to the secret file: give credentials.password as { file: … }',
+      }),
     /** Statement and masking rules (src/policy/rules.ts documents the schema). */
     ...connectionPolicyShape,
   })
@@ -73,10 +79,11 @@ type RawPostgresConnection = z.infer<typeof postgresConnectionSchema>;
 
 /** A postgres connection as the proxy sees it: the password resolved. */
 export interface PostgresConnection extends Omit<RawPostgresConnection, 'credentials'> {
-  credentials: { user: string; password?: Secret; dynamic?: DynamicRolesConfig };
+  credentials: { user: string; password?: Secret; dynamic?: DynamicRolesConfig; rotateEvery?: number };
 }
 
 export function resolvePostgresConnection(raw: RawPostgresConnection, ctx: ResolveContext): PostgresConnection {
   const password = raw.credentials.password && !ctx.skipSecrets ? ctx.secret(raw.credentials.password, `${ctx.field}.credentials.password`) : undefined;
-  return { ...raw, credentials: { user: raw.credentials.user, password, ...(raw.credentials.dynamic ? { dynamic: raw.credentials.dynamic } : {}) } };
+  return { ...raw, credentials: { user: raw.credentials.user, password, ...(raw.credentials.dynamic ? { dynamic: raw.credentials.dynamic } : {}),
+    ...(raw.credentials.rotateEvery !== undefined ? { rotateEvery: raw.credentials.rotateEvery } : {}) } };
 }

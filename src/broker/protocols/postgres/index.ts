@@ -7,6 +7,8 @@ import type { ProtocolModule } from '../protocol.js';
 import { CancelRegistry } from './cancel-registry.js';
 import { postgresConnectionSchema, resolvePostgresConnection, type PostgresConnection } from './config.js';
 import { proxyPostgresSession } from './proxy.js';
+import { rotatePostgresPassword } from './rotate.js';
+import { FileSecret } from '../../../lib/secret.js';
 import { grantRolesFor, roleValidUntil, SessionRole, sweepSessionRoles } from './session-roles.js';
 
 export const postgresProtocol: ProtocolModule<PostgresConnection> = {
@@ -14,6 +16,10 @@ export const postgresProtocol: ProtocolModule<PostgresConnection> = {
   schema: postgresConnectionSchema,
   resolve: (raw, ctx) => resolvePostgresConnection(raw as Parameters<typeof resolvePostgresConnection>[0], ctx),
   holds: 'statement',
+  rotation: {
+    schedule: (c) => (c.credentials.rotateEvery !== undefined && c.credentials.password instanceof FileSecret ? { every: c.credentials.rotateEvery, file: c.credentials.password.path } : undefined),
+    rotate: rotatePostgresPassword,
+  },
   async judge(c, identity, { text }) {
     if (text === undefined) throw new UserError('no SQL given', { code: 'USAGE', hint: 'pass -e "SQL" or -f FILE' });
     await initPolicyEngine();
