@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { APP_PASSWORD, CliProcess, loginAs, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
+import { startSshd, type TestSshd } from '../../src/dev/sshd.js';
+import { runSsh, sshOptions } from '../support/ssh-proxy-harness.js';
 
 /**
  * Issue 18: rotation of a postgres connection's password, with the real broker, PostgreSQL, psql, pg and the CLI as
@@ -13,6 +15,7 @@ import { APP_PASSWORD, CliProcess, loginAs, runCli, runProcess, startStack, type
 let stack: Stack;
 let alice: NodeJS.ProcessEnv;
 let bob: NodeJS.ProcessEnv;
+let sshd: TestSshd;
 const SCHED_PASSWORD = `sched-${Math.random().toString(36).slice(2, 10)}`;
 
 const direct = (user: string, password: string) =>
@@ -38,8 +41,17 @@ beforeAll(async () => {
   writeFileSync(schedFile, `${SCHED_PASSWORD}\n`, { mode: 0o600 });
   // Written two hours ago: with rotateEvery 1h the broker's schedule finds it due at start, and then not for an hour.
   utimesSync(schedFile, new Date(Date.now() - 7_200_000), new Date(Date.now() - 7_200_000));
+  sshd = await startSshd();
   stack = await startStack({
-    extraConnections: [{ name: 'pg-sched', credentials: { user: 'sched_user', password: { file: schedFile }, rotateEvery: '1h' } }],
+    extraConnections: [
+      { name: 'pg-sched', credentials: { user: 'sched_user', password: { file: schedFile }, rotateEvery: '1h' } },
+      {
+        name: 'ssh-rot', type: 'ssh',
+        target: { host: sshd.host, port: sshd.port, user: sshd.user, hostKey: sshd.hostPublicKey },
+        credentials: { privateKey: { file: sshd.clientKeyPath }, authorizedKeys: join(sshd.dir, 'authorized_keys') },
+        access: { groups: ['dba'] },
+      },
+    ],
   });
   const admin = new pg.Client({ connectionString: stack.cluster.url('app') });
   await admin.connect();
@@ -53,7 +65,13 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await stack?.stop();
+  await sshd?.stop();
 });
+
+/** OpenSSH straight to the sshd (not through the broker) with one key file. */
+const directSsh = (keyFile: string) =>
+  runSsh(['-F', '/dev/null', '-i', keyFile, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null',
+    '-p', String(sshd.port), `${sshd.user}@${sshd.host}`, 'echo direct']);
 
 describe('hoopctl broker rotate (postgres)', () => {
   it('sets a new password: the old one no longer logs in, the file\'s does, an open session goes on, new ones use it', async () => {
@@ -114,5 +132,53 @@ describe('hoopctl broker rotate (postgres)', () => {
     const through = await runCli(['exec', 'pg-sched', '-o', 'json', '-e', 'select current_user as who'], alice);
     expect(through.code, through.stderr).toBe(0);
     expect(JSON.parse(through.stdout)[0].rows).toEqual([{ who: 'sched_user' }]);
+  });
+});
+
+describe('hoopctl broker rotate (ssh)', () => {
+  it('installs a new key through the old one and removes the old one; an open ssh session goes on; new ones use the new key', async () => {
+    const oldKey = join(stack.dir, 'old-broker-key');
+    writeFileSync(oldKey, sshd.clientPrivateKey, { mode: 0o600 });
+    expect((await directSsh(oldKey)).code).toBe(0);
+    const tunnel = new CliProcess(['connect', 'ssh-rot', '-o', 'json'], alice);
+    const ready = JSON.parse((await tunnel.waitFor(/\{.*\}\n/))[0]!) as { port: number; hostKey: string };
+    const knownHosts = join(stack.dir, 'known_hosts_rot');
+    writeFileSync(knownHosts, `[127.0.0.1]:${ready.port} ${ready.hostKey}\n`);
+    const ssh = ['-p', String(ready.port), ...sshOptions(knownHosts), `${sshd.user}@127.0.0.1`];
+    const open = new CliProcess([...ssh, 'read a; echo "first $a"; read b; echo "second $b"'], process.env, 'ssh');
+    try {
+      open.child.stdin!.write('one\n');
+      await open.waitFor(/first one/);
+
+      const r = await runCli(['broker', 'rotate', 'ssh-rot'], bob);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/^ssh-rot: credential rotated \(new key SHA256:\S+, written to /);
+
+      // The session open across the rotation goes on.
+      open.child.stdin!.write('two\n');
+      await open.waitFor(/second two/);
+      // The old key no longer logs in to the backend; the one now in the broker's key file does.
+      const old = await directSsh(oldKey);
+      expect(old.code).toBe(255);
+      expect(old.stderr).toContain('Permission denied');
+      const now = await directSsh(sshd.clientKeyPath);
+      expect(now.stdout.trim(), now.stderr).toBe('direct');
+      expect(readFileSync(sshd.clientKeyPath, 'utf8')).not.toBe(sshd.clientPrivateKey);
+      const keys = readFileSync(join(sshd.dir, 'authorized_keys'), 'utf8').split('\n').filter((l) => l.trim());
+      expect(keys).toHaveLength(1);
+      // A new session through the broker logs in with the new key.
+      const fresh = await runSsh([...ssh, 'echo fresh']);
+      expect(fresh.code, fresh.stderr).toBe(0);
+      expect(fresh.stdout.trim()).toBe('fresh');
+
+      const [event] = (await rotations()).filter((e) => e.data.connection === 'ssh-rot');
+      expect(event!.data).toMatchObject({ type: 'ssh', by: 'bob', user: sshd.user, file: sshd.clientKeyPath });
+      expect(String(event!.data.fingerprint)).toMatch(/^SHA256:/);
+      expect(event!.data.fingerprint).not.toBe(event!.data.previous);
+    } finally {
+      open.child.stdin!.end();
+      await open.exit().catch(() => undefined);
+      await tunnel.stop();
+    }
   });
 });
