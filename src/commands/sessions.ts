@@ -232,7 +232,8 @@ async function playInTerminal(cast: Cast, o: { speed: number; maxIdle?: number }
 
 function detail(e: StoredEvent): string {
   const d = e.data as Record<string, unknown>;
-  return [d.code, d.reason, d.clientAddr].filter(Boolean).join('  ');
+  // Credential events name their connection, who acted (a subject or `schedule`) and, failed, why.
+  return [d.code, d.reason, d.connection, d.by ? `by ${String(d.by)}` : undefined, d.role, d.error, d.clientAddr].filter(Boolean).join('  ');
 }
 
 function oneLine(sql: string, max = 400): string {
@@ -349,6 +350,16 @@ export function eventLines(session: SessionRow, e: StoredEvent, t0: number): str
       break;
     case 'access-denied':
       out.push(`${at}  refused    ${d.reason}`);
+      break;
+    case 'credential-created':
+      out.push(`${at}  role       ${d.role} created, in ${(d.grantRoles as string[]).join(', ')}, valid until ${d.validUntil}`);
+      break;
+    case 'credential-dropped':
+      out.push(`${at}  role       ${d.role} dropped${d.terminated ? ` (${d.terminated} backend(s) terminated)` : ''}`);
+      break;
+    case 'credential-create-failed':
+    case 'credential-drop-failed':
+      out.push(`${at}  role     ✗ ${d.role}: ${e.type === 'credential-create-failed' ? 'not created' : 'not dropped'}: ${d.error}`);
       break;
     case 'request-start':
       break;

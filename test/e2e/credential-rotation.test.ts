@@ -106,6 +106,8 @@ describe('hoopctl broker rotate (postgres)', () => {
       expect(events).toHaveLength(1);
       expect(events[0]!.data).toMatchObject({ connection: 'app-pg', type: 'postgres', user: 'app_rw', by: 'bob', file: passwordFile });
       expect(JSON.stringify(events)).not.toContain(fresh);
+      const text = await runCli(['audit', 'events', '--type', 'credential.rotated'], alice);
+      expect(text.stdout).toMatch(/credential\.rotated +app-pg {2}by bob/);
     } finally {
       await open.end().catch(() => undefined);
       await connect.stop();

@@ -110,6 +110,9 @@ describe('per-session PostgreSQL roles', () => {
       expect(events.find((e) => e.type === 'backend-connected')!.data).toMatchObject({ user });
       expect(JSON.stringify(events)).not.toMatch(/PASSWORD|SCRAM-SHA-256\$/);
       expect(await sessionRoles()).not.toContain(user);
+      const replay = await runCli(['replay', newest!.id], alice);
+      expect(replay.stdout).toMatch(new RegExp(`role {7}${user} created, in app_reader, valid until \\d{4}-`));
+      expect(replay.stdout).toMatch(new RegExp(`role {7}${user} dropped`));
     } finally {
       await connect.stop();
     }
