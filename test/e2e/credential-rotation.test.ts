@@ -52,13 +52,14 @@ beforeAll(async () => {
         access: { groups: ['dba'] },
       },
     ],
+    // The role exists before the broker starts: its schedule finds the file due at start and rotates it.
+    beforeBroker: async (cluster) => {
+      const admin = new pg.Client({ connectionString: cluster.url('app') });
+      await admin.connect();
+      await admin.query(`CREATE ROLE sched_user LOGIN PASSWORD '${SCHED_PASSWORD}'`);
+      await admin.end();
+    },
   });
-  const admin = new pg.Client({ connectionString: stack.cluster.url('app') });
-  await admin.connect();
-  await admin.query(`CREATE ROLE sched_user LOGIN PASSWORD '${SCHED_PASSWORD}'`);
-  await admin.end();
-  // The role exists only now: the restarted broker's schedule finds the file due at its start and rotates it.
-  await stack.restartBroker();
   alice = await loginAs(stack, 'alice');
   bob = await loginAs(stack, 'bob');
 }, 120_000);
