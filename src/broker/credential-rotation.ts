@@ -61,6 +61,11 @@ export class CredentialRotation {
     }
   }
 
+  /** A rotation asked for by someone who may not: refused, and recorded like every refusal. */
+  async refused(name: string, by: string): Promise<void> {
+    await this.#deps.audit('credential.rotation-denied', { connection: name, by, reason: 'not a member of the admin groups' });
+  }
+
   /** Starts the schedule: each check rotates the connections whose `rotateEvery` has passed since their file was written. */
   start(): void {
     const due = () => {

@@ -121,6 +121,10 @@ describe('hoopctl broker rotate (postgres)', () => {
     expect(r.code).toBe(4);
     expect(r.stderr).toContain('only members of the admin groups may rotate credentials');
     expect(readFileSync(join(stack.dir, 'app-password'), 'utf8')).toBe(before);
+    const denied = await runCli(['audit', 'events', '--type', 'credential.rotation-denied', '-o', 'json'], alice);
+    expect((JSON.parse(denied.stdout) as AuditEvent[]).map((e) => e.data)).toEqual([
+      { connection: 'app-pg', by: 'alice', reason: 'not a member of the admin groups' },
+    ]);
   });
 
   it('rotateEvery rotates on its own once the secret file is older than that', async () => {

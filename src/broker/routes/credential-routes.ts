@@ -15,7 +15,10 @@ export interface CredentialRouteContext {
 export async function routeCredentials(ctx: CredentialRouteContext, req: IncomingMessage, res: ServerResponse, identity: Identity, url: URL): Promise<boolean> {
   const m = /^\/api\/v1\/connections\/([a-z0-9][a-z0-9._-]{0,62})\/rotate$/.exec(url.pathname);
   if (!m || req.method !== 'POST') return false;
-  if (!ctx.isAdmin(identity)) throw errors.denied('only members of the admin groups may rotate credentials');
+  if (!ctx.isAdmin(identity)) {
+    await ctx.rotation.refused(m[1]!, identity.subject);
+    throw errors.denied('only members of the admin groups may rotate credentials');
+  }
   sendJson(res, 200, { rotation: await ctx.rotation.rotate(m[1]!, identity.subject) });
   return true;
 }
