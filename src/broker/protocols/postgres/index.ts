@@ -63,7 +63,8 @@ export const postgresProtocol: ProtocolModule<PostgresConnection> = {
         if (sweepTimer) clearInterval(sweepTimer);
         sweepTimer = undefined;
         if (dynamic.length === 0) return;
-        sweepTimer = setInterval(() => dynamic.forEach(sweep), Math.min(...dynamic.map((c) => c.credentials.dynamic!.sweepEvery)));
+        // Timers hold 32-bit delays; a longer one would fire at once, over and over.
+        sweepTimer = setInterval(() => dynamic.forEach(sweep), Math.min(2 ** 31 - 1, ...dynamic.map((c) => c.credentials.dynamic!.sweepEvery)));
         sweepTimer.unref();
       },
       async serve(stream, s) {

@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import { Secret } from '../../../lib/secret.js';
+import { FetchedSecret, Secret } from '../../../lib/secret.js';
 import { AdminSql, AdminSqlError, quoteIdent, quoteLiteral } from './admin-sql.js';
 import { connectBackend, type BackendSession, type ConnectBackendOptions } from './backend.js';
 import type { DynamicRolesConfig, PostgresConnection } from './config.js';
@@ -31,6 +31,8 @@ export function grantRolesFor(dynamic: DynamicRolesConfig, groups: readonly stri
 
 /** Runs `work` on a connection of the admin credential (the connection's own `user` and `password`). */
 export async function withAdmin<T>(conn: PostgresConnection, work: (sql: AdminSql) => Promise<T>): Promise<T> {
+  // A helper's admin password is fetched by sessions; a sweep at start may come first.
+  if (conn.credentials.password instanceof FetchedSecret && !conn.credentials.password.known) await conn.credentials.password.refresh();
   const sql = new AdminSql(await connectBackend(conn, { application_name: 'hoopctl-broker' }));
   try {
     return await work(sql);
