@@ -23,6 +23,8 @@ import { ReviewNotifier, type NotifyTransition } from './reviews/review-notify.j
 import { reviewHandlers } from './reviews/review-routes.js';
 import { ReviewService } from './reviews/review-service.js';
 import { connectionHandlers } from './routes/connection-routes.js';
+import { credentialHandlers } from './routes/credential-routes.js';
+import { CredentialRotation } from './credential-rotation.js';
 import { createDispatcher } from './routes/dispatch.js';
 import { refuseMalformedRequests } from './routes/malformed-requests.js';
 import { sessionHandlers } from './routes/session-routes.js';
@@ -92,7 +94,11 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   // Without a configured key, hashes are stable for this process only (they still join within it).
   const maskKey = config.masking.hashKey?.reveal() ?? randomBytes(32);
   const connections = new Map(config.connections.map((c) => [c.name, c]));
-  const protocols = new ProtocolRuntimes({ logger, dataDir: resources.keyDir, keys: { ssh: config.ssh.hostKey } });
+  const protocols = new ProtocolRuntimes({
+    logger, dataDir: resources.keyDir, keys: { ssh: config.ssh.hostKey },
+    sessionOpen: async (id) => (await store.getSession(id))?.status === 'open',
+    audit: (type, data) => sessions.audit(type, data),
+  });
   protocols.prepare(config.connections);
   let stopping = false;
   const notifier = new ReviewNotifier(config.notify, logger);
@@ -137,6 +143,9 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     },
   };
   const connectionRoutes = { connections: () => connections, protocols, admission, isAuditor, isAdmin };
+  // Backend credentials the broker rotates: on `hoopctl broker rotate` and on each connection's `rotateEvery`.
+  const rotation = new CredentialRotation({ connections: () => connections, audit: (type, data) => sessions.audit(type, data), logger });
+  rotation.start();
   const sessionRoutes = { store, signer, isAuditor };
 
   const route = createDispatcher({
@@ -149,6 +158,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
         sendJson(res, 200, { issuer: primary.issuer, clientId: primary.clientId, scopes: primary.scopes, audience: primary.audience });
       },
       ...connectionHandlers(connectionRoutes),
+      ...credentialHandlers({ rotation }),
       ...reviewHandlers({ reviews, connections, isAuditor, authorizeRequest: (who, name, r) => admission.authorize(who, name, r) }),
       ...lockHandlers(lockRoutes),
       ...sessionHandlers(sessionRoutes),
@@ -202,6 +212,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       await sessionsEnded;
       await closed;
       reviews.close();
+      rotation.stop();
       clearInterval(checkpointTimer);
       await Promise.race([Promise.allSettled([...notifications]), new Promise((r) => setTimeout(r, 2000))]);
       await sessions.checkpointAll().catch((e: unknown) => logger.error({ err: errorMessage(e) }, 'checkpoint failed'));

@@ -3,8 +3,9 @@ import { isAbsolute, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { UserError } from '../lib/errors.js';
-import { Secret } from '../lib/secret.js';
-import { duration, secretSource, sessionLimitsSchema, type AccessConfig, type ConnectionBase, type SecretSource } from './protocols/connection-schema.js';
+import { FetchedSecret, FileSecret, Secret } from '../lib/secret.js';
+import { runCredentialHelper } from '../lib/credential-helper.js';
+import { duration, secretSource, sessionLimitsSchema, type AccessConfig, type ConnectionBase, type CredentialSource } from './protocols/connection-schema.js';
 import { PROTOCOLS, protocolOf, type Connection } from './protocols/registry.js';
 import type { PostgresConnection } from './protocols/postgres/config.js';
 import type { SshConnection } from './protocols/ssh/config.js';
@@ -204,14 +205,20 @@ function formatIssues(error: z.ZodError): string {
     .join('\n');
 }
 
-export function resolveSecret(source: SecretSource, field: string, env: NodeJS.ProcessEnv, baseDir: string): Secret {
+export function resolveSecret(source: CredentialSource, field: string, env: NodeJS.ProcessEnv, baseDir: string): Secret {
   if ('value' in source) return new Secret(source.value);
+  // A helper runs when a session needs its secret (src/broker/session-credentials.ts), not at load: a secret
+  // manager that is down for a moment refuses sessions with the reason, it does not stop the broker.
+  if ('command' in source) {
+    return new FetchedSecret(() => runCredentialHelper(source.command, { timeoutMs: source.timeout, cwd: baseDir, env }), source.cacheFor);
+  }
   if ('env' in source) {
     const v = env[source.env];
     if (v === undefined) throw new UserError(`invalid broker config:\n  ${field}: environment variable ${source.env} is not set`, { code: 'CONFIG_INVALID' });
     return new Secret(v);
   }
-  return new Secret(readConfigFile(source.file, field, baseDir).replace(/\r?\n$/, ''));
+  const path = isAbsolute(source.file) ? source.file : join(baseDir, source.file);
+  return new FileSecret(readConfigFile(source.file, field, baseDir).replace(/\r?\n$/, ''), path);
 }
 
 /** Reads a file the config names (relative to the config file); an error names the field. */
@@ -261,7 +268,7 @@ export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): B
       return undefined;
     }
   };
-  const secret = (source: SecretSource | undefined, field: string) =>
+  const secret = (source: CredentialSource | undefined, field: string) =>
     source && !skipSecrets ? collect(() => resolveSecret(source, field, env, baseDir)) : undefined;
   // A secret or file that cannot be read stands in as empty so the rest of its connection is still checked;
   // `problems` fails the load.

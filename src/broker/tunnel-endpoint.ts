@@ -15,6 +15,7 @@ import { protocolOf, type ProtocolRuntimes } from './protocols/registry.js';
 import type { ReviewService } from './reviews/review-service.js';
 import { statementHolds } from './reviews/statement-holds.js';
 import type { SessionService } from './session-service.js';
+import { fetchSessionCredentials } from './session-credentials.js';
 
 const TUNNEL_PATH = /^\/api\/v1\/tunnel\/([a-z0-9][a-z0-9._-]{0,62})$/;
 
@@ -66,6 +67,13 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
       socket.once('close', () => {
         if (!started) release();
       });
+      // Helper-provided secrets are fetched now, so a failing helper refuses the session in the client's terms.
+      try {
+        await fetchSessionCredentials(connection, logger);
+      } catch (e) {
+        await deps.sessions.refuse(identity, connection.name, connection.type, clientAddress(req), errorMessage(e));
+        throw e;
+      }
       wss.handleUpgrade(req, socket, head, (ws) => {
         started = true;
         const session = runTunnel(ws, req, identity, connection, grant);
@@ -98,7 +106,10 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
       const ending = new AbortController();
       deps.live.add(row.id, { recorder, identity, connection, grantId: grant?.id, end: (reason) => ending.abort(reason) });
       if (grant) await recorder.record('grant', { review: grant.id, until: grant.grantExpiresAt });
-      limits = enforceSessionLimits(ws, deps.admission.limitsOf(connection), identity.expiresAt, (reason) => {
+      const sessionLimits = deps.admission.limitsOf(connection);
+      const ends = [sessionLimits.maxDuration ? started + sessionLimits.maxDuration : Infinity, sessionLimits.endWithToken ? identity.expiresAt : Infinity];
+      const endsAt = Math.min(...ends);
+      limits = enforceSessionLimits(ws, sessionLimits, identity.expiresAt, (reason) => {
         void recorder.record('ended', { by: 'broker', reason }).catch(() => undefined);
         ending.abort(reason);
       });
@@ -112,6 +123,7 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
         : undefined;
       const summary = await deps.protocols.of(connection).serve(stream, {
         connection, recorder, identity, logger: log, maskKey: deps.maskKey, signal: ending.signal, reviews, detachedReviews: detach,
+        ...(Number.isFinite(endsAt) ? { endsAt } : {}),
       });
       await deps.sessions.close(row.id, recorder, {
         status: summary.outcome, statementCount: summary.statementCount, errorCount: summary.errorCount,

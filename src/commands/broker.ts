@@ -3,6 +3,8 @@ import { loadBrokerConfig } from '../broker/config.js';
 import { startBroker } from '../broker/broker.js';
 import { prepareBroker } from '../broker/broker-resources.js';
 import { UserError } from '../lib/errors.js';
+import { brokerPost, parseOutput, resolveBroker } from './context.js';
+import { printJson } from './render.js';
 
 export function register(program: Command): void {
   const broker = program.command('broker').description('Run the broker service');
@@ -36,6 +38,19 @@ export function register(program: Command): void {
       await waitForSignal();
       process.off('SIGHUP', onHup);
       await running.close();
+    });
+  broker
+    .command('rotate <connection>')
+    .description('Rotate a connection\'s backend credential now (admin groups): a new PostgreSQL password or SSH key, set on the backend and written to its secret file by the running broker')
+    .option('-o, --output <format>', 'text or json', 'text')
+    .option('--broker <url>', 'broker URL')
+    .addHelpText('after', '\nExamples:\n  hoopctl broker rotate pg-prod\n  hoopctl audit events --type credential.rotated   # when each was last rotated')
+    .action(async (name: string, opts: { output: string; broker?: string }) => {
+      const format = parseOutput(opts.output);
+      const { rotation } = await brokerPost<{ rotation: Record<string, unknown> }>(resolveBroker(opts.broker), `/api/v1/connections/${encodeURIComponent(name)}/rotate`, {});
+      if (format === 'json') return printJson(rotation);
+      const what = rotation.type === 'ssh' ? `new key ${String(rotation.fingerprint)}` : `new password for ${String(rotation.user)}`;
+      process.stdout.write(`${name}: credential rotated (${what}, written to ${String(rotation.file)})\n`);
     });
   broker
     .command('check')

@@ -128,12 +128,17 @@ export function register(program: Command): void {
   const audit = program.command('audit').description('Audit trail: broker-wide events and integrity checks');
   audit
     .command('events')
-    .description('List broker-wide audit events such as rejected tokens (audit groups only)')
+    .description('List broker-wide audit events such as rejected tokens and credential rotations (audit groups only)')
+    .option('--type <type>', 'only events of this type, over the whole stream (e.g. credential.rotated)')
     .option('-o, --output <format>', 'text or json', 'text')
     .option('--broker <url>', 'broker URL')
-    .action(async (opts: { output: string; broker?: string }) => {
+    .addHelpText('after', '\nExample:\n  hoopctl audit events --type credential.rotated   # when was each credential last rotated')
+    .action(async (opts: { output: string; broker?: string; type?: string }) => {
       const format = parseOutput(opts.output);
-      const { events } = await brokerGet<{ events: StoredEvent[] }>(resolveBroker(opts.broker), '/api/v1/audit');
+      const broker = resolveBroker(opts.broker);
+      const events = opts.type
+        ? (await allAuditEvents(broker)).filter((e) => e.type === opts.type)
+        : (await brokerGet<{ events: StoredEvent[] }>(broker, '/api/v1/audit')).events;
       if (format === 'json') return printJson(events);
       process.stdout.write(renderTable(['SEQ', 'AT', 'TYPE', 'DETAIL'], events.map((e) => [String(e.seq), formatTime(e.at), e.type, detail(e)])));
     });
@@ -227,7 +232,8 @@ async function playInTerminal(cast: Cast, o: { speed: number; maxIdle?: number }
 
 function detail(e: StoredEvent): string {
   const d = e.data as Record<string, unknown>;
-  return [d.code, d.reason, d.clientAddr].filter(Boolean).join('  ');
+  // Credential events name their connection, who acted (a subject or `schedule`) and, failed, why.
+  return [d.code, d.reason, d.connection, d.by ? `by ${String(d.by)}` : undefined, d.role, d.error, d.clientAddr].filter(Boolean).join('  ');
 }
 
 function oneLine(sql: string, max = 400): string {
@@ -344,6 +350,16 @@ export function eventLines(session: SessionRow, e: StoredEvent, t0: number): str
       break;
     case 'access-denied':
       out.push(`${at}  refused    ${d.reason}`);
+      break;
+    case 'credential-created':
+      out.push(`${at}  role       ${d.role} created, in ${(d.grantRoles as string[]).join(', ')}, valid until ${d.validUntil}`);
+      break;
+    case 'credential-dropped':
+      out.push(`${at}  role       ${d.role} dropped${d.terminated ? ` (${d.terminated} backend(s) terminated)` : ''}`);
+      break;
+    case 'credential-create-failed':
+    case 'credential-drop-failed':
+      out.push(`${at}  role     ✗ ${d.role}: ${e.type === 'credential-create-failed' ? 'not created' : 'not dropped'}: ${d.error}`);
       break;
     case 'request-start':
       break;

@@ -12,7 +12,7 @@ import { call, openTunnel, ROLES, startGateStack, upgrade, type Answer, type Gat
  */
 type Caller = 'none' | Role;
 const CALLERS: Caller[] = ['none', ...ROLES];
-type Expected = '101' | '200' | '200 sees' | '200 blind' | '201' | '401' | '403' | '404';
+type Expected = '101' | '200' | '200 sees' | '200 blind' | '201' | '401' | '403' | '404' | '409';
 
 interface Fixture {
   /** Substituted for `:id` / `:name` in the route's path. */
@@ -42,6 +42,8 @@ const MATRIX: Record<RouteId, Row> = {
   whoami: row(['401', '200', '200', '200', '200', '200']),
   listConnections: row(['401', '200 blind', '200 sees', '200 blind', '200 blind', '200 blind'], async () => ({ item: 'echo' })),
   getConnection: row(['401', '403', '200', '403', '403', '403'], async () => ({ params: { name: 'echo' } })),
+  // A tcp connection has no credential to rotate: an admin passes the gate and hears so (409).
+  rotateCredentials: row(['401', '403', '403', '403', '403', '409'], async () => ({ params: { name: 'echo' }, body: {} })),
   requestAccess: row(['401', '403', '201', '403', '403', '403'], async (g) => (await g.noOpenAccessRequest(), { params: { name: 'gated' }, body: { duration: '10m' } })),
   listReviews: row(['401', '200 blind', '200 sees', '200 sees', '200 sees', '200 blind'], async (g) => ({ item: await g.pendingAccessRequest() })),
   streamReviews: row(['401', '200', '200', '200', '200', '200']),

@@ -45,6 +45,8 @@ export interface StackOptions {
    * (e.g. `access` with an `approval`).
    */
   extraConnections?: Array<{ name: string } & Record<string, unknown>>;
+  /** Runs once the cluster and the `app` database exist, before the broker starts (roles its start must find). */
+  beforeBroker?: (cluster: PgCluster) => Promise<void>;
 }
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
@@ -55,6 +57,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   await admin.query(`CREATE ROLE app_rw LOGIN PASSWORD '${APP_PASSWORD}'`);
   await admin.query('CREATE DATABASE app OWNER app_rw');
   await admin.end();
+  await options.beforeBroker?.(cluster);
 
   const issuer = await startDevIssuer({
     audience: AUDIENCE,

@@ -26,6 +26,24 @@ export const secretSource = z.union([
 ]);
 export type SecretSource = z.infer<typeof secretSource>;
 
+/**
+ * A backend credential: a secret as above, or what a credential helper prints (`{ command: [vault, kv, get, …] }`):
+ * run without a shell when a session needs it (at most every `cacheFor`), killed after `timeout`. A helper that
+ * fails, hangs or prints nothing refuses the session. A relative program path is relative to the config file.
+ */
+export const credentialSource = z.union([
+  ...secretSource.options,
+  z
+    .object({
+      command: z.array(z.string().min(1)).min(1),
+      /** How long a printed secret is reused; 0 runs the helper for every session. */
+      cacheFor: duration.default(0),
+      timeout: duration.default(10_000),
+    })
+    .strict(),
+]);
+export type CredentialSource = z.infer<typeof credentialSource>;
+
 export const connectionName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'use lower-case letters, digits, ".", "_" or "-"');
 
 const approvalSchema = z
@@ -105,8 +123,8 @@ export interface ConnectionBase {
 
 /** How a protocol resolves the secrets and files of a parsed entry: the broker's, so errors name the field. */
 export interface ResolveContext {
-  /** `resolveSecret(source, 'connections[2].credentials.password')`. */
-  secret(source: SecretSource, field: string): Secret;
+  /** `resolveSecret(source, 'connections[2].credentials.password')`; a helper's secret is fetched per session. */
+  secret(source: CredentialSource, field: string): Secret;
   /** Reads a file named by the config (relative to the config file); errors name the field. */
   readFile(path: string, field: string): string;
   /** The entry's path in the config (`connections[2]`), for messages. */

@@ -63,6 +63,8 @@ export interface SessionContext<C extends ConnectionBase = ConnectionBase> {
   reviews?: StatementReviews;
   /** The client asked not to wait for reviews (`hoopctl exec --no-wait`): a held statement ends at once. */
   detachedReviews: boolean;
+  /** When the session ends at the latest (its maximum duration, or its token's expiry with endWithToken); absent: no limit. */
+  endsAt?: number;
 }
 
 /** How a session ended, in the broker's words. */
@@ -83,6 +85,10 @@ export interface ProtocolHost {
   dataDir: string;
   /** Keys configured at the top of the broker config (`ssh.hostKey`: the broker's own SSH host key). */
   keys: { ssh?: Secret };
+  /** Whether the store holds session `id` as open (on any broker sharing it): what a sweep of leftovers must keep. */
+  sessionOpen?(id: string): Promise<boolean>;
+  /** Appends a broker-wide audit event (outside any session). */
+  audit?(type: string, data: Record<string, unknown>): Promise<void>;
 }
 
 /**
@@ -108,6 +114,16 @@ export interface ProtocolModule<C extends ConnectionBase = ConnectionBase> {
    * `hoopctl policy check`. Absent: the type has no rules of its own, and access alone decides.
    */
   judge?(connection: C, identity: PolicyIdentity, input: { text?: string; shell: boolean }): Promise<DryRunResult>;
+  /**
+   * Rotation of the connection's static credential (`hoopctl broker rotate`, `credentials.rotateEvery`); absent: the
+   * type has none.
+   */
+  readonly rotation?: {
+    /** How often the schedule rotates, and the secret file whose mtime says when it last was; absent: not scheduled. */
+    schedule(connection: C): { every: number; file: string } | undefined;
+    /** Sets a new credential on the backend and in its file; resolves with what the audit event records (never the secret). */
+    rotate(connection: C): Promise<Record<string, unknown>>;
+  };
   /** What its `review` rules hold, as review messages name it. */
   readonly holds?: 'statement' | 'command' | 'request';
   start(host: ProtocolHost): ProtocolRuntime<C>;

@@ -35,6 +35,7 @@ export const API_ROUTES = {
   whoami: { method: 'GET', path: '/api/v1/whoami', access: 'identity' },
   listConnections: { method: 'GET', path: '/api/v1/connections', access: 'identity' },
   getConnection: { method: 'GET', path: '/api/v1/connections/:name', access: 'identity' },
+  rotateCredentials: { method: 'POST', path: '/api/v1/connections/:name/rotate', access: 'admin', what: 'rotate credentials' },
   requestAccess: { method: 'POST', path: '/api/v1/connections/:name/access-requests', access: 'identity' },
   listReviews: { method: 'GET', path: '/api/v1/reviews', access: 'identity' },
   streamReviews: { method: 'GET', path: '/api/v1/reviews/stream', access: 'identity' },

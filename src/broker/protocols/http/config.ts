@@ -36,7 +36,7 @@ import { z } from 'zod';
 import { DETECTOR_NAMES, MASK_STRATEGIES } from '../../../policy/mask-plan.js';
 import { httpPolicyShape, kubePolicyShape } from '../../../policy/http-rules.js';
 import { parseJsonPath } from '../../../policy/http-json-mask.js';
-import { connectionCommonShape, secretSource, type SecretSource } from '../connection-schema.js';
+import { connectionCommonShape, credentialSource, secretSource, type CredentialSource } from '../connection-schema.js';
 
 /** What the proxy needs of a secret: the broker's `Secret` fits. */
 export interface RevealableSecret {
@@ -76,9 +76,9 @@ const maskSchema = z
 const recordBodiesSchema = z.strictObject({ maxBytes: z.number().int().min(0).max(1024 * 1024).default(4096) });
 
 const httpCredentials = z.union([
-  z.strictObject({ header: z.strictObject({ name: z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'not an HTTP header name'), value: secretSource }) }),
-  z.strictObject({ bearer: secretSource }),
-  z.strictObject({ basic: z.strictObject({ user: z.string().min(1), password: secretSource }) }),
+  z.strictObject({ header: z.strictObject({ name: z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'not an HTTP header name'), value: credentialSource }) }),
+  z.strictObject({ bearer: credentialSource }),
+  z.strictObject({ basic: z.strictObject({ user: z.string().min(1), password: credentialSource }) }),
 ]);
 
 export const httpConnectionSchema = z.strictObject({
@@ -112,7 +112,7 @@ export const kubernetesConnectionSchema = z.strictObject({
     insecureSkipVerify: z.boolean().default(false),
   }),
   credentials: z.union([
-    z.strictObject({ bearer: secretSource }),
+    z.strictObject({ bearer: credentialSource }),
     z.strictObject({ clientCert: z.strictObject({ cert: secretSource, key: secretSource }) }),
   ]),
   ...kubePolicyShape,
@@ -166,7 +166,7 @@ function readFileFrom(baseDir: string): ReadConfigFile {
  * and value sources behave as for other connections and errors name the field), the CA file read.
  * `field` is the connection's path in the config (`connections[3]`) for messages.
  */
-export function resolveWebConnection<C extends { type: 'http' | 'kubernetes' }, Src = SecretSource>(
+export function resolveWebConnection<C extends { type: 'http' | 'kubernetes' }, Src = CredentialSource>(
   raw: C,
   resolveSecret: ResolveSecret<Src>,
   options: { field?: string; baseDir?: string; readFile?: ReadConfigFile } = {},

@@ -35,6 +35,8 @@ export interface BackendSession {
   leftover: Buffer;
   tls: boolean;
   notices: ErrorFields[];
+  /** The role it logged in as. */
+  user?: string;
 }
 
 export interface ConnectBackendOptions {
@@ -78,6 +80,7 @@ export async function connectBackend(
     socket.write(createStartupMessage(startup));
     const session = await authenticate(socket, reader, conn.credentials.user, password, upgraded.tls);
     session.leftover = reader.release();
+    session.user = conn.credentials.user;
     socket.setNoDelay(true);
     // The relay installs its own handlers; until then a late error must not crash the process.
     socket.on('error', () => undefined);

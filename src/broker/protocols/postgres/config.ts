@@ -13,7 +13,23 @@
 import { z } from 'zod';
 import { connectionPolicyShape } from '../../../policy/rules.js';
 import type { Secret } from '../../../lib/secret.js';
-import { connectionCommonShape, duration, secretSource, type ResolveContext } from '../connection-schema.js';
+import { connectionCommonShape, credentialSource, duration, type ResolveContext } from '../connection-schema.js';
+
+const roleNames = z.array(z.string().min(1).max(63)).min(1);
+
+/**
+ * `credentials.dynamic`: the role a session gets is a member of `grantRoles` (or of the first `byGroup` entry naming
+ * one of the identity's groups), so it has exactly their privileges; it is swept every `sweepEvery` when a crash left
+ * it behind.
+ */
+export const dynamicRolesSchema = z
+  .object({
+    grantRoles: roleNames,
+    byGroup: z.array(z.object({ groups: z.array(z.string().min(1)).min(1), grantRoles: roleNames }).strict()).default([]),
+    sweepEvery: duration.default(300_000),
+  })
+  .strict();
+export type DynamicRolesConfig = z.infer<typeof dynamicRolesSchema>;
 
 export const postgresConnectionSchema = z
   .object({
@@ -39,7 +55,21 @@ export const postgresConnectionSchema = z
         path: ['databases'],
         message: 'list the default `database` among `databases` (it is where a client that names none goes)',
       }),
-    credentials: z.object({ user: z.string().min(1), password: secretSource.optional() }).strict(),
+    credentials: z
+      .object({
+        /** With `dynamic`: the admin role that creates and drops the per-session roles (CREATEROLE). */
+        user: z.string().min(1),
+        password: credentialSource.optional(),
+        /** Per-session roles: each session logs in as a role of its own, made for it and dropped after it. */
+        dynamic: dynamicRolesSchema.optional(),
+        /** Rotate the password this often (`hoopctl broker rotate` does it at once); it must come from a file. */
+        rotateEvery: duration.optional(),
+      })
+      .strict()
+      .refine((c) => c.rotateEvery === undefined || (c.password !== undefined && 'file' in c.password), {
+        path: ['rotateEvery'],
+        message: 'rotation writes the new password to the secret file: give credentials.password as { file: … }',
+      }),
     /** Statement and masking rules (src/policy/rules.ts documents the schema). */
     ...connectionPolicyShape,
   })
@@ -49,10 +79,11 @@ type RawPostgresConnection = z.infer<typeof postgresConnectionSchema>;
 
 /** A postgres connection as the proxy sees it: the password resolved. */
 export interface PostgresConnection extends Omit<RawPostgresConnection, 'credentials'> {
-  credentials: { user: string; password?: Secret };
+  credentials: { user: string; password?: Secret; dynamic?: DynamicRolesConfig; rotateEvery?: number };
 }
 
 export function resolvePostgresConnection(raw: RawPostgresConnection, ctx: ResolveContext): PostgresConnection {
   const password = raw.credentials.password && !ctx.skipSecrets ? ctx.secret(raw.credentials.password, `${ctx.field}.credentials.password`) : undefined;
-  return { ...raw, credentials: { user: raw.credentials.user, password } };
+  return { ...raw, credentials: { user: raw.credentials.user, password, ...(raw.credentials.dynamic ? { dynamic: raw.credentials.dynamic } : {}),
+    ...(raw.credentials.rotateEvery !== undefined ? { rotateEvery: raw.credentials.rotateEvery } : {}) } };
 }

@@ -400,7 +400,7 @@ class PostgresProxySession {
     backend.socket.on('error', (err) => this.#log.debug({ err }, 'backend stream error'));
     try {
       await this.#record('backend-connected', {
-        user: conn.credentials.user,
+        user: backend.user ?? conn.credentials.user,
         database: route.database,
         tls: backend.tls,
         serverVersion: backend.parameters.find((p) => p.name === 'server_version')?.value,

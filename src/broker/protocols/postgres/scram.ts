@@ -118,3 +118,16 @@ function saslPrep(password: string): string {
     .normalize('NFKC');
   return mapped.length > 0 ? mapped : password;
 }
+
+/**
+ * The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (`SCRAM-SHA-256$4096:salt$StoredKey:ServerKey`).
+ * Sent instead of the password in CREATE/ALTER ROLE, so the password itself never appears in the server's
+ * statement log or in pg_stat_activity. `password` must be plain ASCII (SASLprep leaves it unchanged).
+ */
+export function scramVerifier(password: string, iterations = 4096): string {
+  const salt = randomBytes(16);
+  const salted = pbkdf2Sync(password, salt, iterations, 32, 'sha256');
+  const storedKey = createHash('sha256').update(createHmac('sha256', salted).update('Client Key').digest()).digest();
+  const serverKey = createHmac('sha256', salted).update('Server Key').digest();
+  return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
+}

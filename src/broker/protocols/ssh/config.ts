@@ -15,7 +15,7 @@ import { z } from 'zod';
 import { DETECTOR_NAMES, MASK_STRATEGIES } from '../../../policy/mask-plan.js';
 import { commandPolicyShape } from '../../../policy/shell-rules.js';
 import type { Secret } from '../../../lib/secret.js';
-import { connectionCommonShape, duration, secretSource, type ResolveContext } from '../connection-schema.js';
+import { connectionCommonShape, credentialSource, duration, type ResolveContext } from '../connection-schema.js';
 
 /** A pinned SSH host key: the public key line (`ssh-ed25519 AAAA…`) or its `SHA256:…` fingerprint. */
 const pinnedHostKey = z
@@ -38,9 +38,21 @@ export const sshConnectionSchema = z
       })
       .strict(),
     credentials: z
-      .object({ privateKey: secretSource.optional(), passphrase: secretSource.optional(), password: secretSource.optional() })
+      .object({
+        privateKey: credentialSource.optional(),
+        passphrase: credentialSource.optional(),
+        password: credentialSource.optional(),
+        /** Rotate the key this often (`hoopctl broker rotate` does it at once); it must come from a file. */
+        rotateEvery: duration.optional(),
+        /** Where rotation replaces the key on the backend (relative to the user's home). */
+        authorizedKeys: z.string().min(1).default('.ssh/authorized_keys'),
+      })
       .strict()
-      .refine((c) => c.privateKey || c.password, { message: 'give privateKey or password (or both)' }),
+      .refine((c) => c.privateKey || c.password, { message: 'give privateKey or password (or both)' })
+      .refine((c) => c.rotateEvery === undefined || (c.privateKey !== undefined && 'file' in c.privateKey && !c.passphrase), {
+        path: ['rotateEvery'],
+        message: 'rotation writes the new key to the key file: give credentials.privateKey as { file: … } (without a passphrase)',
+      }),
     /** What besides shells and exec requests the client may do. */
     allow: z
       .object({
@@ -76,7 +88,7 @@ type RawSshConnection = z.infer<typeof sshConnectionSchema>;
 
 /** An ssh connection as the proxy sees it: key, passphrase and password resolved. */
 export interface SshConnection extends Omit<RawSshConnection, 'credentials'> {
-  credentials: { privateKey?: Secret; passphrase?: Secret; password?: Secret };
+  credentials: { privateKey?: Secret; passphrase?: Secret; password?: Secret; rotateEvery?: number; authorizedKeys: string };
 }
 
 export function resolveSshConnection(raw: RawSshConnection, ctx: ResolveContext): SshConnection {
@@ -88,6 +100,8 @@ export function resolveSshConnection(raw: RawSshConnection, ctx: ResolveContext)
       privateKey: secret(raw.credentials.privateKey, 'privateKey'),
       passphrase: secret(raw.credentials.passphrase, 'passphrase'),
       password: secret(raw.credentials.password, 'password'),
+      authorizedKeys: raw.credentials.authorizedKeys,
+      ...(raw.credentials.rotateEvery !== undefined ? { rotateEvery: raw.credentials.rotateEvery } : {}),
     },
   };
 }

@@ -6,19 +6,26 @@ import type { ProtocolModule } from '../protocol.js';
 import { sshConnectionSchema, resolveSshConnection, type SshConnection } from './config.js';
 import { loadBrokerHostKey, type BrokerHostKey } from './host-keys.js';
 import { proxySshSession } from './proxy.js';
+import { rotateSshKey } from './rotate.js';
+import { FileSecret } from '../../../lib/secret.js';
 
 export const sshProtocol: ProtocolModule<SshConnection> = {
   type: 'ssh',
   schema: sshConnectionSchema,
   resolve: (raw, ctx) => resolveSshConnection(raw as Parameters<typeof resolveSshConnection>[0], ctx),
   holds: 'command',
+  rotation: {
+    schedule: (c) => (c.credentials.rotateEvery !== undefined && c.credentials.privateKey instanceof FileSecret ? { every: c.credentials.rotateEvery, file: c.credentials.privateKey.path } : undefined),
+    rotate: rotateSshKey,
+  },
   async judge(c, identity, { text, shell }) {
     if (shell) return { verdict: evaluateShell(c, identity), statements: [] };
     if (text === undefined) throw new UserError('no command given', { code: 'USAGE', hint: 'pass -e "COMMAND", or --shell' });
     return { verdict: evaluateCommand(c, identity, text), statements: [] };
   },
   check(c, at) {
-    if (!c.credentials.privateKey) return [];
+    // A helper's key is only known once a session fetches it; the session's connect checks it then.
+    if (!c.credentials.privateKey?.known || (c.credentials.passphrase && !c.credentials.passphrase.known)) return [];
     const parsed = ssh2.utils.parseKey(c.credentials.privateKey.reveal(), c.credentials.passphrase?.reveal());
     return parsed instanceof Error ? [`${at}.credentials.privateKey: not a private key ssh can use (${parsed.message})`] : [];
   },
