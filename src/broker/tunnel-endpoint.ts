@@ -2,6 +2,7 @@ import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
+import { readAgentHeaders, withAgent, type AgentContext } from '../api/agent-headers.js';
 import type { Identity } from '../api/identity.js';
 import type { Review } from '../api/review.js';
 import { HoopError, errorMessage } from '../lib/errors.js';
@@ -59,7 +60,9 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
     };
     if (!m) return refuse(errors.notFound('tunnel endpoint'));
     (async () => {
-      const identity = await deps.authenticate(req);
+      // An agent's tool call (hoopctl mcp) says so: its identity is recorded with the front door and MCP client.
+      const agent = readAgentHeaders(req.headers);
+      const identity = withAgent(await deps.authenticate(req), agent);
       const { connection, grant, release } = await deps.admission.admitSession(identity, m[1]!, req);
       let started = false;
       // A handshake that fails never reaches runTunnel: its session slot is given back when the socket goes.
@@ -68,7 +71,7 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
       });
       wss.handleUpgrade(req, socket, head, (ws) => {
         started = true;
-        const session = runTunnel(ws, req, identity, connection, grant);
+        const session = runTunnel(ws, req, identity, connection, grant, agent);
         running.add(session);
         void session.finally(() => {
           running.delete(session);
@@ -82,13 +85,13 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
     });
   });
 
-  async function runTunnel(ws: WebSocket, req: IncomingMessage, identity: Identity, connection: Connection, grant?: Review): Promise<void> {
+  async function runTunnel(ws: WebSocket, req: IncomingMessage, identity: Identity, connection: Connection, grant?: Review, agent?: AgentContext): Promise<void> {
     const started = Date.now();
     const stream = createWebSocketStream(ws);
     stream.on('error', () => undefined);
     streams.add(stream);
     const keepalive = setInterval(() => ws.ping(), 30_000);
-    const client = { agent: req.headers['user-agent'], peer: req.headers['x-hoopctl-peer'] };
+    const client = { agent: req.headers['user-agent'], peer: req.headers['x-hoopctl-peer'], ...(agent ? { via: agent.via, mcpClient: agent.client, reason: agent.reason } : {}) };
     let sessionId: string | undefined;
     let limits: (() => void) | undefined;
     try {
@@ -107,7 +110,7 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
       const reviews = connection.reviews
         ? statementHolds({
             reviews: deps.reviews, identity, connection: connection.name, sessionId: row.id, detach,
-            noun: protocolOf(connection.type).holds ?? 'request', stopping: deps.stopping,
+            noun: protocolOf(connection.type).holds ?? 'request', stopping: deps.stopping, reason: agent?.reason,
           })
         : undefined;
       const summary = await deps.protocols.of(connection).serve(stream, {

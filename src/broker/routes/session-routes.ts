@@ -34,6 +34,7 @@ export async function routeSessions(ctx: SessionRouteContext, req: IncomingMessa
       connection: url.searchParams.get('connection') ?? undefined,
       status: status as SessionRow['status'] | undefined,
       claims: claimFilter(url.searchParams.getAll('claim')),
+      via: viaFilter(url.searchParams.get('via')),
       limit,
     });
     sendJson(res, 200, { sessions: list });
@@ -69,6 +70,13 @@ async function visibleSession(ctx: SessionRouteContext, identity: Identity, id: 
   const session = await ctx.store.getSession(id);
   if (!session || (!ctx.isAuditor(identity) && session.identity.subject !== identity.subject)) throw errors.notFound(`session ${id}`);
   return session;
+}
+
+/** `?via=mcp`: the only front door a session names today; anything else is a 400, not an empty list. */
+function viaFilter(via: string | null): string | undefined {
+  if (via === null) return undefined;
+  if (via !== 'mcp') throw new HoopError(`via must be mcp, got "${via}"`, { code: 'BAD_REQUEST', status: 400 });
+  return via;
 }
 
 /** `?claim=run_id=4242` filters → `{ run_id: '4242' }`; a malformed one is a 400. */
