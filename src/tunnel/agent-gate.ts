@@ -21,6 +21,8 @@ import { openTunnel } from './ws-transport.js';
 /** SQLSTATEs the broker answers with (kept here: the client side does not import the broker). */
 const INSUFFICIENT_PRIVILEGE = '42501';
 const HELD_FOR_REVIEW = 'RV001';
+/** The exit status the broker gives a refused ssh command. */
+const SSH_REFUSED_STATUS = 1;
 /** The exit status the broker gives a held ssh command when the client does not wait. */
 const SSH_HELD_STATUS = 5;
 /** The most of a command's output or a response body kept in memory before it is cut (the tools cap it further). */
@@ -74,8 +76,12 @@ export function tunnelGate(o: TunnelGateOptions): AgentGate {
         });
         const err = stderr.text();
         if (held && exitStatus === SSH_HELD_STATUS) return { status: 'held', reviewId: held, message: err.trim() || `command held for review ${held}` };
-        const denied = /hoopctl: command denied by rule "([^"]+)"[^\n]*/.exec(err);
-        if (denied && exitStatus !== 0) return { status: 'denied', rule: denied[1]!, message: denied[0].replace(/^hoopctl: /, '') };
+        // The broker's refusal: its one `hoopctl: …` line on stderr, exit status 1, nothing run (no output).
+        if (exitStatus === SSH_REFUSED_STATUS && stdout.text() === '' && /^hoopctl: [^\n]*\r?\n?$/.test(err)) {
+          const message = err.trim().replace(/^hoopctl: /, '');
+          const rule = /denied by (?:policy )?rule "([^"]+)"/.exec(message)?.[1];
+          return { status: 'denied', ...(rule ? { rule } : {}), message };
+        }
         return { status: 'ok', value: { exitStatus, stdout: stdout.text(), stderr: err } };
       } catch (e) {
         return refusal(e);
