@@ -24,6 +24,7 @@ import { routeReviews } from './reviews/review-routes.js';
 import { ReviewService } from './reviews/review-service.js';
 import { routeConnections } from './routes/connection-routes.js';
 import { routeSessions } from './routes/session-routes.js';
+import { mcpEndpoint } from './mcp/mcp-endpoint.js';
 import { SessionService } from './session-service.js';
 import { SqliteStore } from './store/sqlite-store.js';
 import type { Store } from './store/store.js';
@@ -145,6 +146,9 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       const primary = config.auth.issuers.find((i) => i.clientId) ?? config.auth.issuers[0]!;
       return sendJson(res, 200, { issuer: primary.issuer, clientId: primary.clientId, scopes: primary.scopes, audience: primary.audience });
     }
+    // --- MCP front door for AI agents (issue 16): /mcp (Streamable HTTP) and its RFC 9728 metadata; own auth (401 + WWW-Authenticate).
+    if (await mcp.route(req, res, url)) return;
+    // ---
     if (!path.startsWith('/api/v1/')) throw errors.notFound(path);
     const identity = await authenticate(req);
     if (await routeConnections(connectionRoutes, req, res, identity, url)) return;
@@ -164,6 +168,12 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
 
   const server: Server = resources.tls ? createHttpsServer({ cert: resources.tls.cert, key: resources.tls.key }, onRequest) : createHttpServer(onRequest);
   const tunnels = attachTunnelEndpoint(server, { authenticate, admission, sessions, reviews, live, protocols, maskKey, logger, stopping: () => stopping });
+  // The MCP front door runs each tool call as a session through the same runner as a tunnel (src/broker/mcp/).
+  let publicUrl = '';
+  const mcp = mcpEndpoint({
+    authenticate, admission, sessions, reviews, live, protocols, maskKey, logger, stopping: () => stopping,
+    connections: () => connections, running: new Set(), publicUrl: () => publicUrl, issuers: () => config.auth.issuers.map((i) => i.issuer),
+  });
 
   const [host, port] = splitHostPort(config.server.listen);
   await new Promise<void>((resolve, reject) => {
@@ -173,6 +183,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const addr = server.address() as AddressInfo;
   const scheme = config.server.tls ? 'https' : 'http';
   const url = config.server.publicUrl ?? `${scheme}://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+  publicUrl = url.replace(/\/+$/, '');
   logger.info({ url, connections: config.connections.length, store: config.store.type }, 'broker listening');
 
   return {
@@ -195,7 +206,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       // Stop accepting, end live sessions, and let each record its close before the store goes.
       stopping = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      const sessionsEnded = tunnels.close();
+      const sessionsEnded = Promise.all([tunnels.close(), mcp.close()]);
       server.closeAllConnections();
       await sessionsEnded;
       await closed;

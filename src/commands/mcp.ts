@@ -5,7 +5,7 @@ import type { ConnectionInfo } from '../api/connection.js';
 import { accessToken, brokerClient, resolveBroker, resolveToken } from './context.js';
 import { HoopError, UserError } from '../lib/errors.js';
 import { parseDuration } from '../lib/duration.js';
-import { registerGateTools } from '../mcp/tools.js';
+import { AGENT_INSTRUCTIONS, registerGateTools } from '../mcp/tools.js';
 import { tunnelGate } from '../tunnel/agent-gate.js';
 
 /**
@@ -47,7 +47,7 @@ export function register(program: Command): void {
         if (e instanceof HoopError) throw new HoopError(`hoopctl mcp: ${e.message}${e.hint ? ` (${e.hint})` : ''}`, { code: e.code, ...(e.status ? { status: e.status } : {}) });
         throw e;
       }
-      const server = new McpServer({ name: 'hoopctl', version: '0.1.0' }, { instructions: INSTRUCTIONS });
+      const server = new McpServer({ name: 'hoopctl', version: '0.1.0' }, { instructions: AGENT_INSTRUCTIONS });
       const client = () => {
         const v = server.server.getClientVersion();
         return { name: v?.name ?? 'unknown', version: v?.version ?? 'unknown' };
@@ -62,8 +62,3 @@ export function register(program: Command): void {
       await closed;
     });
 }
-
-const INSTRUCTIONS =
-  'Every call goes through the hoopctl gate as your own identity: rules may deny a call (the error names the rule), ' +
-  'hold it for a human (you get progress while it waits, then the result or a review id: make the same call again ' +
-  'once approved), and mask sensitive values. State a reason on each call; approvers and the audit record see it.';

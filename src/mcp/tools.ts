@@ -27,6 +27,12 @@ export interface ToolOptions {
   client(): { name: string; version: string };
 }
 
+/** What both front doors tell an agent at the handshake (MCP `instructions`). */
+export const AGENT_INSTRUCTIONS =
+  'Every call goes through the hoopctl gate as your own identity: rules may deny a call (the error names the rule), ' +
+  'hold it for a human (you get progress while it waits, then the result or a review id: make the same call again ' +
+  'once approved), and mask sensitive values. State a reason on each call; approvers and the audit record see it.';
+
 type Extra = RequestHandlerExtra<ServerRequest, ServerNotification>;
 
 const reason = z.string().max(2000).optional().describe('Why you run this: shown to the human who approves it and kept in the audit record');
@@ -70,9 +76,9 @@ export function registerGateTools(server: McpServer, gate: AgentGate, o: ToolOpt
       },
       async (args, extra) => {
         if (args.sql.length > MAX_INPUT_LENGTH) return fail(`the SQL text is ${args.sql.length} characters; at most ${MAX_INPUT_LENGTH} are taken`);
-        const limits = await limitsOf(gate, args.connection, 'postgres', o.connections);
+        const limits = await limitsOf(gate, args.connection, 'postgres');
         if ('error' in limits) return limits.error;
-        return held(gate, o, extra, () => gate.query(args.connection, args.sql, args.params, call(args)), (results) => {
+        return held(gate, o, extra, async () => orKnown(await gate.query(args.connection, args.sql, args.params, call(args)), limits.known), (results) => {
           const shaped = shapeResults(results, limits.value);
           return ok(shaped, JSON.stringify(shaped));
         });
@@ -92,13 +98,13 @@ export function registerGateTools(server: McpServer, gate: AgentGate, o: ToolOpt
         annotations: { readOnlyHint: true },
       },
       async (args, extra) => {
-        const limits = await limitsOf(gate, args.connection, 'postgres', o.connections);
+        const limits = await limitsOf(gate, args.connection, 'postgres');
         if ('error' in limits) return limits.error;
         const sql =
           `select table_schema, table_name, column_name, data_type, is_nullable from information_schema.columns ` +
           `where table_schema not in ('pg_catalog', 'information_schema', 'pg_toast')${args.schema ? ' and table_schema = $1' : ''} ` +
           `order by table_schema, table_name, ordinal_position`;
-        return held(gate, o, extra, () => gate.query(args.connection, sql, args.schema ? [args.schema] : [], call(args)), (results) => {
+        return held(gate, o, extra, async () => orKnown(await gate.query(args.connection, sql, args.schema ? [args.schema] : [], call(args)), limits.known), (results) => {
           const tables = new Map<string, { schema: string; name: string; columns: Array<{ name: string; type: string; nullable: boolean }> }>();
           for (const [schema, table, column, type, nullable] of (results[0]?.rows ?? []) as string[][]) {
             const key = `${schema}.${table}`;
@@ -130,9 +136,9 @@ export function registerGateTools(server: McpServer, gate: AgentGate, o: ToolOpt
       },
       async (args, extra) => {
         if (args.command.length > MAX_INPUT_LENGTH) return fail(`the command is ${args.command.length} characters; at most ${MAX_INPUT_LENGTH} are taken`);
-        const limits = await limitsOf(gate, args.connection, 'ssh', o.connections);
+        const limits = await limitsOf(gate, args.connection, 'ssh');
         if ('error' in limits) return limits.error;
-        return held(gate, o, extra, () => gate.command(args.connection, args.command, call(args)), (r) => {
+        return held(gate, o, extra, async () => orKnown(await gate.command(args.connection, args.command, call(args)), limits.known), (r) => {
           const stdout = capText(r.stdout, limits.value.maxBytes);
           const stderr = capText(r.stderr, limits.value.maxBytes);
           const body = { exitStatus: r.exitStatus, stdout: stdout.text, stderr: stderr.text, truncated: stdout.truncated || stderr.truncated };
@@ -159,10 +165,10 @@ export function registerGateTools(server: McpServer, gate: AgentGate, o: ToolOpt
       },
       async (args, extra) => {
         if ((args.body?.length ?? 0) > MAX_INPUT_LENGTH) return fail(`the body is ${args.body!.length} characters; at most ${MAX_INPUT_LENGTH} are taken`);
-        const limits = await limitsOf(gate, args.connection, 'http', o.connections);
+        const limits = await limitsOf(gate, args.connection, 'http');
         if ('error' in limits) return limits.error;
         const req = { method: args.method.toUpperCase(), path: args.path, headers: args.headers ?? {}, ...(args.body !== undefined ? { body: args.body } : {}) };
-        return held(gate, o, extra, () => gate.request(args.connection, req, call(args)), (r) => {
+        return held(gate, o, extra, async () => orKnown(await gate.request(args.connection, req, call(args)), limits.known), (r) => {
           const body = capText(r.body, limits.value.maxBytes);
           let parsed: unknown = body.text;
           if (!body.truncated) {
@@ -181,24 +187,29 @@ export function registerGateTools(server: McpServer, gate: AgentGate, o: ToolOpt
 }
 
 /**
- * The caps of a connection the identity may use, with a clear error for a name it may not use or of another type.
- * Asked of the gate each call: access may have changed since the server started.
+ * The caps of a connection (and a clear error for one of another type). A name this identity may not use (or that
+ * does not exist) is not refused here: the call goes to the broker, which refuses it and records the refusal like any
+ * other, and the agent is told which connections it may use (`known`).
  */
-async function limitsOf(gate: AgentGate, name: string, kind: 'postgres' | 'ssh' | 'http', known: ConnectionInfo[]): Promise<{ value: ResultLimits } | { error: CallToolResult }> {
+async function limitsOf(gate: AgentGate, name: string, kind: 'postgres' | 'ssh' | 'http'): Promise<{ value: ResultLimits; known: string[] } | { error: CallToolResult }> {
   let list: ConnectionInfo[];
   try {
     list = await gate.connections();
   } catch (e) {
     return { error: fail((e as Error).message) };
   }
+  const known = list.map((x) => x.name);
   const c = list.find((x) => x.name === name);
-  if (!c) {
-    const why = known.some((x) => x.name === name) ? 'you may no longer use it' : 'no connection of that name is open to you';
-    return { error: fail(`unknown connection "${name}": ${why}. Connections: ${list.map((x) => x.name).join(', ') || 'none'}`) };
-  }
+  if (!c) return { value: DEFAULT_LIMITS, known };
   const types = kind === 'http' ? ['http', 'kubernetes'] : [kind];
   if (!types.includes(c.type)) return { error: fail(`${name} is a ${c.type} connection, not ${kind === 'http' ? 'http or kubernetes' : kind}`) };
-  return { value: c.mcp ?? DEFAULT_LIMITS };
+  return { value: c.mcp ?? DEFAULT_LIMITS, known };
+}
+
+/** A refusal tells the agent what it may use instead. */
+function orKnown<T>(outcome: GateOutcome<T>, known: string[]): GateOutcome<T> {
+  if (outcome.status !== 'refused') return outcome;
+  return { ...outcome, message: `${outcome.message}. Connections you may use: ${known.join(', ') || 'none'}` };
 }
 
 /**

@@ -13,18 +13,12 @@ import type { ConnectionInfo } from '../api/connection.js';
 import type { Review } from '../api/review.js';
 import { HoopError } from '../lib/errors.js';
 import type { AgentGate, GateOutcome, StatementResult, ToolCallContext } from '../mcp/gate.js';
+import { commandOutcome, httpOutcome, sqlOutcome } from '../mcp/outcomes.js';
 import { connectPgOverTunnel } from './pg-over-tunnel.js';
 import { queryForExec } from './pg-exec-query.js';
 import { execOverTunnel } from './ssh-over-tunnel.js';
 import { openTunnel } from './ws-transport.js';
 
-/** SQLSTATEs the broker answers with (kept here: the client side does not import the broker). */
-const INSUFFICIENT_PRIVILEGE = '42501';
-const HELD_FOR_REVIEW = 'RV001';
-/** The exit status the broker gives a refused ssh command. */
-const SSH_REFUSED_STATUS = 1;
-/** The exit status the broker gives a held ssh command when the client does not wait. */
-const SSH_HELD_STATUS = 5;
 /** The most of a command's output or a response body kept in memory before it is cut (the tools cap it further). */
 const MAX_CAPTURE_BYTES = 16 * 1024 * 1024;
 
@@ -74,15 +68,7 @@ export function tunnelGate(o: TunnelGateOptions): AgentGate {
           broker: o.broker, connection, token: await o.token(), hostKeyFingerprint: info.hostKeyFingerprint, command,
           detachReviews: true, onHeld: (id) => (held = id), stdin: null, stdout: stdout.sink, stderr: stderr.sink, headers: headers(call),
         });
-        const err = stderr.text();
-        if (held && exitStatus === SSH_HELD_STATUS) return { status: 'held', reviewId: held, message: err.trim() || `command held for review ${held}` };
-        // The broker's refusal: its one `hoopctl: …` line on stderr, exit status 1, nothing run (no output).
-        if (exitStatus === SSH_REFUSED_STATUS && stdout.text() === '' && /^hoopctl: [^\n]*\r?\n?$/.test(err)) {
-          const message = err.trim().replace(/^hoopctl: /, '');
-          const rule = /denied by (?:policy )?rule "([^"]+)"/.exec(message)?.[1];
-          return { status: 'denied', ...(rule ? { rule } : {}), message };
-        }
-        return { status: 'ok', value: { exitStatus, stdout: stdout.text(), stderr: err } };
+        return commandOutcome({ exitStatus, stdout: stdout.text(), stderr: stderr.text() }, held);
       } catch (e) {
         return refusal(e);
       }
@@ -132,37 +118,6 @@ export function tunnelGate(o: TunnelGateOptions): AgentGate {
 
 function toStatementResult(r: pg.QueryArrayResult): StatementResult {
   return { command: r.command, rowCount: r.rowCount, columns: r.fields.map((f) => f.name), rows: r.rows };
-}
-
-/** What the broker's PostgreSQL answer means to an agent: a deny names the rule, a hold the review. */
-export function sqlOutcome(e: pg.DatabaseError): GateOutcome<never> {
-  if (e.code === HELD_FOR_REVIEW) {
-    const review = /review (rev_[0-9a-f]+)/.exec(e.message)?.[1];
-    if (review) return { status: 'held', reviewId: review, message: e.message.replace(/^hoopctl: /, '') };
-  }
-  const rule = /denied by rule "([^"]+)"/.exec(e.message ?? '')?.[1];
-  if (e.code === INSUFFICIENT_PRIVILEGE && rule) return { status: 'denied', rule, message: e.message.replace(/^hoopctl: /, '') };
-  if (e.code) return { status: 'error', code: e.code, message: `${e.severity ?? 'ERROR'}: ${e.message} (SQLSTATE ${e.code})` };
-  return { status: 'error', message: e.message ?? String(e) };
-}
-
-/**
- * The broker's own refusals (`x-hoopctl-refused`, a JSON body naming the rule and any review: see
- * src/broker/protocols/http/refusals.ts) are outcomes for the agent; any other answer is the backend's result.
- */
-function httpOutcome(res: { status: number; headers: Record<string, string | string[] | undefined>; body: string }): GateOutcome<typeof res> {
-  if (res.headers['x-hoopctl-refused'] === undefined) return { status: 'ok', value: res };
-  let parsed: { error?: string; rule?: string; review?: string; message?: string; details?: { name?: string } } = {};
-  try {
-    parsed = JSON.parse(res.body) as typeof parsed;
-  } catch {
-    // not the broker's JSON: keep the text
-  }
-  const message = (parsed.error ?? parsed.message ?? res.body.slice(0, 500)).replace(/^hoopctl: /, '');
-  const review = parsed.review ?? /(rev_[0-9a-f]+)/.exec(message)?.[1];
-  if (review && /held for review/.test(message)) return { status: 'held', reviewId: review, message };
-  const rule = parsed.rule ?? parsed.details?.name ?? (res.headers['x-hoopctl-refused'] !== 'true' ? String(res.headers['x-hoopctl-refused']) : undefined);
-  return { status: 'denied', ...(rule ? { rule } : {}), message };
 }
 
 /** A tunnel the broker would not open (token, access, unknown connection) or could not reach. */

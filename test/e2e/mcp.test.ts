@@ -3,8 +3,11 @@ import { spawn } from 'node:child_process';
 import pg from 'pg';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { importJWK, SignJWT } from 'jose';
+import { accessToken } from '../../src/commands/context.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import { BIN, loginAs, runCli, startStack, type Stack } from '../support/stack.js';
+import { AUDIENCE, BIN, loginAs, runCli, startStack, type Stack } from '../support/stack.js';
 import { startSshd, type TestSshd } from '../../src/dev/sshd.js';
 import { startHttpBackend, type HttpBackend } from '../support/http-backend.js';
 import type { Review } from '../../src/api/review.js';
@@ -180,10 +183,12 @@ describe('hoopctl mcp, driven by the MCP SDK client', () => {
   it('gives bad input a clear tool error and keeps serving', async () => {
     const unknown = await call('postgres_query', { connection: 'nope', sql: 'select 1' });
     expect(unknown.isError).toBe(true);
-    expect(text(unknown)).toContain('unknown connection "nope": no connection of that name is open to you. Connections: app-pg, ssh-host, api');
+    expect(unknown.structuredContent).toMatchObject({ status: 'refused', code: 'NOT_FOUND' });
+    expect(text(unknown)).toMatch(/nope.*Connections you may use: app-pg, ssh-host, api$/);
     const forbidden = await call('postgres_query', { connection: 'secret-pg', sql: 'select 1' });
     expect(forbidden.isError).toBe(true);
-    expect(text(forbidden)).toContain('unknown connection "secret-pg"');
+    expect(forbidden.structuredContent).toMatchObject({ status: 'refused', code: 'ACCESS_DENIED' });
+    expect(text(forbidden)).toMatch(/secret-pg.*Connections you may use: app-pg, ssh-host, api$/);
     const missing = await call('postgres_query', { connection: 'app-pg' });
     expect(missing.isError).toBe(true);
     expect(text(missing)).toMatch(/sql/);
@@ -199,7 +204,9 @@ describe('hoopctl mcp, driven by the MCP SDK client', () => {
     const r = await runCli(['sessions', '--via', 'mcp', '-n', '100', '-o', 'json'], alice);
     expect(r.code, r.stderr).toBe(0);
     const sessions = JSON.parse(r.stdout) as SessionRow[];
-    expect(new Set(sessions.map((s) => s.connection))).toEqual(new Set(['app-pg', 'ssh-host', 'api']));
+    // The refused calls are recorded too (the unknown name and the connection this identity may not use).
+    expect(new Set(sessions.map((s) => s.connection))).toEqual(new Set(['app-pg', 'ssh-host', 'api', 'secret-pg', 'nope']));
+    expect(sessions.filter((s) => s.connection === 'secret-pg' || s.connection === 'nope').map((s) => s.status)).toEqual(['refused', 'refused']);
     for (const s of sessions) expect(s.identity).toMatchObject({ clientId: 'ci-report', via: 'mcp', mcpClient: AGENT });
     const deleted = sessions.find((s) => s.connection === 'app-pg' && s.statementCount > 0 && s.status === 'closed')!;
     const verify = await runCli(['audit', 'verify', deleted.id], alice);
@@ -224,5 +231,97 @@ describe('hoopctl mcp without an identity', () => {
     expect(stdout).toBe('');
     expect(stderr.trimEnd().split('\n')).toHaveLength(1);
     expect(stderr).toMatch(/^error: hoopctl mcp: .*hoopctl login/);
+  });
+});
+
+describe("the broker's /mcp (Streamable HTTP), driven by the MCP SDK client", () => {
+  let remote: Client;
+  let token: string;
+  /** The bearer token each request carries: a test swaps it for an expired one mid-conversation. */
+  let bearer: string;
+
+  beforeAll(async () => {
+    const saved = { ...process.env };
+    Object.assign(process.env, agentEnv);
+    try {
+      token = await accessToken(stack.brokerUrl);
+    } finally {
+      process.env = saved;
+    }
+    bearer = token;
+    remote = new Client({ name: 'remote-agent', version: '9.9' });
+    await remote.connect(new StreamableHTTPClientTransport(new URL('/mcp', stack.brokerUrl), {
+      fetch: (url, init) => fetch(url, { ...init, headers: { ...Object.fromEntries(new Headers(init?.headers).entries()), authorization: `Bearer ${bearer}` } }),
+    }));
+  });
+
+  afterAll(async () => {
+    await remote?.close().catch(() => undefined);
+  });
+
+  const remoteCall = async (name: string, args: Record<string, unknown>, onprogress?: (p: { progress: number; message?: string }) => void) =>
+    (await remote.callTool({ name, arguments: args }, undefined, { timeout: 120_000, ...(onprogress ? { onprogress, resetTimeoutOnProgress: true } : {}) })) as CallToolResult;
+
+  it('serves the same tools with the same outcomes: masked rows, a deny naming its rule', async () => {
+    const { tools } = await remote.listTools();
+    expect(tools.map((t) => t.name).sort()).toEqual(['http_request', 'list_connections', 'postgres_describe', 'postgres_query', 'ssh_command']);
+    const rows = await remoteCall('postgres_query', { connection: 'app-pg', sql: 'select id, email, card from customers where id = $1', params: [1] });
+    expect(rows.structuredContent).toMatchObject({ results: [{ rows: [{ id: 1, email: '[REDACTED]', card: '[REDACTED]' }] }], truncated: false });
+    const denied = await remoteCall('postgres_query', { connection: 'app-pg', sql: 'alter table customers add column x int' });
+    expect(denied.isError).toBe(true);
+    expect(denied.structuredContent).toMatchObject({ status: 'denied', rule: 'no-ddl' });
+    const ssh = await remoteCall('ssh_command', { connection: 'ssh-host', command: 'echo remote' });
+    expect(ssh.structuredContent).toMatchObject({ exitStatus: 0, stdout: 'remote\n' });
+    const http = await remoteCall('http_request', { connection: 'api', method: 'GET', path: '/users' });
+    expect(http.structuredContent).toMatchObject({ status: 200, body: { total: 2 } });
+    expect(JSON.stringify(http.structuredContent)).not.toContain('ada@example.com');
+    const forbidden = await remoteCall('postgres_query', { connection: 'secret-pg', sql: 'select 1' });
+    expect(forbidden.isError).toBe(true);
+  });
+
+  it('holds a DELETE with progress over the HTTP stream until bob approves it, then returns the result', async () => {
+    let heard!: (m: string) => void;
+    const first = new Promise<string>((resolve) => (heard = resolve));
+    const pending = remoteCall('postgres_query', { connection: 'app-pg', sql: 'delete from customers where id = 4', reason: 'remote cleanup' }, (p) => heard(p.message ?? ''));
+    const id = /held for review (rev_[0-9a-f]+)/.exec(await first)?.[1];
+    expect(id).toBeDefined();
+    const reviews = JSON.parse((await runCli(['reviews', '-o', 'json'], bob)).stdout) as Review[];
+    expect(reviews.find((r) => r.id === id)).toMatchObject({ reason: 'remote cleanup', requester: { via: 'mcp', mcpClient: { name: 'remote-agent', version: '9.9' } } });
+    expect((await runCli(['approve', id!, '--reason', 'fine'], bob)).code).toBe(0);
+    expect((await pending).structuredContent).toMatchObject({ results: [{ command: 'DELETE', rowCount: 1 }] });
+    expect(await directCount('id = 4')).toBe(0);
+  });
+
+  it('records the remote calls as sessions via mcp that verify', async () => {
+    const sessions = JSON.parse((await runCli(['sessions', '--via', 'mcp', '-n', '200', '-o', 'json'], alice)).stdout) as SessionRow[];
+    const remoteOnes = sessions.filter((s) => s.identity.mcpClient?.name === 'remote-agent');
+    expect(remoteOnes.every((s) => s.identity.via === 'mcp' && s.identity.clientId === 'ci-report')).toBe(true);
+    expect(new Set(remoteOnes.map((s) => s.connection))).toEqual(new Set(['app-pg', 'ssh-host', 'api', 'secret-pg']));
+    expect(remoteOnes.filter((s) => s.connection === 'secret-pg').map((s) => s.status)).toEqual(['refused']);
+    const closed = remoteOnes.find((s) => s.connection === 'app-pg' && s.status === 'closed')!;
+    const verify = await runCli(['audit', 'verify', closed.id], alice);
+    expect(verify.code, verify.stdout + verify.stderr).toBe(0);
+  });
+
+  it('answers no token, and a token that expired mid-conversation, with 401 pointing at the protected resource metadata', async () => {
+    const none = await fetch(new URL('/mcp', stack.brokerUrl), { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: '{}' });
+    expect(none.status).toBe(401);
+    const metadataUrl = `${stack.brokerUrl}/.well-known/oauth-protected-resource/mcp`;
+    expect(none.headers.get('www-authenticate')).toBe(`Bearer resource_metadata="${metadataUrl}"`);
+    const metadata = await (await fetch(metadataUrl)).json();
+    expect(metadata).toMatchObject({ resource: `${stack.brokerUrl}/mcp`, authorization_servers: [stack.issuer.issuer], bearer_methods_supported: ['header'] });
+
+    const key = await importJWK(stack.issuer.signingKey, 'RS256');
+    const now = Math.floor(Date.now() / 1000);
+    const sub = (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { sub: string }).sub;
+    bearer = await new SignJWT({ iss: stack.issuer.issuer, aud: AUDIENCE, sub, client_id: 'ci-report', iat: now - 600, exp: now - 60 })
+      .setProtectedHeader({ alg: 'RS256', typ: 'at+jwt', kid: stack.issuer.kid }).sign(key);
+    try {
+      await expect(remote.callTool({ name: 'list_connections', arguments: {} })).rejects.toThrow(/TOKEN_EXPIRED/);
+    } finally {
+      bearer = token;
+    }
+    // The conversation goes on with a valid token again: nothing crashed.
+    expect((await remoteCall('list_connections', {})).isError).toBeFalsy();
   });
 });
