@@ -1,12 +1,8 @@
 import type { Command } from 'commander';
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import type { ConnectionInfo } from '../api/connection.js';
 import { accessToken, brokerClient, resolveBroker, resolveToken } from './context.js';
 import { HoopError, UserError } from '../lib/errors.js';
 import { parseDuration } from '../lib/duration.js';
-import { AGENT_INSTRUCTIONS, registerGateTools } from '../mcp/tools.js';
-import { tunnelGate } from '../tunnel/agent-gate.js';
 
 /**
  * `hoopctl mcp`: an MCP server on standard input/output for agent hosts that launch local servers. The agent holds
@@ -47,6 +43,11 @@ export function register(program: Command): void {
         if (e instanceof HoopError) throw new HoopError(`hoopctl mcp: ${e.message}${e.hint ? ` (${e.hint})` : ''}`, { code: e.code, ...(e.status ? { status: e.status } : {}) });
         throw e;
       }
+      // Loaded here: every other command would pay for the SDK at start-up.
+      const [{ McpServer }, { StdioServerTransport }, { AGENT_INSTRUCTIONS, registerGateTools }, { tunnelGate }] = await Promise.all([
+        import('@modelcontextprotocol/sdk/server/mcp.js'), import('@modelcontextprotocol/sdk/server/stdio.js'),
+        import('../mcp/tools.js'), import('../tunnel/agent-gate.js'),
+      ]);
       const server = new McpServer({ name: 'hoopctl', version: '0.1.0' }, { instructions: AGENT_INSTRUCTIONS });
       const client = () => {
         const v = server.server.getClientVersion();

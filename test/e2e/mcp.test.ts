@@ -7,6 +7,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { importJWK, SignJWT } from 'jose';
 import { accessToken } from '../../src/commands/context.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { resolve } from 'node:path';
 import { AUDIENCE, BIN, loginAs, runCli, startStack, type Stack } from '../support/stack.js';
 import { startSshd, type TestSshd } from '../../src/dev/sshd.js';
 import { startHttpBackend, type HttpBackend } from '../support/http-backend.js';
@@ -216,6 +217,37 @@ describe('hoopctl mcp, driven by the MCP SDK client', () => {
     const bad = await runCli(['sessions', '--via', 'carrier-pigeon'], alice);
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toContain('via must be mcp');
+  });
+});
+
+describe('hoopctl mcp, driven by the MCP Inspector\'s CLI mode (a client nobody here wrote)', () => {
+  // @modelcontextprotocol/inspector itself needs Node 22; its CLI mode ships as @modelcontextprotocol/inspector-cli,
+  // which runs on Node 20: `mcp-inspector-cli --cli <server command> --method …` is `npx @modelcontextprotocol/inspector --cli …`.
+  const INSPECTOR_BUILD = resolve(import.meta.dirname, '../../node_modules/@modelcontextprotocol/inspector-cli/build');
+  const inspector = (args: string[]) => {
+    // The inspector starts the server with only the variables it is given (-e), as an agent host's config does.
+    const env = ['HOOPCTL_BROKER', 'HOOPCTL_CLIENT_ID', 'HOOPCTL_CLIENT_SECRET', 'HOOPCTL_TOKEN_STORE', 'XDG_CONFIG_HOME', 'XDG_STATE_HOME']
+      .flatMap((k) => ['-e', `${k}=${agentEnv[k]}`]);
+    const child = spawn(process.execPath, ['cli.js', '--cli', ...env, process.execPath, BIN, 'mcp', ...args], {
+      // inspector-cli 1.0.3 finds its own package.json relative to the working directory: run it from its build folder.
+      cwd: INSPECTOR_BUILD, env: { PATH: process.env.PATH, HOME: stack.dir }, stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    return new Promise<{ code: number; stdout: string; stderr: string }>((done) => child.on('close', (code) => done({ code: code ?? -1, stdout, stderr })));
+  };
+
+  it('lists the tools and runs the query tool, masked', async () => {
+    const list = await inspector(['--method', 'tools/list']);
+    expect(list.code, list.stdout + list.stderr).toBe(0);
+    expect((JSON.parse(list.stdout) as { tools: Array<{ name: string }> }).tools.map((t) => t.name)).toContain('postgres_query');
+    const q = await inspector(['--method', 'tools/call', '--tool-name', 'postgres_query', '--tool-arg', 'connection=app-pg', 'sql=select id, email from customers where id = 1']);
+    expect(q.code, q.stdout + q.stderr).toBe(0);
+    const result = JSON.parse(q.stdout) as CallToolResult;
+    expect(result.isError).toBeFalsy();
+    expect(result.structuredContent).toMatchObject({ results: [{ rows: [{ id: 1, email: '[REDACTED]' }] }] });
   });
 });
 
