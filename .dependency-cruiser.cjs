@@ -50,6 +50,15 @@ module.exports = {
       to: { path: '^src/broker/', pathNot: '^src/broker/(protocols/|recording/recorder\\.ts$)' },
     },
     {
+      name: 'mcp-tools-are-front-door-neutral',
+      severity: 'error',
+      comment:
+        'src/mcp shapes tool calls and outcomes for both MCP front doors (hoopctl mcp, the broker\'s /mcp): it reaches ' +
+        'the gate only through the AgentGate it is given, never broker, tunnel, command or login code.',
+      from: { path: '^src/mcp/' },
+      to: { path: '^src/(broker|tunnel|commands|auth)/' },
+    },
+    {
       name: 'api-is-wire-types',
       severity: 'error',
       comment: 'src/api holds the shapes that cross the wire between the CLI and the broker, and the client for them.',

@@ -11,6 +11,8 @@ export interface ConnectionInfo {
   user?: string;
   hostKeyFingerprint?: string;
   hostKey?: string;
+  /** What an AI agent's tool call gets back at most (`mcp` in the connection's config); defaults apply without. */
+  mcp?: { maxRows: number; maxBytes: number };
   /** Just-in-time connections: opening one needs an approved access request. */
   approval?: { maxDuration: number; reason: 'required' | 'optional' };
 }

@@ -13,6 +13,14 @@ export interface Identity {
   claims?: Record<string, string>;
   /** Token expiry, ms since epoch. */
   expiresAt: number;
+  /**
+   * The front door the session came through when it is not a hoopctl command of a person or job: `mcp` for an AI
+   * agent's tool call (`hoopctl mcp`, the broker's `/mcp`). Kept with the identity so sessions, reviews, replays and
+   * exports all say so; stated by the client, like its user agent, never a reason to admit anyone.
+   */
+  via?: 'mcp';
+  /** The MCP client (agent host) as it named itself in the MCP handshake (`initialize`): stated, not proven. */
+  mcpClient?: { name: string; version: string };
 }
 
 /**

@@ -28,6 +28,7 @@ import { CredentialRotation } from './credential-rotation.js';
 import { createDispatcher } from './routes/dispatch.js';
 import { refuseMalformedRequests } from './routes/malformed-requests.js';
 import { sessionHandlers } from './routes/session-routes.js';
+import { mcpEndpoint } from './mcp/mcp-endpoint.js';
 import { SessionService } from './session-service.js';
 import { SqliteStore } from './store/sqlite-store.js';
 import type { Store } from './store/store.js';
@@ -166,7 +167,12 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   });
 
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
-    route(req, res).catch((e: unknown) => {
+    // The MCP front door (/mcp, Streamable HTTP, and its RFC 9728 metadata) checks its own bearer and answers 401 with
+    // WWW-Authenticate as the MCP authorization spec asks; everything else is the route table's.
+    (async () => {
+      if (await mcp.route(req, res, new URL(req.url ?? '/', 'http://broker'))) return;
+      await route(req, res);
+    })().catch((e: unknown) => {
       if (e instanceof HoopError) return sendError(res, e);
       logger.error({ err: errorMessage(e), path: req.url }, 'request failed');
       sendError(res, new HoopError('internal error', { code: 'INTERNAL', status: 500 }));
@@ -176,6 +182,12 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const server: Server = resources.tls ? createHttpsServer({ cert: resources.tls.cert, key: resources.tls.key }, onRequest) : createHttpServer(onRequest);
   refuseMalformedRequests(server, { audit: (type, data) => sessions.audit(type, data), logger });
   const tunnels = attachTunnelEndpoint(server, { authenticate, admission, sessions, reviews, live, protocols, maskKey, logger, stopping: () => stopping });
+  // The MCP front door runs each tool call as a session through the same runner as a tunnel (src/broker/mcp/).
+  let publicUrl = '';
+  const mcp = mcpEndpoint({
+    authenticate, admission, sessions, reviews, live, protocols, maskKey, logger, stopping: () => stopping,
+    connections: () => connections, running: new Set(), publicUrl: () => publicUrl, issuers: () => config.auth.issuers.map((i) => i.issuer),
+  });
 
   const [host, port] = splitHostPort(config.server.listen);
   await new Promise<void>((resolve, reject) => {
@@ -185,6 +197,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const addr = server.address() as AddressInfo;
   const scheme = config.server.tls ? 'https' : 'http';
   const url = config.server.publicUrl ?? `${scheme}://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+  publicUrl = url.replace(/\/+$/, '');
   logger.info({ url, connections: config.connections.length, store: config.store.type }, 'broker listening');
 
   return {
@@ -207,7 +220,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       // Stop accepting, end live sessions, and let each record its close before the store goes.
       stopping = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      const sessionsEnded = tunnels.close();
+      const sessionsEnded = Promise.all([tunnels.close(), mcp.close()]);
       server.closeAllConnections();
       await sessionsEnded;
       await closed;

@@ -3,7 +3,7 @@
  * following its events live for `hoopctl sessions watch`, and the registry of sessions running in this process.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { WebSocket } from 'ws';
+import type { EventEmitter } from 'node:events';
 import type { Store } from './store/store.js';
 import type { Identity } from '../api/identity.js';
 import type { Connection } from './config.js';
@@ -21,8 +21,11 @@ export interface SessionLimits {
   maxConcurrent?: number;
 }
 
-/** Arms the limits on a session's tunnel; `end` is called once with the reason. Returns the cleanup. */
-export function enforceSessionLimits(ws: WebSocket, limits: SessionLimits, tokenExpiresAt: number, end: (reason: string) => void): () => void {
+/**
+ * Arms the limits on a session's tunnel; `end` is called once with the reason. Returns the cleanup. `activity` emits
+ * `message` whenever the client sends something (a tunnel's WebSocket; an in-process MCP call's stream).
+ */
+export function enforceSessionLimits(ws: EventEmitter, limits: SessionLimits, tokenExpiresAt: number, end: (reason: string) => void): () => void {
   const timers: NodeJS.Timeout[] = [];
   if (limits.endWithToken) {
     // Timers hold 32-bit delays: a token valid for longer than ~24 days is checked again later.

@@ -1,35 +1,20 @@
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { Logger } from 'pino';
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
+import { readAgentHeaders, withAgent, type AgentContext } from '../api/agent-headers.js';
 import type { Identity } from '../api/identity.js';
 import type { Review } from '../api/review.js';
 import { HoopError, errorMessage } from '../lib/errors.js';
-import type { MaskKey } from '../policy/masking.js';
-import type { Admission } from './admission.js';
 import type { AuthenticateRequest } from './auth/request-auth.js';
 import type { Connection } from './config.js';
 import { clientAddress, errors } from './http-util.js';
-import { enforceSessionLimits, type LiveSessionRegistry } from './live-sessions.js';
-import { protocolOf, type ProtocolRuntimes } from './protocols/registry.js';
-import type { ReviewService } from './reviews/review-service.js';
-import { statementHolds } from './reviews/statement-holds.js';
-import type { SessionService } from './session-service.js';
+import { runSession, type SessionRunnerDeps } from './session-runner.js';
 import { fetchSessionCredentials } from './session-credentials.js';
 
 const TUNNEL_PATH = /^\/api\/v1\/tunnel\/([a-z0-9][a-z0-9._-]{0,62})$/;
 
-export interface TunnelEndpointDeps {
+export interface TunnelEndpointDeps extends SessionRunnerDeps {
   authenticate: AuthenticateRequest;
-  admission: Admission;
-  sessions: SessionService;
-  reviews: ReviewService;
-  live: LiveSessionRegistry;
-  protocols: ProtocolRuntimes;
-  maskKey: MaskKey;
-  logger: Logger;
-  /** Whether the broker is stopping (a review still pending then is orphaned). */
-  stopping: () => boolean;
 }
 
 export interface TunnelEndpoint {
@@ -60,7 +45,9 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
     };
     if (!m) return refuse(errors.notFound('tunnel endpoint'));
     (async () => {
-      const identity = await deps.authenticate(req);
+      // An agent's tool call (hoopctl mcp) says so: its identity is recorded with the front door and MCP client.
+      const agent = readAgentHeaders(req.headers);
+      const identity = withAgent(await deps.authenticate(req), agent);
       const { connection, grant, release } = await deps.admission.admitSession(identity, m[1]!, req);
       let started = false;
       // A handshake that fails never reaches runTunnel: its session slot is given back when the socket goes.
@@ -76,7 +63,7 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
       }
       wss.handleUpgrade(req, socket, head, (ws) => {
         started = true;
-        const session = runTunnel(ws, req, identity, connection, grant);
+        const session = runTunnel(ws, req, identity, connection, grant, agent);
         running.add(session);
         void session.finally(() => {
           running.delete(session);
@@ -90,51 +77,18 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
     });
   });
 
-  async function runTunnel(ws: WebSocket, req: IncomingMessage, identity: Identity, connection: Connection, grant?: Review): Promise<void> {
-    const started = Date.now();
+  async function runTunnel(ws: WebSocket, req: IncomingMessage, identity: Identity, connection: Connection, grant?: Review, agent?: AgentContext): Promise<void> {
     const stream = createWebSocketStream(ws);
     stream.on('error', () => undefined);
     streams.add(stream);
     const keepalive = setInterval(() => ws.ping(), 30_000);
-    const client = { agent: req.headers['user-agent'], peer: req.headers['x-hoopctl-peer'] };
-    let sessionId: string | undefined;
-    let limits: (() => void) | undefined;
+    const client = { agent: req.headers['user-agent'], peer: req.headers['x-hoopctl-peer'], ...(agent ? { via: agent.via, mcpClient: agent.client, reason: agent.reason } : {}) };
     try {
-      const { row, recorder } = await deps.sessions.open(identity, connection, clientAddress(req), client);
-      sessionId = row.id;
-      const log = logger.child({ session: row.id, connection: connection.name, subject: identity.subject });
-      const ending = new AbortController();
-      deps.live.add(row.id, { recorder, identity, connection, grantId: grant?.id, end: (reason) => ending.abort(reason) });
-      if (grant) await recorder.record('grant', { review: grant.id, until: grant.grantExpiresAt });
-      const sessionLimits = deps.admission.limitsOf(connection);
-      const ends = [sessionLimits.maxDuration ? started + sessionLimits.maxDuration : Infinity, sessionLimits.endWithToken ? identity.expiresAt : Infinity];
-      const endsAt = Math.min(...ends);
-      limits = enforceSessionLimits(ws, sessionLimits, identity.expiresAt, (reason) => {
-        void recorder.record('ended', { by: 'broker', reason }).catch(() => undefined);
-        ending.abort(reason);
+      await runSession(deps, stream, {
+        identity, connection, grant, clientAddr: clientAddress(req), client, activity: ws,
+        detach: new URL(req.url ?? '/', 'http://broker').searchParams.get('review') === 'detach', reason: agent?.reason,
       });
-      log.info('session opened');
-      const detach = new URL(req.url ?? '/', 'http://broker').searchParams.get('review') === 'detach';
-      const reviews = connection.reviews
-        ? statementHolds({
-            reviews: deps.reviews, identity, connection: connection.name, sessionId: row.id, detach,
-            noun: protocolOf(connection.type).holds ?? 'request', stopping: deps.stopping,
-          })
-        : undefined;
-      const summary = await deps.protocols.of(connection).serve(stream, {
-        connection, recorder, identity, logger: log, maskKey: deps.maskKey, signal: ending.signal, reviews, detachedReviews: detach,
-        ...(Number.isFinite(endsAt) ? { endsAt } : {}),
-      });
-      await deps.sessions.close(row.id, recorder, {
-        status: summary.outcome, statementCount: summary.statementCount, errorCount: summary.errorCount,
-        ...(summary.error ? { error: summary.error } : {}), durationMs: Date.now() - started,
-      });
-      log.info({ outcome: summary.outcome, statements: summary.statementCount }, 'session closed');
-    } catch (e) {
-      logger.error({ err: errorMessage(e), session: sessionId }, 'session failed');
     } finally {
-      limits?.();
-      if (sessionId) deps.live.delete(sessionId);
       clearInterval(keepalive);
       streams.delete(stream);
       stream.destroy();

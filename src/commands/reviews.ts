@@ -5,6 +5,7 @@ import { followReviews } from './review-stream.js';
 import { formatDuration, formatTime, printJson, renderTable } from './render.js';
 import type { Review } from '../api/review.js';
 import type { Identity } from '../api/identity.js';
+import { describeAgent } from '../api/agent-headers.js';
 import { UserError } from '../lib/errors.js';
 
 export function register(program: Command): void {
@@ -23,7 +24,7 @@ export function register(program: Command): void {
       process.stdout.write(
         renderTable(
           ['ID', 'KIND', 'STATUS', 'REQUESTER', 'CONNECTION', 'APPROVALS', 'CREATED', 'WHAT'],
-          reviews.map((r) => [r.id, r.kind, r.status, r.requester.name, r.connection,
+          reviews.map((r) => [r.id, r.kind, r.status, r.requester.via ? `${r.requester.name} (${describeAgent(r.requester)})` : r.requester.name, r.connection,
             `${r.decisions.filter((d) => d.action === 'approve').length}/${r.minApprovals}`, formatTime(r.createdAt), summary(r)]),
         ),
       );

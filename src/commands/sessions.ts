@@ -7,6 +7,7 @@ import { verifyChain } from '../broker/recording/event-chain.js';
 import { CHECKPOINT_EVENT, verifyCheckpoints } from '../broker/recording/checkpoints.js';
 import { AUDIT_STREAM } from '../broker/session-service.js';
 import { UserError } from '../lib/errors.js';
+import { describeAgent } from '../api/agent-headers.js';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { castOutput, castsFromEvents, playCast, toAsciicast, type Cast } from './replay-player.js';
 
@@ -17,17 +18,19 @@ export function register(program: Command): void {
     .option('--connection <name>', 'only this connection')
     .option('--subject <sub>', 'only this identity (auditors)')
     .option('--status <status>', 'only open (running), closed, refused or failed sessions')
+    .option('--via <door>', 'only sessions that came through this front door: mcp (AI agents\' tool calls)')
     .option('--claim <name=value>', 'only sessions whose token carried this claim (a CI run: run_id=4242); repeatable', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .option('-n, --limit <n>', 'how many, newest first', '50')
     .option('-o, --output <format>', 'text or json', 'text')
     .option('--broker <url>', 'broker URL')
     .addHelpText('after', '\nExamples:\n  hoopctl sessions --connection pg-prod -o json\n  hoopctl sessions --status open   # what is running now (then: sessions watch / sessions end)')
-    .action(async (opts: { connection?: string; subject?: string; status?: string; claim: string[]; limit: string; output: string; broker?: string }) => {
+    .action(async (opts: { connection?: string; subject?: string; status?: string; via?: string; claim: string[]; limit: string; output: string; broker?: string }) => {
       const format = parseOutput(opts.output);
       const q = new URLSearchParams({ limit: opts.limit });
       if (opts.connection) q.set('connection', opts.connection);
       if (opts.subject) q.set('subject', opts.subject);
       if (opts.status) q.set('status', opts.status);
+      if (opts.via) q.set('via', opts.via);
       for (const c of opts.claim) q.append('claim', c);
       const { sessions } = await brokerGet<{ sessions: SessionRow[] }>(resolveBroker(opts.broker), `/api/v1/sessions?${q}`);
       if (format === 'json') return printJson(sessions);
@@ -36,7 +39,7 @@ export function register(program: Command): void {
         renderTable(
           ['ID', 'STARTED', 'WHO', 'CONNECTION', 'STATUS', 'STATEMENTS', 'ERRORS', 'DURATION'],
           sessions.map((s) => [
-            s.id, formatTime(s.startedAt), s.identity.name, s.connection, s.status, String(s.statementCount), String(s.errorCount),
+            s.id, formatTime(s.startedAt), whoWithAgent(s.identity), s.connection, s.status, String(s.statementCount), String(s.errorCount),
             s.endedAt ? formatDuration(s.endedAt - s.startedAt) : 'running',
           ]),
         ),
@@ -257,12 +260,19 @@ function resultText(d: Record<string, any>): string {
   return `→ ${tags || (d.skipped ? 'skipped (earlier error in the batch)' : 'ok')}${took ? ` in ${took}` : ''}${d.incomplete ? ' (the session ended before the server finished)' : ''}`;
 }
 
+/** A session's identity in a listing: an agent's tool calls name their MCP client too. */
+function whoWithAgent(identity: SessionRow['identity']): string {
+  const agent = describeAgent(identity);
+  return agent ? `${identity.name} (${agent})` : identity.name;
+}
+
 /** The transcript `replay` prints; exported for tests of its shape. */
 export function renderTranscript(session: SessionRow, events: StoredEvent[]): string {
   const id = session.identity;
   const out: string[] = [
     `session ${session.id}  ${session.connection} (${session.connectionType})`,
     `who     ${id.name} [${id.kind}${id.clientId ? `, client ${id.clientId}` : ''}; groups: ${id.groups.join(', ') || 'none'}] via ${id.issuer}`,
+    ...(id.via ? [`agent   ${describeAgent(id)}`] : []),
     ...(id.claims ? [`claims  ${Object.entries(id.claims).map(([k, v]) => `${k}=${v}`).join('  ')}`] : []),
     `when    ${formatTime(session.startedAt)}${session.endedAt ? ` for ${formatDuration(session.endedAt - session.startedAt)}` : ' (running)'}  from ${session.clientAddr}`,
     `outcome ${session.status}: ${session.statementCount} ${session.connectionType === 'ssh' ? 'request(s)' : 'statement(s)'}, ${session.errorCount} error(s)`,

@@ -19,9 +19,9 @@ export interface PgTunnelClient {
  * without a local listener. pg expects a net.Socket-like stream, so the tunnel gets the few
  * socket methods pg calls.
  */
-export async function connectPgOverTunnel(broker: string, connection: string, token: string, options: { detachReviews?: boolean; database?: string } = {}): Promise<PgTunnelClient> {
+export async function connectPgOverTunnel(broker: string, connection: string, token: string, options: { detachReviews?: boolean; database?: string; headers?: Record<string, string>; peer?: string } = {}): Promise<PgTunnelClient> {
   const query = options.detachReviews ? { review: 'detach' } : undefined;
-  const stream = (await openTunnel(broker, connection, token, 'hoopctl-exec', query)) as Duplex & Record<string, unknown>;
+  const stream = (await openTunnel(broker, connection, token, options.peer ?? 'hoopctl-exec', query, options.headers)) as Duplex & Record<string, unknown>;
   stream.setNoDelay = () => stream;
   stream.setKeepAlive = () => stream;
   stream.connect = () => {

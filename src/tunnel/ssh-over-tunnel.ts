@@ -17,6 +17,8 @@ export interface SshExecOptions {
   detachReviews?: boolean;
   /** Called with the review id when the broker held the command for review. */
   onHeld?(reviewId: string): void;
+  /** More headers for the tunnel (an agent's tool call says so: src/api/agent-headers.ts). */
+  headers?: Record<string, string>;
   /** Ask for a terminal (`-t`). */
   pty?: { cols: number; rows: number; term: string };
 }
@@ -26,7 +28,7 @@ export interface SshExecOptions {
  * Resolves with the remote exit status (128 + signal number for a signal, as shells report it).
  */
 export async function execOverTunnel(o: SshExecOptions): Promise<number> {
-  const stream = await openTunnel(o.broker, o.connection, o.token, 'hoopctl-exec', o.detachReviews ? { review: 'detach' } : undefined);
+  const stream = await openTunnel(o.broker, o.connection, o.token, 'hoopctl-exec', o.detachReviews ? { review: 'detach' } : undefined, o.headers);
   const client = new ssh2.Client();
   let banner = '';
   let triedAuth = false;

@@ -102,12 +102,25 @@ export const reviewsSchema = z
   .strict();
 export type ReviewsConfig = z.infer<typeof reviewsSchema>;
 
+/**
+ * What an AI agent's tool call (hoopctl mcp, /mcp) gets back at most: rows and bytes of a result, so one query cannot
+ * flood an agent's context; a result cut short says `truncated`. A size limit for the agent, not a security control.
+ */
+export const agentLimitsSchema = z
+  .object({
+    maxRows: z.number().int().positive().max(100_000).default(100),
+    maxBytes: z.number().int().positive().max(16 * 1024 * 1024).default(64 * 1024),
+  })
+  .strict();
+export type AgentLimits = z.infer<typeof agentLimitsSchema>;
+
 /** The fields every connection entry starts with; a protocol adds `type`, `target`, `credentials` and its rules. */
 export const connectionCommonShape = {
   name: connectionName,
   description: z.string().optional(),
   access: accessSchema,
   reviews: reviewsSchema.optional(),
+  mcp: agentLimitsSchema.optional(),
 };
 
 /** What the broker knows of any connection, whatever its type. */
@@ -117,6 +130,7 @@ export interface ConnectionBase {
   description?: string;
   access: AccessConfig;
   reviews?: ReviewsConfig;
+  mcp?: AgentLimits;
   /** A protocol's rules, where it has any: each carries a name and an action (deny, review, allow, mask). */
   rules?: ReadonlyArray<{ name?: string; action?: string }>;
 }

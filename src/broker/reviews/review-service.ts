@@ -78,13 +78,13 @@ export class ReviewService extends EventEmitter<ReviewEvents> {
     return who.groups.some((g) => review.approverGroups.includes(g));
   }
 
-  async requestStatement(o: { requester: Identity; connection: string; sessionId?: string; statement: string; rule: string; detail?: string }): Promise<Review> {
+  async requestStatement(o: { requester: Identity; connection: string; sessionId?: string; statement: string; rule: string; detail?: string; reason?: string }): Promise<Review> {
     const c = this.#connection(o.connection);
     if (!c.reviews) throw new HoopError(`connection ${c.name} has no reviewers configured`, { code: 'REVIEW_UNAVAILABLE', status: 409 });
     const now = this.#now();
     const review: Review = {
       id: newReviewId(), kind: 'statement', connection: c.name, requester: o.requester, sessionId: o.sessionId,
-      statement: o.statement, rule: o.rule, ...(o.detail ? { detail: o.detail } : {}), status: 'pending', approverGroups: c.reviews.groups, minApprovals: c.reviews.minApprovals,
+      statement: o.statement, rule: o.rule, ...(o.detail ? { detail: o.detail } : {}), ...(o.reason ? { reason: o.reason } : {}), status: 'pending', approverGroups: c.reviews.groups, minApprovals: c.reviews.minApprovals,
       decisions: [], createdAt: now, expiresAt: now + c.reviews.timeout,
     };
     await this.#store.createReview(review);

@@ -13,6 +13,8 @@ export interface StatementHoldOptions {
   noun: 'statement' | 'command' | 'request';
   /** Whether the broker is stopping: a review still pending then is orphaned, not withdrawn. */
   stopping: () => boolean;
+  /** Why the client says it runs this (an agent's stated reason): the approver sees it with the review. */
+  reason?: string;
 }
 
 /**
@@ -28,7 +30,7 @@ export function statementHolds(o: StatementHoldOptions): StatementReviews {
       if (earlier) return { approved: true, reviewId: earlier.id, message: `approved earlier in review ${earlier.id}` };
       const review = await reviews.requestStatement({
         requester: identity, connection, sessionId: o.detach ? undefined : o.sessionId, statement: request.statement, rule: request.rule,
-        ...(request.detail ? { detail: request.detail } : {}),
+        ...(request.detail ? { detail: request.detail } : {}), ...(o.reason ? { reason: o.reason } : {}),
       });
       const who = `${review.minApprovals} approval(s) from ${review.approverGroups.join(', ')}`;
       if (o.detach) {

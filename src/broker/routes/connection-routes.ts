@@ -17,7 +17,7 @@ export interface ConnectionRouteContext {
 /** What a connection tells a client: its name and type, what its module says, and whether it needs a grant. */
 export function describeConnection(c: Connection, protocols: ProtocolRuntimes): Record<string, unknown> {
   return {
-    name: c.name, type: c.type, description: c.description, ...protocols.of(c).describe(c),
+    name: c.name, type: c.type, description: c.description, ...protocols.of(c).describe(c), ...(c.mcp ? { mcp: c.mcp } : {}),
     approval: c.access.approval ? { maxDuration: c.access.approval.maxDuration, reason: c.access.approval.reason } : undefined,
   };
 }

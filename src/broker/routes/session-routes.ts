@@ -36,6 +36,7 @@ export function sessionHandlers(
         connection: url.searchParams.get('connection') ?? undefined,
         status: status as SessionRow['status'] | undefined,
         claims: claimFilter(url.searchParams.getAll('claim')),
+        via: viaFilter(url.searchParams.get('via')),
         limit,
       });
       // The store keys by subject; the same subject from another issuer is someone else.
@@ -64,6 +65,13 @@ async function visibleSession(ctx: SessionRouteContext, identity: Identity, id: 
   const session = await ctx.store.getSession(id);
   if (!session || (!ctx.isAuditor(identity) && !sameIdentity(session.identity, identity))) throw errors.notFound(`session ${id}`);
   return session;
+}
+
+/** `?via=mcp`: the only front door a session names today; anything else is a 400, not an empty list. */
+function viaFilter(via: string | null): string | undefined {
+  if (via === null) return undefined;
+  if (via !== 'mcp') throw new HoopError(`via must be mcp, got "${via}"`, { code: 'BAD_REQUEST', status: 400 });
+  return via;
 }
 
 /** `?claim=run_id=4242` filters → `{ run_id: '4242' }`; a malformed one is a 400. */

@@ -184,6 +184,10 @@ export class SqliteStore implements Store {
       where.push('status = ?');
       values.push(filter.status);
     }
+    if (filter.via) {
+      where.push(`json_extract(identity, '$.via') = ?`);
+      values.push(filter.via);
+    }
     for (const [name, value] of Object.entries(filter.claims ?? {})) {
       if (!/^[A-Za-z0-9_]+$/.test(name)) throw new HoopError(`not a claim name: ${name}`, { code: 'BAD_REQUEST', status: 400 });
       where.push(`json_extract(identity, '$.claims.${name}') = ?`);

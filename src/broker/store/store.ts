@@ -16,6 +16,8 @@ export interface SessionFilter {
   status?: SessionRow['status'];
   /** Token claims the identity must carry (a CI run: `{ run_id: '4242' }`). */
   claims?: Record<string, string>;
+  /** The front door the identity came through (`mcp`: an AI agent's tool calls). */
+  via?: string;
   limit?: number;
 }
 

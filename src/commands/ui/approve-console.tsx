@@ -1,5 +1,6 @@
 import { Box, Text, useInput, useStdout, type Key } from 'ink';
 import { useCallback, useEffect, useRef, useState } from 'react';
+import { describeAgent } from '../../api/agent-headers.js';
 import type { Identity } from '../../api/identity.js';
 import type { Review } from '../../api/review.js';
 import { decisionRight, isActiveGrant, revokeRight, type DecisionRight } from './decision-rights.js';
@@ -328,6 +329,8 @@ function ReviewDetail({ review, me, now }: { review: Review; me: Identity; now: 
     ['Client id', who.clientId ?? '—'],
     ['Groups', who.groups.length > 0 ? who.groups.join(', ') : '—'],
     // A CI job's token names the job: approvers see which repository, branch and run asks.
+    // An AI agent's tool call: approvers see which agent host asks, beside the agent's own identity above.
+    ...(who.via ? [['Agent', describeAgent(who)!] as [string, string]] : []),
     ...(who.claims ? [['Job', Object.entries(who.claims).map(([k, v]) => `${k}=${v}`).join(' · ')] as [string, string]] : []),
     ['Connection', review.connection],
   ];

@@ -54,6 +54,8 @@ describe('import rules', () => {
       'src/broker/protocols/postgres/proxy.ts': "import type { PostgresConnection } from '../../config.js';\nexport const p = (c: PostgresConnection) => c;\n",
       'src/broker/a.ts': "import { b } from './b.js';\nexport const a = () => b;\n",
       'src/broker/b.ts': "import { a } from './a.js';\nexport const b = () => a;\n",
+      'src/tunnel/agent-gate.ts': 'export const gate = 1;\n',
+      'src/mcp/tools.ts': "import { gate } from '../tunnel/agent-gate.js';\nimport type { Review } from '../broker/reviews/review.js';\nexport const t = (r: Review) => [gate, r];\n",
     }));
   let cached: string[] | undefined;
 
@@ -81,11 +83,20 @@ describe('import rules', () => {
     expect(found()).toContain('protocols-stay-below-the-broker: src/broker/protocols/postgres/proxy.ts → src/broker/config.ts');
   });
 
+  it('refuse MCP tool code that reaches a front door\'s own side (tunnels, broker) instead of its AgentGate', () => {
+    expect(found()).toEqual(
+      expect.arrayContaining([
+        'mcp-tools-are-front-door-neutral: src/mcp/tools.ts → src/tunnel/agent-gate.ts',
+        'mcp-tools-are-front-door-neutral: src/mcp/tools.ts → src/broker/reviews/review.ts',
+      ]),
+    );
+  });
+
   it('refuse an import cycle', () => {
     expect(found().filter((v) => v.startsWith('no-cycles: src/broker/a.ts') || v.startsWith('no-cycles: src/broker/b.ts')).length).toBeGreaterThan(0);
   });
 
   it('report nothing else in that tree', () => {
-    expect(found().every((v) => /src\/(commands\/ui\/console|tunnel\/listener|auth\/login|policy\/(rules|net)|broker\/protocols\/postgres\/proxy|broker\/[ab])\.ts/.test(v))).toBe(true);
+    expect(found().every((v) => /src\/(commands\/ui\/console|tunnel\/listener|auth\/login|policy\/(rules|net)|broker\/protocols\/postgres\/proxy|broker\/[ab]|mcp\/tools)\.ts/.test(v))).toBe(true);
   });
 });

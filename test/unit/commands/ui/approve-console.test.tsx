@@ -182,6 +182,16 @@ describe('ApproveConsole detail view', () => {
     expect(ui.see()).toMatch(/Job +repository=acme\/etl · ref=refs\/heads\/main · run_id=4242/);
   });
 
+  it('shows that an AI agent asks: its identity, its MCP client and the reason it stated', async () => {
+    const agent = identity('support-bot', { kind: 'service', clientId: 'support-bot', via: 'mcp', mcpClient: { name: 'claude-code', version: '1.2.3' } });
+    const ui = setup({ reviews: [statementReview('rv-7', { requester: agent, reason: 'remove the duplicate ticket' })] });
+    await press(ui.stdin, KEY.enter);
+    await eventually(() => expect(ui.see()).toContain('Review rv-7 · statement · pending'));
+    expect(ui.see()).toMatch(/Client id +support-bot/);
+    expect(ui.see()).toMatch(/Agent +claude-code 1\.2\.3 via mcp/);
+    expect(ui.see()).toMatch(/Reason +remove the duplicate ticket/);
+  });
+
   it('lists decisions so far with who, what and why', async () => {
     const carol = identity('carol', { groups: ['oncall'] });
     const ui = setup({
