@@ -6,7 +6,7 @@ import { AUDIENCE, call, openTunnel, startGateStack, upgrade, type Answer, type 
 
 /**
  * Token attacks against every door that takes a bearer token, on a real broker process trusting a real
- * oidc-provider: the REST API, both server-sent event streams and the tunnel's WebSocket upgrade. Every forged,
+ * oidc-provider: the REST API, both server-sent event streams, the MCP endpoint and the tunnel's WebSocket upgrade. Every forged,
  * stale, misplaced or oversized token is refused with its own code, every refusal is in the audit stream, the broker
  * stays up and still serves a genuine token afterwards. SECURITY.md lists the cases and the figures of a run.
  */
@@ -45,6 +45,12 @@ describe('token attacks on the REST API, the event streams and the tunnel', () =
       'REST GET /api/v1/whoami': (a) => call(url, 'GET', q('/api/v1/whoami', a.query), { token: a.token }),
       'SSE GET /api/v1/reviews/stream': (a) => call(url, 'GET', q('/api/v1/reviews/stream', a.query), { token: a.token }),
       'SSE GET /api/v1/sessions/<id>/stream': (a) => call(url, 'GET', q(`/api/v1/sessions/${sessionId}/stream`, a.query), { token: a.token }),
+      // An MCP client's first message (initialize) on the remote MCP endpoint; its 401 also names the metadata URL.
+      'MCP POST /mcp': (a) => call(url, 'POST', q('/mcp', a.query), {
+        token: a.token,
+        headers: { accept: 'application/json, text/event-stream' },
+        body: { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'token-attacks', version: '1' } } },
+      }),
       'WebSocket GET /api/v1/tunnel/echo': (a) => upgrade(url, q('/api/v1/tunnel/echo', a.query), a.token === undefined ? {} : { authorization: `Bearer ${a.token}` }),
     };
   });
