@@ -4,10 +4,17 @@
  * `connect -o json` prints those, only `pgClientConfig` changes.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { ClientConfig } from 'pg';
 
-export const HOOPCTL_BIN = resolve(import.meta.dirname, '../../bin/hoopctl');
+/** bin/hoopctl of this checkout, whether this file runs from its source (tests) or from dist/ (npm run crash, load). */
+export const HOOPCTL_BIN = (() => {
+  for (let dir = import.meta.dirname; dir !== dirname(dir); dir = dirname(dir)) {
+    if (existsSync(join(dir, 'bin', 'hoopctl')) && existsSync(join(dir, 'package.json'))) return join(dir, 'bin', 'hoopctl');
+  }
+  throw new Error(`bin/hoopctl not found above ${import.meta.dirname}`);
+})();
 
 /** What `hoopctl connect <conn> -o json` prints once it listens. */
 export interface ConnectReady {
