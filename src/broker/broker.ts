@@ -27,6 +27,7 @@ import { routeSessions } from './routes/session-routes.js';
 import { SessionService } from './session-service.js';
 import { SqliteStore } from './store/sqlite-store.js';
 import type { Store } from './store/store.js';
+import { storeUnavailable } from './store/store-errors.js';
 import { attachTunnelEndpoint } from './tunnel-endpoint.js';
 
 export interface RunningBroker {
@@ -156,6 +157,11 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
 
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     route(req, res).catch((e: unknown) => {
+      const unavailable = storeUnavailable(e);
+      if (unavailable) {
+        logger.error({ err: errorMessage(e), path: req.url }, 'store refused a write');
+        return sendError(res, unavailable);
+      }
       if (e instanceof HoopError) return sendError(res, e);
       logger.error({ err: errorMessage(e), path: req.url }, 'request failed');
       sendError(res, new HoopError('internal error', { code: 'INTERNAL', status: 500 }));

@@ -15,6 +15,12 @@ import { protocolOf, type ProtocolRuntimes } from './protocols/registry.js';
 import type { ReviewService } from './reviews/review-service.js';
 import { statementHolds } from './reviews/statement-holds.js';
 import type { SessionService } from './session-service.js';
+import type { StreamRecorder } from './recording/stream-recorder.js';
+import type { SessionRow } from './store/store.js';
+import { storeUnavailable } from './store/store-errors.js';
+
+/** A session recorded as open before its tunnel's handshake completes. */
+type OpenedSession = { row: SessionRow; recorder: StreamRecorder; req: IncomingMessage };
 
 const TUNNEL_PATH = /^\/api\/v1\/tunnel\/([a-z0-9][a-z0-9._-]{0,62})$/;
 
@@ -61,14 +67,27 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
     (async () => {
       const identity = await deps.authenticate(req);
       const { connection, grant, release } = await deps.admission.admitSession(identity, m[1]!, req);
+      // The session is in the store before the tunnel opens: a store that takes no writes is a refusal the client
+      // reads (HTTP 503 with the reason), never a tunnel that opens and then carries nothing it could record.
+      let opened: OpenedSession;
+      try {
+        const client = { agent: req.headers['user-agent'], peer: req.headers['x-hoopctl-peer'] };
+        opened = { ...(await deps.sessions.open(identity, connection, clientAddress(req), client)), req };
+      } catch (e) {
+        release();
+        throw e;
+      }
       let started = false;
-      // A handshake that fails never reaches runTunnel: its session slot is given back when the socket goes.
+      // A handshake that fails never reaches runTunnel: its session slot is given back, and its session closed, when the socket goes.
       socket.once('close', () => {
-        if (!started) release();
+        if (started) return;
+        release();
+        void deps.sessions.close(opened.row.id, opened.recorder, { status: 'failed', statementCount: 0, errorCount: 0, error: 'the client went away before the tunnel opened', durationMs: 0 })
+          .catch((e: unknown) => logger.error({ err: errorMessage(e), session: opened.row.id }, 'could not close a session whose tunnel never opened'));
       });
       wss.handleUpgrade(req, socket, head, (ws) => {
         started = true;
-        const session = runTunnel(ws, req, identity, connection, grant);
+        const session = runTunnel(ws, identity, connection, opened, grant);
         running.add(session);
         void session.finally(() => {
           running.delete(session);
@@ -76,24 +95,28 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
         });
       });
     })().catch((e: unknown) => {
+      const unavailable = storeUnavailable(e);
+      if (unavailable) {
+        logger.error({ err: errorMessage(e), path: req.url }, 'store refused a write: refusing the tunnel');
+        return refuse(unavailable);
+      }
       if (e instanceof HoopError) return refuse(e);
       logger.error({ err: errorMessage(e) }, 'tunnel upgrade failed');
       refuse(new HoopError('internal error', { code: 'INTERNAL', status: 500 }));
     });
   });
 
-  async function runTunnel(ws: WebSocket, req: IncomingMessage, identity: Identity, connection: Connection, grant?: Review): Promise<void> {
-    const started = Date.now();
+  async function runTunnel(ws: WebSocket, identity: Identity, connection: Connection, opened: OpenedSession, grant?: Review): Promise<void> {
+    const req = opened.req;
+    const started = opened.row.startedAt;
     const stream = createWebSocketStream(ws);
     stream.on('error', () => undefined);
     streams.add(stream);
     const keepalive = setInterval(() => ws.ping(), 30_000);
-    const client = { agent: req.headers['user-agent'], peer: req.headers['x-hoopctl-peer'] };
-    let sessionId: string | undefined;
+    const { row, recorder } = opened;
+    const sessionId = row.id;
     let limits: (() => void) | undefined;
     try {
-      const { row, recorder } = await deps.sessions.open(identity, connection, clientAddress(req), client);
-      sessionId = row.id;
       const log = logger.child({ session: row.id, connection: connection.name, subject: identity.subject });
       const ending = new AbortController();
       deps.live.add(row.id, { recorder, identity, connection, grantId: grant?.id, end: (reason) => ending.abort(reason) });
@@ -122,7 +145,7 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
       logger.error({ err: errorMessage(e), session: sessionId }, 'session failed');
     } finally {
       limits?.();
-      if (sessionId) deps.live.delete(sessionId);
+      deps.live.delete(sessionId);
       clearInterval(keepalive);
       streams.delete(stream);
       stream.destroy();
