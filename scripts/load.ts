@@ -74,14 +74,14 @@ async function main(): Promise<void> {
     for (let i = 0; i < tunnelCount; i++) tunnels.push(await startConnectTunnel('ledger', env));
     const idle = memoryMb(broker.pid!);
     let next = 0;
-    const workload = new LedgerWorkload({ tag: 'load', clients: sessions, holders: 0, statements, connect: () => tunnels[next++ % tunnels.length]!.pgClientConfig('postgres') });
+    const workload = new LedgerWorkload({ tag: 'load', clients: sessions, holders: 0, statements, openAtOnce: 25, connect: () => tunnels[next++ % tunnels.length]!.pgClientConfig('postgres') });
     let peakDuring = 0;
     let ticks = 0;
     const sampler = setInterval(() => {
       peakDuring = Math.max(peakDuring, memoryMb(broker!.pid!).rss);
-      if (++ticks % 15 === 0) process.stderr.write(`  ${ticks} s: ${workload.acknowledged.length} acknowledged, ${workload.errors.length + workload.lost} errors, broker RSS ${memoryMb(broker!.pid!).rss.toFixed(0)} MB\n`);
+      if (++ticks % 15 === 0) process.stderr.write(`  ${ticks} s: ${workload.acknowledged.length} acknowledged, ${workload.errors.length + workload.lost} errors, broker RSS ${memoryMb(broker!.pid!).rss.toFixed(0)} MB${workload.errors[0] ?? [...workload.lostReasons][0] ? `; first error: ${workload.errors[0] ?? [...workload.lostReasons][0]}` : ''}\n`);
     }, 1000);
-    process.stderr.write(`${sessions} sessions × ${statements} statements over ${tunnelCount} hoopctl connect processes…\n`);
+    process.stderr.write(`${sessions} sessions (opened 25 at a time, then all run together) × ${statements} statements over ${tunnelCount} hoopctl connect processes…\n`);
     const started = performance.now();
     workload.start();
     await workload.done;
@@ -118,7 +118,7 @@ async function main(): Promise<void> {
     ];
     process.stdout.write(report.join('\n') + '\n');
     if (workload.errors.length + workload.lost > 0 || missing > 0 || acknowledged.length !== sessions * statements || facts.broken.length > 0) {
-      process.stderr.write(`FAILED: errors ${JSON.stringify(workload.errors.slice(0, 5))}, lost ${workload.lost}, broken ${JSON.stringify(facts.broken.slice(0, 5))}\n`);
+      process.stderr.write(`FAILED: errors ${JSON.stringify(workload.errors.slice(0, 5))}, lost ${workload.lost} (${JSON.stringify([...workload.lostReasons].slice(0, 5))}), broken ${JSON.stringify(facts.broken.slice(0, 5))}\n`);
       process.exitCode = 1;
     }
   } finally {

@@ -24,6 +24,11 @@ export interface WorkloadOptions {
   /** Statements per client; unbounded (until the connection is lost or `stop`) when absent. */
   statements?: number;
   connect: () => ClientConfig;
+  /**
+   * Sessions opening at once (default: all). With a limit the writers also wait until every session is open before
+   * the first statement, so all of them run concurrently, as a pool that has warmed up does.
+   */
+  openAtOnce?: number;
 }
 
 /** Marker text inside a recorded statement (in its SQL, or as a bound parameter). */
@@ -35,6 +40,7 @@ export class LedgerWorkload {
   readonly errors: string[] = [];
   /** Connection losses (expected when the broker is killed). */
   lost = 0;
+  readonly lostReasons = new Set<string>();
   heldNotices = 0;
   readonly #o: WorkloadOptions;
   readonly #clients: pg.Client[] = [];
@@ -78,24 +84,42 @@ export class LedgerWorkload {
     for (const w of [...this.#waiters]) w();
   }
 
+  #opening = 0;
+  #openQueue: Array<() => void> = [];
+  #settled = 0;
+  #allOpen: Promise<void> | undefined;
+  #allOpened: () => void = () => undefined;
+
   async #open(): Promise<pg.Client | undefined> {
+    const limit = this.#o.openAtOnce;
+    this.#allOpen ??= new Promise((r) => (this.#allOpened = r));
+    if (limit !== undefined && this.#opening >= limit) await new Promise<void>((r) => this.#openQueue.push(r));
+    this.#opening++;
     const client = new pg.Client(this.#o.connect());
     // A broker killed mid-statement: the error arrives on the query (counted there) and again here.
     client.on('error', () => undefined);
     this.#clients.push(client);
+    let opened: pg.Client | undefined;
     try {
       await client.connect();
-      return client;
+      opened = client;
     } catch (e) {
       this.#failed(e);
-      return undefined;
     }
+    this.#opening--;
+    this.#openQueue.shift()?.();
+    if (++this.#settled === this.#o.clients + this.#o.holders) this.#allOpened();
+    if (limit !== undefined) await this.#allOpen;
+    return opened;
   }
 
   #failed(e: unknown): void {
     if (this.#stopping) return;
     const message = e instanceof Error ? e.message : String(e);
-    if (/Connection terminated|ECONNRESET|ECONNREFUSED|EPIPE|closed the connection|broker is stopping|cannot reach the broker|socket hang up/i.test(message)) this.lost++;
+    if (/Connection terminated|ECONNRESET|ECONNREFUSED|EPIPE|closed the connection|broker is stopping|cannot reach the broker|socket hang up/i.test(message)) {
+      this.lost++;
+      this.lostReasons.add(message);
+    }
     else this.errors.push(message);
   }
 
