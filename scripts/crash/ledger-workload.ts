@@ -45,6 +45,7 @@ export class LedgerWorkload {
   readonly #o: WorkloadOptions;
   readonly #clients: pg.Client[] = [];
   #stopping = false;
+  readonly #writersAcknowledged = new Set<number>();
   #waiters: Array<() => void> = [];
   done: Promise<void> = Promise.resolve();
 
@@ -60,11 +61,14 @@ export class LedgerWorkload {
     this.done = Promise.all(runs).then(() => undefined);
   }
 
-  /** Resolves once `acks` statements were acknowledged and every holder was told its statement is held. */
+  /**
+   * Resolves once `acks` statements were acknowledged, every writer has had at least one (so every session is open)
+   * and every holder was told its statement is held.
+   */
   whenBusy(acks: number): Promise<void> {
     return new Promise((resolve) => {
       const check = () => {
-        if (this.acknowledged.length >= acks && this.heldNotices >= this.#o.holders) {
+        if (this.acknowledged.length >= acks && this.#writersAcknowledged.size >= this.#o.clients && this.heldNotices >= this.#o.holders) {
           this.#waiters = this.#waiters.filter((w) => w !== check);
           resolve();
         }
@@ -134,6 +138,7 @@ export class LedgerWorkload {
         if (n % 2 === 0) await client.query(`insert into ledger (marker) values ('${marker}')`);
         else await client.query('insert into ledger (marker) values ($1)', [marker]);
         this.acknowledged.push(marker);
+        this.#writersAcknowledged.add(i);
         this.#progress();
       }
     } catch (e) {
