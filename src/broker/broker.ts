@@ -32,6 +32,7 @@ import { mcpEndpoint } from './mcp/mcp-endpoint.js';
 import { SessionService } from './session-service.js';
 import { SqliteStore } from './store/sqlite-store.js';
 import type { Store } from './store/store.js';
+import { storeUnavailable } from './store/store-errors.js';
 import { attachTunnelEndpoint } from './tunnel-endpoint.js';
 
 export interface RunningBroker {
@@ -173,6 +174,11 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       if (await mcp.route(req, res, new URL(req.url ?? '/', 'http://broker'))) return;
       await route(req, res);
     })().catch((e: unknown) => {
+      const unavailable = storeUnavailable(e);
+      if (unavailable) {
+        logger.error({ err: errorMessage(e), path: req.url }, 'store refused a write');
+        return sendError(res, unavailable);
+      }
       if (e instanceof HoopError) return sendError(res, e);
       logger.error({ err: errorMessage(e), path: req.url }, 'request failed');
       sendError(res, new HoopError('internal error', { code: 'INTERNAL', status: 500 }));

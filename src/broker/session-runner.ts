@@ -40,18 +40,30 @@ export interface AdmittedSession {
   activity: EventEmitter;
 }
 
+/** A session row and its recorder, written to the store before the client's stream is taken over. */
+export type OpenedSession = Awaited<ReturnType<SessionService['open']>>;
+
+/**
+ * Records an admitted session as open. A tunnel does this before its WebSocket handshake completes, so a store that
+ * takes no writes is a refusal the client reads (HTTP 503 with the reason), never a tunnel that opens and then
+ * carries nothing it could record.
+ */
+export function openSession(deps: Pick<SessionRunnerDeps, 'sessions'>, s: Pick<AdmittedSession, 'identity' | 'connection' | 'clientAddr' | 'client'>): Promise<OpenedSession> {
+  return deps.sessions.open(s.identity, s.connection, s.clientAddr, s.client);
+}
+
 /**
  * One admitted session from open to close, whichever front door brought it (a tunnel's WebSocket, an MCP call on the
  * broker's /mcp): the session row and its recorder, the live registry (locks and admins can end it), its limits, its
  * review holds, then the connection type's module serving `stream` until it ends, and the close record.
  */
-export async function runSession(deps: SessionRunnerDeps, stream: Duplex, s: AdmittedSession): Promise<void> {
+export async function runSession(deps: SessionRunnerDeps, stream: Duplex, s: AdmittedSession, opened?: OpenedSession): Promise<void> {
   const { identity, connection, grant } = s;
-  const started = Date.now();
+  const started = opened?.row.startedAt ?? Date.now();
   let sessionId: string | undefined;
   let limits: (() => void) | undefined;
   try {
-    const { row, recorder } = await deps.sessions.open(identity, connection, s.clientAddr, s.client);
+    const { row, recorder } = opened ?? (await openSession(deps, s));
     sessionId = row.id;
     const log = deps.logger.child({ session: row.id, connection: connection.name, subject: identity.subject });
     const ending = new AbortController();

@@ -63,8 +63,15 @@ export class SessionService {
     };
     await this.#store.createSession(row);
     const recorder = StreamRecorder.fresh(this.#store, row.id);
+    try {
+      await recorder.record('open', { identity, connection: connection.name, type: connection.type, target: protocolOf(connection.type).target(connection), clientAddr, client });
+    } catch (e) {
+      // Not opened after all (the store stopped taking writes): the row must not stay "open"; if this write fails
+      // too, the next start marks it failed.
+      await this.#store.updateSession(row.id, { status: 'failed', endedAt: Date.now() }).catch(() => undefined);
+      throw e;
+    }
     this.#live.set(recorder, { name: connection.name, type: connection.type });
-    await recorder.record('open', { identity, connection: connection.name, type: connection.type, target: protocolOf(connection.type).target(connection), clientAddr, client });
     return { row, recorder };
   }
 

@@ -1,14 +1,13 @@
+import { EventEmitter } from 'node:events';
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
-import { readAgentHeaders, withAgent, type AgentContext } from '../api/agent-headers.js';
-import type { Identity } from '../api/identity.js';
-import type { Review } from '../api/review.js';
+import { readAgentHeaders, withAgent } from '../api/agent-headers.js';
 import { HoopError, errorMessage } from '../lib/errors.js';
 import type { AuthenticateRequest } from './auth/request-auth.js';
-import type { Connection } from './config.js';
 import { clientAddress, errors } from './http-util.js';
-import { runSession, type SessionRunnerDeps } from './session-runner.js';
+import { openSession, runSession, type AdmittedSession, type OpenedSession, type SessionRunnerDeps } from './session-runner.js';
+import { storeUnavailable } from './store/store-errors.js';
 import { fetchSessionCredentials } from './session-credentials.js';
 
 const TUNNEL_PATH = /^\/api\/v1\/tunnel\/([a-z0-9][a-z0-9._-]{0,62})$/;
@@ -49,21 +48,40 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
       const agent = readAgentHeaders(req.headers);
       const identity = withAgent(await deps.authenticate(req), agent);
       const { connection, grant, release } = await deps.admission.admitSession(identity, m[1]!, req);
-      let started = false;
-      // A handshake that fails never reaches runTunnel: its session slot is given back when the socket goes.
-      socket.once('close', () => {
-        if (!started) release();
-      });
       // Helper-provided secrets are fetched now, so a failing helper refuses the session in the client's terms.
       try {
         await fetchSessionCredentials(connection, logger);
       } catch (e) {
+        release();
         await deps.sessions.refuse(identity, connection.name, connection.type, clientAddress(req), errorMessage(e));
         throw e;
       }
+      const admitted: AdmittedSession = {
+        identity, connection, grant, clientAddr: clientAddress(req), activity: new EventEmitter(),
+        client: { agent: req.headers['user-agent'], peer: req.headers['x-hoopctl-peer'], ...(agent ? { via: agent.via, mcpClient: agent.client, reason: agent.reason } : {}) },
+        detach: new URL(req.url ?? '/', 'http://broker').searchParams.get('review') === 'detach',
+        ...(agent?.reason ? { reason: agent.reason } : {}),
+      };
+      // The session is in the store before the tunnel opens: a store that takes no writes is a refusal the client
+      // reads (HTTP 503 with the reason), never a tunnel that opens and then carries nothing it could record.
+      let opened: OpenedSession;
+      try {
+        opened = await openSession(deps, admitted);
+      } catch (e) {
+        release();
+        throw e;
+      }
+      let started = false;
+      // A handshake that fails never reaches runTunnel: its session slot is given back, and its session closed, when the socket goes.
+      socket.once('close', () => {
+        if (started) return;
+        release();
+        void deps.sessions.close(opened.row.id, opened.recorder, { status: 'failed', statementCount: 0, errorCount: 0, error: 'the client went away before the tunnel opened', durationMs: 0 })
+          .catch((e: unknown) => logger.error({ err: errorMessage(e), session: opened.row.id }, 'could not close a session whose tunnel never opened'));
+      });
       wss.handleUpgrade(req, socket, head, (ws) => {
         started = true;
-        const session = runTunnel(ws, req, identity, connection, grant, agent);
+        const session = runTunnel(ws, { ...admitted, activity: ws }, opened);
         running.add(session);
         void session.finally(() => {
           running.delete(session);
@@ -71,23 +89,24 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
         });
       });
     })().catch((e: unknown) => {
+      const unavailable = storeUnavailable(e);
+      if (unavailable) {
+        logger.error({ err: errorMessage(e), path: req.url }, 'store refused a write: refusing the tunnel');
+        return refuse(unavailable);
+      }
       if (e instanceof HoopError) return refuse(e);
       logger.error({ err: errorMessage(e) }, 'tunnel upgrade failed');
       refuse(new HoopError('internal error', { code: 'INTERNAL', status: 500 }));
     });
   });
 
-  async function runTunnel(ws: WebSocket, req: IncomingMessage, identity: Identity, connection: Connection, grant?: Review, agent?: AgentContext): Promise<void> {
+  async function runTunnel(ws: WebSocket, admitted: AdmittedSession, opened: OpenedSession): Promise<void> {
     const stream = createWebSocketStream(ws);
     stream.on('error', () => undefined);
     streams.add(stream);
     const keepalive = setInterval(() => ws.ping(), 30_000);
-    const client = { agent: req.headers['user-agent'], peer: req.headers['x-hoopctl-peer'], ...(agent ? { via: agent.via, mcpClient: agent.client, reason: agent.reason } : {}) };
     try {
-      await runSession(deps, stream, {
-        identity, connection, grant, clientAddr: clientAddress(req), client, activity: ws,
-        detach: new URL(req.url ?? '/', 'http://broker').searchParams.get('review') === 'detach', reason: agent?.reason,
-      });
+      await runSession(deps, stream, admitted, opened);
     } finally {
       clearInterval(keepalive);
       streams.delete(stream);

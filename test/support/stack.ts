@@ -28,7 +28,7 @@ export interface Stack {
   broker: ChildProcess;
   /** Environment for a CLI process: its own XDG config dir, file token store, this broker. */
   cliEnv(extra?: NodeJS.ProcessEnv): NodeJS.ProcessEnv;
-  /** Stops the broker (SIGTERM: a clean stop; SIGKILL: a crash) and starts it again on the same config. */
+  /** Stops the broker (SIGTERM: a clean stop; SIGKILL: a crash), unless it already exited, and starts it again on the same config. */
   restartBroker(signal?: NodeJS.Signals): Promise<void>;
   stop(): Promise<void>;
 }
@@ -128,8 +128,12 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       ...extra,
     }),
     async restartBroker(signal: NodeJS.Signals = 'SIGTERM') {
-      broker.kill(signal);
-      await once(broker, 'exit');
+      // A broker already gone (killed by the test itself) is just started again.
+      if (broker.exitCode === null && broker.signalCode === null) {
+        const exited = once(broker, 'exit');
+        broker.kill(signal);
+        await exited;
+      }
       broker = await spawnBroker(configPath, brokerLogPath);
     },
     async stop() {

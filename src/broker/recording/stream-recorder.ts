@@ -15,6 +15,8 @@ export class StreamRecorder implements SessionRecorder {
   #tail: Promise<void> = Promise.resolve();
   /** The seq of the last checkpoint written (0: none), so an idle stream is not signed again and again. */
   #checkpointed: number;
+  /** The last event the store confirmed. */
+  #durable: { seq: number; hash: string };
 
   private constructor(store: Store, stream: string, last?: StoredEvent) {
     this.#store = store;
@@ -22,6 +24,7 @@ export class StreamRecorder implements SessionRecorder {
     this.#seq = last?.seq ?? 0;
     this.#prevHash = last?.hash ?? GENESIS_HASH;
     this.#checkpointed = last?.type === CHECKPOINT_EVENT ? last.seq : 0;
+    this.#durable = { seq: this.#seq, hash: this.#prevHash };
   }
 
   /** A recorder that continues the stream where the store left it (the audit stream outlives restarts). */
@@ -34,12 +37,29 @@ export class StreamRecorder implements SessionRecorder {
     return new StreamRecorder(store, stream);
   }
 
+  /**
+   * A write the store refused (a full disk) must not leave a hole: events already chained on top of it are refused
+   * too, and the stream goes on from its last durable event, so the chain still verifies once the store takes
+   * writes again.
+   */
   record(type: string, data: Record<string, unknown>): Promise<void> {
     const event: Omit<StoredEvent, 'hash'> = { stream: this.sessionId, seq: ++this.#seq, at: Date.now(), type, data, prevHash: this.#prevHash };
     const hash = hashEvent(event);
     this.#prevHash = hash;
-    const write = this.#tail.then(() => this.#store.appendEvent({ ...event, hash }));
-    this.#tail = write.catch(() => undefined);
+    const write = this.#tail
+      .then(() => {
+        if (this.#durable.seq !== event.seq - 1) throw new Error(`event ${event.seq - 1} of ${this.sessionId} was not written, so neither is the one after it`);
+        return this.#store.appendEvent({ ...event, hash });
+      })
+      .then(() => {
+        this.#durable = { seq: event.seq, hash };
+      });
+    this.#tail = write.catch(() => {
+      if (this.#seq !== event.seq) return;
+      this.#seq = this.#durable.seq;
+      this.#prevHash = this.#durable.hash;
+      if (this.#checkpointed > this.#seq) this.#checkpointed = 0;
+    });
     return write;
   }
 
