@@ -163,10 +163,10 @@ export class PostgresStore implements Store {
     client.on('error', () => undefined);
     try {
       await client.connect();
-      const { rows } = await client.query<{ v: number | null }>(
-        `SELECT CASE WHEN to_regclass('${SCHEMA}.schema_migrations') IS NULL THEN 0 ELSE (SELECT coalesce(max(version), 0) FROM ${SCHEMA}.schema_migrations) END AS v`,
-      );
-      const current = rows[0]?.v ?? 0;
+      const exists = await client.query<{ t: string | null }>(`SELECT to_regclass('${SCHEMA}.schema_migrations')::text AS t`);
+      const current = exists.rows[0]?.t
+        ? ((await client.query<{ v: number | null }>(`SELECT max(version) AS v FROM ${SCHEMA}.schema_migrations`)).rows[0]?.v ?? 0)
+        : 0;
       if (current > migrations.length) throw tooNew(current);
       return current === migrations.length ? `PostgreSQL store reachable (schema version ${current})` : `PostgreSQL store reachable (schema version ${current}; start migrates it to ${migrations.length})`;
     } catch (e) {

@@ -130,6 +130,69 @@ describe.each(backends)('$name store and hash-chained recording', (backend) => {
   });
 });
 
+describe.each(backends)('sessions, reviews and export positions in the $name store', (backend) => {
+  const session = (id: string, startedAt: number, claims?: Record<string, string>) => ({
+    id, connection: 'pg', connectionType: 'postgres', identity: { ...identity, ...(claims ? { claims } : {}) },
+    clientAddr: '1.2.3.4:5', status: 'open' as const, startedAt, statementCount: 0, errorCount: 0,
+  });
+
+  it('lists sessions newest first, filtered by status and by a CI claim, and refuses a claim name that is not one', async () => {
+    const store = await (await backend.place()).open();
+    await store.createSession(session('ses_a', 10, { run_id: '4242' }));
+    await store.createSession(session('ses_b', 20, { run_id: '7' }));
+    await store.createSession(session('ses_c', 30));
+    await store.updateSession('ses_c', { status: 'closed', endedAt: 35, statementCount: 3 });
+    expect((await store.listSessions()).map((r) => r.id)).toEqual(['ses_c', 'ses_b', 'ses_a']);
+    expect((await store.listSessions({ status: 'open' })).map((r) => r.id)).toEqual(['ses_b', 'ses_a']);
+    expect((await store.listSessions({ claims: { run_id: '4242' } })).map((r) => r.id)).toEqual(['ses_a']);
+    expect(await store.getSession('ses_c')).toMatchObject({ status: 'closed', endedAt: 35, statementCount: 3, identity: { subject: 'alice' } });
+    await expect(store.listSessions({ claims: { "x') or 1=1 --": 'y' } })).rejects.toThrow(/not a claim name/);
+    await store.close();
+  });
+
+  it('settles racing decisions on one outcome and lets an approved statement run once', async () => {
+    const store = await (await backend.place()).open();
+    const review = {
+      id: 'rev_1', kind: 'statement' as const, connection: 'pg', requester: identity, statement: 'delete from t', status: 'pending' as const,
+      approverGroups: ['leads'], minApprovals: 1, decisions: [], createdAt: 1, expiresAt: 1000,
+    };
+    await store.createReview(review);
+    const approve = store.replaceReview({ ...review, status: 'approved', decidedAt: 5 }, 'pending');
+    const reject = store.replaceReview({ ...review, status: 'rejected', decidedAt: 5 }, 'pending');
+    const outcomes = await Promise.all([approve, reject]);
+    expect(outcomes.filter(Boolean)).toHaveLength(1);
+    const settled = (await store.getReview('rev_1'))!;
+    expect(settled.status).toBe(outcomes[0] ? 'approved' : 'rejected');
+    expect((await store.listReviews({ status: ['pending'] })).length).toBe(0);
+    if (settled.status === 'approved') {
+      expect(await store.consumeReview('rev_1', 9)).toMatchObject({ id: 'rev_1', consumedAt: 9 });
+      expect(await store.consumeReview('rev_1', 10)).toBeUndefined();
+    } else {
+      expect(await store.consumeReview('rev_1', 9)).toBeUndefined();
+    }
+    await store.close();
+  });
+
+  it('numbers events of every stream in one order an export cursor follows, and keeps the cursor across a restart', async () => {
+    const place = await backend.place();
+    let store = await place.open();
+    const a = StreamRecorder.fresh(store, 'ses_a');
+    const b = StreamRecorder.fresh(store, 'ses_b');
+    await Promise.all([a.record('statement', { sql: 'a1' }), b.record('statement', { sql: 'b1' }), a.record('statement', { sql: 'a2' })]);
+    const all = await store.eventsSince(0, 10);
+    expect(all.map((e) => e.pos)).toEqual([1, 2, 3]);
+    expect(all.filter((e) => e.stream === 'ses_a').map((e) => e.data.sql)).toEqual(['a1', 'a2']);
+    expect(await store.lastEventPos()).toBe(3);
+    expect((await store.eventsSince(2, 10)).map((e) => e.pos)).toEqual([3]);
+    await store.saveExportCursor('siem', 2);
+    await store.close();
+    store = await place.open();
+    expect(await store.exportCursor('siem')).toBe(2);
+    expect(await store.exportCursor('other')).toBe(0);
+    await store.close();
+  });
+});
+
 describe.each(backends)('identity locks in the $name store', (backend) => {
   it('keep a lock in force until it expires or is lifted once, across a restart', async () => {
     const place = await backend.place();
