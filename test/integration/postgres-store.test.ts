@@ -10,6 +10,9 @@ import { startPgCluster, type PgCluster } from '../../src/dev/pg-cluster.js';
 import { startDevIssuer, type DevIssuer } from '../../src/dev/oidc-issuer.js';
 import { freePort } from '../../src/lib/net.js';
 import { runCli, spawnBroker } from '../support/stack.js';
+import { SessionService, AUDIT_STREAM } from '../../src/broker/session-service.js';
+import { loadCheckpointSigner, verifyCheckpoints } from '../../src/broker/recording/checkpoints.js';
+import { verifyChain } from '../../src/broker/recording/event-chain.js';
 
 /**
  * The PostgreSQL store as several replicas see it: against a real cluster, with real concurrent writers, and the
@@ -105,6 +108,29 @@ describe('PostgreSQL store shared by replicas', () => {
     const exported = await b.eventsSince(0, 10);
     expect(exported.map((e) => [e.pos, e.stream])).toEqual([[1, 'ses_a'], [2, 'ses_b']]);
     await Promise.all([slow.end(), blocker.end(), a.close(), b.close()]);
+  });
+
+  it('keeps one audit chain when two replicas record and sign it at once, and it verifies with the one key', async () => {
+    const url = await freshDatabase();
+    const [a, b] = await Promise.all([PostgresStore.open(url), PostgresStore.open(url)]);
+    const signer = loadCheckpointSigner(undefined, join(dir, `audit-key-${++dbCount}.pem`));
+    const [onA, onB] = await Promise.all([SessionService.create(a, signer), SessionService.create(b, signer)]);
+    const writes: Array<Promise<void>> = [];
+    for (let i = 0; i < 40; i++) {
+      writes.push(onA.audit('token-rejected', { code: 'A', i }), onB.audit('token-rejected', { code: 'B', i }));
+      if (i % 10 === 9) writes.push(onA.checkpointAll(), onB.checkpointAll());
+    }
+    await Promise.all(writes);
+    await Promise.all([onA.checkpointAll(), onB.checkpointAll()]);
+    const events = await a.listEvents(AUDIT_STREAM);
+    const recorded = events.filter((e) => e.type === 'token-rejected');
+    expect(recorded).toHaveLength(80);
+    expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
+    expect(verifyChain(events)).toEqual({ ok: true });
+    expect(verifyCheckpoints(events, signer.publicKeyPem)).toMatchObject({ ok: true, unsignedTail: 0 });
+    // Both signed at the end, but an already-signed head is not signed twice.
+    expect(events.at(-2)!.type).not.toBe('checkpoint');
+    await Promise.all([a.close(), b.close()]);
   });
 
   it('refuses a store another version migrated further, a wrong password and an unreachable server: one line, no secret', async () => {

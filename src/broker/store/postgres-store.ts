@@ -309,6 +309,34 @@ export class PostgresStore implements Store {
     }
   }
 
+  /**
+   * The head row lock that orders every append also serialises the writers of a shared stream: the stream's last
+   * event is read after taking it, so the next replica's append sees this one. What it costs is in BENCHMARKS.md.
+   */
+  async appendToSharedStream(stream: string, next: (last: StoredEvent | undefined) => StoredEvent | undefined): Promise<StoredEvent | undefined> {
+    const client = await this.#pool.connect();
+    try {
+      await client.query('BEGIN');
+      const { rows } = await client.query<{ pos: number }>('SELECT pos FROM event_head FOR UPDATE');
+      const last = (await client.query<EventRecord>('SELECT * FROM events WHERE stream = $1 ORDER BY seq DESC LIMIT 1', [stream])).rows[0];
+      const event = next(last && toEvent(last));
+      if (event) {
+        const pos = rows[0]!.pos + 1;
+        await client.query('UPDATE event_head SET pos = $1', [pos]);
+        await client.query('INSERT INTO events (stream, seq, at, type, data, prev_hash, hash, pos) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)', [
+          event.stream, event.seq, event.at, event.type, JSON.stringify(event.data), event.prevHash, event.hash, pos,
+        ]);
+      }
+      await client.query('COMMIT');
+      return event;
+    } catch (e) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw e;
+    } finally {
+      client.release();
+    }
+  }
+
   async lastEvent(stream: string): Promise<StoredEvent | undefined> {
     const { rows } = await this.#pool.query<EventRecord>('SELECT * FROM events WHERE stream = $1 ORDER BY seq DESC LIMIT 1', [stream]);
     return rows[0] && toEvent(rows[0]);

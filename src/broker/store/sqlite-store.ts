@@ -224,6 +224,16 @@ export class SqliteStore implements Store {
     }
   }
 
+  /** One process writes a SQLite store: the read of the head and the insert run in one synchronous transaction. */
+  async appendToSharedStream(stream: string, next: (last: StoredEvent | undefined) => StoredEvent | undefined): Promise<StoredEvent | undefined> {
+    return this.#db.transaction(() => {
+      const last = this.#lastEvent.get(stream) as EventRecord | undefined;
+      const event = next(last && toEvent(last));
+      if (event) this.#insertEvent.run({ ...event, data: JSON.stringify(event.data) });
+      return event;
+    })();
+  }
+
   async lastEvent(stream: string): Promise<StoredEvent | undefined> {
     const r = this.#lastEvent.get(stream) as EventRecord | undefined;
     return r && toEvent(r);

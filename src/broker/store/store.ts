@@ -33,6 +33,12 @@ export interface Store {
   getSession(id: string): Promise<SessionRow | undefined>;
   listSessions(filter?: SessionFilter): Promise<SessionRow[]>;
   appendEvent(event: StoredEvent): Promise<void>;
+  /**
+   * Appends to a stream several writers share (the broker-wide audit stream, written by every replica): `next`
+   * builds the event from the stream's head as the store holds it, under the store's lock, so concurrent writers
+   * extend one hash chain and never fork it. Returns the event written; `undefined` from `next` writes nothing.
+   */
+  appendToSharedStream(stream: string, next: (last: StoredEvent | undefined) => StoredEvent | undefined): Promise<StoredEvent | undefined>;
   /** The last event of a stream, to continue its chain after a restart. */
   lastEvent(stream: string): Promise<StoredEvent | undefined>;
   listEvents(stream: string, options?: { afterSeq?: number; limit?: number }): Promise<StoredEvent[]>;
