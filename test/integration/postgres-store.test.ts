@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -13,6 +15,7 @@ import { runCli, spawnBroker } from '../support/stack.js';
 import { SessionService, AUDIT_STREAM } from '../../src/broker/session-service.js';
 import { loadCheckpointSigner, verifyCheckpoints } from '../../src/broker/recording/checkpoints.js';
 import { verifyChain } from '../../src/broker/recording/event-chain.js';
+import { createSink, EventExporter } from '../../src/broker/export/event-export.js';
 
 /**
  * The PostgreSQL store as several replicas see it: against a real cluster, with real concurrent writers, and the
@@ -131,6 +134,51 @@ describe('PostgreSQL store shared by replicas', () => {
     // Both signed at the end, but an already-signed head is not signed twice.
     expect(events.at(-2)!.type).not.toBe('checkpoint');
     await Promise.all([a.close(), b.close()]);
+  });
+
+  it('exports from one replica at a time; when it is killed (-9) a survivor continues from its cursor, nothing lost or repeated', async () => {
+    const url = await freshDatabase();
+    const out = join(dir, `siem-${++dbCount}.jsonl`);
+    const store = await PostgresStore.open(url);
+    for (let i = 1; i <= 3; i++) await store.appendEvent(event('ses_a', i));
+    // Replica A: a broker process's exporter (the built code), following the store every 20 ms.
+    const dist = resolve(import.meta.dirname, '../../dist/src/broker');
+    const replicaA = spawn(process.execPath, ['--input-type=module', '-e', `
+      const { PostgresStore } = await import(${JSON.stringify(`${dist}/store/postgres-store.js`)});
+      const { EventExporter, createSink } = await import(${JSON.stringify(`${dist}/export/event-export.js`)});
+      const store = await PostgresStore.open(process.env.STORE_URL);
+      new EventExporter(store, createSink({ name: 'siem', type: 'file', path: process.env.OUT }), { name: 'siem', batchSize: 100, intervalMs: 20 }).start();
+      setInterval(() => {}, 1000);
+    `], { env: { ...process.env, STORE_URL: url, OUT: out }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    replicaA.stderr!.on('data', (d) => (stderr += d));
+    let dead = false;
+    const exited = new Promise((r) => replicaA.once('exit', () => r((dead = true))));
+    const lines = () => (existsSync(out) ? readFileSync(out, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { stream: string; seq: number }) : []);
+    try {
+      while ((await store.exportCursor('siem')) < 3) {
+        expect(dead, `replica A exited: ${stderr}`).toBe(false);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      // Replica B stands by while A holds the export.
+      expect(await store.acquireExportLease('siem')).toBeUndefined();
+      const b = new EventExporter(store, createSink({ name: 'siem', type: 'file', path: out }), { name: 'siem', batchSize: 100 });
+      expect(await b.drainOnce()).toBe(0);
+      replicaA.kill('SIGKILL');
+      await exited;
+      for (let i = 4; i <= 6; i++) await store.appendEvent(event('ses_b', i - 3));
+      // A's store connection closes with it; B takes the export over on one of its next tries.
+      let delivered = 0;
+      while (delivered === 0) {
+        delivered = await b.drainOnce();
+              }
+      await b.stop();
+    } finally {
+      replicaA.kill('SIGKILL');
+    }
+    const got = lines();
+    expect(got.map((e) => `${e.stream}/${e.seq}`)).toEqual(['ses_a/1', 'ses_a/2', 'ses_a/3', 'ses_b/1', 'ses_b/2', 'ses_b/3']);
+    await store.close();
   });
 
   it('refuses a store another version migrated further, a wrong password and an unreachable server: one line, no secret', async () => {

@@ -2,7 +2,7 @@ import pg from 'pg';
 import type { Identity } from '../../api/identity.js';
 import type { Review, ReviewStatus } from '../../api/review.js';
 import { HoopError, UserError } from '../../lib/errors.js';
-import type { IdentityLock, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
+import type { ExportLease, IdentityLock, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
 
 /**
  * The store several broker replicas share: PostgreSQL, through a `pg` pool, in a schema of its own (`hoopctl`).
@@ -120,8 +120,12 @@ export class PostgresStore implements Store {
   /** The flush in progress: one at a time, so a stream's events commit in seq order. */
   #flushing: Promise<void> | undefined;
 
-  private constructor(pool: pg.Pool) {
+  /** What the pool connects with, for the few connections of their own (export leases). */
+  readonly #clientConfig: pg.ClientConfig;
+
+  private constructor(pool: pg.Pool, clientConfig: pg.ClientConfig) {
     this.#pool = pool;
+    this.#clientConfig = clientConfig;
   }
 
   /**
@@ -130,21 +134,21 @@ export class PostgresStore implements Store {
    */
   static async open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
     let pool: pg.Pool;
+    const clientConfig: pg.ClientConfig = {
+      connectionString: url,
+      types,
+      application_name: 'hoopctl-broker',
+      options: `-c search_path=${SCHEMA}`,
+      connectionTimeoutMillis: 10_000,
+    };
     try {
-      pool = new pg.Pool({
-        connectionString: url,
-        max: options.poolSize ?? 10,
-        types,
-        application_name: 'hoopctl-broker',
-        options: `-c search_path=${SCHEMA}`,
-        connectionTimeoutMillis: 10_000,
-      });
+      pool = new pg.Pool({ ...clientConfig, max: options.poolSize ?? 10 });
     } catch (e) {
       throw new UserError(`cannot use the store URL: ${(e as Error).message}`, { code: 'STORE_UNREACHABLE', hint: 'store.url must be a postgresql:// URL' });
     }
     // A server restart or a dropped idle connection surfaces on the next query (which fails closed), never as a crash.
     pool.on('error', () => undefined);
-    const store = new PostgresStore(pool);
+    const store = new PostgresStore(pool, clientConfig);
     try {
       await store.#migrate();
     } catch (e) {
@@ -359,6 +363,38 @@ export class PostgresStore implements Store {
   async lastEventPos(): Promise<number> {
     const { rows } = await this.#pool.query<{ pos: number }>('SELECT coalesce(max(pos), 0)::bigint AS pos FROM events');
     return rows[0]!.pos;
+  }
+
+  /**
+   * A session-level advisory lock on a connection of its own: PostgreSQL releases it when that connection ends, so
+   * a replica killed with -9 gives the export up as soon as its socket closes and a survivor takes it on its next try.
+   */
+  async acquireExportLease(name: string): Promise<ExportLease | undefined> {
+    const client = new pg.Client({ ...this.#clientConfig, application_name: `hoopctl-export-${name}`.slice(0, 63) });
+    let held = false;
+    client.on('error', () => (held = false));
+    client.on('end', () => (held = false));
+    try {
+      await client.connect();
+      const { rows } = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_lock(hashtext('hoopctl export ' || $1)) AS ok", [name]);
+      held = rows[0]?.ok === true;
+    } catch (e) {
+      await client.end().catch(() => undefined);
+      throw e;
+    }
+    if (!held) {
+      await client.end().catch(() => undefined);
+      return undefined;
+    }
+    return {
+      get held() {
+        return held;
+      },
+      release: async () => {
+        held = false;
+        await client.end().catch(() => undefined);
+      },
+    };
   }
 
   async exportCursor(name: string): Promise<number> {

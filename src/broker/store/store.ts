@@ -27,6 +27,12 @@ export interface ReviewFilter {
   limit?: number;
 }
 
+export interface ExportLease {
+  /** False once the lease is gone (the store connection that held it dropped): stop exporting, ask again. */
+  readonly held: boolean;
+  release(): Promise<void>;
+}
+
 export interface Store {
   createSession(row: SessionRow): Promise<void>;
   updateSession(id: string, patch: Partial<Pick<SessionRow, 'status' | 'endedAt' | 'statementCount' | 'errorCount'>>): Promise<void>;
@@ -49,6 +55,11 @@ export interface Store {
   /** Where the export `name` got to (0: nowhere yet), and saving it once a batch was delivered. */
   exportCursor(name: string): Promise<number>;
   saveExportCursor(name: string, pos: number): Promise<void>;
+  /**
+   * The right to run the export `name`: exactly one replica holds it at a time. Undefined when another holds it;
+   * a holder that dies (or loses the store) loses it, and the next replica to ask takes over from the saved cursor.
+   */
+  acquireExportLease(name: string): Promise<ExportLease | undefined>;
   createReview(review: Review): Promise<void>;
   getReview(id: string): Promise<Review | undefined>;
   listReviews(filter?: ReviewFilter): Promise<Review[]>;
