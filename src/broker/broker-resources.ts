@@ -14,7 +14,7 @@ import { protocolOf } from './protocols/registry.js';
 import { UserError } from '../lib/errors.js';
 
 export interface BrokerResources {
-  /** The SQLite file (absolute), or `:memory:`. */
+  /** The SQLite file (absolute), or `:memory:` (also for a PostgreSQL store). */
   storePath: string;
   /** Where keys the broker generates itself are kept (beside the store). */
   keyDir: string;
@@ -67,7 +67,10 @@ export function openBrokerResources(config: BrokerConfig, options: OpenOptions =
       }
     });
 
-  const storePath = config.store.path === ':memory:' || isAbsolute(config.store.path) ? config.store.path : join(config.baseDir, config.store.path);
+  // A PostgreSQL store has no file here: keys the broker keeps itself go beside the config (each replica would make
+  // its own — configure audit.signingKey so every replica signs with the same one).
+  const sqlitePath = config.store.type === 'sqlite' ? config.store.path : ':memory:';
+  const storePath = sqlitePath === ':memory:' || isAbsolute(sqlitePath) ? sqlitePath : join(config.baseDir, sqlitePath);
   const keyDir = storePath === ':memory:' ? config.baseDir : dirname(storePath);
   const auditKeyPath = join(keyDir, 'hoopctl-audit-key.pem');
   const sshHostKeyPath = join(keyDir, 'hoopctl-ssh-host-key');
@@ -82,7 +85,7 @@ export function openBrokerResources(config: BrokerConfig, options: OpenOptions =
     }
   }
 
-  if (!options.ownStore && storePath !== ':memory:') {
+  if (!options.ownStore && config.store.type === 'sqlite' && storePath !== ':memory:') {
     if (existsSync(storePath)) {
       attempt('store.path', () => {
         if (!statSync(storePath).isFile()) throw new Error(`${storePath} is not a file`);

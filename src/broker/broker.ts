@@ -30,7 +30,7 @@ import { refuseMalformedRequests } from './routes/malformed-requests.js';
 import { sessionHandlers } from './routes/session-routes.js';
 import { mcpEndpoint } from './mcp/mcp-endpoint.js';
 import { SessionService } from './session-service.js';
-import { SqliteStore } from './store/sqlite-store.js';
+import { openStore } from './store/open-store.js';
 import type { Store } from './store/store.js';
 import { storeUnavailable } from './store/store-errors.js';
 import { attachTunnelEndpoint } from './tunnel-endpoint.js';
@@ -62,7 +62,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const logger = deps.logger ?? pino({ level: config.logging.level, base: { service: 'hoopctl-broker' } }, pino.destination(2));
   // Every file and key is opened before anything is created: a config that fails here leaves no store and no key.
   const resources = deps.resources ?? openBrokerResources(config, { ownStore: deps.store !== undefined });
-  const store = deps.store ?? new SqliteStore(resources.storePath);
+  const store = deps.store ?? (await openStore(config.store, resources.storePath));
   const abandoned = await store.closeAbandonedSessions(Date.now());
   if (abandoned > 0) logger.warn({ sessions: abandoned }, 'marked sessions left open by a previous broker run as failed');
   // The key that signs checkpoints of every stream: configured, or kept next to the store like the SSH host key.

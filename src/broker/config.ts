@@ -81,9 +81,22 @@ export const brokerConfigSchema = z
       })
       .strict()
       .default({ listen: '127.0.0.1:8080', allowInsecureHttp: false }),
+    /**
+     * SQLite (embedded, one broker) or PostgreSQL (several replicas share it). The PostgreSQL `url` is a secret
+     * (it carries the password); TLS follows the URL (`sslmode=verify-full&sslrootcert=…`).
+     */
     store: z
-      .object({ type: z.literal('sqlite').default('sqlite'), path: z.string().default('hoopctl-broker.db') })
-      .strict()
+      .union([
+        z.object({ type: z.literal('sqlite').default('sqlite'), path: z.string().default('hoopctl-broker.db') }).strict(),
+        z
+          .object({
+            type: z.literal('postgres'),
+            url: secretSource,
+            /** Connections each replica keeps open to the store. */
+            poolSize: z.number().int().min(2).max(100).default(10),
+          })
+          .strict(),
+      ])
       .default({ type: 'sqlite', path: 'hoopctl-broker.db' }),
     auth: z.object({ issuers: z.array(issuerSchema).min(1) }).strict(),
     /**
@@ -177,9 +190,12 @@ export const brokerConfigSchema = z
 
 type RawConfig = z.infer<typeof brokerConfigSchema>;
 export type IssuerConfig = RawConfig['auth']['issuers'][number];
+/** Where the broker keeps its state; the PostgreSQL URL resolved to a secret. */
+export type StoreConfig = { type: 'sqlite'; path: string } | { type: 'postgres'; url: Secret; poolSize: number };
 export type { AccessConfig, Connection, PostgresConnection, SshConnection, HttpConnection, KubernetesConnection };
 
-export interface BrokerConfig extends Omit<RawConfig, 'connections' | 'masking' | 'ssh' | 'audit' | 'export' | 'notify'> {
+export interface BrokerConfig extends Omit<RawConfig, 'store' | 'connections' | 'masking' | 'ssh' | 'audit' | 'export' | 'notify'> {
+  store: StoreConfig;
   connections: Connection[];
   notify: NotifyTarget[];
   export: ExportSinkConfig[];
@@ -290,6 +306,10 @@ export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): B
   const masking = { hashKey: secret(raw.masking.hashKey, 'masking.hashKey') };
   const ssh = { hostKey: secret(raw.ssh.hostKey, 'ssh.hostKey') };
   const audit = { ...raw.audit, signingKey: secret(raw.audit.signingKey, 'audit.signingKey') };
+  const store: StoreConfig =
+    raw.store.type === 'postgres'
+      ? { type: 'postgres', url: secret(raw.store.url, 'store.url') ?? new Secret(''), poolSize: raw.store.poolSize }
+      : { type: 'sqlite', path: raw.store.path };
   const exports: ExportSinkConfig[] = raw.export.map((e, i) => {
     if (e.type === 'webhook') {
       const headers = Object.fromEntries(Object.entries(e.headers).map(([k, v]) => [k, secret(v, `export[${i}].headers.${k}`)!]));
@@ -301,7 +321,7 @@ export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): B
   const notify: NotifyTarget[] = raw.notify.map((n, i) => ({ ...n, url: secret(n.url, `notify[${i}].url`)! }));
   if (problems.length > 0 && options.problems) options.problems.push(...problems);
   else if (problems.length > 0) throw new UserError(`invalid broker config:\n${problems.map((p) => `  ${p}`).join('\n')}`, { code: 'CONFIG_INVALID' });
-  return { ...raw, connections, masking, ssh, audit, export: exports, notify, baseDir };
+  return { ...raw, store, connections, masking, ssh, audit, export: exports, notify, baseDir };
 }
 
 export function loadBrokerConfig(path: string, env: NodeJS.ProcessEnv = process.env, options: Pick<ParseOptions, 'secrets' | 'problems'> = {}): BrokerConfig {

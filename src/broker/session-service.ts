@@ -4,6 +4,7 @@ import { protocolOf } from './protocols/registry.js';
 import type { Identity } from '../api/identity.js';
 import type { SessionRow, Store } from './store/store.js';
 import { StreamRecorder } from './recording/stream-recorder.js';
+import { SharedStreamRecorder } from './recording/shared-stream-recorder.js';
 import type { CheckpointSigner } from './recording/checkpoints.js';
 
 export const AUDIT_STREAM = 'audit';
@@ -27,13 +28,13 @@ export function newSessionId(): string {
  */
 export class SessionService {
   readonly #store: Store;
-  readonly #audit: StreamRecorder;
+  readonly #audit: SharedStreamRecorder;
   readonly #signer?: CheckpointSigner;
   /** Streams of sessions running now → their connection. */
   readonly #live = new Map<StreamRecorder, { name: string; type: string }>();
   readonly #onEnded?: (s: EndedSession) => void;
 
-  private constructor(store: Store, audit: StreamRecorder, signer?: CheckpointSigner, onEnded?: (s: EndedSession) => void) {
+  private constructor(store: Store, audit: SharedStreamRecorder, signer?: CheckpointSigner, onEnded?: (s: EndedSession) => void) {
     this.#store = store;
     this.#audit = audit;
     this.#signer = signer;
@@ -42,7 +43,8 @@ export class SessionService {
 
   /** `onEnded` hears of every session that ends or is refused (for metrics). */
   static async create(store: Store, signer?: CheckpointSigner, onEnded?: (s: EndedSession) => void): Promise<SessionService> {
-    return new SessionService(store, await StreamRecorder.open(store, AUDIT_STREAM), signer, onEnded);
+    // Every replica appends to the one audit stream: chained to the head the store holds, not one this process keeps.
+    return new SessionService(store, new SharedStreamRecorder(store, AUDIT_STREAM), signer, onEnded);
   }
 
   /** Signs the head of the audit stream and of every open session that recorded something since its last checkpoint. */

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { loadBrokerConfig } from '../broker/config.js';
 import { startBroker } from '../broker/broker.js';
 import { prepareBroker } from '../broker/broker-resources.js';
+import { probeStore } from '../broker/store/open-store.js';
 import { UserError } from '../lib/errors.js';
 import { brokerPost, parseOutput, resolveBroker } from './context.js';
 import { printJson } from './render.js';
@@ -56,12 +57,14 @@ export function register(program: Command): void {
     .command('check')
     .description('Validate a broker configuration file and everything it names (TLS files, secrets, keys, CA files, the store directory), then exit')
     .requiredOption('-c, --config <file>', 'broker configuration (YAML)')
-    .action((opts: { config: string }) => {
+    .action(async (opts: { config: string }) => {
       // The same loading and opening `broker start` does first, so check passes only what start can open.
       const { config, resources } = prepareBroker(opts.config);
+      const store = await probeStore(config.store);
       const parts = [
         `${config.connections.length} connection(s) (${config.connections.map((c) => `${c.name}: ${c.type}`).join(', ') || 'none'})`,
         `${config.auth.issuers.length} issuer(s)`,
+        ...(store ? [store] : []),
         config.export.length ? `export to ${config.export.map((e) => `${e.name} (${e.type})`).join(', ')}` : 'no export',
         config.notify.length ? `review notifications to ${config.notify.map((n) => n.name).join(', ')}` : 'no review notifications',
         config.metrics ? `metrics on ${config.metrics.listen}` : 'no metrics listener',

@@ -13,7 +13,7 @@ import { connect as tcpConnect, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import type { SessionRow, Store, StoredEvent } from '../store/store.js';
+import type { ExportLease, SessionRow, Store, StoredEvent } from '../store/store.js';
 import type { Secret } from '../../lib/secret.js';
 import { errorMessage } from '../../lib/errors.js';
 
@@ -162,6 +162,7 @@ export class EventExporter {
   readonly #log?: Logger;
   readonly #sessions = new Map<string, ExportedEvent['session'] | null>();
   #cursor?: number;
+  #lease?: ExportLease;
   #timer?: NodeJS.Timeout;
   #running?: Promise<void>;
   #failures = 0;
@@ -204,8 +205,18 @@ export class EventExporter {
     this.#schedule(backoff);
   }
 
-  /** Delivers one batch (if any) and saves the cursor; returns how many events went out. */
+  /**
+   * Delivers one batch (if any) and saves the cursor; returns how many events went out. Only the replica holding
+   * the export's lease delivers; the others stand by and ask again each interval. A replica that takes the lease
+   * over reads the cursor its predecessor saved.
+   */
   async drainOnce(): Promise<number> {
+    if (!this.#lease?.held) {
+      this.#lease = await this.#store.acquireExportLease(this.#name);
+      this.#cursor = undefined;
+      if (!this.#lease) return 0;
+      this.#log?.info('export lease taken: this replica delivers');
+    }
     this.#cursor ??= await this.#store.exportCursor(this.#name);
     const batch = await this.#store.eventsSince(this.#cursor, this.#batchSize);
     if (batch.length === 0) return 0;
@@ -254,6 +265,8 @@ export class EventExporter {
     } catch (e) {
       this.#log?.warn({ err: errorMessage(e) }, 'export could not deliver everything before the broker stopped; it resumes from its cursor');
     }
+    await this.#lease?.release();
+    this.#lease = undefined;
     await this.#sink.close();
   }
 }

@@ -3,7 +3,7 @@ import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Identity } from '../../api/identity.js';
 import { HoopError, UserError } from '../../lib/errors.js';
-import type { IdentityLock, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
+import type { ExportLease, IdentityLock, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
 import type { Review, ReviewStatus } from '../../api/review.js';
 
 /**
@@ -95,6 +95,7 @@ export class SqliteStore implements Store {
   readonly #lastEvent: Database.Statement;
   readonly #insertBatch: (rows: Record<string, unknown>[]) => void;
   #pending: Array<{ row: Record<string, unknown>; resolve(): void; reject(e: unknown): void }> = [];
+  readonly #leases = new Set<string>();
 
   constructor(path: string) {
     if (path !== ':memory:') {
@@ -228,6 +229,16 @@ export class SqliteStore implements Store {
     }
   }
 
+  /** One process writes a SQLite store: the read of the head and the insert run in one synchronous transaction. */
+  async appendToSharedStream(stream: string, next: (last: StoredEvent | undefined) => StoredEvent | undefined): Promise<StoredEvent | undefined> {
+    return this.#db.transaction(() => {
+      const last = this.#lastEvent.get(stream) as EventRecord | undefined;
+      const event = next(last && toEvent(last));
+      if (event) this.#insertEvent.run({ ...event, data: JSON.stringify(event.data) });
+      return event;
+    })();
+  }
+
   async lastEvent(stream: string): Promise<StoredEvent | undefined> {
     const r = this.#lastEvent.get(stream) as EventRecord | undefined;
     return r && toEvent(r);
@@ -291,6 +302,19 @@ export class SqliteStore implements Store {
 
   async lastEventPos(): Promise<number> {
     return (this.#db.prepare('SELECT coalesce(max(pos), 0) AS pos FROM event_order').get() as { pos: number }).pos;
+  }
+
+  /** One broker process owns a SQLite store: a lease is refused only to a second exporter of the same name in it. */
+  async acquireExportLease(name: string): Promise<ExportLease | undefined> {
+    if (this.#leases.has(name)) return undefined;
+    this.#leases.add(name);
+    const leases = this.#leases;
+    return {
+      get held() {
+        return leases.has(name);
+      },
+      release: async () => void leases.delete(name),
+    };
   }
 
   async exportCursor(name: string): Promise<number> {

@@ -29,12 +29,24 @@ export interface ReviewFilter {
   limit?: number;
 }
 
+export interface ExportLease {
+  /** False once the lease is gone (the store connection that held it dropped): stop exporting, ask again. */
+  readonly held: boolean;
+  release(): Promise<void>;
+}
+
 export interface Store {
   createSession(row: SessionRow): Promise<void>;
   updateSession(id: string, patch: Partial<Pick<SessionRow, 'status' | 'endedAt' | 'statementCount' | 'errorCount'>>): Promise<void>;
   getSession(id: string): Promise<SessionRow | undefined>;
   listSessions(filter?: SessionFilter): Promise<SessionRow[]>;
   appendEvent(event: StoredEvent): Promise<void>;
+  /**
+   * Appends to a stream several writers share (the broker-wide audit stream, written by every replica): `next`
+   * builds the event from the stream's head as the store holds it, under the store's lock, so concurrent writers
+   * extend one hash chain and never fork it. Returns the event written; `undefined` from `next` writes nothing.
+   */
+  appendToSharedStream(stream: string, next: (last: StoredEvent | undefined) => StoredEvent | undefined): Promise<StoredEvent | undefined>;
   /** The last event of a stream, to continue its chain after a restart. */
   lastEvent(stream: string): Promise<StoredEvent | undefined>;
   listEvents(stream: string, options?: { afterSeq?: number; limit?: number }): Promise<StoredEvent[]>;
@@ -45,6 +57,11 @@ export interface Store {
   /** Where the export `name` got to (0: nowhere yet), and saving it once a batch was delivered. */
   exportCursor(name: string): Promise<number>;
   saveExportCursor(name: string, pos: number): Promise<void>;
+  /**
+   * The right to run the export `name`: exactly one replica holds it at a time. Undefined when another holds it;
+   * a holder that dies (or loses the store) loses it, and the next replica to ask takes over from the saved cursor.
+   */
+  acquireExportLease(name: string): Promise<ExportLease | undefined>;
   createReview(review: Review): Promise<void>;
   getReview(id: string): Promise<Review | undefined>;
   listReviews(filter?: ReviewFilter): Promise<Review[]>;

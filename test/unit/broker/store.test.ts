@@ -1,23 +1,94 @@
-import { describe, expect, it } from 'vitest';
-import { mkdtempSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import { SqliteStore } from '../../../src/broker/store/sqlite-store.js';
+import { PostgresStore } from '../../../src/broker/store/postgres-store.js';
+import type { Store } from '../../../src/broker/store/store.js';
 import { StreamRecorder } from '../../../src/broker/recording/stream-recorder.js';
 import { verifyChain } from '../../../src/broker/recording/event-chain.js';
+import { startPgCluster, type PgCluster } from '../../../src/dev/pg-cluster.js';
 
 const identity = { issuer: 'https://i', subject: 'alice', kind: 'human' as const, name: 'alice', groups: ['dba'], expiresAt: 0 };
 
-describe('SQLite store and hash-chained recording', () => {
+/**
+ * One store contract, two implementations: every test here runs against the embedded SQLite file and against a
+ * real PostgreSQL cluster (a fresh database per test), through the same `Store` methods.
+ */
+interface Place {
+  /** Opens the store at this place (again after a close: a broker restart). */
+  open(): Promise<Store>;
+  /** Runs raw SQL on the store's tables, outside the broker (what an intruder with the database would try). */
+  raw(sql: string): Promise<void>;
+}
+
+let cluster: PgCluster;
+let dbCount = 0;
+const dirs: string[] = [];
+beforeAll(async () => {
+  cluster = await startPgCluster({ auth: 'scram-sha-256' });
+});
+afterAll(async () => {
+  await cluster?.stop();
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+const backends: Array<{ name: string; place(): Promise<Place> }> = [
+  {
+    name: 'SQLite',
+    async place() {
+      const dir = mkdtempSync(join(tmpdir(), 'hoop-store-'));
+      dirs.push(dir);
+      const path = join(dir, 'b.db');
+      return {
+        open: async () => new SqliteStore(path),
+        raw: async (sql) => {
+          const db = new Database(path);
+          try {
+            db.prepare(sql).run();
+          } finally {
+            db.close();
+          }
+        },
+      };
+    },
+  },
+  {
+    name: 'PostgreSQL',
+    async place() {
+      const database = `store_${++dbCount}`;
+      const admin = new pg.Client({ connectionString: cluster.url() });
+      await admin.connect();
+      await admin.query(`CREATE DATABASE ${database}`);
+      await admin.end();
+      const url = cluster.url(database);
+      return {
+        open: () => PostgresStore.open(url),
+        raw: async (sql) => {
+          const c = new pg.Client({ connectionString: url, options: '-c search_path=hoopctl' });
+          await c.connect();
+          try {
+            await c.query(sql);
+          } finally {
+            await c.end();
+          }
+        },
+      };
+    },
+  },
+];
+
+describe.each(backends)('$name store and hash-chained recording', (backend) => {
   it('keeps the chain across recorder instances (a broker restart) and verifies it', async () => {
-    const path = join(mkdtempSync(join(tmpdir(), 'hoop-store-')), 'b.db');
-    let store = new SqliteStore(path);
+    const place = await backend.place();
+    let store = await place.open();
     let rec = await StreamRecorder.open(store, 'audit');
     await rec.record('token-rejected', { code: 'TOKEN_EXPIRED' });
     await rec.record('token-rejected', { code: 'TOKEN_WRONG_AUDIENCE' });
     await store.close();
-    store = new SqliteStore(path);
+    store = await place.open();
     rec = await StreamRecorder.open(store, 'audit');
     await rec.record('token-rejected', { code: 'TOKEN_BAD_SIGNATURE' });
     const events = await store.listEvents('audit');
@@ -27,7 +98,7 @@ describe('SQLite store and hash-chained recording', () => {
   });
 
   it('detects a changed, a dropped and a reordered event', async () => {
-    const store = new SqliteStore(':memory:');
+    const store = await (await backend.place()).open();
     const rec = StreamRecorder.fresh(store, 's1');
     for (const sql of ['select 1', 'select 2', 'select 3']) await rec.record('statement', { sql });
     const events = await store.listEvents('s1');
@@ -35,36 +106,102 @@ describe('SQLite store and hash-chained recording', () => {
     expect(verifyChain(changed)).toMatchObject({ ok: false, brokenAt: 2 });
     expect(verifyChain([events[0]!, events[2]!])).toMatchObject({ ok: false, brokenAt: 3 });
     expect(verifyChain([events[1]!, events[0]!, events[2]!])).toMatchObject({ ok: false });
+    await store.close();
   });
 
   it('refuses updates and deletes of recorded events at the database level', async () => {
-    const path = join(mkdtempSync(join(tmpdir(), 'hoop-store-')), 'b.db');
-    const store = new SqliteStore(path);
+    const place = await backend.place();
+    const store = await place.open();
     await StreamRecorder.fresh(store, 's1').record('statement', { sql: 'select 1' });
     await store.close();
-    const db = new Database(path);
-    expect(() => db.prepare("UPDATE events SET data = '{}'").run()).toThrow(/append-only/);
-    expect(() => db.prepare('DELETE FROM events').run()).toThrow(/append-only/);
-    db.close();
+    await expect(place.raw("UPDATE events SET data = '{}'")).rejects.toThrow(/append-only/);
+    await expect(place.raw('DELETE FROM events')).rejects.toThrow(/append-only/);
+    const again = await place.open();
+    expect(await again.listEvents('s1')).toEqual([expect.objectContaining({ seq: 1, data: { sql: 'select 1' } })]);
+    await again.close();
   });
 
   it('marks sessions left open by a stopped broker as failed', async () => {
-    const store = new SqliteStore(':memory:');
+    const store = await (await backend.place()).open();
     await store.createSession({ id: 'ses_1', connection: 'pg', connectionType: 'postgres', identity, clientAddr: '1.2.3.4:5', status: 'open', startedAt: 1, statementCount: 0, errorCount: 0 });
     expect(await store.closeAbandonedSessions(99)).toBe(1);
     expect(await store.getSession('ses_1')).toMatchObject({ status: 'failed', endedAt: 99 });
+    await store.close();
   });
 });
 
-describe('identity locks in the store', () => {
+describe.each(backends)('sessions, reviews and export positions in the $name store', (backend) => {
+  const session = (id: string, startedAt: number, claims?: Record<string, string>) => ({
+    id, connection: 'pg', connectionType: 'postgres', identity: { ...identity, ...(claims ? { claims } : {}) },
+    clientAddr: '1.2.3.4:5', status: 'open' as const, startedAt, statementCount: 0, errorCount: 0,
+  });
+
+  it('lists sessions newest first, filtered by status and by a CI claim, and refuses a claim name that is not one', async () => {
+    const store = await (await backend.place()).open();
+    await store.createSession(session('ses_a', 10, { run_id: '4242' }));
+    await store.createSession(session('ses_b', 20, { run_id: '7' }));
+    await store.createSession(session('ses_c', 30));
+    await store.updateSession('ses_c', { status: 'closed', endedAt: 35, statementCount: 3 });
+    expect((await store.listSessions()).map((r) => r.id)).toEqual(['ses_c', 'ses_b', 'ses_a']);
+    expect((await store.listSessions({ status: 'open' })).map((r) => r.id)).toEqual(['ses_b', 'ses_a']);
+    expect((await store.listSessions({ claims: { run_id: '4242' } })).map((r) => r.id)).toEqual(['ses_a']);
+    expect(await store.getSession('ses_c')).toMatchObject({ status: 'closed', endedAt: 35, statementCount: 3, identity: { subject: 'alice' } });
+    await expect(store.listSessions({ claims: { "x') or 1=1 --": 'y' } })).rejects.toThrow(/not a claim name/);
+    await store.close();
+  });
+
+  it('settles racing decisions on one outcome and lets an approved statement run once', async () => {
+    const store = await (await backend.place()).open();
+    const review = {
+      id: 'rev_1', kind: 'statement' as const, connection: 'pg', requester: identity, statement: 'delete from t', status: 'pending' as const,
+      approverGroups: ['leads'], minApprovals: 1, decisions: [], createdAt: 1, expiresAt: 1000,
+    };
+    await store.createReview(review);
+    const approve = store.replaceReview({ ...review, status: 'approved', decidedAt: 5 }, 'pending');
+    const reject = store.replaceReview({ ...review, status: 'rejected', decidedAt: 5 }, 'pending');
+    const outcomes = await Promise.all([approve, reject]);
+    expect(outcomes.filter(Boolean)).toHaveLength(1);
+    const settled = (await store.getReview('rev_1'))!;
+    expect(settled.status).toBe(outcomes[0] ? 'approved' : 'rejected');
+    expect((await store.listReviews({ status: ['pending'] })).length).toBe(0);
+    if (settled.status === 'approved') {
+      expect(await store.consumeReview('rev_1', 9)).toMatchObject({ id: 'rev_1', consumedAt: 9 });
+      expect(await store.consumeReview('rev_1', 10)).toBeUndefined();
+    } else {
+      expect(await store.consumeReview('rev_1', 9)).toBeUndefined();
+    }
+    await store.close();
+  });
+
+  it('numbers events of every stream in one order an export cursor follows, and keeps the cursor across a restart', async () => {
+    const place = await backend.place();
+    let store = await place.open();
+    const a = StreamRecorder.fresh(store, 'ses_a');
+    const b = StreamRecorder.fresh(store, 'ses_b');
+    await Promise.all([a.record('statement', { sql: 'a1' }), b.record('statement', { sql: 'b1' }), a.record('statement', { sql: 'a2' })]);
+    const all = await store.eventsSince(0, 10);
+    expect(all.map((e) => e.pos)).toEqual([1, 2, 3]);
+    expect(all.filter((e) => e.stream === 'ses_a').map((e) => e.data.sql)).toEqual(['a1', 'a2']);
+    expect(await store.lastEventPos()).toBe(3);
+    expect((await store.eventsSince(2, 10)).map((e) => e.pos)).toEqual([3]);
+    await store.saveExportCursor('siem', 2);
+    await store.close();
+    store = await place.open();
+    expect(await store.exportCursor('siem')).toBe(2);
+    expect(await store.exportCursor('other')).toBe(0);
+    await store.close();
+  });
+});
+
+describe.each(backends)('identity locks in the $name store', (backend) => {
   it('keep a lock in force until it expires or is lifted once, across a restart', async () => {
-    const path = join(mkdtempSync(join(tmpdir(), 'hoop-locks-')), 'b.db');
-    let store = new SqliteStore(path);
+    const place = await backend.place();
+    let store = await place.open();
     const t0 = 1_000_000;
     await store.createLock({ id: 'lock_a', target: { subject: 'alice' }, reason: 'laptop stolen', createdBy: 'bob', createdAt: t0 });
     await store.createLock({ id: 'lock_b', target: { clientId: 'etl' }, reason: 'runaway', createdBy: 'bob', createdAt: t0, expiresAt: t0 + 60_000 });
     await store.close();
-    store = new SqliteStore(path);
+    store = await place.open();
     expect((await store.activeLocks(t0 + 1)).map((l) => l.id)).toEqual(['lock_a', 'lock_b']);
     expect((await store.activeLocks(t0 + 60_000)).map((l) => l.id)).toEqual(['lock_a']);
     expect(await store.liftLock('lock_a', 'carol', t0 + 5)).toMatchObject({ id: 'lock_a', liftedBy: 'carol', liftedAt: t0 + 5 });
