@@ -1,14 +1,18 @@
 /**
  * What `hoopctl connect` does per connection type on the client side: how the local listener greets a client (TLS
- * for PostgreSQL), how a client is told its tunnel could not open (a FATAL psql prints), and what to paste. A type
- * this file does not know is a plain TCP service: any client, bytes through, a closed socket on refusal.
+ * for PostgreSQL, then the per-tunnel password), how a client is told its tunnel could not open (a FATAL psql
+ * prints), what its Unix socket is called, and what to paste. A type this file does not know is a plain TCP service:
+ * any client of its owner, bytes through, a closed socket on refusal.
  */
 import { join } from 'node:path';
 import type { Socket } from 'node:net';
 import type { ConnectionInfo } from '../api/connection.js';
 import { writeKubeconfig } from './kubeconfig.js';
+import type { ListenerKind } from './local-listener.js';
 import { makeLoopbackCertificate } from './loopback-certificate.js';
 import { negotiatePostgresEncryption } from './pg-encryption.js';
+import { requirePostgresPassword } from './pg-password-gate.js';
+import { writePgPassFiles } from './pg-pass-files.js';
 import { refusePostgresClient } from './pg-refusal.js';
 
 export interface ListenerHints {
@@ -19,40 +23,83 @@ export interface ListenerHints {
   footer: string;
   /** Extras for `-o json`. */
   json: Record<string, unknown>;
+  /** Files written for this tunnel (they name its secret), removed when it closes. */
+  files?: string[];
+}
+
+/** Where a tunnel listens and what its clients present. */
+export interface ListenerPlace {
+  host: string;
+  port: number;
+  configDir: string;
+  /** The Unix socket, in a 0700 directory (absent with --insecure-shared-port). */
+  socketPath?: string;
+  /** The per-tunnel secret TCP clients present (absent with --insecure-shared-port). */
+  secret?: string;
 }
 
 export interface ClientKind {
-  /** Made once per `connect`: what runs on each client socket before its bytes ride the tunnel (PostgreSQL's TLS). */
-  greeter?(): (socket: Socket) => Promise<Socket>;
-  /** Tells a client its tunnel could not open, in its own protocol where it has one. */
+  /** The Unix socket's file name given the TCP port (psql looks for `.s.PGSQL.<port>` in the directory). */
+  socketName(port: number): string;
+  /**
+   * Made once per `connect`: what runs on each client socket before its bytes ride the tunnel (PostgreSQL's TLS and
+   * the per-tunnel password). Rejects with PEER_REFUSED for a client that may not use the tunnel.
+   */
+  greeter?(secret: string | undefined): (socket: Socket, via: ListenerKind) => Promise<Socket>;
+  /** Tells a client its tunnel could not open, or that it was refused, in its own protocol where it has one. */
   refuse(socket: Socket, message: string): void;
-  hints(c: ConnectionInfo, where: { host: string; port: number; configDir: string }): ListenerHints;
+  hints(c: ConnectionInfo, where: ListenerPlace): ListenerHints;
 }
 
 const INJECTED = 'No password is needed: the broker injects the credential. Press Ctrl-C to close.';
 const closeSocket = (socket: Socket) => socket.destroy();
 
+const INJECTED_TUNNEL =
+  "The tunnel's password opens this tunnel only; the broker injects the database credential. Press Ctrl-C to close.";
+
 const postgres: ClientKind = {
-  greeter() {
+  socketName: (port) => `.s.PGSQL.${port}`,
+  greeter(secret) {
     // Made once per start: clients whose URL says sslmode=require get TLS on the loopback hop.
     const loopbackTls = makeLoopbackCertificate();
-    return (socket) => negotiatePostgresEncryption(socket, () => loopbackTls.secureContext);
+    return async (socket, via) => {
+      const settled = await negotiatePostgresEncryption(socket, () => loopbackTls.secureContext);
+      // The Unix socket's 0700 directory already keeps others out.
+      return secret && via === 'tcp' ? requirePostgresPassword(settled, secret) : settled;
+    };
   },
   refuse: (socket, message) => refusePostgresClient(socket, `hoopctl: ${message}`),
-  hints(c, { host, port }) {
+  hints(c, { host, port, secret, socketPath, configDir }) {
+    const database = c.database ?? c.name;
+    const auth = secret ? `hoopctl:${secret}` : 'hoopctl';
     // sslmode=disable: the hop is loopback, so TLS there would only cost; clients whose URL says require still work.
-    const url = `postgresql://hoopctl@${host}:${port}/${encodeURIComponent(c.database ?? c.name)}?sslmode=disable`;
+    const url = `postgresql://${auth}@${host}:${port}/${encodeURIComponent(database)}?sslmode=disable`;
     const lines = [`psql "${url}"`, `url: ${url}`];
+    const json: Record<string, unknown> = c.databases ? { databases: c.databases } : {};
+    const files: string[] = [];
+    if (socketPath) {
+      const dir = socketPath.slice(0, socketPath.lastIndexOf('/'));
+      const socketLine = `psql "host=${dir} port=${port} dbname=${database} user=hoopctl"`;
+      lines.push(`over the Unix socket (no password): ${socketLine}`);
+      Object.assign(json, { socketDir: dir, socketPath, psqlSocket: socketLine });
+    }
+    if (secret) {
+      const pass = writePgPassFiles({ dir: join(configDir, 'pg'), name: c.name, host, port, database, password: secret });
+      lines.push(`or: ${pass.hint}`);
+      files.push(pass.passFile, pass.serviceFile);
+      Object.assign(json, { passfile: pass.passFile, serviceFile: pass.serviceFile, service: pass.service });
+    }
     if (c.databases && c.databases.length > 1) lines.push(`databases: ${c.databases.join(', ')} (put one in the URL's path; none given means ${c.database})`);
     lines.push(
       'sslmode=require works (TLS to this loopback listener with a throwaway certificate); verify-ca/verify-full cannot verify it —',
       "  the broker's TLS to the database is set on the broker (target.sslmode)",
     );
-    return { url, lines, footer: INJECTED, json: c.databases ? { databases: c.databases } : {} };
+    return { url, lines, footer: secret ? INJECTED_TUNNEL : INJECTED, json, files };
   },
 };
 
 const ssh: ClientKind = {
+  socketName: () => 'ssh.sock',
   refuse: closeSocket,
   hints(c, { host, port }) {
     const user = c.user ?? 'hoopctl';
@@ -67,11 +114,18 @@ const ssh: ClientKind = {
 };
 
 const http: ClientKind = {
+  socketName: () => 'http.sock',
   refuse: closeSocket,
-  hints: (_c, { host, port }) => ({ url: `http://${host}:${port}`, lines: [`curl http://${host}:${port}/`], footer: INJECTED, json: {} }),
+  hints: (_c, { host, port, socketPath }) => ({
+    url: `http://${host}:${port}`,
+    lines: [`curl http://${host}:${port}/`, ...(socketPath ? [`over the Unix socket: curl --unix-socket ${socketPath} http://localhost/`] : [])],
+    footer: INJECTED,
+    json: socketPath ? { socketPath } : {},
+  }),
 };
 
 const kubernetes: ClientKind = {
+  socketName: () => 'http.sock',
   refuse: closeSocket,
   hints(c, { host, port, configDir }) {
     // hoopctl's own kubeconfig, never the user's: it points kubectl at the tunnel and holds no credential.
@@ -82,12 +136,16 @@ const kubernetes: ClientKind = {
 
 /** Any other type: a TCP service the broker relays byte for byte. */
 const plainTcp: ClientKind = {
+  socketName: () => 'tcp.sock',
   refuse: closeSocket,
-  hints: (c, { host, port }) => ({
+  hints: (c, { host, port, socketPath }) => ({
     url: `tcp://${host}:${port}`,
-    lines: [`point your ${c.type} client at host ${host}, port ${port}`],
+    lines: [
+      `point your ${c.type} client at host ${host}, port ${port}`,
+      ...(socketPath ? [`or at the Unix socket ${socketPath} (e.g. redis-cli -s ${socketPath})`] : []),
+    ],
     footer: 'The broker relays and records the bytes each way. Press Ctrl-C to close.',
-    json: {},
+    json: socketPath ? { socketPath } : {},
   }),
 };
 
