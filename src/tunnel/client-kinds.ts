@@ -6,10 +6,15 @@
  */
 import { join } from 'node:path';
 import type { Socket } from 'node:net';
+import { TLSSocket, type SecureContext } from 'node:tls';
+import type { Duplex } from 'node:stream';
 import type { ConnectionInfo } from '../api/connection.js';
 import { writeKubeconfig } from './kubeconfig.js';
 import type { ListenerKind } from './local-listener.js';
 import { makeLoopbackCertificate } from './loopback-certificate.js';
+import { requireBearer } from './http-bearer-gate.js';
+import { CLIENT_GONE } from './local-listener.js';
+import { HoopError } from '../lib/errors.js';
 import { negotiatePostgresEncryption } from './pg-encryption.js';
 import { requirePostgresPassword } from './pg-password-gate.js';
 import { writePgPassFiles } from './pg-pass-files.js';
@@ -45,14 +50,14 @@ export interface ClientKind {
    * Made once per `connect`: what runs on each client socket before its bytes ride the tunnel (PostgreSQL's TLS and
    * the per-tunnel password). Rejects with PEER_REFUSED for a client that may not use the tunnel.
    */
-  greeter?(secret: string | undefined): (socket: Socket, via: ListenerKind) => Promise<Socket>;
+  greeter?(secret: string | undefined): ((socket: Socket, via: ListenerKind) => Promise<Duplex>) | undefined;
   /** Tells a client its tunnel could not open, or that it was refused, in its own protocol where it has one. */
-  refuse(socket: Socket, message: string): void;
+  refuse(socket: Duplex, message: string): void;
   hints(c: ConnectionInfo, where: ListenerPlace): ListenerHints;
 }
 
 const INJECTED = 'No password is needed: the broker injects the credential. Press Ctrl-C to close.';
-const closeSocket = (socket: Socket) => socket.destroy();
+const closeSocket = (socket: Duplex) => socket.destroy();
 
 const INJECTED_TUNNEL =
   "The tunnel's password opens this tunnel only; the broker injects the database credential. Press Ctrl-C to close.";
@@ -113,26 +118,74 @@ const ssh: ClientKind = {
   },
 };
 
+/** HTTP and Kubernetes over TCP: the tunnel's bearer on every request (the Unix socket's directory keeps others out). */
+function bearerGreeter(secret: string | undefined): ((socket: Socket, via: ListenerKind) => Promise<Duplex>) | undefined {
+  return secret ? async (socket, via) => (via === 'tcp' ? requireBearer(socket, secret) : socket) : undefined;
+}
+
 const http: ClientKind = {
   socketName: () => 'http.sock',
+  greeter: bearerGreeter,
   refuse: closeSocket,
-  hints: (_c, { host, port, socketPath }) => ({
+  hints: (_c, { host, port, socketPath, secret }) => ({
     url: `http://${host}:${port}`,
-    lines: [`curl http://${host}:${port}/`, ...(socketPath ? [`over the Unix socket: curl --unix-socket ${socketPath} http://localhost/`] : [])],
-    footer: INJECTED,
-    json: socketPath ? { socketPath } : {},
+    lines: [
+      secret ? `curl -H "Authorization: Bearer ${secret}" http://${host}:${port}/` : `curl http://${host}:${port}/`,
+      ...(secret ? ["(the tunnel's bearer: hoopctl takes it out of each request; the broker adds the backend's credential)"] : []),
+      ...(socketPath ? [`over the Unix socket (no bearer): curl --unix-socket ${socketPath} http://localhost/`] : []),
+    ],
+    footer: secret ? 'Press Ctrl-C to close.' : INJECTED,
+    json: { ...(socketPath ? { socketPath } : {}), ...(secret ? { bearer: secret } : {}) },
   }),
 };
 
-const kubernetes: ClientKind = {
-  socketName: () => 'http.sock',
-  refuse: closeSocket,
-  hints(c, { host, port, configDir }) {
-    // hoopctl's own kubeconfig, never the user's: it points kubectl at the tunnel and holds no credential.
-    const kube = writeKubeconfig({ path: join(configDir, 'kube', `${c.name}.yaml`), server: `http://${host}:${port}`, contextName: `hoopctl-${c.name}` });
-    return { url: `http://${host}:${port}`, lines: [kube.hint, `kubeconfig: ${kube.path}`], footer: INJECTED, json: { kubeconfig: kube.path, kubectl: kube.hint } };
-  },
-};
+/** The server side of TLS on a client socket, with the loopback certificate. */
+function acceptTls(socket: Socket, secureContext: SecureContext): Promise<Socket> {
+  const secure = new TLSSocket(socket, { isServer: true, secureContext });
+  return new Promise((resolve, reject) => {
+    const fail = (why: string) => () => {
+      secure.destroy();
+      reject(new HoopError(why, { code: CLIENT_GONE }));
+    };
+    secure.once('error', fail('TLS handshake with the client failed'));
+    secure.once('close', fail('the client closed the connection during TLS'));
+    secure.once('secure', () => {
+      secure.removeAllListeners('error');
+      secure.removeAllListeners('close');
+      resolve(secure);
+    });
+  });
+}
+
+/**
+ * kubectl sends a kubeconfig's token only over TLS, so the Kubernetes listener speaks HTTPS with a throwaway
+ * certificate the kubeconfig names as its CA, and checks the tunnel's bearer inside.
+ */
+function kubernetesGreeter(loopbackTls: ReturnType<typeof makeLoopbackCertificate>) {
+  return (secret: string | undefined): ((socket: Socket, via: ListenerKind) => Promise<Duplex>) | undefined =>
+    secret ? async (socket, via) => (via === 'tcp' ? requireBearer(await acceptTls(socket, loopbackTls.secureContext), secret) : socket) : undefined;
+}
+
+function kubernetesKind(): ClientKind {
+  const loopbackTls = makeLoopbackCertificate();
+  return {
+    socketName: () => 'http.sock',
+    greeter: kubernetesGreeter(loopbackTls),
+    refuse: closeSocket,
+    hints(c, { host, port, configDir, secret }) {
+      // hoopctl's own kubeconfig, never the user's: it points kubectl at the tunnel and holds only the tunnel's bearer.
+      const server = `${secret ? 'https' : 'http'}://${host}:${port}`;
+      const kube = writeKubeconfig({
+        path: join(configDir, 'kube', `${c.name}.yaml`), server, contextName: `hoopctl-${c.name}`,
+        ...(secret ? { token: secret, certificateAuthority: loopbackTls.cert } : {}),
+      });
+      return {
+        url: server, lines: [kube.hint, `kubeconfig: ${kube.path}`], footer: INJECTED,
+        json: { kubeconfig: kube.path, kubectl: kube.hint, ...(secret ? { bearer: secret } : {}) }, files: secret ? [kube.path] : [],
+      };
+    },
+  };
+}
 
 /** Any other type: a TCP service the broker relays byte for byte. */
 const plainTcp: ClientKind = {
@@ -149,8 +202,10 @@ const plainTcp: ClientKind = {
   }),
 };
 
-const KINDS: Record<string, ClientKind> = { postgres, ssh, http, kubernetes };
+const KINDS: Record<string, ClientKind> = { postgres, ssh, http };
 
 export function clientKindOf(type: string): ClientKind {
+  // Made per call: the Kubernetes kind holds this tunnel's loopback certificate.
+  if (type === 'kubernetes') return kubernetesKind();
   return KINDS[type] ?? plainTcp;
 }

@@ -16,9 +16,9 @@ export interface LocalTunnelOptions {
    * the client asked for), once the client proved it may use the tunnel where the listener asks for a secret. A
    * rejection ends that connection only: reported as 'peer-refused' when its code is PEER_REFUSED, else 'refused'.
    */
-  prepareClient?(socket: Socket, via: ListenerKind): Promise<Socket>;
+  prepareClient?(socket: Socket, via: ListenerKind): Promise<Duplex>;
   /** What to tell a client whose tunnel could not open, or who was refused here (e.g. a PostgreSQL ErrorResponse). */
-  onRefused?(socket: Socket, error: Error): void;
+  onRefused?(socket: Duplex, error: Error): void;
   /**
    * Refuse TCP peers whose socket belongs to another OS user (Linux; elsewhere the secret is the guard). Off only
    * for `--insecure-shared-port`.
@@ -85,7 +85,7 @@ export async function startLocalTunnel(o: LocalTunnelOptions): Promise<LocalTunn
   const ownUid = process.getuid?.();
   let port = 0;
 
-  const refusePeer = (socket: Socket, peer: string, reason: string, uid?: number) => {
+  const refusePeer = (socket: Duplex, peer: string, reason: string, uid?: number) => {
     o.onEvent?.({ type: 'peer-refused', peer, error: reason, ...(uid !== undefined ? { uid } : {}) });
     if (o.onRefused && !socket.destroyed) o.onRefused(socket, new HoopError(reason, { code: PEER_REFUSED }));
     else socket.destroy();
@@ -106,7 +106,7 @@ export async function startLocalTunnel(o: LocalTunnelOptions): Promise<LocalTunn
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', noop);
     socket.pause();
-    let client = socket;
+    let client: Duplex = socket;
     (async () => {
       if (via === 'tcp') {
         const refused = await checkOwner(socket);
@@ -132,7 +132,10 @@ export async function startLocalTunnel(o: LocalTunnelOptions): Promise<LocalTunn
         }
         sockets.add(client);
         client.on('close', () => sockets.delete(client));
-        client.on('error', noop);
+        // A greeter that follows the stream (the HTTP bearer on every request) may refuse a later request too.
+        client.on('error', (e) => {
+          if (isHoopError(e) && e.code === PEER_REFUSED) o.onEvent?.({ type: 'peer-refused', peer, error: e.message });
+        });
       }
       const remote = await openTunnel(o.broker, o.connection, await o.getToken(), peer);
       sockets.add(remote);

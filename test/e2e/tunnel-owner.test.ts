@@ -152,22 +152,29 @@ describe('postgres tunnel', () => {
 });
 
 describe('other connection types', () => {
-  it('http: refuses another OS user, records it; the owner gets through, also over the Unix socket', async () => {
+  it("http: refuses another OS user and a request without the tunnel's bearer, records both; the bearer never leaves the machine", async () => {
     const { proc, ready } = await connect('api');
-    const other = await asNobody('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', `${ready.url}/users`]);
+    const bearer = ['-H', `Authorization: Bearer ${ready.bearer}`];
+    const other = await asNobody('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', ...bearer, `${ready.url}/users`]);
     expect(other.code).not.toBe(0);
     expect(other.stdout).not.toBe('200');
     await stderrOf(proc, /\(OS user 65534\) refused/);
     await recordedRefusal('api', /OS user 65534/);
-    const owner = await runProcess('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', `${ready.url}/users`], alice);
-    expect(owner.stdout).toBe('200');
+
+    const none = await runProcess('curl', ['-sS', '-w', '\n%{http_code}', `${ready.url}/users`], alice);
+    expect(none.stdout).toMatch(/wrong or no bearer for this tunnel[\s\S]*\n401$/);
+    await recordedRefusal('api', /wrong or no bearer/);
+
+    const owner = await runProcess('curl', ['-sS', '-o', '/dev/null', '-o', '/dev/null', '-w', '%{http_code}', ...bearer, `${ready.url}/users`, `${ready.url}/users?again`], alice);
+    expect(owner.stdout).toBe('200200');
     const socket = await runProcess('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '--unix-socket', ready.socketPath, 'http://localhost/users'], alice);
     expect(socket.stdout).toBe('200');
+    expect(JSON.stringify(backend.seen)).not.toContain(ready.bearer);
   });
 
   it('kubernetes: refuses kubectl of another OS user, records it; the owner gets through', async () => {
     const { proc, ready } = await connect('k8s');
-    // The other user writes its own kubeconfig for the port: it cannot read the owner's.
+    // Even with a copy of the owner's kubeconfig (its bearer and certificate), another OS user is refused.
     const theirs = join(shared, 'kubeconfig');
     writeFileSync(theirs, readFileSync(ready.kubeconfig, 'utf8'), { mode: 0o644 });
     // --raw: one request, no discovery (which kubectl retries on each failure).
@@ -177,6 +184,10 @@ describe('other connection types', () => {
     await recordedRefusal('k8s', /OS user 65534/);
     const owner = await runProcess('kubectl', ['get', 'pods', '-n', 'default'], { PATH: process.env.PATH, HOME: stack.dir, KUBECONFIG: ready.kubeconfig });
     expect(owner.code, owner.stderr).toBe(0);
+    // The kubeconfig's token is the tunnel's bearer: taken out before the broker, which sends its own.
+    expect(readFileSync(ready.kubeconfig, 'utf8')).toContain(`token: ${ready.bearer}`);
+    expect(JSON.stringify(kube.seen)).not.toContain(ready.bearer);
+    expect(kube.seen.at(-1)?.headers.authorization).toBe('Bearer kube-token-of-the-broker');
   });
 
   it('ssh: refuses ssh of another OS user, records it; the owner gets through', async () => {
