@@ -123,6 +123,7 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
         : undefined;
       const summary = await deps.protocols.of(connection).serve(stream, {
         connection, recorder, identity, logger: log, maskKey: deps.maskKey, signal: ending.signal, reviews, detachedReviews: detach,
+        ...(typeof req.headers['x-hoopctl-client-key'] === 'string' ? { clientKey: req.headers['x-hoopctl-client-key'] } : {}),
       });
       await deps.sessions.close(row.id, recorder, {
         status: summary.outcome, statementCount: summary.statementCount, errorCount: summary.errorCount,

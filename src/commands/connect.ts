@@ -50,6 +50,7 @@ export function register(program: Command): void {
         port: opts.port,
         getToken: () => accessToken(broker),
         ownerOnly: !shared,
+        ...(kind.tunnelHeaders ? { tunnelHeaders: kind.tunnelHeaders(secret) } : {}),
         ...(socketDir ? { socketPath: (port: number) => join(socketDir, kind.socketName(port)) } : {}),
         ...(greet ? { prepareClient: greet } : {}),
         onRefused: (socket, e) => kind.refuse(socket, e.message),

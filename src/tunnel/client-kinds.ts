@@ -4,7 +4,9 @@
  * prints), what its Unix socket is called, and what to paste. A type this file does not know is a plain TCP service:
  * any client of its owner, bytes through, a closed socket on refusal.
  */
-import { join } from 'node:path';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import ssh2 from 'ssh2';
 import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import type { Duplex } from 'node:stream';
@@ -51,6 +53,8 @@ export interface ClientKind {
    * the per-tunnel password). Rejects with PEER_REFUSED for a client that may not use the tunnel.
    */
   greeter?(secret: string | undefined): ((socket: Socket, via: ListenerKind) => Promise<Duplex>) | undefined;
+  /** Headers every tunnel of this listener carries to the broker, given the secret (absent: shared port). */
+  tunnelHeaders?(secret: string | undefined): Record<string, string>;
   /** Tells a client its tunnel could not open, or that it was refused, in its own protocol where it has one. */
   refuse(socket: Duplex, message: string): void;
   hints(c: ConnectionInfo, where: ListenerPlace): ListenerHints;
@@ -103,20 +107,52 @@ const postgres: ClientKind = {
   },
 };
 
-const ssh: ClientKind = {
-  socketName: () => 'ssh.sock',
-  refuse: closeSocket,
-  hints(c, { host, port }) {
-    const user = c.user ?? 'hoopctl';
-    const sshLine = `ssh -p ${port} ${user}@${host}`;
-    return {
-      url: `ssh://${user}@${host}:${port}`,
-      lines: [sshLine, `scp -P ${port} FILE ${user}@${host}:PATH`, `host key fingerprint to expect: ${c.hostKeyFingerprint} (the broker's; ssh shows it on first connect)`],
-      footer: 'No key is needed: the broker logs in with its own. Press Ctrl-C to close.',
-      json: { ssh: sshLine, hostKeyFingerprint: c.hostKeyFingerprint, hostKey: c.hostKey },
-    };
-  },
-};
+/**
+ * SSH: the local listener cannot see inside SSH, so the broker checks the key — each tunnel makes an Ed25519 key
+ * pair, sends the public half with every tunnel it opens, and writes the private half 0600 for `ssh -i`.
+ */
+function sshKind(): ClientKind {
+  let pair: { private: string; public: string } | undefined;
+  const keyPair = () => (pair ??= ssh2.utils.generateKeyPairSync('ed25519', { comment: 'hoopctl tunnel key' }));
+  return {
+    socketName: () => 'ssh.sock',
+    tunnelHeaders: (secret): Record<string, string> => (secret ? { 'x-hoopctl-client-key': keyPair().public.trim() } : {}),
+    refuse: closeSocket,
+    hints(c, { host, port, secret, configDir }) {
+      const user = c.user ?? 'hoopctl';
+      const files: string[] = [];
+      let identity = '';
+      if (secret) {
+        const path = join(configDir, 'ssh', `${c.name}.key`);
+        writePrivateFile(path, keyPair().private);
+        files.push(path);
+        identity = `-i ${shellQuote(path)} -o IdentitiesOnly=yes `;
+      }
+      const sshLine = `ssh ${identity}-p ${port} ${user}@${host}`;
+      return {
+        url: `ssh://${user}@${host}:${port}`,
+        lines: [sshLine, `scp ${identity}-P ${port} FILE ${user}@${host}:PATH`, `host key fingerprint to expect: ${c.hostKeyFingerprint} (the broker's; ssh shows it on first connect)`],
+        footer: secret
+          ? "The key is this tunnel's own (it opens this tunnel only); the broker logs in with its own. Press Ctrl-C to close."
+          : 'No key is needed: the broker logs in with its own. Press Ctrl-C to close.',
+        json: { ssh: sshLine, hostKeyFingerprint: c.hostKeyFingerprint, hostKey: c.hostKey, ...(files[0] ? { identityFile: files[0] } : {}) },
+        files,
+      };
+    },
+  };
+}
+
+function shellQuote(p: string): string {
+  return /^[\w./:@-]+$/.test(p) ? p : `'${p.replace(/'/g, `'\\''`)}'`;
+}
+
+/** 0600 from the start, in a 0700 directory, renamed into place. */
+function writePrivateFile(path: string, text: string): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, text, { mode: 0o600 });
+  renameSync(tmp, path);
+}
 
 /** HTTP and Kubernetes over TCP: the tunnel's bearer on every request (the Unix socket's directory keeps others out). */
 function bearerGreeter(secret: string | undefined): ((socket: Socket, via: ListenerKind) => Promise<Duplex>) | undefined {
@@ -202,10 +238,11 @@ const plainTcp: ClientKind = {
   }),
 };
 
-const KINDS: Record<string, ClientKind> = { postgres, ssh, http };
+const KINDS: Record<string, ClientKind> = { postgres, http };
 
 export function clientKindOf(type: string): ClientKind {
-  // Made per call: the Kubernetes kind holds this tunnel's loopback certificate.
+  // Made per call: the Kubernetes kind holds this tunnel's loopback certificate, the SSH kind its key.
   if (type === 'kubernetes') return kubernetesKind();
+  if (type === 'ssh') return sshKind();
   return KINDS[type] ?? plainTcp;
 }

@@ -24,6 +24,8 @@ export interface LocalTunnelOptions {
    * for `--insecure-shared-port`.
    */
   ownerOnly?: boolean;
+  /** Extra headers of every tunnel this listener opens (the SSH client key the broker must require). */
+  tunnelHeaders?: Record<string, string>;
   /** Also listen on a Unix socket, at this path given the TCP port (in a directory only the owner may enter). */
   socketPath?(port: number): string;
   onEvent?(event: LocalTunnelEvent): void;
@@ -137,7 +139,7 @@ export async function startLocalTunnel(o: LocalTunnelOptions): Promise<LocalTunn
           if (isHoopError(e) && e.code === PEER_REFUSED) o.onEvent?.({ type: 'peer-refused', peer, error: e.message });
         });
       }
-      const remote = await openTunnel(o.broker, o.connection, await o.getToken(), peer);
+      const remote = await openTunnel(o.broker, o.connection, await o.getToken(), peer, undefined, o.tunnelHeaders);
       sockets.add(remote);
       o.onEvent?.({ type: 'accepted', peer });
       splice(client, remote, () => {

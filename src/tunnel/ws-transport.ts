@@ -17,10 +17,10 @@ export function tunnelUrl(broker: string, connection: string, query: Record<stri
  * the broker has verified the token and admitted the identity; otherwise rejects with the broker's
  * own reason (401 token, 403 access, 404 connection).
  */
-export function openTunnel(broker: string, connection: string, token: string, peer?: string, query?: Record<string, string>): Promise<Duplex> {
+export function openTunnel(broker: string, connection: string, token: string, peer?: string, query?: Record<string, string>, headers: Record<string, string> = {}): Promise<Duplex> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(tunnelUrl(broker, connection, query), {
-      headers: { authorization: `Bearer ${token}`, 'user-agent': USER_AGENT, ...(peer ? { 'x-hoopctl-peer': peer } : {}) },
+      headers: { ...headers, authorization: `Bearer ${token}`, 'user-agent': USER_AGENT, ...(peer ? { 'x-hoopctl-peer': peer } : {}) },
       perMessageDeflate: false,
       handshakeTimeout: 15_000,
       maxPayload: 16 * 1024 * 1024,

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -190,18 +190,37 @@ describe('other connection types', () => {
     expect(kube.seen.at(-1)?.headers.authorization).toBe('Bearer kube-token-of-the-broker');
   });
 
-  it('ssh: refuses ssh of another OS user, records it; the owner gets through', async () => {
+  it("ssh: refuses ssh of another OS user and a client without the tunnel's key, records both; the owner gets through with it", async () => {
     const { proc, ready } = await connect('ssh-host');
+    expect(statSync(ready.identityFile).mode & 0o777).toBe(0o600);
+    expect(ready.ssh).toBe(`ssh -i ${ready.identityFile} -o IdentitiesOnly=yes -p ${ready.port} ${sshd.user}@127.0.0.1`);
     const knownHosts = join(shared, 'known_hosts');
     writeFileSync(knownHosts, `[127.0.0.1]:${ready.port} ${ready.hostKey}\n`, { mode: 0o644 });
     const opts = ['-F', '/dev/null', '-o', 'BatchMode=yes', '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'StrictHostKeyChecking=yes', '-p', String(ready.port)];
-    const other = await asNobody('ssh', [...opts, `${sshd.user}@127.0.0.1`, 'echo in']);
+    // Even with a copy of the tunnel's key, another OS user is refused.
+    const theirKey = join(shared, 'tunnel.key');
+    writeFileSync(theirKey, readFileSync(ready.identityFile), { mode: 0o600 });
+    chownSync(theirKey, 65534, 65534);
+    const other = await asNobody('ssh', [...opts, '-i', theirKey, '-o', 'IdentitiesOnly=yes', `${sshd.user}@127.0.0.1`, 'echo in']);
     expect(other.code).toBe(255);
     expect(other.stdout).not.toContain('in');
     await stderrOf(proc, /\(OS user 65534\) refused/);
     await recordedRefusal('ssh-host', /OS user 65534/);
-    const owner = await runProcess('ssh', [...opts, `${sshd.user}@127.0.0.1`, 'echo in'], alice);
+
+    const keyless = await runProcess('ssh', [...opts, `${sshd.user}@127.0.0.1`, 'echo in'], alice);
+    expect(keyless.code).toBe(255);
+    expect(keyless.stderr).toContain('Permission denied (publickey)');
+    const owner = await runProcess('ssh', [...opts, '-i', ready.identityFile, '-o', 'IdentitiesOnly=yes', `${sshd.user}@127.0.0.1`, 'echo in'], alice);
     expect(owner.stdout.trim(), owner.stderr).toBe('in');
+    // The keyless attempt is in its session's record.
+    await eventually(async () => {
+      const list = JSON.parse((await runCli(['sessions', '--connection', 'ssh-host', '-o', 'json'], alice)).stdout) as SessionRow[];
+      for (const s of list) {
+        const { events } = JSON.parse((await runCli(['replay', s.id, '-o', 'json'], alice)).stdout) as { events: StoredEvent[] };
+        if (events.some((e) => e.type === 'client-auth-refused')) return true;
+      }
+      return undefined;
+    }, 'the refused key in a session record');
   });
 
   it('tcp: refuses redis-cli of another OS user, records it; the owner gets through, also over the Unix socket', async () => {

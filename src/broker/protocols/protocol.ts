@@ -63,6 +63,11 @@ export interface SessionContext<C extends ConnectionBase = ConnectionBase> {
   reviews?: StatementReviews;
   /** The client asked not to wait for reviews (`hoopctl exec --no-wait`): a held statement ends at once. */
   detachedReviews: boolean;
+  /**
+   * An OpenSSH public key the tunnel's owner requires of the clients it carries (`hoopctl connect` to an ssh
+   * connection makes one per tunnel): the SSH hop then accepts that key only, so another local process cannot ride it.
+   */
+  clientKey?: string;
 }
 
 /** How a session ended, in the broker's words. */
