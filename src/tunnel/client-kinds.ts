@@ -123,7 +123,8 @@ function sshKind(): ClientKind {
       const files: string[] = [];
       let identity = '';
       if (secret) {
-        const path = join(configDir, 'ssh', `${c.name}.key`);
+        // Per port: two tunnels to one connection each keep their own key.
+        const path = join(configDir, 'ssh', `${c.name}.${port}.key`);
         writePrivateFile(path, keyPair().private);
         files.push(path);
         identity = `-i ${shellQuote(path)} -o IdentitiesOnly=yes `;
@@ -217,7 +218,7 @@ function kubernetesKind(): ClientKind {
       });
       return {
         url: server, lines: [kube.hint, `kubeconfig: ${kube.path}`], footer: INJECTED,
-        json: { kubeconfig: kube.path, kubectl: kube.hint, ...(secret ? { bearer: secret } : {}) }, files: secret ? [kube.path] : [],
+        json: { kubeconfig: kube.path, kubectl: kube.hint, ...(secret ? { bearer: secret } : {}) },
       };
     },
   };

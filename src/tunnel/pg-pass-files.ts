@@ -30,8 +30,9 @@ function writePrivate(path: string, text: string): void {
 
 export function writePgPassFiles(o: { dir: string; name: string; host: string; port: number; database: string; password: string }): PgPassFiles {
   mkdirSync(o.dir, { recursive: true, mode: 0o700 });
-  const passFile = join(o.dir, `${o.name}.pgpass`);
-  const serviceFile = join(o.dir, `${o.name}.service.conf`);
+  // Per port: two tunnels to one connection each keep their own files.
+  const passFile = join(o.dir, `${o.name}.${o.port}.pgpass`);
+  const serviceFile = join(o.dir, `${o.name}.${o.port}.service.conf`);
   const service = `hoopctl-${o.name}`;
   writePrivate(passFile, `${o.host}:${o.port}:*:hoopctl:${pgpassField(o.password)}\n`);
   writePrivate(
