@@ -411,7 +411,10 @@ describe('sessions and replay', () => {
         cli(['sessions', '-o', 'json'], aliceEnv).then(() => fetchWithAlice(p)),
       ),
     );
-    const clientFiles = readdirSync(join(aliceEnv.XDG_CONFIG_HOME!, 'hoopctl')).map((f) => readFileSync(join(aliceEnv.XDG_CONFIG_HOME!, 'hoopctl', f), 'utf8'));
+    // Every file hoopctl keeps, the tunnel's own pgpass and service files (under pg/) included.
+    const clientFiles = readdirSync(join(aliceEnv.XDG_CONFIG_HOME!, 'hoopctl'), { recursive: true, withFileTypes: true })
+      .filter((f) => f.isFile())
+      .map((f) => readFileSync(join(f.parentPath, f.name), 'utf8'));
     const exported = readText(join(stack.dir, 'siem', 'events.jsonl'));
     const haystack = [...outputs, ...api, ...clientFiles, exported, tunnel.stdout, tunnel.stderr].join('\n');
     expect(haystack.length).toBeGreaterThan(1000);
