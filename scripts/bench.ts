@@ -66,7 +66,7 @@ require('node:http').createServer((req, res) => { res.writeHead(200, { 'content-
 `;
 
 /** Requests per second of `concurrency` keep-alive clients fetching `url` for `secs` seconds, and mean latency. */
-async function httpLoad(url: string, concurrency: number, secs: number): Promise<{ rps: number; latencyMs: number }> {
+async function httpLoad(url: string, concurrency: number, secs: number, bearer?: string): Promise<{ rps: number; latencyMs: number }> {
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
   const until = Date.now() + secs * 1000;
   let done = 0;
@@ -74,7 +74,7 @@ async function httpLoad(url: string, concurrency: number, secs: number): Promise
   const one = () =>
     new Promise<void>((resolvePromise, reject) => {
       const started = performance.now();
-      request(url, { agent }, (res) => {
+      request(url, { agent, headers: bearer ? { authorization: `Bearer ${bearer}` } : {} }, (res) => {
         if (res.statusCode !== 200) return reject(new Error(`HTTP ${res.statusCode} from ${url}`));
         res.resume();
         res.on('end', () => {
@@ -140,13 +140,17 @@ async function main(): Promise<void> {
     const tunnel = spawn(process.execPath, [BIN, 'connect', 'bench', '-o', 'json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(tunnel);
     const [line] = await waitForLine(tunnel, 'stdout', /\{.*\}\n/);
+    // Each tunnel has its own password (in the URL connect prints); pgbench and psql present it.
+    const passwordOf = (ready: { url: string }) => decodeURIComponent(new URL(ready.url).password);
     const tunnelPort = JSON.parse(line!).port as number;
+    const tunnelPassword = passwordOf(JSON.parse(line!));
     const maskedTunnel = spawn(process.execPath, [BIN, 'connect', 'bench-masked', '-o', 'json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(maskedTunnel);
-    const maskedPort = JSON.parse((await waitForLine(maskedTunnel, 'stdout', /\{.*\}\n/))[0]!).port as number;
+    const maskedReady = JSON.parse((await waitForLine(maskedTunnel, 'stdout', /\{.*\}\n/))[0]!) as { port: number; url: string };
+    const maskedPort = maskedReady.port;
 
     const direct = { PGHOST: cluster.host, PGPORT: String(cluster.port), PGUSER: cluster.superuser, PGPASSWORD: cluster.password, PGDATABASE: 'postgres' };
-    const gated = { PGHOST: '127.0.0.1', PGPORT: String(tunnelPort), PGUSER: 'bench', PGDATABASE: 'postgres' };
+    const gated = { PGHOST: '127.0.0.1', PGPORT: String(tunnelPort), PGUSER: 'bench', PGDATABASE: 'postgres', PGPASSWORD: tunnelPassword };
     const load = ['-S', '-n', '-c', String(clients), '-j', '2', '-T', String(seconds)];
     const single = ['-S', '-n', '-c', '1', '-T', String(Math.max(5, Math.round(seconds / 2)))];
     process.stderr.write(`pgbench -S, ${clients} clients, ${seconds}s: direct…\n`);
@@ -161,26 +165,26 @@ async function main(): Promise<void> {
     const dBig = timePsql(direct, bigSql);
     const gBig = timePsql(gated, bigSql);
     process.stderr.write('… and through a connection with a masking rule…\n');
-    const mBig = timePsql({ ...gated, PGPORT: String(maskedPort) }, bigSql);
-    const sample = execFileSync('psql', ['-X', '-w', '-At', '-c', `${bigSql} limit 3`], { env: { ...process.env, ...gated, PGPORT: String(maskedPort) }, encoding: 'utf8' });
+    const mBig = timePsql({ ...gated, PGPORT: String(maskedPort), PGPASSWORD: passwordOf(maskedReady) }, bigSql);
+    const sample = execFileSync('psql', ['-X', '-w', '-At', '-c', `${bigSql} limit 3`], { env: { ...process.env, ...gated, PGPORT: String(maskedPort), PGPASSWORD: passwordOf(maskedReady) }, encoding: 'utf8' });
     if (sample.includes('@example.com')) throw new Error(`the masked path returned raw values:\n${sample}`);
     process.stderr.write(`HTTP GET of a 1 KB JSON body, ${clients} keep-alive clients: direct, through hoopctl + broker, and masked…\n`);
     const httpSecs = Math.max(5, Math.round(seconds / 2));
-    const apiTunnels = [];
+    const apiTunnels: Array<{ port: number; bearer: string }> = [];
     for (const name of ['api', 'api-masked']) {
       const t = spawn(process.execPath, [BIN, 'connect', name, '-o', 'json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
       children.push(t);
-      apiTunnels.push(JSON.parse((await waitForLine(t, 'stdout', /\{.*\}\n/))[0]!).port as number);
+      apiTunnels.push(JSON.parse((await waitForLine(t, 'stdout', /\{.*\}\n/))[0]!) as { port: number; bearer: string });
     }
     const hDirect = await httpLoad(`http://127.0.0.1:${apiPort}/items`, clients, httpSecs);
-    const hGated = await httpLoad(`http://127.0.0.1:${apiTunnels[0]}/items`, clients, httpSecs);
-    const hMasked = await httpLoad(`http://127.0.0.1:${apiTunnels[1]}/items`, clients, httpSecs);
-    const maskedBody = await (await fetch(`http://127.0.0.1:${apiTunnels[1]}/items`)).text();
+    const hGated = await httpLoad(`http://127.0.0.1:${apiTunnels[0]!.port}/items`, clients, httpSecs, apiTunnels[0]!.bearer);
+    const hMasked = await httpLoad(`http://127.0.0.1:${apiTunnels[1]!.port}/items`, clients, httpSecs, apiTunnels[1]!.bearer);
+    const maskedBody = await (await fetch(`http://127.0.0.1:${apiTunnels[1]!.port}/items`, { headers: { authorization: `Bearer ${apiTunnels[1]!.bearer}` } })).text();
     if (maskedBody.includes('@example.com')) throw new Error(`the masked HTTP path returned raw values: ${maskedBody.slice(0, 200)}`);
     process.stderr.write('scp of a 256 MB file: direct, then through hoopctl + broker…\n');
     const hostTunnel = spawn(process.execPath, [BIN, 'connect', 'host', '-o', 'json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(hostTunnel);
-    const ready = JSON.parse((await waitForLine(hostTunnel, 'stdout', /\{.*\}\n/))[0]!) as { port: number; hostKey: string };
+    const ready = JSON.parse((await waitForLine(hostTunnel, 'stdout', /\{.*\}\n/))[0]!) as { port: number; hostKey: string; identityFile: string };
     const knownHosts = join(dir, 'known_hosts');
     writeFileSync(knownHosts, `[127.0.0.1]:${ready.port} ${ready.hostKey}\n[127.0.0.1]:${sshd.port} ${sshd.hostPublicKey}\n`);
     const payload = join(dir, 'payload.bin');
@@ -192,7 +196,7 @@ async function main(): Promise<void> {
       return Number(process.hrtime.bigint() - started) / 1e9;
     };
     const sDirect = timeScp(sshd.port, ['-i', sshd.clientKeyPath]);
-    const sGated = timeScp(ready.port, []);
+    const sGated = timeScp(ready.port, ['-i', ready.identityFile, '-o', 'IdentitiesOnly=yes']);
     const brokerRss = peakRssMb(broker.pid!);
     const tunnelRss = peakRssMb(tunnel.pid!);
 

@@ -36,6 +36,8 @@ export interface AdmittedSession {
   detach: boolean;
   /** The reason the client stated (an agent's), kept with any review the session files. */
   reason?: string;
+  /** An OpenSSH public key the tunnel's owner requires of the clients it carries (ssh; see ProtocolSession.clientKey). */
+  clientKey?: string;
   /** Emits `message` whenever the client sends something (idle limits). */
   activity: EventEmitter;
 }
@@ -87,6 +89,7 @@ export async function runSession(deps: SessionRunnerDeps, stream: Duplex, s: Adm
     const summary = await deps.protocols.of(connection).serve(stream, {
       connection, recorder, identity, logger: log, maskKey: deps.maskKey, signal: ending.signal, reviews, detachedReviews: s.detach,
       ...(Number.isFinite(endsAt) ? { endsAt } : {}),
+      ...(s.clientKey ? { clientKey: s.clientKey } : {}),
     });
     await deps.sessions.close(row.id, recorder, {
       status: summary.outcome, statementCount: summary.statementCount, errorCount: summary.errorCount,

@@ -43,6 +43,17 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
       );
     };
     if (!m) return refuse(errors.notFound('tunnel endpoint'));
+    if (new URL(req.url ?? '/', 'http://broker').searchParams.get('report') === 'peer-refused') {
+      recordPeerRefusal(deps, req, m[1]!).then(
+        (session) => answer(socket, 200, { recorded: true, session }),
+        (e: unknown) => {
+          if (e instanceof HoopError) return refuse(e);
+          logger.error({ err: errorMessage(e) }, 'recording a refused local client failed');
+          refuse(new HoopError('internal error', { code: 'INTERNAL', status: 500 }));
+        },
+      );
+      return;
+    }
     (async () => {
       // An agent's tool call (hoopctl mcp) says so: its identity is recorded with the front door and MCP client.
       const agent = readAgentHeaders(req.headers);
@@ -61,6 +72,7 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
         client: { agent: req.headers['user-agent'], peer: req.headers['x-hoopctl-peer'], ...(agent ? { via: agent.via, mcpClient: agent.client, reason: agent.reason } : {}) },
         detach: new URL(req.url ?? '/', 'http://broker').searchParams.get('review') === 'detach',
         ...(agent?.reason ? { reason: agent.reason } : {}),
+        ...(typeof req.headers['x-hoopctl-client-key'] === 'string' ? { clientKey: req.headers['x-hoopctl-client-key'] } : {}),
       };
       // The session is in the store before the tunnel opens: a store that takes no writes is a refusal the client
       // reads (HTTP 503 with the reason), never a tunnel that opens and then carries nothing it could record.
@@ -125,6 +137,40 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
       await Promise.race([Promise.allSettled([...running]), delay(5000)]);
     },
   };
+}
+
+/** A client's text, bounded and on one line, for the record. */
+function field(v: string | null, max: number): string {
+  return (v ?? '').replace(/[\u0000-\u001f\u007f]/g, ' ').slice(0, max);
+}
+
+/**
+ * A tunnel's owner reports a local client its listener turned away (another OS user, no or a wrong per-tunnel
+ * secret): recorded, for the same identity and access a tunnel needs, as a refused session (`hoopctl sessions`
+ * shows it to the owner) and as a `tunnel-peer-refused` audit event. Returns the refused session's id.
+ */
+async function recordPeerRefusal(deps: TunnelEndpointDeps, req: IncomingMessage, name: string): Promise<string> {
+  const identity = await deps.authenticate(req);
+  const connection = await deps.admission.authorize(identity, name, req);
+  const q = new URL(req.url ?? '/', 'http://broker').searchParams;
+  const peer = field(q.get('peer'), 100) || 'unknown';
+  const reason = field(q.get('reason'), 500) || 'refused';
+  const uid = /^\d{1,10}$/.test(q.get('uid') ?? '') ? Number(q.get('uid')) : undefined;
+  const count = /^\d{1,9}$/.test(q.get('count') ?? '') ? Math.max(1, Number(q.get('count'))) : 1;
+  const text = `local tunnel refused ${peer}${uid !== undefined ? ` (OS user ${uid})` : ''}: ${reason}${count > 1 ? ` (${count} times)` : ''}`;
+  const session = await deps.sessions.refuse(identity, connection.name, connection.type, clientAddress(req), text);
+  await deps.sessions.audit('tunnel-peer-refused', {
+    connection: connection.name, subject: identity.subject, issuer: identity.issuer, peer, reason, count, session, clientAddr: clientAddress(req),
+    ...(uid !== undefined ? { uid } : {}),
+  });
+  deps.logger.info({ subject: identity.subject, connection: connection.name, peer, uid, count }, 'local tunnel refused a client');
+  return session;
+}
+
+/** A plain HTTP answer on an upgrade request that is not a tunnel. */
+function answer(socket: Duplex, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  socket.end(`HTTP/1.1 ${status} OK\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
 }
 
 function delay(ms: number): Promise<void> {

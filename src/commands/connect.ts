@@ -1,4 +1,8 @@
 import type { Command } from 'commander';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { accessToken, brokerGet, resolveBroker } from './context.js';
 import { startLocalTunnel } from '../tunnel/local-listener.js';
 import { clientKindOf } from '../tunnel/client-kinds.js';
@@ -9,6 +13,7 @@ import { obtainAccessGrant } from './access-request.js';
 import { defaultConfigDir } from '../auth/token-store.js';
 import { followReviews } from './review-stream.js';
 import type { Review } from '../api/review.js';
+import { refusalReporter } from '../tunnel/refusal-reporter.js';
 
 export function register(program: Command): void {
   program
@@ -19,8 +24,9 @@ export function register(program: Command): void {
     .option('-o, --output <format>', 'text, or json (one line when ready)', 'text')
     .option('--reason <text>', 'why you need access (just-in-time connections)')
     .option('--duration <span>', 'how long the grant should last, e.g. 30m (just-in-time connections)')
-    .addHelpText('after', '\nExamples:\n  hoopctl connect pg-prod --port 5433\n  psql "postgresql://127.0.0.1:5433/app"\n  hoopctl connect pg-prod --reason "INC-123: fix stuck orders" --duration 30m')
-    .action(async (name: string, opts: { port?: number; broker?: string; output: string; reason?: string; duration?: string }) => {
+    .option('--insecure-shared-port', "let any local user or process ride the tunnel as you: no per-tunnel secret, no owner check, no Unix socket (how tunnels behaved before)")
+    .addHelpText('after', '\nExamples:\n  hoopctl connect pg-prod --port 5433      # prints the psql line, with this tunnel\'s password\n  hoopctl connect pg-prod --reason "INC-123: fix stuck orders" --duration 30m')
+    .action(async (name: string, opts: { port?: number; broker?: string; output: string; reason?: string; duration?: string; insecureSharedPort?: boolean }) => {
       const broker = resolveBroker(opts.broker);
       // Ask first, so a refusal is a clear message now rather than a closed socket later.
       const { connection } = await brokerGet<{ connection: ConnectionInfo }>(broker, `/api/v1/connections/${encodeURIComponent(name)}`);
@@ -28,21 +34,47 @@ export function register(program: Command): void {
         ? await obtainAccessGrant({ broker, connection: name, reason: opts.reason, duration: opts.duration, interactive: Boolean(process.stderr.isTTY) && opts.output !== 'json' })
         : undefined;
       const kind = clientKindOf(connection.type);
-      const greet = kind.greeter?.();
+      const shared = opts.insecureSharedPort === true;
+      // Only the owner rides the tunnel: a secret TCP clients present, a Unix socket in a directory only we may enter.
+      const secret = shared ? undefined : randomBytes(24).toString('base64url');
+      const socketDir = shared ? undefined : mkdtempSync(join(tmpdir(), 'hoopctl-'));
+      const greet = kind.greeter?.(secret);
+      const reporter = refusalReporter({
+        broker, connection: name, getToken: () => accessToken(broker),
+        onFailed: (e) => process.stderr.write(`could not record the refusal with the broker: ${e}\n`),
+      });
+      const removeSocketDir = () => socketDir && rmSync(socketDir, { recursive: true, force: true });
       const tunnel = await startLocalTunnel({
         broker,
         connection: name,
         port: opts.port,
         getToken: () => accessToken(broker),
+        ownerOnly: !shared,
+        ...(kind.tunnelHeaders ? { tunnelHeaders: kind.tunnelHeaders(secret) } : {}),
+        ...(socketDir ? { socketPath: (port: number) => join(socketDir, kind.socketName(port)) } : {}),
         ...(greet ? { prepareClient: greet } : {}),
         onRefused: (socket, e) => kind.refuse(socket, e.message),
         onEvent: (ev) => {
           if (ev.type === 'refused') process.stderr.write(`connection from ${ev.peer} refused: ${ev.error}\n`);
+          if (ev.type === 'peer-refused') {
+            process.stderr.write(`local connection from ${ev.peer}${ev.uid !== undefined ? ` (OS user ${ev.uid})` : ''} refused: ${ev.error}; reported to the broker\n`);
+            reporter.report({ peer: ev.peer, reason: ev.error ?? 'refused', ...(ev.uid !== undefined ? { uid: ev.uid } : {}) });
+          }
         },
       }).catch((e: unknown) => {
+        removeSocketDir();
         throw new UserError(`cannot listen on 127.0.0.1:${opts.port ?? 0}: ${errorMessage(e)}`, { code: 'LISTEN_FAILED', hint: 'pick another --port' });
       });
-      const hints = kind.hints(connection, { host: tunnel.host, port: tunnel.port, configDir: defaultConfigDir() });
+      const hints = kind.hints(connection, {
+        host: tunnel.host, port: tunnel.port, configDir: defaultConfigDir(),
+        ...(tunnel.socketPath ? { socketPath: tunnel.socketPath } : {}), ...(secret ? { secret } : {}),
+      });
+      if (shared) {
+        process.stderr.write(
+          `warning: --insecure-shared-port: any local user or process that reaches ${tunnel.host}:${tunnel.port} rides this tunnel as you; ` +
+            'leave the flag out to keep it yours (a per-tunnel secret, a Unix socket, other OS users refused)\n',
+        );
+      }
       if (opts.output === 'json') {
         process.stdout.write(JSON.stringify({
           connection: name, type: connection.type, host: tunnel.host, port: tunnel.port, url: hints.url, ...hints.json,
@@ -57,6 +89,9 @@ export function register(program: Command): void {
       ended?.close();
       // When the grant ends, the broker tells each open client why; let that reach them before cutting.
       await tunnel.close({ drainMs: why ? 3000 : 0 });
+      await reporter.flush();
+      for (const f of hints.files ?? []) rmSync(f, { force: true });
+      removeSocketDir();
       if (why) throw new UserError(why, { code: 'GRANT_ENDED', hint: `request access again: hoopctl connect ${name} --reason "…"` });
       if (opts.output !== 'json') process.stdout.write('tunnel closed\n');
     });

@@ -1,6 +1,7 @@
 /**
  * hoopctl's own kubeconfig for a `kubernetes` connection: one cluster (the local tunnel listener), one user with no
- * credentials (the broker injects its own), one context, current. Written to a file of its own — never the user's
+ * backend credential (the broker injects its own) — only the tunnel's own bearer, which the local listener checks and
+ * takes out — one context, current. Written to a file of its own — never the user's
  * ~/.kube/config — with mode 0600, and a hint saying how to use it.
  */
 import { mkdirSync, writeFileSync, renameSync } from 'node:fs';
@@ -18,6 +19,10 @@ export interface KubeconfigOptions {
   contextName: string;
   /** Default namespace of the context. */
   namespace?: string;
+  /** The tunnel's bearer (`hoopctl connect` makes one per tunnel); it opens that tunnel only. */
+  token?: string;
+  /** PEM of the listener's throwaway certificate, for an `https://` server (kubectl sends a token only over TLS). */
+  certificateAuthority?: string;
 }
 
 export interface KubeconfigResult {
@@ -32,21 +37,24 @@ function userKubeconfigs(env: NodeJS.ProcessEnv): string[] {
   return [resolve(homedir(), '.kube', 'config'), ...own];
 }
 
-export function kubeconfigDocument(o: Pick<KubeconfigOptions, 'server' | 'contextName' | 'namespace'>): string {
+export function kubeconfigDocument(o: Pick<KubeconfigOptions, 'server' | 'contextName' | 'namespace' | 'token' | 'certificateAuthority'>): string {
   const url = new URL(o.server);
-  if (url.protocol !== 'http:' || !['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) {
+  if (!(url.protocol === 'http:' || (url.protocol === 'https:' && o.certificateAuthority)) || !['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) {
     throw new UserError(`kubeconfig server must be the local tunnel (http://127.0.0.1:PORT), not ${o.server}`, { code: 'USAGE' });
   }
   const doc = {
     apiVersion: 'v1',
     kind: 'Config',
     preferences: {},
-    clusters: [{ name: o.contextName, cluster: { server: `${url.protocol}//${url.host}` } }],
-    users: [{ name: o.contextName, user: {} }],
+    clusters: [{
+      name: o.contextName,
+      cluster: { server: `${url.protocol}//${url.host}`, ...(o.certificateAuthority ? { 'certificate-authority-data': Buffer.from(o.certificateAuthority).toString('base64') } : {}) },
+    }],
+    users: [{ name: o.contextName, user: o.token ? { token: o.token } : {} }],
     contexts: [{ name: o.contextName, context: { cluster: o.contextName, user: o.contextName, ...(o.namespace ? { namespace: o.namespace } : {}) } }],
     'current-context': o.contextName,
   };
-  return `# Written by hoopctl for its tunnel; no credentials: the broker adds its own.\n${stringify(doc)}`;
+  return `# Written by hoopctl for its tunnel; ${o.token ? "the token is the tunnel's own" : 'no credentials'}: the broker adds its own.\n${stringify(doc)}`;
 }
 
 export function writeKubeconfig(o: KubeconfigOptions, env: NodeJS.ProcessEnv = process.env): KubeconfigResult {

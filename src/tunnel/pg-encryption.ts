@@ -76,7 +76,7 @@ function handshake(socket: Socket, secureContext: SecureContext): Promise<Socket
 }
 
 /** Resolves with everything buffered once at least `n` bytes came, leaving the socket paused. */
-function readAtLeast(socket: Socket, n: number): Promise<Buffer> {
+export function readAtLeast(socket: Socket, n: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let length = 0;

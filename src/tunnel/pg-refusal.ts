@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { createErrorResponse } from '../lib/pg-wire/error-response.js';
 
 const SSL_REQUEST = 80877103;
@@ -9,7 +9,7 @@ const GSSENC_REQUEST = 80877104;
  * socket. This answers the start of the PostgreSQL handshake locally so psql prints the reason:
  * decline SSL/GSS, read the startup packet, send a FATAL ErrorResponse, close.
  */
-export function refusePostgresClient(socket: Socket, message: string, sqlstate = '28000'): void {
+export function refusePostgresClient(socket: Duplex, message: string, sqlstate = '28000'): void {
   let buffered = Buffer.alloc(0);
   const timer = setTimeout(() => socket.destroy(), 5000);
   const onData = (chunk: Buffer) => {

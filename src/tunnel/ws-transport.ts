@@ -45,3 +45,51 @@ export function openTunnel(broker: string, connection: string, token: string, pe
 }
 
 export { USER_AGENT, brokerRefusal };
+
+/** What a tunnel's owner tells the broker about a local client the tunnel turned away. */
+export interface PeerRefusal {
+  /** `127.0.0.1:40112`. */
+  peer: string;
+  reason: string;
+  /** The OS user owning the peer's socket, where known. */
+  uid?: number;
+  /** Refusals this report stands for (several that came while the previous report was on its way). */
+  count?: number;
+}
+
+/**
+ * Records a refused local client with the broker: the tunnel endpoint takes `?report=peer-refused` from the
+ * tunnel's owner (same token, same access) and answers 200 instead of upgrading. Resolves with the recorded
+ * session id.
+ */
+export function reportPeerRefused(broker: string, connection: string, token: string, r: PeerRefusal): Promise<string> {
+  const query: Record<string, string> = { report: 'peer-refused', peer: r.peer.slice(0, 100), reason: r.reason.slice(0, 500) };
+  if (r.uid !== undefined) query.uid = String(r.uid);
+  if (r.count && r.count > 1) query.count = String(r.count);
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(tunnelUrl(broker, connection, query), {
+      headers: { authorization: `Bearer ${token}`, 'user-agent': USER_AGENT },
+      perMessageDeflate: false,
+      handshakeTimeout: 15_000,
+    });
+    ws.once('open', () => {
+      ws.terminate();
+      reject(new HoopError('the broker opened a tunnel instead of recording the refusal (an older broker?)', { code: 'REPORT_UNSUPPORTED' }));
+    });
+    ws.once('unexpected-response', (_req, res: IncomingMessage) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d.slice(0, 4096)));
+      res.on('end', () => {
+        ws.terminate();
+        if (res.statusCode !== 200) return reject(brokerRefusal(res.statusCode ?? 0, body));
+        try {
+          resolve(String((JSON.parse(body) as { session?: string }).session ?? ''));
+        } catch {
+          resolve('');
+        }
+      });
+    });
+    ws.once('error', (e: Error) => reject(new UserError(`cannot reach the broker at ${broker}: ${e.message}`, { code: 'BROKER_UNREACHABLE' })));
+  });
+}

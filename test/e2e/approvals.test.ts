@@ -16,8 +16,10 @@ let bob: NodeJS.ProcessEnv;
 let mallory: NodeJS.ProcessEnv;
 let tunnel: CliProcess;
 let port: number;
+/** The tunnel's own password, from the URL connect prints. */
+let password: string;
 
-const psqlEnv = () => ({ PATH: process.env.PATH, PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'x', PGDATABASE: 'app', PGCONNECT_TIMEOUT: '10' });
+const psqlEnv = () => ({ PATH: process.env.PATH, PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'x', PGDATABASE: 'app', PGCONNECT_TIMEOUT: '10', PGPASSWORD: password });
 
 function startPsql(sql: string): { child: ChildProcess; out: () => string; exit: Promise<number> } {
   const child = spawn('psql', ['-X', '-w', '-c', sql], { env: psqlEnv() });
@@ -72,7 +74,9 @@ beforeAll(async () => {
   });
   [alice, bob, mallory] = await Promise.all([loginAs(stack, 'alice'), loginAs(stack, 'bob'), loginAs(stack, 'mallory')]);
   tunnel = new CliProcess(['connect', 'app-pg', '-o', 'json'], alice);
-  port = JSON.parse((await tunnel.waitFor(/\{.*\}\n/))[0]!).port;
+  const ready = JSON.parse((await tunnel.waitFor(/\{.*\}\n/))[0]!) as { port: number; url: string };
+  port = ready.port;
+  password = decodeURIComponent(new URL(ready.url).password);
   const setup = await runProcess('psql', ['-X', '-w', '-v', 'ON_ERROR_STOP=1', '-c', 'create table items (id int primary key, label text)', '-c',
     'insert into items select g, \'item \' || g from generate_series(1, 20) g'], psqlEnv());
   expect(setup.code, setup.stdout + setup.stderr).toBe(0);
@@ -189,7 +193,7 @@ describe('just-in-time access windows', () => {
     expect((await runCli(['approve', review.id, '--reason', 'on call'], bob)).code).toBe(0);
     const ready = JSON.parse((await connect.waitFor(/\{.*\}\n/))[0]!);
     expect(ready.grant).toBe(review.id);
-    const client = new pg.Client({ host: '127.0.0.1', port: ready.port, user: 'x', database: 'app' });
+    const client = new pg.Client({ host: '127.0.0.1', port: ready.port, user: 'x', database: 'app', password: decodeURIComponent(new URL(ready.url).password) });
     const ended = new Promise<Error>((resolve) => client.on('error', resolve));
     await client.connect();
     expect((await client.query('select 1 as one')).rows).toEqual([{ one: 1 }]);

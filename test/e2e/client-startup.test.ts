@@ -20,14 +20,21 @@ let multiPort: number;
 let appTunnel: CliProcess;
 
 /** Environment for libpq clients: nothing from this machine's PG* variables or ~/.postgresql. */
-const libpqEnv = () => ({ PATH: process.env.PATH, HOME: stack.dir, PGCONNECT_TIMEOUT: '10' });
+/** Each tunnel's password, by port: the pgpass file libpq clients read (any user name, as the tests use several). */
+const passwords = new Map<number, string>();
+let appSocketDir: string;
+const libpqEnv = () => ({ PATH: process.env.PATH, HOME: stack.dir, PGCONNECT_TIMEOUT: '10', PGPASSFILE: join(stack.dir, 'tunnels.pgpass') });
 
-async function openTunnel(connection: string): Promise<{ port: number; tunnel: CliProcess }> {
+async function openTunnel(connection: string): Promise<{ port: number; tunnel: CliProcess; socketDir: string }> {
   const tunnel = new CliProcess(['connect', connection], alice);
   tunnels.push(tunnel);
   const [, port] = await tunnel.waitFor(/listening on 127\.0\.0\.1:(\d+)/);
+  const [, password] = await tunnel.waitFor(/url: postgresql:\/\/hoopctl:([^@]+)@/);
+  const [, socketDir] = await tunnel.waitFor(/over the Unix socket \(no password\): psql "host=(\S+) /);
   await tunnel.waitFor(/Press Ctrl-C/);
-  return { port: Number(port), tunnel };
+  passwords.set(Number(port), decodeURIComponent(password!));
+  writeFileSync(join(stack.dir, 'tunnels.pgpass'), [...passwords].map(([p, pw]) => `127.0.0.1:${p}:*:*:${pw}\n`).join(''), { mode: 0o600 });
+  return { port: Number(port), tunnel, socketDir: socketDir! };
 }
 
 async function admin<T>(database: string, run: (c: pg.Client) => Promise<T>): Promise<T> {
@@ -78,7 +85,7 @@ beforeAll(async () => {
   expect(readText(stack.brokerLogPath).slice(before)).toMatch(/config reloaded/);
 
   alice = await loginAs(stack, 'alice');
-  ({ port: appPort, tunnel: appTunnel } = await openTunnel('app-pg'));
+  ({ port: appPort, tunnel: appTunnel, socketDir: appSocketDir } = await openTunnel('app-pg'));
   ({ port: multiPort } = await openTunnel('multi-pg'));
 }, 120_000);
 
@@ -151,7 +158,7 @@ describe('TLS from the client (sslmode)', () => {
   });
 
   it('serves node-pg with ssl and rejectUnauthorized: false', async () => {
-    const client = new pg.Client({ host: '127.0.0.1', port: appPort, user: 'x', database: 'app', ssl: { rejectUnauthorized: false } });
+    const client = new pg.Client({ host: '127.0.0.1', port: appPort, user: 'x', database: 'app', password: passwords.get(appPort), ssl: { rejectUnauthorized: false } });
     await client.connect();
     try {
       expect((await client.query('select count(*)::int as n from orders')).rows).toEqual([{ n: 25 }]);
@@ -176,7 +183,8 @@ describe('TLS from the client (sslmode)', () => {
 
   it('answers GSSENCRequest with N, and the client then starts in plain', async () => {
     const reply = await new Promise<Buffer>((resolve, reject) => {
-      const sock = netConnect(appPort, '127.0.0.1');
+      // The Unix socket asks for no password: the raw bytes below are the whole conversation.
+      const sock = netConnect(join(appSocketDir, `.s.PGSQL.${appPort}`));
       let got = Buffer.alloc(0);
       let started = false;
       sock.on('error', reject);

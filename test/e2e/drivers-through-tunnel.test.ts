@@ -16,6 +16,8 @@ let stack: Stack;
 let alice: NodeJS.ProcessEnv;
 let tunnel: CliProcess;
 let port: number;
+/** The tunnel's own password, from the URL connect prints. */
+let password: string;
 
 beforeAll(async () => {
   stack = await startStack({
@@ -29,7 +31,9 @@ beforeAll(async () => {
   await admin.end();
   alice = await loginAs(stack, 'alice');
   tunnel = new CliProcess(['connect', 'app-pg', '-o', 'json'], alice);
-  port = JSON.parse((await tunnel.waitFor(/\{.*"port".*\}\n/))[0]!).port as number;
+  const ready = JSON.parse((await tunnel.waitFor(/\{.*"port".*\}\n/))[0]!) as { port: number; url: string };
+  port = ready.port;
+  password = decodeURIComponent(new URL(ready.url).password);
 }, 120_000);
 
 afterAll(async () => {
@@ -43,20 +47,20 @@ const noRaw = (text: string, where: string) => {
 
 describe('real drivers with binary results through hoopctl connect and the broker', () => {
   it('pgjdbc 42.5 with default settings (binary from the fifth run)', async () => {
-    const run = await runJdbcTenTimes(port, 'app', 'select id, name, email, card, balance, visits from customers where id = ?');
+    const run = await runJdbcTenTimes(port, 'app', 'select id, name, email, card, balance, visits from customers where id = ?', password);
     noRaw(run.output, 'pgjdbc');
     expect(run.lines).toEqual([...Array<string>(10).fill('1|Grace|[REDACTED]|[REDACTED]|1234.50|9007199254740993'), 'still open 1']);
   });
 
   it('psycopg 3 with binary=True (prepared from the fifth run)', async () => {
-    const run = await runPsycopgTenTimes(port, 'app', 'select id, name, email, card, balance, visits from customers where id = %s');
+    const run = await runPsycopgTenTimes(port, 'app', 'select id, name, email, card, balance, visits from customers where id = %s', password);
     noRaw(run.output, 'psycopg');
     const row = ['1', 'Grace', '[REDACTED]', '[REDACTED]', '1234.50', '9007199254740993'];
     expect(run.lines.map((l) => (l.startsWith('[') ? JSON.parse(l) : l))).toEqual([...Array<unknown>(10).fill(row), 'still open 1']);
   });
 
   it('node-postgres with binary: true, a named prepared statement', async () => {
-    const c = new pg.Client({ host: '127.0.0.1', port, user: 'laptop-user', database: 'app' });
+    const c = new pg.Client({ host: '127.0.0.1', port, user: 'laptop-user', database: 'app', password });
     await c.connect();
     const rows: unknown[] = [];
     for (let i = 0; i < 10; i++) rows.push((await c.query({ name: 'one', text: 'select id, name, email, card, visits from customers where id = $1', values: [1], binary: true })).rows[0]);

@@ -101,22 +101,24 @@ async function connect(name: string): Promise<Record<string, any>> {
 
 describe('http connection', () => {
   it('injects the credential, denies by rule, masks JSON, and never shows the client the backend token', async () => {
-    const { url } = await connect('api');
-    const users = await runProcess('curl', ['-s', '-H', 'Authorization: Bearer client-supplied', `${url}/users`], { PATH: process.env.PATH });
+    const { url, bearer } = await connect('api');
+    // The client's bearer is the tunnel's own: the local listener takes it out, the broker injects the backend's.
+    const users = await runProcess('curl', ['-s', '-H', `Authorization: Bearer ${bearer}`, `${url}/users`], { PATH: process.env.PATH });
     expect(users.stdout).not.toContain('ada@example.com');
     expect(users.stdout).not.toContain('4111 1111 1111 1111');
     expect(JSON.parse(users.stdout).users).toHaveLength(2);
     const seen = backend.seen.find((r) => r.url === '/users')!;
     expect(seen.headers.authorization).toBe(`Bearer ${API_TOKEN}`);
-    const admin = await runProcess('curl', ['-s', '-w', '\n%{http_code}', `${url}/admin/users`], { PATH: process.env.PATH });
+    const admin = await runProcess('curl', ['-s', '-w', '\n%{http_code}', '--oauth2-bearer', bearer, `${url}/admin/users`], { PATH: process.env.PATH });
     expect(admin.stdout).toMatch(/denied by rule \\?"no-admin\\?"[\s\S]*\n403$/);
     expect(backend.seen.some((r) => r.url.startsWith('/admin'))).toBe(false);
     expect(users.stdout + admin.stdout).not.toContain(API_TOKEN);
+    expect(JSON.stringify(backend.seen)).not.toContain(bearer);
   });
 
   it('holds a write for review and forwards it once approved', async () => {
-    const { url } = await connect('api');
-    const post = runProcess('curl', ['-s', '-X', 'POST', '-d', '{"name":"x"}', '-H', 'content-type: application/json', `${url}/things`], { PATH: process.env.PATH });
+    const { url, bearer } = await connect('api');
+    const post = runProcess('curl', ['-s', '-X', 'POST', '-d', '{"name":"x"}', '-H', 'content-type: application/json', '--oauth2-bearer', bearer, `${url}/things`], { PATH: process.env.PATH });
     let review: Review | undefined;
     for (let i = 0; i < 100 && !review; i++) {
       review = (JSON.parse((await runCli(['reviews', '-o', 'json'], bob)).stdout) as Review[]).find((r) => r.connection === 'api');

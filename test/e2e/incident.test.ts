@@ -26,7 +26,7 @@ beforeAll(async () => {
   });
   [alice, bob] = await Promise.all([loginAs(stack, 'alice'), loginAs(stack, 'bob')]);
   tunnel = new CliProcess(['connect', 'app-pg', '-o', 'json'], alice);
-  port = JSON.parse((await tunnel.waitFor(/\{.*"port".*\}\n/))[0]!).port;
+  port = await readyPort(tunnel);
 }, 120_000);
 
 afterAll(async () => {
@@ -34,9 +34,19 @@ afterAll(async () => {
   await stack?.stop();
 });
 
+/** Each tunnel's own password, by port (clients present it; the broker's credential is another matter). */
+const passwords = new Map<number, string>();
+
+/** The port of a tunnel once `connect` is ready; keeps its password. */
+async function readyPort(p: CliProcess): Promise<number> {
+  const ready = JSON.parse((await p.waitFor(/\{.*"port".*\}\n/))[0]!) as { port: number; url: string };
+  passwords.set(ready.port, decodeURIComponent(new URL(ready.url).password));
+  return ready.port;
+}
+
 /** A client through alice's tunnel, with what ends it. */
 async function aliceClient(through = port): Promise<{ client: pg.Client; ended: Promise<string> }> {
-  const client = new pg.Client({ host: '127.0.0.1', port: through, user: 'app', database: 'app', password: 'unused' });
+  const client = new pg.Client({ host: '127.0.0.1', port: through, user: 'app', database: 'app', password: passwords.get(through) });
   const ended = new Promise<string>((resolve) => {
     client.on('error', (e) => resolve(e.message));
     client.on('end', () => resolve('ended'));
@@ -89,7 +99,7 @@ describe('incident response', () => {
     expect(endedSessions).toHaveLength(1);
     expect(await ended).toContain('identity alice was locked by bob: laptop reported stolen');
 
-    const refused = new pg.Client({ host: '127.0.0.1', port, user: 'app', database: 'app', password: 'unused' });
+    const refused = new pg.Client({ host: '127.0.0.1', port, user: 'app', database: 'app', password: passwords.get(port) });
     await expect(refused.connect()).rejects.toThrow(/identity alice is locked by bob until .*: laptop reported stolen/);
     const exec = await runCli(['exec', 'app-pg', '-e', 'select 1'], alice);
     expect(exec.code).toBe(4);
@@ -134,7 +144,7 @@ describe('incident response', () => {
   it('ends a session idle past its connection\'s idleTimeout, and a busy one at its maxDuration', async () => {
     const short = new CliProcess(['connect', 'short-pg', '-o', 'json'], alice);
     try {
-      const shortPort = JSON.parse((await short.waitFor(/\{.*"port".*\}\n/))[0]!).port as number;
+      const shortPort = await readyPort(short);
       const idle = await aliceClient(shortPort);
       const started = Date.now();
       expect(await idle.ended).toContain('the session was idle for 2s');
@@ -163,7 +173,7 @@ describe('incident response', () => {
       .sign(key);
     const short = new CliProcess(['connect', 'token-pg', '-o', 'json'], { ...alice, HOOPCTL_TOKEN: shortLived });
     try {
-      const shortPort = JSON.parse((await short.waitFor(/\{.*"port".*\}\n/))[0]!).port as number;
+      const shortPort = await readyPort(short);
       const { client, ended } = await aliceClient(shortPort);
       const ticker = setInterval(() => void client.query('select 1').catch(() => undefined), 300);
       try {
@@ -179,9 +189,9 @@ describe('incident response', () => {
   it('caps the sessions one identity may hold open on a connection at once (maxConcurrent), per identity', async () => {
     const one = new CliProcess(['connect', 'one-pg', '-o', 'json'], alice);
     try {
-      const onePort = JSON.parse((await one.waitFor(/\{.*"port".*\}\n/))[0]!).port as number;
+      const onePort = await readyPort(one);
       const first = await aliceClient(onePort);
-      const second = new pg.Client({ host: '127.0.0.1', port: onePort, user: 'app', database: 'app', password: 'unused' });
+      const second = new pg.Client({ host: '127.0.0.1', port: onePort, user: 'app', database: 'app', password: passwords.get(onePort) });
       await expect(second.connect()).rejects.toThrow(/alice@example\.com already has 1 session\(s\) open on one-pg/);
       const bobsOwn = await runCli(['exec', 'one-pg', '-e', 'select 1'], bob);
       expect(bobsOwn.code, bobsOwn.stderr).toBe(0);

@@ -18,11 +18,13 @@ const RAW = [EMAIL, CARD, CARD.replace(/ /g, ''), SSN];
 let stack: Stack;
 let tunnel: CliProcess;
 let port: number;
+/** The tunnel's own password, from the URL connect prints. */
+let password: string;
 let admin: pg.Client;
 const outputs: string[] = [];
 
 function psql(args: string[], input?: string) {
-  const env = { PATH: process.env.PATH, PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'whoever', PGDATABASE: 'app', PGCONNECT_TIMEOUT: '10' };
+  const env = { PATH: process.env.PATH, PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'whoever', PGDATABASE: 'app', PGCONNECT_TIMEOUT: '10', PGPASSWORD: password };
   return runProcess('psql', ['-X', '-w', '-At', '-v', 'VERBOSITY=verbose', ...args], env, input).then((r) => {
     outputs.push(r.stdout, r.stderr);
     return r;
@@ -51,6 +53,7 @@ beforeAll(async () => {
   tunnel = new CliProcess(['connect', 'app-pg', '-o', 'json'], env);
   const [line] = await tunnel.waitFor(/\{.*"port".*\}\n/);
   port = JSON.parse(line!).port;
+  password = decodeURIComponent(new URL(JSON.parse(line!).url).password);
 }, 120_000);
 
 afterAll(async () => {
@@ -71,7 +74,7 @@ describe('policy through the broker and hoopctl connect', () => {
   it('masks by column and by content, for psql and node-postgres', async () => {
     const r = await psql(['-c', 'select id, email, notes, lower(email) as e from customers']);
     expect(r.stdout).toBe('1|[REDACTED]|card [REDACTED:credit_card], ssn [REDACTED:us_ssn]|[REDACTED]\n');
-    const client = new pg.Client({ host: '127.0.0.1', port, user: 'whoever', database: 'app' });
+    const client = new pg.Client({ host: '127.0.0.1', port, user: 'whoever', database: 'app', password });
     await client.connect();
     const { rows } = await client.query('select email, notes from customers where id = $1 and email <> $2', [1, 'x@y.example.com']);
     await client.query('select count(*) from customers where email = $1', [EMAIL]);

@@ -31,8 +31,10 @@ describe('config reload (SIGHUP)', () => {
   it('applies new rules to new sessions, leaves a running session its own, and keeps the running config when the file is broken', async () => {
     const tunnel = new CliProcess(['connect', 'app-pg', '-o', 'json'], alice);
     try {
-      const port = JSON.parse((await tunnel.waitFor(/\{.*"port".*\}\n/))[0]!).port as number;
-      const running = new pg.Client({ host: '127.0.0.1', port, user: 'x', database: 'app' });
+      const ready = JSON.parse((await tunnel.waitFor(/\{.*"port".*\}\n/))[0]!) as { port: number; url: string };
+      const { port } = ready;
+      const password = decodeURIComponent(new URL(ready.url).password);
+      const running = new pg.Client({ host: '127.0.0.1', port, user: 'x', database: 'app', password });
       await running.connect();
 
       const original = readFileSync(stack.configPath, 'utf8');

@@ -18,11 +18,14 @@ let stack: Stack;
 let aliceEnv: NodeJS.ProcessEnv;
 let tunnel: CliProcess;
 let tunnelPort: number;
+/** The tunnel's own password (clients present it on TCP) and its Unix socket (no password). */
+let tunnelPassword: string;
+let tunnelSocket: string;
 const outputs: string[] = [];
 let metricsPort: number;
 
 function psqlEnv(port: number): NodeJS.ProcessEnv {
-  return { PATH: process.env.PATH, PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'whoever', PGDATABASE: 'app', PGCONNECT_TIMEOUT: '10' };
+  return { PATH: process.env.PATH, PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'whoever', PGDATABASE: 'app', PGCONNECT_TIMEOUT: '10', PGPASSWORD: tunnelPassword };
 }
 
 async function psql(args: string[], input?: string) {
@@ -59,7 +62,10 @@ beforeAll(async () => {
   aliceEnv = await loginAs('alice');
   tunnel = new CliProcess(['connect', 'app-pg', '-o', 'json'], aliceEnv);
   const [line] = await tunnel.waitFor(/\{.*"port".*\}\n/);
-  tunnelPort = JSON.parse(line!).port;
+  const ready = JSON.parse(line!) as { port: number; url: string; socketPath: string };
+  tunnelPort = ready.port;
+  tunnelPassword = decodeURIComponent(new URL(ready.url).password);
+  tunnelSocket = ready.socketPath;
 }, 120_000);
 
 afterAll(async () => {
@@ -143,7 +149,7 @@ describe('psql through hoopctl connect', () => {
   });
 
   it('serves the extended protocol with parameters, prepared statements and transactions to pg', async () => {
-    const client = new pg.Client({ host: '127.0.0.1', port: tunnelPort, user: 'x', database: 'app' });
+    const client = new pg.Client({ host: '127.0.0.1', port: tunnelPort, user: 'x', database: 'app', password: tunnelPassword });
     await client.connect();
     expect((await client.query('select $1::int + $2::int as sum', [20, 22])).rows).toEqual([{ sum: 42 }]);
     const named = { name: 'by-id', text: 'select label from items where id = $1', values: [7] };
@@ -159,10 +165,11 @@ describe('psql through hoopctl connect', () => {
   });
 
   it('ends only the session that sent a malformed frame, with a protocol error, and keeps serving others', async () => {
-    const other = new pg.Client({ host: '127.0.0.1', port: tunnelPort, user: 'x', database: 'app' });
+    const other = new pg.Client({ host: '127.0.0.1', port: tunnelPort, user: 'x', database: 'app', password: tunnelPassword });
     await other.connect();
     const reply = await new Promise<Buffer>((resolve, reject) => {
-      const sock = netConnect(tunnelPort, '127.0.0.1');
+      // The Unix socket asks for no password: the raw bytes below are the whole conversation.
+      const sock = netConnect(tunnelSocket);
       let handshake = Buffer.alloc(0);
       const chunks: Buffer[] = [];
       let sentBad = false;
@@ -404,7 +411,10 @@ describe('sessions and replay', () => {
         cli(['sessions', '-o', 'json'], aliceEnv).then(() => fetchWithAlice(p)),
       ),
     );
-    const clientFiles = readdirSync(join(aliceEnv.XDG_CONFIG_HOME!, 'hoopctl')).map((f) => readFileSync(join(aliceEnv.XDG_CONFIG_HOME!, 'hoopctl', f), 'utf8'));
+    // Every file hoopctl keeps, the tunnel's own pgpass and service files (under pg/) included.
+    const clientFiles = readdirSync(join(aliceEnv.XDG_CONFIG_HOME!, 'hoopctl'), { recursive: true, withFileTypes: true })
+      .filter((f) => f.isFile())
+      .map((f) => readFileSync(join(f.parentPath, f.name), 'utf8'));
     const exported = readText(join(stack.dir, 'siem', 'events.jsonl'));
     const haystack = [...outputs, ...api, ...clientFiles, exported, tunnel.stdout, tunnel.stderr].join('\n');
     expect(haystack.length).toBeGreaterThan(1000);

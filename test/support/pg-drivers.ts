@@ -18,7 +18,8 @@ const JAVA_PROGRAM = `
 import java.sql.*;
 public class BinaryRows {
   public static void main(String[] args) throws Exception {
-    String url = "jdbc:postgresql://127.0.0.1:" + args[0] + "/" + args[1] + "?user=laptop-user";
+    String url = "jdbc:postgresql://127.0.0.1:" + args[0] + "/" + args[1] + "?user=laptop-user"
+      + (args.length > 3 ? "&password=" + java.net.URLEncoder.encode(args[3], "UTF-8") : "");
     try (Connection c = DriverManager.getConnection(url)) {
       try (PreparedStatement ps = c.prepareStatement(args[2])) {
         for (int run = 0; run < 10; run++) {
@@ -66,18 +67,19 @@ export interface DriverRun {
   output: string;
 }
 
-/** A JDBC PreparedStatement (`?` is parameter 1) run ten times with the driver's default settings. */
-export async function runJdbcTenTimes(port: number, database: string, sql: string): Promise<DriverRun> {
+/** A JDBC PreparedStatement (`?` is parameter 1) run ten times with the driver's default settings (`password`: a tunnel's). */
+export async function runJdbcTenTimes(port: number, database: string, sql: string, password?: string): Promise<DriverRun> {
   const file = join(mkdtempSync(join(tmpdir(), 'hoop-jdbc-')), 'BinaryRows.java');
   writeFileSync(file, JAVA_PROGRAM);
-  const r = await runProcess('java', ['-cp', JDBC_JAR, file, String(port), database, sql], process.env, undefined, 60_000);
+  const r = await runProcess('java', ['-cp', JDBC_JAR, file, String(port), database, sql, ...(password ? [password] : [])], process.env, undefined, 60_000);
   expect(r.stderr).toBe('');
   return { lines: r.stdout.trim().split('\n'), output: r.stdout + r.stderr };
 }
 
 /** A query (`%s` is parameter 1) run ten times through psycopg 3 with binary results; psycopg prepares it after 5. */
-export async function runPsycopgTenTimes(port: number, database: string, sql: string): Promise<DriverRun> {
-  const r = await runProcess(SYSTEM_PYTHON, ['-c', PSYCOPG_PROGRAM, String(port), database, sql], process.env, undefined, 60_000);
+export async function runPsycopgTenTimes(port: number, database: string, sql: string, password?: string): Promise<DriverRun> {
+  const env = password ? { ...process.env, PGPASSWORD: password } : process.env;
+  const r = await runProcess(SYSTEM_PYTHON, ['-c', PSYCOPG_PROGRAM, String(port), database, sql], env, undefined, 60_000);
   expect(r.stderr).toBe('');
   return { lines: r.stdout.trim().split('\n'), output: r.stdout + r.stderr };
 }

@@ -65,6 +65,11 @@ export interface SessionContext<C extends ConnectionBase = ConnectionBase> {
   detachedReviews: boolean;
   /** When the session ends at the latest (its maximum duration, or its token's expiry with endWithToken); absent: no limit. */
   endsAt?: number;
+  /**
+   * An OpenSSH public key the tunnel's owner requires of the clients it carries (`hoopctl connect` to an ssh
+   * connection makes one per tunnel): the SSH hop then accepts that key only, so another local process cannot ride it.
+   */
+  clientKey?: string;
 }
 
 /** How a session ended, in the broker's words. */

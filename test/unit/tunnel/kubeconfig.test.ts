@@ -16,6 +16,15 @@ afterEach(() => {
 });
 
 describe('writeKubeconfig', () => {
+  it("carries the tunnel's bearer over HTTPS with the listener's certificate as CA; https without that CA is refused", () => {
+    const path = join(temp(), 'k8s.yaml');
+    writeKubeconfig({ path, server: 'https://127.0.0.1:6443', contextName: 'c', token: 'tunnel-bearer', certificateAuthority: 'PEM TEXT' }, {});
+    const doc = parse(readFileSync(path, 'utf8'));
+    expect(doc.users[0].user).toEqual({ token: 'tunnel-bearer' });
+    expect(doc.clusters[0].cluster).toEqual({ server: 'https://127.0.0.1:6443', 'certificate-authority-data': Buffer.from('PEM TEXT').toString('base64') });
+    expect(() => writeKubeconfig({ path, server: 'https://127.0.0.1:6443', contextName: 'c' }, {})).toThrow(/must be the local tunnel/);
+  });
+
   it('writes a context pointing at the local listener, without credentials, mode 0600, and a usage hint', () => {
     const path = join(temp(), 'nested', 'k8s-prod.yaml');
     const r = writeKubeconfig({ path, server: 'http://127.0.0.1:6443', contextName: 'hoopctl-k8s-prod', namespace: 'shop' }, {});

@@ -60,7 +60,7 @@ export const sshProtocol: ProtocolModule<SshConnection> = {
       async serve(stream, s) {
         const summary = await proxySshSession(stream, {
           connection: s.connection, recorder: s.recorder, logger: s.logger, identity: s.identity, maskKey: s.maskKey, signal: s.signal,
-          hostKey: loadHostKey(), reviews: s.reviews, detachedReviews: s.detachedReviews,
+          hostKey: loadHostKey(), reviews: s.reviews, detachedReviews: s.detachedReviews, ...(s.clientKey ? { clientKey: s.clientKey } : {}),
         });
         return { outcome: summary.outcome, statementCount: summary.requestCount, errorCount: summary.errorCount, ...(summary.error ? { error: summary.error } : {}) };
       },

@@ -32,6 +32,8 @@ export interface SshProxyContext {
   reviews?: StatementReviews;
   /** The client asked not to wait for reviews (`hoopctl exec --no-wait`): a held command ends at once. */
   detachedReviews?: boolean;
+  /** The only client key the tunnel's owner lets on this hop (OpenSSH public key); absent: any method. */
+  clientKey?: string;
 }
 
 export interface SshSessionSummary {
@@ -72,6 +74,25 @@ export async function proxySshSession(stream: Duplex, ctx: SshProxyContext): Pro
   }
   await recorder.record('backend-connected', { host: connection.target.host, port: connection.target.port, user: connection.target.user, hostKey: backend.hostKey });
   return new SshRelay(stream, ctx, backend.client).run();
+}
+
+type ParsedKey = Exclude<ReturnType<typeof ssh2.utils.parseKey>, Error | unknown[]>;
+
+function parsePublicKey(text: string): ParsedKey | undefined {
+  const k = ssh2.utils.parseKey(text);
+  return k instanceof Error || Array.isArray(k) ? undefined : (k as ParsedKey);
+}
+
+/**
+ * The per-tunnel key check: 'key-ok' answers a client asking whether the key would do (no signature yet),
+ * 'signed' is a valid signature by it, 'refuse' anything else (another key, another method, a bad signature).
+ */
+function checkClientKey(required: ParsedKey | null, auth: AuthContext): 'key-ok' | 'signed' | 'refuse' {
+  if (!required || auth.method !== 'publickey') return 'refuse';
+  // The blob names the key type itself; the algorithm may differ from it (rsa-sha2-256 for an ssh-rsa key).
+  if (!auth.key.data.equals(required.getPublicSSH())) return 'refuse';
+  if (!auth.signature || !auth.blob) return 'key-ok';
+  return required.verify(auth.blob, auth.signature, auth.hashAlgo) === true ? 'signed' : 'refuse';
 }
 
 /** Tells an SSH client why it cannot come in: a banner, then every authentication attempt fails. */
@@ -128,11 +149,27 @@ class SshRelay {
   run(): Promise<SshSessionSummary> {
     return new Promise((resolve) => {
       let authRecorded = false;
+      let keyRefused = false;
       const server = new ssh2.Server({ hostKeys: [this.#ctx.hostKey.privateKey], ident: 'hoopctl' }, (client) => {
         this.#client = client;
         client.on('error', (e) => this.#log.debug({ err: e.message }, 'ssh client error'));
+        // A key that does not parse lets nobody in (fail closed), rather than falling back to any method.
+        const required = this.#ctx.clientKey === undefined ? undefined : (parsePublicKey(this.#ctx.clientKey) ?? null);
         client.on('authentication', (auth: AuthContext) => {
-          // The tunnel already authenticated the identity with its OIDC token: any method is fine here.
+          // The tunnel already authenticated the identity with its OIDC token: any method is fine here, unless the
+          // tunnel's owner asked for its per-tunnel key (only its own clients hold it).
+          if (required !== undefined) {
+            const verdict = checkClientKey(required, auth);
+            if (verdict === 'refuse') {
+              // ssh tries `none` first to learn the methods: that is no attempt worth recording.
+              if (auth.method !== 'none') {
+                keyRefused = true;
+                this.#track(this.#ctx.recorder.record('client-auth-refused', { username: auth.username, method: auth.method, reason: "not the tunnel's key" }));
+              }
+              return auth.reject(['publickey']);
+            }
+            if (verdict === 'key-ok') return auth.accept();
+          }
           if (!authRecorded) {
             authRecorded = true;
             this.#track(this.#ctx.recorder.record('client-auth', { username: auth.username, method: auth.method }));
@@ -140,7 +177,12 @@ class SshRelay {
           auth.accept();
         });
         client.on('ready', () => this.#onReady(client));
-        client.on('close', () => finish());
+        client.on('close', () => {
+          if (required !== undefined && !authRecorded && !keyRefused) {
+            this.#track(this.#ctx.recorder.record('client-auth-refused', { reason: "the client left without presenting the tunnel's key" }));
+          }
+          finish();
+        });
       });
       let finished = false;
       const finish = () => {
@@ -171,6 +213,9 @@ class SshRelay {
         // ssh2 reports the client's close; this covers a tunnel that dies before the SSH handshake starts.
         setTimeout(finish, 1000).unref();
       });
+      // SSH has no half-close: the client's EOF ends the connection. A tunnel stream is not closed by its peer's end
+      // (only destroyed), so a client that leaves before authenticating would otherwise hold its session open.
+      this.#stream.once('end', () => setImmediate(() => this.#stream.destroy()));
       server.injectSocket(this.#stream as Socket);
     });
   }
