@@ -1,7 +1,7 @@
 /**
- * The one place the benchmark scripts (and the crash e2e test) turn a running `hoopctl connect` into what a
- * PostgreSQL client needs. Tunnels are about to require a per-tunnel secret or a Unix socket for local clients: when
- * `connect -o json` prints those, only `pgClientConfig` changes.
+ * The one place the crash and load scripts (and their e2e tests) turn a running `hoopctl connect` into what a
+ * PostgreSQL client needs: the tunnel's own password, which `connect -o json` prints in its URL (a tunnel serves only
+ * its owner; the backend credential stays with the broker).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -29,7 +29,7 @@ export interface ConnectReady {
 export interface RunningTunnel {
   ready: ConnectReady;
   process: ChildProcess;
-  /** What a `pg` client connects with to ride this tunnel (no password: the broker injects the credential). */
+  /** What a `pg` client connects with to ride this tunnel (the tunnel's password; the broker injects the backend's). */
   pgClientConfig(database: string): ClientConfig;
   stop(): Promise<void>;
 }
@@ -67,5 +67,7 @@ export async function startConnectTunnel(connection: string, env: NodeJS.Process
 }
 
 export function pgClientConfig(ready: ConnectReady, database: string): ClientConfig {
-  return { host: ready.host, port: ready.port, user: 'hoopctl', database };
+  if (!ready.url) throw new Error(`hoopctl connect ${ready.connection} printed no URL`);
+  const password = decodeURIComponent(new URL(ready.url).password);
+  return { host: ready.host, port: ready.port, user: 'hoopctl', database, password };
 }

@@ -77,8 +77,10 @@ describe('credential helpers', () => {
   it('psql through the tunnel prints the refusal as a FATAL', async () => {
     const connect = new CliProcess(['connect', 'pg-helper-fails', '--port', '0'], alice);
     try {
-      const [, port] = await connect.waitFor(/127\.0\.0\.1:(\d+)/);
-      const psql = await runProcess('psql', ['-X', '-h', '127.0.0.1', '-p', port!, '-U', 'x', '-d', 'app', '-c', 'select 1'], { PATH: process.env.PATH, PGCONNECT_TIMEOUT: '30' });
+      const [, encoded, port] = await connect.waitFor(/postgresql:\/\/[^:\s]+:([^@\s]+)@127\.0\.0\.1:(\d+)\//);
+      const psql = await runProcess('psql', ['-X', '-h', '127.0.0.1', '-p', port!, '-U', 'x', '-d', 'app', '-c', 'select 1'], {
+        PATH: process.env.PATH, PGCONNECT_TIMEOUT: '30', PGPASSWORD: decodeURIComponent(encoded!),
+      });
       expect(psql.code).not.toBe(0);
       expect(psql.stderr).toMatch(/FATAL: {2}hoopctl: the broker could not get the credential of "pg-helper-fails" \(credentials\.password\): the credential helper exited with status 2/);
       expect(psql.stderr).not.toContain('vault:');

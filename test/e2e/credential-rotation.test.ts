@@ -78,8 +78,10 @@ describe('hoopctl broker rotate (postgres)', () => {
   it('sets a new password: the old one no longer logs in, the file\'s does, an open session goes on, new ones use it', async () => {
     const passwordFile = join(stack.dir, 'app-password');
     const connect = new CliProcess(['connect', 'app-pg', '--port', '0'], alice);
-    const [, port] = await connect.waitFor(/127\.0\.0\.1:(\d+)/);
-    const open = new pg.Client({ host: '127.0.0.1', port: Number(port), user: 'whoever', database: 'app' });
+    // The tunnel's own password (printed in its URL) opens it; the backend credential stays with the broker.
+    const [, encoded, port] = await connect.waitFor(/postgresql:\/\/[^:\s]+:([^@\s]+)@127\.0\.0\.1:(\d+)\//);
+    const tunnelPassword = decodeURIComponent(encoded!);
+    const open = new pg.Client({ host: '127.0.0.1', port: Number(port), user: 'whoever', database: 'app', password: tunnelPassword });
     try {
       await open.connect();
       expect((await open.query('select 1 as one')).rows).toEqual([{ one: 1 }]);
@@ -99,7 +101,7 @@ describe('hoopctl broker rotate (postgres)', () => {
 
       // The session open across the rotation keeps working; a new one logs in with the new password.
       expect((await open.query("select 'still here' as s")).rows).toEqual([{ s: 'still here' }]);
-      const psql = await runProcess('psql', ['-X', '-w', '-At', '-h', '127.0.0.1', '-p', port!, '-U', 'whoever', '-d', 'app', '-c', 'select current_user'], { PATH: process.env.PATH });
+      const psql = await runProcess('psql', ['-X', '-w', '-At', '-h', '127.0.0.1', '-p', port!, '-U', 'whoever', '-d', 'app', '-c', 'select current_user'], { PATH: process.env.PATH, PGPASSWORD: tunnelPassword });
       expect(psql.code, psql.stderr).toBe(0);
       expect(psql.stdout.trim()).toBe('app_rw');
 
@@ -148,10 +150,10 @@ describe('hoopctl broker rotate (ssh)', () => {
     writeFileSync(oldKey, sshd.clientPrivateKey, { mode: 0o600 });
     expect((await directSsh(oldKey)).code).toBe(0);
     const tunnel = new CliProcess(['connect', 'ssh-rot', '-o', 'json'], alice);
-    const ready = JSON.parse((await tunnel.waitFor(/\{.*\}\n/))[0]!) as { port: number; hostKey: string };
+    const ready = JSON.parse((await tunnel.waitFor(/\{.*\}\n/))[0]!) as { port: number; hostKey: string; identityFile: string };
     const knownHosts = join(stack.dir, 'known_hosts_rot');
     writeFileSync(knownHosts, `[127.0.0.1]:${ready.port} ${ready.hostKey}\n`);
-    const ssh = ['-p', String(ready.port), ...sshOptions(knownHosts), `${sshd.user}@127.0.0.1`];
+    const ssh = ['-p', String(ready.port), '-i', ready.identityFile, '-o', 'IdentitiesOnly=yes', ...sshOptions(knownHosts), `${sshd.user}@127.0.0.1`];
     const open = new CliProcess([...ssh, 'read a; echo "first $a"; read b; echo "second $b"'], process.env, 'ssh');
     try {
       open.child.stdin!.write('one\n');

@@ -41,14 +41,15 @@ async function eventTypes(env: NodeJS.ProcessEnv, id: string): Promise<Array<{ t
   return (JSON.parse(r.stdout) as { events: Array<{ type: string; data: Record<string, unknown> }> }).events;
 }
 
-async function tunnel(env: NodeJS.ProcessEnv): Promise<{ connect: CliProcess; port: string }> {
+/** A tunnel of `env`'s identity; its own password (printed in its URL) opens it. */
+async function tunnel(env: NodeJS.ProcessEnv): Promise<{ connect: CliProcess; port: string; password: string }> {
   const connect = new CliProcess(['connect', 'pg-dyn', '--port', '0'], env);
-  const [, port] = await connect.waitFor(/127\.0\.0\.1:(\d+)/);
-  return { connect, port: port! };
+  const [, encoded, port] = await connect.waitFor(/postgresql:\/\/[^:\s]+:([^@\s]+)@127\.0\.0\.1:(\d+)\//);
+  return { connect, port: port!, password: decodeURIComponent(encoded!) };
 }
 
-const psql = (port: string, sql: string) =>
-  runProcess('psql', ['-X', '-w', '-At', '-h', '127.0.0.1', '-p', port, '-U', 'whoever', '-d', 'app', '-c', sql], { PATH: process.env.PATH, PGCONNECT_TIMEOUT: '30' });
+const psql = (t: { port: string; password: string }, sql: string) =>
+  runProcess('psql', ['-X', '-w', '-At', '-h', '127.0.0.1', '-p', t.port, '-U', 'whoever', '-d', 'app', '-c', sql], { PATH: process.env.PATH, PGCONNECT_TIMEOUT: '30', PGPASSWORD: t.password });
 
 beforeAll(async () => {
   keys = mkdtempSync(join(tmpdir(), 'hoop-dyn-'));
@@ -86,16 +87,16 @@ afterAll(async () => {
 
 describe('per-session PostgreSQL roles', () => {
   it('a psql session runs as its own role with exactly the grant role\'s privileges; the role is gone after it', async () => {
-    const { connect, port } = await tunnel(alice);
+    const t = await tunnel(alice);
     try {
-      const who = await psql(port, "select current_user, pg_has_role(current_user, 'app_reader', 'member'), (select rolsuper or rolcreaterole from pg_roles where rolname = current_user)");
+      const who = await psql(t, "select current_user, pg_has_role(current_user, 'app_reader', 'member'), (select rolsuper or rolcreaterole from pg_roles where rolname = current_user)");
       expect(who.code, who.stderr).toBe(0);
       const [user, member, powerful] = who.stdout.trim().split('|');
       expect(user).toMatch(/^hoopctl_ses_[a-z0-9]+$/);
       expect([member, powerful]).toEqual(['t', 'f']);
-      expect((await psql(port, 'select name from customers')).stdout.trim()).toBe('Ada');
+      expect((await psql(t, 'select name from customers')).stdout.trim()).toBe('Ada');
       // The write reaches PostgreSQL (no rule here refuses it), and PostgreSQL refuses it: the grant role may only read.
-      const write = await psql(port, "insert into customers values (2, 'Eve')");
+      const write = await psql(t, "insert into customers values (2, 'Eve')");
       expect(write.code).not.toBe(0);
       expect(write.stderr).toContain('permission denied for table customers');
       expect(write.stderr).not.toContain('hoopctl');
@@ -114,25 +115,25 @@ describe('per-session PostgreSQL roles', () => {
       expect(replay.stdout).toMatch(new RegExp(`role {7}${user} created, in app_reader, valid until \\d{4}-`));
       expect(replay.stdout).toMatch(new RegExp(`role {7}${user} dropped`));
     } finally {
-      await connect.stop();
+      await t.connect.stop();
     }
   });
 
   it('an identity in a byGroup group gets that entry\'s grant roles', async () => {
     const bob = await loginAs(stack, 'bob');
-    const { connect, port } = await tunnel(bob);
+    const t = await tunnel(bob);
     try {
-      const r = await psql(port, "insert into customers values (3, 'Bob') returning name");
+      const r = await psql(t, "insert into customers values (3, 'Bob') returning name");
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout).toContain('Bob');
     } finally {
-      await connect.stop();
+      await t.connect.stop();
     }
   });
 
   it('pg_stat_activity names the session while it runs; after kill -9 of the broker the next start drops the role, and no one else\'s', async () => {
-    const { connect, port } = await tunnel(alice);
-    const client = new pg.Client({ host: '127.0.0.1', port: Number(port), user: 'whoever', database: 'app' });
+    const t = await tunnel(alice);
+    const client = new pg.Client({ host: '127.0.0.1', port: Number(t.port), user: 'whoever', database: 'app', password: t.password });
     client.on('error', () => undefined);
     try {
       await client.connect();
@@ -157,7 +158,7 @@ describe('per-session PostgreSQL roles', () => {
       expect(audit.stdout).toContain(role);
     } finally {
       await client.end().catch(() => undefined);
-      await connect.stop();
+      await t.connect.stop();
     }
   });
 });
