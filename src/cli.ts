@@ -1,12 +1,26 @@
-import { Command, CommanderError } from 'commander';
+import type { Command as CommandType } from 'commander';
 import { HoopError, UserError } from './lib/errors.js';
-import { registerCommands } from './commands/index.js';
+import { ENV_TOKEN_HINT } from './auth/env-token.js';
+
+export const VERSION = '0.1.0';
+
 
 /** Entry point: parses argv, runs one command, prints failures in the two shapes users know. */
 export async function main(argv: string[]): Promise<number> {
-  const program = new Command('hoopctl')
+  // `--version` is asked by scripts and shells on every prompt: answer before loading the commands (Ink, the
+  // parser's WASM, the OIDC client), which take most of a second.
+  const args = argv.slice(2);
+  if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
+  // NO_COLOR (no-color.org) for everything, the Ink console included: Ink's chalk reads only FORCE_COLOR, and
+  // reads it once, when first loaded — that is below, so set it here.
+  if (process.env.NO_COLOR && process.env.FORCE_COLOR === undefined) process.env.FORCE_COLOR = '0';
+  const [{ Command }, { registerCommands }] = await Promise.all([import('commander'), import('./commands/index.js')]);
+  const program: CommandType = new Command('hoopctl')
     .description('An access gate: short-lived OIDC identity, local tunnels, a broker that injects credentials, enforces policy and records every session.')
-    .version('0.1.0')
+    .version(VERSION)
     .showHelpAfterError()
     .exitOverride();
   registerCommands(program);
@@ -19,16 +33,26 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 export function reportFailure(e: unknown): number {
-  if (e instanceof CommanderError) {
-    return e.exitCode;
+  if (isCommanderError(e)) {
+    // Unknown command or option, missing argument, no command at all: usage errors exit 2, as the README says.
+    // Help and the version asked for exit 0.
+    return e.exitCode === 0 ? 0 : 2;
   }
   if (e instanceof HoopError) {
     process.stderr.write(`error: ${e.message}\n`);
-    if (e.hint) process.stderr.write(`hint: ${e.hint}\n`);
+    // The broker's hint for a rejected token is `hoopctl login`, which cannot help while the variable is set.
+    const hint = e.code.startsWith('TOKEN_') && process.env.HOOPCTL_TOKEN !== undefined ? ENV_TOKEN_HINT : e.hint;
+    if (hint) process.stderr.write(`hint: ${hint}\n`);
     return e instanceof UserError || e.code !== 'INTERNAL' ? exitCodeFor(e) : 70;
   }
   process.stderr.write(`hoopctl hit a bug: ${(e as Error)?.stack ?? String(e)}\nPlease report it with the command you ran.\n`);
   return 70;
+}
+
+/** Commander's own error type, told by shape so this module need not load commander for `--version`. */
+function isCommanderError(e: unknown): e is { code: string; exitCode: number } {
+  const code = (e as { code?: unknown } | null)?.code;
+  return e instanceof Error && typeof code === 'string' && code.startsWith('commander.');
 }
 
 /** Documented exit codes: 1 general failure, 2 usage, 3 not authenticated, 4 access denied, 5 held for review. */

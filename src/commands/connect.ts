@@ -24,6 +24,9 @@ export function register(program: Command): void {
       const broker = resolveBroker(opts.broker);
       // Ask first, so a refusal is a clear message now rather than a closed socket later.
       const { connection } = await brokerGet<{ connection: ConnectionInfo }>(broker, `/api/v1/connections/${encodeURIComponent(name)}`);
+      if (!connection.approval && (opts.reason !== undefined || opts.duration !== undefined)) {
+        throw new UserError(`${name} does not need a just-in-time access request: --reason and --duration are not needed`, { code: 'USAGE', hint: `hoopctl connect ${name}` });
+      }
       const grant = connection.approval
         ? await obtainAccessGrant({ broker, connection: name, reason: opts.reason, duration: opts.duration, interactive: Boolean(process.stderr.isTTY) && opts.output !== 'json' })
         : undefined;

@@ -1,5 +1,6 @@
 import Conf from 'conf';
-import { UserError } from '../lib/errors.js';
+import { UserError, type HoopError } from '../lib/errors.js';
+import { fetchAuthConfig } from '../auth/broker-auth-config.js';
 import { createTokenStore } from '../auth/token-store.js';
 import { resolveAccessToken, type ResolvedAccessToken } from '../auth/access-token.js';
 import { BrokerClient } from '../api/broker-client.js';
@@ -41,9 +42,18 @@ export function tokenStore() {
   return createTokenStore({});
 }
 
-/** The token for `broker` and where it came from (whoami shows the source). */
-export function resolveToken(broker: string): Promise<ResolvedAccessToken> {
-  return resolveAccessToken({ broker, store: tokenStore(), env: process.env });
+/**
+ * The token for `broker` and where it came from (whoami shows the source). With no login stored for that URL, the
+ * URL itself may be the mistake (a typo, a port nothing answers on): the broker is asked first, so the user hears
+ * "cannot reach" or "not a hoopctl broker" rather than a login that would fail the same way.
+ */
+export async function resolveToken(broker: string): Promise<ResolvedAccessToken> {
+  try {
+    return await resolveAccessToken({ broker, store: tokenStore(), env: process.env });
+  } catch (e) {
+    if ((e as HoopError).code === 'NOT_LOGGED_IN') await fetchAuthConfig(broker);
+    throw e;
+  }
 }
 
 export async function accessToken(broker: string): Promise<string> {

@@ -229,8 +229,15 @@ function readSql(opts: { execute?: string; file?: string }): string {
       throw new UserError(`cannot read ${opts.file}: ${(e as NodeJS.ErrnoException).code}`, { code: 'USAGE' });
     }
   }
-  if (process.stdin.isTTY) throw new UserError('no SQL given', { code: 'USAGE', hint: 'pass -e "SQL", -f FILE, or pipe SQL on standard input' });
-  return readFileSync(0, 'utf8');
+  if (process.stdin.isTTY) throw noSqlGiven('');
+  const sql = readFileSync(0, 'utf8');
+  // An empty pipe (a heredoc that expanded to nothing, `< /dev/null`) is a mistake, not a statement to send.
+  if (sql.trim() === '') throw noSqlGiven(' (standard input was empty)');
+  return sql;
+}
+
+function noSqlGiven(detail: string): UserError {
+  return new UserError(`no SQL given${detail}`, { code: 'USAGE', hint: 'pass -e "SQL", -f FILE, or pipe SQL on standard input' });
 }
 
 function cellText(v: unknown): string {

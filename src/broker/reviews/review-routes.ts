@@ -41,7 +41,7 @@ export async function routeReviews(ctx: ReviewRouteContext, req: IncomingMessage
   let m = /^\/api\/v1\/reviews\/(rev_[0-9a-f]+)$/.exec(path);
   if (req.method === 'GET' && m) {
     const review = await ctx.reviews.get(m[1]!);
-    if (!review || !visible(ctx, who, review)) throw new HoopError(`review ${m[1]} not found`, { code: 'NOT_FOUND', status: 404 });
+    if (!review || !visible(ctx, who, review)) throw new HoopError(`no review ${m[1]}`, { code: 'NOT_FOUND', status: 404 });
     sendJson(res, 200, { review });
     return true;
   }

@@ -225,7 +225,7 @@ export class ReviewService extends EventEmitter<ReviewEvents> {
 
   async #require(id: string): Promise<Review> {
     const review = await this.#store.getReview(id);
-    if (!review) throw new HoopError(`review ${id} not found`, { code: 'NOT_FOUND', status: 404 });
+    if (!review) throw new HoopError(`no review ${id}`, { code: 'NOT_FOUND', status: 404 });
     return review;
   }
 
