@@ -1,0 +1,177 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BIN, CliProcess, loginAs, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
+import { freePort } from '../../src/lib/net.js';
+
+/**
+ * The messages a new user meets in the first hour, with the CLI as a process against a real broker, OIDC issuer and
+ * PostgreSQL: each says what is actually wrong, and exits with the documented code.
+ */
+let stack: Stack;
+let alice: NodeJS.ProcessEnv;
+
+beforeAll(async () => {
+  stack = await startStack({
+    appPgPolicy: { defaultAction: 'allow', rules: [{ name: 'no-ddl', match: { category: ['ddl'] }, action: 'deny' }] },
+    extraConnections: [{ name: 'jit-pg', access: { groups: ['dba'], approval: { groups: ['leads'], maxDuration: '1m' } } }],
+  });
+  alice = await loginAs(stack, 'alice');
+}, 120_000);
+
+afterAll(async () => {
+  await stack?.stop();
+});
+
+/** A JWT-shaped token (unsigned: the client reads its expiry before anything else). */
+function tokenExpiringAt(exp: number): string {
+  const part = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  return `${part({ alg: 'RS256', typ: 'at+jwt' })}.${part({ sub: 'ci', exp, iat: exp - 300 })}.c2ln`;
+}
+
+describe('usage errors', () => {
+  it('exit 2 for an unknown command, an unknown option and a missing argument; --version answers 0', async () => {
+    const env = stack.cliEnv();
+    for (const args of [['frobnicate'], ['exec', 'app-pg', '--bogus'], ['exec'], []]) {
+      const r = await runCli(args, env);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(2);
+    }
+    expect((await runCli(['exec'], env)).stderr).toContain("missing required argument 'connection'");
+    const version = await runCli(['--version'], env);
+    expect(version).toMatchObject({ code: 0, stdout: '0.1.0\n' });
+  });
+
+  it('says "no SQL given" for exec with an empty standard input, and sends nothing', async () => {
+    const r = await runCli(['exec', 'app-pg'], alice, '\n');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('no SQL given (standard input was empty)');
+  });
+
+  it('says --reason and --duration are not needed on a connection without just-in-time access', async () => {
+    const r = await runCli(['connect', 'app-pg', '--reason', 'INC-1', '--duration', '10m'], alice);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('app-pg does not need a just-in-time access request');
+  });
+
+  it('names an unknown review: "no review rev_x"', async () => {
+    const malformed = await runCli(['approve', 'rev_x', '--reason', 'ok'], alice);
+    expect(malformed.code).toBe(1);
+    expect(malformed.stderr).toContain('error: no review rev_x');
+    const unknown = await runCli(['revoke', 'rev_00c0ffee', '--reason', 'ok'], alice);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain('error: no review rev_00c0ffee');
+  });
+});
+
+describe('the broker URL and the token', () => {
+  it('says a URL nothing answers on cannot be reached, not "not logged in"', async () => {
+    const nowhere = `http://127.0.0.1:${await freePort()}`;
+    const r = await runCli(['sessions', '--broker', nowhere], stack.cliEnv());
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`cannot reach the broker at ${nowhere}`);
+    expect(r.stderr).not.toContain('not logged in');
+  });
+
+  it('says a URL that answers but is no hoopctl broker (the OIDC issuer) is not one', async () => {
+    const issuer = new URL(stack.issuer.issuer).origin;
+    const r = await runCli(['sessions', '--broker', issuer], stack.cliEnv());
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`the broker at ${issuer} did not return its login settings`);
+    expect(r.stderr).toContain('check that the URL points at a hoopctl broker');
+  });
+
+  it('with an expired HOOPCTL_TOKEN, the hint names the variable instead of hoopctl login', async () => {
+    const expired = await runCli(['sessions'], stack.cliEnv({ HOOPCTL_TOKEN: tokenExpiringAt(Math.floor(Date.now() / 1000) - 600) }));
+    expect(expired.code).toBe(3);
+    expect(expired.stderr).toContain('the token in HOOPCTL_TOKEN expired at');
+    expect(expired.stderr).toContain('unset HOOPCTL_TOKEN');
+    expect(expired.stderr).not.toContain('hoopctl login');
+    // One the broker rejects (not a JWT at all): its refusal, with the same hint.
+    const rejected = await runCli(['sessions'], stack.cliEnv({ HOOPCTL_TOKEN: 'not-a-token' }));
+    expect(rejected.code).toBe(3);
+    expect(rejected.stderr).toMatch(/hint: refresh the token in HOOPCTL_TOKEN .*or unset HOOPCTL_TOKEN/);
+  });
+});
+
+describe('a SQL syntax error', () => {
+  it('is reported as a syntax error with the position, still refused and recorded', async () => {
+    const r = await runCli(['exec', 'app-pg', '-e', 'select 1 frm items'], alice);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('syntax error at or near "items" at character 14');
+    expect(r.stderr).toContain('SQLSTATE 42601');
+    expect(r.stderr).not.toMatch(/denied/);
+
+    // psql shows the position the way PostgreSQL's own errors do: the line and a caret under the word.
+    const tunnel = new CliProcess(['connect', 'app-pg', '-o', 'json'], alice);
+    try {
+      const port = JSON.parse((await tunnel.waitFor(/\{.*\}\n/))[0]!).port as number;
+      const psql = await runProcess('psql', ['-X', '-w', '-c', 'select 1 frm items'], { PATH: process.env.PATH, PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'x', PGDATABASE: 'app' });
+      expect(psql.code).toBe(1);
+      expect(psql.stderr).toContain('ERROR:  hoopctl: syntax error at or near "items" at character 14; the statement was not run');
+      expect(psql.stderr).toContain('LINE 1: select 1 frm items');
+    } finally {
+      await tunnel.stop();
+    }
+
+    const sessions = JSON.parse((await runCli(['sessions', '-o', 'json'], alice)).stdout) as Array<{ id: string }>;
+    const transcripts = await Promise.all(sessions.map(async (s) => (await runCli(['replay', s.id, '-o', 'json'], alice)).stdout));
+    const verdicts = transcripts.flatMap((t) => (JSON.parse(t) as { events: Array<{ type: string; data: Record<string, unknown> }> }).events)
+      .filter((e) => e.type === 'verdict' && e.data.rule === 'unparseable');
+    expect(verdicts.length).toBe(2);
+    for (const v of verdicts) expect(v.data).toMatchObject({ action: 'deny', refused: true, message: 'syntax error at or near "items" at character 14' });
+  });
+});
+
+describe('broker config errors', () => {
+  it('name the file, line and column, and what was probably meant', async () => {
+    const path = join(stack.dir, 'typos.yaml');
+    writeFileSync(path, [
+      'server: { listen: 127.0.0.1:8080 }',
+      'auth:',
+      '  issuers: [{ issuer: https://login.example.com, audience: x }]',
+      'loging: { level: info }',
+      'connections:',
+      '  - name: pg',
+      '    type: postgres',
+      '    target: { host: db, database: app, sslmode: verify-fulll }',
+      '    credentials: { user: u, password: { value: p } }',
+      '    defualtAction: deny',
+      '  - name: other',
+      '    type: postgress',
+      '',
+    ].join('\n'));
+    const r = await runCli(['broker', 'check', '--config', path], stack.cliEnv());
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`(root): unknown key "loging" (did you mean "logging"?) at ${path}:4:1`);
+    expect(r.stderr).toContain(`connections[0]: unknown key "defualtAction" (did you mean "defaultAction"?) at ${path}:10:5`);
+    expect(r.stderr).toMatch(new RegExp(`connections\\[0\\]\\.target\\.sslmode: .*\\(did you mean "verify-full"\\?\\) at ${path}:8:49`));
+    expect(r.stderr).toContain(`connections[1].type: unknown value "postgress", expected one of postgres, ssh, http, kubernetes, tcp (did you mean "postgres"?) at ${path}:12:11`);
+  });
+});
+
+describe('NO_COLOR', () => {
+  it('turns colour off in the Ink approver console too', async () => {
+    const screens: Record<string, string> = {};
+    for (const [name, noColor] of [['plain', true], ['coloured', false]] as const) {
+      const session = `hoop-nocolor-${name}-${process.pid}`;
+      const env: NodeJS.ProcessEnv = { ...alice, TERM: 'xterm-256color' };
+      if (noColor) env.NO_COLOR = '1';
+      else delete env.NO_COLOR;
+      const envArgs = Object.entries(env).map(([k, v]) => `${k}=${JSON.stringify(String(v))}`).join(' ');
+      execFileSync('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '30', `env -i ${envArgs} ${process.execPath} ${BIN} approve`]);
+      // -e keeps the escape sequences of colours in the captured screen.
+      const screen = () => execFileSync('tmux', ['capture-pane', '-e', '-p', '-t', session], { encoding: 'utf8' });
+      try {
+        for (let i = 0; i < 600 && !/live/.test(screen()); i++) await new Promise((r) => setTimeout(r, 100));
+        screens[name] = screen();
+      } finally {
+        execFileSync('tmux', ['kill-session', '-t', session]);
+      }
+    }
+    expect(screens.coloured).toContain('live');
+    expect(screens.coloured).toMatch(/\x1b\[3\dm/);
+    expect(screens.plain).toContain('● live');
+    expect(screens.plain).not.toMatch(/\x1b\[3\dm/);
+  });
+});
