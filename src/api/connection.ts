@@ -13,4 +13,6 @@ export interface ConnectionInfo {
   hostKey?: string;
   /** Just-in-time connections: opening one needs an approved access request. */
   approval?: { maxDuration: number; reason: 'required' | 'optional' };
+  /** Statements, commands or requests its rules hold are decided by reviewers (`reviews` configured). */
+  reviews?: boolean;
 }

@@ -1,8 +1,9 @@
 import type { Command } from 'commander';
-import { accessToken, brokerGet, resolveBroker } from './context.js';
+import { accessToken, resolveBroker } from './context.js';
+import { describeConnection } from './connections.js';
+import { noteOpenTunnel } from './open-tunnels.js';
 import { startLocalTunnel } from '../tunnel/local-listener.js';
 import { clientKindOf } from '../tunnel/client-kinds.js';
-import type { ConnectionInfo } from '../api/connection.js';
 import { waitForSignal } from './broker.js';
 import { UserError, errorMessage } from '../lib/errors.js';
 import { obtainAccessGrant } from './access-request.js';
@@ -23,7 +24,7 @@ export function register(program: Command): void {
     .action(async (name: string, opts: { port?: number; broker?: string; output: string; reason?: string; duration?: string }) => {
       const broker = resolveBroker(opts.broker);
       // Ask first, so a refusal is a clear message now rather than a closed socket later.
-      const { connection } = await brokerGet<{ connection: ConnectionInfo }>(broker, `/api/v1/connections/${encodeURIComponent(name)}`);
+      const connection = await describeConnection(broker, name);
       if (!connection.approval && (opts.reason !== undefined || opts.duration !== undefined)) {
         throw new UserError(`${name} does not need a just-in-time access request: --reason and --duration are not needed`, { code: 'USAGE', hint: `hoopctl connect ${name}` });
       }
@@ -45,6 +46,7 @@ export function register(program: Command): void {
       }).catch((e: unknown) => {
         throw new UserError(`cannot listen on 127.0.0.1:${opts.port ?? 0}: ${errorMessage(e)}`, { code: 'LISTEN_FAILED', hint: 'pick another --port' });
       });
+      const forget = noteOpenTunnel({ connection: name, type: connection.type, broker, host: tunnel.host, port: tunnel.port });
       const hints = kind.hints(connection, { host: tunnel.host, port: tunnel.port, configDir: defaultConfigDir() });
       if (opts.output === 'json') {
         process.stdout.write(JSON.stringify({
@@ -60,6 +62,7 @@ export function register(program: Command): void {
       ended?.close();
       // When the grant ends, the broker tells each open client why; let that reach them before cutting.
       await tunnel.close({ drainMs: why ? 3000 : 0 });
+      forget();
       if (why) throw new UserError(why, { code: 'GRANT_ENDED', hint: `request access again: hoopctl connect ${name} --reason "…"` });
       if (opts.output !== 'json') process.stdout.write('tunnel closed\n');
     });

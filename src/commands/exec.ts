@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import type pg from 'pg';
-import { accessToken, brokerGet, resolveBroker } from './context.js';
+import { accessToken, resolveBroker } from './context.js';
+import { describeConnection } from './connections.js';
 import { connectPgOverTunnel } from '../tunnel/pg-over-tunnel.js';
 import { queryForExec, type ExecResult } from '../tunnel/pg-exec-query.js';
 import { HoopError, UserError } from '../lib/errors.js';
@@ -43,7 +44,7 @@ export function register(program: Command): void {
       const sql = readSql(opts);
       const broker = resolveBroker(opts.broker);
       const token = await accessToken(broker);
-      const { connection } = await brokerGet<{ connection: { type: string } }>(broker, `/api/v1/connections/${encodeURIComponent(name)}`, token);
+      const connection = await describeConnection(broker, name, token);
       if (connection.type !== 'postgres') throw new UserError(`${name} is a ${connection.type} connection, not SQL`, { code: 'USAGE', hint: `pass the command after --: hoopctl exec ${name} -- uptime` });
       const tunnel = await connectPgOverTunnel(broker, name, token, { detachReviews: !opts.wait, ...(opts.database ? { database: opts.database } : {}) });
       const { client } = tunnel;
@@ -143,7 +144,7 @@ async function execCommand(name: string, words: string[], opts: CommandOptions):
   if (opts.execute !== undefined || opts.file !== undefined) throw new UserError('-e and -f are for SQL; pass a command after --', { code: 'USAGE' });
   const broker = resolveBroker(opts.broker);
   const token = await accessToken(broker);
-  const { connection } = await brokerGet<{ connection: { type: string; hostKeyFingerprint?: string } }>(broker, `/api/v1/connections/${encodeURIComponent(name)}`, token);
+  const connection = await describeConnection(broker, name, token);
   if (connection.type === 'http' || connection.type === 'kubernetes') return execHttp(broker, name, token, words, opts);
   return execSsh(broker, name, token, connection, words, opts);
 }

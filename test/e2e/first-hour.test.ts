@@ -6,7 +6,7 @@ import { BIN, CliProcess, loginAs, runCli, runProcess, startStack, type Stack } 
 import { freePort } from '../../src/lib/net.js';
 
 /**
- * The messages a new user meets in the first hour, with the CLI as a process against a real broker, OIDC issuer and
+ * The first hour of a new user: what they may use, where they stand, and the messages they meet, with the CLI as a process against a real broker, OIDC issuer and
  * PostgreSQL: each says what is actually wrong, and exits with the documented code.
  */
 let stack: Stack;
@@ -15,6 +15,7 @@ let alice: NodeJS.ProcessEnv;
 beforeAll(async () => {
   stack = await startStack({
     appPgPolicy: { defaultAction: 'allow', rules: [{ name: 'no-ddl', match: { category: ['ddl'] }, action: 'deny' }] },
+    appPg: { description: 'the application database', reviews: { groups: ['leads'] } },
     extraConnections: [{ name: 'jit-pg', access: { groups: ['dba'], approval: { groups: ['leads'], maxDuration: '1m' } } }],
   });
   alice = await loginAs(stack, 'alice');
@@ -173,5 +174,60 @@ describe('NO_COLOR', () => {
     expect(screens.coloured).toMatch(/\x1b\[3\dm/);
     expect(screens.plain).toContain('● live');
     expect(screens.plain).not.toMatch(/\x1b\[3\dm/);
+  });
+});
+
+describe('hoopctl connections', () => {
+  it('lists what this identity may use, with JIT access and reviews; JSON for scripts', async () => {
+    const text = await runCli(['connections'], alice);
+    expect(text.code).toBe(0);
+    const lines = text.stdout.split('\n');
+    expect(lines[0]).toMatch(/^NAME +TYPE +ACCESS +REVIEWS +DESCRIPTION$/);
+    expect(lines.find((l) => l.startsWith('app-pg '))).toMatch(/^app-pg +postgres +direct +on +the application database$/);
+    expect(lines.find((l) => l.startsWith('jit-pg '))).toMatch(/^jit-pg +postgres +just-in-time +-/);
+    const json = JSON.parse((await runCli(['connections', '-o', 'json'], alice)).stdout) as Array<{ name: string; approval?: unknown; reviews?: boolean }>;
+    expect(json.map((c) => c.name)).toEqual(['app-pg', 'jit-pg']);
+    expect(json[0]).toMatchObject({ reviews: true });
+    expect(json[1]!.approval).toMatchObject({ maxDuration: 60_000 });
+    // A service account in no admitted group sees nothing, and is told so.
+    const other = await runCli(['connections'], stack.cliEnv({ HOOPCTL_CLIENT_ID: 'ci-other', HOOPCTL_CLIENT_SECRET: 'ci-other-secret' }));
+    expect(other).toMatchObject({ code: 0, stdout: 'no connections you may use\n' });
+  });
+
+  it('answers an unknown connection name with "did you mean" and the names there are', async () => {
+    for (const args of [['exec', 'app-gp', '-e', 'select 1'], ['connect', 'app-gp']]) {
+      const r = await runCli(args, alice);
+      expect(r.code, r.stderr).toBe(1);
+      expect(r.stderr).toContain('error: no connection "app-gp" (did you mean "app-pg"?)');
+      expect(r.stderr).toContain('hint: you may use: app-pg, jit-pg (hoopctl connections)');
+    }
+  });
+});
+
+describe('hoopctl status', () => {
+  it('shows the broker, who I am, the token source and expiry, and the open tunnels', async () => {
+    const tunnel = new CliProcess(['connect', 'app-pg', '-o', 'json'], alice);
+    let port: number;
+    try {
+      port = JSON.parse((await tunnel.waitFor(/\{.*\}\n/))[0]!).port as number;
+      const r = await runCli(['status'], alice);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toContain(`broker   ${stack.brokerUrl}\n`);
+      expect(r.stdout).toMatch(/^as       alice@example\.com \(human, groups: dba, auditors\)$/m);
+      expect(r.stdout).toMatch(/^token    stored login, expires \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ \(in \d+ min\)$/m);
+      expect(r.stdout).toMatch(new RegExp(`^  app-pg +postgres +127\\.0\\.0\\.1:${port} +\\d{4}-`, 'm'));
+      const json = JSON.parse((await runCli(['status', '-o', 'json'], alice)).stdout) as { tunnels: Array<{ connection: string; port: number }> };
+      expect(json.tunnels).toEqual([expect.objectContaining({ connection: 'app-pg', port })]);
+    } finally {
+      await tunnel.stop();
+    }
+    expect((await runCli(['status'], alice)).stdout).toContain('tunnels  none open\n');
+  });
+
+  it('says what is missing when not logged in, and exits 3', async () => {
+    const r = await runCli(['status'], stack.cliEnv());
+    expect(r.code).toBe(3);
+    expect(r.stdout).toContain(`as       unknown: not logged in to ${stack.brokerUrl}`);
+    expect(r.stdout).toContain('tunnels  none open');
   });
 });
