@@ -20,10 +20,20 @@ export async function main(argv: string[]): Promise<number> {
   // NO_COLOR (no-color.org) for everything, the Ink console included: Ink's chalk reads only FORCE_COLOR, and
   // reads it once, when first loaded — that is below, so set it here.
   if (process.env.NO_COLOR && process.env.FORCE_COLOR === undefined) process.env.FORCE_COLOR = '0';
-  const [{ Command }, { registerCommands }] = await Promise.all([import('commander'), import('./commands/index.js')]);
+  const [{ Command }, { registerCommands }, { setProfileFlag }] = await Promise.all([import('commander'), import('./commands/index.js'), import('./commands/context.js')]);
+  let profile: { name?: string; argv: string[] };
+  try {
+    profile = takeProfileOption(argv);
+  } catch (e) {
+    return reportFailure(e);
+  }
+  setProfileFlag(profile.name);
+  argv = profile.argv;
   const program: CommandType = new Command('hoopctl')
     .description('An access gate: short-lived OIDC identity, local tunnels, a broker that injects credentials, enforces policy and records every session.')
     .version(VERSION)
+    // Taken out of argv before parsing (takeProfileOption): declared here for --help.
+    .option('--profile <name>', 'run against this profile\'s broker (also HOOPCTL_PROFILE); see `hoopctl profiles`')
     .showHelpAfterError()
     .exitOverride();
   registerCommands(program);
@@ -33,6 +43,31 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     return reportFailure(e);
   }
+}
+
+/**
+ * `--profile NAME` (or `--profile=NAME`) anywhere before `--`, so it works before or after the command name
+ * (`hoopctl --profile prod sessions`, `hoopctl sessions --profile prod`) without every command declaring it. What
+ * follows `--` belongs to the program a command runs.
+ */
+export function takeProfileOption(argv: string[]): { name?: string; argv: string[] } {
+  const out: string[] = [];
+  let name: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    if (arg === '--profile' || arg.startsWith('--profile=')) {
+      const value = arg === '--profile' ? argv[++i] : arg.slice('--profile='.length);
+      if (!value || value.startsWith('-')) throw new UserError('--profile needs a name', { code: 'USAGE', hint: 'hoopctl --profile prod sessions' });
+      name = value;
+      continue;
+    }
+    out.push(arg);
+  }
+  return { name, argv: out };
 }
 
 export function reportFailure(e: unknown): number {

@@ -1,6 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { parse, stringify } from 'yaml';
+import { completeDeviceLogin } from '../support/device-user.js';
 import { join } from 'node:path';
 import { BIN, CliProcess, loginAs, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
 import { freePort } from '../../src/lib/net.js';
@@ -229,5 +233,72 @@ describe('hoopctl status', () => {
     expect(r.code).toBe(3);
     expect(r.stdout).toContain(`as       unknown: not logged in to ${stack.brokerUrl}`);
     expect(r.stdout).toContain('tunnels  none open');
+  });
+});
+
+/** A second broker on the same issuer and database (its own port and store), run as a process like the first. */
+async function startSecondBroker(): Promise<{ url: string; stop(): Promise<void> }> {
+  const config = parse(readFileSync(stack.configPath, 'utf8')) as { server: { listen: string }; store: { path: string } };
+  const port = await freePort();
+  config.server.listen = `127.0.0.1:${port}`;
+  config.store.path = join(stack.dir, 'second-broker.db');
+  const path = join(stack.dir, 'second-broker.yaml');
+  writeFileSync(path, stringify(config));
+  const child = spawn(process.execPath, [BIN, 'broker', 'start', '--config', path], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  await new Promise<void>((resolve, reject) => {
+    child.stderr!.on('data', (d) => {
+      stderr += d;
+      if (stderr.includes('broker listening on')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`second broker exited ${code}: ${stderr}`)));
+  });
+  return {
+    url: `http://127.0.0.1:${port}`,
+    async stop() {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    },
+  };
+}
+
+describe('profiles', () => {
+  it('keeps two brokers side by side, reuses a valid login, and takes localhost for 127.0.0.1', async () => {
+    const second = await startSecondBroker();
+    // As a person at a terminal: no HOOPCTL_BROKER, the saved settings decide.
+    const env = { ...alice };
+    delete env.HOOPCTL_BROKER;
+    try {
+      // alice's login (loginAs) saved the first broker as the default. Logging in again reuses it, however spelled.
+      const again = await runCli(['login', '--broker', stack.brokerUrl.replace('127.0.0.1', 'localhost')], env);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stdout).toMatch(/^Already logged in to http:\/\/localhost:\d+ as alice@example\.com \(token valid until /);
+      expect(again.stdout).not.toContain('To sign in');
+
+      const login = new CliProcess(['login', '--broker', second.url, '--profile', 'second', '--poll-interval', '1'], env);
+      const [, uri] = await login.waitFor(/or open (\S+)/);
+      await completeDeviceLogin(uri!, 'bob');
+      expect(await login.exit()).toBe(0);
+
+      const first = JSON.parse((await runCli(['whoami', '-o', 'json'], env)).stdout) as { broker: string; subject: string };
+      expect(first).toMatchObject({ subject: 'alice' });
+      expect(new URL(first.broker).hostname).toMatch(/^(localhost|127\.0\.0\.1)$/);
+      expect(new URL(first.broker).port).toBe(new URL(stack.brokerUrl).port);
+      for (const run of [['--profile', 'second', 'whoami', '-o', 'json'], ['whoami', '-o', 'json', '--profile=second']]) {
+        expect(JSON.parse((await runCli(run, env)).stdout)).toMatchObject({ broker: second.url, subject: 'bob' });
+      }
+      expect(JSON.parse((await runCli(['whoami', '-o', 'json'], { ...env, HOOPCTL_PROFILE: 'second' })).stdout)).toMatchObject({ subject: 'bob' });
+
+      const list = await runCli(['profiles'], env);
+      expect(list.code).toBe(0);
+      expect(list.stdout).toMatch(/^\* +\(default\) +http:\/\/\S+ +alice +until /m);
+      expect(list.stdout).toMatch(new RegExp(`^ +second +${second.url.replace(/[.]/g, '\\.')} +bob +until `, 'm'));
+
+      const typo = await runCli(['--profile', 'secnod', 'whoami'], env);
+      expect(typo.code).toBe(2);
+      expect(typo.stderr).toContain('error: no profile "secnod" (did you mean "second"?)');
+    } finally {
+      await second.stop();
+    }
   });
 });
