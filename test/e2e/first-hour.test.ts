@@ -302,3 +302,33 @@ describe('profiles', () => {
     }
   });
 });
+
+describe('session search', () => {
+  it('finds sessions by text, verdict and client application, and names each session\'s client', async () => {
+    const tunnel = new CliProcess(['connect', 'app-pg', '-o', 'json'], alice);
+    try {
+      const port = JSON.parse((await tunnel.waitFor(/\{.*\}\n/))[0]!).port as number;
+      const psqlEnv = { PATH: process.env.PATH, PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'x', PGDATABASE: 'app' };
+      expect((await runProcess('psql', ['-X', '-w', '-c', 'drop table needle_from_psql'], psqlEnv)).stderr).toContain('denied by rule "no-ddl"');
+      expect((await runProcess('psql', ['-X', '-w', '-c', 'select 1 as needle_from_psql'], psqlEnv)).code).toBe(0);
+    } finally {
+      await tunnel.stop();
+    }
+    expect((await runCli(['exec', 'app-pg', '-e', 'drop table needle_from_exec'], alice)).code).toBe(1);
+
+    const denied = await runCli(['sessions', '--grep', 'NEEDLE_FROM', '--verdict', 'deny', '-n', '200'], alice);
+    const rows = denied.stdout.trim().split('\n').slice(1);
+    expect(rows).toHaveLength(2);
+    expect(denied.stdout.split('\n')[0]).toMatch(/ CLIENT$/);
+    expect(rows.filter((r) => / psql from 127\.0\.0\.1:\d+$/.test(r))).toHaveLength(1);
+
+    const fromPsql = JSON.parse((await runCli(['sessions', '--grep', 'needle_from', '--client', 'psql', '-o', 'json', '-n', '200'], alice)).stdout) as Array<{ id: string }>;
+    expect(fromPsql).toHaveLength(2);
+    const deniedPsql = JSON.parse((await runCli(['sessions', '--grep', 'needle_from', '--verdict', 'deny', '--client', 'psql', '-o', 'json', '-n', '200'], alice)).stdout) as Array<{ id: string }>;
+    expect(deniedPsql).toHaveLength(1);
+    expect((await runCli(['replay', deniedPsql[0]!.id], alice)).stdout).toContain('drop table needle_from_psql');
+
+    expect((await runCli(['sessions', '--grep', 'needle_from', '--verdict', 'review'], alice)).stdout).toBe('no sessions match\n');
+    expect((await runCli(['sessions', '--verdict', 'maybe'], alice)).code).toBe(2);
+  });
+});
