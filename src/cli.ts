@@ -37,6 +37,13 @@ export async function main(argv: string[]): Promise<number> {
     .showHelpAfterError()
     .exitOverride();
   registerCommands(program);
+  if (argv[2] === '__complete') {
+    // Asked by the completion scripts at each Tab: candidates or nothing, never an error on the terminal.
+    const { complete } = await import('./commands/completion.js');
+    const candidates = await complete(program, argv.slice(3)).catch(() => []);
+    if (candidates.length > 0) process.stdout.write(candidates.join('\n') + '\n');
+    return 0;
+  }
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
@@ -77,9 +84,10 @@ export function reportFailure(e: unknown): number {
     return e.exitCode === 0 ? 0 : 2;
   }
   if (e instanceof HoopError) {
-    process.stderr.write(`error: ${e.message}\n`);
     // The broker's hint for a rejected token is `hoopctl login`, which cannot help while the variable is set.
-    const hint = e.code.startsWith('TOKEN_') && process.env.HOOPCTL_TOKEN !== undefined ? ENV_TOKEN_HINT : e.hint;
+    const envToken = e.code.startsWith('TOKEN_') && process.env.HOOPCTL_TOKEN !== undefined;
+    process.stderr.write(`error: ${e.message}${envToken && !e.message.includes('HOOPCTL_TOKEN') ? ' (the token in HOOPCTL_TOKEN)' : ''}\n`);
+    const hint = envToken ? ENV_TOKEN_HINT : e.hint;
     if (hint) process.stderr.write(`hint: ${hint}\n`);
     return e instanceof UserError || e.code !== 'INTERNAL' ? exitCodeFor(e) : 70;
   }

@@ -1,6 +1,5 @@
 import { decodeJwt } from 'jose';
 import { HoopError, UserError } from '../lib/errors.js';
-import { ENV_TOKEN_HINT } from './env-token.js';
 import { fetchAuthConfig } from './broker-auth-config.js';
 import { clientCredentialsLogin, refreshTokenSet, type TokenSet } from './oidc.js';
 import type { StoredCredentials, TokenStore } from './token-store.js';
@@ -41,14 +40,8 @@ export async function resolveAccessToken(o: {
   const loginHint = `run \`hoopctl login --broker ${o.broker}\``;
   const named = namedServiceIdentity(o.env);
 
-  if (named?.kind === 'token') {
-    const expiresAt = jwtExpiry(named.token);
-    // Checked here so the user hears about the variable, not a stored login they may not have.
-    if (expiresAt !== undefined && expiresAt <= now()) {
-      throw new UserError(`the token in HOOPCTL_TOKEN expired at ${new Date(expiresAt).toISOString()}`, { code: 'TOKEN_EXPIRED', hint: ENV_TOKEN_HINT });
-    }
-    return { token: named.token, source: 'env', expiresAt };
-  }
+  // An expired one is still sent: the broker judges it and records the rejection; the CLI's hint names the variable.
+  if (named?.kind === 'token') return { token: named.token, source: 'env', expiresAt: jwtExpiry(named.token) };
   if (named?.kind === 'client') {
     const auth = await fetchAuthConfig(o.broker);
     const tokens = await clientCredentialsLogin({ issuer: auth.issuer, clientId: named.clientId, clientSecret: named.clientSecret });

@@ -1,10 +1,10 @@
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { defaultConfigDir } from '../auth/token-store.js';
+import { homedir } from 'node:os';
 
 /**
  * The tunnels `hoopctl connect` has open on this machine, for `hoopctl status`: one small file per running connect
- * (named by its process id) in the config dir, removed when it closes. A file left by a process that died is
+ * (named by its process id) in the state dir, removed when it closes. A file left by a process that died is
  * ignored (and cleared) when the process is gone. Nothing secret is written: the connection, where it listens, since
  * when, and the broker.
  */
@@ -19,8 +19,10 @@ export interface OpenTunnel {
   since: number;
 }
 
+/** Runtime state, not configuration: `$XDG_STATE_HOME/hoopctl/tunnels` (~/.local/state when unset). */
 function tunnelsDir(): string {
-  return join(defaultConfigDir(), 'tunnels');
+  const xdg = process.env.XDG_STATE_HOME;
+  return join(xdg && xdg.startsWith('/') ? xdg : join(homedir(), '.local', 'state'), 'hoopctl', 'tunnels');
 }
 
 /** Notes `tunnel` as open; returns what removes the note (call it when the tunnel closes). */
