@@ -338,3 +338,41 @@ describe('session search', () => {
     expect((await runCli(['sessions', '--verdict', 'maybe'], alice)).code).toBe(2);
   });
 });
+
+describe('shell completion', () => {
+  it('completes a connection name in a real bash (tmux), and prints zsh and fish scripts', async () => {
+    // `hoopctl` on the PATH, as an installed CLI is.
+    const binDir = join(stack.dir, 'completion-bin');
+    execFileSync('mkdir', ['-p', binDir]);
+    execFileSync('ln', ['-sf', BIN, join(binDir, 'hoopctl')]);
+    const env: NodeJS.ProcessEnv = { ...alice, PATH: `${binDir}:${process.env.PATH}`, TERM: 'xterm-256color', PS1: '$ ' };
+    const envArgs = Object.entries(env).map(([k, v]) => `${k}=${JSON.stringify(String(v))}`).join(' ');
+    const session = `hoop-complete-${process.pid}`;
+    execFileSync('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '30', `env -i ${envArgs} bash --norc --noprofile`]);
+    const screen = () => execFileSync('tmux', ['capture-pane', '-p', '-t', session], { encoding: 'utf8' });
+    const waitForScreen = async (pattern: RegExp) => {
+      for (let i = 0; i < 600; i++) {
+        if (pattern.test(screen())) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`screen never showed ${pattern}:\n${screen()}`);
+    };
+    try {
+      execFileSync('tmux', ['send-keys', '-t', session, '-l', 'source <(hoopctl completion bash) && echo completion-loaded']);
+      execFileSync('tmux', ['send-keys', '-t', session, 'Enter']);
+      await waitForScreen(/^completion-loaded$/m);
+      execFileSync('tmux', ['send-keys', '-t', session, '-l', 'hoopctl exec app-']);
+      execFileSync('tmux', ['send-keys', '-t', session, 'Tab']);
+      // capture-pane drops the trailing space bash adds after a completed word.
+      await waitForScreen(/^\$ hoopctl exec app-pg$/m);
+    } finally {
+      execFileSync('tmux', ['kill-session', '-t', session]);
+    }
+    for (const [shell, marker] of [['zsh', 'compdef _hoopctl hoopctl'], ['fish', 'complete -c hoopctl']] as const) {
+      const r = await runCli(['completion', shell], alice);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain(marker);
+    }
+    expect((await runCli(['completion', 'tcsh'], alice)).code).toBe(2);
+  }, 180_000);
+});
