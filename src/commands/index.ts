@@ -12,8 +12,9 @@ import { register as connections } from './connections.js';
 import { register as status } from './status.js';
 import { register as profiles } from './profiles.js';
 import { register as completion } from './completion.js';
+import { register as launch } from './launch.js';
 
 /** Each command file exports `register(program)`; this is the only list of them. */
 export function registerCommands(program: Command): void {
-  for (const register of [login, status, profiles, connections, connect, exec, reviews, sessions, locks, policy, broker, demo, completion]) register(program);
+  for (const register of [login, status, profiles, connections, connect, launch, exec, reviews, sessions, locks, policy, broker, demo, completion]) register(program);
 }

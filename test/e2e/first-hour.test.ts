@@ -376,3 +376,16 @@ describe('shell completion', () => {
     expect((await runCli(['completion', 'tcsh'], alice)).code).toBe(2);
   }, 180_000);
 });
+
+describe('hoopctl psql', () => {
+  it('runs the real psql through a tunnel it opens and closes, passing psql\'s exit status through', async () => {
+    const ok = await runCli(['psql', 'app-pg', '--', '-X', '-A', '-t', '-c', 'select 6 * 7 as answer'], alice);
+    expect(ok.stderr).toBe('');
+    expect(ok).toMatchObject({ code: 0, stdout: '42\n' });
+    // psql's own failure, its own status: the SQL error is psql's message, not hoopctl's.
+    const failed = await runCli(['psql', 'app-pg', '--', '-X', '-v', 'ON_ERROR_STOP=1', '-c', 'select 1/0'], alice);
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toContain('ERROR:  division by zero');
+    expect(failed.stderr).not.toContain('error:');
+  });
+});
