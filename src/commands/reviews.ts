@@ -47,6 +47,17 @@ export function register(program: Command): void {
     });
 
   program
+    .command('withdraw <review>')
+    .description('Withdraw your own pending review (a held statement or an access request) before anyone decides it')
+    .option('--reason <text>', 'why (recorded)')
+    .option('--broker <url>', 'broker URL')
+    .addHelpText('after', '\nExample:\n  hoopctl withdraw rev_4f2a9c01 --reason "ran it on staging instead"')
+    .action(async (id: string, opts: { reason?: string; broker?: string }) => {
+      const { review } = await brokerPost<{ review: Review }>(resolveBroker(opts.broker), `/api/v1/reviews/${reviewId(id)}/withdraw`, { reason: opts.reason });
+      process.stdout.write(`${review.id}: withdrawn\n`);
+    });
+
+  program
     .command('revoke <review>')
     .description('End an active access grant now; sessions opened under it are closed')
     .requiredOption('--reason <text>', 'why')

@@ -389,3 +389,30 @@ describe('hoopctl psql', () => {
     expect(failed.stderr).not.toContain('error:');
   });
 });
+
+describe('hoopctl withdraw', () => {
+  it('lets a requester withdraw their own pending request, and nobody else', async () => {
+    const waiting = new CliProcess(['connect', 'jit-pg', '--reason', 'INC-7: look at orders', '--duration', '1m', '-o', 'json'], alice);
+    try {
+      let pending: { id: string } | undefined;
+      for (let i = 0; i < 300 && !pending; i++) {
+        const list = JSON.parse((await runCli(['reviews', '-o', 'json'], alice)).stdout) as Array<{ id: string; connection: string; status: string }>;
+        pending = list.find((r) => r.connection === 'jit-pg' && r.status === 'pending');
+        if (!pending) await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(pending).toBeDefined();
+      const other = await runCli(['withdraw', pending!.id], stack.cliEnv({ HOOPCTL_CLIENT_ID: 'ci-report', HOOPCTL_CLIENT_SECRET: 'ci-report-secret' }));
+      expect(other.code).toBe(1);
+      expect(other.stderr).toContain(`no review ${pending!.id} of yours`);
+      const mine = await runCli(['withdraw', pending!.id, '--reason', 'fixed from the runbook'], alice);
+      expect(mine).toMatchObject({ code: 0, stdout: `${pending!.id}: withdrawn\n` });
+      // The waiting connect learns it at once and gives up.
+      expect(await waiting.exit()).not.toBe(0);
+      const withdrawn = JSON.parse((await runCli(['reviews', '--status', 'withdrawn', '-o', 'json'], alice)).stdout) as Array<{ id: string }>;
+      expect(withdrawn.map((r) => r.id)).toContain(pending!.id);
+      expect((await runCli(['withdraw', pending!.id], alice)).stderr).toContain('is withdrawn, not pending');
+    } finally {
+      await waiting.stop();
+    }
+  });
+});

@@ -45,11 +45,14 @@ export async function routeReviews(ctx: ReviewRouteContext, req: IncomingMessage
     sendJson(res, 200, { review });
     return true;
   }
-  m = /^\/api\/v1\/reviews\/(rev_[0-9a-f]+)\/(approve|reject|revoke)$/.exec(path);
+  m = /^\/api\/v1\/reviews\/(rev_[0-9a-f]+)\/(approve|reject|revoke|withdraw)$/.exec(path);
   if (req.method === 'POST' && m) {
     const body = await readJsonBody(req);
     const reason = optionalString(body, 'reason');
-    const review = m[2] === 'revoke' ? await ctx.reviews.revoke(m[1]!, who, reason) : await ctx.reviews.decide(m[1]!, who, m[2] as 'approve' | 'reject', reason);
+    const review =
+      m[2] === 'revoke' ? await ctx.reviews.revoke(m[1]!, who, reason)
+      : m[2] === 'withdraw' ? await ctx.reviews.withdrawByRequester(m[1]!, who, reason)
+      : await ctx.reviews.decide(m[1]!, who, m[2] as 'approve' | 'reject', reason);
     sendJson(res, 200, { review });
     return true;
   }
