@@ -15,7 +15,7 @@ if (!pgServer()) missing.push('postgresql');
 if (!have('psql') || !have('pgbench')) missing.push('postgresql-client');
 if (!have('runuser')) missing.push('util-linux');
 if (!have('openssl')) missing.push('openssl');
-// The approver console is driven in a real terminal.
+// The approver console and shell completion (a real bash) are driven in a real terminal.
 if (!have('tmux')) missing.push('tmux');
 // The keychain tests run a real Secret Service in a private D-Bus session.
 if (!have('dbus-run-session')) missing.push('dbus-daemon');

@@ -15,4 +15,6 @@ export interface ConnectionInfo {
   mcp?: { maxRows: number; maxBytes: number };
   /** Just-in-time connections: opening one needs an approved access request. */
   approval?: { maxDuration: number; reason: 'required' | 'optional' };
+  /** Statements, commands or requests its rules hold are decided by reviewers (`reviews` configured). */
+  reviews?: boolean;
 }

@@ -40,6 +40,7 @@ export async function resolveAccessToken(o: {
   const loginHint = `run \`hoopctl login --broker ${o.broker}\``;
   const named = namedServiceIdentity(o.env);
 
+  // An expired one is still sent: the broker judges it and records the rejection; the CLI's hint names the variable.
   if (named?.kind === 'token') return { token: named.token, source: 'env', expiresAt: jwtExpiry(named.token) };
   if (named?.kind === 'client') {
     const auth = await fetchAuthConfig(o.broker);

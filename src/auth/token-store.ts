@@ -131,8 +131,19 @@ function bestEffort<T>(op: () => T): T | undefined {
   }
 }
 
-function brokerKey(broker: string): string {
-  return broker.replace(/\/+$/, '');
+/**
+ * One key per broker however it is spelled: no trailing slash, and `localhost` is 127.0.0.1 (a login made with
+ * one must be found with the other).
+ */
+export function brokerKey(broker: string): string {
+  const trimmed = broker.replace(/\/+$/, '');
+  try {
+    const u = new URL(trimmed);
+    if (u.hostname === 'localhost') u.hostname = '127.0.0.1';
+    return u.origin;
+  } catch {
+    return trimmed;
+  }
 }
 
 class KeyringBackend {

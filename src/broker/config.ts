@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { describeIssue, parseConfigSource, type ConfigSource } from './config-diagnostics.js';
 import { UserError } from '../lib/errors.js';
 import { FetchedSecret, FileSecret, Secret } from '../lib/secret.js';
 import { runCredentialHelper } from '../lib/credential-helper.js';
@@ -208,17 +208,9 @@ export interface BrokerConfig extends Omit<RawConfig, 'store' | 'connections' | 
   baseDir: string;
 }
 
-/** Formats zod issues as `path.to.field: message` lines. */
-function formatIssues(error: z.ZodError): string {
-  return error.issues
-    .map((i) => {
-      const path = i.path.reduce<string>(
-        (acc, p) => (typeof p === 'number' ? `${acc}[${p}]` : acc ? `${acc}.${String(p)}` : String(p)),
-        '',
-      );
-      return `  ${path || '(root)'}: ${i.message}`;
-    })
-    .join('\n');
+/** Formats zod issues as `path.to.field: message` lines, with the file position and "did you mean" when known. */
+function formatIssues(error: z.ZodError, input: unknown, source?: ConfigSource): string {
+  return error.issues.flatMap((i) => describeIssue(i, brokerConfigSchema, input, source)).map((l) => `  ${l}`).join('\n');
 }
 
 export function resolveSecret(source: CredentialSource, field: string, env: NodeJS.ProcessEnv, baseDir: string): Secret {
@@ -263,6 +255,8 @@ export interface ParseOptions {
    * together with the problems it finds itself (`hoopctl broker check`). The config returned then lacks those secrets.
    */
   problems?: string[];
+  /** The YAML the input was read from, so a problem can name its line and column. */
+  source?: ConfigSource;
 }
 
 export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): BrokerConfig {
@@ -271,7 +265,7 @@ export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): B
   const baseDir = options.baseDir ?? process.cwd();
   const result = brokerConfigSchema.safeParse(input ?? {});
   if (!result.success) {
-    throw new UserError(`invalid broker config:\n${formatIssues(result.error)}`, { code: 'CONFIG_INVALID' });
+    throw new UserError(`invalid broker config:\n${formatIssues(result.error, input, options.source)}`, { code: 'CONFIG_INVALID' });
   }
   const raw = result.data;
   // Every unreadable secret or file is reported at once (field by field), not only the first one met.
@@ -331,14 +325,14 @@ export function loadBrokerConfig(path: string, env: NodeJS.ProcessEnv = process.
   } catch (e) {
     throw new UserError(`cannot read broker config ${path}: ${(e as NodeJS.ErrnoException).code ?? e}`, { code: 'CONFIG_UNREADABLE' });
   }
-  let doc: unknown;
+  let parsed: ReturnType<typeof parseConfigSource>;
   try {
-    doc = parseYaml(text);
+    parsed = parseConfigSource(path, text);
   } catch (e) {
     throw new UserError(`broker config ${path} is not valid YAML: ${(e as Error).message}`, { code: 'CONFIG_INVALID' });
   }
   const dir = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) || '/' : process.cwd();
-  return parseBrokerConfig(doc, { env, baseDir: dir.startsWith('/') ? dir : `${process.cwd()}/${dir}`, ...options });
+  return parseBrokerConfig(parsed.value, { env, baseDir: dir.startsWith('/') ? dir : `${process.cwd()}/${dir}`, source: parsed.source, ...options });
 }
 
 export function splitHostPort(listen: string): [string, number] {

@@ -4,9 +4,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { accessToken, brokerGet, resolveBroker } from './context.js';
+import { describeConnection } from './connections.js';
+import { noteOpenTunnel } from './open-tunnels.js';
 import { startLocalTunnel } from '../tunnel/local-listener.js';
 import { clientKindOf } from '../tunnel/client-kinds.js';
-import type { ConnectionInfo } from '../api/connection.js';
 import { waitForSignal } from './broker.js';
 import { UserError, errorMessage } from '../lib/errors.js';
 import { obtainAccessGrant } from './access-request.js';
@@ -29,7 +30,10 @@ export function register(program: Command): void {
     .action(async (name: string, opts: { port?: number; broker?: string; output: string; reason?: string; duration?: string; insecureSharedPort?: boolean }) => {
       const broker = resolveBroker(opts.broker);
       // Ask first, so a refusal is a clear message now rather than a closed socket later.
-      const { connection } = await brokerGet<{ connection: ConnectionInfo }>(broker, `/api/v1/connections/${encodeURIComponent(name)}`);
+      const connection = await describeConnection(broker, name);
+      if (!connection.approval && (opts.reason !== undefined || opts.duration !== undefined)) {
+        throw new UserError(`${name} does not need a just-in-time access request: --reason and --duration are not needed`, { code: 'USAGE', hint: `hoopctl connect ${name}` });
+      }
       const grant = connection.approval
         ? await obtainAccessGrant({ broker, connection: name, reason: opts.reason, duration: opts.duration, interactive: Boolean(process.stderr.isTTY) && opts.output !== 'json' })
         : undefined;
@@ -65,6 +69,7 @@ export function register(program: Command): void {
         removeSocketDir();
         throw new UserError(`cannot listen on 127.0.0.1:${opts.port ?? 0}: ${errorMessage(e)}`, { code: 'LISTEN_FAILED', hint: 'pick another --port' });
       });
+      const forget = noteOpenTunnel({ connection: name, type: connection.type, broker, host: tunnel.host, port: tunnel.port });
       const hints = kind.hints(connection, {
         host: tunnel.host, port: tunnel.port, configDir: defaultConfigDir(),
         ...(tunnel.socketPath ? { socketPath: tunnel.socketPath } : {}), ...(secret ? { secret } : {}),
@@ -92,6 +97,7 @@ export function register(program: Command): void {
       await reporter.flush();
       for (const f of hints.files ?? []) rmSync(f, { force: true });
       removeSocketDir();
+      forget();
       if (why) throw new UserError(why, { code: 'GRANT_ENDED', hint: `request access again: hoopctl connect ${name} --reason "…"` });
       if (opts.output !== 'json') process.stdout.write('tunnel closed\n');
     });

@@ -1,15 +1,20 @@
 import Conf from 'conf';
-import { UserError } from '../lib/errors.js';
+import { UserError, type HoopError } from '../lib/errors.js';
+import { fetchAuthConfig } from '../auth/broker-auth-config.js';
+import { didYouMean } from '../lib/did-you-mean.js';
 import { createTokenStore } from '../auth/token-store.js';
 import { resolveAccessToken, type ResolvedAccessToken } from '../auth/access-token.js';
 import { BrokerClient } from '../api/broker-client.js';
 
 /**
- * What every client command needs: which broker, a valid access token for it, and a small JSON API
- * client. The broker URL comes from --broker, then HOOPCTL_BROKER, then the one `hoopctl login` saved.
+ * What every client command needs: which broker, a valid access token for it, and a small JSON API client.
+ * The broker URL comes from --broker, then --profile, then HOOPCTL_BROKER, then HOOPCTL_PROFILE, then the one the
+ * last plain `hoopctl login` saved. A profile is a name for a broker (`login --broker URL --profile prod`), so
+ * several brokers live side by side; tokens are kept per broker whatever the profile.
  */
 interface ClientSettings {
   broker?: string;
+  profiles?: Record<string, { broker: string }>;
 }
 
 export function settings(): Conf<ClientSettings> {
@@ -29,8 +34,41 @@ export function normalizeBrokerUrl(input: string): string {
   return u.origin;
 }
 
+/** `--profile NAME` as given on the command line (taken out of argv before commander parses it; see cli.ts). */
+let profileFlag: string | undefined;
+
+export function setProfileFlag(name: string | undefined): void {
+  profileFlag = name;
+}
+
+/** The profile this command runs under, if one is named (flag, then HOOPCTL_PROFILE). */
+export function selectedProfile(): string | undefined {
+  return profileFlag ?? (process.env.HOOPCTL_PROFILE || undefined);
+}
+
+export function profiles(): Record<string, { broker: string }> {
+  return settings().get('profiles') ?? {};
+}
+
+/** A profile's broker; an unknown name is a usage error with the names there are. */
+export function profileBroker(name: string): string {
+  const all = profiles();
+  const found = all[name];
+  if (!found) {
+    throw new UserError(`no profile "${name}"${didYouMean(name, Object.keys(all))}`, {
+      code: 'USAGE',
+      hint: Object.keys(all).length > 0 ? `profiles: ${Object.keys(all).join(', ')} (hoopctl profiles)` : 'create one: hoopctl login --broker <url> --profile <name>',
+    });
+  }
+  return found.broker;
+}
+
 export function resolveBroker(flag?: string): string {
-  const raw = flag ?? process.env.HOOPCTL_BROKER ?? settings().get('broker');
+  if (flag) return normalizeBrokerUrl(flag);
+  if (profileFlag) return profileBroker(profileFlag);
+  if (process.env.HOOPCTL_BROKER) return normalizeBrokerUrl(process.env.HOOPCTL_BROKER);
+  if (process.env.HOOPCTL_PROFILE) return profileBroker(process.env.HOOPCTL_PROFILE);
+  const raw = settings().get('broker');
   if (!raw) {
     throw new UserError('no broker configured', { code: 'NO_BROKER', hint: 'run `hoopctl login --broker <url>` or set HOOPCTL_BROKER' });
   }
@@ -41,9 +79,18 @@ export function tokenStore() {
   return createTokenStore({});
 }
 
-/** The token for `broker` and where it came from (whoami shows the source). */
-export function resolveToken(broker: string): Promise<ResolvedAccessToken> {
-  return resolveAccessToken({ broker, store: tokenStore(), env: process.env });
+/**
+ * The token for `broker` and where it came from (whoami shows the source). With no login stored for that URL, the
+ * URL itself may be the mistake (a typo, a port nothing answers on): the broker is asked first, so the user hears
+ * "cannot reach" or "not a hoopctl broker" rather than a login that would fail the same way.
+ */
+export async function resolveToken(broker: string): Promise<ResolvedAccessToken> {
+  try {
+    return await resolveAccessToken({ broker, store: tokenStore(), env: process.env });
+  } catch (e) {
+    if ((e as HoopError).code === 'NOT_LOGGED_IN') await fetchAuthConfig(broker);
+    throw e;
+  }
 }
 
 export async function accessToken(broker: string): Promise<string> {

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import type pg from 'pg';
-import { accessToken, brokerGet, resolveBroker } from './context.js';
+import { accessToken, resolveBroker } from './context.js';
+import { describeConnection } from './connections.js';
 import { connectPgOverTunnel } from '../tunnel/pg-over-tunnel.js';
 import { queryForExec, type ExecResult } from '../tunnel/pg-exec-query.js';
 import { HoopError, UserError } from '../lib/errors.js';
@@ -43,7 +44,7 @@ export function register(program: Command): void {
       const sql = readSql(opts);
       const broker = resolveBroker(opts.broker);
       const token = await accessToken(broker);
-      const { connection } = await brokerGet<{ connection: { type: string } }>(broker, `/api/v1/connections/${encodeURIComponent(name)}`, token);
+      const connection = await describeConnection(broker, name, token);
       if (connection.type !== 'postgres') throw new UserError(`${name} is a ${connection.type} connection, not SQL`, { code: 'USAGE', hint: `pass the command after --: hoopctl exec ${name} -- uptime` });
       const tunnel = await connectPgOverTunnel(broker, name, token, { detachReviews: !opts.wait, ...(opts.database ? { database: opts.database } : {}) });
       const { client } = tunnel;
@@ -143,7 +144,7 @@ async function execCommand(name: string, words: string[], opts: CommandOptions):
   if (opts.execute !== undefined || opts.file !== undefined) throw new UserError('-e and -f are for SQL; pass a command after --', { code: 'USAGE' });
   const broker = resolveBroker(opts.broker);
   const token = await accessToken(broker);
-  const { connection } = await brokerGet<{ connection: { type: string; hostKeyFingerprint?: string } }>(broker, `/api/v1/connections/${encodeURIComponent(name)}`, token);
+  const connection = await describeConnection(broker, name, token);
   if (connection.type === 'http' || connection.type === 'kubernetes') return execHttp(broker, name, token, words, opts);
   return execSsh(broker, name, token, connection, words, opts);
 }
@@ -229,8 +230,15 @@ function readSql(opts: { execute?: string; file?: string }): string {
       throw new UserError(`cannot read ${opts.file}: ${(e as NodeJS.ErrnoException).code}`, { code: 'USAGE' });
     }
   }
-  if (process.stdin.isTTY) throw new UserError('no SQL given', { code: 'USAGE', hint: 'pass -e "SQL", -f FILE, or pipe SQL on standard input' });
-  return readFileSync(0, 'utf8');
+  if (process.stdin.isTTY) throw noSqlGiven('');
+  const sql = readFileSync(0, 'utf8');
+  // An empty pipe (a heredoc that expanded to nothing, `< /dev/null`) is a mistake, not a statement to send.
+  if (sql.trim() === '') throw noSqlGiven(' (standard input was empty)');
+  return sql;
+}
+
+function noSqlGiven(detail: string): UserError {
+  return new UserError(`no SQL given${detail}`, { code: 'USAGE', hint: 'pass -e "SQL", -f FILE, or pipe SQL on standard input' });
 }
 
 function cellText(v: unknown): string {

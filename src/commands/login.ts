@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { decodeJwt } from 'jose';
-import { brokerGet, normalizeBrokerUrl, resolveBroker, resolveToken, settings, tokenStore, parseOutput } from './context.js';
+import { brokerGet, normalizeBrokerUrl, resolveBroker, resolveToken, profiles, selectedProfile, settings, tokenStore, parseOutput } from './context.js';
+import { resolveAccessToken } from '../auth/access-token.js';
 import { describeTokenSource } from '../auth/access-token.js';
 import { fetchAuthConfig } from '../auth/broker-auth-config.js';
 import { clientCredentialsLogin, deviceLogin } from '../auth/oidc.js';
@@ -15,11 +16,23 @@ export function register(program: Command): void {
     .option('--broker <url>', 'broker URL; remembered for later commands')
     .option('--client-credentials', 'log in as a service account with HOOPCTL_CLIENT_ID and HOOPCTL_CLIENT_SECRET')
     .option('--poll-interval <seconds>', 'device flow polling interval (default: what the issuer says, else 5)')
-    .addHelpText('after', '\nExamples:\n  hoopctl login --broker https://hoop.example.com\n  HOOPCTL_CLIENT_ID=ci HOOPCTL_CLIENT_SECRET=… hoopctl login --client-credentials')
-    .action(async (opts: { broker?: string; clientCredentials?: boolean; pollInterval?: string }) => {
+    .option('--force', 'sign in again even when a valid token for this broker is stored')
+    .addHelpText('after', '\nWith --profile NAME (before or after `login`), the broker is saved under that name and the default stays as it is.\n\nExamples:\n  hoopctl login --broker https://hoop.example.com\n  hoopctl login --broker https://hoop.prod.example.com --profile prod\n  HOOPCTL_CLIENT_ID=ci HOOPCTL_CLIENT_SECRET=… hoopctl login --client-credentials')
+    .action(async (opts: { broker?: string; clientCredentials?: boolean; pollInterval?: string; force?: boolean }) => {
+      const profile = selectedProfile();
       const broker = opts.broker ? normalizeBrokerUrl(opts.broker) : resolveBroker();
       const auth = await fetchAuthConfig(broker);
       const store = tokenStore();
+      const remember = () => (profile ? settings().set('profiles', { ...profiles(), [profile]: { broker } }) : settings().set('broker', broker));
+      if (!opts.clientCredentials && !opts.force) {
+        const reused = await validStoredLogin(broker);
+        if (reused) {
+          // A second `login` (another terminal, a script) must not send the user through the browser again.
+          remember();
+          process.stdout.write(`Already logged in to ${broker} as ${reused.name} (token valid until ${new Date(reused.expiresAt).toISOString()}); \`hoopctl login --force\` signs in again\n`);
+          return;
+        }
+      }
       if (opts.clientCredentials) {
         const clientId = process.env.HOOPCTL_CLIENT_ID;
         const clientSecret = process.env.HOOPCTL_CLIENT_SECRET;
@@ -45,7 +58,7 @@ export function register(program: Command): void {
         });
         await store.save({ broker, issuer: auth.issuer, clientId: auth.clientId, kind: 'device', tokens, subject: subjectOf(tokens.accessToken) });
       }
-      settings().set('broker', broker);
+      remember();
       const { identity } = await brokerGet<{ identity: Identity }>(broker, '/api/v1/whoami');
       process.stdout.write(`Logged in to ${broker} as ${identity.name} (groups: ${identity.groups.join(', ') || 'none'}); token stored in the ${store.describe()}\n`);
     });
@@ -82,6 +95,22 @@ export function register(program: Command): void {
 function subjectOf(token: string): string | undefined {
   try {
     return decodeJwt(token).sub;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The identity of the interactive login stored for `broker`, when it still works (valid, or refreshed now) and the
+ * broker accepts it; undefined otherwise. The environment's identities are left out: this is about the stored one.
+ */
+async function validStoredLogin(broker: string): Promise<Identity | undefined> {
+  const store = tokenStore();
+  const stored = await store.load(broker);
+  if (!stored || stored.kind !== 'device') return undefined;
+  try {
+    const { token } = await resolveAccessToken({ broker, store, env: {} });
+    return (await brokerGet<{ identity: Identity }>(broker, '/api/v1/whoami', token)).identity;
   } catch {
     return undefined;
   }

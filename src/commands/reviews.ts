@@ -42,9 +42,20 @@ export function register(program: Command): void {
       const broker = resolveBroker(opts.broker);
       if (!id) return runConsole(broker);
       const format = parseOutput(opts.output);
-      const { review } = await brokerPost<{ review: Review }>(broker, `/api/v1/reviews/${encodeURIComponent(id)}/${opts.reject ? 'reject' : 'approve'}`, { reason: opts.reason });
+      const { review } = await brokerPost<{ review: Review }>(broker, `/api/v1/reviews/${reviewId(id)}/${opts.reject ? 'reject' : 'approve'}`, { reason: opts.reason });
       if (format === 'json') return printJson(review);
       process.stdout.write(`${review.id}: ${opts.reject ? 'rejected' : review.status === 'approved' ? 'approved' : `approval recorded (${review.decisions.filter((d) => d.action === 'approve').length}/${review.minApprovals})`}\n`);
+    });
+
+  program
+    .command('withdraw <review>')
+    .description('Withdraw your own pending review (a held statement or an access request) before anyone decides it')
+    .option('--reason <text>', 'why (recorded)')
+    .option('--broker <url>', 'broker URL')
+    .addHelpText('after', '\nExample:\n  hoopctl withdraw rev_4f2a9c01 --reason "ran it on staging instead"')
+    .action(async (id: string, opts: { reason?: string; broker?: string }) => {
+      const { review } = await brokerPost<{ review: Review }>(resolveBroker(opts.broker), `/api/v1/reviews/${reviewId(id)}/withdraw`, { reason: opts.reason });
+      process.stdout.write(`${review.id}: withdrawn\n`);
     });
 
   program
@@ -53,7 +64,7 @@ export function register(program: Command): void {
     .requiredOption('--reason <text>', 'why')
     .option('--broker <url>', 'broker URL')
     .action(async (id: string, opts: { reason: string; broker?: string }) => {
-      const { review } = await brokerPost<{ review: Review }>(resolveBroker(opts.broker), `/api/v1/reviews/${encodeURIComponent(id)}/revoke`, { reason: opts.reason });
+      const { review } = await brokerPost<{ review: Review }>(resolveBroker(opts.broker), `/api/v1/reviews/${reviewId(id)}/revoke`, { reason: opts.reason });
       process.stdout.write(`${review.id}: grant revoked\n`);
     });
 }
@@ -116,4 +127,13 @@ async function runConsole(broker: string): Promise<void> {
   clearInterval(tick);
   stream.close();
   app.unmount();
+}
+
+/**
+ * A review id as the broker issues them (`rev_` and hex). Anything else cannot name a review: said as such here,
+ * rather than as whatever the broker answers for a path it does not serve.
+ */
+function reviewId(id: string): string {
+  if (!/^rev_[0-9a-f]+$/.test(id)) throw new UserError(`no review ${id}`, { code: 'NOT_FOUND', hint: 'list them with `hoopctl reviews --status all`' });
+  return id;
 }

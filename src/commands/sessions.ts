@@ -20,27 +20,38 @@ export function register(program: Command): void {
     .option('--status <status>', 'only open (running), closed, refused or failed sessions')
     .option('--via <door>', 'only sessions that came through this front door: mcp (AI agents\' tool calls)')
     .option('--claim <name=value>', 'only sessions whose token carried this claim (a CI run: run_id=4242); repeatable', (v: string, prev: string[]) => [...prev, v], [] as string[])
-    .option('-n, --limit <n>', 'how many, newest first', '50')
+    .option('--grep <text>', 'only sessions whose recording contains this text (a statement, command, request; any case)')
+    .option('--verdict <action>', 'only sessions with a statement, command or request judged allow, review or deny')
+    .option('--client <application>', 'only sessions from this client application (psql, pg_dump, an application_name)')
+    .option('-n, --limit <n>', 'how many, newest first (searched among these)', '50')
     .option('-o, --output <format>', 'text or json', 'text')
     .option('--broker <url>', 'broker URL')
-    .addHelpText('after', '\nExamples:\n  hoopctl sessions --connection pg-prod -o json\n  hoopctl sessions --status open   # what is running now (then: sessions watch / sessions end)')
-    .action(async (opts: { connection?: string; subject?: string; status?: string; via?: string; claim: string[]; limit: string; output: string; broker?: string }) => {
+    .addHelpText('after', '\nExamples:\n  hoopctl sessions --connection pg-prod -o json\n  hoopctl sessions --status open   # what is running now (then: sessions watch / sessions end)\n  hoopctl sessions --grep customers --verdict deny --client psql')
+    .action(async (opts: { connection?: string; subject?: string; status?: string; via?: string; claim: string[]; grep?: string; verdict?: string; client?: string; limit: string; output: string; broker?: string }) => {
       const format = parseOutput(opts.output);
+      if (opts.verdict !== undefined && !['allow', 'review', 'deny'].includes(opts.verdict)) {
+        throw new UserError(`unknown verdict "${opts.verdict}" (use allow, review or deny)`, { code: 'USAGE' });
+      }
+      const broker = resolveBroker(opts.broker);
       const q = new URLSearchParams({ limit: opts.limit });
       if (opts.connection) q.set('connection', opts.connection);
       if (opts.subject) q.set('subject', opts.subject);
       if (opts.status) q.set('status', opts.status);
       if (opts.via) q.set('via', opts.via);
       for (const c of opts.claim) q.append('claim', c);
-      const { sessions } = await brokerGet<{ sessions: SessionRow[] }>(resolveBroker(opts.broker), `/api/v1/sessions?${q}`);
+      const { sessions: listed } = await brokerGet<{ sessions: SessionRow[] }>(broker, `/api/v1/sessions?${q}`);
+      const searching = opts.grep !== undefined || opts.verdict !== undefined || opts.client !== undefined;
+      // The recordings are read only when they are needed: to search them, or to name each session's client.
+      const details = searching || format === 'text' ? await sessionClients(broker, listed) : undefined;
+      const sessions = searching ? listed.filter((s) => details!.get(s.id)!.matches(opts)) : listed;
       if (format === 'json') return printJson(sessions);
-      if (sessions.length === 0) return void process.stdout.write('no sessions\n');
+      if (sessions.length === 0) return void process.stdout.write(searching ? 'no sessions match\n' : 'no sessions\n');
       process.stdout.write(
         renderTable(
-          ['ID', 'STARTED', 'WHO', 'CONNECTION', 'STATUS', 'STATEMENTS', 'ERRORS', 'DURATION'],
+          ['ID', 'STARTED', 'WHO', 'CONNECTION', 'STATUS', 'STATEMENTS', 'ERRORS', 'DURATION', 'CLIENT'],
           sessions.map((s) => [
             s.id, formatTime(s.startedAt), whoWithAgent(s.identity), s.connection, s.status, String(s.statementCount), String(s.errorCount),
-            s.endedAt ? formatDuration(s.endedAt - s.startedAt) : 'running',
+            s.endedAt ? formatDuration(s.endedAt - s.startedAt) : 'running', details!.get(s.id)!.client,
           ]),
         ),
       );
@@ -406,3 +417,46 @@ export function eventLines(session: SessionRow, e: StoredEvent, t0: number): str
   return out;
 }
 
+
+interface SessionSearch {
+  grep?: string;
+  verdict?: string;
+  client?: string;
+}
+
+/** What a session's recording says about its client, and whether it matches a search. */
+interface SessionDetails {
+  /** `psql from 127.0.0.1:51234`: the application the client named, and where it connected from. */
+  client: string;
+  matches(search: SessionSearch): boolean;
+}
+
+/** Reads the listed sessions' recordings, a few at a time. */
+async function sessionClients(broker: string, sessions: SessionRow[]): Promise<Map<string, SessionDetails>> {
+  const client = brokerClient(broker);
+  const out = new Map<string, SessionDetails>();
+  const queue = [...sessions];
+  const worker = async () => {
+    for (let s = queue.shift(); s; s = queue.shift()) {
+      const { events } = await client.get<{ events: StoredEvent[] }>(`/api/v1/sessions/${encodeURIComponent(s.id)}`);
+      out.set(s.id, detailsOf(s, events));
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(6, sessions.length) }, worker));
+  return out;
+}
+
+function detailsOf(session: SessionRow, events: StoredEvent[]): SessionDetails {
+  const open = events.find((e) => e.type === 'open')?.data as { client?: { agent?: string; peer?: string } } | undefined;
+  const application = events.map((e) => e.data.applicationName ?? e.data.application).find((a): a is string => typeof a === 'string' && a !== '');
+  const from = open?.client?.peer ?? session.clientAddr;
+  const name = application ?? open?.client?.agent?.split(' ')[0] ?? '?';
+  const text = events.map((e) => JSON.stringify(e.data)).join('\n').toLowerCase();
+  return {
+    client: `${name}${from ? ` from ${from}` : ''}`,
+    matches: (q) =>
+      (q.grep === undefined || text.includes(q.grep.toLowerCase())) &&
+      (q.verdict === undefined || events.some((e) => e.type === 'verdict' && e.data.action === q.verdict)) &&
+      (q.client === undefined || (application ?? '').toLowerCase() === q.client.toLowerCase()),
+  };
+}

@@ -274,6 +274,8 @@ export interface Verdict {
   message: string;
   /** Index of the statement (in the text) whose verdict this is. */
   statementIndex?: number;
+  /** Denied as a syntax error at this 1-based character of the text. */
+  syntaxErrorAt?: number;
 }
 
 /** Resolves `EXECUTE name` to the classification of the statement the session prepared under that name. */
@@ -428,6 +430,10 @@ export function evaluateStatements(
   resolvePrepared?: ResolvePrepared,
 ): Verdict {
   if (!classification.ok) {
+    // A typo is not a permission problem: say it is a syntax error, and where, as PostgreSQL would.
+    if (classification.syntaxErrorAt !== undefined) {
+      return { action: 'deny', rule: UNPARSEABLE_RULE, message: `${classification.error} at character ${classification.syntaxErrorAt}`, syntaxErrorAt: classification.syntaxErrorAt };
+    }
     return { action: 'deny', rule: UNPARSEABLE_RULE, message: `statement could not be parsed: ${classification.error}` };
   }
   let worst: Verdict | undefined;

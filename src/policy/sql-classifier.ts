@@ -142,7 +142,10 @@ export interface StatementInfo {
   text: string;
 }
 
-export type SqlClassification = { ok: true; statements: StatementInfo[] } | { ok: false; error: string };
+export type SqlClassification =
+  | { ok: true; statements: StatementInfo[] }
+  /** `syntaxErrorAt`: the parser's syntax error, at this 1-based character of the text (as PostgreSQL reports it). */
+  | { ok: false; error: string; syntaxErrorAt?: number };
 
 /** Functions that run SQL handed to them as text, or read relations named by a string: the AST can't see inside. */
 const DYNAMIC_FUNCTIONS = new Set([
@@ -997,8 +1000,22 @@ export function classifySql(sql: string): SqlClassification {
     });
     return { ok: true, statements };
   } catch (err) {
-    return { ok: false, error: err instanceof Error ? err.message : String(err) };
+    const at = syntaxErrorPosition(sql, err);
+    return { ok: false, error: err instanceof Error ? err.message : String(err), ...(at !== undefined ? { syntaxErrorAt: at } : {}) };
   }
+}
+
+/**
+ * The parser's error position as PostgreSQL's ErrorResponse gives it: 1-based, in characters. libpg_query reports
+ * a 0-based byte offset (`sqlDetails.cursorPosition`) only for errors of the grammar (scan.l, gram.y).
+ */
+function syntaxErrorPosition(sql: string, err: unknown): number | undefined {
+  const details = (err as { sqlDetails?: { cursorPosition?: unknown; message?: unknown } } | null)?.sqlDetails;
+  const offset = details?.cursorPosition;
+  if (typeof offset !== 'number' || !Number.isInteger(offset) || offset < 0) return undefined;
+  if (typeof details?.message !== 'string' || !details.message.startsWith('syntax error')) return undefined;
+  const bytes = new TextEncoder().encode(sql);
+  return [...new TextDecoder().decode(bytes.subarray(0, Math.min(offset, bytes.length)))].length + 1;
 }
 
 /** Merges two classifications (EXECUTE of a prepared statement: its own parameters plus what it runs). */

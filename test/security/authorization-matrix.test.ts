@@ -51,6 +51,7 @@ const MATRIX: Record<RouteId, Row> = {
   approveReview: row(['401', '403', '403', '200', '403', '403'], async (g) => ({ params: { id: await g.pendingAccessRequest() }, body: {} })),
   rejectReview: row(['401', '403', '403', '200', '403', '403'], async (g) => ({ params: { id: await g.pendingAccessRequest() }, body: { reason: 'not now' } })),
   revokeGrant: row(['401', '403', '403', '200', '403', '403'], async (g) => ({ params: { id: await g.activeGrant() }, body: { reason: 'incident over' } })),
+  withdrawReview: row(['401', '404', '200', '404', '404', '404'], async (g) => ({ params: { id: await g.pendingAccessRequest() }, body: {} })),
   listSessions: row(['401', '200 blind', '200 sees', '200 blind', '200 sees', '200 blind'], async (g) => ({ item: g.sessionId })),
   getSession: row(['401', '404', '200', '404', '200', '404'], async (g) => ({ params: { id: g.sessionId } })),
   watchSession: row(['401', '404', '200', '404', '200', '404'], async (g) => ({ params: { id: g.sessionId } })),

@@ -23,10 +23,10 @@ function visible(ctx: ReviewRouteContext, who: Identity, r: Review): boolean {
   return sameIdentity(r.requester, who) || ctx.isAuditor(who) || ctx.reviews.isApprover(who, r);
 }
 
-/** Reviews: list, watch and read what the caller may see, decide, revoke a grant, ask for access. */
+/** Reviews: list, watch and read what the caller may see, decide, revoke a grant, withdraw one's own, ask for access. */
 export function reviewHandlers(
   ctx: ReviewRouteContext,
-): Pick<RouteHandlers, 'listReviews' | 'streamReviews' | 'getReview' | 'approveReview' | 'rejectReview' | 'revokeGrant' | 'requestAccess'> {
+): Pick<RouteHandlers, 'listReviews' | 'streamReviews' | 'getReview' | 'approveReview' | 'rejectReview' | 'revokeGrant' | 'withdrawReview' | 'requestAccess'> {
   const decide = (action: 'approve' | 'reject') => async ({ req, res, identity, params }: AuthenticatedCall) => {
     const reason = optionalString(await readJsonBody(req), 'reason');
     sendJson(res, 200, { review: await ctx.reviews.decide(params.id!, identity, action, reason) });
@@ -45,7 +45,7 @@ export function reviewHandlers(
     },
     async getReview({ res, identity, params }) {
       const review = await ctx.reviews.get(params.id!);
-      if (!review || !visible(ctx, identity, review)) throw new HoopError(`review ${params.id} not found`, { code: 'NOT_FOUND', status: 404 });
+      if (!review || !visible(ctx, identity, review)) throw new HoopError(`no review ${params.id}`, { code: 'NOT_FOUND', status: 404 });
       sendJson(res, 200, { review });
     },
     approveReview: decide('approve'),
@@ -53,6 +53,11 @@ export function reviewHandlers(
     async revokeGrant({ req, res, identity, params }) {
       const reason = optionalString(await readJsonBody(req), 'reason');
       sendJson(res, 200, { review: await ctx.reviews.revoke(params.id!, identity, reason) });
+    },
+    // A requester takes back their own pending review (anyone else: not found, as for a review they cannot see).
+    async withdrawReview({ req, res, identity, params }) {
+      const reason = optionalString(await readJsonBody(req), 'reason');
+      sendJson(res, 200, { review: await ctx.reviews.withdrawByRequester(params.id!, identity, reason) });
     },
     async requestAccess({ req, res, identity, params }) {
       const connection = await ctx.authorizeRequest(identity, params.name!, req);

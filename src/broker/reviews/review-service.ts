@@ -196,6 +196,17 @@ export class ReviewService extends EventEmitter<ReviewEvents> {
     await this.#transition(review, 'pending', { status: 'withdrawn', decidedAt: this.#now() }, 'withdrawn', review.requester, reason);
   }
 
+  /** The requester withdraws their own pending review (`hoopctl withdraw`); nobody else may. */
+  async withdrawByRequester(id: string, who: Identity, reason?: string): Promise<Review> {
+    const review = await this.#store.getReview(id);
+    if (!review || !sameIdentity(review.requester, who)) throw new HoopError(`no review ${id} of yours`, { code: 'NOT_FOUND', status: 404 });
+    if (review.status !== 'pending') throw new HoopError(`review ${id} is ${review.status}, not pending`, { code: 'REVIEW_NOT_PENDING', status: 409 });
+    await this.#transition(review, 'pending', { status: 'withdrawn', decidedAt: this.#now() }, 'withdrawn', who, reason?.trim() || 'withdrawn by the requester');
+    const updated = await this.#store.getReview(id);
+    if (!updated || updated.status !== 'withdrawn') throw new HoopError(`review ${id} changed meanwhile; look again`, { code: 'REVIEW_NOT_PENDING', status: 409 });
+    return updated;
+  }
+
   /** The broker holding it is stopping: the waiting client is about to lose its session. */
   async orphan(id: string, reason: string): Promise<void> {
     const review = await this.#store.getReview(id);
@@ -226,7 +237,7 @@ export class ReviewService extends EventEmitter<ReviewEvents> {
 
   async #require(id: string): Promise<Review> {
     const review = await this.#store.getReview(id);
-    if (!review) throw new HoopError(`review ${id} not found`, { code: 'NOT_FOUND', status: 404 });
+    if (!review) throw new HoopError(`no review ${id}`, { code: 'NOT_FOUND', status: 404 });
     return review;
   }
 

@@ -19,6 +19,7 @@ export function describeConnection(c: Connection, protocols: ProtocolRuntimes): 
   return {
     name: c.name, type: c.type, description: c.description, ...protocols.of(c).describe(c), ...(c.mcp ? { mcp: c.mcp } : {}),
     approval: c.access.approval ? { maxDuration: c.access.approval.maxDuration, reason: c.access.approval.reason } : undefined,
+    reviews: c.reviews ? true : undefined,
   };
 }
 

@@ -43,6 +43,7 @@ export const API_ROUTES = {
   approveReview: { method: 'POST', path: '/api/v1/reviews/:id/approve', access: 'identity', params: { id: REVIEW_ID } },
   rejectReview: { method: 'POST', path: '/api/v1/reviews/:id/reject', access: 'identity', params: { id: REVIEW_ID } },
   revokeGrant: { method: 'POST', path: '/api/v1/reviews/:id/revoke', access: 'identity', params: { id: REVIEW_ID } },
+  withdrawReview: { method: 'POST', path: '/api/v1/reviews/:id/withdraw', access: 'identity', params: { id: REVIEW_ID } },
   listSessions: { method: 'GET', path: '/api/v1/sessions', access: 'identity' },
   getSession: { method: 'GET', path: '/api/v1/sessions/:id', access: 'identity' },
   watchSession: { method: 'GET', path: '/api/v1/sessions/:id/stream', access: 'identity' },

@@ -840,6 +840,7 @@ class PostgresProxySession {
       severity: 'ERROR',
       code: judgement.sqlState ?? SqlState.InsufficientPrivilege,
       message: this.#recordable(judgement.clientMessage ?? judgement.verdict.message),
+      ...(judgement.position !== undefined ? { position: String(judgement.position) } : {}),
     };
   }
 

@@ -17,6 +17,9 @@ export const FUNCTION_CALL_RULE = 'fastpath-function-call';
 /** The proxy's rule name when binary results are refused under a mask plan. */
 export const BINARY_RESULT_RULE = 'binary-result-masked';
 
+/** PostgreSQL's own SQLSTATE for a syntax error, so clients and drivers treat it as one. */
+export const SYNTAX_ERROR_SQLSTATE = '42601';
+
 /** A verdict as the proxy applies it. */
 export interface Judgement {
   verdict: Verdict;
@@ -28,6 +31,8 @@ export interface Judgement {
   clientMessage?: string;
   /** SQLSTATE of that ErrorResponse; 42501 when absent. */
   sqlState?: string;
+  /** Its position field (1-based character of the text): where a syntax error is. */
+  position?: number;
   /** The statements of the text, when it parsed. */
   statements?: StatementInfo[];
   /** The name a held Parse prepares its text under. */
@@ -66,6 +71,16 @@ export class StatementJudge {
     if (isEmptyQuery(classification)) return { verdict: emptyQueryVerdict(), refused: false };
     const verdict = evaluateStatements(this.#policy, this.#identity, classification, (name) => this.#prepared.get(name));
     const statements = classification.ok ? classification.statements : undefined;
+    if (verdict.action === 'deny' && verdict.syntaxErrorAt !== undefined) {
+      // Refused like any unparseable text, but told as what it is: SQLSTATE 42601 with the parser's position.
+      return {
+        verdict,
+        refused: true,
+        clientMessage: `hoopctl: ${verdict.message}; the statement was not run`,
+        sqlState: SYNTAX_ERROR_SQLSTATE,
+        position: verdict.syntaxErrorAt,
+      };
+    }
     if (verdict.action === 'deny') {
       return { verdict, refused: true, statements, clientMessage: denialMessage(verdict) };
     }
