@@ -8,7 +8,7 @@
  * hits every row alike. BENCHMARKS.md keeps the figures with the machine they came from.
  *
  * Knobs: BENCH_SECONDS (per row, split over the rounds; default 15), BENCH_ROUNDS (3), BENCH_CLIENTS (8),
- * BENCH_IDLE_SESSIONS (1000), BENCH_PARTS (comma list of pg,sessions,verdict,http,ssh; default all),
+ * BENCH_IDLE_SESSIONS (1000), BENCH_PARTS (comma list of pgbench,big,sessions,verdict,http,ssh, `pg` = pgbench,big; default all),
  * BENCH_PROFILE=1 (CPU profiles of the broker, hoopctl connect and the relay hops; top self-time frames printed).
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
@@ -31,7 +31,7 @@ const seconds = Number(process.env.BENCH_SECONDS ?? 15);
 const rounds = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 const clients = Number(process.env.BENCH_CLIENTS ?? 8);
 const idleSessions = Number(process.env.BENCH_IDLE_SESSIONS ?? 1000);
-const parts = new Set((process.env.BENCH_PARTS ?? 'pg,sessions,verdict,http,ssh').split(',').map((p) => p.trim()));
+const parts = new Set((process.env.BENCH_PARTS ?? 'pgbench,big,sessions,verdict,http,ssh').split(',').flatMap((p) => (p.trim() === 'pg' ? ['pgbench', 'big'] : [p.trim()])));
 const profiling = Boolean(process.env.BENCH_PROFILE);
 
 /** The queries, stated once: the report prints them. */
@@ -131,6 +131,7 @@ async function main(): Promise<void> {
   const cluster = await startPgCluster({ auth: 'scram-sha-256', settings: { shared_buffers: '256MB', max_connections: String(idleSessions + 100) } });
   const children: ChildProcess[] = [];
   const cleanups: Array<() => Promise<void>> = [];
+  const removals: Array<() => void> = [];
   const report: string[] = [];
   const started = new Date();
   const load0 = loadavg();
@@ -191,14 +192,17 @@ async function main(): Promise<void> {
       PGHOST: t.host, PGPORT: String(t.port), PGUSER: t.user, PGDATABASE: t.database, ...(t.password ? { PGPASSWORD: t.password } : {}),
     });
 
-    if (parts.has('pg') || parts.has('sessions')) {
+    if (parts.has('pgbench') || parts.has('big') || parts.has('sessions')) {
       const gate = await connect('bench', 'hoopctl-connect');
       const direct: PgPath = { name: 'direct', gated: false, env: libpqEnv({ host: cluster.host, port: cluster.port, user: cluster.superuser, database: 'postgres', password: cluster.password }) };
-      const bouncer = await startPgbouncer(join(dir, 'pgbouncer'), { host: cluster.host, port: cluster.port, user: cluster.superuser, password: cluster.password }).catch((e: Error) => {
+      const bouncer = await startPgbouncer({ host: cluster.host, port: cluster.port, user: cluster.superuser, password: cluster.password }).catch((e: Error) => {
         process.stderr.write(`pgbouncer did not start, its row is skipped: ${e.message}\n`);
         return undefined;
       });
-      if (bouncer) children.push(...bouncer.processes);
+      if (bouncer) {
+        children.push(...bouncer.processes);
+        removals.push(() => bouncer.remove?.());
+      }
       const relay = await startRawRelay(cluster.host, cluster.port, (name) => profiledNodeArgs(profileDir, name));
       children.push(...relay.processes);
       const paths: PgPath[] = [
@@ -210,7 +214,7 @@ async function main(): Promise<void> {
       ];
       const [directName, relayName] = [direct.name, 'raw two-hop Node relay'];
 
-      if (parts.has('pg')) {
+      if (parts.has('pgbench')) {
         const roundSecs = String(Math.max(2, Math.round(seconds / rounds)));
         process.stderr.write(`pgbench -S, ${clients} clients, ${rounds} rounds of ${roundSecs}s per path…\n`);
         const tps8 = interleaved(paths, (p) => pgbench(p.env, ['-S', '-n', '-c', String(clients), '-j', '2', '-T', roundSecs]).tps);
@@ -221,6 +225,22 @@ async function main(): Promise<void> {
           one.set(p.name, r);
           return r.latencyMs;
         });
+        report.push(
+          `Queries: ${PGBENCH_QUERY}; 1 client is the same with \`-c 1\`. Each figure is the median of ${rounds} interleaved rounds of ${roundSecs} s per path.`,
+          '',
+          `| path | TPS, ${clients} clients | ÷ direct | ÷ raw relay | latency, 1 client | − raw relay | TPS, 1 client |`,
+          '|---|---|---|---|---|---|---|',
+          ...paths.map((p) => {
+            const t = tps8.get(p.name)!;
+            const l = lat1.get(p.name)!;
+            const relayLat = lat1.get(relayName)!;
+            return `| ${p.name} | ${t.toFixed(0)} | ${ratio(t, tps8.get(directName))} | ${ratio(t, tps8.get(relayName))} | ${l.toFixed(3)} ms | ${p.name === directName ? '' : `${l >= relayLat ? '+' : '−'}${Math.abs(l - relayLat).toFixed(3)} ms`} | ${one.get(p.name)!.tps.toFixed(0)} |`;
+          }),
+          '',
+        );
+      }
+
+      if (parts.has('big')) {
         const maskColumn = await connect('bench-mask-column');
         const maskDetect = await connect('bench-mask-detect');
         const bigPaths: PgPath[] = [
@@ -237,17 +257,7 @@ async function main(): Promise<void> {
         const gateBig = big.get('hoopctl connect + broker');
 
         report.push(
-          `Queries: ${PGBENCH_QUERY}; 1 client is the same with \`-c 1\`; the big result is \`psql -c "${BIG_SQL}"\` (3 columns, ~60 MB of rows, fetched and discarded).`,
-          `Each figure is the median of ${rounds} interleaved rounds of ${roundSecs} s (pgbench) or one query (psql) per path.`,
-          '',
-          `| path | TPS, ${clients} clients | ÷ direct | ÷ raw relay | latency, 1 client | − raw relay | TPS, 1 client |`,
-          '|---|---|---|---|---|---|---|',
-          ...paths.map((p) => {
-            const t = tps8.get(p.name)!;
-            const l = lat1.get(p.name)!;
-            const relayLat = lat1.get(relayName)!;
-            return `| ${p.name} | ${t.toFixed(0)} | ${ratio(t, tps8.get(directName))} | ${ratio(t, tps8.get(relayName))} | ${l.toFixed(3)} ms | ${p.name === directName ? '' : `${l >= relayLat ? '+' : '−'}${Math.abs(l - relayLat).toFixed(3)} ms`} | ${one.get(p.name)!.tps.toFixed(0)} |`;
-          }),
+          `The big result: \`psql -c "${BIG_SQL}"\` (3 columns, 1M rows, ~60 MB, fetched and discarded); the median of ${rounds} interleaved runs per path.`,
           '',
           '| path | 1M-row SELECT via psql | rows/s | ÷ direct | ÷ raw relay | ÷ gate unmasked |',
           '|---|---|---|---|---|---|',
@@ -356,6 +366,7 @@ async function main(): Promise<void> {
     if (profileDir) process.stdout.write(`\nCPU profiles (${profileDir}):\n\n${summariseProfiles(profileDir)}\n`);
     for (const c of cleanups) await c().catch(() => undefined);
     await cluster.stop();
+    for (const r of removals) r();
     if (!process.env.BENCH_KEEP) rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -4,7 +4,8 @@
  * with a local client process and a broker process) and pgbouncer in session mode (a mature one-hop proxy).
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../src/lib/net.js';
 import { waitForLine } from './processes.js';
@@ -27,6 +28,8 @@ export interface Peer {
   port: number;
   /** The processes of this path, to profile or to read their memory. */
   processes: ChildProcess[];
+  /** Removes what the path left on disk (after its processes have exited). */
+  remove?: () => void;
 }
 
 /** Two relay hops in their own processes: client → hop 1 → hop 2 → `host:port`. */
@@ -46,7 +49,7 @@ export async function startRawRelay(host: string, port: number, nodeArgs: (name:
  * Clients are trusted on loopback (pgbench keeps its connections, so client authentication is not in the
  * measurement); pgbouncer logs in to the server with the superuser's password from its auth file.
  */
-export async function startPgbouncer(dir: string, target: { host: string; port: number; user: string; password: string }): Promise<Peer | undefined> {
+export async function startPgbouncer(target: { host: string; port: number; user: string; password: string }): Promise<Peer | undefined> {
   let binary: string;
   try {
     binary = execFileSync('sh', ['-c', 'command -v pgbouncer || ls /usr/sbin/pgbouncer'], { encoding: 'utf8' }).trim().split('\n')[0]!;
@@ -54,7 +57,9 @@ export async function startPgbouncer(dir: string, target: { host: string; port: 
     return undefined;
   }
   const port = await freePort();
-  // pgbouncer refuses to run as root: its files belong to the postgres user, as the cluster's do.
+  // pgbouncer refuses to run as root: its files belong to the postgres user, as the cluster's do, in a directory
+  // of its own that user can reach.
+  const dir = mkdtempSync(join(tmpdir(), 'hoop-bench-pgbouncer-'));
   chmodSync(dir, 0o755);
   writeFileSync(join(dir, 'userlist.txt'), `"${target.user}" "${target.password}"\n`, { mode: 0o600 });
   writeFileSync(join(dir, 'pgbouncer.ini'), [
@@ -72,6 +77,11 @@ export async function startPgbouncer(dir: string, target: { host: string; port: 
   const child = process.getuid?.() === 0
     ? spawn('runuser', ['-u', 'postgres', '--', binary, join(dir, 'pgbouncer.ini')], { stdio: ['ignore', 'ignore', 'pipe'] })
     : spawn(binary, [join(dir, 'pgbouncer.ini')], { stdio: ['ignore', 'ignore', 'pipe'] });
-  await waitForLine(child, 'stderr', /process up/);
-  return { host: '127.0.0.1', port, processes: [child] };
+  const remove = () => rmSync(dir, { recursive: true, force: true });
+  await waitForLine(child, 'stderr', /process up/).catch((e: unknown) => {
+    child.kill('SIGTERM');
+    remove();
+    throw e;
+  });
+  return { host: '127.0.0.1', port, processes: [child], remove };
 }
