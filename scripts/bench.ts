@@ -299,7 +299,7 @@ async function main(): Promise<void> {
       process.stderr.write('verdict cost over the bypass-attempt suites…\n');
       const v = await measureVerdictCost();
       report.push(
-        `Verdict cost (parse + classify + rules, in process) over the ${v.texts} texts of test/support/policy-attempts.ts and effect-attempts.ts, ${v.samples} judgements: p50 ${(v.p50Ms * 1000).toFixed(0)} µs, p99 ${(v.p99Ms * 1000).toFixed(0)} µs, max ${(v.maxMs * 1000).toFixed(0)} µs.`,
+        `Verdict cost (parse + classify + rules, in process) over the ${v.texts} texts of test/support/policy-attempts.ts and effect-attempts.ts, ${v.samples} judgements: p50 ${(v.p50Ms * 1000).toFixed(0)} µs, p99 ${(v.p99Ms * 1000).toFixed(0)} µs, max ${(v.maxMs * 1000).toFixed(0)} µs; the slowest text by its median is ${(v.slowest.medianMs * 1000).toFixed(0)} µs (\`${v.slowest.sql.replace(/\s+/g, ' ').slice(0, 80)}\`).`,
         '',
       );
     }
