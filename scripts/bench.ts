@@ -8,7 +8,7 @@
  * hits every row alike. BENCHMARKS.md keeps the figures with the machine they came from.
  *
  * Knobs: BENCH_SECONDS (per row, split over the rounds; default 15), BENCH_ROUNDS (3), BENCH_CLIENTS (8),
- * BENCH_IDLE_SESSIONS (1000), BENCH_PARTS (comma list of pgbench,big,sessions,verdict,http,ssh, `pg` = pgbench,big; default all),
+ * BENCH_IDLE_SESSIONS (1000), BENCH_PARTS (comma list of pgbench,big,sessions,verdict,store,http,ssh, `pg` = pgbench,big; default all),
  * BENCH_PROFILE=1 (CPU profiles of the broker, hoopctl connect and the relay hops; top self-time frames printed).
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
@@ -26,12 +26,13 @@ import { startPgbouncer, startRawRelay } from './bench/peers.js';
 import { profiledNodeArgs, rssMb, rssSampler, summariseProfiles, waitForLine } from './bench/processes.js';
 import { openIdleSessions, sessionRate, type PgTarget } from './bench/session-load.js';
 import { measureVerdictCost } from './bench/verdict-cost.js';
+import { measureStoreCommit } from './bench/store-commit.js';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 15);
 const rounds = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 const clients = Number(process.env.BENCH_CLIENTS ?? 8);
 const idleSessions = Number(process.env.BENCH_IDLE_SESSIONS ?? 1000);
-const parts = new Set((process.env.BENCH_PARTS ?? 'pgbench,big,sessions,verdict,http,ssh').split(',').flatMap((p) => (p.trim() === 'pg' ? ['pgbench', 'big'] : [p.trim()])));
+const parts = new Set((process.env.BENCH_PARTS ?? 'pgbench,big,sessions,verdict,store,http,ssh').split(',').flatMap((p) => (p.trim() === 'pg' ? ['pgbench', 'big'] : [p.trim()])));
 const profiling = Boolean(process.env.BENCH_PROFILE);
 
 /** The queries, stated once: the report prints them. */
@@ -300,6 +301,15 @@ async function main(): Promise<void> {
       const v = await measureVerdictCost();
       report.push(
         `Verdict cost (parse + classify + rules, in process) over the ${v.texts} texts of test/support/policy-attempts.ts and effect-attempts.ts, ${v.samples} judgements: p50 ${(v.p50Ms * 1000).toFixed(0)} µs, p99 ${(v.p99Ms * 1000).toFixed(0)} µs, max ${(v.maxMs * 1000).toFixed(0)} µs; the slowest text by its median is ${(v.slowest.medianMs * 1000).toFixed(0)} µs (\`${v.slowest.sql.replace(/\s+/g, ' ').slice(0, 80)}\`).`,
+        '',
+      );
+    }
+
+    if (parts.has('store')) {
+      process.stderr.write('the store\'s durable append, alone and in groups of 8…\n');
+      const c = await measureStoreCommit();
+      report.push(
+        `Durable record (SqliteStore.appendEvent of a statement event, WAL, synchronous=NORMAL, in process): ${c.aloneUs.toFixed(0)} µs per event awaited one at a time (one commit each, what one client's statement waits for before it is forwarded); ${c.groupOf8Us.toFixed(0)} µs per event when 8 arrive together (group commit).`,
         '',
       );
     }
