@@ -1,12 +1,19 @@
 /**
- * `npm run bench`: PostgreSQL, HTTP and SSH through hoopctl + broker against the direct path, in one run on this machine.
- * Everything is real: a throwaway cluster (pgbench scale 10), the development OIDC issuer, the broker and
- * `hoopctl connect` as their own processes, pgbench as the load. Prints a markdown table of TPS, latency and
- * the ratios; BENCHMARKS.md keeps the figures with the machine they came from.
+ * `npm run bench`: PostgreSQL, HTTP and SSH through hoopctl + broker against reference paths, in one run on this
+ * machine and against the same backends. Everything is real: a throwaway cluster (pgbench scale 10), the
+ * development OIDC issuer, the broker and `hoopctl connect` as their own processes, pgbench/psql/pg as the load.
+ * The PostgreSQL reference rows are the direct path, pgbouncer in session mode and a raw two-hop Node.js relay
+ * (scripts/bench/peers.ts); every gated figure is printed ÷ direct and ÷ the raw relay. Rows are measured in
+ * interleaved rounds (BENCH_ROUNDS, the order rotating) and the median is kept, so noise from other processes
+ * hits every row alike. BENCHMARKS.md keeps the figures with the machine they came from.
+ *
+ * Knobs: BENCH_SECONDS (per row, split over the rounds; default 15), BENCH_ROUNDS (3), BENCH_CLIENTS (8),
+ * BENCH_IDLE_SESSIONS (1000), BENCH_PARTS (comma list of pgbench,big,sessions,verdict,store,http,ssh, `pg` = pgbench,big; default all),
+ * BENCH_PROFILE=1 (CPU profiles of the broker, hoopctl connect and the relay hops; top self-time frames printed).
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, openSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { mkdirSync, mkdtempSync, openSync, writeFileSync, rmSync } from 'node:fs';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { startPgCluster } from '../src/dev/pg-cluster.js';
@@ -15,10 +22,22 @@ import { clientCredentialsLogin } from '../src/auth/oidc.js';
 import { freePort } from '../src/lib/net.js';
 import { Agent, request } from 'node:http';
 import { startSshd } from '../src/dev/sshd.js';
+import { startPgbouncer, startRawRelay } from './bench/peers.js';
+import { profiledNodeArgs, rssMb, rssSampler, summariseProfiles, waitForLine } from './bench/processes.js';
+import { openIdleSessions, sessionRate, type PgTarget } from './bench/session-load.js';
+import { measureVerdictCost } from './bench/verdict-cost.js';
+import { measureStoreCommit } from './bench/store-commit.js';
 
-const BIN = resolve(import.meta.dirname, '../../bin/hoopctl');
 const seconds = Number(process.env.BENCH_SECONDS ?? 15);
+const rounds = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 const clients = Number(process.env.BENCH_CLIENTS ?? 8);
+const idleSessions = Number(process.env.BENCH_IDLE_SESSIONS ?? 1000);
+const parts = new Set((process.env.BENCH_PARTS ?? 'pgbench,big,sessions,verdict,store,http,ssh').split(',').flatMap((p) => (p.trim() === 'pg' ? ['pgbench', 'big'] : [p.trim()])));
+const profiling = Boolean(process.env.BENCH_PROFILE);
+
+/** The queries, stated once: the report prints them. */
+const PGBENCH_QUERY = 'pgbench -S (select-only: `SELECT abalance FROM pgbench_accounts WHERE aid = :aid`), scale 10, simple protocol';
+const BIG_SQL = "select g as id, 'customer' || g || '@example.com' as email, md5(g::text) as note from generate_series(1, 1000000) g";
 
 interface PgbenchResult {
   tps: number;
@@ -40,21 +59,25 @@ function timePsql(env: NodeJS.ProcessEnv, sql: string): number {
   return Number(process.hrtime.bigint() - started) / 1e9;
 }
 
-function peakRssMb(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
-function waitForLine(child: ChildProcess, stream: 'stdout' | 'stderr', pattern: RegExp): Promise<RegExpMatchArray> {
-  return new Promise((resolvePromise, reject) => {
-    let buf = '';
-    child[stream]!.on('data', (d) => {
-      buf += d;
-      const m = buf.match(pattern);
-      if (m) resolvePromise(m);
-    });
-    child.once('exit', (code) => reject(new Error(`exited ${code} before ${pattern}: ${buf}`)));
-  });
+/**
+ * Runs `measure` for every path in `rounds` rounds, the order rotating each round, and keeps each path's
+ * median: a burst of load from other processes then falls on every path alike.
+ */
+function interleaved<P extends { name: string }>(paths: P[], measure: (p: P) => number): Map<string, number> {
+  const seen = new Map<string, number[]>(paths.map((p) => [p.name, []]));
+  for (let r = 0; r < rounds; r++) {
+    for (let i = 0; i < paths.length; i++) {
+      const p = paths[(i + r) % paths.length]!;
+      process.stderr.write(`  round ${r + 1}/${rounds}: ${p.name}\n`);
+      seen.get(p.name)!.push(measure(p));
+    }
+  }
+  return new Map([...seen].map(([name, v]) => [name, median(v)]));
 }
 
 /** A JSON API in its own process (so the load generator does not share its event loop): GET /items → ~1 KB. */
@@ -66,6 +89,15 @@ require('node:http').createServer((req, res) => { res.writeHead(200, { 'content-
 `;
 
 /** Requests per second of `concurrency` keep-alive clients fetching `url` for `secs` seconds, and mean latency. */
+/** What `hoopctl connect -o json` prints: the port, and per type the tunnel's own secret (URL password, bearer, key). */
+interface TunnelReady {
+  port: number;
+  url?: string;
+  hostKey?: string;
+  bearer?: string;
+  identityFile?: string;
+}
+
 async function httpLoad(url: string, concurrency: number, secs: number, bearer?: string): Promise<{ rps: number; latencyMs: number }> {
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
   const until = Date.now() + secs * 1000;
@@ -74,7 +106,7 @@ async function httpLoad(url: string, concurrency: number, secs: number, bearer?:
   const one = () =>
     new Promise<void>((resolvePromise, reject) => {
       const started = performance.now();
-      request(url, { agent, headers: bearer ? { authorization: `Bearer ${bearer}` } : {} }, (res) => {
+      request(url, { agent, ...(bearer ? { headers: { authorization: `Bearer ${bearer}` } } : {}) }, (res) => {
         if (res.statusCode !== 200) return reject(new Error(`HTTP ${res.statusCode} from ${url}`));
         res.resume();
         res.on('end', () => {
@@ -92,39 +124,59 @@ async function httpLoad(url: string, concurrency: number, secs: number, bearer?:
   return { rps: done / ((Date.now() - started) / 1000), latencyMs: totalMs / done };
 }
 
+/** One PostgreSQL path of the benchmark: how psql and pgbench reach it (libpq environment). */
+interface PgPath {
+  name: string;
+  env: NodeJS.ProcessEnv;
+  /** A path through the gate: printed ÷ direct and ÷ the raw relay. */
+  gated: boolean;
+}
+
+const ratio = (a: number | undefined, b: number | undefined) => (a && b ? (a / b).toFixed(2) : '–');
+
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'hoop-bench-'));
-  const cluster = await startPgCluster({ auth: 'scram-sha-256', settings: { shared_buffers: '256MB' } });
+  const profileDir = profiling ? join(dir, 'profiles') : undefined;
+  if (profileDir) mkdirSync(profileDir);
+  const cluster = await startPgCluster({ auth: 'scram-sha-256', settings: { shared_buffers: '256MB', max_connections: String(idleSessions + 100) } });
   const children: ChildProcess[] = [];
   const cleanups: Array<() => Promise<void>> = [];
+  const removals: Array<() => void> = [];
+  const report: string[] = [];
+  const started = new Date();
+  const load0 = loadavg();
   try {
     process.stderr.write('initialising pgbench scale 10…\n');
     execFileSync('pgbench', ['-i', '-s', '10', '-q'], { env: { ...process.env, ...cluster.psqlEnv() }, stdio: 'ignore' });
     const issuer = await startDevIssuer({ audience: 'urn:hoopctl:bench', accessTokenTtlSeconds: 3600, serviceClients: [{ clientId: 'bench', clientSecret: 'bench-secret', groups: ['bench'] }] });
     const port = await freePort();
-    const sshd = await startSshd();
-    cleanups.push(() => sshd.stop());
+    const sshd = parts.has('ssh') ? await startSshd() : undefined;
+    if (sshd) cleanups.push(() => sshd.stop());
     const api = spawn(process.execPath, ['-e', API_SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
     children.push(api);
     const apiPort = JSON.parse((await waitForLine(api, 'stdout', /\{.*\}\n/))[0]!).port as number;
+    const pgConnection = (name: string, rules?: unknown[]) => ({
+      name, type: 'postgres',
+      target: { host: cluster.host, port: cluster.port, database: 'postgres', sslmode: 'disable' },
+      credentials: { user: cluster.superuser, password: { value: cluster.password } },
+      access: { clientIds: ['bench'] },
+      ...(rules ? { rules } : {}),
+    });
     writeFileSync(join(dir, 'broker.yaml'), stringify({
       server: { listen: `127.0.0.1:${port}` },
       store: { path: join(dir, 'broker.db') },
       logging: { level: 'warn' },
       auth: { issuers: [{ issuer: issuer.issuer, audience: 'urn:hoopctl:bench', maxTokenLifetime: '2h' }] },
       connections: [
-        ...['bench', 'bench-masked'].map((name) => ({
-          name, type: 'postgres',
-          target: { host: cluster.host, port: cluster.port, database: 'postgres', sslmode: 'disable' },
-          credentials: { user: cluster.superuser, password: { value: cluster.password } },
-          access: { clientIds: ['bench'] },
-          // The masked path: a column rule plus content detectors, so every row is decoded, scanned and rebuilt.
-          ...(name === 'bench-masked' ? { rules: [{ name: 'pii', mask: { columns: ['email'], detectors: ['email', 'credit_card'], strategy: 'redact' } }] } : {}),
-        })),
-        {
+        pgConnection('bench'),
+        // A column rule only: the masker rewrites one named column of every row.
+        pgConnection('bench-mask-column', [{ name: 'pii', mask: { columns: ['email'], strategy: 'redact' } }]),
+        // Content detectors only: every text value of every row is scanned.
+        pgConnection('bench-mask-detect', [{ name: 'pii', mask: { detectors: ['email', 'credit_card'], strategy: 'redact' } }]),
+        ...(sshd ? [{
           name: 'host', type: 'ssh', target: { host: sshd.host, port: sshd.port, user: sshd.user, hostKey: sshd.hostPublicKey },
           credentials: { privateKey: { file: sshd.clientKeyPath } }, access: { clientIds: ['bench'] },
-        },
+        }] : []),
         ...['api', 'api-masked'].map((name) => ({
           name, type: 'http', target: { url: `http://127.0.0.1:${apiPort}` }, credentials: { bearer: { value: 'bench-api-token' } },
           access: { clientIds: ['bench'] },
@@ -132,111 +184,214 @@ async function main(): Promise<void> {
         })),
       ],
     }));
-    const broker = spawn(process.execPath, [BIN, 'broker', 'start', '--config', join(dir, 'broker.yaml')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const broker = spawn(process.execPath, [...profiledNodeArgs(profileDir, 'broker'), resolve(import.meta.dirname, '../../bin/hoopctl'), 'broker', 'start', '--config', join(dir, 'broker.yaml')], { stdio: ['ignore', 'ignore', 'pipe'] });
     children.push(broker);
     await waitForLine(broker, 'stderr', /broker listening on/);
+    const brokerRss = rssSampler(broker.pid!);
     const { accessToken } = await clientCredentialsLogin({ issuer: issuer.issuer, clientId: 'bench', clientSecret: 'bench-secret' });
     const env = { PATH: process.env.PATH, HOME: dir, XDG_CONFIG_HOME: join(dir, 'cfg'), HOOPCTL_TOKEN: accessToken, HOOPCTL_BROKER: `http://127.0.0.1:${port}` };
-    const tunnel = spawn(process.execPath, [BIN, 'connect', 'bench', '-o', 'json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(tunnel);
-    const [line] = await waitForLine(tunnel, 'stdout', /\{.*\}\n/);
-    // Each tunnel has its own password (in the URL connect prints); pgbench and psql present it.
-    const passwordOf = (ready: { url: string }) => decodeURIComponent(new URL(ready.url).password);
-    const tunnelPort = JSON.parse(line!).port as number;
-    const tunnelPassword = passwordOf(JSON.parse(line!));
-    const maskedTunnel = spawn(process.execPath, [BIN, 'connect', 'bench-masked', '-o', 'json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(maskedTunnel);
-    const maskedReady = JSON.parse((await waitForLine(maskedTunnel, 'stdout', /\{.*\}\n/))[0]!) as { port: number; url: string };
-    const maskedPort = maskedReady.port;
-
-    const direct = { PGHOST: cluster.host, PGPORT: String(cluster.port), PGUSER: cluster.superuser, PGPASSWORD: cluster.password, PGDATABASE: 'postgres' };
-    const gated = { PGHOST: '127.0.0.1', PGPORT: String(tunnelPort), PGUSER: 'bench', PGDATABASE: 'postgres', PGPASSWORD: tunnelPassword };
-    const load = ['-S', '-n', '-c', String(clients), '-j', '2', '-T', String(seconds)];
-    const single = ['-S', '-n', '-c', '1', '-T', String(Math.max(5, Math.round(seconds / 2)))];
-    process.stderr.write(`pgbench -S, ${clients} clients, ${seconds}s: direct…\n`);
-    const d8 = pgbench(direct, load);
-    process.stderr.write('… through hoopctl + broker…\n');
-    const g8 = pgbench(gated, load);
-    process.stderr.write('pgbench -S, 1 client: direct, then through hoopctl + broker…\n');
-    const d1 = pgbench(direct, single);
-    const g1 = pgbench(gated, single);
-    process.stderr.write('1M-row SELECT through psql: direct, then through hoopctl + broker…\n');
-    const bigSql = "select g as id, 'customer' || g || '@example.com' as email, md5(g::text) as note from generate_series(1, 1000000) g";
-    const dBig = timePsql(direct, bigSql);
-    const gBig = timePsql(gated, bigSql);
-    process.stderr.write('… and through a connection with a masking rule…\n');
-    const mBig = timePsql({ ...gated, PGPORT: String(maskedPort), PGPASSWORD: passwordOf(maskedReady) }, bigSql);
-    const sample = execFileSync('psql', ['-X', '-w', '-At', '-c', `${bigSql} limit 3`], { env: { ...process.env, ...gated, PGPORT: String(maskedPort), PGPASSWORD: passwordOf(maskedReady) }, encoding: 'utf8' });
-    if (sample.includes('@example.com')) throw new Error(`the masked path returned raw values:\n${sample}`);
-    process.stderr.write(`HTTP GET of a 1 KB JSON body, ${clients} keep-alive clients: direct, through hoopctl + broker, and masked…\n`);
-    const httpSecs = Math.max(5, Math.round(seconds / 2));
-    const apiTunnels: Array<{ port: number; bearer: string }> = [];
-    for (const name of ['api', 'api-masked']) {
-      const t = spawn(process.execPath, [BIN, 'connect', name, '-o', 'json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const connect = async (connection: string, profileName?: string) => {
+      const t = spawn(process.execPath, [...profiledNodeArgs(profileName ? profileDir : undefined, profileName ?? ''), resolve(import.meta.dirname, '../../bin/hoopctl'), 'connect', connection, '-o', 'json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
       children.push(t);
-      apiTunnels.push(JSON.parse((await waitForLine(t, 'stdout', /\{.*\}\n/))[0]!) as { port: number; bearer: string });
-    }
-    const hDirect = await httpLoad(`http://127.0.0.1:${apiPort}/items`, clients, httpSecs);
-    const hGated = await httpLoad(`http://127.0.0.1:${apiTunnels[0]!.port}/items`, clients, httpSecs, apiTunnels[0]!.bearer);
-    const hMasked = await httpLoad(`http://127.0.0.1:${apiTunnels[1]!.port}/items`, clients, httpSecs, apiTunnels[1]!.bearer);
-    const maskedBody = await (await fetch(`http://127.0.0.1:${apiTunnels[1]!.port}/items`, { headers: { authorization: `Bearer ${apiTunnels[1]!.bearer}` } })).text();
-    if (maskedBody.includes('@example.com')) throw new Error(`the masked HTTP path returned raw values: ${maskedBody.slice(0, 200)}`);
-    process.stderr.write('scp of a 256 MB file: direct, then through hoopctl + broker…\n');
-    const hostTunnel = spawn(process.execPath, [BIN, 'connect', 'host', '-o', 'json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(hostTunnel);
-    const ready = JSON.parse((await waitForLine(hostTunnel, 'stdout', /\{.*\}\n/))[0]!) as { port: number; hostKey: string; identityFile: string };
-    const knownHosts = join(dir, 'known_hosts');
-    writeFileSync(knownHosts, `[127.0.0.1]:${ready.port} ${ready.hostKey}\n[127.0.0.1]:${sshd.port} ${sshd.hostPublicKey}\n`);
-    const payload = join(dir, 'payload.bin');
-    execFileSync('head', ['-c', String(256 * 2 ** 20), '/dev/urandom'], { stdio: ['ignore', openSync(payload, 'w'), 'ignore'] });
-    const sshOpts = ['-F', '/dev/null', '-o', 'BatchMode=yes', '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'StrictHostKeyChecking=yes', '-q'];
-    const timeScp = (p: number, extra: string[]) => {
-      const started = process.hrtime.bigint();
-      execFileSync('scp', ['-P', String(p), ...sshOpts, ...extra, payload, `${sshd.user}@127.0.0.1:${join(dir, `copy-${p}.bin`)}`], { stdio: 'ignore' });
-      return Number(process.hrtime.bigint() - started) / 1e9;
+      return { child: t, ready: JSON.parse((await waitForLine(t, 'stdout', /\{.*\}\n/))[0]!) as TunnelReady };
     };
-    const sDirect = timeScp(sshd.port, ['-i', sshd.clientKeyPath]);
-    const sGated = timeScp(ready.port, ['-i', ready.identityFile, '-o', 'IdentitiesOnly=yes']);
-    const brokerRss = peakRssMb(broker.pid!);
-    const tunnelRss = peakRssMb(tunnel.pid!);
 
+    // The one place that says how a client reaches a tunnel's local PostgreSQL listener: its port and its own password
+    // (in the URL connect prints; a tunnel serves only its owner, the broker injects the database's credential).
+    const tunnelTarget = (ready: TunnelReady): PgTarget => ({
+      host: '127.0.0.1', port: ready.port, user: 'bench', database: 'postgres', password: decodeURIComponent(new URL(ready.url!).password),
+    });
+    const libpqEnv = (t: PgTarget): NodeJS.ProcessEnv => ({
+      PGHOST: t.host, PGPORT: String(t.port), PGUSER: t.user, PGDATABASE: t.database, ...(t.password ? { PGPASSWORD: t.password } : {}),
+    });
+
+    if (parts.has('pgbench') || parts.has('big') || parts.has('sessions')) {
+      const gate = await connect('bench', 'hoopctl-connect');
+      const direct: PgPath = { name: 'direct', gated: false, env: libpqEnv({ host: cluster.host, port: cluster.port, user: cluster.superuser, database: 'postgres', password: cluster.password }) };
+      const bouncer = await startPgbouncer({ host: cluster.host, port: cluster.port, user: cluster.superuser, password: cluster.password }).catch((e: Error) => {
+        process.stderr.write(`pgbouncer did not start, its row is skipped: ${e.message}\n`);
+        return undefined;
+      });
+      if (bouncer) {
+        children.push(...bouncer.processes);
+        removals.push(() => bouncer.remove?.());
+      }
+      const relay = await startRawRelay(cluster.host, cluster.port, (name) => profiledNodeArgs(profileDir, name));
+      children.push(...relay.processes);
+      const paths: PgPath[] = [
+        direct,
+        ...(bouncer ? [{ name: 'pgbouncer (session mode)', gated: false, env: { ...direct.env, PGHOST: bouncer.host, PGPORT: String(bouncer.port) } }] : []),
+        { name: 'raw two-hop Node relay', gated: false, env: { ...direct.env, PGHOST: relay.host, PGPORT: String(relay.port) } },
+        { name: 'hoopctl connect + broker', gated: true, env: libpqEnv(tunnelTarget(gate.ready)) },
+        // The broker's own PostgreSQL listener (issue 15 item 3, one hop) gets its row here once it exists.
+      ];
+      const [directName, relayName] = [direct.name, 'raw two-hop Node relay'];
+
+      if (parts.has('pgbench')) {
+        const roundSecs = String(Math.max(2, Math.round(seconds / rounds)));
+        process.stderr.write(`pgbench -S, ${clients} clients, ${rounds} rounds of ${roundSecs}s per path…\n`);
+        const tps8 = interleaved(paths, (p) => pgbench(p.env, ['-S', '-n', '-c', String(clients), '-j', '2', '-T', roundSecs]).tps);
+        process.stderr.write(`pgbench -S, 1 client, ${rounds} rounds of ${roundSecs}s per path…\n`);
+        // Latency and TPS of one client, each the median of its own rounds (a round's pair is not kept together).
+        const tps1Rounds = new Map<string, number[]>(paths.map((p) => [p.name, []]));
+        const lat1 = interleaved(paths, (p) => {
+          const r = pgbench(p.env, ['-S', '-n', '-c', '1', '-T', roundSecs]);
+          tps1Rounds.get(p.name)!.push(r.tps);
+          return r.latencyMs;
+        });
+        report.push(
+          `Queries: ${PGBENCH_QUERY}; 1 client is the same with \`-c 1\`. Each figure is the median of ${rounds} interleaved rounds of ${roundSecs} s per path.`,
+          '',
+          `| path | TPS, ${clients} clients | ÷ direct | ÷ raw relay | latency, 1 client | − raw relay | TPS, 1 client |`,
+          '|---|---|---|---|---|---|---|',
+          ...paths.map((p) => {
+            const t = tps8.get(p.name)!;
+            const l = lat1.get(p.name)!;
+            const relayLat = lat1.get(relayName)!;
+            return `| ${p.name} | ${t.toFixed(0)} | ${ratio(t, tps8.get(directName))} | ${ratio(t, tps8.get(relayName))} | ${l.toFixed(3)} ms | ${p.name === directName ? '' : `${l >= relayLat ? '+' : '−'}${Math.abs(l - relayLat).toFixed(3)} ms`} | ${median(tps1Rounds.get(p.name)!).toFixed(0)} |`;
+          }),
+          '',
+        );
+      }
+
+      if (parts.has('big')) {
+        const maskColumn = await connect('bench-mask-column');
+        const maskDetect = await connect('bench-mask-detect');
+        const bigPaths: PgPath[] = [
+          ...paths,
+          { name: 'hoopctl connect + broker, column rule (email)', gated: true, env: libpqEnv(tunnelTarget(maskColumn.ready)) },
+          { name: 'hoopctl connect + broker, detectors (email, credit_card) on every value', gated: true, env: libpqEnv(tunnelTarget(maskDetect.ready)) },
+        ];
+        for (const masked of bigPaths.slice(-2)) {
+          const sample = execFileSync('psql', ['-X', '-w', '-At', '-c', `${BIG_SQL} limit 3`], { env: { ...process.env, ...masked.env }, encoding: 'utf8' });
+          if (sample.includes('@example.com')) throw new Error(`the masked path ${masked.name} returned raw values:\n${sample}`);
+        }
+        process.stderr.write(`1M-row SELECT through psql, ${rounds} rounds per path…\n`);
+        const big = interleaved(bigPaths, (p) => timePsql(p.env, BIG_SQL));
+        const gateBig = big.get('hoopctl connect + broker');
+
+        report.push(
+          `The big result: \`psql -c "${BIG_SQL}"\` (3 columns, 1M rows, ~60 MB, fetched and discarded); the median of ${rounds} interleaved runs per path.`,
+          '',
+          '| path | 1M-row SELECT via psql | rows/s | ÷ direct | ÷ raw relay | ÷ gate unmasked |',
+          '|---|---|---|---|---|---|',
+          ...bigPaths.map((p) => {
+            const s = big.get(p.name)!;
+            // Ratios of throughput (rows/s): the inverse of the times.
+            return `| ${p.name} | ${s.toFixed(2)} s | ${(1e6 / s).toFixed(0)} | ${ratio(big.get(directName), s)} | ${ratio(big.get(relayName), s)} | ${p.gated ? ratio(gateBig, s) : ''} |`;
+          }),
+          '',
+          `Broker RSS, peak through the PostgreSQL rows (sampled every 200 ms): ${brokerRss.peakMb().toFixed(0)} MB; hoopctl connect ${rssMb(gate.child.pid!, 'VmHWM').toFixed(0)} MB.`,
+          '',
+        );
+      }
+
+      if (parts.has('sessions')) {
+        const rateSecs = Math.max(3, Math.round(seconds / 2));
+        process.stderr.write(`new sessions per second, ${clients} loops for ${rateSecs}s: direct, then through the gate…\n`);
+        const directRate = await sessionRate({ host: cluster.host, port: cluster.port, user: cluster.superuser, database: 'postgres', password: cluster.password }, clients, rateSecs);
+        const gateRate = await sessionRate(tunnelTarget(gate.ready), clients, rateSecs);
+        process.stderr.write(`${idleSessions} idle sessions through the gate…\n`);
+        const before = rssMb(broker.pid!);
+        const idle = await openIdleSessions(tunnelTarget(gate.ready), idleSessions);
+        const held = rssMb(broker.pid!);
+        const connectHeld = rssMb(gate.child.pid!);
+        await idle.close();
+        report.push(
+          `| sessions (pg driver: connect, \`select 1\`, end; ${clients} at a time) | per second | ÷ direct |`,
+          '|---|---|---|',
+          `| direct (SCRAM login) | ${directRate.perSecond.toFixed(0)} | 1.00 |`,
+          `| hoopctl connect + broker (token verified, session recorded, SCRAM login by the broker) | ${gateRate.perSecond.toFixed(0)} | ${ratio(gateRate.perSecond, directRate.perSecond)} |`,
+          '',
+          `Idle sessions: ${idle.opened} of ${idleSessions} opened through the gate${idle.failed ? ` (${idle.failed} failed: ${idle.firstError})` : ''}; broker RSS ${before.toFixed(0)} MB before, ${held.toFixed(0)} MB with them open (${idle.opened ? (((held - before) * 1024) / idle.opened).toFixed(0) : '–'} kB each); hoopctl connect ${connectHeld.toFixed(0)} MB.`,
+          '',
+        );
+      }
+    }
+
+    if (parts.has('verdict')) {
+      process.stderr.write('verdict cost over the bypass-attempt suites…\n');
+      const v = await measureVerdictCost();
+      report.push(
+        `Verdict cost (parse + classify + rules, in process) over the ${v.texts} texts of test/support/policy-attempts.ts and effect-attempts.ts, ${v.samples} judgements: p50 ${(v.p50Ms * 1000).toFixed(0)} µs, p99 ${(v.p99Ms * 1000).toFixed(0)} µs, max ${(v.maxMs * 1000).toFixed(0)} µs; the slowest text by its median is ${(v.slowest.medianMs * 1000).toFixed(0)} µs (\`${v.slowest.sql.replace(/\s+/g, ' ').slice(0, 80)}\`).`,
+        '',
+      );
+    }
+
+    if (parts.has('store')) {
+      process.stderr.write('the store\'s durable append, alone and in groups of 8…\n');
+      const c = await measureStoreCommit();
+      report.push(
+        `Durable record (SqliteStore.appendEvent of a statement event, WAL, synchronous=NORMAL, in process): ${c.aloneUs.toFixed(0)} µs per event awaited one at a time (one commit each, what one client's statement waits for before it is forwarded); ${c.groupOf8Us.toFixed(0)} µs per event when 8 arrive together (group commit).`,
+        '',
+      );
+    }
+
+    if (parts.has('http')) {
+      process.stderr.write(`HTTP GET of a 1 KB JSON body, ${clients} keep-alive clients: direct, through hoopctl + broker, and masked…\n`);
+      const httpSecs = Math.max(5, Math.round(seconds / 2));
+      // Each HTTP tunnel wants its own bearer on every request (the listener strips it before the broker).
+      const apiTunnels = [(await connect('api')).ready, (await connect('api-masked')).ready];
+      const hDirect = await httpLoad(`http://127.0.0.1:${apiPort}/items`, clients, httpSecs);
+      const hGated = await httpLoad(`http://127.0.0.1:${apiTunnels[0]!.port}/items`, clients, httpSecs, apiTunnels[0]!.bearer);
+      const hMasked = await httpLoad(`http://127.0.0.1:${apiTunnels[1]!.port}/items`, clients, httpSecs, apiTunnels[1]!.bearer);
+      const maskedBody = await (await fetch(`http://127.0.0.1:${apiTunnels[1]!.port}/items`, { headers: { authorization: `Bearer ${apiTunnels[1]!.bearer}` } })).text();
+      if (maskedBody.includes('@example.com')) throw new Error(`the masked HTTP path returned raw values: ${maskedBody.slice(0, 200)}`);
+      report.push(
+        `| path | HTTP GET, 1 KB JSON, ${clients} clients | ÷ direct | mean latency |`,
+        '|---|---|---|---|',
+        `| direct | ${hDirect.rps.toFixed(0)} req/s | 1.00 | ${hDirect.latencyMs.toFixed(2)} ms |`,
+        `| hoopctl connect + broker | ${hGated.rps.toFixed(0)} req/s | ${(hGated.rps / hDirect.rps).toFixed(2)} | ${hGated.latencyMs.toFixed(2)} ms |`,
+        `| … with JSON-path + email masking | ${hMasked.rps.toFixed(0)} req/s | ${(hMasked.rps / hDirect.rps).toFixed(2)} | ${hMasked.latencyMs.toFixed(2)} ms |`,
+        '',
+      );
+    }
+
+    if (sshd) {
+      process.stderr.write('scp of a 256 MB file: direct, then through hoopctl + broker…\n');
+      const { ready } = await connect('host');
+      const knownHosts = join(dir, 'known_hosts');
+      writeFileSync(knownHosts, `[127.0.0.1]:${ready.port} ${ready.hostKey}\n[127.0.0.1]:${sshd.port} ${sshd.hostPublicKey}\n`);
+      const payload = join(dir, 'payload.bin');
+      execFileSync('head', ['-c', String(256 * 2 ** 20), '/dev/urandom'], { stdio: ['ignore', openSync(payload, 'w'), 'ignore'] });
+      const sshOpts = ['-F', '/dev/null', '-o', 'BatchMode=yes', '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'StrictHostKeyChecking=yes', '-q'];
+      const timeScp = (p: number, extra: string[]) => {
+        const t0 = process.hrtime.bigint();
+        execFileSync('scp', ['-P', String(p), ...sshOpts, ...extra, payload, `${sshd.user}@127.0.0.1:${join(dir, `copy-${p}.bin`)}`], { stdio: 'ignore' });
+        return Number(process.hrtime.bigint() - t0) / 1e9;
+      };
+      const sDirect = timeScp(sshd.port, ['-i', sshd.clientKeyPath]);
+      const sGated = timeScp(ready.port, ['-i', ready.identityFile!, '-o', 'IdentitiesOnly=yes']);
+      report.push(
+        '| path | scp 256 MB (upload) | MB/s | ÷ direct |',
+        '|---|---|---|---|',
+        `| direct | ${sDirect.toFixed(2)} s | ${(256 / sDirect).toFixed(0)} | 1.00 |`,
+        `| hoopctl connect + broker (SSH terminated and re-encrypted) | ${sGated.toFixed(2)} s | ${(256 / sGated).toFixed(0)} | ${(sDirect / sGated).toFixed(2)} |`,
+        '',
+      );
+    }
+
+    report.push(`Broker RSS: peak through the whole run ${brokerRss.peakMb().toFixed(0)} MB sampled (VmHWM ${rssMb(broker.pid!, 'VmHWM').toFixed(0)} MB). Every statement is recorded to SQLite before it is forwarded.`);
+    brokerRss.stop();
     const cpu = cpus()[0]?.model ?? 'unknown cpu';
-    const report = [
-      `Machine: ${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${execFileSync('pgbench', ['--version'], { encoding: 'utf8' }).trim()}`,
-      `Command: npm run bench (BENCH_SECONDS=${seconds}, BENCH_CLIENTS=${clients}); pgbench scale 10, select-only (-S)`,
+    const load1 = loadavg();
+    process.stdout.write([
+      `Run ${started.toISOString()} – ${new Date().toISOString()}`,
+      `Machine: ${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${execFileSync('pgbench', ['--version'], { encoding: 'utf8' }).trim()}; load average ${load0[0]!.toFixed(1)} at the start, ${load1[0]!.toFixed(1)} at the end (other processes share the cores when it is above ~2)`,
+      `Command: npm run bench (BENCH_SECONDS=${seconds}, BENCH_ROUNDS=${rounds}, BENCH_CLIENTS=${clients}, BENCH_IDLE_SESSIONS=${idleSessions}, BENCH_PARTS=${[...parts].join(',')}${profiling ? ', BENCH_PROFILE=1' : ''})`,
       '',
-      '| path | TPS, ' + clients + ' clients | ÷ direct | latency, 1 client | TPS, 1 client | ÷ direct |',
-      '|---|---|---|---|---|---|',
-      `| direct | ${d8.tps.toFixed(0)} | 1.00 | ${d1.latencyMs.toFixed(3)} ms | ${d1.tps.toFixed(0)} | 1.00 |`,
-      `| hoopctl connect + broker | ${g8.tps.toFixed(0)} | ${(g8.tps / d8.tps).toFixed(2)} | ${g1.latencyMs.toFixed(3)} ms | ${g1.tps.toFixed(0)} | ${(g1.tps / d1.tps).toFixed(2)} |`,
-      '',
-      '| path | 1M-row SELECT via psql | rows/s | ÷ direct (rows/s) |',
-      '|---|---|---|---|',
-      `| direct | ${dBig.toFixed(2)} s | ${(1e6 / dBig).toFixed(0)} | 1.00 |`,
-      `| hoopctl connect + broker | ${gBig.toFixed(2)} s | ${(1e6 / gBig).toFixed(0)} | ${(dBig / gBig).toFixed(2)} |`,
-      `| … with masking (email column + email, credit_card detectors) | ${mBig.toFixed(2)} s | ${(1e6 / mBig).toFixed(0)} | ${(dBig / mBig).toFixed(2)} |`,
-      '',
-      `| path | HTTP GET, 1 KB JSON, ${clients} clients | ÷ direct | mean latency |`,
-      '|---|---|---|---|',
-      `| direct | ${hDirect.rps.toFixed(0)} req/s | 1.00 | ${hDirect.latencyMs.toFixed(2)} ms |`,
-      `| hoopctl connect + broker | ${hGated.rps.toFixed(0)} req/s | ${(hGated.rps / hDirect.rps).toFixed(2)} | ${hGated.latencyMs.toFixed(2)} ms |`,
-      `| … with JSON-path + email masking | ${hMasked.rps.toFixed(0)} req/s | ${(hMasked.rps / hDirect.rps).toFixed(2)} | ${hMasked.latencyMs.toFixed(2)} ms |`,
-      '',
-      '| path | scp 256 MB (upload) | MB/s | ÷ direct |',
-      '|---|---|---|---|',
-      `| direct | ${sDirect.toFixed(2)} s | ${(256 / sDirect).toFixed(0)} | 1.00 |`,
-      `| hoopctl connect + broker (SSH terminated and re-encrypted) | ${sGated.toFixed(2)} s | ${(256 / sGated).toFixed(0)} | ${(sDirect / sGated).toFixed(2)} |`,
-      '',
-      `Peak RSS: broker ${brokerRss.toFixed(0)} MB, hoopctl connect ${tunnelRss.toFixed(0)} MB (every statement recorded to SQLite before it is forwarded).`,
-    ].join('\n');
-    process.stdout.write(report + '\n');
+      ...report,
+    ].join('\n') + '\n');
     await issuer.stop();
   } finally {
+    const exits = children.map((c) => (c.exitCode === null && c.signalCode === null ? new Promise((r) => c.once('exit', r)) : Promise.resolve()));
     for (const c of children) c.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 300));
+    await Promise.race([Promise.all(exits), new Promise((r) => setTimeout(r, 10_000))]);
+    if (profileDir) process.stdout.write(`\nCPU profiles (${profileDir}):\n\n${summariseProfiles(profileDir)}\n`);
     for (const c of cleanups) await c().catch(() => undefined);
     await cluster.stop();
-    rmSync(dir, { recursive: true, force: true });
+    for (const r of removals) r();
+    if (!process.env.BENCH_KEEP) rmSync(dir, { recursive: true, force: true });
   }
 }
 

@@ -54,7 +54,7 @@ export function scramClientFinal(first: ScramClientFirst, serverFirst: string, p
   const salt = Buffer.from(saltB64, 'base64');
   if (salt.length === 0) throw new ScramError('SCRAM salt is empty');
 
-  const saltedPassword = pbkdf2Sync(saslPrep(password), salt, iterations, 32, 'sha256');
+  const saltedPassword = saltPassword(saslPrep(password), salt, iterations);
   const clientKey = hmac(saltedPassword, 'Client Key');
   const storedKey = createHash('sha256').update(clientKey).digest();
   const withoutProof = `c=${Buffer.from('n,,').toString('base64')},r=${nonce}`;
@@ -67,6 +67,26 @@ export function scramClientFinal(first: ScramClientFirst, serverFirst: string, p
     message: `${withoutProof},p=${proof.toString('base64')}`,
     expectedServerSignature: hmac(serverKey, authMessage),
   };
+}
+
+/**
+ * SaltedPassword of the injected credential, remembered per (password, salt, iterations). PostgreSQL keeps one
+ * salt per role, so every session's login to a backend derives the same key: 4096 PBKDF2 rounds (milliseconds of
+ * the broker's only thread) per new session, which set the broker's session rate. The key is only as secret as the
+ * password the broker already holds in memory; the cache is keyed by a hash of the password too, so a rotated
+ * password never logs in with the old key, and bounded, so a backend sending fresh salts cannot grow it.
+ */
+const SALTED_PASSWORDS_KEPT = 64;
+const saltedPasswords = new Map<string, Buffer>();
+
+function saltPassword(password: string, salt: Buffer, iterations: number): Buffer {
+  const key = createHash('sha256').update(password, 'utf8').update('\0').update(salt).update(`\0${iterations}`).digest('base64');
+  const known = saltedPasswords.get(key);
+  if (known) return known;
+  const salted = pbkdf2Sync(password, salt, iterations, 32, 'sha256');
+  if (saltedPasswords.size >= SALTED_PASSWORDS_KEPT) saltedPasswords.delete(saltedPasswords.keys().next().value!);
+  saltedPasswords.set(key, salted);
+  return salted;
 }
 
 /** Checks the server-final-message; a server that cannot prove it knows the password is refused. */

@@ -29,6 +29,23 @@ describe('SCRAM-SHA-256 client', () => {
     expect(() => scramClientFinal(first, 'r=somethingElse,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096', 'pencil')).toThrow(/nonce/);
   });
 
+  it('proves the current password after a rotation, with the same salt as before (regression: the salted key is cached)', () => {
+    const login = (password: string) => scramClientFinal(scramClientFirst({ username: 'user', clientNonce }), serverFirst, password).message;
+    expect(login('pencil')).toBe(expectedClientFinal);
+    expect(login('rotated')).not.toBe(expectedClientFinal);
+    expect(login('pencil')).toBe(expectedClientFinal);
+  });
+
+  it('keeps proving the password when backends send many different salts', () => {
+    for (let i = 0; i < 100; i++) {
+      const salt = Buffer.alloc(16, i).toString('base64');
+      scramClientFinal(scramClientFirst({ clientNonce }), `r=${clientNonce}x,s=${salt},i=16`, 'pencil');
+    }
+    const final = scramClientFinal(scramClientFirst({ username: 'user', clientNonce }), serverFirst, 'pencil');
+    expect(final.message).toBe(expectedClientFinal);
+    expect(() => verifyScramServerFinal(serverFinal, final.expectedServerSignature)).not.toThrow();
+  });
+
   it('uses a fresh random nonce each time', () => {
     expect(scramClientFirst().clientNonce).not.toBe(scramClientFirst().clientNonce);
   });

@@ -1,0 +1,32 @@
+/**
+ * The cost of "recorded before forwarded" in the embedded store: one event appended and awaited at a time (what a
+ * single client's statement waits for), and eight at once (what group commit makes of eight clients' statements).
+ * In process, against a fresh SQLite store in a temporary directory, through the broker's own SqliteStore.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SqliteStore } from '../../src/broker/store/sqlite-store.js';
+
+export async function measureStoreCommit(events = 4000): Promise<{ aloneUs: number; groupOf8Us: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'hoop-bench-store-'));
+  const store = new SqliteStore(join(dir, 'broker.db'));
+  const event = (stream: string, seq: number) => ({
+    stream, seq, at: Date.now(), type: 'statement', prevHash: 'a'.repeat(64), hash: 'b'.repeat(64),
+    data: { statementSeq: seq, protocol: 'simple', sql: 'SELECT abalance FROM pgbench_accounts WHERE aid = 4242;' },
+  });
+  try {
+    let started = performance.now();
+    for (let seq = 1; seq <= events; seq++) await store.appendEvent(event('alone', seq));
+    const aloneUs = ((performance.now() - started) * 1000) / events;
+    started = performance.now();
+    for (let seq = 1; seq <= events; seq += 8) {
+      await Promise.all(Array.from({ length: 8 }, (_, k) => store.appendEvent(event(`group-${k}`, seq))));
+    }
+    const groupOf8Us = ((performance.now() - started) * 1000) / events;
+    return { aloneUs, groupOf8Us };
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
