@@ -26,6 +26,8 @@ const { values } = parseArgs({
     'hang-ms': { type: 'string', default: '30000' },
     mix: { type: 'string', default: 'postgres=70,tunnel-frames=15,http=10,ssh=5' },
     json: { type: 'boolean', default: false },
+    /** Stops after this many seconds even if --count is not reached (the summary says how far it got). */
+    seconds: { type: 'string' },
     /** Replays these session numbers only (comma-separated), e.g. a finding's. */
     session: { type: 'string' },
   },
@@ -66,6 +68,7 @@ async function main(): Promise<void> {
       stallMs: Number(values['stall-ms']),
       hangMs: Number(values['hang-ms']),
       brokerAlive: () => !crashed,
+      ...(values.seconds ? { maxSeconds: Number(values.seconds) } : {}),
       ...(values.session ? { only: values.session.split(',').map(Number) } : {}),
       onSession: (s) => {
         if (Date.now() - lastReport < 10_000) return;

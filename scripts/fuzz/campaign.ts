@@ -32,6 +32,8 @@ export interface CampaignOptions {
   /** False once the broker process is gone: the run stops. */
   brokerAlive: () => boolean;
   onSession?: (stats: CampaignStats) => void;
+  /** Stops starting sessions after this many seconds (the count reached is reported). */
+  maxSeconds?: number;
   /** Runs only these session numbers (to replay a finding), instead of sessions until `count`. */
   only?: number[];
 }
@@ -123,7 +125,8 @@ export async function runCampaign(o: CampaignOptions): Promise<CampaignStats> {
   else {
     await Promise.all(
       Array.from({ length: o.concurrency }, async () => {
-        while (stats.messages < o.count && o.brokerAlive()) await one(nextSession++);
+        const until = o.maxSeconds ? started + o.maxSeconds * 1000 : Infinity;
+        while (stats.messages < o.count && o.brokerAlive() && Date.now() < until) await one(nextSession++);
       }),
     );
   }
