@@ -34,6 +34,10 @@ export async function startControlSession(d: FuzzDeployment, connection: string,
   let answered = 0;
   let failure: string | undefined;
   let stopping = false;
+  // A connection lost between queries is a failure of the control session, reported, never a crash of the fuzzer.
+  client.on('error', (e) => {
+    if (!stopping) failure ??= `connection lost after ${answered} answers: ${e.message}; hoopctl connect: ${stderr.slice(-500)}`;
+  });
   const loop = (async () => {
     for (let i = 0; !stopping && !failure; i++) {
       try {
