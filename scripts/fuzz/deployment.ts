@@ -49,7 +49,8 @@ export async function startFuzzDeployment(o: { ssh: boolean; logLevel?: string }
   const dir = mkdtempSync(join(tmpdir(), 'hoop-fuzz-'));
   const cleanups: Array<() => Promise<unknown>> = [async () => rmSync(dir, { recursive: true, force: true })];
   const stop = async () => {
-    for (const c of cleanups.reverse()) await c().catch(() => undefined);
+    // Each part gets a bounded moment to stop: one that lingers must not keep the rest running.
+    for (const c of cleanups.reverse()) await Promise.race([c().catch(() => undefined), new Promise((r) => setTimeout(r, 10_000).unref())]);
   };
   try {
     const cluster = await startPgCluster({ auth: 'scram-sha-256', settings: { max_connections: '300' } });
@@ -76,7 +77,11 @@ export async function startFuzzDeployment(o: { ssh: boolean; logLevel?: string }
     });
     cleanups.push(() => issuer.stop());
     const api = await startEchoApi();
-    cleanups.push(() => new Promise((r) => api.server.close(r)));
+    // The broker keeps its upstream connections alive: close them, or close() waits for them forever.
+    cleanups.push(() => new Promise((r) => {
+      api.server.close(r);
+      api.server.closeAllConnections();
+    }));
     let sshd: TestSshd | undefined;
     if (o.ssh) {
       sshd = await startSshd();
