@@ -141,6 +141,8 @@ const CLOSE_GRACE_MS = 2_000;
 const CLIENT_FRAMES_WANTED = new Set<number>([
   // Close only keeps the name maps from growing with clients that name every statement and portal.
   FrontendCode.Close,
+  // Describe opens an extended-protocol exchange too (see #extendedOpen).
+  FrontendCode.Describe,
   FrontendCode.Query,
   FrontendCode.Parse,
   FrontendCode.Bind,
@@ -149,6 +151,8 @@ const CLIENT_FRAMES_WANTED = new Set<number>([
   FrontendCode.FunctionCall,
   FrontendCode.Terminate,
 ]);
+/** The extended-protocol messages after whose failure the server skips to Sync. */
+const EXTENDED_FRAMES = new Set<number>([FrontendCode.Parse, FrontendCode.Bind, FrontendCode.Describe, FrontendCode.Execute, FrontendCode.Close]);
 const BACKEND_FRAMES_WANTED = new Set<number>([
   BackendCode.CommandComplete,
   BackendCode.EmptyQueryResponse,
@@ -156,8 +160,8 @@ const BACKEND_FRAMES_WANTED = new Set<number>([
   BackendCode.ErrorResponse,
   BackendCode.ReadyForQuery,
 ]);
-/** With a mask plan, Describe tells which RowDescription belongs to which statement or portal. */
-const CLIENT_FRAMES_WANTED_MASKING = new Set<number>([...CLIENT_FRAMES_WANTED, FrontendCode.Describe]);
+/** With a mask plan, Describe also tells which RowDescription belongs to which statement or portal. */
+const CLIENT_FRAMES_WANTED_MASKING = CLIENT_FRAMES_WANTED;
 /** With a mask plan, rows and everything that can carry a value are decoded too. */
 const BACKEND_FRAMES_WANTED_MASKING = new Set<number>([
   ...BACKEND_FRAMES_WANTED,
@@ -200,6 +204,12 @@ class PostgresProxySession {
   readonly #statementVerdicts = new Map<string, Verdict>();
   /** After a refused Parse or Bind the server discards everything up to Sync, and so does the bookkeeping. */
   #skipUntilSync = false;
+  /**
+   * Parse, Bind, Describe, Execute or Close went to the server since the last Sync. After an error there the server
+   * discards every message up to Sync — a simple Query or FunctionCall too — so one sent now may or may not run, and
+   * its answer (or none) could not be paired with it: the broker refuses it rather than record a wrong result.
+   */
+  #extendedOpen = false;
   /** A statement name no client uses: a refused Bind is replaced by a Bind of it, which the server fails. */
   readonly #refusedStatementName = `hoopctl-refused-${randomBytes(8).toString('hex')}`;
   /** Whether what went to the client so far ends on a frame boundary (an error may be sent then). */
@@ -499,6 +509,10 @@ class PostgresProxySession {
    * bytes to forward instead when the policy refused it.
    */
   async #onClientFrame(frame: ScannedFrame, flush: () => Promise<void>): Promise<Buffer | undefined> {
+    if (EXTENDED_FRAMES.has(frame.code)) this.#extendedOpen = true;
+    else if (this.#extendedOpen && (frame.code === FrontendCode.Query || frame.code === FrontendCode.FunctionCall)) {
+      throw protocolViolation(`${frame.code === FrontendCode.Query ? 'simple Query' : 'FunctionCall'} inside an unfinished extended-protocol exchange (send Sync first)`);
+    }
     switch (frame.code) {
       case FrontendCode.Query: {
         const sql = parseQuery(frame.body);
@@ -616,6 +630,7 @@ class PostgresProxySession {
       }
       case FrontendCode.Sync:
         this.#skipUntilSync = false;
+        this.#extendedOpen = false;
         this.#results.sync();
         this.#masker?.sync();
         return undefined;

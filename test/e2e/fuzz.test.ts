@@ -1,0 +1,78 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { runCampaign, type CampaignOptions } from '../../scripts/fuzz/campaign.js';
+import { startupMessage } from '../../scripts/fuzz/pg-corpus.js';
+import { tunnelTransport } from '../../scripts/fuzz/tunnel-transport.js';
+import { createParse, createQuery, createSync } from '../../src/broker/protocols/postgres/messages.js';
+import { startControlSession } from '../../scripts/fuzz/control.js';
+import { FUZZ_DATABASE, startFuzzDeployment, type FuzzDeployment } from '../../scripts/fuzz/deployment.js';
+
+/**
+ * The fixed-seed slice of `npm run fuzz`: a few thousand mutated PostgreSQL messages, hand-mangled tunnel WebSocket
+ * frames, HTTP requests and SSH handshakes through the real broker (a process), with a well-formed session beside
+ * them. The broker must not crash or hang, must answer every malformed stream by ending that session alone, and the
+ * well-formed session must get every answer right.
+ */
+let d: FuzzDeployment;
+let crashed = false;
+
+beforeAll(async () => {
+  d = await startFuzzDeployment({ ssh: true });
+  d.broker.once('exit', () => (crashed = true));
+}, 120_000);
+
+afterAll(async () => {
+  await d?.stop();
+});
+
+const SEED = 20261129;
+
+function options(extra: Partial<CampaignOptions>): CampaignOptions {
+  return {
+    brokerUrl: d.brokerUrl, token: d.token, pg: { connections: ['fuzz-pg', 'fuzz-pg-plain'], database: FUZZ_DATABASE }, http: d.http, ssh: d.ssh,
+    count: 2000, seed: SEED, concurrency: 6, perSession: 200, chunk: 25, mutationRate: 0.03,
+    mix: { postgres: 70, 'tunnel-frames': 15, http: 10, ssh: 5 },
+    // The client's patience before it gives up and ends its side; a broker that then never closes is a hang.
+    stallMs: 3000, hangMs: 60_000, brokerAlive: () => !crashed,
+    ...extra,
+  };
+}
+
+describe('malformed input (fixed-seed fuzz slice)', () => {
+  it('ends only the malformed sessions, each with a protocol error, while a well-formed session beside them is unaffected', async () => {
+    const control = await startControlSession(d, 'fuzz-pg', FUZZ_DATABASE);
+    const stats = await runCampaign(options({}));
+    while (control.answered < 5 && !control.failure) await new Promise((r) => setTimeout(r, 50));
+    await control.stop();
+
+    expect(crashed, 'the broker process is still running').toBe(false);
+    expect(stats.findings, 'no hang, no malformed answer, no refused tunnel').toEqual([]);
+    expect(stats.messages).toBeGreaterThanOrEqual(2000);
+    expect(control.failure, 'the well-formed session got every answer right').toBeUndefined();
+    // Malformed PostgreSQL streams were told why, by the broker's own parser or by the server behind it.
+    const pg = stats.protocols.postgres!;
+    expect(pg.mutated).toBeGreaterThan(0);
+    expect(Object.keys(pg.outcomes).some((k) => k.startsWith('broker 08P01: protocol violation'))).toBe(true);
+    expect(Object.keys(pg.outcomes).some((k) => k.startsWith('server 08P01'))).toBe(true);
+    // Broken WebSocket framing ends the tunnel with a close code; broken HTTP gets 400.
+    expect(Object.keys(stats.protocols['tunnel-frames']!.outcomes).some((k) => /^websocket close 10(02|07|09)$/.test(k))).toBe(true);
+    expect(stats.httpStatuses['400']).toBeGreaterThan(0);
+    expect(stats.protocols.ssh!.sessions).toBeGreaterThan(0);
+    const log = readFileSync(d.brokerLogPath, 'utf8');
+    expect(log, 'client bytes are never a broker error').not.toMatch(/"level":(50|60)/);
+  }, 300_000);
+
+  it('refuses a simple Query sent inside an unfinished extended-protocol exchange instead of pairing results wrongly', async () => {
+    // Found by the fuzzer: after a failed Parse the server discards everything up to Sync, a Query too, so the broker
+    // paired later answers with the wrong statements (a SELECT's rows masked as another's, a denial on another error).
+    const t = await tunnelTransport(d.brokerUrl, 'fuzz-pg', await d.token());
+    let reply = Buffer.alloc(0);
+    t.onData((b) => (reply = Buffer.concat([reply, b])));
+    const closed = new Promise<void>((resolve) => t.onClose(resolve));
+    t.write(Buffer.concat([startupMessage(FUZZ_DATABASE), createParse({ name: 's1', sql: 'selec 1' }), createQuery("select 'after' as v"), createSync()]));
+    await closed;
+    const text = reply.toString('latin1');
+    expect(text).toContain('protocol violation: simple Query inside an unfinished extended-protocol exchange (send Sync first)');
+    expect(text).not.toContain('after');
+  }, 120_000);
+});
