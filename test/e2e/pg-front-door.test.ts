@@ -34,7 +34,7 @@ beforeAll(async () => {
         { name: 'pii', mask: { columns: ['email'] } },
       ],
     },
-    extraConnections: [{ name: 'ssh-ish', access: { groups: ['nobody'] } }],
+    extraConnections: [{ name: 'other-pg', access: { groups: ['nobody'] } }],
     async beforeBroker(cluster) {
       const admin = new pg.Client({ connectionString: cluster.url('app') });
       await admin.connect();
@@ -100,7 +100,7 @@ describe('the PostgreSQL front door (no hoopctl on the client)', () => {
     expect((await psql('app-pg', aliceToken, 'select count(*) from customers')).stdout.trim()).toBe('2');
     const mine = (await sessions()).filter((s) => s.connection === 'app-pg' && s.identity.subject === 'alice' && s.status === 'closed');
     expect(mine.length).toBeGreaterThanOrEqual(3);
-    const events = await Promise.all(mine.map(async (s) => (await runCli(['sessions', 'replay', s.id, '-o', 'json'], alice)).stdout));
+    const events = await Promise.all(mine.map(async (s) => (await runCli(['replay', s.id, '-o', 'json'], alice)).stdout));
     const all = events.join('\n');
     expect(all).toContain('pg-front-door');
     expect(all).toContain('drop table customers');
@@ -172,12 +172,12 @@ describe('the PostgreSQL front door (no hoopctl on the client)', () => {
     const denied = await psql('app-pg', malloryToken, 'select 1');
     expect(denied.code).not.toBe(0);
     expect(denied.stderr).toMatch(/FATAL: {2}hoopctl: .*(not|denied|access)/i);
-    const noAccess = await psql('ssh-ish', aliceToken, 'select 1');
+    const noAccess = await psql('other-pg', aliceToken, 'select 1');
     expect(noAccess.code).not.toBe(0);
     const refused = (await sessions()).filter((s) => s.status === 'refused');
     expect(refused.some((s) => s.connection === 'no-such-db' && s.identity.subject === 'alice')).toBe(true);
     expect(refused.some((s) => s.connection === 'app-pg' && s.identity.subject === 'mallory')).toBe(true);
-    expect(refused.some((s) => s.connection === 'ssh-ish' && s.identity.subject === 'alice')).toBe(true);
+    expect(refused.some((s) => s.connection === 'other-pg' && s.identity.subject === 'alice')).toBe(true);
     // The broker is still serving after every refusal.
     expect((await psql('app-pg', aliceToken, 'select 41 + 1')).stdout.trim()).toBe('42');
   });
