@@ -1,11 +1,13 @@
-import { writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SignJWT, importJWK } from 'jose';
 import pg from 'pg';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/lib/net.js';
-import { AUDIENCE, loginAs, readText, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
+import { makeTestPki } from '../support/pki.js';
+import { AUDIENCE, loginAs, readText, runCli, runProcess, spawnBroker, startStack, type Stack } from '../support/stack.js';
 
 /**
  * The broker's PostgreSQL front door, all real: a PostgreSQL cluster, the development OIDC provider, the broker as a
@@ -180,6 +182,42 @@ describe('the PostgreSQL front door (no hoopctl on the client)', () => {
     expect(refused.some((s) => s.connection === 'other-pg' && s.identity.subject === 'alice')).toBe(true);
     // The broker is still serving after every refusal.
     expect((await psql('app-pg', aliceToken, 'select 41 + 1')).stdout.trim()).toBe('42');
+  });
+
+  it('with server.tls the front door speaks TLS with the broker\'s certificate (psql verify-full, pg with a CA) and refuses plain clients', async () => {
+    const pki = makeTestPki({ cas: ['ca'], server: { name: 'broker', ca: 'ca' } });
+    const [apiPort, tlsPgPort] = [await freePort(), await freePort()];
+    const config = parse(readFileSync(stack.configPath, 'utf8')) as Record<string, Record<string, unknown>>;
+    const path = join(stack.dir, 'tls-broker.yaml');
+    writeFileSync(path, stringify({
+      ...config,
+      server: { listen: `127.0.0.1:${apiPort}`, tls: pki.paths('broker') },
+      store: { path: join(stack.dir, 'tls-broker.db') },
+      postgres: { listen: `127.0.0.1:${tlsPgPort}` },
+    }));
+    const broker = await spawnBroker(path, join(stack.dir, 'tls-broker.log'));
+    try {
+      const ca = pki.paths('ca').cert;
+      const verified = await runProcess(PSQL, [`host=127.0.0.1 port=${tlsPgPort} dbname=app-pg user=x sslmode=verify-full sslrootcert=${ca}`, '-X', '-A', '-t', '-c', 'select email from customers where id = 1'], {
+        PATH: process.env.PATH, PGPASSWORD: aliceToken,
+      });
+      expect(verified.stderr).toBe('');
+      expect(verified.stdout.trim()).toBe('[REDACTED]');
+      const plain = await runProcess(PSQL, [`host=127.0.0.1 port=${tlsPgPort} dbname=app-pg user=x sslmode=disable`, '-X', '-c', 'select 1'], { PATH: process.env.PATH, PGPASSWORD: aliceToken });
+      expect(plain.code).not.toBe(0);
+      expect(plain.stderr).toContain('FATAL:  the hoopctl PostgreSQL front door requires TLS: the access token is sent as the password');
+      const client = new pg.Client({ host: '127.0.0.1', port: tlsPgPort, database: 'app-pg', user: 'node', password: aliceToken, ssl: { ca: readFileSync(ca, 'utf8') } });
+      await client.connect();
+      try {
+        expect((await client.query('select $1::int * 2 as n', [21])).rows).toEqual([{ n: 42 }]);
+      } finally {
+        await client.end();
+      }
+    } finally {
+      const exited = once(broker, 'exit');
+      broker.kill('SIGTERM');
+      await exited;
+    }
   });
 
   it('broker check refuses a front door on a non-loopback address without TLS, naming the field', async () => {
