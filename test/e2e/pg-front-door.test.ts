@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { SignJWT, importJWK } from 'jose';
 import pg from 'pg';
@@ -218,6 +219,36 @@ describe('the PostgreSQL front door (no hoopctl on the client)', () => {
       broker.kill('SIGTERM');
       await exited;
     }
+  });
+
+  it('bad bytes get a PostgreSQL error or a closed connection, never a broker crash', async () => {
+    /** Sends `bytes` (then ends, when asked) and returns what the front door answered before it closed. */
+    const exchange = (bytes: Buffer, end: boolean) =>
+      new Promise<string>((resolvePromise) => {
+        const s = connect(pgPort, '127.0.0.1');
+        const got: Buffer[] = [];
+        s.on('data', (d) => got.push(d));
+        s.on('error', () => undefined);
+        s.on('close', () => resolvePromise(Buffer.concat(got).toString('latin1')));
+        if (end) s.end(bytes);
+        else s.write(bytes);
+      });
+    const startup = (params: Record<string, string>) => {
+      const body = Buffer.concat([Buffer.from([0, 3, 0, 0]), ...Object.entries(params).map(([k, v]) => Buffer.from(`${k}\0${v}\0`)), Buffer.from([0])]);
+      const len = Buffer.alloc(4);
+      len.writeInt32BE(body.length + 4);
+      return Buffer.concat([len, body]);
+    };
+    expect(await exchange(Buffer.from('GET / HTTP/1.1\r\nhost: x\r\n\r\n'), false)).toContain('invalid startup packet length');
+    // An SSLRequest answered 'N' on the plain loopback listener, then half a packet and the end.
+    expect(await exchange(Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f, 0, 0, 0]), true)).toBe('N');
+    // A query where the password belongs: refused, nothing run.
+    const query = Buffer.from('Q\0\0\0\rselect 1\0');
+    const answer = await exchange(Buffer.concat([startup({ user: 'x', database: 'app-pg' }), query]), false);
+    expect(answer).toContain('expected a password message');
+    // A password message that claims to be huge.
+    expect(await exchange(Buffer.concat([startup({ user: 'x', database: 'app-pg' }), Buffer.from([0x70, 0x7f, 0xff, 0xff, 0xff])]), false)).toContain('invalid password message length');
+    expect((await psql('app-pg', aliceToken, 'select 1')).stdout.trim()).toBe('1');
   });
 
   it('broker check refuses a front door on a non-loopback address without TLS, naming the field', async () => {
