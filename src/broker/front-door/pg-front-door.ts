@@ -249,7 +249,7 @@ function refusalOf(e: unknown, logger: PgFrontDoorDeps['logger']): Refusal {
   }
   if (e instanceof HoopError) {
     const text = `hoopctl: ${e.message}`;
-    if (e.status === 401) return new Refusal('28P01', text, e.hint ?? 'pass a fresh OIDC access token as the password (PGPASSWORD)');
+    if (e.status === 401) return new Refusal('28P01', text, 'the password is an OIDC access token: pass a fresh one (PGPASSWORD="$(hoopctl connect --print-token <connection>)")');
     if (e.status === 404) return new Refusal('3D000', text, 'dbname names a hoopctl connection (`hoopctl connections`), optionally <connection>/<database>');
     if (e.status === 403) return new Refusal('42501', text, e.hint);
     return new Refusal('08006', text, e.hint);
