@@ -150,6 +150,7 @@ async function main(): Promise<void> {
     execFileSync('pgbench', ['-i', '-s', '10', '-q'], { env: { ...process.env, ...cluster.psqlEnv() }, stdio: 'ignore' });
     const issuer = await startDevIssuer({ audience: 'urn:hoopctl:bench', accessTokenTtlSeconds: 3600, serviceClients: [{ clientId: 'bench', clientSecret: 'bench-secret', groups: ['bench'] }] });
     const port = await freePort();
+    const frontDoorPort = await freePort();
     const sshd = parts.has('ssh') ? await startSshd() : undefined;
     if (sshd) cleanups.push(() => sshd.stop());
     const api = spawn(process.execPath, ['-e', API_SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -164,6 +165,8 @@ async function main(): Promise<void> {
     });
     writeFileSync(join(dir, 'broker.yaml'), stringify({
       server: { listen: `127.0.0.1:${port}` },
+      // The broker's own PostgreSQL listener (the front door: one hop, the token as the password).
+      postgres: { listen: `127.0.0.1:${frontDoorPort}` },
       store: { path: join(dir, 'broker.db') },
       logging: { level: 'warn' },
       auth: { issuers: [{ issuer: issuer.issuer, audience: 'urn:hoopctl:bench', maxTokenLifetime: '2h' }] },
@@ -223,7 +226,8 @@ async function main(): Promise<void> {
         ...(bouncer ? [{ name: 'pgbouncer (session mode)', gated: false, env: { ...direct.env, PGHOST: bouncer.host, PGPORT: String(bouncer.port) } }] : []),
         { name: 'raw two-hop Node relay', gated: false, env: { ...direct.env, PGHOST: relay.host, PGPORT: String(relay.port) } },
         { name: 'hoopctl connect + broker', gated: true, env: libpqEnv(tunnelTarget(gate.ready)) },
-        // The broker's own PostgreSQL listener (issue 15 item 3, one hop) gets its row here once it exists.
+        // The broker's own PostgreSQL listener (issue 15 item 3, one hop): dbname is the connection, the token the password.
+        { name: 'PostgreSQL front door (broker, one hop)', gated: true, env: { ...libpqEnv({ host: '127.0.0.1', port: frontDoorPort, user: 'bench', database: 'bench', password: accessToken }), PGSSLMODE: 'disable' } },
       ];
       const [directName, relayName] = [direct.name, 'raw two-hop Node relay'];
 

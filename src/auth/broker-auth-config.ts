@@ -7,6 +7,8 @@ export interface BrokerAuthConfig {
   clientId?: string;
   scopes: string[];
   audience: string;
+  /** The broker's PostgreSQL front door, when it has one: where clients connect and whether it wants TLS. */
+  postgres?: { address: { host: string; port: number }; tls: boolean };
 }
 
 export const AUTH_CONFIG_PATH = '/api/v1/auth/config';
@@ -54,5 +56,12 @@ export async function fetchAuthConfig(broker: string, options: { fetch?: typeof 
     ...(typeof b.clientId === 'string' && b.clientId !== '' ? { clientId: b.clientId } : {}),
     scopes: (b.scopes as string[] | undefined) ?? ['openid', 'offline_access'],
     audience: b.audience,
+    ...(frontDoorOf((b as { postgres?: unknown }).postgres) ?? {}),
   };
+}
+
+function frontDoorOf(v: unknown): { postgres: NonNullable<BrokerAuthConfig['postgres']> } | undefined {
+  const p = v as { address?: { host?: unknown; port?: unknown }; tls?: unknown } | null | undefined;
+  if (!p || typeof p !== 'object' || typeof p.address?.host !== 'string' || typeof p.address.port !== 'number') return undefined;
+  return { postgres: { address: { host: p.address.host, port: p.address.port }, tls: p.tls === true } };
 }

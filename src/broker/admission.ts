@@ -1,11 +1,10 @@
-import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
 import type { Identity } from '../api/identity.js';
 import type { Review } from '../api/review.js';
 import { approvalRequiredReason, decideAccess } from '../policy/access.js';
 import { HoopError } from '../lib/errors.js';
 import type { Connection } from './config.js';
-import { clientAddress, errors } from './http-util.js';
+import { clientAddress, errors, type ClientPeer } from './http-util.js';
 import type { SessionLimits } from './live-sessions.js';
 import { lockedError, lockFor } from './locks.js';
 import type { ReviewService } from './reviews/review-service.js';
@@ -38,7 +37,7 @@ export class Admission {
   }
 
   /** Resolves the connection an identity asks for, or refuses (locked, unknown, not admitted). */
-  async authorize(identity: Identity, name: string, req: IncomingMessage): Promise<Connection> {
+  async authorize(identity: Identity, name: string, req: ClientPeer): Promise<Connection> {
     const { store, sessions, logger } = this.#deps;
     const connections = this.#deps.connections();
     const lock = await lockFor(store, identity);
@@ -66,7 +65,7 @@ export class Admission {
    * `authorize`, then for just-in-time connections the grant that lets the identity in now, then a session slot.
    * `release` gives the slot back (call it once the session ends, or when it never started).
    */
-  async admitSession(identity: Identity, name: string, req: IncomingMessage): Promise<{ connection: Connection; grant?: Review; release: () => void }> {
+  async admitSession(identity: Identity, name: string, req: ClientPeer): Promise<{ connection: Connection; grant?: Review; release: () => void }> {
     const connection = await this.authorize(identity, name, req);
     let grant: Review | undefined;
     if (connection.access.approval) {
@@ -90,7 +89,7 @@ export class Admission {
    * `maxConcurrent`: a slot per session of one identity on one connection, taken before the tunnel opens (so a
    * burst of opens cannot slip past the count) and given back when the session ends. Returns the release.
    */
-  async #takeSlot(identity: Identity, connection: Connection, req: IncomingMessage): Promise<() => void> {
+  async #takeSlot(identity: Identity, connection: Connection, req: ClientPeer): Promise<() => void> {
     const max = this.limitsOf(connection).maxConcurrent;
     if (max === undefined) return () => undefined;
     const key = `${connection.name}\0${identity.issuer}\0${identity.subject}`;

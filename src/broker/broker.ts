@@ -9,7 +9,8 @@ import { HoopError, errorMessage } from '../lib/errors.js';
 import { initPolicyEngine } from '../policy/index.js';
 import { Admission } from './admission.js';
 import { openBrokerResources, type BrokerResources } from './broker-resources.js';
-import { requestAuthenticator } from './auth/request-auth.js';
+import { requestAuthenticator, tokenAuthenticator } from './auth/request-auth.js';
+import { startPgFrontDoor, type PgFrontDoor } from './front-door/pg-front-door.js';
 import { createTokenVerifier } from './auth/verify-token.js';
 import { splitHostPort, type BrokerConfig } from './config.js';
 import { createSink, EventExporter } from './export/event-export.js';
@@ -157,7 +158,11 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       health: ({ res }) => sendJson(res, 200, { ok: true }),
       authConfig({ res }) {
         const primary = config.auth.issuers.find((i) => i.clientId) ?? config.auth.issuers[0]!;
-        sendJson(res, 200, { issuer: primary.issuer, clientId: primary.clientId, scopes: primary.scopes, audience: primary.audience });
+        sendJson(res, 200, {
+          issuer: primary.issuer, clientId: primary.clientId, scopes: primary.scopes, audience: primary.audience,
+          // Where PostgreSQL clients reach the front door (`hoopctl connect --print-url`), and whether it wants TLS.
+          ...(pgFrontDoor ? { postgres: { address: pgPublicAddress(config, pgFrontDoor.address), tls: Boolean(resources.tls) } } : {}),
+        });
       },
       ...connectionHandlers(connectionRoutes),
       ...credentialHandlers({ rotation }),
@@ -195,10 +200,22 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     connections: () => connections, running: new Set(), publicUrl: () => publicUrl, issuers: () => config.auth.issuers.map((i) => i.issuer),
   });
 
+  // The PostgreSQL front door (src/broker/front-door/): the same token check, admission and session runner as a tunnel.
+  let pgFrontDoor: PgFrontDoor | undefined;
+  if (config.postgres) {
+    pgFrontDoor = await startPgFrontDoor(
+      { authenticateToken: tokenAuthenticator({ verifier, sessions, metrics, logger }), admission, sessions, reviews, live, protocols, maskKey, logger, stopping: () => stopping },
+      { listen: config.postgres.listen, ...(resources.tls ? { tls: resources.tls } : {}) },
+    );
+  }
+
   const [host, port] = splitHostPort(config.server.listen);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => resolve());
+  }).catch(async (e: unknown) => {
+    await pgFrontDoor?.close();
+    throw e;
   });
   const addr = server.address() as AddressInfo;
   const scheme = config.server.tls ? 'https' : 'http';
@@ -216,7 +233,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       reviews.setConnections(next.connections);
       // Secrets print as [redacted], so a changed secret alone is not noticed here; connections' secrets are reloaded.
       const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
-      const needRestart = (['server', 'store', 'auth', 'audit', 'admin', 'sessions', 'export', 'notify', 'metrics', 'masking', 'ssh', 'logging'] as const).filter(
+      const needRestart = (['server', 'store', 'auth', 'audit', 'admin', 'sessions', 'export', 'notify', 'metrics', 'masking', 'ssh', 'logging', 'postgres'] as const).filter(
         (k) => !same(config[k], next[k]),
       );
       logger.info({ connections: next.connections.length, needRestart }, 'config reloaded');
@@ -226,7 +243,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       // Stop accepting, end live sessions, and let each record its close before the store goes.
       stopping = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      const sessionsEnded = Promise.all([tunnels.close(), mcp.close()]);
+      const sessionsEnded = Promise.all([tunnels.close(), mcp.close(), pgFrontDoor?.close()]);
       server.closeAllConnections();
       await sessionsEnded;
       await closed;
@@ -240,4 +257,12 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       await store.close();
     },
   };
+}
+
+/** host:port PostgreSQL clients should use for the front door: `postgres.publicHost` (its port defaulting to the listener's), else the bound address. */
+function pgPublicAddress(config: BrokerConfig, bound: string): { host: string; port: number } {
+  const [boundHost, boundPort] = splitHostPort(bound);
+  const pub = config.postgres?.publicHost;
+  if (!pub) return { host: boundHost, port: boundPort };
+  return /:\d+$/.test(pub) && !/^[0-9a-fA-F:]+$/.test(pub) ? { host: splitHostPort(pub)[0], port: splitHostPort(pub)[1] } : { host: pub.replace(/^\[|\]$/g, ''), port: boundPort };
 }

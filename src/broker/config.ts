@@ -171,6 +171,19 @@ export const brokerConfigSchema = z
           seen.add(e.name);
         });
       }),
+    /**
+     * The PostgreSQL front door: the broker speaks the PostgreSQL protocol on `listen`, so psql, pgbench or any driver
+     * connects without hoopctl (dbname = the connection, or `<connection>/<database>`; the OIDC access token is the
+     * password). TLS with `server.tls`; plain only on loopback. `publicHost` (host or host:port) is what clients are
+     * told to use (`hoopctl connect --print-url`), when it differs from `listen`.
+     */
+    postgres: z
+      .object({
+        listen: z.string().regex(/^[^\s:]+:\d+$|^\[[0-9a-fA-F:]+\]:\d+$/, 'expected host:port'),
+        publicHost: z.string().regex(/^[^\s/]+$/, 'a host or host:port').optional(),
+      })
+      .strict()
+      .optional(),
     /** The broker's own SSH host key (what `ssh` clients see); generated next to the store when absent. */
     ssh: z.object({ hostKey: secretSource.optional() }).strict().default({}),
     connections: z.array(connectionSchema).default([]),
@@ -296,6 +309,11 @@ export function parseBrokerConfig(input: unknown, options: ParseOptions = {}): B
   const [host] = splitHostPort(raw.server.listen);
   if (!raw.server.tls && !raw.server.allowInsecureHttp && !isLoopback(host)) {
     problems.push(`server.listen: plain HTTP on non-loopback address ${host} would send tokens in clear; configure server.tls or set server.allowInsecureHttp: true`);
+  }
+  if (raw.postgres && !raw.server.tls && !isLoopback(splitHostPort(raw.postgres.listen)[0])) {
+    problems.push(
+      `postgres.listen: the PostgreSQL front door on non-loopback address ${splitHostPort(raw.postgres.listen)[0]} would take access tokens as passwords in clear; configure server.tls (its certificate serves the front door too) or listen on loopback`,
+    );
   }
   const masking = { hashKey: secret(raw.masking.hashKey, 'masking.hashKey') };
   const ssh = { hostKey: secret(raw.ssh.hostKey, 'ssh.hostKey') };

@@ -18,9 +18,15 @@ export function bearerToken(req: IncomingMessage): string | undefined {
   return m ? m[1] : undefined;
 }
 
-export function clientAddress(req: IncomingMessage): string {
+/** Where a request (or any client socket) comes from. */
+export function clientAddress(req: ClientPeer): string {
   const s = req.socket;
   return s.remoteAddress ? `${s.remoteAddress}:${s.remotePort}` : 'unknown';
+}
+
+/** What names a client's address: an HTTP request, or a holder of a raw socket (the PostgreSQL front door). */
+export interface ClientPeer {
+  socket: { remoteAddress?: string | undefined; remotePort?: number | undefined };
 }
 
 export const errors = {

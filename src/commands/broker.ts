@@ -68,6 +68,7 @@ export function register(program: Command): void {
         config.export.length ? `export to ${config.export.map((e) => `${e.name} (${e.type})`).join(', ')}` : 'no export',
         config.notify.length ? `review notifications to ${config.notify.map((n) => n.name).join(', ')}` : 'no review notifications',
         config.metrics ? `metrics on ${config.metrics.listen}` : 'no metrics listener',
+        config.postgres ? `PostgreSQL front door on ${config.postgres.listen}${resources.tls ? ' (TLS)' : ' (plain, loopback)'}` : 'no PostgreSQL front door',
         `audit signing key ${config.audit.signingKey ? 'configured' : 'kept next to the store'}`,
         ...(resources.tls ? ['TLS certificate and key read'] : []),
         `admins: ${config.admin.groups.join(', ') || 'none'}`,

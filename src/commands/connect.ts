@@ -15,6 +15,19 @@ import { defaultConfigDir } from '../auth/token-store.js';
 import { followReviews } from './review-stream.js';
 import type { Review } from '../api/review.js';
 import { refusalReporter } from '../tunnel/refusal-reporter.js';
+import { fetchAuthConfig } from '../auth/broker-auth-config.js';
+
+/** A libpq connection string for the broker's PostgreSQL front door (dbname is the connection). */
+export async function frontDoorUrl(broker: string, name: string): Promise<string> {
+  const connection = await describeConnection(broker, name);
+  if (connection.type !== 'postgres') {
+    throw new UserError(`${name} is a ${connection.type} connection; the PostgreSQL front door serves postgres connections`, { code: 'USAGE', hint: `hoopctl connect ${name}` });
+  }
+  const door = (await fetchAuthConfig(broker)).postgres;
+  if (!door) throw new UserError('this broker has no PostgreSQL front door (broker config: postgres.listen)', { code: 'NO_FRONT_DOOR', hint: `hoopctl connect ${name}` });
+  const q = (v: string) => (/^[^\s'\\]+$/.test(v) ? v : `'${v.replace(/['\\]/g, '\\$&')}'`);
+  return `host=${q(door.address.host)} port=${door.address.port} dbname=${q(name)} user=hoopctl sslmode=${door.tls ? 'verify-full' : 'disable'}`;
+}
 
 export function register(program: Command): void {
   program
@@ -25,10 +38,21 @@ export function register(program: Command): void {
     .option('-o, --output <format>', 'text, or json (one line when ready)', 'text')
     .option('--reason <text>', 'why you need access (just-in-time connections)')
     .option('--duration <span>', 'how long the grant should last, e.g. 30m (just-in-time connections)')
+    .option('--print-url', "print a connection string for the broker's PostgreSQL front door (no tunnel; the password is your access token, see --print-token) and exit")
+    .option('--print-token', 'print your current access token (the front door\'s password: PGPASSWORD) and exit')
     .option('--insecure-shared-port', "let any local user or process ride the tunnel as you: no per-tunnel secret, no owner check, no Unix socket (how tunnels behaved before)")
     .addHelpText('after', '\nExamples:\n  hoopctl connect pg-prod --port 5433      # prints the psql line, with this tunnel\'s password\n  hoopctl connect pg-prod --reason "INC-123: fix stuck orders" --duration 30m')
-    .action(async (name: string, opts: { port?: number; broker?: string; output: string; reason?: string; duration?: string; insecureSharedPort?: boolean }) => {
+    .action(async (name: string, opts: { port?: number; broker?: string; output: string; reason?: string; duration?: string; insecureSharedPort?: boolean; printUrl?: boolean; printToken?: boolean }) => {
       const broker = resolveBroker(opts.broker);
+      if (opts.printToken) {
+        process.stdout.write(`${await accessToken(broker)}\n`);
+        return;
+      }
+      if (opts.printUrl) {
+        process.stdout.write(`${await frontDoorUrl(broker, name)}\n`);
+        process.stderr.write(`the password is your access token: PGPASSWORD="$(hoopctl connect --print-token ${name})" psql "<the line above>"\n`);
+        return;
+      }
       // Ask first, so a refusal is a clear message now rather than a closed socket later.
       const connection = await describeConnection(broker, name);
       if (!connection.approval && (opts.reason !== undefined || opts.duration !== undefined)) {

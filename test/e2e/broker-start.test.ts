@@ -55,7 +55,7 @@ describe('hoopctl broker start', () => {
     const r = await runCli(['broker', 'check', '--config', path], env());
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toBe(
-      'config ok: 1 connection(s) (api: http); 1 issuer(s); export to archive (file); review notifications to chat; metrics on 127.0.0.1:9464; audit signing key kept next to the store; admins: sre-leads\n',
+      'config ok: 1 connection(s) (api: http); 1 issuer(s); export to archive (file); review notifications to chat; metrics on 127.0.0.1:9464; no PostgreSQL front door; audit signing key kept next to the store; admins: sre-leads\n',
     );
   });
 
