@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { createServer } from 'node:net';
 import { parse, stringify } from 'yaml';
 import { completeDeviceLogin } from '../support/device-user.js';
 import { join } from 'node:path';
@@ -419,6 +420,48 @@ describe('hoopctl withdraw', () => {
       expect((await runCli(['withdraw', pending!.id], alice)).stderr).toContain('is withdrawn, not pending');
     } finally {
       await waiting.stop();
+    }
+  });
+});
+
+describe('connect remembers the port', () => {
+  /** Opens `connect app-pg -o json` with `args`, reads its port and what it said on stderr, and closes it. */
+  async function connectOnce(args: string[] = []): Promise<{ port: number; stderr: string }> {
+    const tunnel = new CliProcess(['connect', 'app-pg', '-o', 'json', ...args], alice);
+    try {
+      const { port } = tunnelReady((await tunnel.waitFor(/\{.*\}\n/))[0]!);
+      return { port, stderr: tunnel.stderr };
+    } finally {
+      expect(await tunnel.stop()).toBe(0);
+    }
+  }
+
+  it('listens on the same port as last time without --port; --port wins; a taken one falls back with a note', async () => {
+    const first = await connectOnce();
+    const again = await connectOnce();
+    expect(again.port).toBe(first.port);
+    // Someone else holds it now: a free port, and a note saying why.
+    const squatter = createServer();
+    await new Promise<void>((r) => squatter.listen(first.port, '127.0.0.1', r));
+    try {
+      const moved = await connectOnce();
+      expect(moved.port).not.toBe(first.port);
+      expect(moved.stderr).toContain(`port ${first.port} (this connection's last) is taken now; listening on a free one instead`);
+    } finally {
+      await new Promise((r) => squatter.close(r));
+    }
+    const chosen = await freePort();
+    expect((await connectOnce(['--port', String(chosen)])).port).toBe(chosen);
+    expect((await connectOnce()).port).toBe(chosen);
+    // An explicit --port that is taken is still an error, not a fallback.
+    const held = createServer();
+    await new Promise<void>((r) => held.listen(chosen, '127.0.0.1', r));
+    try {
+      const r = await runCli(['connect', 'app-pg', '--port', String(chosen)], alice);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`cannot listen on 127.0.0.1:${chosen}`);
+    } finally {
+      await new Promise((r) => held.close(r));
     }
   });
 });
