@@ -16,6 +16,7 @@ import { defaultConfigDir } from '../auth/token-store.js';
 import { followReviews } from './review-stream.js';
 import type { Review } from '../api/review.js';
 import { refusalReporter } from '../tunnel/refusal-reporter.js';
+import { progressOn } from './progress.js';
 
 export function register(program: Command): void {
   program
@@ -30,8 +31,10 @@ export function register(program: Command): void {
     .addHelpText('after', '\nExamples:\n  hoopctl connect pg-prod --port 5433      # prints the psql line, with this tunnel\'s password\n  hoopctl connect pg-prod --reason "INC-123: fix stuck orders" --duration 30m')
     .action(async (name: string, opts: { port?: number; broker?: string; output: string; reason?: string; duration?: string; insecureSharedPort?: boolean }) => {
       const broker = resolveBroker(opts.broker);
+      const progress = progressOn();
       // Ask first, so a refusal is a clear message now rather than a closed socket later.
-      const connection = await describeConnection(broker, name);
+      progress.step(`asking the broker at ${broker} about ${name}…`);
+      const connection = await describeConnection(broker, name).finally(() => progress.done());
       if (!connection.approval && (opts.reason !== undefined || opts.duration !== undefined)) {
         throw new UserError(`${name} does not need a just-in-time access request: --reason and --duration are not needed`, { code: 'USAGE', hint: `hoopctl connect ${name}` });
       }

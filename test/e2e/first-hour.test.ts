@@ -408,6 +408,10 @@ describe('hoopctl withdraw', () => {
         if (!pending) await new Promise((r) => setTimeout(r, 100));
       }
       expect(pending).toBeDefined();
+      // While it waits it says so on stderr, with the review's id; stdout keeps only the JSON line (none yet).
+      expect(waiting.stderr).toContain('filing an access request for jit-pg…\n');
+      expect(waiting.stderr).toContain(`waiting for approval of ${pending!.id} by leads (Ctrl-C to stop)\n`);
+      expect(waiting.stdout).toBe('');
       const other = await runCli(['withdraw', pending!.id], stack.cliEnv({ HOOPCTL_CLIENT_ID: 'ci-report', HOOPCTL_CLIENT_SECRET: 'ci-report-secret' }));
       expect(other.code).toBe(1);
       expect(other.stderr).toContain(`no review ${pending!.id} of yours`);
@@ -430,6 +434,7 @@ describe('connect remembers the port', () => {
     const tunnel = new CliProcess(['connect', 'app-pg', '-o', 'json', ...args], alice);
     try {
       const { port } = tunnelReady((await tunnel.waitFor(/\{.*\}\n/))[0]!);
+      expect(tunnel.stdout.split('\n').filter(Boolean)).toHaveLength(1);
       return { port, stderr: tunnel.stderr };
     } finally {
       expect(await tunnel.stop()).toBe(0);
@@ -438,6 +443,8 @@ describe('connect remembers the port', () => {
 
   it('listens on the same port as last time without --port; --port wins; a taken one falls back with a note', async () => {
     const first = await connectOnce();
+    // What it waited for went to stderr (not a terminal: plain lines); stdout stayed the one JSON line.
+    expect(first.stderr).toBe(`asking the broker at ${stack.brokerUrl} about app-pg…\n`);
     const again = await connectOnce();
     expect(again.port).toBe(first.port);
     // Someone else holds it now: a free port, and a note saying why.
