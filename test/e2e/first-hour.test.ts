@@ -339,7 +339,10 @@ describe('session search', () => {
     expect(fromPsql).toHaveLength(2);
     const deniedPsql = JSON.parse((await runCli(['sessions', '--grep', 'needle_from', '--verdict', 'deny', '--client', 'psql', '-o', 'json', '-n', '200'], alice)).stdout) as Array<{ id: string }>;
     expect(deniedPsql).toHaveLength(1);
-    expect((await runCli(['replay', deniedPsql[0]!.id], alice)).stdout).toContain('drop table needle_from_psql');
+    const replay = (await runCli(['replay', deniedPsql[0]!.id], alice)).stdout;
+    // The verdict as a sentence, right under its statement (the JSON stays in -o json).
+    expect(replay).toMatch(/query +drop table needle_from_psql\n +\+\d+\.\d{3}s  verdict    denied by rule no-ddl\n/);
+    expect(replay).not.toMatch(/\{"statementSeq"/);
 
     expect((await runCli(['sessions', '--grep', 'needle_from', '--verdict', 'review'], alice)).stdout).toBe('no sessions match\n');
     expect((await runCli(['sessions', '--verdict', 'maybe'], alice)).code).toBe(2);
