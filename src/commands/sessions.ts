@@ -246,6 +246,13 @@ async function playInTerminal(cast: Cast, o: { speed: number; maxIdle?: number }
 
 function detail(e: StoredEvent): string {
   const d = e.data as Record<string, unknown>;
+  // A review row says which review, whose, and what it was about, so it can be looked up (hoopctl reviews) and read.
+  if (e.type.startsWith('review-') && d.review) {
+    const what = d.kind === 'access' ? `access to ${String(d.connection)}` : `${String(d.connection)}${d.statement ? `: ${oneLine(String(d.statement), 80)}` : ''}`;
+    const requested = `requested by ${String(d.requester ?? '?')}`;
+    const by = d.by && d.by !== d.requester ? `  by ${String(d.by)}` : '';
+    return `${String(d.review)}  ${requested}  ${what}${by}${d.reason ? `  (${oneLine(String(d.reason), 120)})` : ''}`;
+  }
   // Credential events name their connection, who acted (a subject or `schedule`) and, failed, why.
   return [d.code, d.reason, d.connection, d.by ? `by ${String(d.by)}` : undefined, d.role, d.error, d.clientAddr].filter(Boolean).join('  ');
 }

@@ -425,6 +425,10 @@ describe('hoopctl withdraw', () => {
       const withdrawn = JSON.parse((await runCli(['reviews', '--status', 'withdrawn', '-o', 'json'], alice)).stdout) as Array<{ id: string }>;
       expect(withdrawn.map((r) => r.id)).toContain(pending!.id);
       expect((await runCli(['withdraw', pending!.id], alice)).stderr).toContain('is withdrawn, not pending');
+      // The audit stream's review rows name the review and its requester (alice is an auditor here).
+      const rows = (await runCli(['audit', 'events'], alice)).stdout.split('\n').filter((l) => l.includes(pending!.id));
+      expect(rows.find((l) => / review-requested /.test(l))).toContain(`${pending!.id}  requested by alice  access to jit-pg  (INC-7: look at orders)`);
+      expect(rows.find((l) => / review-withdrawn /.test(l))).toContain(`${pending!.id}  requested by alice  access to jit-pg  (fixed from the runbook)`);
     } finally {
       await waiting.stop();
     }
