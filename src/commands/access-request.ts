@@ -18,6 +18,7 @@ export interface AccessRequestOptions {
  * already filed), waits for the decision while showing who has approved, and returns the grant.
  */
 export async function obtainAccessGrant(o: AccessRequestOptions): Promise<Review> {
+  if (!o.interactive) process.stderr.write(`filing an access request for ${o.connection}…\n`);
   const { review: filed } = await brokerPost<{ review: Review }>(o.broker, `/api/v1/connections/${encodeURIComponent(o.connection)}/access-requests`, {
     reason: o.reason,
     duration: o.duration,
@@ -68,7 +69,8 @@ interface WaitView {
 }
 
 function plainView(review: Review): WaitView {
-  process.stderr.write(`access request ${review.id} filed for ${review.connection}; waiting for approval by ${review.approverGroups.join(', ')}\n` +
+  process.stderr.write(`access request ${review.id} filed for ${review.connection}\n` +
+    `waiting for approval of ${review.id} by ${review.approverGroups.join(', ')} (Ctrl-C to stop)\n` +
     `  an approver runs: hoopctl approve ${review.id}\n`);
   let seen = review.decisions.length;
   return {

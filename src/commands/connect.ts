@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { accessToken, brokerGet, resolveBroker } from './context.js';
 import { describeConnection } from './connections.js';
 import { noteOpenTunnel } from './open-tunnels.js';
+import { rememberPort, rememberedPort } from './remembered-ports.js';
 import { startLocalTunnel } from '../tunnel/local-listener.js';
 import { clientKindOf } from '../tunnel/client-kinds.js';
 import { waitForSignal } from './broker.js';
@@ -15,6 +16,7 @@ import { defaultConfigDir } from '../auth/token-store.js';
 import { followReviews } from './review-stream.js';
 import type { Review } from '../api/review.js';
 import { refusalReporter } from '../tunnel/refusal-reporter.js';
+import { progressOn } from './progress.js';
 import { fetchAuthConfig } from '../auth/broker-auth-config.js';
 
 /** A libpq connection string for the broker's PostgreSQL front door (dbname is the connection). */
@@ -33,7 +35,7 @@ export function register(program: Command): void {
   program
     .command('connect <connection>')
     .description('Open a local listening tunnel to a connection; plain clients (psql, pgbench) use it')
-    .option('-p, --port <port>', 'local port (default: a free one)', parsePort)
+    .option('-p, --port <port>', "local port (default: the one this connection's tunnel had last time, else a free one)", parsePort)
     .option('--broker <url>', 'broker URL (default: the one you logged in to)')
     .option('-o, --output <format>', 'text, or json (one line when ready)', 'text')
     .option('--reason <text>', 'why you need access (just-in-time connections)')
@@ -53,8 +55,10 @@ export function register(program: Command): void {
         process.stderr.write(`the password is your access token: PGPASSWORD="$(hoopctl connect --print-token ${name})" psql "<the line above>"\n`);
         return;
       }
+      const progress = progressOn();
       // Ask first, so a refusal is a clear message now rather than a closed socket later.
-      const connection = await describeConnection(broker, name);
+      progress.step(`asking the broker at ${broker} about ${name}…`);
+      const connection = await describeConnection(broker, name).finally(() => progress.done());
       if (!connection.approval && (opts.reason !== undefined || opts.duration !== undefined)) {
         throw new UserError(`${name} does not need a just-in-time access request: --reason and --duration are not needed`, { code: 'USAGE', hint: `hoopctl connect ${name}` });
       }
@@ -72,10 +76,12 @@ export function register(program: Command): void {
         onFailed: (e) => process.stderr.write(`could not record the refusal with the broker: ${e}\n`),
       });
       const removeSocketDir = () => socketDir && rmSync(socketDir, { recursive: true, force: true });
-      const tunnel = await startLocalTunnel({
+      // --port wins; else last time's port, so saved client configs keep working; a free one when that is taken now.
+      const remembered = opts.port === undefined ? rememberedPort(broker, name) : undefined;
+      const listenOn = (port: number | undefined) => startLocalTunnel({
         broker,
         connection: name,
-        port: opts.port,
+        port,
         getToken: () => accessToken(broker),
         ownerOnly: !shared,
         ...(kind.tunnelHeaders ? { tunnelHeaders: kind.tunnelHeaders(secret) } : {}),
@@ -89,10 +95,16 @@ export function register(program: Command): void {
             reporter.report({ peer: ev.peer, reason: ev.error ?? 'refused', ...(ev.uid !== undefined ? { uid: ev.uid } : {}) });
           }
         },
+      });
+      const tunnel = await listenOn(opts.port ?? remembered).catch((e: unknown) => {
+        if (remembered === undefined || (e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e;
+        process.stderr.write(`port ${remembered} (this connection's last) is taken now; listening on a free one instead\n`);
+        return listenOn(undefined);
       }).catch((e: unknown) => {
         removeSocketDir();
         throw new UserError(`cannot listen on 127.0.0.1:${opts.port ?? 0}: ${errorMessage(e)}`, { code: 'LISTEN_FAILED', hint: 'pick another --port' });
       });
+      rememberPort(broker, name, tunnel.port);
       const forget = noteOpenTunnel({ connection: name, type: connection.type, broker, host: tunnel.host, port: tunnel.port });
       const hints = kind.hints(connection, {
         host: tunnel.host, port: tunnel.port, configDir: defaultConfigDir(),

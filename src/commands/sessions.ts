@@ -246,6 +246,13 @@ async function playInTerminal(cast: Cast, o: { speed: number; maxIdle?: number }
 
 function detail(e: StoredEvent): string {
   const d = e.data as Record<string, unknown>;
+  // A review row says which review, whose, and what it was about, so it can be looked up (hoopctl reviews) and read.
+  if (e.type.startsWith('review-') && d.review) {
+    const what = d.kind === 'access' ? `access to ${String(d.connection)}` : `${String(d.connection)}${d.statement ? `: ${oneLine(String(d.statement), 80)}` : ''}`;
+    const requested = `requested by ${String(d.requester ?? '?')}`;
+    const by = d.by && d.by !== d.requester ? `  by ${String(d.by)}` : '';
+    return `${String(d.review)}  ${requested}  ${what}${by}${d.reason ? `  (${oneLine(String(d.reason), 120)})` : ''}`;
+  }
   // Credential events name their connection, who acted (a subject or `schedule`) and, failed, why.
   return [d.code, d.reason, d.connection, d.by ? `by ${String(d.by)}` : undefined, d.role, d.error, d.clientAddr].filter(Boolean).join('  ');
 }
@@ -294,6 +301,49 @@ export function renderTranscript(session: SessionRow, events: StoredEvent[]): st
   return out.join('\n') + '\n';
 }
 
+const VERDICT_VERB: Record<string, string> = { deny: 'denied', review: 'held for review', allow: 'allowed' };
+
+/**
+ * A verdict as a sentence: "denied by rule no-ddl: schema changes go through migrations". The rule's own message is
+ * added when it says more than the default text that only names the rule again.
+ */
+export function verdictSentence(action: string, rule?: string, message?: string): string {
+  const verb = VERDICT_VERB[action] ?? action;
+  const said = message && !(rule && message.includes(`policy rule "${rule}"`)) ? oneLine(message, 200) : '';
+  if (!rule) return said && said !== `${verb} by default` ? `${verb}: ${said}` : `${verb} (the connection's default)`;
+  return `${verb} by rule ${rule}${said ? `: ${said}` : ''}`;
+}
+
+/**
+ * A review event as a sentence: "held for review rev_…", "rev_… approved by bob at 12:03:05: looks right". The time is
+ * the wall clock of the decision (the transcript's offsets are from the session's start).
+ */
+export function reviewSentence(transition: string, d: Record<string, any>, at: number): string {
+  const reason = d.reason ? `: ${oneLine(String(d.reason), 200)}` : '';
+  const when = new Date(at).toISOString().slice(11, 19);
+  switch (transition) {
+    case 'requested':
+      return `held for review ${d.review}${d.requester ? ` (requested by ${d.requester})` : ''}${reason}`;
+    case 'approved':
+    case 'rejected':
+    case 'revoked':
+    case 'withdrawn':
+      return `${d.review} ${transition}${d.by ? ` by ${d.by}` : ''} at ${when}${reason}`;
+    case 'expired':
+      return `${d.review} expired at ${when}: nobody decided in time`;
+    case 'approval':
+      return `${d.review} approved by ${d.by ?? 'someone'} at ${when}${reason}; more approvals needed`;
+    case 'orphaned':
+      return `${d.review} dropped at ${when}${reason}`;
+    case 'grant-ended':
+      return `${d.review}: the approved window ended at ${when}`;
+    case 'consumed':
+      return `${d.review} used: the approved statement ran`;
+    default:
+      return `${d.review} ${transition}${d.by ? ` by ${d.by}` : ''}${reason}`;
+  }
+}
+
 /** The transcript lines of one event, timed from `t0` (terminal output is played apart, not printed here). */
 /** Where a session went, as its `open` event recorded it: a URL, or user@host:port/database as far as known. */
 function describeTarget(t: { url?: string; user?: string; host?: string; port?: number; database?: string }): string {
@@ -310,10 +360,10 @@ export function eventLines(session: SessionRow, e: StoredEvent, t0: number): str
       out.push(`${at}  open       ${describeTarget(d.target ?? {})}`);
       break;
     case 'command':
-      out.push(`${at}  command    ${oneLine(String(d.command ?? ''))}${d.verdict && d.verdict !== 'allow' ? `   [${d.verdict}${d.rule ? ` by ${d.rule}` : ''}]` : ''}`);
+      out.push(`${at}  command    ${oneLine(String(d.command ?? ''))}${d.verdict && d.verdict !== 'allow' ? ` — ${verdictSentence(d.verdict, d.rule)}` : ''}`);
       break;
     case 'shell':
-      out.push(`${at}  shell      ${d.pty ? `terminal ${d.pty.term} ${d.pty.cols}x${d.pty.rows}` : 'no terminal'}${d.verdict && d.verdict !== 'allow' ? `   [${d.verdict}${d.rule ? ` by ${d.rule}` : ''}]` : ''}`);
+      out.push(`${at}  shell      ${d.pty ? `terminal ${d.pty.term} ${d.pty.cols}x${d.pty.rows}` : 'no terminal'}${d.verdict && d.verdict !== 'allow' ? ` — ${verdictSentence(d.verdict, d.rule)}` : ''}`);
       break;
     case 'exit':
       out.push(`${at}    → ${d.code !== undefined ? `exit ${d.code}` : `signal ${d.signal}`}${typeof d.outputBytes === 'number' ? `, ${d.outputBytes} bytes of output${d.truncated ? ' (recording truncated)' : ''}` : ''}`);
@@ -392,7 +442,7 @@ export function eventLines(session: SessionRow, e: StoredEvent, t0: number): str
       break;
     case 'request': {
       const target = `${d.method} ${d.path}${d.query ? `?${d.query}` : ''}`;
-      const verdict = d.verdict && d.verdict !== 'allow' ? `   [${d.verdict}${d.rule ? ` by ${d.rule}` : ''}${d.review ? `, ${d.review}` : ''}]` : '';
+      const verdict = d.verdict && d.verdict !== 'allow' ? ` — ${verdictSentence(d.verdict, d.rule)}${d.review ? ` (${d.review})` : ''}` : '';
       const sizes = `${d.requestBytes ?? 0}/${d.responseBytes ?? 0} bytes`;
       out.push(`${at}  ${(d.upgrade ? 'upgrade' : 'request').padEnd(10)} ${oneLine(target, 300)}${verdict}`);
       out.push(`${' '.repeat(10)}    → ${d.status ?? '?'}${d.protocol ? ` ${d.protocol}` : ''} in ${formatDuration(Number(d.durationMs ?? 0))}, ${sizes}${d.error ? `: ${d.error}` : ''}`);
@@ -407,12 +457,15 @@ export function eventLines(session: SessionRow, e: StoredEvent, t0: number): str
     case 'close':
       out.push(`${at}  close      ${d.status}${d.error ? `: ${d.error}` : ''}`);
       break;
+    case 'verdict':
+      out.push(`${at}  verdict    ${verdictSentence(d.action, d.rule, d.message)}${d.action === 'review' && d.refused ? '; refused, as no reviewer could decide it' : ''}`);
+      break;
+    case 'review-outcome':
+      out.push(`${at}  review     ${d.review ? `${d.review} ` : ''}${d.approved ? 'approved: the statement ran' : `not approved, the statement did not run${d.message ? `: ${oneLine(String(d.message), 200)}` : ''}`}`);
+      break;
     default:
-      if (e.type.startsWith('review-')) {
-        const what = e.type.slice('review-'.length);
-        const by = d.by && what !== 'requested' && what !== 'consumed' ? ` by ${d.by}` : '';
-        out.push(`${at}  review     ${d.review} ${what}${by}${d.reason ? `: ${d.reason}` : ''}`);
-      } else out.push(`${at}  ${e.type.padEnd(10)} ${oneLine(JSON.stringify(d), 200)}`);
+      if (e.type.startsWith('review-')) out.push(`${at}  review     ${reviewSentence(e.type.slice('review-'.length), d, e.at)}`);
+      else out.push(`${at}  ${e.type.padEnd(10)} ${oneLine(JSON.stringify(d), 200)}`);
   }
   return out;
 }

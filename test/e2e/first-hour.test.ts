@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { createServer } from 'node:net';
 import { parse, stringify } from 'yaml';
 import { completeDeviceLogin } from '../support/device-user.js';
 import { join } from 'node:path';
@@ -338,7 +339,10 @@ describe('session search', () => {
     expect(fromPsql).toHaveLength(2);
     const deniedPsql = JSON.parse((await runCli(['sessions', '--grep', 'needle_from', '--verdict', 'deny', '--client', 'psql', '-o', 'json', '-n', '200'], alice)).stdout) as Array<{ id: string }>;
     expect(deniedPsql).toHaveLength(1);
-    expect((await runCli(['replay', deniedPsql[0]!.id], alice)).stdout).toContain('drop table needle_from_psql');
+    const replay = (await runCli(['replay', deniedPsql[0]!.id], alice)).stdout;
+    // The verdict as a sentence, right under its statement (the JSON stays in -o json).
+    expect(replay).toMatch(/query +drop table needle_from_psql\n +\+\d+\.\d{3}s  verdict    denied by rule no-ddl\n/);
+    expect(replay).not.toMatch(/\{"statementSeq"/);
 
     expect((await runCli(['sessions', '--grep', 'needle_from', '--verdict', 'review'], alice)).stdout).toBe('no sessions match\n');
     expect((await runCli(['sessions', '--verdict', 'maybe'], alice)).code).toBe(2);
@@ -407,6 +411,10 @@ describe('hoopctl withdraw', () => {
         if (!pending) await new Promise((r) => setTimeout(r, 100));
       }
       expect(pending).toBeDefined();
+      // While it waits it says so on stderr, with the review's id; stdout keeps only the JSON line (none yet).
+      expect(waiting.stderr).toContain('filing an access request for jit-pg…\n');
+      expect(waiting.stderr).toContain(`waiting for approval of ${pending!.id} by leads (Ctrl-C to stop)\n`);
+      expect(waiting.stdout).toBe('');
       const other = await runCli(['withdraw', pending!.id], stack.cliEnv({ HOOPCTL_CLIENT_ID: 'ci-report', HOOPCTL_CLIENT_SECRET: 'ci-report-secret' }));
       expect(other.code).toBe(1);
       expect(other.stderr).toContain(`no review ${pending!.id} of yours`);
@@ -417,8 +425,57 @@ describe('hoopctl withdraw', () => {
       const withdrawn = JSON.parse((await runCli(['reviews', '--status', 'withdrawn', '-o', 'json'], alice)).stdout) as Array<{ id: string }>;
       expect(withdrawn.map((r) => r.id)).toContain(pending!.id);
       expect((await runCli(['withdraw', pending!.id], alice)).stderr).toContain('is withdrawn, not pending');
+      // The audit stream's review rows name the review and its requester (alice is an auditor here).
+      const rows = (await runCli(['audit', 'events'], alice)).stdout.split('\n').filter((l) => l.includes(pending!.id));
+      expect(rows.find((l) => / review-requested /.test(l))).toContain(`${pending!.id}  requested by alice  access to jit-pg  (INC-7: look at orders)`);
+      expect(rows.find((l) => / review-withdrawn /.test(l))).toContain(`${pending!.id}  requested by alice  access to jit-pg  (fixed from the runbook)`);
     } finally {
       await waiting.stop();
+    }
+  });
+});
+
+describe('connect remembers the port', () => {
+  /** Opens `connect app-pg -o json` with `args`, reads its port and what it said on stderr, and closes it. */
+  async function connectOnce(args: string[] = []): Promise<{ port: number; stderr: string }> {
+    const tunnel = new CliProcess(['connect', 'app-pg', '-o', 'json', ...args], alice);
+    try {
+      const { port } = tunnelReady((await tunnel.waitFor(/\{.*\}\n/))[0]!);
+      expect(tunnel.stdout.split('\n').filter(Boolean)).toHaveLength(1);
+      return { port, stderr: tunnel.stderr };
+    } finally {
+      expect(await tunnel.stop()).toBe(0);
+    }
+  }
+
+  it('listens on the same port as last time without --port; --port wins; a taken one falls back with a note', async () => {
+    const first = await connectOnce();
+    // What it waited for went to stderr (not a terminal: plain lines); stdout stayed the one JSON line.
+    expect(first.stderr).toBe(`asking the broker at ${stack.brokerUrl} about app-pg…\n`);
+    const again = await connectOnce();
+    expect(again.port).toBe(first.port);
+    // Someone else holds it now: a free port, and a note saying why.
+    const squatter = createServer();
+    await new Promise<void>((r) => squatter.listen(first.port, '127.0.0.1', r));
+    try {
+      const moved = await connectOnce();
+      expect(moved.port).not.toBe(first.port);
+      expect(moved.stderr).toContain(`port ${first.port} (this connection's last) is taken now; listening on a free one instead`);
+    } finally {
+      await new Promise((r) => squatter.close(r));
+    }
+    const chosen = await freePort();
+    expect((await connectOnce(['--port', String(chosen)])).port).toBe(chosen);
+    expect((await connectOnce()).port).toBe(chosen);
+    // An explicit --port that is taken is still an error, not a fallback.
+    const held = createServer();
+    await new Promise<void>((r) => held.listen(chosen, '127.0.0.1', r));
+    try {
+      const r = await runCli(['connect', 'app-pg', '--port', String(chosen)], alice);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`cannot listen on 127.0.0.1:${chosen}`);
+    } finally {
+      await new Promise((r) => held.close(r));
     }
   });
 });

@@ -277,8 +277,9 @@ describe('kubernetes connection', () => {
       transcript = (await Promise.all(sessions.map(async (x) => (await runCli(['replay', x.id], alice)).stdout))).join('\n');
       if (!/port-fwd   :5432 closed/.test(transcript)) await new Promise((r) => setTimeout(r, 100));
     }
-    expect(transcript).toMatch(/review     rev_\w+ approved by bob: look at the replica/);
-    expect(transcript).toMatch(/upgrade\s+GET \/api\/v1\/namespaces\/default\/pods\/web\/portforward\s+\[review by port-forward-needs-approval, rev_\w+\]/);
+    expect(transcript).toMatch(/review     held for review rev_\w+ \(requested by alice\)/);
+    expect(transcript).toMatch(/review     rev_\w+ approved by bob at \d\d:\d\d:\d\d: look at the replica/);
+    expect(transcript).toMatch(/upgrade\s+GET \/api\/v1\/namespaces\/default\/pods\/web\/portforward — held for review by rule port-forward-needs-approval \(rev_\w+\)/);
     expect(transcript).toContain('port-fwd   default/web:5432 opened (connection 0)');
     expect(transcript).toMatch(/port-fwd   :5432 closed \(connection 0\): \d{2,} bytes to the pod, \d{3,} back/);
     expect(transcript).not.toContain(PGPASSWORD!);

@@ -55,6 +55,7 @@ export function AccessWait(props: AccessWaitProps) {
           {'  '}
           {approvalLine}
         </Text>
+        <Text dimColor>{'  '}Ctrl-C to stop waiting</Text>
       </Box>
     );
   }

@@ -39,3 +39,29 @@ describe('how replay prints where a session went', () => {
     expect(open({ host: 'redis.internal', port: 6379 })).toMatch(/open\s+redis\.internal:6379$/);
   });
 });
+
+describe('how replay prints verdicts and reviews', () => {
+  const event = (type: string, data: Record<string, unknown>, at = Date.UTC(2026, 10, 29, 12, 3, 5)): StoredEvent =>
+    ({ stream: 'ses_1', seq: 3, at, type, data, prevHash: '', hash: '' });
+  const text = (type: string, data: Record<string, unknown>) => eventLines(session, event(type, data), event(type, data).at).join('\n').trim();
+
+  it('a verdict is a sentence naming the rule and its message, not JSON', () => {
+    expect(text('verdict', { statementSeq: 1, action: 'deny', rule: 'no-ddl', message: 'schema changes go through migrations', refused: true }))
+      .toBe('+0.000s  verdict    denied by rule no-ddl: schema changes go through migrations');
+    // The default message only names the rule again: left out.
+    expect(text('verdict', { statementSeq: 1, action: 'deny', rule: 'no-ddl', message: 'denied by policy rule "no-ddl"', refused: true }))
+      .toBe('+0.000s  verdict    denied by rule no-ddl');
+    expect(text('verdict', { statementSeq: 1, action: 'review', rule: 'unbounded-delete', message: 'held for review by policy rule "unbounded-delete"', refused: false }))
+      .toBe('+0.000s  verdict    held for review by rule unbounded-delete');
+    expect(text('verdict', { statementSeq: 1, action: 'allow', message: 'allowed by default', refused: false })).toBe("+0.000s  verdict    allowed (the connection's default)");
+  });
+
+  it('a review reads as what happened, by whom and when', () => {
+    expect(text('review-requested', { review: 'rev_1', requester: 'alice', by: 'alice' })).toBe('+0.000s  review     held for review rev_1 (requested by alice)');
+    expect(text('review-approved', { review: 'rev_1', by: 'bob', reason: 'looks right' })).toBe('+0.000s  review     rev_1 approved by bob at 12:03:05: looks right');
+    expect(text('review-rejected', { review: 'rev_1', by: 'carol' })).toBe('+0.000s  review     rev_1 rejected by carol at 12:03:05');
+    expect(text('review-outcome', { statementSeq: 1, review: 'rev_1', approved: true })).toBe('+0.000s  review     rev_1 approved: the statement ran');
+    expect(text('review-outcome', { statementSeq: 1, review: 'rev_1', approved: false, message: 'rejected by carol' }))
+      .toBe('+0.000s  review     rev_1 not approved, the statement did not run: rejected by carol');
+  });
+});

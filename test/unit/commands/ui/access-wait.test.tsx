@@ -38,6 +38,7 @@ describe('AccessWait', () => {
         '⠋ waiting for approval of rv-7 (elapsed 0:42) · expires in 14m18s',
         '  access to pg-prod for 30m · reason: INC-123',
         '  approvals 0/2',
+        '  Ctrl-C to stop waiting',
       ].join('\n'),
     );
     ui.rerender(<AccessWait {...ui.props} now={NOW + 60_000} approvals={[approval('carol@example.com')]} />);
