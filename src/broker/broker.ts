@@ -22,6 +22,8 @@ import { loadCheckpointSigner } from './recording/checkpoints.js';
 import { ReviewNotifier, type NotifyTransition } from './reviews/review-notify.js';
 import { reviewHandlers } from './reviews/review-routes.js';
 import { ReviewService } from './reviews/review-service.js';
+import { BROKER_LOST, newReplicaId, ReplicaLiveness } from './replica-liveness.js';
+import { SharedStreamRecorder } from './recording/shared-stream-recorder.js';
 import { connectionHandlers } from './routes/connection-routes.js';
 import { credentialHandlers } from './routes/credential-routes.js';
 import { CredentialRotation } from './credential-rotation.js';
@@ -63,8 +65,11 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   // Every file and key is opened before anything is created: a config that fails here leaves no store and no key.
   const resources = deps.resources ?? openBrokerResources(config, { ownStore: deps.store !== undefined });
   const store = deps.store ?? (await openStore(config.store, resources.storePath));
+  // SQLite: every session left open (one broker owns the file). PostgreSQL: only those no replica claims; the
+  // sessions of replicas that stopped heartbeating are swept below, never those of a replica still running.
   const abandoned = await store.closeAbandonedSessions(Date.now());
   if (abandoned > 0) logger.warn({ sessions: abandoned }, 'marked sessions left open by a previous broker run as failed');
+  const replica = newReplicaId();
   // The key that signs checkpoints of every stream: configured, or kept next to the store like the SSH host key.
   const signer = loadCheckpointSigner(config.audit.signingKey?.reveal(), resources.auditKeyPath);
   logger.info({ keyId: signer.keyId, created: signer.created }, 'audit checkpoint key');
@@ -119,6 +124,25 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     if (holder) await holder.recorder.record(`review-${transition}`, data);
   });
   await reviews.start();
+  const liveness = new ReplicaLiveness({
+    store, replica, logger, heartbeatMs: config.replicas.heartbeat, lostAfterMs: config.replicas.lostAfter,
+    async onLost(lost) {
+      // Each lost session's own chain gets its end (appended at the head the store holds, so it still verifies) and
+      // a signed checkpoint; the broker-wide stream says which replica was lost; the statements it held are orphaned.
+      for (const { session, replica: lostReplica } of lost) {
+        const recorder = new SharedStreamRecorder(store, session);
+        await recorder.record('close', { status: 'failed', error: BROKER_LOST, replica: lostReplica, sweptBy: replica });
+        await recorder.checkpoint(signer);
+        await sessions.audit('session-lost', { session, replica: lostReplica, reason: BROKER_LOST, sweptBy: replica });
+      }
+      await reviews.orphanHeldBy(new Set(lost.map((l) => l.session)), `${BROKER_LOST}: the broker holding it stopped`);
+    },
+    onDeclaredLost() {
+      live.endWhere(() => true, 'this broker lost contact with the other replicas; reconnect');
+    },
+  });
+  await liveness.start();
+  logger.info({ replica, store: config.store.type }, 'broker replica');
   reviews.on('grant-ended', (grant) => {
     live.endWhere((s) => s.grantId === grant.id, `access grant ${grant.id} ${grant.status === 'revoked' ? 'was revoked' : 'ended'}`);
   });
@@ -216,7 +240,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       reviews.setConnections(next.connections);
       // Secrets print as [redacted], so a changed secret alone is not noticed here; connections' secrets are reloaded.
       const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
-      const needRestart = (['server', 'store', 'auth', 'audit', 'admin', 'sessions', 'export', 'notify', 'metrics', 'masking', 'ssh', 'logging'] as const).filter(
+      const needRestart = (['server', 'store', 'auth', 'audit', 'admin', 'replicas', 'sessions', 'export', 'notify', 'metrics', 'masking', 'ssh', 'logging'] as const).filter(
         (k) => !same(config[k], next[k]),
       );
       logger.info({ connections: next.connections.length, needRestart }, 'config reloaded');
@@ -231,6 +255,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       await sessionsEnded;
       await closed;
       reviews.close();
+      await liveness.stop();
       rotation.stop();
       clearInterval(checkpointTimer);
       await Promise.race([Promise.allSettled([...notifications]), new Promise((r) => setTimeout(r, 2000))]);

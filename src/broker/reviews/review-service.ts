@@ -51,13 +51,25 @@ export class ReviewService extends EventEmitter<ReviewEvents> {
   async start(): Promise<void> {
     const open = await this.#store.listReviews({ status: ['pending', 'approved'], limit: 100_000 });
     for (const review of open) {
-      if (review.status === 'pending' && review.kind === 'statement' && review.sessionId) {
-        // Its session (and the client waiting on it) died with the broker that held it.
+      if (review.status === 'pending' && review.kind === 'statement' && review.sessionId && (await this.#store.getSession(review.sessionId))?.status !== 'open') {
+        // Its session (and the client waiting on it) died with the broker that held it. A session still open is
+        // another live replica's: its statement stays held.
         await this.#transition(review, 'pending', { status: 'orphaned', decidedAt: this.#now() }, 'orphaned', undefined, 'held by a broker that stopped');
       } else {
         this.#schedule(review);
       }
     }
+  }
+
+  /** Orphans the pending statement reviews held by these sessions (their replica was declared lost). */
+  async orphanHeldBy(sessionIds: ReadonlySet<string>, reason: string): Promise<number> {
+    let orphaned = 0;
+    for (const review of await this.#store.listReviews({ status: ['pending'], kind: 'statement', limit: 100_000 })) {
+      if (!review.sessionId || !sessionIds.has(review.sessionId)) continue;
+      // Compare-and-set: a decision or another sweeper that got there first wins.
+      if (await this.#transition(review, 'pending', { status: 'orphaned', decidedAt: this.#now() }, 'orphaned', undefined, reason)) orphaned++;
+    }
+    return orphaned;
   }
 
   close(): void {

@@ -35,6 +35,12 @@ export interface ExportLease {
   release(): Promise<void>;
 }
 
+/** A session whose broker replica stopped heartbeating: marked failed by a survivor. */
+export interface LostSession {
+  session: string;
+  replica: string;
+}
+
 export interface Store {
   createSession(row: SessionRow): Promise<void>;
   updateSession(id: string, patch: Partial<Pick<SessionRow, 'status' | 'endedAt' | 'statementCount' | 'errorCount'>>): Promise<void>;
@@ -77,7 +83,24 @@ export interface Store {
   activeLocks(at: number): Promise<IdentityLock[]>;
   /** Lifts a lock once; returns it, or undefined when it does not exist or was already lifted. */
   liftLock(id: string, by: string, at: number): Promise<IdentityLock | undefined>;
-  /** Sessions left "open" by a broker that stopped; marks them failed. Returns how many. */
+  /**
+   * Sessions left "open" by a broker that stopped; marks them failed. Returns how many. SQLite (one broker owns the
+   * file): every open session. PostgreSQL: only sessions no replica claims (opened before replicas were recorded);
+   * those of replicas that stopped heartbeating go through `sweepLostReplicas`.
+   */
   closeAbandonedSessions(at: number): Promise<number>;
+  /**
+   * Replica liveness. `registerReplica` announces this broker process (a random id per process); sessions created
+   * from then on carry it. `heartbeat` says it is still alive; false when survivors already declared it lost.
+   * SQLite keeps none of this (one broker owns the file): registering and beating do nothing, sweeping finds none.
+   */
+  registerReplica(replica: string, at: number): Promise<void>;
+  heartbeat(replica: string, at: number): Promise<boolean>;
+  /**
+   * Declares lost every other replica whose last heartbeat is older than `staleBefore` (once: concurrent sweepers
+   * settle on one), marks their open sessions failed and returns them, so the caller records why and orphans their
+   * held reviews.
+   */
+  sweepLostReplicas(self: string, staleBefore: number, at: number): Promise<LostSession[]>;
   close(): Promise<void>;
 }
