@@ -15,7 +15,9 @@ import { splitHostPort, type BrokerConfig } from './config.js';
 import { createSink, EventExporter } from './export/event-export.js';
 import { sendError, sendJson } from './http-util.js';
 import { LiveSessionRegistry } from './live-sessions.js';
-import { lockHandlers, lockMatches } from './locks.js';
+import { describeLockTarget, lockHandlers, lockMatches } from './locks.js';
+import type { IdentityLock } from '../api/session.js';
+import type { Signal } from './store/signal-bus.js';
 import { BrokerMetrics, registerBrokerGauges, serveMetrics } from './metrics.js';
 import { ProtocolRuntimes } from './protocols/registry.js';
 import { loadCheckpointSigner } from './recording/checkpoints.js';
@@ -153,18 +155,53 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const isAuditor = (id: Identity) => id.groups.some((g) => auditGroups.has(g));
   const adminGroups = new Set(config.admin.groups);
   const isAdmin = (id: Identity) => id.groups.some((g) => adminGroups.has(g));
+  const endLocked = (lock: IdentityLock) =>
+    live.endWhere((s) => lockMatches(lock, s.identity), `${describeLockTarget(lock)} was locked by ${lock.createdBy}: ${lock.reason}`, {
+      by: lock.createdBy, reason: lock.reason, lock: lock.id,
+    });
+  const endHere = async (id: string, reason: string, by: string): Promise<boolean> => {
+    const s = live.get(id);
+    if (!s) return false;
+    await s.recorder.record('ended', { by, reason });
+    s.end(`session ended by ${by}: ${reason}`);
+    return true;
+  };
+  // Live signals between replicas on one store: what is decided here and must act where another replica serves it.
+  const signals = store.signalBus(replica, logger);
+  const publish = (s: Signal) => {
+    signals.publish(s).catch((e: unknown) => logger.error({ err: errorMessage(e), signal: s.kind }, 'could not signal the other replicas'));
+  };
+  reviews.publishTo(publish);
+  const onSignal = async (s: Signal) => {
+    if (s.kind === 'review' || s.kind === 'grant-ended') return reviews.applyRemote(s);
+    if (s.kind === 'lock') {
+      const lock = (await store.activeLocks(Date.now())).find((l) => l.id === s.id);
+      if (lock) endLocked(lock);
+      return;
+    }
+    await endHere(s.id, s.reason, s.by);
+  };
+  const resync = async () => {
+    const ended = new Set((await reviews.resync()).map((g) => g.id));
+    live.endWhere((s) => s.grantId !== undefined && ended.has(s.grantId), 'the access grant it was opened under ended');
+    for (const lock of await store.activeLocks(Date.now())) endLocked(lock);
+  };
+  await signals.listen({
+    signal: (s) => void onSignal(s).catch((e: unknown) => logger.error({ err: errorMessage(e), signal: s.kind }, 'acting on a replica signal failed')),
+    resync: () => void resync().catch((e: unknown) => logger.error({ err: errorMessage(e) }, 'replica signal resync failed')),
+  });
   const lockRoutes = {
     store,
     audit: (type: string, data: Record<string, unknown>) => sessions.audit(type, data),
-    endLockedSessions: (lock: Parameters<typeof lockMatches>[0]) =>
-      live.endWhere((s) => lockMatches(lock, s.identity), `${'subject' in lock.target ? `identity ${lock.target.subject}` : `client ${lock.target.clientId}`} was locked by ${lock.createdBy}: ${lock.reason}`, {
-        by: lock.createdBy, reason: lock.reason, lock: lock.id,
-      }),
+    endLockedSessions: (lock: IdentityLock) => {
+      publish({ kind: 'lock', id: lock.id });
+      return endLocked(lock);
+    },
     async endSession(id: string, reason: string, by: Identity): Promise<boolean> {
-      const s = live.get(id);
-      if (!s) return false;
-      await s.recorder.record('ended', { by: by.subject, reason });
-      s.end(`session ended by ${by.subject}: ${reason}`);
+      if (await endHere(id, reason, by.subject)) return true;
+      // Served by another replica (the store says it is open): that one ends it on the signal.
+      if ((await store.getSession(id))?.status !== 'open') return false;
+      await signals.publish({ kind: 'end-session', id, reason, by: by.subject });
       return true;
     },
   };
@@ -256,6 +293,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       await closed;
       reviews.close();
       await liveness.stop();
+      await signals.close();
       rotation.stop();
       clearInterval(checkpointTimer);
       await Promise.race([Promise.allSettled([...notifications]), new Promise((r) => setTimeout(r, 2000))]);

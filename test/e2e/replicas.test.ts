@@ -13,7 +13,7 @@ import { verifyCheckpoints } from '../../src/broker/recording/checkpoints.js';
 import { freePort } from '../../src/lib/net.js';
 import { HOLD_RULES } from '../../scripts/crash/ledger-workload.js';
 import { startConnectTunnel, type RunningTunnel } from '../../scripts/support/tunnel-client.js';
-import { APP_PASSWORD, spawnBroker, startStack, type Stack } from '../support/stack.js';
+import { APP_PASSWORD, loginAs, runCli, spawnBroker, startStack, type Stack } from '../support/stack.js';
 
 /**
  * Two broker processes on one PostgreSQL store (the stack's broker is A; B runs the same config on another port).
@@ -92,6 +92,57 @@ afterAll(async () => {
 });
 
 describe('two brokers on one PostgreSQL store', () => {
+  it('an approval, a `sessions end` and a lock sent to A act on the session B serves', async () => {
+    const bob = await loginAs(stack, 'bob'); // an approver and admin, talking to A only
+    const onB = await startConnectTunnel('app-pg', stack.cliEnv({ HOOPCTL_CLIENT_ID: 'ci-report', HOOPCTL_CLIENT_SECRET: 'ci-report-secret', HOOPCTL_BROKER: urlB }));
+    tunnels.push(onB);
+    const connectB = async () => {
+      const c = new pg.Client(onB.pgClientConfig('app'));
+      clients.push(c);
+      const ended = new Promise<string>((resolve) => {
+        c.on('error', (e) => resolve(e.message));
+        c.on('end', () => resolve('ended'));
+      });
+      await c.connect();
+      return { c, ended };
+    };
+
+    // A statement held on B is released by `hoopctl approve` sent to A.
+    const first = await connectB();
+    const held = first.c.query('delete from scratch');
+    const review = await until('the held review', async () => (await store.listReviews({ status: ['pending'], kind: 'statement' }))[0]);
+    const approved = await runCli(['approve', review.id, '--reason', 'ok'], bob);
+    expect(approved.code, approved.stderr).toBe(0);
+    expect((await held).rowCount).toBe(2);
+    await first.c.query('insert into scratch values (1), (2)');
+
+    // `hoopctl sessions end` sent to A ends it on B, and B records who ended it in the session's own chain.
+    const ended = await runCli(['sessions', 'end', review.sessionId!, '--reason', 'runaway query'], bob);
+    expect(ended.code, ended.stderr).toBe(0);
+    expect(await first.ended).toBeTruthy();
+    const stream = await until('the ended event', async () => {
+      const ev = await store.listEvents(review.sessionId!, { limit: 10_000 });
+      return ev.some((e) => e.type === 'close') ? ev : undefined;
+    });
+    expect(stream.find((e) => e.type === 'ended')?.data).toMatchObject({ by: 'bob', reason: 'runaway query' });
+
+    // A lock taken through A ends the locked identity's session on B.
+    const second = await connectB();
+    expect((await second.c.query('select count(*)::int as n from scratch')).rows).toEqual([{ n: 2 }]);
+    const open = (await store.listSessions({ status: 'open' }))[0]!;
+    const lock = await runCli(['lock', '--client-id', 'ci-report', '--reason', 'token leaked', '-o', 'json'], bob);
+    expect(lock.code, lock.stderr).toBe(0);
+    const made = (JSON.parse(lock.stdout) as { lock: { id: string } }).lock;
+    expect(await second.ended).toBeTruthy();
+    const locked = await until('the lock in B\'s session', async () => {
+      const ev = await store.listEvents(open.id, { limit: 10_000 });
+      return ev.find((e) => e.type === 'ended');
+    });
+    expect(locked.data).toMatchObject({ lock: made.id, by: 'bob' });
+    expect((await runCli(['unlock', made.id], bob)).code).toBe(0);
+    await onB.stop();
+  }, 120_000);
+
   it('kill -9 of one: the other keeps its psql session; the dead one\'s session ends "broker lost" and verifies; its held review is orphaned', async () => {
     const ci = (broker: string) => stack.cliEnv({ HOOPCTL_CLIENT_ID: 'ci-report', HOOPCTL_CLIENT_SECRET: 'ci-report-secret', HOOPCTL_BROKER: broker });
     const onA = await startConnectTunnel('app-pg', ci(stack.brokerUrl));

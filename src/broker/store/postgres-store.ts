@@ -1,7 +1,10 @@
 import pg from 'pg';
 import type { Identity } from '../../api/identity.js';
 import type { Review, ReviewStatus } from '../../api/review.js';
+import type { Logger } from 'pino';
 import { HoopError, UserError } from '../../lib/errors.js';
+import { PostgresSignalBus } from './postgres-signal-bus.js';
+import type { SignalBus } from './signal-bus.js';
 import type { ExportLease, IdentityLock, LostSession, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
 
 /**
@@ -526,6 +529,10 @@ export class PostgresStore implements Store {
     } finally {
       client.release();
     }
+  }
+
+  signalBus(origin: string, logger?: Logger): SignalBus {
+    return new PostgresSignalBus(this.#pool, this.#clientConfig, origin, logger);
   }
 
   async close(): Promise<void> {

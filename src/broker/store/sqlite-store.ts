@@ -3,6 +3,7 @@ import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Identity } from '../../api/identity.js';
 import { HoopError, UserError } from '../../lib/errors.js';
+import { InProcessSignalBus, type SignalBus } from './signal-bus.js';
 import type { ExportLease, IdentityLock, LostSession, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
 import type { Review, ReviewStatus } from '../../api/review.js';
 
@@ -362,6 +363,10 @@ export class SqliteStore implements Store {
 
   async sweepLostReplicas(): Promise<LostSession[]> {
     return [];
+  }
+
+  signalBus(): SignalBus {
+    return new InProcessSignalBus();
   }
 
   async close(): Promise<void> {

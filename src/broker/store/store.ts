@@ -1,3 +1,5 @@
+import type { Logger } from 'pino';
+import type { SignalBus } from './signal-bus.js';
 import type { Identity } from '../../api/identity.js';
 import type { Review, ReviewKind, ReviewStatus } from '../../api/review.js';
 import type { IdentityLock, SessionRow, StoredEvent } from '../../api/session.js';
@@ -102,5 +104,7 @@ export interface Store {
    * held reviews.
    */
   sweepLostReplicas(self: string, staleBefore: number, at: number): Promise<LostSession[]>;
+  /** Live signals to the other replicas on this store (PostgreSQL: LISTEN/NOTIFY; SQLite: nobody else to tell). */
+  signalBus(origin: string, logger?: Logger): SignalBus;
   close(): Promise<void>;
 }
