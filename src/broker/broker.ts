@@ -48,6 +48,11 @@ export interface RunningBroker {
    * but only take effect after a restart.
    */
   reload(next: BrokerConfig): { connections: number; needRestart: string[] };
+  /**
+   * SIGTERM: stop being ready (/readyz 503), refuse new tunnels (503, the reason), let running sessions finish for up
+   * to `server.drainGrace`, then close — ending what still runs with a reason its client sees.
+   */
+  drain(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -110,6 +115,8 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   });
   protocols.prepare(config.connections);
   let stopping = false;
+  let draining = false;
+  let endReason: string | undefined;
   const notifier = new ReviewNotifier(config.notify, logger);
   const notifications = new Set<Promise<void>>();
   const reviews = new ReviewService(store, config.connections, async (review: Review, transition, by, reason) => {
@@ -216,6 +223,15 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     audit: (type, data) => sessions.audit(type, data),
     handlers: {
       health: ({ res }) => sendJson(res, 200, { ok: true }),
+      async ready({ res }) {
+        if (draining) return sendJson(res, 503, { ready: false, reason: 'draining' });
+        try {
+          await store.lastEventPos();
+        } catch {
+          return sendJson(res, 503, { ready: false, reason: 'store unreachable' });
+        }
+        sendJson(res, 200, { ready: true });
+      },
       authConfig({ res }) {
         const primary = config.auth.issuers.find((i) => i.clientId) ?? config.auth.issuers[0]!;
         sendJson(res, 200, { issuer: primary.issuer, clientId: primary.clientId, scopes: primary.scopes, audience: primary.audience });
@@ -248,7 +264,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
 
   const server: Server = resources.tls ? createHttpsServer({ cert: resources.tls.cert, key: resources.tls.key }, onRequest) : createHttpServer(onRequest);
   refuseMalformedRequests(server, { audit: (type, data) => sessions.audit(type, data), logger });
-  const tunnels = attachTunnelEndpoint(server, { authenticate, admission, sessions, reviews, live, protocols, maskKey, logger, stopping: () => stopping });
+  const tunnels = attachTunnelEndpoint(server, { authenticate, admission, sessions, reviews, live, protocols, maskKey, logger, stopping: () => stopping, draining: () => draining });
   // The MCP front door runs each tool call as a session through the same runner as a tunnel (src/broker/mcp/).
   let publicUrl = '';
   const mcp = mcpEndpoint({
@@ -283,11 +299,22 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       logger.info({ connections: next.connections.length, needRestart }, 'config reloaded');
       return { connections: next.connections.length, needRestart };
     },
+    async drain() {
+      draining = true;
+      const graceMs = config.server.drainGrace;
+      logger.info({ graceMs }, 'draining: not ready, no new sessions; waiting for running sessions');
+      let timer: NodeJS.Timeout | undefined;
+      const graceOver = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), graceMs)));
+      const over = await Promise.race([live.whenEmpty().then(() => false), graceOver]);
+      clearTimeout(timer);
+      if (over) endReason = `the broker is shutting down (its ${Math.round(graceMs / 1000)}s drain period is over): connect again to reach another broker`;
+    },
     async close() {
       // Stop accepting, end live sessions, and let each record its close before the store goes.
       stopping = true;
+      draining = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      const sessionsEnded = Promise.all([tunnels.close(), mcp.close()]);
+      const sessionsEnded = Promise.all([tunnels.close(endReason), mcp.close()]);
       server.closeAllConnections();
       await sessionsEnded;
       await closed;

@@ -78,9 +78,11 @@ export const brokerConfigSchema = z
         tls: z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict().optional(),
         /** Plain HTTP on a non-loopback address sends tokens in clear; refused unless forced. */
         allowInsecureHttp: z.boolean().default(false),
+        /** On SIGTERM: how long running sessions may go on (no new tunnels, /readyz 503) before they are ended. */
+        drainGrace: duration.default(30_000),
       })
       .strict()
-      .default({ listen: '127.0.0.1:8080', allowInsecureHttp: false }),
+      .default({ listen: '127.0.0.1:8080', allowInsecureHttp: false, drainGrace: 30_000 }),
     /**
      * SQLite (embedded, one broker) or PostgreSQL (several replicas share it). The PostgreSQL `url` is a secret
      * (it carries the password); TLS follows the URL (`sslmode=verify-full&sslrootcert=…`).
