@@ -180,7 +180,19 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   };
   reviews.publishTo(publish);
   const onSignal = async (s: Signal) => {
-    if (s.kind === 'review' || s.kind === 'grant-ended') return reviews.applyRemote(s);
+    if (s.kind === 'review' || s.kind === 'grant-ended') {
+      const review = await reviews.applyRemote(s);
+      // Decided through another broker: the session held here records the outcome in its own chain, as it would have.
+      const holder = review?.sessionId && review.status !== 'pending' && s.kind === 'review' ? live.get(review.sessionId) : undefined;
+      if (holder && review) {
+        const last = review.decisions.at(-1);
+        await holder.recorder.record(`review-${review.status}`, {
+          review: review.id, kind: review.kind, connection: review.connection, requester: review.requester.subject, status: review.status,
+          ...(last ? { by: last.subject, ...(last.reason ? { reason: last.reason } : {}) } : {}), ...(review.statement ? { statement: review.statement } : {}), viaReplica: true,
+        });
+      }
+      return;
+    }
     if (s.kind === 'lock') {
       const lock = (await store.activeLocks(Date.now())).find((l) => l.id === s.id);
       if (lock) endLocked(lock);

@@ -125,6 +125,9 @@ describe('two brokers on one PostgreSQL store', () => {
       return ev.some((e) => e.type === 'close') ? ev : undefined;
     });
     expect(stream.find((e) => e.type === 'ended')?.data).toMatchObject({ by: 'bob', reason: 'runaway query' });
+    // The approval given through A is in the chain of the session B served, as if given on B.
+    expect(stream.find((e) => e.type === 'review-approved')?.data).toMatchObject({ review: review.id, by: 'bob', viaReplica: true });
+    expect(verifyChain(stream)).toEqual({ ok: true });
 
     // A lock taken through A ends the locked identity's session on B.
     const second = await connectB();

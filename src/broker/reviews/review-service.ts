@@ -72,12 +72,13 @@ export class ReviewService extends EventEmitter<ReviewEvents> {
   }
 
   /** Another replica changed a review: re-read it from the store and act as if the change were made here. */
-  async applyRemote(s: Extract<Signal, { kind: 'review' | 'grant-ended' }>): Promise<void> {
+  async applyRemote(s: Extract<Signal, { kind: 'review' | 'grant-ended' }>): Promise<Review | undefined> {
     const review = await this.#store.getReview(s.id);
-    if (!review) return;
+    if (!review) return undefined;
     this.#schedule(review);
     this.emit('change', review);
     if (s.kind === 'grant-ended' || (review.kind === 'access' && review.status === 'revoked')) this.emit('grant-ended', review);
+    return review;
   }
 
   /**
