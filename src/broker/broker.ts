@@ -319,7 +319,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       const graceOver = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), graceMs)));
       const over = await Promise.race([live.whenEmpty().then(() => false), graceOver]);
       clearTimeout(timer);
-      if (over) endReason = `the broker is shutting down (its ${Math.round(graceMs / 1000)}s drain period is over): connect again to reach another broker`;
+      if (over) endReason = `the broker is stopping (its ${Math.round(graceMs / 1000)}s drain period is over): connect again to reach another broker`;
     },
     async close() {
       // Stop accepting, end live sessions, and let each record its close before the store goes.

@@ -111,9 +111,26 @@ describe('two brokers on one PostgreSQL store', () => {
     const first = await connectB();
     const held = first.c.query('delete from scratch');
     const review = await until('the held review', async () => (await store.listReviews({ status: ['pending'], kind: 'statement' }))[0]);
+    // Cut both brokers' signal listeners just before the approval: a notification sent while B is not listening is
+    // lost, and B's resync on listening again must still release the statement.
+    const listeners = async () => {
+      const admin = new pg.Client({ connectionString: storeUrl });
+      await admin.connect();
+      try {
+        return (await admin.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'hoopctl-broker-signals'")).rows[0]!.n;
+      } finally {
+        await admin.end();
+      }
+    };
+    expect(await listeners()).toBe(2);
+    const admin = new pg.Client({ connectionString: storeUrl });
+    await admin.connect();
+    await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'hoopctl-broker-signals'");
+    await admin.end();
     const approved = await runCli(['approve', review.id, '--reason', 'ok'], bob);
     expect(approved.code, approved.stderr).toBe(0);
     expect((await held).rowCount).toBe(2);
+    await until('both listeners back', async () => ((await listeners()) === 2 ? true : undefined));
     await first.c.query('insert into scratch values (1), (2)');
 
     // `hoopctl sessions end` sent to A ends it on B, and B records who ended it in the session's own chain.

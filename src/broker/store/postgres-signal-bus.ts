@@ -43,10 +43,8 @@ export class PostgresSignalBus implements SignalBus {
       if (this.#client !== client) return;
       this.#client = undefined;
       client.end().catch(() => undefined);
-      if (this.#closed) return;
       this.#logger?.warn({ err: e?.message }, 'replica signal listener lost its store connection; listening again');
-      this.#reconnect = setTimeout(() => void this.#connect().catch((err: Error) => lost(err)), RECONNECT_MS);
-      this.#reconnect.unref();
+      this.#listenAgain();
     };
     client.on('error', lost);
     client.on('end', () => lost());
@@ -72,6 +70,18 @@ export class PostgresSignalBus implements SignalBus {
       throw e;
     }
     this.#handlers?.resync();
+  }
+
+  /** Until it listens again (the store may be down a while); each failed attempt schedules the next. */
+  #listenAgain(): void {
+    if (this.#closed) return;
+    this.#reconnect = setTimeout(() => {
+      this.#connect().catch((e: Error) => {
+        this.#logger?.warn({ err: e.message }, 'replica signal listener cannot reach the store yet');
+        this.#listenAgain();
+      });
+    }, RECONNECT_MS);
+    this.#reconnect.unref();
   }
 
   async close(): Promise<void> {
