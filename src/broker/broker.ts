@@ -16,13 +16,17 @@ import { splitHostPort, type BrokerConfig } from './config.js';
 import { createSink, EventExporter } from './export/event-export.js';
 import { sendError, sendJson } from './http-util.js';
 import { LiveSessionRegistry } from './live-sessions.js';
-import { lockHandlers, lockMatches } from './locks.js';
+import { describeLockTarget, lockHandlers, lockMatches } from './locks.js';
+import type { IdentityLock } from '../api/session.js';
+import type { Signal } from './store/signal-bus.js';
 import { BrokerMetrics, registerBrokerGauges, serveMetrics } from './metrics.js';
 import { ProtocolRuntimes } from './protocols/registry.js';
 import { loadCheckpointSigner } from './recording/checkpoints.js';
 import { ReviewNotifier, type NotifyTransition } from './reviews/review-notify.js';
 import { reviewHandlers } from './reviews/review-routes.js';
 import { ReviewService } from './reviews/review-service.js';
+import { BROKER_LOST, newReplicaId, ReplicaLiveness } from './replica-liveness.js';
+import { SharedStreamRecorder } from './recording/shared-stream-recorder.js';
 import { connectionHandlers } from './routes/connection-routes.js';
 import { credentialHandlers } from './routes/credential-routes.js';
 import { CredentialRotation } from './credential-rotation.js';
@@ -45,6 +49,11 @@ export interface RunningBroker {
    * but only take effect after a restart.
    */
   reload(next: BrokerConfig): { connections: number; needRestart: string[] };
+  /**
+   * SIGTERM: stop being ready (/readyz 503), refuse new tunnels (503, the reason), let running sessions finish for up
+   * to `server.drainGrace`, then close — ending what still runs with a reason its client sees.
+   */
+  drain(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -64,8 +73,11 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   // Every file and key is opened before anything is created: a config that fails here leaves no store and no key.
   const resources = deps.resources ?? openBrokerResources(config, { ownStore: deps.store !== undefined });
   const store = deps.store ?? (await openStore(config.store, resources.storePath));
+  // SQLite: every session left open (one broker owns the file). PostgreSQL: only those no replica claims; the
+  // sessions of replicas that stopped heartbeating are swept below, never those of a replica still running.
   const abandoned = await store.closeAbandonedSessions(Date.now());
   if (abandoned > 0) logger.warn({ sessions: abandoned }, 'marked sessions left open by a previous broker run as failed');
+  const replica = newReplicaId();
   // The key that signs checkpoints of every stream: configured, or kept next to the store like the SSH host key.
   const signer = loadCheckpointSigner(config.audit.signingKey?.reveal(), resources.auditKeyPath);
   logger.info({ keyId: signer.keyId, created: signer.created }, 'audit checkpoint key');
@@ -104,6 +116,8 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   });
   protocols.prepare(config.connections);
   let stopping = false;
+  let draining = false;
+  let endReason: string | undefined;
   const notifier = new ReviewNotifier(config.notify, logger);
   const notifications = new Set<Promise<void>>();
   const reviews = new ReviewService(store, config.connections, async (review: Review, transition, by, reason) => {
@@ -120,6 +134,25 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     if (holder) await holder.recorder.record(`review-${transition}`, data);
   });
   await reviews.start();
+  const liveness = new ReplicaLiveness({
+    store, replica, logger, heartbeatMs: config.replicas.heartbeat, lostAfterMs: config.replicas.lostAfter,
+    async onLost(lost) {
+      // Each lost session's own chain gets its end (appended at the head the store holds, so it still verifies) and
+      // a signed checkpoint; the broker-wide stream says which replica was lost; the statements it held are orphaned.
+      for (const { session, replica: lostReplica } of lost) {
+        const recorder = new SharedStreamRecorder(store, session);
+        await recorder.record('close', { status: 'failed', error: BROKER_LOST, replica: lostReplica, sweptBy: replica });
+        await recorder.checkpoint(signer);
+        await sessions.audit('session-lost', { session, replica: lostReplica, reason: BROKER_LOST, sweptBy: replica });
+      }
+      await reviews.orphanHeldBy(new Set(lost.map((l) => l.session)), `${BROKER_LOST}: the broker holding it stopped`);
+    },
+    onDeclaredLost() {
+      live.endWhere(() => true, 'this broker lost contact with the other replicas; reconnect');
+    },
+  });
+  await liveness.start();
+  logger.info({ replica, store: config.store.type }, 'broker replica');
   reviews.on('grant-ended', (grant) => {
     live.endWhere((s) => s.grantId === grant.id, `access grant ${grant.id} ${grant.status === 'revoked' ? 'was revoked' : 'ended'}`);
   });
@@ -130,18 +163,65 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   const isAuditor = (id: Identity) => id.groups.some((g) => auditGroups.has(g));
   const adminGroups = new Set(config.admin.groups);
   const isAdmin = (id: Identity) => id.groups.some((g) => adminGroups.has(g));
+  const endLocked = (lock: IdentityLock) =>
+    live.endWhere((s) => lockMatches(lock, s.identity), `${describeLockTarget(lock)} was locked by ${lock.createdBy}: ${lock.reason}`, {
+      by: lock.createdBy, reason: lock.reason, lock: lock.id,
+    });
+  const endHere = async (id: string, reason: string, by: string): Promise<boolean> => {
+    const s = live.get(id);
+    if (!s) return false;
+    await s.recorder.record('ended', { by, reason });
+    s.end(`session ended by ${by}: ${reason}`);
+    return true;
+  };
+  // Live signals between replicas on one store: what is decided here and must act where another replica serves it.
+  const signals = store.signalBus(replica, logger);
+  const publish = (s: Signal) => {
+    signals.publish(s).catch((e: unknown) => logger.error({ err: errorMessage(e), signal: s.kind }, 'could not signal the other replicas'));
+  };
+  reviews.publishTo(publish);
+  const onSignal = async (s: Signal) => {
+    if (s.kind === 'review' || s.kind === 'grant-ended') {
+      const review = await reviews.applyRemote(s);
+      // Decided through another broker: the session held here records the outcome in its own chain, as it would have.
+      const holder = review?.sessionId && review.status !== 'pending' && s.kind === 'review' ? live.get(review.sessionId) : undefined;
+      if (holder && review) {
+        const last = review.decisions.at(-1);
+        await holder.recorder.record(`review-${review.status}`, {
+          review: review.id, kind: review.kind, connection: review.connection, requester: review.requester.subject, status: review.status,
+          ...(last ? { by: last.subject, ...(last.reason ? { reason: last.reason } : {}) } : {}), ...(review.statement ? { statement: review.statement } : {}), viaReplica: true,
+        });
+      }
+      return;
+    }
+    if (s.kind === 'lock') {
+      const lock = (await store.activeLocks(Date.now())).find((l) => l.id === s.id);
+      if (lock) endLocked(lock);
+      return;
+    }
+    await endHere(s.id, s.reason, s.by);
+  };
+  const resync = async () => {
+    const ended = new Set((await reviews.resync()).map((g) => g.id));
+    live.endWhere((s) => s.grantId !== undefined && ended.has(s.grantId), 'the access grant it was opened under ended');
+    for (const lock of await store.activeLocks(Date.now())) endLocked(lock);
+  };
+  await signals.listen({
+    signal: (s) => void onSignal(s).catch((e: unknown) => logger.error({ err: errorMessage(e), signal: s.kind }, 'acting on a replica signal failed')),
+    resync: () => void resync().catch((e: unknown) => logger.error({ err: errorMessage(e) }, 'replica signal resync failed')),
+  });
   const lockRoutes = {
     store,
     audit: (type: string, data: Record<string, unknown>) => sessions.audit(type, data),
-    endLockedSessions: (lock: Parameters<typeof lockMatches>[0]) =>
-      live.endWhere((s) => lockMatches(lock, s.identity), `${'subject' in lock.target ? `identity ${lock.target.subject}` : `client ${lock.target.clientId}`} was locked by ${lock.createdBy}: ${lock.reason}`, {
-        by: lock.createdBy, reason: lock.reason, lock: lock.id,
-      }),
+    endLockedSessions: (lock: IdentityLock) => {
+      publish({ kind: 'lock', id: lock.id });
+      return endLocked(lock);
+    },
     async endSession(id: string, reason: string, by: Identity): Promise<boolean> {
-      const s = live.get(id);
-      if (!s) return false;
-      await s.recorder.record('ended', { by: by.subject, reason });
-      s.end(`session ended by ${by.subject}: ${reason}`);
+      if (await endHere(id, reason, by.subject)) return true;
+      // Served by another replica (the store says it is open): that one ends it on the signal.
+      if ((await store.getSession(id))?.status !== 'open') return false;
+      await signals.publish({ kind: 'end-session', id, reason, by: by.subject });
       return true;
     },
   };
@@ -156,6 +236,15 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     audit: (type, data) => sessions.audit(type, data),
     handlers: {
       health: ({ res }) => sendJson(res, 200, { ok: true }),
+      async ready({ res }) {
+        if (draining) return sendJson(res, 503, { ready: false, reason: 'draining' });
+        try {
+          await store.lastEventPos();
+        } catch {
+          return sendJson(res, 503, { ready: false, reason: 'store unreachable' });
+        }
+        sendJson(res, 200, { ready: true });
+      },
       authConfig({ res }) {
         const primary = config.auth.issuers.find((i) => i.clientId) ?? config.auth.issuers[0]!;
         sendJson(res, 200, {
@@ -192,7 +281,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
 
   const server: Server = resources.tls ? createHttpsServer({ cert: resources.tls.cert, key: resources.tls.key }, onRequest) : createHttpServer(onRequest);
   refuseMalformedRequests(server, { audit: (type, data) => sessions.audit(type, data), logger });
-  const tunnels = attachTunnelEndpoint(server, { authenticate, admission, sessions, reviews, live, protocols, maskKey, logger, stopping: () => stopping });
+  const tunnels = attachTunnelEndpoint(server, { authenticate, admission, sessions, reviews, live, protocols, maskKey, logger, stopping: () => stopping, draining: () => draining });
   // The MCP front door runs each tool call as a session through the same runner as a tunnel (src/broker/mcp/).
   let publicUrl = '';
   const mcp = mcpEndpoint({
@@ -204,7 +293,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   let pgFrontDoor: PgFrontDoor | undefined;
   if (config.postgres) {
     pgFrontDoor = await startPgFrontDoor(
-      { authenticateToken: tokenAuthenticator({ verifier, sessions, metrics, logger }), admission, sessions, reviews, live, protocols, maskKey, logger, stopping: () => stopping },
+      { authenticateToken: tokenAuthenticator({ verifier, sessions, metrics, logger }), admission, sessions, reviews, live, protocols, maskKey, logger, stopping: () => stopping, draining: () => draining },
       { listen: config.postgres.listen, ...(resources.tls ? { tls: resources.tls } : {}) },
     );
   }
@@ -233,21 +322,34 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       reviews.setConnections(next.connections);
       // Secrets print as [redacted], so a changed secret alone is not noticed here; connections' secrets are reloaded.
       const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
-      const needRestart = (['server', 'store', 'auth', 'audit', 'admin', 'sessions', 'export', 'notify', 'metrics', 'masking', 'ssh', 'logging', 'postgres'] as const).filter(
+      const needRestart = (['server', 'store', 'auth', 'audit', 'admin', 'replicas', 'sessions', 'export', 'notify', 'metrics', 'masking', 'ssh', 'logging', 'postgres'] as const).filter(
         (k) => !same(config[k], next[k]),
       );
       logger.info({ connections: next.connections.length, needRestart }, 'config reloaded');
       return { connections: next.connections.length, needRestart };
     },
+    async drain() {
+      draining = true;
+      const graceMs = config.server.drainGrace;
+      logger.info({ graceMs }, 'draining: not ready, no new sessions; waiting for running sessions');
+      let timer: NodeJS.Timeout | undefined;
+      const graceOver = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), graceMs)));
+      const over = await Promise.race([live.whenEmpty().then(() => false), graceOver]);
+      clearTimeout(timer);
+      if (over) endReason = `the broker is stopping (its ${Math.round(graceMs / 1000)}s drain period is over): connect again to reach another broker`;
+    },
     async close() {
       // Stop accepting, end live sessions, and let each record its close before the store goes.
       stopping = true;
+      draining = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      const sessionsEnded = Promise.all([tunnels.close(), mcp.close(), pgFrontDoor?.close()]);
+      const sessionsEnded = Promise.all([tunnels.close(endReason), mcp.close(), pgFrontDoor?.close()]);
       server.closeAllConnections();
       await sessionsEnded;
       await closed;
       reviews.close();
+      await liveness.stop();
+      await signals.close();
       rotation.stop();
       clearInterval(checkpointTimer);
       await Promise.race([Promise.allSettled([...notifications]), new Promise((r) => setTimeout(r, 2000))]);

@@ -78,9 +78,11 @@ export const brokerConfigSchema = z
         tls: z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict().optional(),
         /** Plain HTTP on a non-loopback address sends tokens in clear; refused unless forced. */
         allowInsecureHttp: z.boolean().default(false),
+        /** On SIGTERM: how long running sessions may go on (no new tunnels, /readyz 503) before they are ended. */
+        drainGrace: duration.default(30_000),
       })
       .strict()
-      .default({ listen: '127.0.0.1:8080', allowInsecureHttp: false }),
+      .default({ listen: '127.0.0.1:8080', allowInsecureHttp: false, drainGrace: 30_000 }),
     /**
      * SQLite (embedded, one broker) or PostgreSQL (several replicas share it). The PostgreSQL `url` is a secret
      * (it carries the password); TLS follows the URL (`sslmode=verify-full&sslrootcert=…`).
@@ -112,6 +114,18 @@ export const brokerConfigSchema = z
       })
       .strict()
       .default({ groups: [], checkpointSeconds: 60 }),
+    /**
+     * Replica liveness (PostgreSQL store): every broker process writes a heartbeat each `heartbeat`; a replica whose
+     * last one is older than `lostAfter` is declared lost by a survivor, which ends its sessions ("broker lost") and
+     * orphans the statements it held. Ignored with SQLite (one broker owns the file).
+     */
+    replicas: z
+      .object({ heartbeat: duration.default(5_000), lostAfter: duration.default(20_000) })
+      .strict()
+      .refine((r) => r.heartbeat >= 50 && r.lostAfter >= 2 * r.heartbeat && r.lostAfter <= 30_000, {
+        message: 'replicas: lostAfter must be at least twice heartbeat and at most 30s; heartbeat at least 50ms',
+      })
+      .default({ heartbeat: 5_000, lostAfter: 20_000 }),
     /** Defaults for every connection's session limits (`access.session` overrides per connection). */
     sessions: sessionLimitsSchema.default({}),
     /** Messages about reviews to chat (Slack incoming webhooks and alike: `{text}`) or to a JSON webhook. */

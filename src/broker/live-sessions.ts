@@ -107,6 +107,7 @@ export interface LiveSession {
 /** The sessions running in this process, for the places that end them: locks, admins, grants, shutdown. */
 export class LiveSessionRegistry {
   readonly #sessions = new Map<string, LiveSession>();
+  readonly #emptied: Array<() => void> = [];
 
   add(id: string, session: LiveSession): void {
     this.#sessions.set(id, session);
@@ -114,6 +115,13 @@ export class LiveSessionRegistry {
 
   delete(id: string): void {
     this.#sessions.delete(id);
+    if (this.#sessions.size === 0) for (const resolve of this.#emptied.splice(0)) resolve();
+  }
+
+  /** Resolves once no session runs here (a draining broker waits on it). */
+  whenEmpty(): Promise<void> {
+    if (this.#sessions.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#emptied.push(resolve));
   }
 
   get(id: string): LiveSession | undefined {

@@ -14,11 +14,13 @@ const TUNNEL_PATH = /^\/api\/v1\/tunnel\/([a-z0-9][a-z0-9._-]{0,62})$/;
 
 export interface TunnelEndpointDeps extends SessionRunnerDeps {
   authenticate: AuthenticateRequest;
+  /** Draining (SIGTERM): new tunnels are refused with 503 and the reason, running ones go on. */
+  draining?: () => boolean;
 }
 
 export interface TunnelEndpoint {
-  /** Ends every session: their clients are told why, then what is left is cut. */
-  close(): Promise<void>;
+  /** Ends every session: their clients are told `reason`, then what is left is cut. */
+  close(reason?: string): Promise<void>;
 }
 
 /**
@@ -43,6 +45,9 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
       );
     };
     if (!m) return refuse(errors.notFound('tunnel endpoint'));
+    if (deps.draining?.()) {
+      return refuse(new HoopError('the broker is draining (shutting down): it takes no new sessions', { code: 'DRAINING', status: 503, hint: 'connect again: the load balancer sends you to another broker' }));
+    }
     if (new URL(req.url ?? '/', 'http://broker').searchParams.get('report') === 'peer-refused') {
       recordPeerRefusal(deps, req, m[1]!).then(
         (session) => answer(socket, 200, { recorded: true, session }),
@@ -128,9 +133,9 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
   }
 
   return {
-    async close() {
+    async close(reason = 'the broker is stopping') {
       // Tell each session's client why it ends (FATAL), give them a moment, then cut what is left.
-      deps.live.endWhere(() => true, 'the broker is stopping');
+      deps.live.endWhere(() => true, reason);
       await Promise.race([Promise.allSettled([...running]), delay(2000)]);
       for (const s of streams) s.destroy();
       wss.close();

@@ -36,7 +36,8 @@ export function register(program: Command): void {
         }
       };
       process.on('SIGHUP', onHup);
-      await waitForSignal();
+      // SIGTERM (an orchestrator, a rolling restart) drains first; SIGINT (Ctrl-C) stops now.
+      if ((await waitForSignal()) === 'SIGTERM') await running.drain();
       process.off('SIGHUP', onHup);
       await running.close();
     });

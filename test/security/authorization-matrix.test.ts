@@ -38,6 +38,7 @@ const row = (expected: Expected[], fixture?: Row['fixture']): Row => ({
 //                                      none   stranger  requester   approver   auditor    admin
 const MATRIX: Record<RouteId, Row> = {
   health: row(['200', '200', '200', '200', '200', '200']),
+  ready: row(['200', '200', '200', '200', '200', '200']),
   authConfig: row(['200', '200', '200', '200', '200', '200']),
   whoami: row(['401', '200', '200', '200', '200', '200']),
   listConnections: row(['401', '200 blind', '200 sees', '200 blind', '200 blind', '200 blind'], async () => ({ item: 'echo' })),

@@ -47,6 +47,8 @@ export interface StackOptions {
   extraConnections?: Array<{ name: string } & Record<string, unknown>>;
   /** Runs once the cluster and the `app` database exist, before the broker starts (roles its start must find). */
   beforeBroker?: (cluster: PgCluster) => Promise<void>;
+  /** `server.drainGrace`: how long a SIGTERM'd broker lets sessions run (short by default, so stops stay quick). */
+  drainGrace?: string;
 }
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
@@ -82,7 +84,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   writeFileSync(
     configPath,
     stringify({
-      server: { listen: `127.0.0.1:${port}` },
+      server: { listen: `127.0.0.1:${port}`, drainGrace: options.drainGrace ?? '1s' },
       store: { path: join(dir, 'broker.db') },
       auth: { issuers: [{ issuer: issuer.issuer, audience: AUDIENCE, clientId: issuer.cliClientId, maxTokenLifetime: '1h' }] },
       audit: { groups: ['auditors'] },

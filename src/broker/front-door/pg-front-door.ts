@@ -27,6 +27,8 @@ export const FRONT_DOOR_AUDIT_PATH = 'postgres-front-door';
 
 export interface PgFrontDoorDeps extends SessionRunnerDeps {
   authenticateToken: AuthenticateToken;
+  /** Whether the broker is draining (SIGTERM): it then takes no new sessions, as at the tunnel endpoint. */
+  draining?: () => boolean;
 }
 
 export interface PgFrontDoorOptions {
@@ -196,6 +198,7 @@ async function serveClient(deps: PgFrontDoorDeps, raw: Socket, secureContext: Se
   let admittedConn: Awaited<ReturnType<PgFrontDoorDeps['admission']['admitSession']>>;
   try {
     if (!name) throw new HoopError('no connection named: use dbname=<connection> (or <connection>/<database>)', { code: 'NOT_FOUND', status: 404 });
+    if (deps.draining?.()) throw new Refusal('57P03', 'hoopctl: the broker is draining (shutting down): it takes no new sessions', 'connect again: the load balancer sends you to another broker');
     admittedConn = await deps.admission.admitSession(identity, name, peer);
   } catch (e) {
     return refuse(refusalOf(e, logger));

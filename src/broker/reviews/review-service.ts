@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { Connection } from '../config.js';
 import { sameIdentity, type Identity } from '../../api/identity.js';
 import type { Store } from '../store/store.js';
+import type { Signal } from '../store/signal-bus.js';
 import { HoopError } from '../../lib/errors.js';
 import type { Review, ReviewDecision, ReviewStatus } from '../../api/review.js';
 
@@ -32,6 +33,10 @@ export class ReviewService extends EventEmitter<ReviewEvents> {
   readonly #audit: ReviewAudit;
   readonly #timers = new Map<string, NodeJS.Timeout>();
   readonly #now: () => number;
+  /** Tells the other replicas (set once the signal bus is up); nothing to tell with one broker. */
+  #publish: (s: Signal) => void = () => undefined;
+  /** Reviews a client of this replica waits on: re-read on resync. */
+  readonly #waited = new Set<string>();
 
   constructor(store: Store, connections: Connection[], audit: ReviewAudit, now: () => number = Date.now) {
     super();
@@ -51,13 +56,64 @@ export class ReviewService extends EventEmitter<ReviewEvents> {
   async start(): Promise<void> {
     const open = await this.#store.listReviews({ status: ['pending', 'approved'], limit: 100_000 });
     for (const review of open) {
-      if (review.status === 'pending' && review.kind === 'statement' && review.sessionId) {
-        // Its session (and the client waiting on it) died with the broker that held it.
+      if (review.status === 'pending' && review.kind === 'statement' && review.sessionId && (await this.#store.getSession(review.sessionId))?.status !== 'open') {
+        // Its session (and the client waiting on it) died with the broker that held it. A session still open is
+        // another live replica's: its statement stays held.
         await this.#transition(review, 'pending', { status: 'orphaned', decidedAt: this.#now() }, 'orphaned', undefined, 'held by a broker that stopped');
       } else {
         this.#schedule(review);
       }
     }
+  }
+
+  /** From now on, every change made here is also published to the other replicas. */
+  publishTo(publish: (s: Signal) => void): void {
+    this.#publish = publish;
+  }
+
+  /** Another replica changed a review: re-read it from the store and act as if the change were made here. */
+  async applyRemote(s: Extract<Signal, { kind: 'review' | 'grant-ended' }>): Promise<Review | undefined> {
+    const review = await this.#store.getReview(s.id);
+    if (!review) return undefined;
+    this.#schedule(review);
+    this.emit('change', review);
+    if (s.kind === 'grant-ended' || (review.kind === 'access' && review.status === 'revoked')) this.emit('grant-ended', review);
+    return review;
+  }
+
+  /**
+   * After a gap in signals: re-reads every review a client here waits on (a decision made meanwhile releases it) and
+   * returns the access grants that stopped holding (the caller ends sessions still riding them).
+   */
+  async resync(): Promise<Review[]> {
+    for (const id of this.#waited) {
+      const review = await this.#store.getReview(id);
+      if (review && final(review.status)) this.emit('change', review);
+    }
+    const now = this.#now();
+    const grants = await this.#store.listReviews({ kind: 'access', status: ['approved', 'revoked', 'expired'], limit: 100_000 });
+    return grants.filter((g) => g.status !== 'approved' || (g.grantExpiresAt ?? 0) <= now);
+  }
+
+  #changed(review: Review): void {
+    this.emit('change', review);
+    this.#publish({ kind: 'review', id: review.id });
+  }
+
+  #grantEnded(review: Review): void {
+    this.emit('grant-ended', review);
+    this.#publish({ kind: 'grant-ended', id: review.id });
+  }
+
+  /** Orphans the pending statement reviews held by these sessions (their replica was declared lost). */
+  async orphanHeldBy(sessionIds: ReadonlySet<string>, reason: string): Promise<number> {
+    let orphaned = 0;
+    for (const review of await this.#store.listReviews({ status: ['pending'], kind: 'statement', limit: 100_000 })) {
+      if (!review.sessionId || !sessionIds.has(review.sessionId)) continue;
+      // Compare-and-set: a decision or another sweeper that got there first wins.
+      if (await this.#transition(review, 'pending', { status: 'orphaned', decidedAt: this.#now() }, 'orphaned', undefined, reason)) orphaned++;
+    }
+    return orphaned;
   }
 
   close(): void {
@@ -90,7 +146,7 @@ export class ReviewService extends EventEmitter<ReviewEvents> {
     await this.#store.createReview(review);
     await this.#audit(review, 'requested', review.requester);
     this.#schedule(review);
-    this.emit('change', review);
+    this.#changed(review);
     return review;
   }
 
@@ -131,7 +187,7 @@ export class ReviewService extends EventEmitter<ReviewEvents> {
     await this.#store.createReview(review);
     await this.#audit(review, 'requested', review.requester, reason);
     this.#schedule(review);
-    this.emit('change', review);
+    this.#changed(review);
     return review;
   }
 
@@ -185,7 +241,7 @@ export class ReviewService extends EventEmitter<ReviewEvents> {
     const decision: ReviewDecision = { subject: approver.subject, name: approver.name, action: 'revoke', reason: text, at: this.#now() };
     const updated = await this.#transition(review, 'approved', { status: 'revoked', decisions: [...review.decisions, decision] }, 'revoked', approver, text);
     if (!updated) throw new HoopError(`review ${id} changed meanwhile; look again`, { code: 'REVIEW_NOT_PENDING', status: 409 });
-    this.emit('grant-ended', updated);
+    this.#grantEnded(updated);
     return updated;
   }
 
@@ -224,10 +280,12 @@ export class ReviewService extends EventEmitter<ReviewEvents> {
         this.#store.getReview(id).then((r) => (r ? done(r) : reject(new Error(`review ${id} vanished`))), reject);
       };
       const done = (r: Review) => {
+        this.#waited.delete(id);
         this.off('change', onChange);
         signal?.removeEventListener('abort', onAbort);
         resolve(r);
       };
+      this.#waited.add(id);
       this.on('change', onChange);
       signal?.addEventListener('abort', onAbort, { once: true });
       // It may have been decided before we started listening.
@@ -252,7 +310,7 @@ export class ReviewService extends EventEmitter<ReviewEvents> {
     if (!(await this.#store.replaceReview(next, expected))) return undefined;
     await this.#audit(next, transition, by, reason);
     this.#schedule(next);
-    this.emit('change', next);
+    this.#changed(next);
     return next;
   }
 
@@ -273,7 +331,7 @@ export class ReviewService extends EventEmitter<ReviewEvents> {
         await this.#transition(current, 'pending', { status: 'expired', decidedAt: this.#now() }, 'expired', undefined, 'nobody decided in time');
       } else if (current.status === 'approved' && current.kind === 'access' && this.#now() >= (current.grantExpiresAt ?? 0)) {
         await this.#audit(current, 'grant-ended', undefined, 'the approved window ended');
-        this.emit('grant-ended', current);
+        this.#grantEnded(current);
       } else {
         this.#schedule(current);
       }

@@ -31,6 +31,8 @@ const LOCK_ID = /^lock_[0-9a-f]+$/;
 
 export const API_ROUTES = {
   health: { method: 'GET', path: '/healthz', access: 'public' },
+  /** For a load balancer: 200 while the store answers and the broker is not draining (SIGTERM), else 503 and why. */
+  ready: { method: 'GET', path: '/readyz', access: 'public' },
   authConfig: { method: 'GET', path: '/api/v1/auth/config', access: 'public' },
   whoami: { method: 'GET', path: '/api/v1/whoami', access: 'identity' },
   listConnections: { method: 'GET', path: '/api/v1/connections', access: 'identity' },

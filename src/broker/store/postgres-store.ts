@@ -1,8 +1,11 @@
 import pg from 'pg';
 import type { Identity } from '../../api/identity.js';
 import type { Review, ReviewStatus } from '../../api/review.js';
+import type { Logger } from 'pino';
 import { HoopError, UserError } from '../../lib/errors.js';
-import type { ExportLease, IdentityLock, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
+import { PostgresSignalBus } from './postgres-signal-bus.js';
+import type { SignalBus } from './signal-bus.js';
+import type { ExportLease, IdentityLock, LostSession, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
 
 /**
  * The store several broker replicas share: PostgreSQL, through a `pg` pool, in a schema of its own (`hoopctl`).
@@ -69,6 +72,11 @@ const migrations: string[] = [
      body jsonb NOT NULL
    );
    CREATE INDEX identity_locks_active ON identity_locks (lifted_at, expires_at);`,
+  // Replica liveness: each broker process heartbeats; the sessions it opens name it, so survivors end only the
+  // sessions of a replica that stopped beating.
+  `CREATE TABLE replicas (id text PRIMARY KEY, started_at bigint NOT NULL, last_seen bigint NOT NULL, lost_at bigint);
+   ALTER TABLE sessions ADD COLUMN replica text;
+   CREATE INDEX sessions_replica_open ON sessions (replica) WHERE status = 'open';`,
 ];
 
 /** The schema version this code writes (tests use it to fake a store migrated by a newer broker). */
@@ -119,6 +127,9 @@ export class PostgresStore implements Store {
   #pending: Pending[] = [];
   /** The flush in progress: one at a time, so a stream's events commit in seq order. */
   #flushing: Promise<void> | undefined;
+
+  /** The replica this process registered as: stamped on the sessions it creates. */
+  #replica: string | undefined;
 
   /** What the pool connects with, for the few connections of their own (export leases). */
   readonly #clientConfig: pg.ClientConfig;
@@ -206,10 +217,10 @@ export class PostgresStore implements Store {
 
   async createSession(row: SessionRow): Promise<void> {
     await this.#pool.query(
-      `INSERT INTO sessions (id, connection, connection_type, subject, identity, client_addr, status, started_at, ended_at, statement_count, error_count)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+      `INSERT INTO sessions (id, connection, connection_type, subject, identity, client_addr, status, started_at, ended_at, statement_count, error_count, replica)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
       [row.id, row.connection, row.connectionType, row.identity.subject, JSON.stringify(row.identity), row.clientAddr, row.status,
-        row.startedAt, row.endedAt ?? null, row.statementCount, row.errorCount],
+        row.startedAt, row.endedAt ?? null, row.statementCount, row.errorCount, this.#replica ?? null],
     );
   }
 
@@ -477,13 +488,51 @@ export class PostgresStore implements Store {
   }
 
   /**
-   * Marks every open session failed. Right for one broker restarting; with several replicas sharing the store it
-   * would also close the live sessions of the others — replica liveness (issue 14, step 4) narrows it to the
-   * sessions of replicas that stopped heartbeating.
+   * Marks failed the open sessions no replica claims (written by a broker from before replicas were recorded). The
+   * sessions of replicas that stopped heartbeating are `sweepLostReplicas`'s: a starting broker must not end the
+   * live sessions of another one.
    */
   async closeAbandonedSessions(at: number): Promise<number> {
-    const { rowCount } = await this.#pool.query(`UPDATE sessions SET status = 'failed', ended_at = $1 WHERE status = 'open'`, [at]);
+    const { rowCount } = await this.#pool.query(`UPDATE sessions SET status = 'failed', ended_at = $1 WHERE status = 'open' AND replica IS NULL`, [at]);
     return rowCount ?? 0;
+  }
+
+  async registerReplica(replica: string, at: number): Promise<void> {
+    await this.#pool.query('INSERT INTO replicas (id, started_at, last_seen) VALUES ($1, $2, $2) ON CONFLICT (id) DO UPDATE SET last_seen = $2, lost_at = NULL', [replica, at]);
+    this.#replica = replica;
+  }
+
+  async heartbeat(replica: string, at: number): Promise<boolean> {
+    const { rowCount } = await this.#pool.query('UPDATE replicas SET last_seen = $2 WHERE id = $1 AND lost_at IS NULL', [replica, at]);
+    return (rowCount ?? 0) > 0;
+  }
+
+  async sweepLostReplicas(self: string, staleBefore: number, at: number): Promise<LostSession[]> {
+    const client = await this.#pool.connect();
+    try {
+      await client.query('BEGIN');
+      // lost_at IS NULL in the WHERE: two survivors sweeping at once — the second finds the rows already taken.
+      const lost = await client.query<{ id: string }>(
+        'UPDATE replicas SET lost_at = $3 WHERE id <> $1 AND lost_at IS NULL AND last_seen < $2 RETURNING id',
+        [self, staleBefore, at],
+      );
+      const ids = lost.rows.map((r) => r.id);
+      const sessions = ids.length === 0 ? { rows: [] } : await client.query<{ id: string; replica: string }>(
+        `UPDATE sessions SET status = 'failed', ended_at = $2 WHERE status = 'open' AND replica = ANY($1::text[]) RETURNING id, replica`,
+        [ids, at],
+      );
+      await client.query('COMMIT');
+      return sessions.rows.map((r) => ({ session: r.id, replica: r.replica }));
+    } catch (e) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw e;
+    } finally {
+      client.release();
+    }
+  }
+
+  signalBus(origin: string, logger?: Logger): SignalBus {
+    return new PostgresSignalBus(this.#pool, this.#clientConfig, origin, logger);
   }
 
   async close(): Promise<void> {

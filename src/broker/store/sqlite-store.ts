@@ -3,7 +3,8 @@ import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Identity } from '../../api/identity.js';
 import { HoopError, UserError } from '../../lib/errors.js';
-import type { ExportLease, IdentityLock, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
+import { InProcessSignalBus, type SignalBus } from './signal-bus.js';
+import type { ExportLease, IdentityLock, LostSession, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
 import type { Review, ReviewStatus } from '../../api/review.js';
 
 /**
@@ -352,6 +353,20 @@ export class SqliteStore implements Store {
 
   async closeAbandonedSessions(at: number): Promise<number> {
     return this.#db.prepare(`UPDATE sessions SET status = 'failed', ended_at = ? WHERE status = 'open'`).run(at).changes;
+  }
+
+  async registerReplica(): Promise<void> {}
+
+  async heartbeat(): Promise<boolean> {
+    return true;
+  }
+
+  async sweepLostReplicas(): Promise<LostSession[]> {
+    return [];
+  }
+
+  signalBus(): SignalBus {
+    return new InProcessSignalBus();
   }
 
   async close(): Promise<void> {

@@ -1,3 +1,5 @@
+import type { Logger } from 'pino';
+import type { SignalBus } from './signal-bus.js';
 import type { Identity } from '../../api/identity.js';
 import type { Review, ReviewKind, ReviewStatus } from '../../api/review.js';
 import type { IdentityLock, SessionRow, StoredEvent } from '../../api/session.js';
@@ -33,6 +35,12 @@ export interface ExportLease {
   /** False once the lease is gone (the store connection that held it dropped): stop exporting, ask again. */
   readonly held: boolean;
   release(): Promise<void>;
+}
+
+/** A session whose broker replica stopped heartbeating: marked failed by a survivor. */
+export interface LostSession {
+  session: string;
+  replica: string;
 }
 
 export interface Store {
@@ -77,7 +85,26 @@ export interface Store {
   activeLocks(at: number): Promise<IdentityLock[]>;
   /** Lifts a lock once; returns it, or undefined when it does not exist or was already lifted. */
   liftLock(id: string, by: string, at: number): Promise<IdentityLock | undefined>;
-  /** Sessions left "open" by a broker that stopped; marks them failed. Returns how many. */
+  /**
+   * Sessions left "open" by a broker that stopped; marks them failed. Returns how many. SQLite (one broker owns the
+   * file): every open session. PostgreSQL: only sessions no replica claims (opened before replicas were recorded);
+   * those of replicas that stopped heartbeating go through `sweepLostReplicas`.
+   */
   closeAbandonedSessions(at: number): Promise<number>;
+  /**
+   * Replica liveness. `registerReplica` announces this broker process (a random id per process); sessions created
+   * from then on carry it. `heartbeat` says it is still alive; false when survivors already declared it lost.
+   * SQLite keeps none of this (one broker owns the file): registering and beating do nothing, sweeping finds none.
+   */
+  registerReplica(replica: string, at: number): Promise<void>;
+  heartbeat(replica: string, at: number): Promise<boolean>;
+  /**
+   * Declares lost every other replica whose last heartbeat is older than `staleBefore` (once: concurrent sweepers
+   * settle on one), marks their open sessions failed and returns them, so the caller records why and orphans their
+   * held reviews.
+   */
+  sweepLostReplicas(self: string, staleBefore: number, at: number): Promise<LostSession[]>;
+  /** Live signals to the other replicas on this store (PostgreSQL: LISTEN/NOTIFY; SQLite: nobody else to tell). */
+  signalBus(origin: string, logger?: Logger): SignalBus;
   close(): Promise<void>;
 }

@@ -210,3 +210,32 @@ describe.each(backends)('identity locks in the $name store', (backend) => {
     await store.close();
   });
 });
+
+describe('replica liveness in the PostgreSQL store (two replicas, one database)', () => {
+  const open = (id: string) => ({
+    id, connection: 'pg', connectionType: 'postgres', identity, clientAddr: '1.2.3.4:5', status: 'open' as const, startedAt: 1, statementCount: 0, errorCount: 0,
+  });
+
+  it('a starting replica ends only the sessions of a replica that stopped beating, once', async () => {
+    const place = await backends[1]!.place();
+    const a = await place.open();
+    const b = await place.open();
+    await a.registerReplica('rep_a', 1_000);
+    await b.registerReplica('rep_b', 1_000);
+    await a.createSession(open('ses_a'));
+    await b.createSession(open('ses_b'));
+    // A restarting broker's start-up: nothing unclaimed, so the live replicas' sessions stay open.
+    const c = await place.open();
+    expect(await c.closeAbandonedSessions(2_000)).toBe(0);
+    expect(await c.sweepLostReplicas('rep_c', 500, 2_000)).toEqual([]);
+    // rep_a beats, rep_b does not: only rep_b is lost, and a second sweeper finds nothing left to do.
+    expect(await a.heartbeat('rep_a', 5_000)).toBe(true);
+    expect(await c.sweepLostReplicas('rep_c', 4_000, 6_000)).toEqual([{ session: 'ses_b', replica: 'rep_b' }]);
+    expect(await a.sweepLostReplicas('rep_a', 4_000, 6_000)).toEqual([]);
+    expect(await c.getSession('ses_a')).toMatchObject({ status: 'open' });
+    expect(await c.getSession('ses_b')).toMatchObject({ status: 'failed', endedAt: 6_000 });
+    // A replica declared lost learns it on its next beat (and must end what it still runs).
+    expect(await b.heartbeat('rep_b', 7_000)).toBe(false);
+    for (const s of [a, b, c]) await s.close();
+  });
+});

@@ -1,0 +1,55 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { once } from 'node:events';
+import pg from 'pg';
+import { startConnectTunnel, type RunningTunnel } from '../../scripts/support/tunnel-client.js';
+import { runCli, startStack, type Stack } from '../support/stack.js';
+
+/**
+ * SIGTERM drains a broker the way a load balancer needs: /readyz turns 503 at once (/healthz stays 200), new tunnels
+ * are refused with 503 and the reason, a running psql session goes on working, and when the grace period is over it
+ * is ended with a reason its client reads; then the process exits cleanly.
+ */
+let stack: Stack;
+let tunnel: RunningTunnel | undefined;
+
+beforeAll(async () => {
+  stack = await startStack({ drainGrace: '15s' });
+}, 120_000);
+
+afterAll(async () => {
+  await tunnel?.stop();
+  await stack?.stop();
+});
+
+describe('SIGTERM drain', () => {
+  it('stops being ready, refuses new tunnels, lets the running session go on, then ends it with the reason', async () => {
+    const ci = stack.cliEnv({ HOOPCTL_CLIENT_ID: 'ci-report', HOOPCTL_CLIENT_SECRET: 'ci-report-secret' });
+    expect((await fetch(`${stack.brokerUrl}/readyz`)).status).toBe(200);
+    tunnel = await startConnectTunnel('app-pg', ci);
+    const client = new pg.Client(tunnel.pgClientConfig('app'));
+    const ended = new Promise<string>((resolve) => client.on('error', (e) => resolve(e.message)));
+    await client.connect();
+    expect((await client.query('select 1 as n')).rows).toEqual([{ n: 1 }]);
+
+    const exited = once(stack.broker, 'exit');
+    stack.broker.kill('SIGTERM');
+    // Not ready as soon as the signal is handled: wait on that condition.
+    let ready: Response;
+    do ready = await fetch(`${stack.brokerUrl}/readyz`);
+    while (ready.status === 200);
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toEqual({ ready: false, reason: 'draining' });
+    expect((await fetch(`${stack.brokerUrl}/healthz`)).status).toBe(200);
+
+    const refused = await runCli(['exec', 'app-pg', '-e', 'select 1'], ci);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain('the broker is draining (shutting down): it takes no new sessions');
+
+    // The session opened before the signal still works during the grace period.
+    expect((await client.query('select 2 as n')).rows).toEqual([{ n: 2 }]);
+
+    expect(await ended).toMatch(/drain period is over/);
+    const [code] = (await exited) as [number | null];
+    expect(code).toBe(0);
+  }, 120_000);
+});
