@@ -954,6 +954,9 @@ class PostgresProxySession {
     // Recording starts before the chunk goes out, so a result is in the stream before the client can
     // send its next statement; the chunk is not held back while it becomes durable.
     const sent = out.length > 0 ? this.#toClient(out) : Promise.resolve();
+    // Marked handled now: while the recording is awaited, a client that went away rejects `sent`, and an unhandled
+    // rejection would end the whole broker process (found by `npm run fuzz`). It is still awaited, and thrown, below.
+    sent.catch(noop);
     try {
       await Promise.all(recorded);
     } catch (e) {
