@@ -191,10 +191,24 @@ export class PostgresStore implements Store {
     }
   }
 
-  async #migrate(): Promise<void> {
+  /** Runs `work` in one transaction on one pooled connection: committed when it returns, rolled back when it throws. */
+  async #transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     const client = await this.#pool.connect();
     try {
       await client.query('BEGIN');
+      const result = await work(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (e) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw e;
+    } finally {
+      client.release();
+    }
+  }
+
+  async #migrate(): Promise<void> {
+    return this.#transaction(async (client) => {
       // Replicas starting together queue here; the first migrates, the others find the work done.
       await client.query("SELECT pg_advisory_xact_lock(hashtext('hoopctl store migrations'))");
       await client.query(`CREATE SCHEMA IF NOT EXISTS ${SCHEMA}`);
@@ -206,13 +220,7 @@ export class PostgresStore implements Store {
         await client.query(migrations[v - 1]!);
         await client.query('INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)', [v, Date.now()]);
       }
-      await client.query('COMMIT');
-    } catch (e) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw e;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   async createSession(row: SessionRow): Promise<void> {
@@ -301,9 +309,7 @@ export class PostgresStore implements Store {
   }
 
   async #insert(events: StoredEvent[]): Promise<void> {
-    const client = await this.#pool.connect();
-    try {
-      await client.query('BEGIN');
+    return this.#transaction(async (client) => {
       // The head row stays locked until COMMIT: the next writer (any replica) takes its positions only after these
       // rows are visible, so an export cursor past them never skips an event that commits later.
       const { rows } = await client.query<{ pos: number }>('UPDATE event_head SET pos = pos + $1 RETURNING pos', [events.length]);
@@ -315,13 +321,7 @@ export class PostgresStore implements Store {
         return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7}, $${b + 8})`;
       });
       await client.query(`INSERT INTO events (stream, seq, at, type, data, prev_hash, hash, pos) VALUES ${tuples.join(', ')}`, values);
-      await client.query('COMMIT');
-    } catch (e) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw e;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   /**
@@ -329,9 +329,7 @@ export class PostgresStore implements Store {
    * event is read after taking it, so the next replica's append sees this one. What it costs is in BENCHMARKS.md.
    */
   async appendToSharedStream(stream: string, next: (last: StoredEvent | undefined) => StoredEvent | undefined): Promise<StoredEvent | undefined> {
-    const client = await this.#pool.connect();
-    try {
-      await client.query('BEGIN');
+    return this.#transaction(async (client) => {
       const { rows } = await client.query<{ pos: number }>('SELECT pos FROM event_head FOR UPDATE');
       const last = (await client.query<EventRecord>('SELECT * FROM events WHERE stream = $1 ORDER BY seq DESC LIMIT 1', [stream])).rows[0];
       const event = next(last && toEvent(last));
@@ -342,14 +340,8 @@ export class PostgresStore implements Store {
           event.stream, event.seq, event.at, event.type, JSON.stringify(event.data), event.prevHash, event.hash, pos,
         ]);
       }
-      await client.query('COMMIT');
       return event;
-    } catch (e) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw e;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   async lastEvent(stream: string): Promise<StoredEvent | undefined> {
@@ -508,9 +500,7 @@ export class PostgresStore implements Store {
   }
 
   async sweepLostReplicas(self: string, staleBefore: number, at: number): Promise<LostSession[]> {
-    const client = await this.#pool.connect();
-    try {
-      await client.query('BEGIN');
+    return this.#transaction(async (client) => {
       // lost_at IS NULL in the WHERE: two survivors sweeping at once — the second finds the rows already taken.
       const lost = await client.query<{ id: string }>(
         'UPDATE replicas SET lost_at = $3 WHERE id <> $1 AND lost_at IS NULL AND last_seen < $2 RETURNING id',
@@ -521,14 +511,8 @@ export class PostgresStore implements Store {
         `UPDATE sessions SET status = 'failed', ended_at = $2 WHERE status = 'open' AND replica = ANY($1::text[]) RETURNING id, replica`,
         [ids, at],
       );
-      await client.query('COMMIT');
       return sessions.rows.map((r) => ({ session: r.id, replica: r.replica }));
-    } catch (e) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw e;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   signalBus(origin: string, logger?: Logger): SignalBus {
