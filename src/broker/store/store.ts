@@ -104,6 +104,14 @@ export interface Store {
    * held reviews.
    */
   sweepLostReplicas(self: string, staleBefore: number, at: number): Promise<LostSession[]>;
+  /**
+   * `maxConcurrent` counted across replicas (PostgreSQL): takes a slot of `key` unless `max` are taken already, in one
+   * step no other replica can interleave with. Returns how many were open before, and the slot when one was taken.
+   * Absent (SQLite: one broker owns the store), the broker counts slots in its own memory.
+   */
+  takeSessionSlot?(key: string, max: number, at: number): Promise<{ open: number; slot?: string }>;
+  /** Gives a slot back; never throws (an unreachable store gets it again later). */
+  releaseSessionSlot?(slot: string): void;
   /** Live signals to the other replicas on this store (PostgreSQL: LISTEN/NOTIFY; SQLite: nobody else to tell). */
   signalBus(origin: string, logger?: Logger): SignalBus;
   close(): Promise<void>;
