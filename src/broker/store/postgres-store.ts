@@ -217,6 +217,10 @@ export class PostgresStore implements Store {
       throw lostConnection(e) ? storeUnreachable(e) : e;
     }
     let broken: Error | undefined;
+    // A checked-out client has no listener of the pool's: a store that goes away between two statements of this
+    // transaction would emit an unhandled 'error' and crash the broker. The failing statement rejects on its own.
+    const onError = (e: Error) => (broken = e);
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
       const result = await work(client);
@@ -229,6 +233,7 @@ export class PostgresStore implements Store {
       throw storeUnreachable(e);
     } finally {
       // A connection that failed under us is destroyed, not handed to the next caller.
+      client.off('error', onError);
       client.release(broken);
     }
   }
