@@ -7,7 +7,7 @@ import { HoopError, UserError } from '../../lib/errors.js';
 import { PostgresSignalBus } from './postgres-signal-bus.js';
 import { storeUnreachable } from './store-errors.js';
 import type { SignalBus } from './signal-bus.js';
-import type { ExportLease, IdentityLock, LostSession, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
+import type { ExportLease, IdentityLock, LostSession, ReviewFilter, SessionEndRequest, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
 
 /**
  * The store several broker replicas share: PostgreSQL, through a `pg` pool, in a schema of its own (`hoopctl`).
@@ -80,10 +80,11 @@ const migrations: string[] = [
    ALTER TABLE sessions ADD COLUMN replica text;
    CREATE INDEX sessions_replica_open ON sessions (replica) WHERE status = 'open';`,
   // maxConcurrent across replicas: one row per session slot taken, named by the replica that holds it (a lost
-  // replica's slots go with its sessions).
+  // replica's slots go with its sessions). And `sessions end` kept with the session, for a replica that missed its signal.
   `CREATE TABLE session_slots (id text PRIMARY KEY, key text NOT NULL, replica text NOT NULL, taken_at bigint NOT NULL);
    CREATE INDEX session_slots_key ON session_slots (key);
-   CREATE INDEX session_slots_replica ON session_slots (replica);`,
+   CREATE INDEX session_slots_replica ON session_slots (replica);
+   ALTER TABLE sessions ADD COLUMN end_request jsonb;`,
 ];
 
 /** The schema version this code writes (tests use it to fake a store migrated by a newer broker). */
@@ -576,6 +577,20 @@ export class PostgresStore implements Store {
       if (this.#closed) return;
       setTimeout(() => this.releaseSessionSlot(slot), SLOT_RELEASE_RETRY_MS).unref();
     });
+  }
+
+  async requestSessionEnd(id: string, request: SessionEndRequest): Promise<boolean> {
+    const { rowCount } = await this.#query("UPDATE sessions SET end_request = $2 WHERE id = $1 AND status = 'open'", [id, JSON.stringify(request)]);
+    return rowCount === 1;
+  }
+
+  async sessionEndRequests(ids: string[]): Promise<Array<SessionEndRequest & { session: string }>> {
+    if (ids.length === 0) return [];
+    const { rows } = await this.#query<{ id: string; end_request: SessionEndRequest }>(
+      "SELECT id, end_request FROM sessions WHERE id = ANY($1::text[]) AND status = 'open' AND end_request IS NOT NULL",
+      [ids],
+    );
+    return rows.map((r) => ({ session: r.id, ...r.end_request }));
   }
 
   signalBus(origin: string, logger?: Logger): SignalBus {
