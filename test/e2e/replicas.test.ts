@@ -253,6 +253,30 @@ describe('two brokers on one PostgreSQL store', () => {
     });
     expect(locked.data).toMatchObject({ lock: made.id, by: 'bob' });
     expect((await runCli(['unlock', made.id], bob)).code).toBe(0);
+
+    // A `sessions end` whose signal B misses is applied when B listens again: the request is kept with the session.
+    // B surely misses it: its listener is cut and cannot come back while the store's database takes no new
+    // connections (the brokers' pools keep the ones they have; A's is widened first by a few parallel /readyz).
+    const third = await connectB();
+    const openOnB = (await store.listSessions({ status: 'open' }))[0]!;
+    await Promise.all(Array.from({ length: 6 }, () => fetch(`${stack.brokerUrl}/readyz`)));
+    const cluster = new pg.Client({ connectionString: stack.cluster.url() });
+    await cluster.connect();
+    const listening = async () => (await cluster.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'hoopctl-broker-signals'")).rows[0]!.n;
+    await cluster.query('ALTER DATABASE hoopstore ALLOW_CONNECTIONS false');
+    await cluster.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'hoopctl-broker-signals'");
+    await until('no listener left', async () => ((await listening()) === 0 ? true : undefined));
+    const missed = await runCli(['sessions', 'end', openOnB.id, '--reason', 'sent while B was deaf'], bob);
+    expect(missed.code, missed.stderr).toBe(0);
+    expect(await listening()).toBe(0);
+    await cluster.query('ALTER DATABASE hoopstore ALLOW_CONNECTIONS true');
+    await cluster.end();
+    expect(await third.ended).toBeTruthy();
+    const endedLate = await until('the late end in B\'s session', async () => {
+      const ev = await store.listEvents(openOnB.id, { limit: 10_000 });
+      return ev.find((e) => e.type === 'ended');
+    });
+    expect(endedLate.data).toMatchObject({ by: 'bob', reason: 'sent while B was deaf' });
     await onB.stop();
   }, 120_000);
 
