@@ -270,10 +270,10 @@ export function readText(path: string): string {
 }
 
 /** Logs `user` in through the device flow with the CLI as a process, playing the user in the provider's pages. */
-export async function loginAs(stack: Stack, user: string, outputs?: string[], broker = stack.brokerUrl): Promise<NodeJS.ProcessEnv> {
+export async function loginAs(stack: Stack, user: string, outputs?: string[]): Promise<NodeJS.ProcessEnv> {
   const { completeDeviceLogin } = await import('./device-user.js');
-  const env = stack.cliEnv({ XDG_CONFIG_HOME: join(stack.dir, `config-${user}`), HOOPCTL_BROKER: broker });
-  const login = new CliProcess(['login', '--broker', broker, '--poll-interval', '1'], env);
+  const env = stack.cliEnv({ XDG_CONFIG_HOME: join(stack.dir, `config-${user}`) });
+  const login = new CliProcess(['login', '--broker', stack.brokerUrl, '--poll-interval', '1'], env);
   const [, uri] = await login.waitFor(/or open (\S+)/);
   await completeDeviceLogin(uri!, user);
   const code = await login.exit();
