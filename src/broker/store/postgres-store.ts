@@ -632,6 +632,8 @@ function tooNew(current: number): UserError {
  */
 export function storeError(e: unknown): Error {
   if (e instanceof UserError) return e;
+  // At start-up an unreachable server is said as it is, not as the refusal a running broker sends its clients.
+  if (e instanceof HoopError && e.code === 'STORE_UNAVAILABLE' && e.cause !== undefined) return storeError(e.cause);
   const err = e as NodeJS.ErrnoException & { code?: string };
   const pgCode = typeof err.code === 'string' ? err.code : '';
   if (pgCode === '28P01' || pgCode === '28000') {
