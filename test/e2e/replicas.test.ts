@@ -79,7 +79,10 @@ async function lbStatus(): Promise<Map<string, string>> {
 
 /** Waits until HAProxy's health checks (GET /readyz) say `server` is `status`. */
 async function lbSays(server: string, status: string): Promise<void> {
-  await until(`${server} ${status} in HAProxy`, async () => ((await lbStatus().catch(() => undefined))?.get(server) === status ? true : undefined));
+  await until(`${server} ${status} in HAProxy`, async () => {
+    if (haproxy.exitCode !== null) throw new Error(`haproxy exited ${haproxy.exitCode} (see haproxy.log in the stack's directory)`);
+    return (await lbStatus().catch(() => undefined))?.get(server) === status ? true : undefined;
+  });
 }
 
 /** The replica id a broker process logged at start (`broker replica`). */
@@ -121,7 +124,7 @@ function exported(): string[] {
 }
 
 async function until<T>(_what: string, probe: () => Promise<T | undefined>): Promise<T> {
-  // Waits on a condition in the store (each probe is one query); the test's own timeout bounds it.
+  // Waits on a condition in the store or HAProxy (each probe is one query); the test's own timeout bounds it.
   for (;;) {
     const found = await probe();
     if (found !== undefined) return found;
