@@ -114,6 +114,17 @@ async function listeners(): Promise<number> {
   }
 }
 
+/** Session slots (maxConcurrent) held in the store now, by every broker. */
+async function slotsHeld(): Promise<number> {
+  const admin = new pg.Client({ connectionString: storeUrl });
+  await admin.connect();
+  try {
+    return (await admin.query<{ n: number }>('SELECT count(*)::int AS n FROM hoopctl.session_slots')).rows[0]!.n;
+  } finally {
+    await admin.end();
+  }
+}
+
 /** The export file as a SIEM reads it: one `stream/seq` per line. */
 function exported(): string[] {
   if (!existsSync(exportPath)) return [];
@@ -134,7 +145,8 @@ async function until<T>(_what: string, probe: () => Promise<T | undefined>): Pro
 
 beforeAll(async () => {
   stack = await startStack({
-    appPg: HOLD_RULES,
+    // maxConcurrent counted across both brokers (the store's slots): ci-report may hold two sessions at once.
+    appPg: { ...HOLD_RULES, access: { groups: ['dba'], clientIds: ['ci-report'], session: { maxConcurrent: 2 } } },
     beforeBroker: async (cluster) => {
       const admin = new pg.Client({ connectionString: cluster.url() });
       await admin.connect();
@@ -345,6 +357,8 @@ describe('two brokers on one PostgreSQL store', () => {
   }, 120_000);
 
   it('kill -9 of one: the other keeps its psql session; the dead one\'s session ends "broker lost" and verifies; its held review is orphaned', async () => {
+    // The earlier cases' sessions have given their slots back (a slot is released just after its session ends).
+    await until('no session slot held', async () => ((await slotsHeld()) === 0 ? true : undefined));
     const onA = await startConnectTunnel('app-pg', ci(stack.brokerUrl));
     const onB = await startConnectTunnel('app-pg', ci(urlB));
     tunnels.push(onA, onB);
@@ -356,6 +370,10 @@ describe('two brokers on one PostgreSQL store', () => {
     await clientB.connect();
     expect((await clientA.query('select count(*)::int as n from scratch')).rows).toEqual([{ n: 2 }]);
     expect((await clientB.query('select count(*)::int as n from scratch')).rows).toEqual([{ n: 2 }]);
+    // One session on each broker is ci-report's maxConcurrent (2): a third, through A, is refused with the count.
+    const third = new pg.Client(onA.pgClientConfig('app'));
+    third.on('error', () => undefined);
+    await expect(third.connect()).rejects.toThrow(/already has 2 session\(s\) open on app-pg/);
 
     // B holds an unbounded DELETE for review; the review names B's session.
     const held = clientB.query('delete from scratch').then(() => 'ran', (e: Error) => e.message);
@@ -427,7 +445,8 @@ describe('two brokers on one PostgreSQL store', () => {
     expect(audit.filter((e) => e.type === 'session-lost').map((e) => e.data)).toEqual([expect.objectContaining({ session: sessionB, reason: 'broker lost' })]);
     expect(verifyChain(audit)).toEqual({ ok: true });
 
-    // HAProxy's health check marks B down; a new tunnel through HAProxy lands on A and works.
+    // HAProxy's health check marks B down; a new tunnel through HAProxy lands on A and works (admitted under
+    // maxConcurrent 2 only because B's slot went with B's session when B was swept).
     await lbSays('broker-b', 'DOWN');
     const onLb = await startConnectTunnel('app-pg', ci(lbUrl));
     tunnels.push(onLb);
@@ -454,7 +473,10 @@ describe('two brokers on one PostgreSQL store', () => {
 
   it('a broker that loses its store refuses new sessions (503 STORE_UNAVAILABLE) and is not ready; when the store is back it serves again', async () => {
     // The stack's one PostgreSQL cluster holds the store (and the app database, which goes away too).
-    for (const c of clients) c.on('error', () => undefined);
+    // The earlier sessions end first, while the store can still take their slots back.
+    for (const c of clients.splice(0)) await c.end().catch(() => undefined);
+    for (const t of tunnels.splice(0)) await t.stop();
+    await until('no session slot held', async () => ((await slotsHeld()) === 0 ? true : undefined));
     const ready = async () => {
       const res = await fetch(`${stack.brokerUrl}/readyz`);
       return { status: res.status, body: (await res.json()) as { reason?: string } };
