@@ -324,16 +324,28 @@ describe('two brokers on one PostgreSQL store', () => {
     expect(counted.stdout).toMatch(/"n":\s*2/);
 
     // A statement held on B: A is drained in HAProxy (its admin socket) so the exec lands on B ...
+    // (Once the sessions above gave their slots back: ci-report may hold two at once, and a slot is released just
+    // after its session ends, which can be after the client already exited.)
+    await until('no session slot held', async () => ((await slotsHeld()) === 0 ? true : undefined));
     expect(await lbCommand('set server brokers/broker-a state drain')).toBe('\n');
     const heldExec = new CliProcess(['exec', 'app-pg', '-e', 'delete from scratch'], viaLb);
-    const review = await until('the held review', async () => (await store.listReviews({ status: ['pending'], kind: 'statement' }))[0]);
+    const review = await until('the held review', async () => {
+      if (heldExec.child.exitCode !== null) throw new Error(`exec was not held: ${heldExec.stderr}`);
+      return (await store.listReviews({ status: ['pending'], kind: 'statement' }))[0];
+    });
     expect(await replicaOf(review.sessionId!)).toBe(replicaB);
+    // `sessions watch` follows it live through HAProxy (an event stream, kept open until the session ends).
+    const watch = new CliProcess(['sessions', 'watch', review.sessionId!], viaLb);
+    await watch.waitFor(/--- live: /);
     // ... and approved through HAProxy with B drained instead, so `hoopctl approve` reaches A.
     await lbCommand('set server brokers/broker-a state ready');
     await lbCommand('set server brokers/broker-b state drain');
     const approved = await runCli(['approve', review.id, '--reason', 'ok'], bobViaLb);
     expect(approved.code, approved.stderr).toBe(0);
     expect(await heldExec.exit(), heldExec.stderr).toBe(0);
+    await watch.waitFor(/--- session closed ---/);
+    expect(watch.stdout).toMatch(/approved/i);
+    expect(await watch.exit()).toBe(0);
     await lbCommand('set server brokers/broker-b state ready');
 
     // B recorded the approval it got from A in the session's own chain; the replay through HAProxy shows it all.
