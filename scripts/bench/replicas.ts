@@ -25,7 +25,10 @@ export async function startHaproxy(dir: string, brokers: [string, string]): Prom
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const url = `http://127.0.0.1:${port}`;
+  let failed: Error | undefined;
+  child.once('error', (e) => (failed = e)); // not installed: spawn ENOENT
   for (;;) {
+    if (failed) throw new Error(`haproxy did not start: ${failed.message} (apt-get install -y haproxy)`);
     if (child.exitCode !== null) throw new Error(`haproxy exited ${child.exitCode}`);
     const ok = await fetch(`${url}/readyz`).then((r) => r.ok, () => false);
     if (ok) return { url, process: child };

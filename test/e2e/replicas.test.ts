@@ -19,8 +19,8 @@ import { APP_PASSWORD, CliProcess, loginAs, runCli, runProcess, spawnBroker, sta
 /**
  * Two broker processes on one PostgreSQL store (the stack's broker is A; B runs the same config on another port),
  * behind a real HAProxy running deploy/haproxy.cfg — the file the README shows — with its health check made fast.
- * Users go through HAProxy (connect + psql, exec, approve, replay); the test also reaches A or B directly, or drains
- * one in HAProxy (its admin socket), to know which broker serves what.
+ * Users go through HAProxy (connect + psql, exec, approve, replay, sessions watch); the test also reaches A or B
+ * directly, or drains one in HAProxy (its admin socket), to know which broker serves what.
  * B gets SIGKILL while it serves a psql session and holds a statement for review: A's own session keeps working,
  * B's session becomes failed with "broker lost" in its (still verifying, signed) chain, the held review is
  * orphaned, HAProxy sends new tunnels to A and the export goes on from where B left it — all found by waiting on
