@@ -8,10 +8,11 @@
  * hits every row alike. BENCHMARKS.md keeps the figures with the machine they came from.
  *
  * Knobs: BENCH_SECONDS (per row, split over the rounds; default 15), BENCH_ROUNDS (3), BENCH_CLIENTS (8),
- * BENCH_IDLE_SESSIONS (1000), BENCH_PARTS (comma list of pgbench,big,sessions,verdict,store,http,ssh, `pg` = pgbench,big; default all),
+ * BENCH_IDLE_SESSIONS (1000), BENCH_PARTS (comma list of pgbench,big,sessions,verdict,store,http,ssh,replicas, `pg` = pgbench,big; default all),
  * BENCH_PROFILE=1 (CPU profiles of the broker, hoopctl connect and the relay hops; top self-time frames printed).
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdirSync, mkdtempSync, openSync, writeFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -27,12 +28,13 @@ import { profiledNodeArgs, rssMb, rssSampler, summariseProfiles, waitForLine } f
 import { openIdleSessions, sessionRate, type PgTarget } from './bench/session-load.js';
 import { measureVerdictCost } from './bench/verdict-cost.js';
 import { measureStoreCommit } from './bench/store-commit.js';
+import { startHaproxy } from './bench/replicas.js';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 15);
 const rounds = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 const clients = Number(process.env.BENCH_CLIENTS ?? 8);
 const idleSessions = Number(process.env.BENCH_IDLE_SESSIONS ?? 1000);
-const parts = new Set((process.env.BENCH_PARTS ?? 'pgbench,big,sessions,verdict,store,http,ssh').split(',').flatMap((p) => (p.trim() === 'pg' ? ['pgbench', 'big'] : [p.trim()])));
+const parts = new Set((process.env.BENCH_PARTS ?? 'pgbench,big,sessions,verdict,store,http,ssh,replicas').split(',').flatMap((p) => (p.trim() === 'pg' ? ['pgbench', 'big'] : [p.trim()])));
 const profiling = Boolean(process.env.BENCH_PROFILE);
 
 /** The queries, stated once: the report prints them. */
@@ -163,7 +165,7 @@ async function main(): Promise<void> {
       access: { clientIds: ['bench'] },
       ...(rules ? { rules } : {}),
     });
-    writeFileSync(join(dir, 'broker.yaml'), stringify({
+    const brokerConfig = {
       server: { listen: `127.0.0.1:${port}` },
       // The broker's own PostgreSQL listener (the front door: one hop, the token as the password).
       postgres: { listen: `127.0.0.1:${frontDoorPort}` },
@@ -186,15 +188,18 @@ async function main(): Promise<void> {
           ...(name === 'api-masked' ? { mask: { jsonPaths: ['$.items[*].owner'], detectors: ['email'] } } : {}),
         })),
       ],
-    }));
+    };
+    writeFileSync(join(dir, 'broker.yaml'), stringify(brokerConfig));
     const broker = spawn(process.execPath, [...profiledNodeArgs(profileDir, 'broker'), resolve(import.meta.dirname, '../../bin/hoopctl'), 'broker', 'start', '--config', join(dir, 'broker.yaml')], { stdio: ['ignore', 'ignore', 'pipe'] });
     children.push(broker);
     await waitForLine(broker, 'stderr', /broker listening on/);
     const brokerRss = rssSampler(broker.pid!);
     const { accessToken } = await clientCredentialsLogin({ issuer: issuer.issuer, clientId: 'bench', clientSecret: 'bench-secret' });
     const env = { PATH: process.env.PATH, HOME: dir, XDG_CONFIG_HOME: join(dir, 'cfg'), HOOPCTL_TOKEN: accessToken, HOOPCTL_BROKER: `http://127.0.0.1:${port}` };
-    const connect = async (connection: string, profileName?: string) => {
-      const t = spawn(process.execPath, [...profiledNodeArgs(profileName ? profileDir : undefined, profileName ?? ''), resolve(import.meta.dirname, '../../bin/hoopctl'), 'connect', connection, '-o', 'json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const connect = async (connection: string, profileName?: string, brokerUrl?: string) => {
+      const t = spawn(process.execPath, [...profiledNodeArgs(profileName ? profileDir : undefined, profileName ?? ''), resolve(import.meta.dirname, '../../bin/hoopctl'), 'connect', connection, '-o', 'json'], {
+        env: brokerUrl ? { ...env, HOOPCTL_BROKER: brokerUrl } : env, stdio: ['ignore', 'pipe', 'pipe'],
+      });
       children.push(t);
       return { child: t, ready: JSON.parse((await waitForLine(t, 'stdout', /\{.*\}\n/))[0]!) as TunnelReady };
     };
@@ -311,6 +316,54 @@ async function main(): Promise<void> {
           '',
         );
       }
+    }
+
+    if (parts.has('replicas')) {
+      // The same broker config on the PostgreSQL store (a database of its own on the benchmark's cluster), once as
+      // one broker and once as two replicas behind HAProxy (deploy/haproxy.cfg); the SQLite broker above for reference.
+      execFileSync('psql', ['-X', '-q', '-c', 'CREATE DATABASE hoopstore'], { env: { ...process.env, ...cluster.psqlEnv() }, stdio: 'ignore' });
+      const keyPath = join(dir, 'audit-key.pem');
+      writeFileSync(keyPath, generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+      const replicaPorts = [await freePort(), await freePort()];
+      for (const [i, p] of replicaPorts.entries()) {
+        const { postgres: _frontDoor, ...rest } = brokerConfig;
+        writeFileSync(join(dir, `replica-${i}.yaml`), stringify({
+          ...rest, server: { listen: `127.0.0.1:${p}` }, store: { type: 'postgres', url: { value: cluster.url('hoopstore') } }, audit: { signingKey: { file: keyPath } },
+        }));
+        const replica = spawn(process.execPath, [resolve(import.meta.dirname, '../../bin/hoopctl'), 'broker', 'start', '--config', join(dir, `replica-${i}.yaml`)], { stdio: ['ignore', 'ignore', 'pipe'] });
+        children.push(replica);
+        await waitForLine(replica, 'stderr', /broker listening on/);
+      }
+      const lb = await startHaproxy(dir, [`127.0.0.1:${replicaPorts[0]}`, `127.0.0.1:${replicaPorts[1]}`]).catch((e: Error) => {
+        process.stderr.write(`${e.message}: the two-replica row is skipped\n`);
+        return undefined;
+      });
+      if (lb) children.push(lb.process);
+      const onSqlite = await connect('bench');
+      const onPostgres = await connect('bench', undefined, `http://127.0.0.1:${replicaPorts[0]}`);
+      const onLb = lb ? await connect('bench', undefined, lb.url) : undefined;
+      const storePaths: PgPath[] = [
+        { name: 'hoopctl connect + broker, SQLite store', gated: true, env: libpqEnv(tunnelTarget(onSqlite.ready)) },
+        { name: 'hoopctl connect + broker, PostgreSQL store', gated: true, env: libpqEnv(tunnelTarget(onPostgres.ready)) },
+        ...(onLb ? [{ name: 'hoopctl connect → HAProxy → 2 brokers, PostgreSQL store', gated: true, env: libpqEnv(tunnelTarget(onLb.ready)) }] : []),
+      ];
+      const roundSecs = String(Math.max(2, Math.round(seconds / rounds)));
+      process.stderr.write(`pgbench -S, ${clients} clients, ${rounds} rounds of ${roundSecs}s: SQLite store, PostgreSQL store, two replicas behind HAProxy…\n`);
+      const latency = new Map<string, number[]>(storePaths.map((p) => [p.name, []]));
+      const tps = interleaved(storePaths, (p) => {
+        const r = pgbench(p.env, ['-S', '-n', '-c', String(clients), '-j', '2', '-T', roundSecs]);
+        latency.get(p.name)!.push(r.latencyMs);
+        return r.tps;
+      });
+      const sqliteTps = tps.get(storePaths[0]!.name);
+      report.push(
+        `Store and replicas: ${PGBENCH_QUERY}, ${clients} clients, every statement recorded before it is forwarded; the PostgreSQL store is a database on the same cluster (and cores) as the backend; HAProxy runs deploy/haproxy.cfg (leastconn, so the ${clients} sessions split over both brokers). Medians of ${rounds} interleaved rounds of ${roundSecs} s.`,
+        '',
+        `| path | TPS, ${clients} clients | ÷ SQLite store | mean latency |`,
+        '|---|---|---|---|',
+        ...storePaths.map((p) => `| ${p.name} | ${tps.get(p.name)!.toFixed(0)} | ${ratio(tps.get(p.name), sqliteTps)} | ${median(latency.get(p.name)!).toFixed(3)} ms |`),
+        '',
+      );
     }
 
     if (parts.has('verdict')) {

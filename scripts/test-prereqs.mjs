@@ -33,6 +33,8 @@ if (spawnSync('/usr/bin/python3', ['-c', 'import psycopg'], { stdio: 'ignore' })
 if (!have('redis-server') || !have('redis-cli')) missing.push('redis-server');
 // HTTP connections are driven with curl.
 if (!have('curl')) missing.push('curl');
+// Several broker replicas are tested behind a real HAProxy (deploy/haproxy.cfg is the configuration it runs).
+if (!have('haproxy')) missing.push('haproxy');
 
 // Kubernetes connections are driven with a real kubectl; it must speak WebSocket exec (1.30 or later), which
 // Debian's own kubernetes-client (1.20) does not, so it is not installed from here.

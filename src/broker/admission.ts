@@ -92,21 +92,32 @@ export class Admission {
   async #takeSlot(identity: Identity, connection: Connection, req: ClientPeer): Promise<() => void> {
     const max = this.limitsOf(connection).maxConcurrent;
     if (max === undefined) return () => undefined;
-    const key = `${connection.name}\0${identity.issuer}\0${identity.subject}`;
-    const open = this.#slots.get(key) ?? 0;
-    if (open >= max) {
-      const reason = `${identity.name} already has ${open} session(s) open on ${connection.name}, the most this connection allows at once`;
+    // JSON: unambiguous, and storable (PostgreSQL text takes no NUL).
+    const key = JSON.stringify([connection.name, identity.issuer, identity.subject]);
+    const { store } = this.#deps;
+    // A store several replicas share counts the slots itself (one count across them); otherwise this broker does.
+    const taken = store.takeSessionSlot ? await store.takeSessionSlot(key, max, Date.now()) : this.#takeLocal(key, max);
+    if (taken.slot === undefined) {
+      const reason = `${identity.name} already has ${taken.open} session(s) open on ${connection.name}, the most this connection allows at once`;
       await this.#deps.sessions.refuse(identity, connection.name, connection.type, clientAddress(req), reason);
       throw new HoopError(reason, { code: 'ACCESS_DENIED', status: 403, hint: 'close a session first (hoopctl sessions --status open)' });
     }
-    this.#slots.set(key, open + 1);
+    const slot = taken.slot;
     let released = false;
     return () => {
       if (released) return;
       released = true;
+      if (store.releaseSessionSlot) return store.releaseSessionSlot(slot);
       const left = (this.#slots.get(key) ?? 1) - 1;
       if (left > 0) this.#slots.set(key, left);
       else this.#slots.delete(key);
     };
+  }
+
+  #takeLocal(key: string, max: number): { open: number; slot?: string } {
+    const open = this.#slots.get(key) ?? 0;
+    if (open >= max) return { open };
+    this.#slots.set(key, open + 1);
+    return { open, slot: key };
   }
 }

@@ -205,6 +205,9 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     const ended = new Set((await reviews.resync()).map((g) => g.id));
     live.endWhere((s) => s.grantId !== undefined && ended.has(s.grantId), 'the access grant it was opened under ended');
     for (const lock of await store.activeLocks(Date.now())) endLocked(lock);
+    for (const r of (await store.sessionEndRequests?.(live.ids())) ?? []) {
+      if (await endHere(r.session, r.reason, r.by)) logger.info({ session: r.session, by: r.by }, 'ended a session on a `sessions end` request its signal missed');
+    }
   };
   await signals.listen({
     signal: (s) => void onSignal(s).catch((e: unknown) => logger.error({ err: errorMessage(e), signal: s.kind }, 'acting on a replica signal failed')),
@@ -219,8 +222,12 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     },
     async endSession(id: string, reason: string, by: Identity): Promise<boolean> {
       if (await endHere(id, reason, by.subject)) return true;
-      // Served by another replica (the store says it is open): that one ends it on the signal.
-      if ((await store.getSession(id))?.status !== 'open') return false;
+      // Served by another replica (the store says it is open): that one ends it on the signal, or — not listening
+      // at that moment — on its resync, which finds the request kept with the session.
+      const open = store.requestSessionEnd
+        ? await store.requestSessionEnd(id, { by: by.subject, reason, at: Date.now() })
+        : (await store.getSession(id))?.status === 'open';
+      if (!open) return false;
       await signals.publish({ kind: 'end-session', id, reason, by: by.subject });
       return true;
     },

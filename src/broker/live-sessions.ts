@@ -128,6 +128,11 @@ export class LiveSessionRegistry {
     return this.#sessions.get(id);
   }
 
+  /** The ids of the sessions running here. */
+  ids(): string[] {
+    return [...this.#sessions.keys()];
+  }
+
   /** The connection of each running session (a gauge counts them). */
   connections(): Connection[] {
     return [...this.#sessions.values()].map((s) => s.connection);

@@ -21,6 +21,10 @@ export interface PgCluster {
   /** A libpq URL for the superuser to a database (direct, not through the broker). */
   url(database?: string): string;
   psqlEnv(): NodeJS.ProcessEnv;
+  /** Stops the server (`pg_ctl stop -m fast`: clients are disconnected) and keeps its data, for `resume`. */
+  pause(): Promise<void>;
+  /** Starts a paused server again, on the same port with the same settings. */
+  resume(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -97,6 +101,11 @@ export async function startPgCluster(options: PgClusterOptions = {}): Promise<Pg
     url: (database = 'postgres') =>
       `postgresql://${encodeURIComponent(superuser)}:${encodeURIComponent(password)}@${host}:${port}/${database}`,
     psqlEnv: () => ({ PGHOST: host, PGPORT: String(port), PGUSER: superuser, PGPASSWORD: password, PGDATABASE: 'postgres' }),
+    async pause() {
+      const [scmd, sargs] = asPgUser(join(binDir, 'pg_ctl'), ['-D', dataDir, '-m', 'fast', '-w', 'stop']);
+      await run(scmd, sargs);
+    },
+    resume: () => run(pcmd, pargs),
     async stop() {
       const [scmd, sargs] = asPgUser(join(binDir, 'pg_ctl'), ['-D', dataDir, '-m', 'immediate', '-w', 'stop']);
       await run(scmd, sargs).catch(() => undefined);

@@ -181,6 +181,46 @@ describe('PostgreSQL store shared by replicas', () => {
     await store.close();
   });
 
+  it('counts maxConcurrent slots across replicas: ten opens racing on two replicas get exactly the limit; a lost replica gives its slots back', async () => {
+    const url = await freshDatabase();
+    const [a, b] = await Promise.all([PostgresStore.open(url), PostgresStore.open(url)]);
+    await a.registerReplica('rep_a', Date.now());
+    await b.registerReplica('rep_b', Date.now());
+    const key = JSON.stringify(['app-pg', 'https://issuer', 'alice']);
+    // Make the race certain: the test blocks writes to the slots table, so all ten takes are in flight at once (each
+    // waiting on a lock) before any of them can insert; then it lets them go.
+    const gate = new pg.Client({ connectionString: url });
+    await gate.connect();
+    await gate.query('BEGIN');
+    await gate.query('LOCK TABLE hoopctl.session_slots IN EXCLUSIVE MODE');
+    const racing = Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? a : b).takeSessionSlot(key, 3, Date.now())));
+    const db = new URL(url).pathname.slice(1);
+    while ((await sql(cluster.url(), "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'", [db])).rows[0].n < 10) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await gate.query('COMMIT');
+    await gate.end();
+    const taken = await racing;
+    const slots = taken.flatMap((t) => (t.slot ? [t.slot] : []));
+    expect(slots).toHaveLength(3);
+    expect(taken.filter((t) => !t.slot).every((t) => t.open === 3)).toBe(true);
+    // Another identity (or connection) has its own count.
+    expect((await a.takeSessionSlot(JSON.stringify(['app-pg', 'https://issuer', 'bob']), 3, Date.now())).slot).toBeDefined();
+    // A slot given back on one replica frees a place for the other.
+    const onA = taken.find((t, i) => t.slot && i % 2 === 1)?.slot ?? slots[0]!;
+    a.releaseSessionSlot(onA);
+    let again: { open: number; slot?: string } = { open: 3 };
+    while (!again.slot) again = await b.takeSessionSlot(key, 3, Date.now());
+    expect(again.open).toBe(2);
+    // rep_b stops beating: once swept, its slots are free again.
+    const held = (await sql(url, "SELECT count(*)::int AS n FROM hoopctl.session_slots WHERE replica = 'rep_b' AND key = $1", [key])).rows[0].n as number;
+    expect(held).toBeGreaterThan(0);
+    await a.heartbeat('rep_a', Date.now() + 10_000);
+    await a.sweepLostReplicas('rep_a', Date.now() + 5_000, Date.now());
+    expect((await a.takeSessionSlot(key, 3, Date.now())).open).toBe(3 - held);
+    await Promise.all([a.close(), b.close()]);
+  });
+
   it('refuses a store another version migrated further, a wrong password and an unreachable server: one line, no secret', async () => {
     const url = await freshDatabase();
     await (await PostgresStore.open(url)).close();

@@ -1,11 +1,13 @@
+import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { Identity } from '../../api/identity.js';
 import type { Review, ReviewStatus } from '../../api/review.js';
 import type { Logger } from 'pino';
 import { HoopError, UserError } from '../../lib/errors.js';
 import { PostgresSignalBus } from './postgres-signal-bus.js';
+import { storeUnreachable } from './store-errors.js';
 import type { SignalBus } from './signal-bus.js';
-import type { ExportLease, IdentityLock, LostSession, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
+import type { ExportLease, IdentityLock, LostSession, ReviewFilter, SessionEndRequest, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
 
 /**
  * The store several broker replicas share: PostgreSQL, through a `pg` pool, in a schema of its own (`hoopctl`).
@@ -77,6 +79,12 @@ const migrations: string[] = [
   `CREATE TABLE replicas (id text PRIMARY KEY, started_at bigint NOT NULL, last_seen bigint NOT NULL, lost_at bigint);
    ALTER TABLE sessions ADD COLUMN replica text;
    CREATE INDEX sessions_replica_open ON sessions (replica) WHERE status = 'open';`,
+  // maxConcurrent across replicas: one row per session slot taken, named by the replica that holds it (a lost
+  // replica's slots go with its sessions). And `sessions end` kept with the session, for a replica that missed its signal.
+  `CREATE TABLE session_slots (id text PRIMARY KEY, key text NOT NULL, replica text NOT NULL, taken_at bigint NOT NULL);
+   CREATE INDEX session_slots_key ON session_slots (key);
+   CREATE INDEX session_slots_replica ON session_slots (replica);
+   ALTER TABLE sessions ADD COLUMN end_request jsonb;`,
 ];
 
 /** The schema version this code writes (tests use it to fake a store migrated by a newer broker). */
@@ -130,6 +138,7 @@ export class PostgresStore implements Store {
 
   /** The replica this process registered as: stamped on the sessions it creates. */
   #replica: string | undefined;
+  #closed = false;
 
   /** What the pool connects with, for the few connections of their own (export leases). */
   readonly #clientConfig: pg.ClientConfig;
@@ -191,9 +200,28 @@ export class PostgresStore implements Store {
     }
   }
 
+  /** One statement on a pooled connection; a store that cannot be reached is a STORE_UNAVAILABLE refusal (503). */
+  async #query<R extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+    try {
+      return await this.#pool.query<R>(sql, values);
+    } catch (e) {
+      throw lostConnection(e) ? storeUnreachable(e) : e;
+    }
+  }
+
   /** Runs `work` in one transaction on one pooled connection: committed when it returns, rolled back when it throws. */
   async #transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    const client = await this.#pool.connect();
+    let client: pg.PoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (e) {
+      throw lostConnection(e) ? storeUnreachable(e) : e;
+    }
+    let broken: Error | undefined;
+    // A checked-out client has no listener of the pool's: a store that goes away between two statements of this
+    // transaction would emit an unhandled 'error' and crash the broker. The failing statement rejects on its own.
+    const onError = (e: Error) => (broken = e);
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
       const result = await work(client);
@@ -201,9 +229,13 @@ export class PostgresStore implements Store {
       return result;
     } catch (e) {
       await client.query('ROLLBACK').catch(() => undefined);
-      throw e;
+      if (!lostConnection(e)) throw e;
+      broken = e as Error;
+      throw storeUnreachable(e);
     } finally {
-      client.release();
+      // A connection that failed under us is destroyed, not handed to the next caller.
+      client.off('error', onError);
+      client.release(broken);
     }
   }
 
@@ -224,7 +256,7 @@ export class PostgresStore implements Store {
   }
 
   async createSession(row: SessionRow): Promise<void> {
-    await this.#pool.query(
+    await this.#query(
       `INSERT INTO sessions (id, connection, connection_type, subject, identity, client_addr, status, started_at, ended_at, statement_count, error_count, replica)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
       [row.id, row.connection, row.connectionType, row.identity.subject, JSON.stringify(row.identity), row.clientAddr, row.status,
@@ -243,11 +275,11 @@ export class PostgresStore implements Store {
     }
     if (sets.length === 0) return;
     values.push(id);
-    await this.#pool.query(`UPDATE sessions SET ${sets.join(', ')} WHERE id = $${values.length}`, values);
+    await this.#query(`UPDATE sessions SET ${sets.join(', ')} WHERE id = $${values.length}`, values);
   }
 
   async getSession(id: string): Promise<SessionRow | undefined> {
-    const { rows } = await this.#pool.query<SessionRecord>('SELECT * FROM sessions WHERE id = $1', [id]);
+    const { rows } = await this.#query<SessionRecord>('SELECT * FROM sessions WHERE id = $1', [id]);
     return rows[0] && toSession(rows[0]);
   }
 
@@ -269,7 +301,7 @@ export class PostgresStore implements Store {
     }
     values.push(filter.limit ?? 100);
     const sql = `SELECT * FROM sessions ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY started_at DESC, n DESC LIMIT $${values.length}`;
-    return (await this.#pool.query<SessionRecord>(sql, values)).rows.map(toSession);
+    return (await this.#query<SessionRecord>(sql, values)).rows.map(toSession);
   }
 
   /**
@@ -345,12 +377,12 @@ export class PostgresStore implements Store {
   }
 
   async lastEvent(stream: string): Promise<StoredEvent | undefined> {
-    const { rows } = await this.#pool.query<EventRecord>('SELECT * FROM events WHERE stream = $1 ORDER BY seq DESC LIMIT 1', [stream]);
+    const { rows } = await this.#query<EventRecord>('SELECT * FROM events WHERE stream = $1 ORDER BY seq DESC LIMIT 1', [stream]);
     return rows[0] && toEvent(rows[0]);
   }
 
   async listEvents(stream: string, options: { afterSeq?: number; limit?: number } = {}): Promise<StoredEvent[]> {
-    const { rows } = await this.#pool.query<EventRecord>('SELECT * FROM events WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3', [
+    const { rows } = await this.#query<EventRecord>('SELECT * FROM events WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3', [
       stream,
       options.afterSeq ?? 0,
       options.limit ?? 100_000,
@@ -359,12 +391,12 @@ export class PostgresStore implements Store {
   }
 
   async eventsSince(pos: number, limit: number): Promise<Array<StoredEvent & { pos: number }>> {
-    const { rows } = await this.#pool.query<EventRecord>('SELECT * FROM events WHERE pos > $1 ORDER BY pos LIMIT $2', [pos, limit]);
+    const { rows } = await this.#query<EventRecord>('SELECT * FROM events WHERE pos > $1 ORDER BY pos LIMIT $2', [pos, limit]);
     return rows.map((r) => ({ ...toEvent(r), pos: r.pos }));
   }
 
   async lastEventPos(): Promise<number> {
-    const { rows } = await this.#pool.query<{ pos: number }>('SELECT coalesce(max(pos), 0)::bigint AS pos FROM events');
+    const { rows } = await this.#query<{ pos: number }>('SELECT coalesce(max(pos), 0)::bigint AS pos FROM events');
     return rows[0]!.pos;
   }
 
@@ -401,25 +433,25 @@ export class PostgresStore implements Store {
   }
 
   async exportCursor(name: string): Promise<number> {
-    const { rows } = await this.#pool.query<{ pos: number }>('SELECT pos FROM export_cursors WHERE name = $1', [name]);
+    const { rows } = await this.#query<{ pos: number }>('SELECT pos FROM export_cursors WHERE name = $1', [name]);
     return rows[0]?.pos ?? 0;
   }
 
   async saveExportCursor(name: string, pos: number): Promise<void> {
-    await this.#pool.query(
+    await this.#query(
       'INSERT INTO export_cursors (name, pos, updated_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET pos = excluded.pos, updated_at = excluded.updated_at',
       [name, pos, Date.now()],
     );
   }
 
   async createReview(r: Review): Promise<void> {
-    await this.#pool.query('INSERT INTO reviews (id, kind, connection, requester, status, created_at, body) VALUES ($1, $2, $3, $4, $5, $6, $7)', [
+    await this.#query('INSERT INTO reviews (id, kind, connection, requester, status, created_at, body) VALUES ($1, $2, $3, $4, $5, $6, $7)', [
       r.id, r.kind, r.connection, r.requester.subject, r.status, r.createdAt, JSON.stringify(r),
     ]);
   }
 
   async getReview(id: string): Promise<Review | undefined> {
-    const { rows } = await this.#pool.query<{ body: Review }>('SELECT body FROM reviews WHERE id = $1', [id]);
+    const { rows } = await this.#query<{ body: Review }>('SELECT body FROM reviews WHERE id = $1', [id]);
     return rows[0]?.body;
   }
 
@@ -437,18 +469,18 @@ export class PostgresStore implements Store {
     }
     values.push(filter.limit ?? 500);
     const sql = `SELECT body FROM reviews ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC LIMIT $${values.length}`;
-    return (await this.#pool.query<{ body: Review }>(sql, values)).rows.map((r) => r.body);
+    return (await this.#query<{ body: Review }>(sql, values)).rows.map((r) => r.body);
   }
 
   async replaceReview(r: Review, expected: ReviewStatus): Promise<boolean> {
-    const { rowCount } = await this.#pool.query('UPDATE reviews SET status = $1, body = $2 WHERE id = $3 AND status = $4', [
+    const { rowCount } = await this.#query('UPDATE reviews SET status = $1, body = $2 WHERE id = $3 AND status = $4', [
       r.status, JSON.stringify(r), r.id, expected,
     ]);
     return rowCount === 1;
   }
 
   async consumeReview(id: string, at: number): Promise<Review | undefined> {
-    const { rows } = await this.#pool.query<{ body: Review }>(
+    const { rows } = await this.#query<{ body: Review }>(
       `UPDATE reviews SET body = jsonb_set(body, '{consumedAt}', to_jsonb($1::bigint))
        WHERE id = $2 AND status = 'approved' AND NOT (body ? 'consumedAt') RETURNING body`,
       [at, id],
@@ -457,13 +489,13 @@ export class PostgresStore implements Store {
   }
 
   async createLock(lock: IdentityLock): Promise<void> {
-    await this.#pool.query('INSERT INTO identity_locks (id, created_at, expires_at, lifted_at, body) VALUES ($1, $2, $3, NULL, $4)', [
+    await this.#query('INSERT INTO identity_locks (id, created_at, expires_at, lifted_at, body) VALUES ($1, $2, $3, NULL, $4)', [
       lock.id, lock.createdAt, lock.expiresAt ?? null, JSON.stringify(lock),
     ]);
   }
 
   async activeLocks(at: number): Promise<IdentityLock[]> {
-    const { rows } = await this.#pool.query<{ body: IdentityLock }>(
+    const { rows } = await this.#query<{ body: IdentityLock }>(
       'SELECT body FROM identity_locks WHERE lifted_at IS NULL AND (expires_at IS NULL OR expires_at > $1) ORDER BY created_at, id',
       [at],
     );
@@ -471,7 +503,7 @@ export class PostgresStore implements Store {
   }
 
   async liftLock(id: string, by: string, at: number): Promise<IdentityLock | undefined> {
-    const { rows } = await this.#pool.query<{ body: IdentityLock }>(
+    const { rows } = await this.#query<{ body: IdentityLock }>(
       `UPDATE identity_locks SET lifted_at = $1, body = body || jsonb_build_object('liftedAt', $1::bigint, 'liftedBy', $2::text)
        WHERE id = $3 AND lifted_at IS NULL RETURNING body`,
       [at, by, id],
@@ -485,17 +517,17 @@ export class PostgresStore implements Store {
    * live sessions of another one.
    */
   async closeAbandonedSessions(at: number): Promise<number> {
-    const { rowCount } = await this.#pool.query(`UPDATE sessions SET status = 'failed', ended_at = $1 WHERE status = 'open' AND replica IS NULL`, [at]);
+    const { rowCount } = await this.#query(`UPDATE sessions SET status = 'failed', ended_at = $1 WHERE status = 'open' AND replica IS NULL`, [at]);
     return rowCount ?? 0;
   }
 
   async registerReplica(replica: string, at: number): Promise<void> {
-    await this.#pool.query('INSERT INTO replicas (id, started_at, last_seen) VALUES ($1, $2, $2) ON CONFLICT (id) DO UPDATE SET last_seen = $2, lost_at = NULL', [replica, at]);
+    await this.#query('INSERT INTO replicas (id, started_at, last_seen) VALUES ($1, $2, $2) ON CONFLICT (id) DO UPDATE SET last_seen = $2, lost_at = NULL', [replica, at]);
     this.#replica = replica;
   }
 
   async heartbeat(replica: string, at: number): Promise<boolean> {
-    const { rowCount } = await this.#pool.query('UPDATE replicas SET last_seen = $2 WHERE id = $1 AND lost_at IS NULL', [replica, at]);
+    const { rowCount } = await this.#query('UPDATE replicas SET last_seen = $2 WHERE id = $1 AND lost_at IS NULL', [replica, at]);
     return (rowCount ?? 0) > 0;
   }
 
@@ -507,12 +539,58 @@ export class PostgresStore implements Store {
         [self, staleBefore, at],
       );
       const ids = lost.rows.map((r) => r.id);
-      const sessions = ids.length === 0 ? { rows: [] } : await client.query<{ id: string; replica: string }>(
+      if (ids.length === 0) return [];
+      const sessions = await client.query<{ id: string; replica: string }>(
         `UPDATE sessions SET status = 'failed', ended_at = $2 WHERE status = 'open' AND replica = ANY($1::text[]) RETURNING id, replica`,
         [ids, at],
       );
+      await client.query('DELETE FROM session_slots WHERE replica = ANY($1::text[])', [ids]);
       return sessions.rows.map((r) => ({ session: r.id, replica: r.replica }));
     });
+  }
+
+  /**
+   * One count for every replica: the slots of `key` are counted and the new one inserted under a transaction-level
+   * advisory lock on the key, so two replicas admitting the same identity at once queue here and the second sees the
+   * first's slot. The slot names this replica, so a replica declared lost gives its slots back with its sessions.
+   */
+  async takeSessionSlot(key: string, max: number, at: number): Promise<{ open: number; slot?: string }> {
+    const replica = this.#replica;
+    if (!replica) throw new Error('session slots need a registered replica (registerReplica first)');
+    return this.#transaction(async (client) => {
+      await client.query("SELECT pg_advisory_xact_lock(hashtext('hoopctl slot ' || $1))", [key]);
+      const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM session_slots WHERE key = $1', [key]);
+      const open = rows[0]!.n;
+      if (open >= max) return { open };
+      const slot = `slot_${randomBytes(9).toString('hex')}`;
+      await client.query('INSERT INTO session_slots (id, key, replica, taken_at) VALUES ($1, $2, $3, $4)', [slot, key, replica, at]);
+      return { open, slot };
+    });
+  }
+
+  /**
+   * Gives a slot back. It never throws: a store that is down now gets the delete again each second until it takes
+   * it (a slot left behind would refuse that identity for good), or until this store is closed.
+   */
+  releaseSessionSlot(slot: string): void {
+    this.#query('DELETE FROM session_slots WHERE id = $1', [slot]).catch(() => {
+      if (this.#closed) return;
+      setTimeout(() => this.releaseSessionSlot(slot), SLOT_RELEASE_RETRY_MS).unref();
+    });
+  }
+
+  async requestSessionEnd(id: string, request: SessionEndRequest): Promise<boolean> {
+    const { rowCount } = await this.#query("UPDATE sessions SET end_request = $2 WHERE id = $1 AND status = 'open'", [id, JSON.stringify(request)]);
+    return rowCount === 1;
+  }
+
+  async sessionEndRequests(ids: string[]): Promise<Array<SessionEndRequest & { session: string }>> {
+    if (ids.length === 0) return [];
+    const { rows } = await this.#query<{ id: string; end_request: SessionEndRequest }>(
+      "SELECT id, end_request FROM sessions WHERE id = ANY($1::text[]) AND status = 'open' AND end_request IS NOT NULL",
+      [ids],
+    );
+    return rows.map((r) => ({ session: r.id, ...r.end_request }));
   }
 
   signalBus(origin: string, logger?: Logger): SignalBus {
@@ -520,9 +598,25 @@ export class PostgresStore implements Store {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
     while (this.#flushing) await this.#flushing;
     await this.#pool.end();
   }
+}
+
+/** Between attempts to give back a session slot while the store is unreachable. */
+const SLOT_RELEASE_RETRY_MS = 1000;
+
+/** Socket-level errors (no SQLSTATE) and the server's own "shutting down" / connection-failure SQLSTATEs. */
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE',
+  '57P01', '57P02', '57P03', '08006', '08003', '08001', '08004']);
+
+/** Whether an error of a store call means its connection was lost or never made (not a bad statement). */
+function lostConnection(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  if (typeof code === 'string') return NETWORK_CODES.has(code);
+  const message = e instanceof Error ? e.message : '';
+  return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable/i.test(message);
 }
 
 function tooNew(current: number): UserError {
@@ -538,6 +632,8 @@ function tooNew(current: number): UserError {
  */
 export function storeError(e: unknown): Error {
   if (e instanceof UserError) return e;
+  // At start-up an unreachable server is said as it is, not as the refusal a running broker sends its clients.
+  if (e instanceof HoopError && e.code === 'STORE_UNAVAILABLE' && e.cause !== undefined) return storeError(e.cause);
   const err = e as NodeJS.ErrnoException & { code?: string };
   const pgCode = typeof err.code === 'string' ? err.code : '';
   if (pgCode === '28P01' || pgCode === '28000') {

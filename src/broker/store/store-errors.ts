@@ -14,7 +14,18 @@ export function storeUnavailable(e: unknown): HoopError | undefined {
   const code = (e as { code?: unknown } | null)?.code;
   if (typeof code !== 'string' || !(SQLITE_UNWRITABLE.test(code) || PG_UNWRITABLE.has(code))) return undefined;
   const reason = e instanceof Error ? e.message : code;
-  return new HoopError(`the broker cannot record sessions now, so it opens none and forwards nothing: its store refused a write (${reason})`, {
-    code: 'STORE_UNAVAILABLE', status: 503, hint: 'an operator must make the broker\'s store writable again (free disk space, fix its permissions); try again then', cause: e,
-  });
+  return unavailable(`its store refused a write (${reason})`, 'an operator must make the broker\'s store writable again (free disk space, fix its permissions); try again then', e);
+}
+
+/**
+ * The same refusal for a store server the broker cannot reach at all (PostgreSQL stopped, the network cut): the
+ * socket's error carries no SQLSTATE, so only the store itself knows that it was its connection that failed.
+ */
+export function storeUnreachable(e: unknown): HoopError {
+  const reason = e instanceof Error ? e.message : String(e);
+  return unavailable(`its store cannot be reached (${reason})`, 'an operator must bring the broker\'s store back (is PostgreSQL running and reachable?); try again then', e);
+}
+
+function unavailable(why: string, hint: string, cause: unknown): HoopError {
+  return new HoopError(`the broker cannot record sessions now, so it opens none and forwards nothing: ${why}`, { code: 'STORE_UNAVAILABLE', status: 503, hint, cause });
 }

@@ -43,6 +43,12 @@ export interface LostSession {
   replica: string;
 }
 
+export interface SessionEndRequest {
+  by: string;
+  reason: string;
+  at: number;
+}
+
 export interface Store {
   createSession(row: SessionRow): Promise<void>;
   updateSession(id: string, patch: Partial<Pick<SessionRow, 'status' | 'endedAt' | 'statementCount' | 'errorCount'>>): Promise<void>;
@@ -104,6 +110,22 @@ export interface Store {
    * held reviews.
    */
   sweepLostReplicas(self: string, staleBefore: number, at: number): Promise<LostSession[]>;
+  /**
+   * `maxConcurrent` counted across replicas (PostgreSQL): takes a slot of `key` unless `max` are taken already, in one
+   * step no other replica can interleave with. Returns how many were open before, and the slot when one was taken.
+   * Absent (SQLite: one broker owns the store), the broker counts slots in its own memory.
+   */
+  takeSessionSlot?(key: string, max: number, at: number): Promise<{ open: number; slot?: string }>;
+  /** Gives a slot back; never throws (an unreachable store gets it again later). */
+  releaseSessionSlot?(slot: string): void;
+  /**
+   * `hoopctl sessions end` for a session another replica serves, kept in the store beside the signal: a replica that
+   * was not listening when the signal went finds it when it resyncs. False when the session is not open (PostgreSQL;
+   * SQLite has no other replica to tell).
+   */
+  requestSessionEnd?(id: string, request: SessionEndRequest): Promise<boolean>;
+  /** The end requests kept for those of `ids` still open. */
+  sessionEndRequests?(ids: string[]): Promise<Array<SessionEndRequest & { session: string }>>;
   /** Live signals to the other replicas on this store (PostgreSQL: LISTEN/NOTIFY; SQLite: nobody else to tell). */
   signalBus(origin: string, logger?: Logger): SignalBus;
   close(): Promise<void>;
