@@ -4,7 +4,8 @@ import { dirname } from 'node:path';
 import type { Identity } from '../../api/identity.js';
 import { HoopError, UserError } from '../../lib/errors.js';
 import { InProcessSignalBus, type SignalBus } from './signal-bus.js';
-import type { ExportLease, IdentityLock, LostSession, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
+import { ChainGuard } from './chain-guard.js';
+import type { AppendOptions, ExportLease, IdentityLock, LostSession, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
 import type { Review, ReviewStatus } from '../../api/review.js';
 
 /**
@@ -80,6 +81,17 @@ interface SessionRecord {
   error_count: number;
 }
 
+/** How long a non-urgent event may wait for an urgent one to share its commit. */
+const HOLD_MS = 5;
+
+interface Pending {
+  event: StoredEvent;
+  /** The data as JSON, taken when it was appended (the caller's object may change afterwards). */
+  data: string;
+  resolve(): void;
+  reject(e: unknown): void;
+}
+
 interface EventRecord {
   stream: string;
   seq: number;
@@ -94,8 +106,11 @@ export class SqliteStore implements Store {
   readonly #db: Database.Database;
   readonly #insertEvent: Database.Statement;
   readonly #lastEvent: Database.Statement;
-  readonly #insertBatch: (rows: Record<string, unknown>[]) => void;
-  #pending: Array<{ row: Record<string, unknown>; resolve(): void; reject(e: unknown): void }> = [];
+  readonly #insertBatch: (batch: Pending[]) => void;
+  #pending: Pending[] = [];
+  #flushScheduled = false;
+  #holdTimer: NodeJS.Timeout | undefined;
+  readonly #guard = new ChainGuard();
   readonly #leases = new Set<string>();
 
   constructor(path: string) {
@@ -117,11 +132,11 @@ export class SqliteStore implements Store {
     this.#db.pragma('wal_autocheckpoint = 10000');
     this.#migrate(path);
     this.#insertEvent = this.#db.prepare(
-      'INSERT INTO events (stream, seq, at, type, data, prev_hash, hash) VALUES (@stream, @seq, @at, @type, @data, @prevHash, @hash)',
+      'INSERT INTO events (stream, seq, at, type, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)',
     );
     this.#lastEvent = this.#db.prepare('SELECT * FROM events WHERE stream = ? ORDER BY seq DESC LIMIT 1');
-    this.#insertBatch = this.#db.transaction((rows: Record<string, unknown>[]) => {
-      for (const row of rows) this.#insertEvent.run(row);
+    this.#insertBatch = this.#db.transaction((batch: Pending[]) => {
+      for (const p of batch) this.#insertOne(p.event, p.data);
     });
   }
 
@@ -203,31 +218,62 @@ export class SqliteStore implements Store {
    * Group commit: events appended during one turn of the event loop (from all sessions) are written in one
    * transaction just after it, and every caller's promise resolves once that transaction has committed. A
    * statement is still durable before it is forwarded; the store just pays one commit per batch, not per event.
+   * A non-urgent event (a result) waits up to HOLD_MS for an urgent one to share its commit: one client's next
+   * statement then commits the previous result with it, one commit per statement instead of two.
    */
-  appendEvent(e: StoredEvent): Promise<void> {
+  appendEvent(e: StoredEvent, options?: AppendOptions): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.#pending.push({ row: { ...e, data: JSON.stringify(e.data) }, resolve, reject });
-      if (this.#pending.length === 1) setImmediate(() => this.#flush());
+      this.#pending.push({ event: e, data: JSON.stringify(e.data), resolve, reject });
+      if (options?.urgent === false) this.#holdTimer ??= setTimeout(() => this.#scheduleFlush(), HOLD_MS);
+      else this.#scheduleFlush();
     });
   }
 
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setImmediate(() => this.#flush());
+  }
+
   #flush(): void {
-    const batch = this.#pending;
+    this.#flushScheduled = false;
+    if (this.#holdTimer) {
+      clearTimeout(this.#holdTimer);
+      this.#holdTimer = undefined;
+    }
+    const batch: Pending[] = [];
+    for (const p of this.#pending) {
+      const refusal = this.#guard.refusal(p.event);
+      if (refusal) p.reject(refusal);
+      else batch.push(p);
+    }
     this.#pending = [];
+    if (batch.length === 0) return;
     try {
-      this.#insertBatch(batch.map((p) => p.row));
+      this.#insertBatch(batch);
       for (const p of batch) p.resolve();
     } catch {
-      // One bad row must not sink the others: retry one by one so each caller learns its own outcome.
+      // One bad row must not sink the others' streams: retry one by one so each caller learns its own outcome,
+      // and the rows chained on a failed one are refused with it.
       for (const p of batch) {
+        const refusal = this.#guard.refusal(p.event);
+        if (refusal) {
+          p.reject(refusal);
+          continue;
+        }
         try {
-          this.#insertEvent.run(p.row);
+          this.#insertOne(p.event, p.data);
           p.resolve();
         } catch (e) {
+          this.#guard.failed(p.event);
           p.reject(e);
         }
       }
     }
+  }
+
+  #insertOne(e: StoredEvent, data: string): void {
+    this.#insertEvent.run(e.stream, e.seq, e.at, e.type, data, e.prevHash, e.hash);
   }
 
   /** One process writes a SQLite store: the read of the head and the insert run in one synchronous transaction. */
@@ -235,7 +281,7 @@ export class SqliteStore implements Store {
     return this.#db.transaction(() => {
       const last = this.#lastEvent.get(stream) as EventRecord | undefined;
       const event = next(last && toEvent(last));
-      if (event) this.#insertEvent.run({ ...event, data: JSON.stringify(event.data) });
+      if (event) this.#insertOne(event, JSON.stringify(event.data));
       return event;
     })();
   }

@@ -22,6 +22,8 @@ interface Place {
   open(): Promise<Store>;
   /** Runs raw SQL on the store's tables, outside the broker (what an intruder with the database would try). */
   raw(sql: string): Promise<void>;
+  /** The columns and values of a raw `INSERT INTO events` of (stream, seq) beside the broker's own writes. */
+  eventRow(stream: string, seq: number): string;
 }
 
 let cluster: PgCluster;
@@ -52,6 +54,7 @@ const backends: Array<{ name: string; place(): Promise<Place> }> = [
             db.close();
           }
         },
+        eventRow: (stream, seq) => `(stream, seq, at, type, data, prev_hash, hash) VALUES ('${stream}', ${seq}, 0, 'squatter', '{}', 'x', 'x')`,
       };
     },
   },
@@ -75,6 +78,7 @@ const backends: Array<{ name: string; place(): Promise<Place> }> = [
             await c.end();
           }
         },
+        eventRow: (stream, seq) => `(stream, seq, at, type, data, prev_hash, hash, pos) VALUES ('${stream}', ${seq}, 0, 'squatter', '{}', 'x', 'x', 1000000)`,
       };
     },
   },
@@ -94,6 +98,34 @@ describe.each(backends)('$name store and hash-chained recording', (backend) => {
     const events = await store.listEvents('audit');
     expect(events.map((e) => e.seq)).toEqual([1, 2, 3]);
     expect(verifyChain(events)).toEqual({ ok: true });
+    await store.close();
+  });
+
+  it('commits events handed over together in order, and refuses the ones chained on an event that could not be written', async () => {
+    const place = await backend.place();
+    const store = await place.open();
+    const rec = StreamRecorder.fresh(store, 's1');
+    await rec.record('open', {});
+    // Another writer took seq 3, so the verdict cannot be written; the result is chained on it.
+    await place.raw(`INSERT INTO events ${place.eventRow('s1', 3)}`);
+    const statement = rec.record('statement', { sql: 'select 1' });
+    const verdict = rec.record('verdict', { statementSeq: 1, action: 'allow', refused: false });
+    const result = rec.record('result', { statementSeq: 1 }, { urgent: false });
+    await expect(statement).resolves.toBeUndefined();
+    await expect(verdict).rejects.toThrow();
+    await expect(result).rejects.toThrow('was not written');
+    const events = await store.listEvents('s1');
+    expect(events.map((e) => [e.seq, e.type])).toEqual([[1, 'open'], [2, 'statement'], [3, 'squatter']]);
+    await store.close();
+  });
+
+  it('commits an event nothing waits on even when no other event follows it', async () => {
+    const store = await (await backend.place()).open();
+    const rec = StreamRecorder.fresh(store, 's1');
+    await rec.record('statement', { sql: 'select 1' });
+    await rec.record('result', { statementSeq: 1, rows: 1 }, { urgent: false });
+    expect((await store.listEvents('s1')).map((e) => e.type)).toEqual(['statement', 'result']);
+    expect(verifyChain(await store.listEvents('s1'))).toEqual({ ok: true });
     await store.close();
   });
 
