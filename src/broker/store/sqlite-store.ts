@@ -13,7 +13,7 @@ import type { Review, ReviewStatus } from '../../api/review.js';
  * recorder's promise resolves after the commit); a power loss may drop the last transactions, which
  * the hash chain then shows as a truncated stream. Migrations are numbered and run in one transaction each.
  */
-const migrations: string[] = [
+export const sqliteMigrations: string[] = [
   `CREATE TABLE sessions (
      id TEXT PRIMARY KEY,
      connection TEXT NOT NULL,
@@ -66,6 +66,35 @@ const migrations: string[] = [
      body TEXT NOT NULL
    );
    CREATE INDEX identity_locks_active ON identity_locks (lifted_at, expires_at);`,
+  // The commit order moves into the events table itself: `pos` is its rowid, filled by the insert (max + 1; rows are
+  // never deleted), so an append is one sequential write plus the (stream, seq) index instead of a random-order
+  // insert into a clustered table and a trigger's second insert. Positions are kept, so export cursors stay valid.
+  `CREATE TABLE events_by_pos (
+     pos INTEGER PRIMARY KEY,
+     stream TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     at INTEGER NOT NULL,
+     type TEXT NOT NULL,
+     data TEXT NOT NULL,
+     prev_hash TEXT NOT NULL,
+     hash TEXT NOT NULL,
+     UNIQUE (stream, seq)
+   );
+   INSERT INTO events_by_pos (pos, stream, seq, at, type, data, prev_hash, hash)
+     SELECT o.pos, e.stream, e.seq, e.at, e.type, e.data, e.prev_hash, e.hash
+     FROM events e JOIN event_order o ON o.stream = e.stream AND o.seq = e.seq ORDER BY o.pos;
+   INSERT INTO events_by_pos (stream, seq, at, type, data, prev_hash, hash)
+     SELECT e.stream, e.seq, e.at, e.type, e.data, e.prev_hash, e.hash
+     FROM events e WHERE NOT EXISTS (SELECT 1 FROM event_order o WHERE o.stream = e.stream AND o.seq = e.seq) ORDER BY e.at, e.stream, e.seq;
+   DROP TRIGGER events_in_order;
+   DROP TRIGGER event_order_append_only;
+   DROP TRIGGER events_append_only_update;
+   DROP TRIGGER events_append_only_delete;
+   DROP TABLE event_order;
+   DROP TABLE events;
+   ALTER TABLE events_by_pos RENAME TO events;
+   CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+   CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;`,
 ];
 
 interface SessionRecord {
@@ -144,15 +173,15 @@ export class SqliteStore implements Store {
     this.#db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
     const row = this.#db.prepare('SELECT max(version) AS v FROM schema_migrations').get() as { v: number | null };
     const current = row.v ?? 0;
-    if (current > migrations.length) {
-      throw new UserError(`the store ${path} has schema version ${current}, newer than this broker understands (${migrations.length})`, {
+    if (current > sqliteMigrations.length) {
+      throw new UserError(`the store ${path} has schema version ${current}, newer than this broker understands (${sqliteMigrations.length})`, {
         code: 'STORE_TOO_NEW',
         hint: 'a newer hoopctl wrote it: run that version, or upgrade this one',
       });
     }
-    for (let v = current + 1; v <= migrations.length; v++) {
+    for (let v = current + 1; v <= sqliteMigrations.length; v++) {
       this.#db.transaction(() => {
-        this.#db.exec(migrations[v - 1]!);
+        this.#db.exec(sqliteMigrations[v - 1]!);
         this.#db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(v, Date.now());
       })();
     }
@@ -342,13 +371,13 @@ export class SqliteStore implements Store {
 
   async eventsSince(pos: number, limit: number): Promise<Array<StoredEvent & { pos: number }>> {
     const rows = this.#db
-      .prepare('SELECT o.pos, e.* FROM event_order o JOIN events e ON e.stream = o.stream AND e.seq = o.seq WHERE o.pos > ? ORDER BY o.pos LIMIT ?')
+      .prepare('SELECT * FROM events WHERE pos > ? ORDER BY pos LIMIT ?')
       .all(pos, limit) as Array<EventRecord & { pos: number }>;
     return rows.map((r) => ({ ...toEvent(r), pos: r.pos }));
   }
 
   async lastEventPos(): Promise<number> {
-    return (this.#db.prepare('SELECT coalesce(max(pos), 0) AS pos FROM event_order').get() as { pos: number }).pos;
+    return (this.#db.prepare('SELECT coalesce(max(pos), 0) AS pos FROM events').get() as { pos: number }).pos;
   }
 
   /** One broker process owns a SQLite store: a lease is refused only to a second exporter of the same name in it. */
