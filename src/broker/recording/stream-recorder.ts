@@ -1,5 +1,5 @@
 import type { AppendOptions, Store, StoredEvent } from '../store/store.js';
-import { GENESIS_HASH, hashEvent } from './event-chain.js';
+import { GENESIS_HASH, hashEventWithData } from './event-chain.js';
 import type { SessionRecorder } from './recorder.js';
 import { CHECKPOINT_EVENT, type CheckpointSigner } from './checkpoints.js';
 
@@ -46,11 +46,13 @@ export class StreamRecorder implements SessionRecorder {
    */
   record(type: string, data: Record<string, unknown>, options?: AppendOptions): Promise<void> {
     const event: Omit<StoredEvent, 'hash'> = { stream: this.sessionId, seq: this.#seq + 1, at: Date.now(), type, data, prevHash: this.#prevHash };
-    // Hashed before the head moves: data that cannot be serialised throws here and leaves no gap in the seqs.
-    const hash = hashEvent(event);
+    // Serialised once, for the hash and for the store; before the head moves, so data that cannot be serialised
+    // throws here and leaves no gap in the seqs.
+    const dataJson = JSON.stringify(data);
+    const hash = hashEventWithData(event, dataJson);
     this.#seq = event.seq;
     this.#prevHash = hash;
-    const write = this.#store.appendEvent({ ...event, hash }, options).then(
+    const write = this.#store.appendEvent({ ...event, hash }, { ...options, dataJson }).then(
       () => {
         if (event.seq > this.#durable.seq) this.#durable = { seq: event.seq, hash };
       },

@@ -252,7 +252,7 @@ export class SqliteStore implements Store {
    */
   appendEvent(e: StoredEvent, options?: AppendOptions): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.#pending.push({ event: e, data: JSON.stringify(e.data), resolve, reject });
+      this.#pending.push({ event: e, data: options?.dataJson ?? JSON.stringify(e.data), resolve, reject });
       if (options?.urgent === false) this.#holdTimer ??= setTimeout(() => this.#scheduleFlush(), HOLD_MS);
       else this.#scheduleFlush();
     });

@@ -50,6 +50,8 @@ export interface AppendOptions {
    * Default true: committed as soon as the current turn of the event loop is over.
    */
   urgent?: boolean;
+  /** `JSON.stringify(event.data)`, when the caller already made it (for the hash), so the store need not again. */
+  dataJson?: string;
 }
 
 export interface Store {
