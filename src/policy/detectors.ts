@@ -31,19 +31,29 @@ export const detectEmail: Detector = (text) => {
     let end = at + 1;
     while (end < text.length && end - at <= 253 && isDomainChar(code(text, end))) end++;
     while (end > at + 1 && (code(text, end - 1) === 46 || code(text, end - 1) === 45)) end--; // sentence dot
-    if (start < at && code(text, at - 1) !== 46 && validDomain(text.slice(at + 1, end))) spans.push([start, end]);
+    if (start < at && code(text, at - 1) !== 46 && validDomain(text, at + 1, end)) spans.push([start, end]);
     at = text.indexOf('@', Math.max(at + 1, end));
   }
   return spans;
 };
 
-function validDomain(domain: string): boolean {
-  const labels = domain.split('.');
-  if (labels.length < 2 || labels.some((l) => l.length === 0 || l.length > 63)) return false;
-  const tld = labels[labels.length - 1];
-  if (tld.length < 2) return false;
-  for (let i = 0; i < tld.length; i++) if (!isAlpha(tld.charCodeAt(i))) return false;
-  return true;
+/** text[from, to) as a domain: two labels or more, none empty or over 63, the last at least two letters. */
+function validDomain(text: string, from: number, to: number): boolean {
+  let labels = 0;
+  let labelStart = from;
+  for (let i = from; i <= to; i++) {
+    if (i < to && text.charCodeAt(i) !== 46) continue;
+    const length = i - labelStart;
+    if (length === 0 || length > 63) return false;
+    labels++;
+    if (i === to) {
+      if (labels < 2 || length < 2) return false;
+      for (let k = labelStart; k < to; k++) if (!isAlpha(text.charCodeAt(k))) return false;
+      return true;
+    }
+    labelStart = i + 1;
+  }
+  return false;
 }
 
 // ---------------------------------------------------------------- digit groups (cards)
@@ -499,4 +509,37 @@ export const DETECTORS: Record<DetectorName, Detector> = {
   aws_access_key: detectAwsAccessKey,
   private_key: detectPrivateKey,
   secret_token: detectSecretToken,
+};
+
+// ---------------------------------------------------------------- pre-filters on UTF-8 bytes
+
+/**
+ * Whether a detector could find anything in a value, asked of its UTF-8 bytes before the value is decoded: false
+ * only when it certainly finds nothing. Every byte a detector pivots on here is ASCII, and in UTF-8 an ASCII byte
+ * is always that character (never part of a longer sequence, nor of the U+FFFD an invalid sequence decodes to),
+ * so the answer holds for the decoded string. Detectors without one always run.
+ */
+export type Prefilter = (bytes: Uint8Array) => boolean;
+
+/** detectEmail pivots on an `@`. */
+const mayHoldEmail: Prefilter = (bytes) => bytes.indexOf(64) !== -1;
+
+/**
+ * detectCreditCard needs 13 digits in one chain of digit groups joined by single spaces or dashes (see
+ * digitGroups): a value whose longest such chain is shorter holds no card number.
+ */
+const mayHoldCard: Prefilter = (bytes) => {
+  let chain = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const c = bytes[i];
+    if (c >= 48 && c <= 57) {
+      if (++chain >= 13) return true;
+    } else if (!((c === 32 || c === 45) && chain > 0 && i + 1 < bytes.length && bytes[i + 1] >= 48 && bytes[i + 1] <= 57)) chain = 0;
+  }
+  return false;
+};
+
+export const PREFILTERS: Partial<Record<DetectorName, Prefilter>> = {
+  email: mayHoldEmail,
+  credit_card: mayHoldCard,
 };

@@ -53,6 +53,7 @@ export {
   maskJsonText,
   maskText,
   maskWhole,
+  detectorsFor,
   partialMask,
   type ColumnSource,
   type DetectorName,

@@ -4,7 +4,7 @@
  * still join), null (the caller emits SQL NULL — signalled by a `null` text).
  */
 import { createHmac } from 'node:crypto';
-import { DETECTORS, type Span } from './detectors.js';
+import { DETECTORS, PREFILTERS, type Span } from './detectors.js';
 import { type DetectorName, type MaskPlan, type MaskStrategy, columnMatches } from './mask-plan.js';
 import { JsonTooDeep, parseJson, serialize, type JsonValue } from './json-text.js';
 import type { JsonShape } from './output-columns.js';
@@ -83,6 +83,23 @@ export function findSensitiveSpans(value: string, detectors: readonly DetectorNa
     reach = h.end;
   }
   return kept;
+}
+
+/**
+ * The detectors that could find something in this value, judged from its UTF-8 bytes (see PREFILTERS): a value
+ * none can match needs neither decoding nor scanning. Returns `detectors` itself when every one must run.
+ */
+export function detectorsFor(bytes: Uint8Array, detectors: readonly DetectorName[]): readonly DetectorName[] {
+  let kept: DetectorName[] | undefined;
+  for (let i = 0; i < detectors.length; i++) {
+    const prefilter = PREFILTERS[detectors[i]];
+    if (!prefilter || prefilter(bytes)) {
+      kept?.push(detectors[i]);
+    } else {
+      kept ??= detectors.slice(0, i);
+    }
+  }
+  return kept ?? detectors;
 }
 
 /** Runs the detectors over a value and masks what they find. */

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { StoredEvent } from '../store/store.js';
 
 /** The hash every stream's first event points back to. */
@@ -9,9 +9,16 @@ export const GENESIS_HASH = '0'.repeat(64);
  * changing, reordering or dropping any event breaks every hash after it.
  */
 export function hashEvent(e: Omit<StoredEvent, 'hash'>): string {
-  return createHash('sha256')
-    .update(JSON.stringify([e.stream, e.seq, e.at, e.type, e.data, e.prevHash]))
-    .digest('hex');
+  return hashEventWithData(e, JSON.stringify(e.data));
+}
+
+/**
+ * The same hash when the caller already holds the data as JSON (the recorder hands that JSON to the store too):
+ * the text hashed is byte for byte `JSON.stringify([stream, seq, at, type, data, prevHash])`.
+ */
+export function hashEventWithData(e: Omit<StoredEvent, 'hash' | 'data'>, dataJson: string): string {
+  const text = `[${JSON.stringify(e.stream)},${JSON.stringify(e.seq)},${JSON.stringify(e.at)},${JSON.stringify(e.type)},${dataJson},${JSON.stringify(e.prevHash)}]`;
+  return hash('sha256', text, 'hex');
 }
 
 export interface ChainCheck {

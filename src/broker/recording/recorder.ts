@@ -4,5 +4,6 @@
  */
 export interface SessionRecorder {
   readonly sessionId: string;
-  record(type: string, data: Record<string, unknown>): Promise<void>;
+  /** `urgent: false`: nothing waits on this event before acting, so it may join a later commit (see the Store's AppendOptions). */
+  record(type: string, data: Record<string, unknown>, options?: { urgent?: boolean }): Promise<void>;
 }

@@ -1,5 +1,5 @@
-import type { Store, StoredEvent } from '../store/store.js';
-import { GENESIS_HASH, hashEvent } from './event-chain.js';
+import type { AppendOptions, Store, StoredEvent } from '../store/store.js';
+import { GENESIS_HASH, hashEventWithData } from './event-chain.js';
 import type { SessionRecorder } from './recorder.js';
 import { CHECKPOINT_EVENT, type CheckpointSigner } from './checkpoints.js';
 
@@ -38,28 +38,36 @@ export class StreamRecorder implements SessionRecorder {
   }
 
   /**
-   * A write the store refused (a full disk) must not leave a hole: events already chained on top of it are refused
-   * too, and the stream goes on from its last durable event, so the chain still verifies once the store takes
-   * writes again.
+   * Hands the event to the store at once, without waiting for the one before it to be durable: the store commits
+   * appends in the order they are made, so a statement and its verdict share one commit. A write the store refused
+   * (a full disk) must not leave a hole: the events already chained on top of it are refused too (the store's
+   * ChainGuard), and the stream goes on from its last durable event, so the chain still verifies once the store
+   * takes writes again.
    */
-  record(type: string, data: Record<string, unknown>): Promise<void> {
-    const event: Omit<StoredEvent, 'hash'> = { stream: this.sessionId, seq: ++this.#seq, at: Date.now(), type, data, prevHash: this.#prevHash };
-    const hash = hashEvent(event);
+  record(type: string, data: Record<string, unknown>, options?: AppendOptions): Promise<void> {
+    const event: Omit<StoredEvent, 'hash'> = { stream: this.sessionId, seq: this.#seq + 1, at: Date.now(), type, data, prevHash: this.#prevHash };
+    // Serialised once, for the hash and for the store; before the head moves, so data that cannot be serialised
+    // throws here and leaves no gap in the seqs.
+    const dataJson = JSON.stringify(data);
+    const hash = hashEventWithData(event, dataJson);
+    this.#seq = event.seq;
     this.#prevHash = hash;
-    const write = this.#tail
-      .then(() => {
-        if (this.#durable.seq !== event.seq - 1) throw new Error(`event ${event.seq - 1} of ${this.sessionId} was not written, so neither is the one after it`);
-        return this.#store.appendEvent({ ...event, hash });
-      })
-      .then(() => {
-        this.#durable = { seq: event.seq, hash };
-      });
-    this.#tail = write.catch(() => {
-      if (this.#seq !== event.seq) return;
-      this.#seq = this.#durable.seq;
-      this.#prevHash = this.#durable.hash;
-      if (this.#checkpointed > this.#seq) this.#checkpointed = 0;
-    });
+    const write = this.#store.appendEvent({ ...event, hash }, { ...options, dataJson }).then(
+      () => {
+        if (event.seq > this.#durable.seq) this.#durable = { seq: event.seq, hash };
+      },
+      (e: unknown) => {
+        const lost = this.#durable.seq + 1;
+        // The newest event failing means every one after the durable head did: the stream goes on from there.
+        if (this.#seq === event.seq) {
+          this.#seq = this.#durable.seq;
+          this.#prevHash = this.#durable.hash;
+          if (this.#checkpointed > this.#seq) this.#checkpointed = 0;
+        }
+        throw lost < event.seq ? new Error(`event ${lost} of ${this.sessionId} was not written, so neither is the one after it`) : e;
+      },
+    );
+    this.#tail = write.catch(() => undefined);
     return write;
   }
 

@@ -7,7 +7,8 @@ import { HoopError, UserError } from '../../lib/errors.js';
 import { PostgresSignalBus } from './postgres-signal-bus.js';
 import { storeUnreachable } from './store-errors.js';
 import type { SignalBus } from './signal-bus.js';
-import type { ExportLease, IdentityLock, LostSession, ReviewFilter, SessionEndRequest, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
+import { ChainGuard } from './chain-guard.js';
+import type { AppendOptions, ExportLease, IdentityLock, LostSession, ReviewFilter, SessionEndRequest, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
 
 /**
  * The store several broker replicas share: PostgreSQL, through a `pg` pool, in a schema of its own (`hoopctl`).
@@ -133,6 +134,7 @@ interface Pending {
 export class PostgresStore implements Store {
   readonly #pool: pg.Pool;
   #pending: Pending[] = [];
+  readonly #chainGuard = new ChainGuard();
   /** The flush in progress: one at a time, so a stream's events commit in seq order. */
   #flushing: Promise<void> | undefined;
 
@@ -309,7 +311,8 @@ export class PostgresStore implements Store {
    * and each caller's promise resolves once its transaction has committed. One flush at a time per replica keeps
    * a stream's events in seq order; across replicas the head row serialises the position assignment.
    */
-  appendEvent(event: StoredEvent): Promise<void> {
+  appendEvent(event: StoredEvent, _options?: AppendOptions): Promise<void> {
+    // Every event is committed at once: the `urgent: false` hint (wait for company) is not taken here.
     return new Promise((resolve, reject) => {
       this.#pending.push({ event, resolve, reject });
       if (!this.#flushing) this.#flushing = this.#drain();
@@ -320,24 +323,34 @@ export class PostgresStore implements Store {
     // Let the rest of this event-loop turn queue its events too.
     await new Promise((r) => setImmediate(r));
     while (this.#pending.length > 0) {
-      const batch = this.#pending;
+      const batch = this.#pending.filter((p) => !this.#refused(p));
       this.#pending = [];
+      if (batch.length === 0) continue;
       try {
         await this.#insert(batch.map((p) => p.event));
         for (const p of batch) p.resolve();
       } catch {
-        // One bad row must not sink the others: each caller learns its own outcome.
+        // One bad row must not sink the others: each caller learns its own outcome; rows chained on a failed one fail with it.
         for (const p of batch) {
+          if (this.#refused(p)) continue;
           try {
             await this.#insert([p.event]);
             p.resolve();
           } catch (e) {
+            this.#chainGuard.failed(p.event);
             p.reject(e);
           }
         }
       }
     }
     this.#flushing = undefined;
+  }
+
+  /** Rejects an append chained on one that failed (see ChainGuard); true when it did. */
+  #refused(p: { event: StoredEvent; reject(e: unknown): void }): boolean {
+    const refusal = this.#chainGuard.refusal(p.event);
+    if (refusal) p.reject(refusal);
+    return refusal !== undefined;
   }
 
   async #insert(events: StoredEvent[]): Promise<void> {

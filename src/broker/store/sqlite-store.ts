@@ -4,7 +4,8 @@ import { dirname } from 'node:path';
 import type { Identity } from '../../api/identity.js';
 import { HoopError, UserError } from '../../lib/errors.js';
 import { InProcessSignalBus, type SignalBus } from './signal-bus.js';
-import type { ExportLease, IdentityLock, LostSession, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
+import { ChainGuard } from './chain-guard.js';
+import type { AppendOptions, ExportLease, IdentityLock, LostSession, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
 import type { Review, ReviewStatus } from '../../api/review.js';
 
 /**
@@ -12,7 +13,7 @@ import type { Review, ReviewStatus } from '../../api/review.js';
  * recorder's promise resolves after the commit); a power loss may drop the last transactions, which
  * the hash chain then shows as a truncated stream. Migrations are numbered and run in one transaction each.
  */
-const migrations: string[] = [
+export const sqliteMigrations: string[] = [
   `CREATE TABLE sessions (
      id TEXT PRIMARY KEY,
      connection TEXT NOT NULL,
@@ -65,6 +66,35 @@ const migrations: string[] = [
      body TEXT NOT NULL
    );
    CREATE INDEX identity_locks_active ON identity_locks (lifted_at, expires_at);`,
+  // The commit order moves into the events table itself: `pos` is its rowid, filled by the insert (max + 1; rows are
+  // never deleted), so an append is one sequential write plus the (stream, seq) index instead of a random-order
+  // insert into a clustered table and a trigger's second insert. Positions are kept, so export cursors stay valid.
+  `CREATE TABLE events_by_pos (
+     pos INTEGER PRIMARY KEY,
+     stream TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     at INTEGER NOT NULL,
+     type TEXT NOT NULL,
+     data TEXT NOT NULL,
+     prev_hash TEXT NOT NULL,
+     hash TEXT NOT NULL,
+     UNIQUE (stream, seq)
+   );
+   INSERT INTO events_by_pos (pos, stream, seq, at, type, data, prev_hash, hash)
+     SELECT o.pos, e.stream, e.seq, e.at, e.type, e.data, e.prev_hash, e.hash
+     FROM events e JOIN event_order o ON o.stream = e.stream AND o.seq = e.seq ORDER BY o.pos;
+   INSERT INTO events_by_pos (stream, seq, at, type, data, prev_hash, hash)
+     SELECT e.stream, e.seq, e.at, e.type, e.data, e.prev_hash, e.hash
+     FROM events e WHERE NOT EXISTS (SELECT 1 FROM event_order o WHERE o.stream = e.stream AND o.seq = e.seq) ORDER BY e.at, e.stream, e.seq;
+   DROP TRIGGER events_in_order;
+   DROP TRIGGER event_order_append_only;
+   DROP TRIGGER events_append_only_update;
+   DROP TRIGGER events_append_only_delete;
+   DROP TABLE event_order;
+   DROP TABLE events;
+   ALTER TABLE events_by_pos RENAME TO events;
+   CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+   CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;`,
 ];
 
 interface SessionRecord {
@@ -78,6 +108,17 @@ interface SessionRecord {
   ended_at: number | null;
   statement_count: number;
   error_count: number;
+}
+
+/** How long a non-urgent event may wait for an urgent one to share its commit. */
+const HOLD_MS = 5;
+
+interface Pending {
+  event: StoredEvent;
+  /** The data as JSON, taken when it was appended (the caller's object may change afterwards). */
+  data: string;
+  resolve(): void;
+  reject(e: unknown): void;
 }
 
 interface EventRecord {
@@ -94,8 +135,11 @@ export class SqliteStore implements Store {
   readonly #db: Database.Database;
   readonly #insertEvent: Database.Statement;
   readonly #lastEvent: Database.Statement;
-  readonly #insertBatch: (rows: Record<string, unknown>[]) => void;
-  #pending: Array<{ row: Record<string, unknown>; resolve(): void; reject(e: unknown): void }> = [];
+  readonly #insertBatch: (batch: Pending[]) => void;
+  #pending: Pending[] = [];
+  #flushScheduled = false;
+  #holdTimer: NodeJS.Timeout | undefined;
+  readonly #guard = new ChainGuard();
   readonly #leases = new Set<string>();
 
   constructor(path: string) {
@@ -117,11 +161,11 @@ export class SqliteStore implements Store {
     this.#db.pragma('wal_autocheckpoint = 10000');
     this.#migrate(path);
     this.#insertEvent = this.#db.prepare(
-      'INSERT INTO events (stream, seq, at, type, data, prev_hash, hash) VALUES (@stream, @seq, @at, @type, @data, @prevHash, @hash)',
+      'INSERT INTO events (stream, seq, at, type, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)',
     );
     this.#lastEvent = this.#db.prepare('SELECT * FROM events WHERE stream = ? ORDER BY seq DESC LIMIT 1');
-    this.#insertBatch = this.#db.transaction((rows: Record<string, unknown>[]) => {
-      for (const row of rows) this.#insertEvent.run(row);
+    this.#insertBatch = this.#db.transaction((batch: Pending[]) => {
+      for (const p of batch) this.#insertOne(p.event, p.data);
     });
   }
 
@@ -129,15 +173,15 @@ export class SqliteStore implements Store {
     this.#db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
     const row = this.#db.prepare('SELECT max(version) AS v FROM schema_migrations').get() as { v: number | null };
     const current = row.v ?? 0;
-    if (current > migrations.length) {
-      throw new UserError(`the store ${path} has schema version ${current}, newer than this broker understands (${migrations.length})`, {
+    if (current > sqliteMigrations.length) {
+      throw new UserError(`the store ${path} has schema version ${current}, newer than this broker understands (${sqliteMigrations.length})`, {
         code: 'STORE_TOO_NEW',
         hint: 'a newer hoopctl wrote it: run that version, or upgrade this one',
       });
     }
-    for (let v = current + 1; v <= migrations.length; v++) {
+    for (let v = current + 1; v <= sqliteMigrations.length; v++) {
       this.#db.transaction(() => {
-        this.#db.exec(migrations[v - 1]!);
+        this.#db.exec(sqliteMigrations[v - 1]!);
         this.#db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(v, Date.now());
       })();
     }
@@ -203,31 +247,62 @@ export class SqliteStore implements Store {
    * Group commit: events appended during one turn of the event loop (from all sessions) are written in one
    * transaction just after it, and every caller's promise resolves once that transaction has committed. A
    * statement is still durable before it is forwarded; the store just pays one commit per batch, not per event.
+   * A non-urgent event (a result) waits up to HOLD_MS for an urgent one to share its commit: one client's next
+   * statement then commits the previous result with it, one commit per statement instead of two.
    */
-  appendEvent(e: StoredEvent): Promise<void> {
+  appendEvent(e: StoredEvent, options?: AppendOptions): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.#pending.push({ row: { ...e, data: JSON.stringify(e.data) }, resolve, reject });
-      if (this.#pending.length === 1) setImmediate(() => this.#flush());
+      this.#pending.push({ event: e, data: options?.dataJson ?? JSON.stringify(e.data), resolve, reject });
+      if (options?.urgent === false) this.#holdTimer ??= setTimeout(() => this.#scheduleFlush(), HOLD_MS);
+      else this.#scheduleFlush();
     });
   }
 
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setImmediate(() => this.#flush());
+  }
+
   #flush(): void {
-    const batch = this.#pending;
+    this.#flushScheduled = false;
+    if (this.#holdTimer) {
+      clearTimeout(this.#holdTimer);
+      this.#holdTimer = undefined;
+    }
+    const batch: Pending[] = [];
+    for (const p of this.#pending) {
+      const refusal = this.#guard.refusal(p.event);
+      if (refusal) p.reject(refusal);
+      else batch.push(p);
+    }
     this.#pending = [];
+    if (batch.length === 0) return;
     try {
-      this.#insertBatch(batch.map((p) => p.row));
+      this.#insertBatch(batch);
       for (const p of batch) p.resolve();
     } catch {
-      // One bad row must not sink the others: retry one by one so each caller learns its own outcome.
+      // One bad row must not sink the others' streams: retry one by one so each caller learns its own outcome,
+      // and the rows chained on a failed one are refused with it.
       for (const p of batch) {
+        const refusal = this.#guard.refusal(p.event);
+        if (refusal) {
+          p.reject(refusal);
+          continue;
+        }
         try {
-          this.#insertEvent.run(p.row);
+          this.#insertOne(p.event, p.data);
           p.resolve();
         } catch (e) {
+          this.#guard.failed(p.event);
           p.reject(e);
         }
       }
     }
+  }
+
+  #insertOne(e: StoredEvent, data: string): void {
+    this.#insertEvent.run(e.stream, e.seq, e.at, e.type, data, e.prevHash, e.hash);
   }
 
   /** One process writes a SQLite store: the read of the head and the insert run in one synchronous transaction. */
@@ -235,7 +310,7 @@ export class SqliteStore implements Store {
     return this.#db.transaction(() => {
       const last = this.#lastEvent.get(stream) as EventRecord | undefined;
       const event = next(last && toEvent(last));
-      if (event) this.#insertEvent.run({ ...event, data: JSON.stringify(event.data) });
+      if (event) this.#insertOne(event, JSON.stringify(event.data));
       return event;
     })();
   }
@@ -296,13 +371,13 @@ export class SqliteStore implements Store {
 
   async eventsSince(pos: number, limit: number): Promise<Array<StoredEvent & { pos: number }>> {
     const rows = this.#db
-      .prepare('SELECT o.pos, e.* FROM event_order o JOIN events e ON e.stream = o.stream AND e.seq = o.seq WHERE o.pos > ? ORDER BY o.pos LIMIT ?')
+      .prepare('SELECT * FROM events WHERE pos > ? ORDER BY pos LIMIT ?')
       .all(pos, limit) as Array<EventRecord & { pos: number }>;
     return rows.map((r) => ({ ...toEvent(r), pos: r.pos }));
   }
 
   async lastEventPos(): Promise<number> {
-    return (this.#db.prepare('SELECT coalesce(max(pos), 0) AS pos FROM event_order').get() as { pos: number }).pos;
+    return (this.#db.prepare('SELECT coalesce(max(pos), 0) AS pos FROM events').get() as { pos: number }).pos;
   }
 
   /** One broker process owns a SQLite store: a lease is refused only to a second exporter of the same name in it. */

@@ -49,12 +49,29 @@ export interface SessionEndRequest {
   at: number;
 }
 
+export interface AppendOptions {
+  /**
+   * False: nothing waits on this event before acting (a result, recorded as the answer goes out), so the store may
+   * hold it for a few milliseconds to join the next urgent append's commit instead of paying a commit of its own.
+   * Default true: committed as soon as the current turn of the event loop is over.
+   */
+  urgent?: boolean;
+  /** `JSON.stringify(event.data)`, when the caller already made it (for the hash), so the store need not again. */
+  dataJson?: string;
+}
+
 export interface Store {
   createSession(row: SessionRow): Promise<void>;
   updateSession(id: string, patch: Partial<Pick<SessionRow, 'status' | 'endedAt' | 'statementCount' | 'errorCount'>>): Promise<void>;
   getSession(id: string): Promise<SessionRow | undefined>;
   listSessions(filter?: SessionFilter): Promise<SessionRow[]>;
-  appendEvent(event: StoredEvent): Promise<void>;
+  /**
+   * Resolves once the event is committed. Appends are committed in the order they are made, so a recorder hands a
+   * stream's next event over without waiting for the one before it to be durable; when one fails, the later events
+   * of its stream that were handed over fail too (a stream never has a hole), until its writer appends again from
+   * the failed seq or an earlier one (see ChainGuard).
+   */
+  appendEvent(event: StoredEvent, options?: AppendOptions): Promise<void>;
   /**
    * Appends to a stream several writers share (the broker-wide audit stream, written by every replica): `next`
    * builds the event from the stream's head as the store holds it, under the store's lock, so concurrent writers

@@ -4,11 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import pg from 'pg';
-import { SqliteStore } from '../../../src/broker/store/sqlite-store.js';
+import { SqliteStore, sqliteMigrations } from '../../../src/broker/store/sqlite-store.js';
 import { PostgresStore } from '../../../src/broker/store/postgres-store.js';
 import type { Store } from '../../../src/broker/store/store.js';
 import { StreamRecorder } from '../../../src/broker/recording/stream-recorder.js';
-import { verifyChain } from '../../../src/broker/recording/event-chain.js';
+import { GENESIS_HASH, hashEvent, verifyChain } from '../../../src/broker/recording/event-chain.js';
 import { startPgCluster, type PgCluster } from '../../../src/dev/pg-cluster.js';
 
 const identity = { issuer: 'https://i', subject: 'alice', kind: 'human' as const, name: 'alice', groups: ['dba'], expiresAt: 0 };
@@ -22,6 +22,8 @@ interface Place {
   open(): Promise<Store>;
   /** Runs raw SQL on the store's tables, outside the broker (what an intruder with the database would try). */
   raw(sql: string): Promise<void>;
+  /** The columns and values of a raw `INSERT INTO events` of (stream, seq) beside the broker's own writes. */
+  eventRow(stream: string, seq: number): string;
 }
 
 let cluster: PgCluster;
@@ -52,6 +54,7 @@ const backends: Array<{ name: string; place(): Promise<Place> }> = [
             db.close();
           }
         },
+        eventRow: (stream, seq) => `(stream, seq, at, type, data, prev_hash, hash) VALUES ('${stream}', ${seq}, 0, 'squatter', '{}', 'x', 'x')`,
       };
     },
   },
@@ -75,6 +78,7 @@ const backends: Array<{ name: string; place(): Promise<Place> }> = [
             await c.end();
           }
         },
+        eventRow: (stream, seq) => `(stream, seq, at, type, data, prev_hash, hash, pos) VALUES ('${stream}', ${seq}, 0, 'squatter', '{}', 'x', 'x', 1000000)`,
       };
     },
   },
@@ -94,6 +98,34 @@ describe.each(backends)('$name store and hash-chained recording', (backend) => {
     const events = await store.listEvents('audit');
     expect(events.map((e) => e.seq)).toEqual([1, 2, 3]);
     expect(verifyChain(events)).toEqual({ ok: true });
+    await store.close();
+  });
+
+  it('commits events handed over together in order, and refuses the ones chained on an event that could not be written', async () => {
+    const place = await backend.place();
+    const store = await place.open();
+    const rec = StreamRecorder.fresh(store, 's1');
+    await rec.record('open', {});
+    // Another writer took seq 3, so the verdict cannot be written; the result is chained on it.
+    await place.raw(`INSERT INTO events ${place.eventRow('s1', 3)}`);
+    const statement = rec.record('statement', { sql: 'select 1' });
+    const verdict = rec.record('verdict', { statementSeq: 1, action: 'allow', refused: false });
+    const result = rec.record('result', { statementSeq: 1 }, { urgent: false });
+    await expect(statement).resolves.toBeUndefined();
+    await expect(verdict).rejects.toThrow();
+    await expect(result).rejects.toThrow('was not written');
+    const events = await store.listEvents('s1');
+    expect(events.map((e) => [e.seq, e.type])).toEqual([[1, 'open'], [2, 'statement'], [3, 'squatter']]);
+    await store.close();
+  });
+
+  it('commits an event nothing waits on even when no other event follows it', async () => {
+    const store = await (await backend.place()).open();
+    const rec = StreamRecorder.fresh(store, 's1');
+    await rec.record('statement', { sql: 'select 1' });
+    await rec.record('result', { statementSeq: 1, rows: 1 }, { urgent: false });
+    expect((await store.listEvents('s1')).map((e) => e.type)).toEqual(['statement', 'result']);
+    expect(verifyChain(await store.listEvents('s1'))).toEqual({ ok: true });
     await store.close();
   });
 
@@ -237,5 +269,48 @@ describe('replica liveness in the PostgreSQL store (two replicas, one database)'
     // A replica declared lost learns it on its next beat (and must end what it still runs).
     expect(await b.heartbeat('rep_b', 7_000)).toBe(false);
     for (const s of [a, b, c]) await s.close();
+  });
+});
+
+describe('SQLite store schema 4 → 5 (the commit order moves into the events table)', () => {
+  it('keeps every event, its chain and its export position, and goes on numbering after them', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hoop-store-'));
+    dirs.push(dir);
+    const path = join(dir, 'b.db');
+    // A store as a broker of schema 4 left it: events ordered by the trigger-filled event_order table.
+    const old = new Database(path);
+    old.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+    for (let v = 1; v <= 4; v++) {
+      old.exec(sqliteMigrations[v - 1]!);
+      old.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)').run(v);
+    }
+    const insert = old.prepare('INSERT INTO events (stream, seq, at, type, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)');
+    const heads = new Map<string, string>();
+    // Committed in an order that is neither by stream nor by time: the positions must keep it.
+    for (const [stream, seq, at] of [['ses_b', 1, 30], ['ses_a', 1, 10], ['ses_b', 2, 20], ['ses_a', 2, 40]] as const) {
+      const event = { stream, seq, at, type: 'statement', data: { sql: `${stream}-${seq}` }, prevHash: heads.get(stream) ?? GENESIS_HASH };
+      const hash = hashEvent(event);
+      heads.set(stream, hash);
+      insert.run(stream, seq, at, 'statement', JSON.stringify(event.data), event.prevHash, hash);
+    }
+    old.prepare("INSERT INTO export_cursors (name, pos, updated_at) VALUES ('siem', 2, 0)").run();
+    old.close();
+
+    const store = new SqliteStore(path);
+    expect((await store.eventsSince(0, 10)).map((e) => [e.pos, e.stream, e.seq])).toEqual([[1, 'ses_b', 1], [2, 'ses_a', 1], [3, 'ses_b', 2], [4, 'ses_a', 2]]);
+    expect(await store.exportCursor('siem')).toBe(2);
+    expect(verifyChain(await store.listEvents('ses_a'))).toEqual({ ok: true });
+    await (await StreamRecorder.open(store, 'ses_a')).record('result', { statementSeq: 2 });
+    expect((await store.eventsSince(4, 10)).map((e) => [e.pos, e.stream, e.seq, e.type])).toEqual([[5, 'ses_a', 3, 'result']]);
+    expect(verifyChain(await store.listEvents('ses_a'))).toEqual({ ok: true });
+    await store.close();
+    const raw = new Database(path);
+    try {
+      expect(() => raw.prepare("UPDATE events SET data = '{}'").run()).toThrow(/append-only/);
+      expect(() => raw.prepare('DELETE FROM events').run()).toThrow(/append-only/);
+      expect(raw.prepare("SELECT count(*) AS n FROM sqlite_master WHERE name = 'event_order'").get()).toEqual({ n: 0 });
+    } finally {
+      raw.close();
+    }
   });
 });

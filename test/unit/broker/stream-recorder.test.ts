@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
 import { SqliteStore } from '../../../src/broker/store/sqlite-store.js';
 import type { Store, StoredEvent } from '../../../src/broker/store/store.js';
 import { StreamRecorder } from '../../../src/broker/recording/stream-recorder.js';
@@ -32,5 +33,21 @@ describe('StreamRecorder when the store refuses a write', () => {
     const events = await store.listEvents('ses_1');
     expect(events.map((e) => [e.seq, e.type])).toEqual([[1, 'open'], [2, 'statement'], [3, 'close']]);
     expect(verifyChain(events)).toEqual({ ok: true });
+  });
+});
+
+describe('the hash of a recorded event', () => {
+  it('is still SHA-256 over JSON.stringify([stream, seq, at, type, data, prevHash]), so stores written before verify', async () => {
+    const store = new SqliteStore(':memory:');
+    const rec = StreamRecorder.fresh(store, 'ses_"é"');
+    await rec.record('statement', { sql: "select 'ü\\n\"' -- \u2028", params: [null, '1'], n: 1.5 });
+    await rec.record('result', { statementSeq: 1, rows: 0 }, { urgent: false });
+    const events = await store.listEvents('ses_"é"');
+    for (const e of events) {
+      const expected = createHash('sha256').update(JSON.stringify([e.stream, e.seq, e.at, e.type, e.data, e.prevHash])).digest('hex');
+      expect(e.hash).toBe(expected);
+    }
+    expect(events).toHaveLength(2);
+    await store.close();
   });
 });

@@ -2,6 +2,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import {
   DETECTORS,
   columnMatches,
+  detectorsFor,
   hashValue,
   maskDerivedJson,
   maskJsonText,
@@ -101,6 +102,40 @@ describe('detectors', () => {
     // Every hit was found in one pass: masking the output again finds nothing more.
     expect(maskText(text!, all, 'redact', 'k')).toEqual({ text, hits: {} });
   }, 120_000);
+});
+
+describe('detector pre-filters on the raw bytes', () => {
+  const filtered: DetectorName[] = ['email', 'credit_card'];
+  /** A detector the pre-filter leaves out must find nothing in the decoded value. */
+  const skipsOnlyWhatFindsNothing = (text: string) => {
+    const kept = detectorsFor(Buffer.from(text, 'utf8'), filtered);
+    for (const d of filtered) if (!kept.includes(d)) expect(DETECTORS[d](text), `${d} in ${JSON.stringify(text)}`).toEqual([]);
+  };
+
+  it('never skips a detector on a value it matches: cards split by spaces or dashes, non-ASCII around, emails', () => {
+    for (const text of [
+      '4111 1111 1111 1111', '4111-1111-1111-1111', 'é4111111111111111é', 'card:4111111111111111.', '37828224631000 5',
+      'a@b.co', 'ü@ex.ample.com', 'mail me: ada@example.com!', '\u0040', '4111 1111 1111 1111 ada@example.com',
+    ]) {
+      expect(detectorsFor(Buffer.from(text, 'utf8'), filtered).length).toBeGreaterThan(0);
+      skipsOnlyWhatFindsNothing(text);
+    }
+    expect(detectorsFor(Buffer.from('4111 1111 1111 1111'), filtered)).toEqual(['credit_card']);
+    expect(detectorsFor(Buffer.from('customer7@example.com'), filtered)).toEqual(['email']);
+    expect(detectorsFor(Buffer.from('c4ca4238a0b923820dcc509a6f75849b'), filtered)).toEqual([]);
+  });
+
+  it('agrees with the detectors over many generated values', () => {
+    let seed = 7;
+    const random = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    const alphabet = ['0', '1', '4', '5', '9', ' ', '-', '@', '.', 'a', 'co', 'é', '\uFFFD', '  ', '--'];
+    for (let n = 0; n < 20_000; n++) {
+      let text = '';
+      const length = Math.floor(random() * 40);
+      for (let i = 0; i < length; i++) text += random() < 0.6 ? String(Math.floor(random() * 10)) : alphabet[Math.floor(random() * alphabet.length)];
+      skipsOnlyWhatFindsNothing(text);
+    }
+  });
 });
 
 describe('strategies', () => {

@@ -451,15 +451,25 @@ export function parseDataRow(body: Buffer): (Buffer | null)[] {
 }
 
 export function createDataRow(values: (Buffer | string | null)[]): Buffer {
-  let size = 2;
-  const bufs = values.map((v) => (v === null ? null : typeof v === 'string' ? Buffer.from(v, 'utf8') : v));
-  for (const b of bufs) size += 4 + (b?.length ?? 0);
-  const w = new Writer(size + 5).addInt16(bufs.length);
-  for (const b of bufs) {
-    if (b === null) w.addInt32(-1);
-    else w.addInt32(b.length).addBytes(b);
+  // One allocation, strings encoded in place: the masker rewrites every row of a large result through here.
+  let size = 1 + 4 + 2;
+  for (const v of values) size += 4 + (v === null ? 0 : typeof v === 'string' ? Buffer.byteLength(v, 'utf8') : v.length);
+  const out = Buffer.allocUnsafe(size);
+  out[0] = BackendCode.DataRow;
+  let at = out.writeInt32BE(size - 1, 1);
+  at = out.writeInt16BE(values.length, at);
+  for (const v of values) {
+    if (v === null) {
+      at = out.writeInt32BE(-1, at);
+    } else if (typeof v === 'string') {
+      const len = out.write(v, at + 4, 'utf8');
+      at = out.writeInt32BE(len, at) + len;
+    } else {
+      at = out.writeInt32BE(v.length, at);
+      at += v.copy(out, at);
+    }
   }
-  return w.frame(BackendCode.DataRow);
+  return out;
 }
 
 /**

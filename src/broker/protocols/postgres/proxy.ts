@@ -518,8 +518,7 @@ class PostgresProxySession {
         const sql = parseQuery(frame.body);
         const statementSeq = ++this.#statementCount;
         let judgement = this.#judge?.judge(sql);
-        await this.#recordStatement({ statementSeq, protocol: 'simple', sql: this.#recordable(sql) });
-        if (judgement) await this.#recordVerdict(statementSeq, judgement);
+        await this.#recordJudged({ statementSeq, protocol: 'simple', sql: this.#recordable(sql) }, judgement);
         if (judgement?.held) judgement = await this.#hold(statementSeq, judgement, sql);
         if (judgement?.refused) {
           this.#results.round(statementSeq, this.#denial(judgement));
@@ -542,16 +541,14 @@ class PostgresProxySession {
         if (judgement?.held) {
           // Held at Parse: the approver sees the statement text (parameters come later, with Bind).
           const statementSeq = ++this.#statementCount;
-          await this.#recordStatement({ statementSeq, protocol: 'extended', sql: this.#recordable(parse.sql), statement: parse.name });
-          await this.#recordVerdict(statementSeq, judgement);
+          await this.#recordJudged({ statementSeq, protocol: 'extended', sql: this.#recordable(parse.sql), statement: parse.name }, judgement);
           judgement = await this.#hold(statementSeq, judgement, parse.sql);
           if (judgement.refused) {
             return this.#refuseUntilSync(statementSeq, judgement, createParse({ name: parse.name, sql: REFUSED_SQL }));
           }
         } else if (judgement?.refused) {
           const statementSeq = ++this.#statementCount;
-          await this.#recordStatement({ statementSeq, protocol: 'extended', sql: this.#recordable(parse.sql), statement: parse.name });
-          await this.#recordVerdict(statementSeq, judgement);
+          await this.#recordJudged({ statementSeq, protocol: 'extended', sql: this.#recordable(parse.sql), statement: parse.name }, judgement);
           return this.#refuseUntilSync(statementSeq, judgement, createParse({ name: parse.name, sql: REFUSED_SQL }));
         }
         this.#statements.set(parse.name, parse.sql);
@@ -571,15 +568,10 @@ class PostgresProxySession {
         if (binaryRefusal !== undefined && this.#judge) {
           const judgement = this.#judge.binaryResultRefused(binaryRefusal);
           const statementSeq = ++this.#statementCount;
-          await this.#recordStatement({
-            statementSeq,
-            protocol: 'extended',
-            sql: sql === null ? null : this.#recordable(sql),
-            statement: bind.statement,
-            portal: bind.portal,
-            params,
-          });
-          await this.#recordVerdict(statementSeq, judgement);
+          await this.#recordJudged(
+            { statementSeq, protocol: 'extended', sql: sql === null ? null : this.#recordable(sql), statement: bind.statement, portal: bind.portal, params },
+            judgement,
+          );
           return this.#refuseUntilSync(statementSeq, judgement, createBind({ portal: bind.portal, statement: this.#refusedStatementName }));
         }
         this.#portals.set(bind.portal, { statement: bind.statement, sql, params });
@@ -597,16 +589,18 @@ class PostgresProxySession {
         if (this.#skipUntilSync) return undefined;
         const bound = this.#portals.get(portal);
         const statementSeq = ++this.#statementCount;
-        await this.#recordStatement({
-          statementSeq,
-          protocol: 'extended',
-          sql: bound?.sql == null ? null : this.#recordable(bound.sql),
-          statement: bound?.statement,
-          portal,
-          params: bound?.params ?? [],
-        });
         const verdict = bound ? this.#statementVerdicts.get(bound.statement) : undefined;
-        if (verdict) await this.#recordVerdict(statementSeq, { verdict, refused: false });
+        await this.#recordJudged(
+          {
+            statementSeq,
+            protocol: 'extended',
+            sql: bound?.sql == null ? null : this.#recordable(bound.sql),
+            statement: bound?.statement,
+            portal,
+            params: bound?.params ?? [],
+          },
+          verdict && { verdict, refused: false },
+        );
         this.#results.execute(statementSeq);
         if (this.#masker?.describeBeforeExecute(portal)) {
           // Binary rows of types nobody described: a Describe first, answered to the masker only, so it knows them.
@@ -637,19 +631,21 @@ class PostgresProxySession {
       case FrontendCode.FunctionCall: {
         const call = parseFunctionCall(frame.body);
         const statementSeq = ++this.#statementCount;
-        await this.#recordStatement({
-          statementSeq,
-          protocol: 'function-call',
-          sql: null,
-          functionOid: call.functionOid,
-          params: call.args.map((a, i) => {
-            const described = describeParam(a, call.argFormats[i]);
-            return described === null ? null : this.#recordable(described);
-          }),
-        });
         const judgement = this.#judge?.judgeFunctionCall(call.functionOid);
+        await this.#recordJudged(
+          {
+            statementSeq,
+            protocol: 'function-call',
+            sql: null,
+            functionOid: call.functionOid,
+            params: call.args.map((a, i) => {
+              const described = describeParam(a, call.argFormats[i]);
+              return described === null ? null : this.#recordable(described);
+            }),
+          },
+          judgement,
+        );
         if (judgement) {
-          await this.#recordVerdict(statementSeq, judgement);
           // Answered like a simple Query: an error, then ReadyForQuery.
           this.#results.round(statementSeq, this.#denial(judgement));
           this.#masker?.query(null);
@@ -881,6 +877,19 @@ class PostgresProxySession {
     return this.#masker ? this.#masker.maskRecorded(text) : text;
   }
 
+  /**
+   * A statement and, when it was judged, its verdict: both handed to the recorder before either is awaited, so they
+   * share one commit. Resolves once both are durable; nothing of the statement is forwarded before.
+   */
+  async #recordJudged(event: StatementEvent, judgement: Pick<Judgement, 'verdict' | 'refused'> | undefined): Promise<void> {
+    const statement = this.#recordStatement(event);
+    if (!judgement) return statement;
+    const verdict = this.#recordVerdict(event.statementSeq, judgement);
+    verdict.catch(noop);
+    await statement;
+    await verdict;
+  }
+
   async #recordStatement(event: StatementEvent): Promise<void> {
     try {
       await this.#record('statement', { ...event });
@@ -947,7 +956,8 @@ class PostgresProxySession {
         throw e;
       }
       const { events, replacement } = this.#onBackendFrame(piece);
-      for (const [type, data] of events) recorded.push(this.#record(type, data));
+      // As the answer goes out, not before it: nothing waits on these, so they may join the next statement's commit.
+      for (const [type, data] of events) recorded.push(this.#record(type, data, { urgent: false }));
       out.push(replacement ?? masked ?? piece.bytes);
     }
     this.#clientAtBoundary = this.#backendFrames.atBoundary || this.#backendFrames.holding;
@@ -1009,8 +1019,8 @@ class PostgresProxySession {
 
   // ------------------------------------------------------------------ writing and closing
 
-  #record(type: string, data: Record<string, unknown>): Promise<void> {
-    return this.#ctx.recorder.record(type, data);
+  #record(type: string, data: Record<string, unknown>, options?: { urgent?: boolean }): Promise<void> {
+    return this.#ctx.recorder.record(type, data, options);
   }
 
   /**
