@@ -29,6 +29,15 @@ type Prompt = { action: PromptAction; id: string; draft: ReasonDraft };
 type Notice = { tone: 'busy' | 'ok' | 'error' | 'refused'; text: string };
 /** The selection follows an id so that live inserts and removals do not move it; the index is the fallback. */
 type Selection = { id?: string; index: number };
+interface View {
+  section: Section;
+  detailId: string | undefined;
+  prompt: Prompt | undefined;
+  notice: Notice | undefined;
+  reviewSel: Selection;
+  grantSel: Selection;
+}
+const INITIAL_VIEW: View = { section: 'reviews', detailId: undefined, prompt: undefined, notice: undefined, reviewSel: { index: 0 }, grantSel: { index: 0 } };
 
 const PAST: Record<PromptAction, string> = { approve: 'Approved', reject: 'Rejected', revoke: 'Revoked the grant of' };
 
@@ -38,12 +47,16 @@ const PAST: Record<PromptAction, string> = { approve: 'Approved', reject: 'Rejec
  */
 export function ApproveConsole(props: ApproveConsoleProps) {
   const { reviews, me, now, connected } = props;
-  const [section, setSection] = useState<Section>('reviews');
-  const [detailId, setDetailId] = useState<string | undefined>();
-  const [prompt, setPrompt] = useState<Prompt | undefined>();
-  const [notice, setNotice] = useState<Notice | undefined>();
-  const [reviewSel, setReviewSel] = useState<Selection>({ index: 0 });
-  const [grantSel, setGrantSel] = useState<Selection>({ index: 0 });
+  // Everything the keys change lives in one state object mirrored in a ref: a key is handled against the latest
+  // state, not the last render's, so presses that arrive before React renders again (a busy machine, a fast
+  // typist, a reason typed quickly) each act in order instead of landing on a stale row or dropping characters.
+  const [view, setView] = useState<View>(INITIAL_VIEW);
+  const viewRef = useRef(view);
+  const update = useCallback((patch: Partial<View> | ((v: View) => Partial<View>)) => {
+    const next = { ...viewRef.current, ...(typeof patch === 'function' ? patch(viewRef.current) : patch) };
+    viewRef.current = next;
+    setView(next);
+  }, []);
   const mounted = useRef(true);
   useEffect(() => {
     mounted.current = true;
@@ -56,89 +69,93 @@ export function ApproveConsole(props: ApproveConsoleProps) {
 
   const pending = pendingReviews(reviews);
   const grants = activeGrants(reviews, now);
-  const reviewIndex = resolveSelection(pending, reviewSel);
-  const grantIndex = resolveSelection(grants, grantSel);
-  const selectedReview = reviewIndex >= 0 ? pending[reviewIndex] : undefined;
-  const selectedGrant = grantIndex >= 0 ? grants[grantIndex] : undefined;
-  const detail = detailId === undefined ? undefined : reviews.find((r) => r.id === detailId);
-  const busy = notice?.tone === 'busy';
+  const derive = (v: View) => {
+    const reviewIndex = resolveSelection(pending, v.reviewSel);
+    const grantIndex = resolveSelection(grants, v.grantSel);
+    return {
+      reviewIndex,
+      grantIndex,
+      selectedReview: reviewIndex >= 0 ? pending[reviewIndex] : undefined,
+      selectedGrant: grantIndex >= 0 ? grants[grantIndex] : undefined,
+      detail: v.detailId === undefined ? undefined : reviews.find((r) => r.id === v.detailId),
+    };
+  };
+  const { section, detailId, prompt, notice } = view;
+  const { reviewIndex, grantIndex, selectedReview, selectedGrant, detail } = derive(view);
 
   // Pin the selection to the item under it, so a review arriving above it later does not move it.
   useEffect(() => {
-    if (selectedReview && selectedReview.id !== reviewSel.id) setReviewSel({ id: selectedReview.id, index: reviewIndex });
+    if (selectedReview && selectedReview.id !== view.reviewSel.id) update({ reviewSel: { id: selectedReview.id, index: reviewIndex } });
   }, [selectedReview?.id, reviewIndex]);
   useEffect(() => {
-    if (selectedGrant && selectedGrant.id !== grantSel.id) setGrantSel({ id: selectedGrant.id, index: grantIndex });
+    if (selectedGrant && selectedGrant.id !== view.grantSel.id) update({ grantSel: { id: selectedGrant.id, index: grantIndex } });
   }, [selectedGrant?.id, grantIndex]);
 
-  const move = (delta: number) => {
-    if (section === 'reviews' && pending.length > 0) {
-      const i = clamp(reviewIndex + delta, pending.length);
-      setReviewSel({ id: pending[i]!.id, index: i });
-    } else if (section === 'grants' && grants.length > 0) {
-      const i = clamp(grantIndex + delta, grants.length);
-      setGrantSel({ id: grants[i]!.id, index: i });
-    }
+  const move = (v: View, delta: number) => {
+    const step = (items: Review[], sel: Selection): Selection => {
+      const i = clamp(resolveSelection(items, sel) + delta, items.length);
+      return { id: items[i]!.id, index: i };
+    };
+    if (v.section === 'reviews' && pending.length > 0) update({ reviewSel: step(pending, v.reviewSel) });
+    else if (v.section === 'grants' && grants.length > 0) update({ grantSel: step(grants, v.grantSel) });
   };
 
-  const ask = (review: Review | undefined, action: PromptAction) => {
+  const ask = (v: View, review: Review | undefined, action: PromptAction) => {
     if (!review) return;
-    if (busy) return setNotice({ tone: 'busy', text: notice.text.replace(/( \(one at a time\))?$/, ' (one at a time)') });
-    if (action === 'revoke' && !props.onRevoke) return setNotice({ tone: 'refused', text: 'Revoking is not available in this console.' });
+    if (v.notice?.tone === 'busy') return update({ notice: { tone: 'busy', text: v.notice.text.replace(/( \(one at a time\))?$/, ' (one at a time)') } });
+    if (action === 'revoke' && !props.onRevoke) return update({ notice: { tone: 'refused', text: 'Revoking is not available in this console.' } });
     const right = action === 'revoke' ? revokeRight(review, me, now) : decisionRight(review, me);
-    if (!right.may) return setNotice({ tone: 'refused', text: `You can't ${action} ${review.id}: ${right.why}.` });
-    setNotice(undefined);
-    setPrompt({ action, id: review.id, draft: { value: '' } });
+    if (!right.may) return update({ notice: { tone: 'refused', text: `You can't ${action} ${review.id}: ${right.why}.` } });
+    update({ notice: undefined, prompt: { action, id: review.id, draft: { value: '' } } });
   };
 
   const send = async (action: PromptAction, id: string, reason: string) => {
-    setPrompt(undefined);
-    setNotice({ tone: 'busy', text: `sending ${action} for ${id}…` });
+    update({ prompt: undefined, notice: { tone: 'busy', text: `sending ${action} for ${id}…` } });
     try {
       // A callback that throws synchronously is reported the same way as one that rejects.
       await Promise.resolve().then(() =>
         action === 'revoke' ? props.onRevoke!(id, reason) : props.onDecide(id, action, reason),
       );
       if (!mounted.current) return;
-      setNotice({ tone: 'ok', text: `${PAST[action]} ${id}${reason ? ` — “${reason}”` : ''}.` });
-      setDetailId((current) => (current === id ? undefined : current));
+      update((v) => ({
+        notice: { tone: 'ok', text: `${PAST[action]} ${id}${reason ? ` — “${reason}”` : ''}.` },
+        detailId: v.detailId === id ? undefined : v.detailId,
+      }));
     } catch (error) {
       if (!mounted.current) return;
       const message = error instanceof Error ? error.message : String(error);
-      setNotice({ tone: 'error', text: `Could not ${action} ${id}: ${message}` });
+      update({ notice: { tone: 'error', text: `Could not ${action} ${id}: ${message}` } });
     }
   };
 
   const handleKey = (input: string, key: Key) => {
-    if (prompt) {
-      const edit = editReason(prompt.draft, prompt.action !== 'approve', input, key);
-      if (edit.kind === 'cancel') return setPrompt(undefined);
-      if (edit.kind === 'submit') return void send(prompt.action, prompt.id, edit.reason);
-      return setPrompt({ ...prompt, draft: edit.draft });
+    const v = viewRef.current;
+    const d = derive(v);
+    if (v.prompt) {
+      const edit = editReason(v.prompt.draft, v.prompt.action !== 'approve', input, key);
+      if (edit.kind === 'cancel') return update({ prompt: undefined });
+      if (edit.kind === 'submit') return void send(v.prompt.action, v.prompt.id, edit.reason);
+      return update({ prompt: { ...v.prompt, draft: edit.draft } });
     }
     if (input === 'q' && !key.ctrl) return props.onQuit();
-    if (detailId !== undefined) {
-      if (key.escape || key.backspace || key.delete || key.leftArrow) return setDetailId(undefined);
-      if (input === 'a' || input === 'r') return ask(detail, input === 'a' ? 'approve' : 'reject');
-      if (input === 'x') return ask(detail, 'revoke');
+    if (v.detailId !== undefined) {
+      if (key.escape || key.backspace || key.delete || key.leftArrow) return update({ detailId: undefined });
+      if (input === 'a' || input === 'r') return ask(v, d.detail, input === 'a' ? 'approve' : 'reject');
+      if (input === 'x') return ask(v, d.detail, 'revoke');
       return;
     }
-    if (key.tab) {
-      setNotice(undefined);
-      return setSection((s) => (s === 'reviews' ? 'grants' : 'reviews'));
-    }
-    if (key.upArrow) return move(-1);
-    if (key.downArrow) return move(1);
+    if (key.tab) return update({ notice: undefined, section: v.section === 'reviews' ? 'grants' : 'reviews' });
+    if (key.upArrow) return move(v, -1);
+    if (key.downArrow) return move(v, 1);
     // A held key or a busy terminal delivers several presses in one read ("jjj"): each one moves.
-    if (/^[jk]+$/.test(input)) return move(input.split('').reduce((n, c) => n + (c === 'j' ? 1 : -1), 0));
-    if (key.escape) return setNotice(undefined);
-    const selected = section === 'reviews' ? selectedReview : selectedGrant;
-    if (key.return && selected) return setDetailId(selected.id);
-    if (section === 'reviews' && (input === 'a' || input === 'r')) return ask(selected, input === 'a' ? 'approve' : 'reject');
-    if (section === 'grants' && input === 'x') return ask(selected, 'revoke');
+    if (/^[jk]+$/.test(input)) return move(v, input.split('').reduce((n, c) => n + (c === 'j' ? 1 : -1), 0));
+    if (key.escape) return update({ notice: undefined });
+    const selected = v.section === 'reviews' ? d.selectedReview : d.selectedGrant;
+    if (key.return && selected) return update({ detailId: selected.id });
+    if (v.section === 'reviews' && (input === 'a' || input === 'r')) return ask(v, selected, input === 'a' ? 'approve' : 'reject');
+    if (v.section === 'grants' && input === 'x') return ask(v, selected, 'revoke');
   };
-  // One subscription for the console's lifetime that always calls the latest render's handler. Ink re-subscribes
-  // a changed handler only when effects run, so a fresh closure per render could miss or misroute quick keys.
+  // One subscription for the console's lifetime that always calls the latest render's handler (for its props).
   const latestHandleKey = useRef(handleKey);
   latestHandleKey.current = handleKey;
   useInput(useCallback((input: string, key: Key) => latestHandleKey.current(input, key), []));

@@ -127,6 +127,15 @@ describe('ApproveConsole list', () => {
     await eventually(() => expect(ui.selected()).toContain('rv-03'));
   });
 
+  it('presses that arrive one by one before the console renders again each move the selection', async () => {
+    const many = Array.from({ length: 6 }, (_, i) => statementReview(`rv-${String(i).padStart(2, '0')}`, { createdAt: NOW - (100 - i) * 1000 }));
+    const ui = setup({ reviews: many });
+    for (let i = 0; i < 3; i++) ui.stdin.write('j');
+    await eventually(() => expect(ui.selected()).toContain('rv-03'));
+    for (let i = 0; i < 2; i++) ui.stdin.write(KEY.up);
+    await eventually(() => expect(ui.selected()).toContain('rv-01'));
+  });
+
   it('q quits', async () => {
     const ui = setup();
     await press(ui.stdin, 'q');
@@ -227,6 +236,12 @@ describe('ApproveConsole decisions', () => {
     expect(onDecide).toHaveBeenCalledTimes(1);
     pending.resolve();
     await eventually(() => expect(ui.see()).toContain('Approved rv-2 — “known job!”.'));
+  });
+
+  it('keys typed faster than the console renders each count: down, a, a reason and enter in one burst', async () => {
+    const ui = setup();
+    for (const key of [KEY.down, 'a', 'o', 'k', KEY.enter]) ui.stdin.write(key);
+    await eventually(() => expect(ui.props.onDecide).toHaveBeenCalledExactlyOnceWith('rv-2', 'approve', 'ok'));
   });
 
   it('approving with no reason is allowed', async () => {
