@@ -68,6 +68,10 @@ export interface PostgresSessionContext {
   reviews?: StatementReviews;
   /** Aborted (with a reason) when the session must end, e.g. its access grant ran out: the client gets FATAL. */
   signal?: AbortSignal;
+  /** Who may cancel this session's statements (its identity from the token); absent: whoever holds the key. */
+  cancelOwner?: { issuer: string; subject: string };
+  /** The client's cancels carry no token (the PostgreSQL front door): its key alone may cancel. */
+  cancelKeyAlone?: boolean;
 }
 
 export interface PostgresSessionSummary {
@@ -353,13 +357,21 @@ class PostgresProxySession {
     }
   }
 
+  /**
+   * A cancel that came as a session of its own (a client older than the tunnel's `kind=cancel`): judged and recorded
+   * in the session it cancels as any cancel (CancelRegistry.cancel), and in this one, whose only event it is.
+   */
   async #forwardCancel(key: CancelKey): Promise<void> {
     this.#outcome = 'cancel-request';
-    const outcome = await this.#ctx.cancels.forward(key);
+    const { outcome, reason } = await this.#ctx.cancels.cancel(key, {
+      via: 'session', connection: this.#ctx.connection.name, ...(this.#ctx.cancelOwner ? { identity: this.#ctx.cancelOwner } : {}),
+    });
     this.#cancelOutcome = outcome;
     this.#log.info({ outcome }, 'cancel request');
-    await this.#ctx.recorder.record('cancel-request', { outcome }).catch((err) => this.#log.error({ err }, 'could not record cancel request'));
-    if (outcome !== 'forwarded') this.#error = outcome === 'unknown-key' ? 'cancel request with an unknown key' : 'cancel request could not be forwarded';
+    await this.#ctx.recorder.record('cancel-request', { outcome, ...(reason ? { reason } : {}) }).catch((err) => this.#log.error({ err }, 'could not record cancel request'));
+    if (outcome !== 'forwarded' && outcome !== 'intercepted') {
+      this.#error = outcome === 'unknown-key' ? 'cancel request with an unknown key' : outcome === 'refused' ? `cancel request refused: ${reason}` : 'cancel request could not be forwarded';
+    }
     // The protocol has no answer to a cancel request: the server just closes the connection.
     await this.#closeClient();
   }
@@ -430,6 +442,10 @@ class PostgresProxySession {
         host: conn.target.host,
         port: conn.target.port,
         key: backend.key,
+        connection: conn.name,
+        ...(this.#ctx.cancelOwner ? { owner: this.#ctx.cancelOwner } : {}),
+        ...(this.#ctx.cancelKeyAlone ? { keyAlone: true } : {}),
+        record: (type, data) => this.#record(type, data),
         intercept: () => {
           if (!this.#holding) return false;
           this.#holding.abort('canceled by the client');
