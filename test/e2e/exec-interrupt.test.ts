@@ -40,6 +40,10 @@ async function until<T>(what: string, check: () => Promise<T | undefined>, timeo
   }
 }
 
+async function listSessions(): Promise<Array<{ id: string; status: string }>> {
+  return JSON.parse((await runCli(['sessions', '-o', 'json', '-n', '1000'], alice)).stdout) as Array<{ id: string; status: string }>;
+}
+
 /** The session that ran `sql`, once it has ended: its transcript and raw events. */
 async function sessionThatRan(sql: string): Promise<{ id: string; transcript: string; events: Array<{ type: string; data: Record<string, unknown> }> }> {
   return until(`the session that ran ${sql} to end`, async () => {
@@ -55,8 +59,9 @@ async function sessionThatRan(sql: string): Promise<{ id: string; transcript: st
 }
 
 describe('Ctrl-C on hoopctl exec', () => {
-  it('cancels the statement on the server, says so, exits 130, and the replay shows it cancelled', async () => {
-    const sql = "select pg_sleep(60) as interrupted_by_ctrl_c";
+  it('cancels the statement on the server, says so, exits 130, and the replay shows it cancelled, and who cancelled', async () => {
+    const sql = "select pg_sleep(600) as interrupted_by_ctrl_c";
+    const before = new Set((await listSessions()).map((s) => s.id));
     const exec = new CliProcess(['exec', 'app-pg', '-e', sql], alice);
     const pid = await until('the statement to run on the server', async () => (await activeRuns(sql))[0]);
     exec.child.kill('SIGINT');
@@ -67,11 +72,15 @@ describe('Ctrl-C on hoopctl exec', () => {
     const state = await admin.query<{ state: string }>('select state from pg_stat_activity where pid = $1', [pid]);
     expect(state.rows.map((r) => r.state)).not.toContain('active');
 
-    const { transcript, events } = await sessionThatRan(sql);
+    const { id, transcript, events } = await sessionThatRan(sql);
     const result = events.find((e) => e.type === 'result');
     expect(result?.data).toMatchObject({ cancelled: true, error: { code: '57014' } });
     expect(transcript).toMatch(/✗ cancelled .*57014 canceling statement due to user request/);
     expect(transcript).not.toMatch(/→ ok/);
+    // The cancel travelled on a tunnel of its own, yet it is an event of this session, not a session.
+    expect(events.find((e) => e.type === 'cancel-request')?.data).toMatchObject({ outcome: 'forwarded', via: 'tunnel', by: { subject: 'alice' } });
+    expect(transcript).toMatch(/cancel +requested by alice from 127\.0\.0\.1:\d+: the server was asked to stop the running statement/);
+    expect((await listSessions()).filter((s) => !before.has(s.id)).map((s) => s.id)).toEqual([id]);
   });
 
   it('exits at once on a second Ctrl-C, saying the cancel was not confirmed, while the broker cannot answer', async () => {

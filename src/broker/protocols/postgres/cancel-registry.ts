@@ -23,6 +23,11 @@ export interface CancelTarget {
   keyAlone?: boolean;
   /** Appends to the session's own recording: where a cancel of it is recorded. */
   record?: (type: string, data: Record<string, unknown>) => Promise<void>;
+  /**
+   * Told of each cancel of it while in flight: the session waits for it before it closes, so a statement that ends
+   * (cancelled) and a client that leaves at once still find the cancel in the recording.
+   */
+  track?: (cancel: Promise<unknown>) => void;
 }
 
 /** Who sent a cancel, as far as the connection it came on says. */
@@ -125,14 +130,18 @@ export class CancelRegistry {
     const target = this.lookup(key);
     if (!target) return { outcome: 'unknown-key', matched: false };
     const reason = refusal(target, from);
-    const outcome = reason ? 'refused' : await this.#send(target);
-    await target.record?.('cancel-request', {
-      outcome, via: from.via,
-      ...(from.identity ? { by: { subject: from.identity.subject, issuer: from.identity.issuer } } : {}),
-      ...(from.clientAddr ? { clientAddr: from.clientAddr } : {}),
-      ...(reason ? { reason } : {}),
-    }).catch(() => undefined);
-    return { outcome, matched: true, ...(reason ? { reason } : {}) };
+    const work = (async (): Promise<CancelResult> => {
+      const outcome = reason ? 'refused' : await this.#send(target);
+      await target.record?.('cancel-request', {
+        outcome, via: from.via,
+        ...(from.identity ? { by: { subject: from.identity.subject, issuer: from.identity.issuer } } : {}),
+        ...(from.clientAddr ? { clientAddr: from.clientAddr } : {}),
+        ...(reason ? { reason } : {}),
+      }).catch(() => undefined);
+      return { outcome, matched: true, ...(reason ? { reason } : {}) };
+    })();
+    target.track?.(work);
+    return work;
   }
 
   #send(target: CancelTarget): Promise<CancelOutcome> {

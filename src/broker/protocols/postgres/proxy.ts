@@ -198,6 +198,8 @@ class PostgresProxySession {
   readonly #log: Logger;
   #backend: BackendSession | undefined;
   #cancelRegistration: CancelRegistration | undefined;
+  /** Cancels of this session being forwarded and recorded (by other connections): awaited before the session ends. */
+  readonly #cancelsInFlight = new Set<Promise<unknown>>();
   readonly #clientFrames: FrameScanner;
   readonly #backendFrames: FrameScanner;
   /** Judges statements; absent when no rule could refuse one and no mask plan applies (the fast path). */
@@ -273,6 +275,8 @@ class PostgresProxySession {
       this.#cancelRegistration?.release();
       this.#backend?.socket.destroy();
       if (!this.#client.destroyed) this.#client.destroy();
+      // The recording stays open for a cancel already on its way (bounded by the registry's timeout).
+      await Promise.allSettled([...this.#cancelsInFlight]);
     }
     return {
       outcome: this.#outcome,
@@ -446,6 +450,10 @@ class PostgresProxySession {
         ...(this.#ctx.cancelOwner ? { owner: this.#ctx.cancelOwner } : {}),
         ...(this.#ctx.cancelKeyAlone ? { keyAlone: true } : {}),
         record: (type, data) => this.#record(type, data),
+        track: (cancel) => {
+          this.#cancelsInFlight.add(cancel);
+          void cancel.finally(() => this.#cancelsInFlight.delete(cancel));
+        },
         intercept: () => {
           if (!this.#holding) return false;
           this.#holding.abort('canceled by the client');
