@@ -1,14 +1,19 @@
-import { mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { APP_PASSWORD, CliProcess, loginAs, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
+import { APP_PASSWORD, CliProcess, loginAs, readText, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
 import { startSshd, type TestSshd } from '../../src/dev/sshd.js';
 import { runSsh, sshOptions } from '../support/ssh-proxy-harness.js';
 
 /**
- * Issue 18, on one stack: rotation of static credentials, and per-session PostgreSQL roles.
+ * Issue 18, on one stack: credential helpers, rotation of static credentials, and per-session PostgreSQL roles.
+ *
+ * A connection's password printed by a credential helper (as `vault kv get -field=password` would): a helper that
+ * works lets sessions in and is not run again within `cacheFor`; one that fails, hangs or prints nothing refuses the
+ * session with a clear reason, recorded, and its stderr stays in the broker log. (First: rotation changes the
+ * password the helper prints.)
  *
  * Rotation of a postgres connection's password, with the real broker, PostgreSQL, psql, pg and the CLI as
  * processes. After `hoopctl broker rotate` the old password no longer logs in directly and the one in the secret file
@@ -24,6 +29,8 @@ let alice: NodeJS.ProcessEnv;
 let bob: NodeJS.ProcessEnv;
 let sshd: TestSshd;
 let keys: string;
+let helpers: string;
+const STDERR_MARK = 'vault: permission denied for token hvs.NOT-FOR-CLIENTS';
 const SCHED_PASSWORD = `sched-${Math.random().toString(36).slice(2, 10)}`;
 const ADMIN_PASSWORD = `admin-${Math.random().toString(36).slice(2, 10)}`;
 
@@ -44,6 +51,13 @@ async function rotations(): Promise<AuditEvent[]> {
   expect(r.code, r.stderr).toBe(0);
   return JSON.parse(r.stdout) as AuditEvent[];
 }
+
+const script = (name: string, body: string) => {
+  const path = join(helpers, name);
+  writeFileSync(path, `#!/bin/sh\n${body}\n`);
+  chmodSync(path, 0o755);
+  return path;
+};
 
 async function superuser<T>(work: (c: pg.Client) => Promise<T>, database = 'app'): Promise<T> {
   const c = new pg.Client({ connectionString: stack.cluster.url(database) });
@@ -81,6 +95,13 @@ const psql = (t: { port: string; password: string }, sql: string) =>
   runProcess('psql', ['-X', '-w', '-At', '-h', '127.0.0.1', '-p', t.port, '-U', 'whoever', '-d', 'app', '-c', sql], { PATH: process.env.PATH, PGCONNECT_TIMEOUT: '30', PGPASSWORD: t.password });
 
 beforeAll(async () => {
+  helpers = mkdtempSync(join(tmpdir(), 'hoop-helpers-'));
+  const runs = join(helpers, 'runs');
+  const ok = script('vault-ok', `echo run >> ${runs}; printf '%s\\n' '${APP_PASSWORD}'`);
+  const fails = script('vault-fails', `echo '${STDERR_MARK}' >&2; exit 2`);
+  const hangs = script('vault-hangs', 'exec sleep 600');
+  const empty = script('vault-empty', 'echo "no secret at that path" >&2');
+  const helped = (name: string, password: Record<string, unknown>) => ({ name, credentials: { user: 'app_rw', password } });
   keys = mkdtempSync(join(tmpdir(), 'hoop-dyn-'));
   writeFileSync(join(keys, 'admin-password'), `${ADMIN_PASSWORD}\n`, { mode: 0o600 });
   const schedFile = join('/tmp', `hoop-sched-${process.pid}-${Date.now()}`);
@@ -90,6 +111,10 @@ beforeAll(async () => {
   sshd = await startSshd();
   stack = await startStack({
     extraConnections: [
+      helped('pg-helper', { command: [ok, 'secret/data/app', '--field=password'], cacheFor: '10m' }),
+      helped('pg-helper-fails', { command: [fails] }),
+      helped('pg-helper-hangs', { command: [hangs], timeout: '1s' }),
+      helped('pg-helper-empty', { command: [empty] }),
       { name: 'pg-sched', credentials: { user: 'sched_user', password: { file: schedFile }, rotateEvery: '1h' } },
       {
         name: 'ssh-rot', type: 'ssh',
@@ -131,12 +156,64 @@ afterAll(async () => {
   await stack?.stop();
   await sshd?.stop();
   if (keys) rmSync(keys, { recursive: true, force: true });
+  if (helpers) rmSync(helpers, { recursive: true, force: true });
 });
 
 /** OpenSSH straight to the sshd (not through the broker) with one key file. */
 const directSsh = (keyFile: string) =>
   runSsh(['-F', '/dev/null', '-i', keyFile, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null',
     '-p', String(sshd.port), `${sshd.user}@${sshd.host}`, 'echo direct']);
+
+describe('credential helpers', () => {
+  it('the password a helper prints opens sessions, and within cacheFor the helper is not run again', async () => {
+    for (let i = 0; i < 2; i++) {
+      const r = await runCli(['exec', 'pg-helper', '-o', 'json', '-e', 'select current_user as who'], alice);
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)[0].rows).toEqual([{ who: 'app_rw' }]);
+    }
+    expect(readFileSync(join(helpers, 'runs'), 'utf8').trim().split('\n')).toEqual(['run']);
+  });
+
+  it.each([
+    ['pg-helper-fails', 'the credential helper exited with status 2'],
+    ['pg-helper-hangs', 'the credential helper did not finish within 1000 ms'],
+    ['pg-helper-empty', 'the credential helper printed nothing'],
+  ])('%s refuses the session with the reason, recorded; the helper\'s stderr reaches only the broker log', async (name, reason) => {
+    const r = await runCli(['exec', name, '-e', 'select 1'], alice);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`the broker could not get the credential of "${name}" (credentials.password): ${reason}`);
+    expect(r.stderr).not.toContain('vault:');
+    expect(r.stderr).not.toContain('no secret at that path');
+    const list = await runCli(['sessions', '-o', 'json', '--connection', name], alice);
+    const [session] = JSON.parse(list.stdout) as Array<{ id: string; status: string }>;
+    expect(session!.status).toBe('refused');
+    const replay = await runCli(['replay', session!.id, '-o', 'json'], alice);
+    expect(replay.stdout).toContain(reason);
+    expect(replay.stdout).not.toContain('vault:');
+  });
+
+  it('psql through the tunnel prints the refusal as a FATAL', async () => {
+    const connect = new CliProcess(['connect', 'pg-helper-fails', '--port', '0'], alice);
+    try {
+      const [, encoded, port] = await connect.waitFor(/postgresql:\/\/[^:\s]+:([^@\s]+)@127\.0\.0\.1:(\d+)\//);
+      const psql = await runProcess('psql', ['-X', '-h', '127.0.0.1', '-p', port!, '-U', 'x', '-d', 'app', '-c', 'select 1'], {
+        PATH: process.env.PATH, PGCONNECT_TIMEOUT: '30', PGPASSWORD: decodeURIComponent(encoded!),
+      });
+      expect(psql.code).not.toBe(0);
+      expect(psql.stderr).toMatch(/FATAL: {2}hoopctl: the broker could not get the credential of "pg-helper-fails" \(credentials\.password\): the credential helper exited with status 2/);
+      expect(psql.stderr).not.toContain('vault:');
+    } finally {
+      await connect.stop();
+    }
+  });
+
+  it('the broker log has the helper\'s stderr, trimmed, and never the password', () => {
+    const log = readText(stack.brokerLogPath);
+    expect(log).toContain(STDERR_MARK);
+    expect(log).toContain('no secret at that path');
+    expect(log).not.toContain(APP_PASSWORD);
+  });
+});
 
 describe('hoopctl broker rotate (postgres)', () => {
   it('sets a new password: the old one no longer logs in, the file\'s does, an open session goes on, new ones use it', async () => {
