@@ -288,7 +288,7 @@ describe('profiles', () => {
       expect(again.stdout).toMatch(/^Already logged in to http:\/\/localhost:\d+ as alice@example\.com \(token valid until /);
       expect(again.stdout).not.toContain('To sign in');
 
-      const login = new CliProcess(['login', '--broker', second.url, '--profile', 'second', '--poll-interval', '1'], env);
+      const login = new CliProcess(['login', '--broker', second.url, '--profile', 'second', '--poll-interval', '0.2'], env);
       const [, uri] = await login.waitFor(/or open (\S+)/);
       await completeDeviceLogin(uri!, 'bob');
       expect(await login.exit()).toBe(0);
