@@ -160,7 +160,8 @@ async function serveClient(deps: PgFrontDoorDeps, raw: Socket, secureContext: Se
         frame.writeInt32BE(length);
         socket.unshift(Buffer.concat([frame, body, reader.release()]));
         const runtime = deps.protocols.ofType('postgres');
-        await runtime.cancel?.(socket, { clientAddr, via: FRONT_DOOR_VIA, logger });
+        if (runtime.cancel) await runtime.cancel(socket, { clientAddr, via: FRONT_DOOR_VIA, logger });
+        else socket.destroy();
         return;
       }
       if (code >>> 16 !== 3) throw new Refusal('08P01', `unsupported frontend protocol ${code >>> 16}.${code & 0xffff}: the broker supports 3.0`);
