@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SignJWT, importJWK } from 'jose';
 import pg from 'pg';
 import { clientCredentialsLogin } from '../../src/auth/oidc.js';
-import { AUDIENCE, CliProcess, loginAs, runCli, startStack, type Stack } from '../support/stack.js';
+import { AUDIENCE, CliProcess, loginAs, mapLimit, runCli, startStack, type Stack } from '../support/stack.js';
 
 /**
  * `hoopctl exec` on one stack: Ctrl-C, who a process runs as (a service identity named in the environment, a CI job
@@ -257,7 +257,7 @@ describe('CI job identities', () => {
     expect(branch.code).toBe(4);
 
     const sessions = JSON.parse((await runCli(['sessions', '-o', 'json', '--connection', 'deploy-pg', '-n', '20'], alice)).stdout) as Array<{ id: string; status: string }>;
-    const transcripts = (await Promise.all(sessions.map(async (x) => (await runCli(['replay', x.id], alice)).stdout))).join('\n');
+    const transcripts = (await mapLimit(sessions, 4, async (x) => (await runCli(['replay', x.id], alice)).stdout)).join('\n');
     expect(transcripts).toMatch(/claims  repository=acme\/deploy {2}workflow=nightly-migrate {2}ref=refs\/heads\/main {2}run_id=4242 {2}actor=octocat {2}event_name=schedule/);
     expect(transcripts).toContain("select 'migrated' as step");
     expect(transcripts).toMatch(/refused\s+service account repo:mallory\/deploy/);

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/lib/net.js';
 import { isQueryActive, waitForActiveQuery } from '../support/pg-activity.js';
 import { makeTestPki } from '../support/pki.js';
-import { AUDIENCE, loginAs, readText, runCli, runProcess, spawnBroker, startStack, type Stack } from '../support/stack.js';
+import { AUDIENCE, loginAs, mapLimit, readText, runCli, runProcess, spawnBroker, startStack, type Stack } from '../support/stack.js';
 
 /**
  * The broker's PostgreSQL front door, all real: a PostgreSQL cluster, the development OIDC provider, the broker as a
@@ -105,7 +105,7 @@ describe('the PostgreSQL front door (no hoopctl on the client)', () => {
     expect((await psql('app-pg', aliceToken, 'select count(*) from customers')).stdout.trim()).toBe('2');
     const mine = (await sessions()).filter((s) => s.connection === 'app-pg' && s.identity.subject === 'alice' && s.status === 'closed');
     expect(mine.length).toBeGreaterThanOrEqual(3);
-    const events = await Promise.all(mine.map(async (s) => (await runCli(['replay', s.id, '-o', 'json'], alice)).stdout));
+    const events = await mapLimit(mine, 4, async (s) => (await runCli(['replay', s.id, '-o', 'json'], alice)).stdout);
     const all = events.join('\n');
     expect(all).toContain('pg-front-door');
     expect(all).toContain('drop table customers');

@@ -8,7 +8,7 @@ import pg from 'pg';
 import { SignJWT, importJWK } from 'jose';
 import { freePort } from '../../src/lib/net.js';
 import { isQueryActive, waitForActiveQuery } from '../support/pg-activity.js';
-import { APP_PASSWORD, AUDIENCE, CliProcess, loginAs as stackLoginAs, readText, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
+import { APP_PASSWORD, AUDIENCE, CliProcess, loginAs as stackLoginAs, mapLimit, readText, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
 
 /**
  * The spine, end to end with real parts only: device-flow login against oidc-provider, `hoopctl connect`
@@ -360,7 +360,7 @@ describe('sessions and replay', () => {
 
   it('replays a session as a timed transcript with statements, parameters and outcomes', async () => {
     const sessions = JSON.parse((await cli(['sessions', '-o', 'json', '-n', '200'], aliceEnv)).stdout) as Array<{ id: string; statementCount: number }>;
-    const transcripts = await Promise.all(sessions.map((s) => cli(['replay', s.id], aliceEnv)));
+    const transcripts = await mapLimit(sessions, 4, (s) => cli(['replay', s.id], aliceEnv));
     const all = transcripts.map((t) => t.stdout).join('\n');
     expect(all).toMatch(/\+\d+\.\d{3}s\s+query\s+select current_user, 6 \* 7/);
     expect(all).toMatch(/→ SELECT 1/);

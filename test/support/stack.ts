@@ -173,6 +173,23 @@ export async function spawnBroker(configPath: string, logPath: string): Promise<
   return child;
 }
 
+/**
+ * `run` over `items`, at most `limit` at a time, results in order: a replay per session started all at once is dozens
+ * of Node processes on 2 shared cores, each slower than the hang guard allows; a few at a time finish sooner.
+ */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, run: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await run(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
 export interface CliResult {
   code: number;
   stdout: string;
