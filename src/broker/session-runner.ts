@@ -40,6 +40,8 @@ export interface AdmittedSession {
   clientKey?: string;
   /** Emits `message` whenever the client sends something (idle limits). */
   activity: EventEmitter;
+  /** Its cancels carry no token (the PostgreSQL front door): the key alone may cancel (see SessionContext). */
+  cancelKeyAlone?: boolean;
 }
 
 /** A session row and its recorder, written to the store before the client's stream is taken over. */
@@ -90,6 +92,7 @@ export async function runSession(deps: SessionRunnerDeps, stream: Duplex, s: Adm
       connection, recorder, identity, logger: log, maskKey: deps.maskKey, signal: ending.signal, reviews, detachedReviews: s.detach,
       ...(Number.isFinite(endsAt) ? { endsAt } : {}),
       ...(s.clientKey ? { clientKey: s.clientKey } : {}),
+      ...(s.cancelKeyAlone ? { cancelKeyAlone: true } : {}),
     });
     await deps.sessions.close(row.id, recorder, {
       status: summary.outcome, statementCount: summary.statementCount, errorCount: summary.errorCount,

@@ -45,6 +45,15 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
       );
     };
     if (!m) return refuse(errors.notFound('tunnel endpoint'));
+    // A cancel opens no session: a draining broker still takes it (it helps a running statement end).
+    if (new URL(req.url ?? '/', 'http://broker').searchParams.get('kind') === 'cancel') {
+      serveCancel(deps, wss, req, socket, head, m[1]!).catch((e: unknown) => {
+        if (e instanceof HoopError) return refuse(e);
+        logger.error({ err: errorMessage(e) }, 'cancel tunnel failed');
+        refuse(new HoopError('internal error', { code: 'INTERNAL', status: 500 }));
+      });
+      return;
+    }
     if (deps.draining?.()) {
       return refuse(new HoopError('the broker is draining (shutting down): it takes no new sessions', { code: 'DRAINING', status: 503, hint: 'connect again: the load balancer sends you to another broker' }));
     }
@@ -142,6 +151,27 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
       await Promise.race([Promise.allSettled([...running]), delay(5000)]);
     },
   };
+}
+
+/**
+ * `?kind=cancel`: a tunnel that carries one cancel request (psql's Ctrl-C through `hoopctl connect`, `hoopctl exec`'s)
+ * to a session of the same identity. It is no session: the same token and access as a tunnel are required (no
+ * session slot), then the connection type's module reads the request, acts on the session it names and records it
+ * there; what matches none is an audit event. A type without such cancels refuses the tunnel.
+ */
+async function serveCancel(deps: TunnelEndpointDeps, wss: WebSocketServer, req: IncomingMessage, socket: Duplex, head: Buffer, name: string): Promise<void> {
+  const identity = await deps.authenticate(req);
+  const connection = await deps.admission.authorize(identity, name, req);
+  const runtime = deps.protocols.of(connection);
+  if (!runtime.cancel) throw new HoopError(`${connection.type} connections take no cancel tunnels`, { code: 'BAD_REQUEST', status: 400 });
+  const clientAddr = clientAddress(req);
+  wss.handleUpgrade(req, socket, head, (ws) => {
+    const stream = createWebSocketStream(ws);
+    stream.on('error', () => undefined);
+    void runtime.cancel!(stream, { identity, connection, clientAddr, via: 'tunnel', logger: deps.logger }).finally(() => {
+      if (ws.readyState === ws.OPEN) ws.close(1000);
+    });
+  });
 }
 
 /** A client's text, bounded and on one line, for the record. */

@@ -344,6 +344,22 @@ export function reviewSentence(transition: string, d: Record<string, any>, at: n
   }
 }
 
+const CANCEL_OUTCOMES: Record<string, string> = {
+  forwarded: 'the server was asked to stop the running statement',
+  intercepted: 'the statement held for review was withdrawn',
+  'unknown-key': 'its key matched no session of this broker',
+  failed: 'the server could not be reached to cancel',
+};
+
+/** A client's cancel (psql's Ctrl-C): who sent it, from where, through what, and what became of it. */
+function cancelSentence(d: Record<string, any>): string {
+  const who = d.by?.subject ? `by ${d.by.subject}` : d.via === 'pg-front-door' ? 'with the key alone (front door: no token)' : 'by the client';
+  const from = d.clientAddr ? ` from ${d.clientAddr}` : '';
+  const via = d.via === 'pg-front-door' ? ' through the PostgreSQL front door' : '';
+  const what = d.outcome === 'refused' ? `refused: ${d.reason ?? 'the sender may not cancel this session'}` : (CANCEL_OUTCOMES[String(d.outcome)] ?? String(d.outcome));
+  return `requested ${who}${from}${via}: ${what}`;
+}
+
 /** The transcript lines of one event, timed from `t0` (terminal output is played apart, not printed here). */
 /** Where a session went, as its `open` event recorded it: a URL, or user@host:port/database as far as known. */
 function describeTarget(t: { url?: string; user?: string; host?: string; port?: number; database?: string }): string {
@@ -436,6 +452,12 @@ export function eventLines(session: SessionRow, e: StoredEvent, t0: number): str
       break;
     case 'ended':
       out.push(`${at}  ended      by ${d.by}: ${d.reason}${d.lock ? ` (${d.lock})` : ''}`);
+      break;
+    case 'cancel-request':
+      out.push(`${at}  cancel     ${cancelSentence(d)}`);
+      break;
+    case 'cancel-sent':
+      out.push(`${at}  cancel     sent by the broker (${d.reason}): ${CANCEL_OUTCOMES[String(d.outcome)] ?? d.outcome}`);
       break;
     case CHECKPOINT_EVENT:
       out.push(`${at}  signed     through event ${d.seq} (${d.keyId})`);

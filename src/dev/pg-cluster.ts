@@ -1,7 +1,9 @@
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync, chmodSync, existsSync, readdirSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync, rmSync, chmodSync, existsSync, readdirSync, readFileSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 import { freePort } from '../lib/net.js';
 import { UserError } from '../lib/errors.js';
 
@@ -68,17 +70,12 @@ export async function startPgCluster(options: PgClusterOptions = {}): Promise<Pg
   const base = mkdtempSync(join(tmpdir(), 'hoop-pg-'));
   const dataDir = join(base, 'data');
   const socketDir = base;
-  const pwfile = join(base, 'pwfile');
-  writeFileSync(pwfile, password + '\n');
   if (isRoot()) {
     execFileSync('chown', ['-R', 'postgres:postgres', base]);
   }
   chmodSync(base, 0o755);
-  const [cmd, args] = asPgUser(join(binDir, 'initdb'), [
-    '-D', dataDir, '-U', superuser, `--auth=${auth}`, `--pwfile=${pwfile}`, '-E', 'UTF8', '--locale=C', '--no-sync',
-  ]);
-  execFileSync(cmd, args, { stdio: 'pipe' });
-  rmSync(pwfile, { force: true });
+  const template = clusterTemplate(binDir, superuser, auth);
+  execFileSync('cp', ['-a', template.dataDir, dataDir]);
   const port = options.port ?? (await freePort());
   const settings: Record<string, string> = {
     listen_addresses: '127.0.0.1',
@@ -96,6 +93,8 @@ export async function startPgCluster(options: PgClusterOptions = {}): Promise<Pg
   ]);
   await run(pcmd, pargs);
   const host = '127.0.0.1';
+  // The copy still has the template's password: this cluster gets its own before anyone else may connect with it.
+  if (auth !== 'trust') await setPassword({ host, port, user: superuser, password: template.password, database: 'postgres' }, superuser, password);
   return {
     host, port, superuser, password, dataDir, socketDir, binDir,
     url: (database = 'postgres') =>
@@ -112,6 +111,55 @@ export async function startPgCluster(options: PgClusterOptions = {}): Promise<Pg
       rmSync(base, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * initdb takes seconds on a busy 2-core machine, and what it writes is the same for every cluster of one server
+ * version, superuser and auth method: it runs once into a template under the temp directory, which each cluster
+ * copies (`cp -a` keeps the postgres owner) and then gives its own superuser password. Built aside and renamed into
+ * place, so processes starting clusters at once never see half a template.
+ */
+function clusterTemplate(binDir: string, superuser: string, auth: string): { dataDir: string; password: string } {
+  const key = createHash('sha256').update(`${binDir}\0${superuser}\0${auth}`).digest('hex').slice(0, 16);
+  const dir = join(tmpdir(), `hoop-pg-template-${key}`);
+  const ready = () => ({ dataDir: join(dir, 'data'), password: readFileSync(join(dir, 'password'), 'utf8').trim() });
+  if (existsSync(join(dir, 'password'))) return ready();
+  const building = mkdtempSync(`${dir}.building-`);
+  try {
+    const password = randomBytes(18).toString('base64url');
+    const pwfile = join(building, 'pwfile');
+    writeFileSync(pwfile, `${password}\n`);
+    if (isRoot()) execFileSync('chown', ['-R', 'postgres:postgres', building]);
+    chmodSync(building, 0o755);
+    const [cmd, args] = asPgUser(join(binDir, 'initdb'), [
+      '-D', join(building, 'data'), '-U', superuser, `--auth=${auth}`, `--pwfile=${pwfile}`, '-E', 'UTF8', '--locale=C', '--no-sync',
+    ]);
+    execFileSync(cmd, args, { stdio: 'pipe' });
+    rmSync(pwfile, { force: true });
+    // Last, so a template with a password file is a whole one.
+    writeFileSync(join(building, 'password'), `${password}\n`, { mode: 0o600 });
+    try {
+      renameSync(building, dir);
+    } catch (e) {
+      // Another process made it first: use theirs.
+      if (!existsSync(join(dir, 'password'))) throw e;
+      rmSync(building, { recursive: true, force: true });
+    }
+  } catch (e) {
+    rmSync(building, { recursive: true, force: true });
+    throw e;
+  }
+  return ready();
+}
+
+async function setPassword(config: pg.ClientConfig, role: string, password: string): Promise<void> {
+  const c = new pg.Client(config);
+  await c.connect();
+  try {
+    await c.query(`ALTER ROLE ${c.escapeIdentifier(role)} PASSWORD ${c.escapeLiteral(password)}`);
+  } finally {
+    await c.end();
+  }
 }
 
 function shellQuote(s: string): string {

@@ -12,12 +12,12 @@ import { TLSSocket, type SecureContext } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { ConnectionInfo } from '../api/connection.js';
 import { writeKubeconfig } from './kubeconfig.js';
-import type { ListenerKind } from './local-listener.js';
+import type { ListenerKind, PreparedClient } from './local-listener.js';
 import { makeLoopbackCertificate } from './loopback-certificate.js';
 import { requireBearer } from './http-bearer-gate.js';
 import { CLIENT_GONE } from './local-listener.js';
 import { HoopError } from '../lib/errors.js';
-import { negotiatePostgresEncryption } from './pg-encryption.js';
+import { isCancelRequest, negotiatePostgresEncryption } from './pg-encryption.js';
 import { requirePostgresPassword } from './pg-password-gate.js';
 import { writePgPassFiles } from './pg-pass-files.js';
 import { refusePostgresClient } from './pg-refusal.js';
@@ -52,7 +52,7 @@ export interface ClientKind {
    * Made once per `connect`: what runs on each client socket before its bytes ride the tunnel (PostgreSQL's TLS and
    * the per-tunnel password). Rejects with PEER_REFUSED for a client that may not use the tunnel.
    */
-  greeter?(secret: string | undefined): ((socket: Socket, via: ListenerKind) => Promise<Duplex>) | undefined;
+  greeter?(secret: string | undefined): ((socket: Socket, via: ListenerKind) => Promise<Duplex | PreparedClient>) | undefined;
   /** Headers every tunnel of this listener carries to the broker, given the secret (absent: shared port). */
   tunnelHeaders?(secret: string | undefined): Record<string, string>;
   /** Tells a client its tunnel could not open, or that it was refused, in its own protocol where it has one. */
@@ -74,7 +74,9 @@ const postgres: ClientKind = {
     return async (socket, via) => {
       const settled = await negotiatePostgresEncryption(socket, () => loopbackTls.secureContext);
       // The Unix socket's 0700 directory already keeps others out.
-      return secret && via === 'tcp' ? requirePostgresPassword(settled, secret) : settled;
+      const stream = secret && via === 'tcp' ? await requirePostgresPassword(settled, secret) : settled;
+      // A CancelRequest (psql's Ctrl-C) goes to the broker as a cancel tunnel: part of the session it cancels, not one of its own.
+      return (await isCancelRequest(stream)) ? { stream, tunnelQuery: { kind: 'cancel' } } : stream;
     };
   },
   refuse: (socket, message) => refusePostgresClient(socket, `hoopctl: ${message}`),

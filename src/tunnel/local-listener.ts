@@ -16,7 +16,7 @@ export interface LocalTunnelOptions {
    * the client asked for), once the client proved it may use the tunnel where the listener asks for a secret. A
    * rejection ends that connection only: reported as 'peer-refused' when its code is PEER_REFUSED, else 'refused'.
    */
-  prepareClient?(socket: Socket, via: ListenerKind): Promise<Duplex>;
+  prepareClient?(socket: Socket, via: ListenerKind): Promise<Duplex | PreparedClient>;
   /** What to tell a client whose tunnel could not open, or who was refused here (e.g. a PostgreSQL ErrorResponse). */
   onRefused?(socket: Duplex, error: Error): void;
   /**
@@ -29,6 +29,12 @@ export interface LocalTunnelOptions {
   /** Also listen on a Unix socket, at this path given the TCP port (in a directory only the owner may enter). */
   socketPath?(port: number): string;
   onEvent?(event: LocalTunnelEvent): void;
+}
+
+/** What `prepareClient` may say beyond the stream: how its tunnel is asked for (a PostgreSQL cancel: `kind=cancel`). */
+export interface PreparedClient {
+  stream: Duplex;
+  tunnelQuery?: Record<string, string>;
 }
 
 /** Which listener a client came in on. */
@@ -109,6 +115,7 @@ export async function startLocalTunnel(o: LocalTunnelOptions): Promise<LocalTunn
     socket.on('error', noop);
     socket.pause();
     let client: Duplex = socket;
+    let tunnelQuery: Record<string, string> | undefined;
     (async () => {
       if (via === 'tcp') {
         const refused = await checkOwner(socket);
@@ -116,7 +123,9 @@ export async function startLocalTunnel(o: LocalTunnelOptions): Promise<LocalTunn
       }
       if (o.prepareClient) {
         try {
-          client = await o.prepareClient(socket, via);
+          const prepared = await o.prepareClient(socket, via);
+          if (isDuplexStream(prepared)) client = prepared;
+          else ({ stream: client, tunnelQuery } = prepared);
         } catch (e) {
           // A client that leaves before saying anything (a port probe) is not a refusal worth reporting.
           if (isHoopError(e) && e.code === CLIENT_GONE) {
@@ -139,7 +148,7 @@ export async function startLocalTunnel(o: LocalTunnelOptions): Promise<LocalTunn
           if (isHoopError(e) && e.code === PEER_REFUSED) o.onEvent?.({ type: 'peer-refused', peer, error: e.message });
         });
       }
-      const remote = await openTunnel(o.broker, o.connection, await o.getToken(), peer, undefined, o.tunnelHeaders);
+      const remote = await openTunnel(o.broker, o.connection, await o.getToken(), peer, tunnelQuery, o.tunnelHeaders);
       sockets.add(remote);
       o.onEvent?.({ type: 'accepted', peer });
       splice(client, remote, () => {
@@ -193,6 +202,10 @@ function listen(server: Server, start: (done: () => void) => void): Promise<void
 }
 
 function noop(): void {}
+
+function isDuplexStream(v: Duplex | PreparedClient): v is Duplex {
+  return typeof (v as Duplex).pipe === 'function';
+}
 
 function describeError(e: unknown): string {
   return isHoopError(e) && e.hint ? `${e.message}. ${e.hint}` : errorMessage(e);

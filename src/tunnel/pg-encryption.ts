@@ -75,6 +75,15 @@ function handshake(socket: Socket, secureContext: SecureContext): Promise<Socket
   });
 }
 
+const CANCEL_REQUEST = 80877102;
+
+/** Whether the client's first packet, once encryption is settled, is a CancelRequest (put back either way). */
+export async function isCancelRequest(socket: Socket): Promise<boolean> {
+  const head = await readAtLeast(socket, 8);
+  socket.unshift(head);
+  return head.readInt32BE(0) === 16 && head.readInt32BE(4) === CANCEL_REQUEST;
+}
+
 /** Resolves with everything buffered once at least `n` bytes came, leaving the socket paused. */
 export function readAtLeast(socket: Socket, n: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {

@@ -36,7 +36,7 @@ export async function connectPgOverTunnel(broker: string, connection: string, to
     cancel: async () => {
       const key = backendKey(client);
       if (!key) throw new UserError('the broker handed out no cancel key for this connection', { code: 'CANCEL_UNAVAILABLE' });
-      await sendCancelRequest(await openTunnel(broker, connection, token, 'hoopctl-exec-cancel'), key);
+      await sendCancelRequest(await openTunnel(broker, connection, token, 'hoopctl-exec-cancel', { kind: 'cancel' }), key);
     },
   };
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { connect as netConnect } from 'node:net';
 import pg from 'pg';
 import { parse, stringify } from 'yaml';
-import { CliProcess, loginAs, readText, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
+import { CliProcess, loginAs, mapLimit, readText, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
 import { makeTestPki } from '../support/pki.js';
 
 /**
@@ -137,7 +137,7 @@ describe('database routing', () => {
 
   it('records what the client asked for, refusals included, and replay shows it', async () => {
     const sessions = JSON.parse((await runCli(['sessions', '-o', 'json', '-n', '200'], alice)).stdout) as Array<{ id: string; status: string; connection: string }>;
-    const transcripts = (await Promise.all(sessions.map((s) => runCli(['replay', s.id], alice)))).map((t) => t.stdout);
+    const transcripts = (await mapLimit(sessions, 4, (s) => runCli(['replay', s.id], alice))).map((t) => t.stdout);
     const refused = transcripts.filter((t) => /startup\s+asked for user "someuser", database "otherdb"\n.*✗ connection "app-pg" serves database "app", not "otherdb"/.test(t));
     // psql's default sslmode=prefer tries once more without TLS after a FATAL: one refusal per attempt.
     expect(refused.length).toBeGreaterThan(0);

@@ -8,7 +8,7 @@ import { parse, stringify } from 'yaml';
 import { completeDeviceLogin } from '../support/device-user.js';
 import { join } from 'node:path';
 import { importJWK, SignJWT } from 'jose';
-import { AUDIENCE, BIN, CliProcess, loginAs, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
+import { AUDIENCE, BIN, CliProcess, loginAs, mapLimit, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
 import { freePort } from '../../src/lib/net.js';
 
 /**
@@ -133,7 +133,7 @@ describe('a SQL syntax error', () => {
     }
 
     const sessions = JSON.parse((await runCli(['sessions', '-o', 'json'], alice)).stdout) as Array<{ id: string }>;
-    const transcripts = await Promise.all(sessions.map(async (s) => (await runCli(['replay', s.id, '-o', 'json'], alice)).stdout));
+    const transcripts = await mapLimit(sessions, 4, async (s) => (await runCli(['replay', s.id, '-o', 'json'], alice)).stdout);
     const verdicts = transcripts.flatMap((t) => (JSON.parse(t) as { events: Array<{ type: string; data: Record<string, unknown> }> }).events)
       .filter((e) => e.type === 'verdict' && e.data.rule === 'unparseable');
     expect(verdicts.length).toBe(2);
@@ -288,7 +288,7 @@ describe('profiles', () => {
       expect(again.stdout).toMatch(/^Already logged in to http:\/\/localhost:\d+ as alice@example\.com \(token valid until /);
       expect(again.stdout).not.toContain('To sign in');
 
-      const login = new CliProcess(['login', '--broker', second.url, '--profile', 'second', '--poll-interval', '1'], env);
+      const login = new CliProcess(['login', '--broker', second.url, '--profile', 'second', '--poll-interval', '0.2'], env);
       const [, uri] = await login.waitFor(/or open (\S+)/);
       await completeDeviceLogin(uri!, 'bob');
       expect(await login.exit()).toBe(0);

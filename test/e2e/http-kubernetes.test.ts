@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { CliProcess, loginAs, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
+import { CliProcess, loginAs, mapLimit, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
 import { startHttpBackend, type HttpBackend } from '../support/http-backend.js';
 import { startFakeKubeApiServer, type FakeKubeApiServer } from '../support/fake-kube-apiserver.js';
 import { makeTestPki } from '../support/pki.js';
@@ -157,7 +157,7 @@ describe('http connection', () => {
 
   it('records each request in the session, masked', async () => {
     const sessions = JSON.parse((await runCli(['sessions', '-o', 'json', '--connection', 'api'], alice)).stdout) as Array<{ id: string }>;
-    const events = await Promise.all(sessions.map(async (s) => JSON.stringify(JSON.parse((await runCli(['replay', s.id, '-o', 'json'], alice)).stdout))));
+    const events = await mapLimit(sessions, 4, async (s) => JSON.stringify(JSON.parse((await runCli(['replay', s.id, '-o', 'json'], alice)).stdout)));
     const all = events.join('\n');
     expect(all).toContain('"path":"/users"');
     expect(all).toContain('"rule":"no-admin"');
@@ -206,7 +206,7 @@ describe('kubernetes connection', () => {
     expect(done.code, done.stderr).toBe(0);
     expect(done.stdout).toBe('typed through the gate\n');
     const sessions = JSON.parse((await runCli(['sessions', '-o', 'json', '--connection', 'k8s'], alice)).stdout) as Array<{ id: string }>;
-    const recorded = (await Promise.all(sessions.map(async (x) => (await runCli(['replay', x.id, '-o', 'json'], alice)).stdout))).join('\n');
+    const recorded = (await mapLimit(sessions, 4, async (x) => (await runCli(['replay', x.id, '-o', 'json'], alice)).stdout)).join('\n');
     expect(recorded).toMatch(/"i",\s*"typed through the gate/);
   });
 
@@ -234,7 +234,7 @@ describe('kubernetes connection', () => {
       }
       expect(screen).toContain('kubectl exited 0');
       const sessions = JSON.parse((await runCli(['sessions', '-o', 'json', '--connection', 'k8s'], alice)).stdout) as Array<{ id: string }>;
-      const recorded = (await Promise.all(sessions.map(async (x) => JSON.stringify(JSON.parse((await runCli(['replay', x.id, '-o', 'json'], alice)).stdout))))).join('\n');
+      const recorded = (await mapLimit(sessions, 4, async (x) => JSON.stringify(JSON.parse((await runCli(['replay', x.id, '-o', 'json'], alice)).stdout)))).join('\n');
       expect(recorded).toMatch(/\["?[\d.]+"?,"r","120x30"\]|"r","120x\d+"/);
       expect(recorded).toMatch(/"i","z"/);
     } finally {
@@ -274,7 +274,7 @@ describe('kubernetes connection', () => {
     const sessions = JSON.parse((await runCli(['sessions', '-o', 'json', '--connection', 'k8s'], alice)).stdout) as Array<{ id: string }>;
     let transcript = '';
     for (let i = 0; i < 50 && !/port-fwd   :5432 closed/.test(transcript); i++) {
-      transcript = (await Promise.all(sessions.map(async (x) => (await runCli(['replay', x.id], alice)).stdout))).join('\n');
+      transcript = (await mapLimit(sessions, 4, async (x) => (await runCli(['replay', x.id], alice)).stdout)).join('\n');
       if (!/port-fwd   :5432 closed/.test(transcript)) await new Promise((r) => setTimeout(r, 100));
     }
     expect(transcript).toMatch(/review     held for review rev_\w+ \(requested by alice\)/);

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
@@ -7,8 +8,9 @@ import pg from 'pg';
 import { parse, stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/lib/net.js';
+import { isQueryActive, waitForActiveQuery } from '../support/pg-activity.js';
 import { makeTestPki } from '../support/pki.js';
-import { AUDIENCE, loginAs, readText, runCli, runProcess, spawnBroker, startStack, type Stack } from '../support/stack.js';
+import { AUDIENCE, loginAs, mapLimit, readText, runCli, runProcess, spawnBroker, startStack, type Stack } from '../support/stack.js';
 
 /**
  * The broker's PostgreSQL front door, all real: a PostgreSQL cluster, the development OIDC provider, the broker as a
@@ -103,7 +105,7 @@ describe('the PostgreSQL front door (no hoopctl on the client)', () => {
     expect((await psql('app-pg', aliceToken, 'select count(*) from customers')).stdout.trim()).toBe('2');
     const mine = (await sessions()).filter((s) => s.connection === 'app-pg' && s.identity.subject === 'alice' && s.status === 'closed');
     expect(mine.length).toBeGreaterThanOrEqual(3);
-    const events = await Promise.all(mine.map(async (s) => (await runCli(['replay', s.id, '-o', 'json'], alice)).stdout));
+    const events = await mapLimit(mine, 4, async (s) => (await runCli(['replay', s.id, '-o', 'json'], alice)).stdout);
     const all = events.join('\n');
     expect(all).toContain('pg-front-door');
     expect(all).toContain('drop table customers');
@@ -129,6 +131,43 @@ describe('the PostgreSQL front door (no hoopctl on the client)', () => {
     expect(run.stdout).toMatch(/number of failed transactions: 0 /);
     expect(Number(/number of transactions actually processed: (\d+)/.exec(run.stdout)?.[1])).toBeGreaterThan(0);
   }, 60_000);
+
+  it('psql\'s Ctrl-C cancels the running statement; the cancel is recorded in that session, not as one of its own', async () => {
+    const sql = 'select pg_sleep(600) as front_door_ctrl_c';
+    const before = new Set((await sessions()).map((s) => s.id));
+    const child = spawn(PSQL, [conninfo('app-pg'), '-X', '-c', sql], { env: { PATH: process.env.PATH, PGPASSWORD: aliceToken } });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number>((r) => child.on('exit', (c) => r(c ?? -1)));
+    await waitForActiveQuery(stack.cluster.url(), sql);
+    // psql sends the CancelRequest to the front door itself, on a new connection with no token.
+    child.kill('SIGINT');
+    expect(await exited).not.toBe(0);
+    expect(stderr).toContain('canceling statement due to user request');
+    expect(await isQueryActive(stack.cluster.url(), sql)).toBe(false);
+    const added = (await sessions()).filter((s) => !before.has(s.id));
+    expect(added).toHaveLength(1);
+    const replay = await runCli(['replay', added[0]!.id], alice);
+    expect(replay.stdout).toMatch(/✗ cancelled .*57014/);
+    expect(replay.stdout).toMatch(/cancel +requested with the key alone \(front door: no token\) from 127\.0\.0\.1:\d+ through the PostgreSQL front door: the server was asked to stop the running statement/);
+    // A cancel with a key no session holds: an audit event, and still no session.
+    const bogus = Buffer.alloc(16);
+    bogus.writeInt32BE(16, 0);
+    bogus.writeInt32BE(80877102, 4);
+    bogus.writeInt32BE(4242, 8);
+    bogus.writeInt32BE(-1, 12);
+    const s = connect(pgPort, '127.0.0.1');
+    s.on('error', () => undefined);
+    s.write(bogus);
+    await once(s, 'close');
+    let unmatched = (await auditEvents('cancel-request-unmatched')).filter((e) => e.data.via === 'pg-front-door');
+    for (let i = 0; unmatched.length === 0 && i < 100; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      unmatched = (await auditEvents('cancel-request-unmatched')).filter((e) => e.data.via === 'pg-front-door');
+    }
+    expect(unmatched[0]?.data).toMatchObject({ via: 'pg-front-door', clientAddr: expect.stringMatching(/^127\.0\.0\.1:\d+$/) });
+    expect((await sessions()).filter((x) => !before.has(x.id))).toHaveLength(1);
+  });
 
   it('the pg driver, simple and extended protocol (parameters), with masking', async () => {
     const client = new pg.Client({ host: '127.0.0.1', port: pgPort, database: 'app-pg', user: 'node', password: aliceToken, ssl: false });

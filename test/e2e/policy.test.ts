@@ -46,7 +46,7 @@ beforeAll(async () => {
   await admin.query('alter table customers owner to app_rw');
   await admin.query('insert into customers values (1, $1, $2)', [EMAIL, `card ${CARD}, ssn ${SSN}`]);
   const env = stack.cliEnv({ XDG_CONFIG_HOME: join(stack.dir, 'config-alice') });
-  const login = new CliProcess(['login', '--broker', stack.brokerUrl, '--poll-interval', '1'], env);
+  const login = new CliProcess(['login', '--broker', stack.brokerUrl, '--poll-interval', '0.2'], env);
   const [, uri] = await login.waitFor(/or open (\S+)/);
   await completeDeviceLogin(uri!, 'alice');
   expect(await login.exit()).toBe(0);

@@ -3,11 +3,12 @@ import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect as netConnect } from 'node:net';
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import pg from 'pg';
 import { SignJWT, importJWK } from 'jose';
 import { freePort } from '../../src/lib/net.js';
 import { isQueryActive, waitForActiveQuery } from '../support/pg-activity.js';
-import { APP_PASSWORD, AUDIENCE, CliProcess, loginAs as stackLoginAs, readText, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
+import { APP_PASSWORD, AUDIENCE, CliProcess, loginAs as stackLoginAs, mapLimit, readText, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
 
 /**
  * The spine, end to end with real parts only: device-flow login against oidc-provider, `hoopctl connect`
@@ -137,17 +138,53 @@ describe('psql through hoopctl connect', () => {
     expect(copyOut.stdout).toBe(rows);
   });
 
-  it('cancels a running query on the backend when psql is interrupted', async () => {
-    const child = spawn('psql', ['-X', '-w', '-c', 'select pg_sleep(30)'], { env: psqlEnv(tunnelPort) });
+  it('cancels a running query on the backend when psql is interrupted: the cancel is part of that session, not one of its own', async () => {
+    const sql = 'select pg_sleep(600) as interrupted_psql';
+    const listed = async () => JSON.parse((await cli(['sessions', '-o', 'json', '-n', '1000'], aliceEnv)).stdout) as Array<{ id: string; status: string }>;
+    const before = new Set((await listed()).map((s) => s.id));
+    const child = spawn('psql', ['-X', '-w', '-c', sql], { env: psqlEnv(tunnelPort) });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     const exited = new Promise<number>((r) => child.on('exit', (c) => r(c ?? -1)));
-    await waitForActiveQuery(stack.cluster.url(), 'select pg_sleep(30)');
+    await waitForActiveQuery(stack.cluster.url(), sql);
     child.kill('SIGINT');
-    // psql exits once the server gave the statement up; a lost cancel would leave it waiting out the 30 s sleep.
+    // psql exits once the server gave the statement up; a lost cancel would leave it waiting out the 600 s sleep.
     expect(await exited).not.toBe(0);
     expect(stderr).toContain('canceling statement due to user request');
-    expect(await isQueryActive(stack.cluster.url(), 'select pg_sleep(30)')).toBe(false);
+    expect(await isQueryActive(stack.cluster.url(), sql)).toBe(false);
+    // One new session, psql's: its Ctrl-C (a CancelRequest on a connection of its own) opened none.
+    const added = (await listed()).filter((s) => !before.has(s.id));
+    expect(added).toHaveLength(1);
+    const replay = await cli(['replay', added[0]!.id], aliceEnv);
+    expect(replay.stdout).toMatch(/cancel +requested by alice from 127\.0\.0\.1:\d+: the server was asked to stop the running statement/);
+    expect(replay.stdout).toMatch(/✗ cancelled .*57014/);
+  });
+
+  it('records a cancel whose key matches no session as an audit event, with no session', async () => {
+    const listed = async () => JSON.parse((await cli(['sessions', '-o', 'json', '-n', '1000'], aliceEnv)).stdout) as Array<{ id: string }>;
+    const before = (await listed()).length;
+    // What psql sends on Ctrl-C, with a key the broker never handed out; the tunnel asks no password of a cancel.
+    const cancel = Buffer.alloc(16);
+    cancel.writeInt32BE(16, 0);
+    cancel.writeInt32BE(80877102, 4);
+    cancel.writeInt32BE(12345, 8);
+    cancel.writeInt32BE(67890, 12);
+    // As psql does: send, then wait for the other side to close (a cancel gets no answer).
+    const sock = netConnect(tunnelPort, '127.0.0.1');
+    sock.on('error', () => undefined);
+    sock.write(cancel);
+    await once(sock, 'close');
+    const found = async () => {
+      const out = await cli(['audit', 'events', '--type', 'cancel-request-unmatched', '-o', 'json'], aliceEnv);
+      return (JSON.parse(out.stdout) as Array<{ data: Record<string, unknown> }>).find((e) => e.data.subject === 'alice');
+    };
+    let event = await found();
+    for (let i = 0; !event && i < 100; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      event = await found();
+    }
+    expect(event?.data).toMatchObject({ via: 'tunnel', connection: 'app-pg', subject: 'alice' });
+    expect((await listed()).length).toBe(before);
   });
 
   it('serves the extended protocol with parameters, prepared statements and transactions to pg', async () => {
@@ -323,7 +360,7 @@ describe('sessions and replay', () => {
 
   it('replays a session as a timed transcript with statements, parameters and outcomes', async () => {
     const sessions = JSON.parse((await cli(['sessions', '-o', 'json', '-n', '200'], aliceEnv)).stdout) as Array<{ id: string; statementCount: number }>;
-    const transcripts = await Promise.all(sessions.map((s) => cli(['replay', s.id], aliceEnv)));
+    const transcripts = await mapLimit(sessions, 4, (s) => cli(['replay', s.id], aliceEnv));
     const all = transcripts.map((t) => t.stdout).join('\n');
     expect(all).toMatch(/\+\d+\.\d{3}s\s+query\s+select current_user, 6 \* 7/);
     expect(all).toMatch(/→ SELECT 1/);

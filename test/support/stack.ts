@@ -53,29 +53,34 @@ export interface StackOptions {
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const dir = mkdtempSync(join(tmpdir(), 'hoop-e2e-'));
-  const cluster = await startPgCluster({ auth: 'scram-sha-256' });
-  const admin = new pg.Client({ connectionString: cluster.url() });
-  await admin.connect();
-  await admin.query(`CREATE ROLE app_rw LOGIN PASSWORD '${APP_PASSWORD}'`);
-  await admin.query('CREATE DATABASE app OWNER app_rw');
-  await admin.end();
-  await options.beforeBroker?.(cluster);
-
-  const issuer = await startDevIssuer({
-    audience: AUDIENCE,
-    accessTokenTtlSeconds: 600,
-    users: {
-      alice: { groups: ['dba', 'auditors'], email: 'alice@example.com' },
-      mallory: { groups: ['contractors'] },
-      bob: { groups: ['dba', 'leads'] },
-      carol: { groups: ['dba', 'leads'] },
-    },
-    defaultGroups: ['dba'],
-    serviceClients: [
-      { clientId: 'ci-report', clientSecret: 'ci-report-secret', groups: [] },
-      { clientId: 'ci-other', clientSecret: 'ci-other-secret', groups: ['builders'] },
-    ],
-  });
+  // The cluster and the OIDC issuer need nothing of each other: started side by side.
+  const [cluster, issuer] = await Promise.all([
+    (async () => {
+      const cluster = await startPgCluster({ auth: 'scram-sha-256' });
+      const admin = new pg.Client({ connectionString: cluster.url() });
+      await admin.connect();
+      await admin.query(`CREATE ROLE app_rw LOGIN PASSWORD '${APP_PASSWORD}'`);
+      await admin.query('CREATE DATABASE app OWNER app_rw');
+      await admin.end();
+      await options.beforeBroker?.(cluster);
+      return cluster;
+    })(),
+    startDevIssuer({
+      audience: AUDIENCE,
+      accessTokenTtlSeconds: 600,
+      users: {
+        alice: { groups: ['dba', 'auditors'], email: 'alice@example.com' },
+        mallory: { groups: ['contractors'] },
+        bob: { groups: ['dba', 'leads'] },
+        carol: { groups: ['dba', 'leads'] },
+      },
+      defaultGroups: ['dba'],
+      serviceClients: [
+        { clientId: 'ci-report', clientSecret: 'ci-report-secret', groups: [] },
+        { clientId: 'ci-other', clientSecret: 'ci-other-secret', groups: ['builders'] },
+      ],
+    }),
+  ]);
   const port = await freePort();
   const brokerUrl = `http://127.0.0.1:${port}`;
   const configPath = join(dir, 'broker.yaml');
@@ -141,8 +146,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     async stop() {
       broker.kill('SIGTERM');
       await Promise.race([once(broker, 'exit'), new Promise((r) => setTimeout(r, 3000))]);
-      await issuer.stop();
-      await cluster.stop();
+      await Promise.all([issuer.stop(), cluster.stop()]);
       rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -167,6 +171,23 @@ export async function spawnBroker(configPath: string, logPath: string): Promise<
     child.once('exit', (code) => reject(new Error(`broker exited ${code}: ${stderr}`)));
   });
   return child;
+}
+
+/**
+ * `run` over `items`, at most `limit` at a time, results in order: a replay per session started all at once is dozens
+ * of Node processes on 2 shared cores, each slower than the hang guard allows; a few at a time finish sooner.
+ */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, run: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await run(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
 }
 
 export interface CliResult {
@@ -273,7 +294,7 @@ export function readText(path: string): string {
 export async function loginAs(stack: Stack, user: string, outputs?: string[]): Promise<NodeJS.ProcessEnv> {
   const { completeDeviceLogin } = await import('./device-user.js');
   const env = stack.cliEnv({ XDG_CONFIG_HOME: join(stack.dir, `config-${user}`) });
-  const login = new CliProcess(['login', '--broker', stack.brokerUrl, '--poll-interval', '1'], env);
+  const login = new CliProcess(['login', '--broker', stack.brokerUrl, '--poll-interval', '0.2'], env);
   const [, uri] = await login.waitFor(/or open (\S+)/);
   await completeDeviceLogin(uri!, user);
   const code = await login.exit();

@@ -153,9 +153,15 @@ async function serveClient(deps: PgFrontDoorDeps, raw: Socket, secureContext: Se
         continue;
       }
       if (code === StartupCode.CancelRequest) {
-        // A cancel carries no token: the front door cannot tell whose it is, so it is not forwarded (see README).
-        reader.release();
-        socket.destroy();
+        // A cancel carries no token: its key alone names the session, as with PostgreSQL, and only a session opened
+        // here takes such a cancel (CancelRegistry.cancel). It is recorded in that session; no session of its own.
+        clearTimeout(timer);
+        const frame = Buffer.alloc(4);
+        frame.writeInt32BE(length);
+        socket.unshift(Buffer.concat([frame, body, reader.release()]));
+        const runtime = deps.protocols.ofType('postgres');
+        if (runtime.cancel) await runtime.cancel(socket, { clientAddr, via: FRONT_DOOR_VIA, logger });
+        else socket.destroy();
         return;
       }
       if (code >>> 16 !== 3) throw new Refusal('08P01', `unsupported frontend protocol ${code >>> 16}.${code & 0xffff}: the broker supports 3.0`);
@@ -219,7 +225,7 @@ async function serveClient(deps: PgFrontDoorDeps, raw: Socket, secureContext: Se
     }
     const activity = new EventEmitter();
     const admitted: AdmittedSession = {
-      identity, connection, clientAddr, activity, detach: false,
+      identity, connection, clientAddr, activity, detach: false, cancelKeyAlone: true,
       client: {
         via: FRONT_DOOR_VIA, tls: socket instanceof TLSSocket,
         ...(startup.parameters.application_name ? { agent: startup.parameters.application_name.slice(0, 200) } : {}),

@@ -70,6 +70,27 @@ export interface SessionContext<C extends ConnectionBase = ConnectionBase> {
    * connection makes one per tunnel): the SSH hop then accepts that key only, so another local process cannot ride it.
    */
   clientKey?: string;
+  /**
+   * The client came through a listener whose cancel requests carry no token (the PostgreSQL front door): a cancel
+   * presenting the session's key alone may stop its statement, as with PostgreSQL. Otherwise only the session's own
+   * identity may cancel it.
+   */
+  cancelKeyAlone?: boolean;
+}
+
+/**
+ * A connection a client opened only to cancel what one of its sessions runs (PostgreSQL's CancelRequest travels on a
+ * connection of its own): it is no session; the module finds the session it names and records it there.
+ */
+export interface CancelContext<C extends ConnectionBase = ConnectionBase> {
+  /** The tunnel's verified identity; absent on a listener whose cancels carry no token (the PostgreSQL front door). */
+  identity?: Identity;
+  /** The connection the tunnel was opened for; absent on the front door (the cancel's key names the session). */
+  connection?: C;
+  clientAddr: string;
+  /** Where it came in: `tunnel` or `pg-front-door`. */
+  via: string;
+  logger: Logger;
 }
 
 /** How a session ended, in the broker's words. */
@@ -141,4 +162,10 @@ export interface ProtocolRuntime<C extends ConnectionBase = ConnectionBase> {
   prepare?(connections: readonly C[]): void;
   /** Serves one tunnel stream until it closes. Never throws: the summary says how it ended. */
   serve(stream: Duplex, session: SessionContext<C>): Promise<SessionSummary>;
+  /**
+   * Reads a cancel from `stream` and acts on it in the session it names (recorded there), with no session of its own;
+   * one that matches no session, or that its sender may not send, is an audit event (ProtocolHost.audit). Never
+   * throws. Absent: the type has no cancels that come apart from their session.
+   */
+  cancel?(stream: Duplex, request: CancelContext<C>): Promise<void>;
 }

@@ -34,6 +34,11 @@ export class ProtocolRuntimes {
     return this.#runtimes.get(connection.type)!;
   }
 
+  /** The running module of a type, where no connection is known yet (a front door's cancel names none). */
+  ofType(type: Connection['type']): ProtocolRuntime<Connection> {
+    return this.#runtimes.get(type)!;
+  }
+
   /** Gives each module its connections (at start and on every reload). */
   prepare(connections: readonly Connection[]): void {
     for (const [type, r] of this.#runtimes) r.prepare?.(connections.filter((c) => c.type === type));

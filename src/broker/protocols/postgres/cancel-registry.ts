@@ -12,6 +12,42 @@ export interface CancelTarget {
    * withdrawn; the backend is not running anything of it to cancel).
    */
   intercept?: () => boolean;
+  /** The connection the session serves: a cancel that came for another connection does not reach it. */
+  connection?: string;
+  /** Who the session belongs to: a cancel from another identity is refused (see `cancel`). */
+  owner?: { issuer: string; subject: string };
+  /**
+   * The client came through a listener whose cancels carry no token (the broker's PostgreSQL front door): the key
+   * alone may cancel, as with PostgreSQL itself, since that listener has no identity to compare.
+   */
+  keyAlone?: boolean;
+  /** Appends to the session's own recording: where a cancel of it is recorded. */
+  record?: (type: string, data: Record<string, unknown>) => Promise<void>;
+  /**
+   * Told of each cancel of it while in flight: the session waits for it before it closes, so a statement that ends
+   * (cancelled) and a client that leaves at once still find the cancel in the recording.
+   */
+  track?: (cancel: Promise<unknown>) => void;
+}
+
+/** Who sent a cancel, as far as the connection it came on says. */
+export interface CancelSender {
+  /** The tunnel's verified identity; absent on the front door (a CancelRequest has no room for a token). */
+  identity?: { issuer: string; subject: string };
+  /** The connection the tunnel was opened for (absent on the front door: the key names the session). */
+  connection?: string;
+  clientAddr?: string;
+  /** Where it came in: 'tunnel', 'pg-front-door', or 'session' (an old client's cancel on a session tunnel). */
+  via: string;
+}
+
+/** What became of a cancel; `refused`: the key matched, the sender may not cancel that session. */
+export interface CancelResult {
+  outcome: CancelOutcome;
+  /** Why it was refused, for the record. */
+  reason?: string;
+  /** The session the key belongs to, when it matched one. */
+  matched: boolean;
 }
 
 export interface CancelRegistration {
@@ -21,7 +57,7 @@ export interface CancelRegistration {
   release(): void;
 }
 
-export type CancelOutcome = 'forwarded' | 'intercepted' | 'unknown-key' | 'failed';
+export type CancelOutcome = 'forwarded' | 'intercepted' | 'unknown-key' | 'failed' | 'refused';
 
 export interface CancelRegistryOptions {
   /** Opens the TCP connection for a forwarded CancelRequest; injected by tests. */
@@ -81,8 +117,35 @@ export class CancelRegistry {
    */
   async forward(key: CancelKey): Promise<CancelOutcome> {
     const target = this.lookup(key);
-    if (!target) return 'unknown-key';
-    if (target.intercept?.()) return 'intercepted';
+    return target ? this.#send(target) : 'unknown-key';
+  }
+
+  /**
+   * A client's cancel, judged and recorded in the session it names: the key must match (as for PostgreSQL), and, where
+   * the sender's identity is known (a tunnel's token), it must be the session's owner and the tunnel's connection
+   * the session's: a cancel key alone is 63 random bits, but a different identity holding it is a leak, not a right
+   * (fail closed). A key matching no session is left to the caller to record (no session of this broker has it).
+   */
+  async cancel(key: CancelKey, from: CancelSender): Promise<CancelResult> {
+    const target = this.lookup(key);
+    if (!target) return { outcome: 'unknown-key', matched: false };
+    const reason = refusal(target, from);
+    const work = (async (): Promise<CancelResult> => {
+      const outcome = reason ? 'refused' : await this.#send(target);
+      await target.record?.('cancel-request', {
+        outcome, via: from.via,
+        ...(from.identity ? { by: { subject: from.identity.subject, issuer: from.identity.issuer } } : {}),
+        ...(from.clientAddr ? { clientAddr: from.clientAddr } : {}),
+        ...(reason ? { reason } : {}),
+      }).catch(() => undefined);
+      return { outcome, matched: true, ...(reason ? { reason } : {}) };
+    })();
+    target.track?.(work);
+    return work;
+  }
+
+  #send(target: CancelTarget): Promise<CancelOutcome> {
+    if (target.intercept?.()) return Promise.resolve('intercepted');
     return new Promise<CancelOutcome>((resolve) => {
       const socket = this.#connect(target.host, target.port);
       const done = (outcome: CancelOutcome) => {
@@ -100,4 +163,16 @@ export class CancelRegistry {
       socket.resume();
     });
   }
+}
+
+/** Why `from` may not cancel `target`'s statement; undefined when it may. */
+function refusal(target: CancelTarget, from: CancelSender): string | undefined {
+  if (from.connection !== undefined && target.connection !== undefined && from.connection !== target.connection) {
+    return `the cancel came through a tunnel to ${from.connection}; the session is on ${target.connection}`;
+  }
+  if (!from.identity) return target.keyAlone || !target.owner ? undefined : 'a cancel without a token may only stop a session opened through the PostgreSQL front door';
+  if (target.owner && (target.owner.subject !== from.identity.subject || target.owner.issuer !== from.identity.issuer)) {
+    return `sent by ${from.identity.subject}, who does not own the session`;
+  }
+  return undefined;
 }

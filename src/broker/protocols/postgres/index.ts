@@ -5,6 +5,7 @@ import { dryRunPolicy } from '../../../policy/dry-run.js';
 import { initPolicyEngine } from '../../../policy/index.js';
 import type { ProtocolModule } from '../protocol.js';
 import { CancelRegistry } from './cancel-registry.js';
+import { serveCancelConnection } from './cancel-connection.js';
 import { postgresConnectionSchema, resolvePostgresConnection, type PostgresConnection } from './config.js';
 import { proxyPostgresSession } from './proxy.js';
 import { rotatePostgresPassword } from './rotate.js';
@@ -67,6 +68,7 @@ export const postgresProtocol: ProtocolModule<PostgresConnection> = {
         sweepTimer = setInterval(() => dynamic.forEach(sweep), Math.min(2 ** 31 - 1, ...dynamic.map((c) => c.credentials.dynamic!.sweepEvery)));
         sweepTimer.unref();
       },
+      cancel: (stream, request) => serveCancelConnection(stream, cancels, request, host),
       async serve(stream, s) {
         const dyn = s.connection.credentials.dynamic;
         const role = dyn
@@ -74,6 +76,8 @@ export const postgresProtocol: ProtocolModule<PostgresConnection> = {
           : undefined;
         const summary = await proxyPostgresSession(stream, {
           connection: s.connection, recorder: s.recorder, cancels, logger: s.logger, identity: s.identity, maskKey: s.maskKey, signal: s.signal, reviews: s.reviews,
+          cancelOwner: { issuer: s.identity.issuer, subject: s.identity.subject },
+          ...(s.cancelKeyAlone ? { cancelKeyAlone: true } : {}),
           ...(role ? { connectBackend: role.connect } : {}),
         });
         await role?.drop();

@@ -68,6 +68,10 @@ export interface PostgresSessionContext {
   reviews?: StatementReviews;
   /** Aborted (with a reason) when the session must end, e.g. its access grant ran out: the client gets FATAL. */
   signal?: AbortSignal;
+  /** Who may cancel this session's statements (its identity from the token); absent: whoever holds the key. */
+  cancelOwner?: { issuer: string; subject: string };
+  /** The client's cancels carry no token (the PostgreSQL front door): its key alone may cancel. */
+  cancelKeyAlone?: boolean;
 }
 
 export interface PostgresSessionSummary {
@@ -194,6 +198,8 @@ class PostgresProxySession {
   readonly #log: Logger;
   #backend: BackendSession | undefined;
   #cancelRegistration: CancelRegistration | undefined;
+  /** Cancels of this session being forwarded and recorded (by other connections): awaited before the session ends. */
+  readonly #cancelsInFlight = new Set<Promise<unknown>>();
   readonly #clientFrames: FrameScanner;
   readonly #backendFrames: FrameScanner;
   /** Judges statements; absent when no rule could refuse one and no mask plan applies (the fast path). */
@@ -269,6 +275,8 @@ class PostgresProxySession {
       this.#cancelRegistration?.release();
       this.#backend?.socket.destroy();
       if (!this.#client.destroyed) this.#client.destroy();
+      // The recording stays open for a cancel already on its way (bounded by the registry's timeout).
+      await Promise.allSettled([...this.#cancelsInFlight]);
     }
     return {
       outcome: this.#outcome,
@@ -353,13 +361,21 @@ class PostgresProxySession {
     }
   }
 
+  /**
+   * A cancel that came as a session of its own (a client older than the tunnel's `kind=cancel`): judged and recorded
+   * in the session it cancels as any cancel (CancelRegistry.cancel), and in this one, whose only event it is.
+   */
   async #forwardCancel(key: CancelKey): Promise<void> {
     this.#outcome = 'cancel-request';
-    const outcome = await this.#ctx.cancels.forward(key);
+    const { outcome, reason } = await this.#ctx.cancels.cancel(key, {
+      via: 'session', connection: this.#ctx.connection.name, ...(this.#ctx.cancelOwner ? { identity: this.#ctx.cancelOwner } : {}),
+    });
     this.#cancelOutcome = outcome;
     this.#log.info({ outcome }, 'cancel request');
-    await this.#ctx.recorder.record('cancel-request', { outcome }).catch((err) => this.#log.error({ err }, 'could not record cancel request'));
-    if (outcome !== 'forwarded') this.#error = outcome === 'unknown-key' ? 'cancel request with an unknown key' : 'cancel request could not be forwarded';
+    await this.#ctx.recorder.record('cancel-request', { outcome, ...(reason ? { reason } : {}) }).catch((err) => this.#log.error({ err }, 'could not record cancel request'));
+    if (outcome !== 'forwarded' && outcome !== 'intercepted') {
+      this.#error = outcome === 'unknown-key' ? 'cancel request with an unknown key' : outcome === 'refused' ? `cancel request refused: ${reason}` : 'cancel request could not be forwarded';
+    }
     // The protocol has no answer to a cancel request: the server just closes the connection.
     await this.#closeClient();
   }
@@ -430,6 +446,14 @@ class PostgresProxySession {
         host: conn.target.host,
         port: conn.target.port,
         key: backend.key,
+        connection: conn.name,
+        ...(this.#ctx.cancelOwner ? { owner: this.#ctx.cancelOwner } : {}),
+        ...(this.#ctx.cancelKeyAlone ? { keyAlone: true } : {}),
+        record: (type, data) => this.#record(type, data),
+        track: (cancel) => {
+          this.#cancelsInFlight.add(cancel);
+          void cancel.finally(() => this.#cancelsInFlight.delete(cancel));
+        },
         intercept: () => {
           if (!this.#holding) return false;
           this.#holding.abort('canceled by the client');
