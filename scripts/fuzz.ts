@@ -30,13 +30,15 @@ const { values } = parseArgs({
     seconds: { type: 'string' },
     /** Replays these session numbers only (comma-separated), e.g. a finding's. */
     session: { type: 'string' },
+    /** Writes a V8 heap snapshot of the broker at each memory sample (10 %, 20 %, … of the run) into this directory. */
+    'heap-snapshots': { type: 'string' },
   },
 });
 
 async function main(): Promise<void> {
   const mix = Object.fromEntries(values.mix!.split(',').map((kv) => [kv.split('=')[0], Number(kv.split('=')[1])])) as Record<'postgres' | 'tunnel-frames' | 'http' | 'ssh', number>;
   // Replaying sessions: the broker logs everything, and the log is printed at the end.
-  const d = await startFuzzDeployment({ ssh: (mix.ssh ?? 0) > 0, logLevel: values.session ? 'debug' : 'warn' });
+  const d = await startFuzzDeployment({ ssh: (mix.ssh ?? 0) > 0, logLevel: values.session ? 'debug' : 'warn', ...(values['heap-snapshots'] ? { heapSnapshots: values['heap-snapshots'] } : {}) });
   const pid = d.broker.pid!;
   let crashed: string | undefined;
   d.broker.once('exit', (code, signal) => (crashed = `broker exited (code ${code}, signal ${signal})`));
@@ -50,6 +52,16 @@ async function main(): Promise<void> {
       rss.samples.push(now);
       rss.peak = Math.max(rss.peak, now);
     }, 1000);
+    // The memory curve: the broker measures itself after a full GC at the start, at every tenth of the run, and idle
+    // after it, so heap growth is told apart from garbage not yet collected and from what the allocator keeps.
+    const curve: MemoryPoint[] = [];
+    const probe = async (label: string, messages: number) => {
+      if (crashed) return;
+      const m = await d.memory().catch(() => undefined);
+      if (m) curve.push({ label, messages, rssMb: m.rss / 2 ** 20, heapMb: m.heapUsed / 2 ** 20, externalMb: (m.external + m.arrayBuffers) / 2 ** 20 });
+    };
+    const probes: Array<Promise<void>> = [probe('start', 0)];
+    let tenth = 0;
     let lastReport = Date.now();
     const count = Number(values.count);
     const stats = await runCampaign({
@@ -71,16 +83,23 @@ async function main(): Promise<void> {
       ...(values.seconds ? { maxSeconds: Number(values.seconds) } : {}),
       ...(values.session ? { only: values.session.split(',').map(Number) } : {}),
       onSession: (s) => {
+        const reached = Math.min(10, Math.floor((s.messages / count) * 10));
+        if (reached > tenth) {
+          tenth = reached;
+          probes.push(probe(`${tenth * 10} %`, s.messages));
+        }
         if (Date.now() - lastReport < 10_000) return;
         lastReport = Date.now();
         process.stderr.write(`${new Date().toISOString()} ${s.messages} messages, ${s.sessions} sessions, broker RSS ${rssMb(pid).toFixed(0)} MiB, control ${control.answered} answers\n`);
       },
     });
+    await Promise.all(probes);
     const endBusy = crashed ? 0 : rssMb(pid);
     // A quiet moment after the run: what the broker keeps once its sessions are gone.
     await new Promise((r) => setTimeout(r, 5000));
     clearInterval(sampler);
     const endIdle = crashed ? 0 : rssMb(pid);
+    await probe('idle after', stats.messages);
     const fresh = crashed ? undefined : await startControlSession(d, 'fuzz-pg-plain', FUZZ_DATABASE).then(async (c) => {
       while (c.answered < 10 && !c.failure) await new Promise((r) => setTimeout(r, 50));
       await c.stop();
@@ -89,17 +108,66 @@ async function main(): Promise<void> {
     await control.stop();
     if (values.session) process.stderr.write(readFileSync(d.brokerLogPath, 'utf8').split('\n').filter((l) => !l.includes('fuzz-pg"') || true).slice(-80).join('\n') + '\n');
     const logErrors = readFileSync(d.brokerLogPath, 'utf8').split('\n').filter((l) => /"level":(50|60)/.test(l));
-    const report = summary(stats, { crashed, rss: { start: rss.start, peak: rss.peak, endBusy, endIdle }, control: control.answered, controlFailure: control.failure ?? fresh?.failure, logErrors, count });
-    process.stdout.write(values.json ? JSON.stringify({ stats, rss, logErrors: logErrors.slice(0, 20) }, null, 2) + '\n' : report + '\n');
+    // A PostgreSQL backend that crashed makes the server restart and cut every session, the control session's too.
+    const pgCrashes = readFileSync(d.pgLogPath, 'utf8').split('\n').filter((l) => /terminated by signal|was terminated by|server process .* exited with|all server processes terminated/.test(l));
+    const memory = judgeMemory(curve);
+    const report = summary(stats, { crashed, rss: { start: rss.start, peak: rss.peak, endBusy, endIdle }, control: control.answered, controlFailure: control.failure ?? fresh?.failure, logErrors, count, curve, memory, pgCrashes });
+    process.stdout.write(values.json ? JSON.stringify({ stats, rss, curve, memory, pgCrashes, logErrors: logErrors.slice(0, 20) }, null, 2) + '\n' : report + '\n');
+    if (!memory.flat) process.exitCode = 1;
     if (crashed || stats.findings.length > 0 || control.failure || fresh?.failure || logErrors.length > 0) process.exitCode = 1;
   } finally {
     await d.stop();
   }
 }
 
+interface MemoryPoint {
+  label: string;
+  messages: number;
+  rssMb: number;
+  /** V8 heap still reachable after a full GC. */
+  heapMb: number;
+  /** Memory outside the V8 heap that V8 knows of (Buffers, ArrayBuffers). */
+  externalMb: number;
+}
+
+interface MemoryVerdict {
+  flat: boolean;
+  text: string;
+}
+
+/**
+ * "Flat", checked: over the second half of the run (50 % → 100 %, both under the same load of concurrent sessions), the
+ * reachable heap grows by at most HEAP_SLACK_MB and RSS by at most RSS_SLACK_MB; and once the sessions are gone the
+ * reachable heap is back within HEAP_SLACK_MB of where it started. A leak of anything per session (a map entry, a
+ * listener, a logger, a recorder) grows with the session count, which doubles over the second half, so it shows.
+ */
+const HEAP_SLACK_MB = 8;
+const RSS_SLACK_MB = 40;
+
+function judgeMemory(curve: MemoryPoint[]): MemoryVerdict {
+  const at = (label: string) => curve.find((p) => p.label === label);
+  const start = at('start');
+  const half = at('50 %');
+  const end = at('100 %') ?? [...curve].reverse().find((p) => p.label.endsWith('%'));
+  const idle = at('idle after');
+  if (!start || !half || !end || !idle || end === half) return { flat: false, text: 'not judged: the run did not reach half of --count (no 50 % and 100 % samples)' };
+  const heapHalf = end.heapMb - half.heapMb;
+  const rssHalf = end.rssMb - half.rssMb;
+  const retained = idle.heapMb - start.heapMb;
+  const flat = heapHalf <= HEAP_SLACK_MB && rssHalf <= RSS_SLACK_MB && retained <= HEAP_SLACK_MB;
+  const mb = (n: number) => `${n >= 0 ? '+' : ''}${n.toFixed(1)} MiB`;
+  return {
+    flat,
+    text: `${flat ? 'FLAT' : 'NOT FLAT'}: second half (${half.label} → ${end.label}) heap ${mb(heapHalf)} (limit +${HEAP_SLACK_MB}), RSS ${mb(rssHalf)} (limit +${RSS_SLACK_MB}); heap kept after the run (idle vs start) ${mb(retained)} (limit +${HEAP_SLACK_MB})`,
+  };
+}
+
 function summary(
   s: CampaignStats,
-  x: { crashed?: string; rss: { start: number; peak: number; endBusy: number; endIdle: number }; control: number; controlFailure?: string; logErrors: string[]; count: number },
+  x: {
+    crashed?: string; rss: { start: number; peak: number; endBusy: number; endIdle: number }; control: number; controlFailure?: string; logErrors: string[]; count: number;
+    curve: MemoryPoint[]; memory: MemoryVerdict; pgCrashes: string[];
+  },
 ): string {
   const lines = [
     `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; ${new Date().toISOString()}`,
@@ -109,6 +177,10 @@ function summary(
     `broker crashes: ${x.crashed ? 1 : 0}${x.crashed ? ` (${x.crashed})` : ''} · errors in the broker log: ${x.logErrors.length} · findings (hangs, malformed answers, refused tunnels): ${s.findings.length}`,
     `well-formed session beside the fuzz: ${x.control} checked round trips, ${x.controlFailure ? `FAILED: ${x.controlFailure}` : 'no error'}`,
     `broker RSS: start ${x.rss.start.toFixed(0)} MiB · peak ${x.rss.peak.toFixed(0)} MiB · end (busy) ${x.rss.endBusy.toFixed(0)} MiB · end (5 s idle) ${x.rss.endIdle.toFixed(0)} MiB`,
+    `broker memory after a full GC (RSS / reachable V8 heap / Buffers): ${x.curve.map((p) => `${p.label} ${p.rssMb.toFixed(0)}/${p.heapMb.toFixed(1)}/${p.externalMb.toFixed(1)}`).join(' · ')} MiB`,
+    `broker memory: ${x.memory.text}`,
+    `PostgreSQL server crashes (its log): ${x.pgCrashes.length}`,
+    ...x.pgCrashes.slice(0, 10).map((l) => `  ${l.slice(0, 300)}`),
     '',
   ];
   for (const [protocol, p] of Object.entries(s.protocols)) {

@@ -75,4 +75,29 @@ describe('malformed input (fixed-seed fuzz slice)', () => {
     expect(text).toContain('protocol violation: simple Query inside an unfinished extended-protocol exchange (send Sync first)');
     expect(text).not.toContain('after');
   }, 120_000);
+
+  it('ends an HTTP session whose connection closed with pipelined responses still queued, and records those requests', async () => {
+    // Found by `npm run fuzz` (the broker's memory grew): a response queued behind another on a keep-alive connection
+    // never gets the socket, so it never closed when the connection went, and the session stayed open for good.
+    const token = await d.token();
+    const t = await tunnelTransport(d.brokerUrl, d.http, token);
+    let reply = '';
+    t.onData((b) => (reply += b.toString('latin1')));
+    const closed = new Promise<void>((resolve) => t.onClose(resolve));
+    // Three pipelined requests, then a request line no parser accepts: 400, and the connection closes while the
+    // first three are still on their way to the backend.
+    t.write(Buffer.from('GET /items HTTP/1.1\r\nHost: fuzz\r\n\r\n'.repeat(3) + 'G ET /items HTTP/1.1\r\nHost: fuzz\r\n\r\n'));
+    await closed;
+    expect(reply).toContain('HTTP/1.1 400 Bad Request');
+    const auth = { authorization: `Bearer ${token}` };
+    const { sessions } = (await (await fetch(`${d.brokerUrl}/api/v1/sessions?connection=${d.http}&limit=1`, { headers: auth })).json()) as { sessions: Array<{ id: string }> };
+    // The session's live feed ends once the session is over (and never, were it left open).
+    const feed = await (await fetch(`${d.brokerUrl}/api/v1/sessions/${sessions[0]!.id}/stream`, { headers: auth })).text();
+    expect(feed).toContain('event: end\ndata: {"status":"closed"}');
+    const events = [...feed.matchAll(/^data: (\{.*\})$/gm)].map((m) => JSON.parse(m[1]!) as { type?: string; data?: { seq?: number; status?: number } });
+    const started = events.filter((e) => e.type === 'request-start').map((e) => e.data!.seq);
+    const finished = events.filter((e) => e.type === 'request').map((e) => e.data!.seq);
+    expect(started.length).toBeGreaterThan(0);
+    expect(finished.sort()).toEqual(started.sort());
+  }, 120_000);
 });
