@@ -61,7 +61,7 @@ export interface MemorySample {
   snapshot?: string;
 }
 
-export async function startFuzzDeployment(o: { ssh: boolean; logLevel?: string; heapSnapshots?: string }): Promise<FuzzDeployment> {
+export async function startFuzzDeployment(o: { ssh: boolean; logLevel?: string; heapSnapshots?: string; pgSettings?: Record<string, string> }): Promise<FuzzDeployment> {
   const dir = mkdtempSync(join(tmpdir(), 'hoop-fuzz-'));
   const cleanups: Array<() => Promise<unknown>> = [async () => rmSync(dir, { recursive: true, force: true })];
   const stop = async () => {
@@ -69,7 +69,7 @@ export async function startFuzzDeployment(o: { ssh: boolean; logLevel?: string; 
     for (const c of cleanups.reverse()) await Promise.race([c().catch(() => undefined), new Promise((r) => setTimeout(r, 10_000).unref())]);
   };
   try {
-    const cluster = await startPgCluster({ auth: 'scram-sha-256', settings: { max_connections: '300' } });
+    const cluster = await startPgCluster({ auth: 'scram-sha-256', settings: { max_connections: '300', ...o.pgSettings } });
     cleanups.push(() => cluster.stop());
     const fuzzPassword = `fuzz-${Math.random().toString(36).slice(2)}`;
     const admin = new pg.Client({ connectionString: cluster.url() });

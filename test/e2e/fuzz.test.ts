@@ -49,6 +49,7 @@ describe('malformed input (fixed-seed fuzz slice)', () => {
     expect(stats.findings, 'no hang, no malformed answer, no refused tunnel').toEqual([]);
     expect(stats.messages).toBeGreaterThanOrEqual(2000);
     expect(control.failure, 'the well-formed session got every answer right').toBeUndefined();
+    expect(control.losses, 'and never lost its connection').toEqual([]);
     // Malformed PostgreSQL streams were told why, by the broker's own parser or by the server behind it.
     const pg = stats.protocols.postgres!;
     expect(pg.mutated).toBeGreaterThan(0);
@@ -74,6 +75,24 @@ describe('malformed input (fixed-seed fuzz slice)', () => {
     const text = reply.toString('latin1');
     expect(text).toContain('protocol violation: simple Query inside an unfinished extended-protocol exchange (send Sync first)');
     expect(text).not.toContain('after');
+  }, 120_000);
+
+  it('refuses a Sync or Flush that carries a body, after which the server would skip a Query the broker pairs results with', async () => {
+    // Found by the fuzzer: PostgreSQL answers a Flush with a body by an error and then discards everything up to
+    // Sync, a simple Query too; the broker paired the answers after it with the wrong statements (a marker SELECT's
+    // row came back masked by another statement's plan).
+    for (const code of ['H', 'S']) {
+      const t = await tunnelTransport(d.brokerUrl, 'fuzz-pg', await d.token());
+      let reply = Buffer.alloc(0);
+      t.onData((b) => (reply = Buffer.concat([reply, b])));
+      const closed = new Promise<void>((resolve) => t.onClose(resolve));
+      const withBody = Buffer.from([code.charCodeAt(0), 0, 0, 0, 12, 1, 2, 3, 4, 5, 6, 7, 8]);
+      t.write(Buffer.concat([startupMessage(FUZZ_DATABASE), withBody, createQuery("select 'after' as v"), createSync()]));
+      await closed;
+      const text = reply.toString('latin1');
+      expect(text).toContain(`protocol violation: ${code === 'H' ? 'Flush' : 'Sync'} message with a body of 8 bytes (it has none)`);
+      expect(text).not.toContain('after');
+    }
   }, 120_000);
 
   it('ends an HTTP session whose connection closed with pipelined responses still queued, and records those requests', async () => {

@@ -148,6 +148,8 @@ const CLIENT_FRAMES_WANTED = new Set<number>([
   FrontendCode.Bind,
   FrontendCode.Execute,
   FrontendCode.Sync,
+  // Flush is read only to check it is empty (see #onClientFrame).
+  FrontendCode.Flush,
   FrontendCode.FunctionCall,
   FrontendCode.Terminate,
 ]);
@@ -509,6 +511,12 @@ class PostgresProxySession {
    * bytes to forward instead when the policy refused it.
    */
   async #onClientFrame(frame: ScannedFrame, flush: () => Promise<void>): Promise<Buffer | undefined> {
+    // Sync and Flush have no body. PostgreSQL answers one with a body by an error in extended-query mode and then
+    // discards everything up to the next Sync, a simple Query too, which the broker would not know: it would pair the
+    // answers that follow with the wrong statements (and mask them by the wrong plan). Found by `npm run fuzz`.
+    if ((frame.code === FrontendCode.Sync || frame.code === FrontendCode.Flush) && frame.body.length > 0) {
+      throw protocolViolation(`${frame.code === FrontendCode.Sync ? 'Sync' : 'Flush'} message with a body of ${frame.body.length} bytes (it has none)`);
+    }
     if (EXTENDED_FRAMES.has(frame.code)) this.#extendedOpen = true;
     else if (this.#extendedOpen && (frame.code === FrontendCode.Query || frame.code === FrontendCode.FunctionCall)) {
       throw protocolViolation(`${frame.code === FrontendCode.Query ? 'simple Query' : 'FunctionCall'} inside an unfinished extended-protocol exchange (send Sync first)`);
