@@ -199,6 +199,7 @@ function summary(
     '',
     `messages ${s.messages} of ${x.count} · sessions ${s.sessions} · ${s.seconds.toFixed(0)} s · ${(s.messages / s.seconds).toFixed(0)} messages/s · ${(s.sessions / s.seconds).toFixed(1)} sessions/s`,
     `broker crashes: ${x.crashed ? 1 : 0}${x.crashed ? ` (${x.crashed})` : ''} · errors in the broker log: ${x.logErrors.length} · findings (hangs, malformed answers, refused tunnels): ${s.findings.length}`,
+    `sessions stalled during the run (no sentinel answer within --stall-ms): ${s.stalledReplays.clean + s.stalledReplays.again + s.stalledReplays.notReplayed}; replayed alone after the run: ${s.stalledReplays.clean} answered everything, ${s.stalledReplays.again} stalled again (findings)${s.stalledReplays.notReplayed ? `, ${s.stalledReplays.notReplayed} not replayed` : ''}`,
     `well-formed session beside the fuzz: ${x.control} checked round trips, ${x.controlFailure ? `FAILED: ${x.controlFailure}` : 'no error'}; connections lost and reopened: ${x.controlLosses.length}${x.controlLosses.length ? ` (${x.unexplainedLosses} not explained by a PostgreSQL restart)` : ''}`,
     ...x.controlLosses.map((l) => `  lost ${l}`),
     `broker RSS: start ${x.rss.start.toFixed(0)} MiB · peak ${x.rss.peak.toFixed(0)} MiB · end (busy) ${x.rss.endBusy.toFixed(0)} MiB · end (5 s idle) ${x.rss.endIdle.toFixed(0)} MiB`,

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { runCampaign, type CampaignOptions } from '../../scripts/fuzz/campaign.js';
 import { startupMessage } from '../../scripts/fuzz/pg-corpus.js';
 import { tunnelTransport } from '../../scripts/fuzz/tunnel-transport.js';
-import { createParse, createQuery, createSync } from '../../src/broker/protocols/postgres/messages.js';
+import { createBind, createDescribe, createExecute, createParse, createQuery, createSync } from '../../src/broker/protocols/postgres/messages.js';
 import { startControlSession } from '../../scripts/fuzz/control.js';
 import { FUZZ_DATABASE, startFuzzDeployment, type FuzzDeployment } from '../../scripts/fuzz/deployment.js';
 
@@ -93,6 +93,42 @@ describe('malformed input (fixed-seed fuzz slice)', () => {
       expect(text).toContain(`protocol violation: ${code === 'H' ? 'Flush' : 'Sync'} message with a body of 8 bytes (it has none)`);
       expect(text).not.toContain('after');
     }
+  }, 120_000);
+
+  it("pairs answers after a COPY FROM STDIN sent the way libpq sends it (Sync with the Execute, another after CopyDone)", async () => {
+    // Found by the fuzzer's stalled sessions: the server ignores a Sync while it takes COPY data, and the broker
+    // waited for a ReadyForQuery that never came, so every later answer went to the wrong statement (a SELECT's rows
+    // masked by another's plan, results recorded against the wrong statements).
+    const t = await tunnelTransport(d.brokerUrl, 'fuzz-pg', await d.token());
+    let reply = '';
+    let wake = () => {};
+    t.onData((b) => {
+      reply += b.toString('latin1');
+      wake();
+    });
+    const until = (text: string) => new Promise<void>((resolve) => {
+      wake = () => reply.includes(text) && resolve();
+      wake();
+    });
+    const frame = (code: string, body: string) => {
+      const b = Buffer.alloc(5 + body.length);
+      b[0] = code.charCodeAt(0);
+      b.writeInt32BE(4 + body.length, 1);
+      b.write(body, 5, 'latin1');
+      return b;
+    };
+    t.write(Buffer.concat([startupMessage(FUZZ_DATABASE), createParse({ name: '', sql: 'copy fuzz_sink from stdin' }), createBind({ portal: '', statement: '', params: [] }), createDescribe('P', ''), createExecute({ portal: '', maxRows: 0 }), createSync()]));
+    await until('G\u0000');
+    t.write(Buffer.concat([frame('d', 'copied line\n'), frame('c', ''), createSync()]));
+    await until('COPY 1');
+    t.write(createQuery("select 'after-copy' as m, 'ada@example.com' as email"));
+    await until('after-copy');
+    t.write(createQuery("select 'second' as m"));
+    await until('second');
+    t.end();
+    expect(reply).not.toContain('ada@example.com');
+    expect(reply).toContain('[REDACTED]');
+    expect(reply).not.toContain('protocol violation');
   }, 120_000);
 
   it('ends an HTTP session whose connection closed with pipelined responses still queued, and records those requests', async () => {
