@@ -156,9 +156,9 @@ const CLIENT_FRAMES_WANTED = new Set<number>([
   FrontendCode.FunctionCall,
   FrontendCode.Terminate,
 ]);
-/** The extended-protocol messages after whose failure the server skips to Sync. */
 /** Messages that are neither COPY data nor Sync/Flush: not allowed while the server takes COPY data. */
 const STATEMENT_FRAMES = new Set<number>([FrontendCode.Query, FrontendCode.Parse, FrontendCode.Bind, FrontendCode.Describe, FrontendCode.Execute, FrontendCode.Close, FrontendCode.FunctionCall]);
+/** The extended-protocol messages after whose failure the server skips to Sync. */
 const EXTENDED_FRAMES = new Set<number>([FrontendCode.Parse, FrontendCode.Bind, FrontendCode.Describe, FrontendCode.Execute, FrontendCode.Close]);
 const BACKEND_FRAMES_WANTED = new Set<number>([
   BackendCode.CopyInResponse,

@@ -146,11 +146,11 @@ export class ResultMasker {
    * copyIn). False when something else waits between them (a Describe sent during the COPY): not pairable.
    */
   dropSyncs(n: number): boolean {
+    if (n === 0) return true;
     if (this.#queue.length < 1 + n || this.#queue.slice(1, 1 + n).some((p) => p.kind !== 'sync')) return false;
     this.#queue.splice(1, n);
     return true;
   }
-
 
   close(target: 'statement' | 'portal', name: string): void {
     if (target === 'statement') {
