@@ -56,13 +56,15 @@ export interface CampaignStats {
   /** Non-fatal errors PostgreSQL sessions got, by SQLSTATE (the session went on). */
   pgErrors: Record<string, number>;
   httpStatuses: Record<string, number>;
-  /** Failures of the broker: hangs, malformed answers, refused tunnels. */
+  /** Failures of the broker: hangs, malformed answers, refused tunnels, stalls that replay. */
   findings: string[];
+  /** Sessions that stalled during the run, replayed alone after it: `clean` answered every sentinel then. */
+  stalledReplays: { clean: number; again: number; notReplayed: number };
   seconds: number;
 }
 
 export async function runCampaign(o: CampaignOptions): Promise<CampaignStats> {
-  const stats: CampaignStats = { messages: 0, sessions: 0, protocols: {}, pgErrors: {}, httpStatuses: {}, findings: [], seconds: 0 };
+  const stats: CampaignStats = { messages: 0, sessions: 0, protocols: {}, pgErrors: {}, httpStatuses: {}, findings: [], seconds: 0, stalledReplays: { clean: 0, again: 0, notReplayed: 0 } };
   const started = Date.now();
   let nextSession = 0;
   const weights = Object.entries(o.mix).filter(([p, w]) => w > 0 && (p !== 'http' || o.http) && (p !== 'ssh' || o.ssh)) as Array<[FuzzProtocol, number]>;
@@ -87,7 +89,9 @@ export async function runCampaign(o: CampaignOptions): Promise<CampaignStats> {
     o.onSession?.(stats);
   };
 
-  async function one(session: number): Promise<void> {
+  type Ran = { protocol: FuzzProtocol; out: SessionOutcome & { statuses?: Record<string, number> }; extra?: Record<string, number> } | undefined;
+
+  async function runOne(session: number): Promise<Ran> {
     const seed = sessionSeed(o.seed, session);
     const pick = rng(seed ^ 0x5bd1e995);
     let roll = pick.next() * total;
@@ -98,27 +102,43 @@ export async function runCampaign(o: CampaignOptions): Promise<CampaignStats> {
     try {
       if (protocol === 'postgres') {
         const t = await tunnelTransport(o.brokerUrl, pgConnection, token);
-        add(session, protocol, await runPgDialogue(t, { ...common, database: o.pg.database, messages: o.perSession, chunk: o.chunk, startupFuzzRate: 0.1, lossless: true, maxClientFrame: MAX_CLIENT_FRAME }));
+        return { protocol, out: await runPgDialogue(t, { ...common, database: o.pg.database, messages: o.perSession, chunk: o.chunk, startupFuzzRate: 0.1, lossless: true, maxClientFrame: MAX_CLIENT_FRAME }) };
       } else if (protocol === 'tunnel-frames') {
         const t = await RawWebSocketTransport.open(o.brokerUrl, pgConnection, token, rng(seed ^ 0x27d4eb2f), o.mutationRate);
         if (!t.upgraded) {
           t.destroy();
-          add(session, protocol, { kind: t.closeReason()!, messages: 1, mutations: {}, errors: {} }, t.mutations);
-          return;
+          return { protocol, out: { kind: t.closeReason()!, messages: 1, mutations: {}, errors: {} }, extra: t.mutations };
         }
         const out = await runPgDialogue(t, { ...common, database: o.pg.database, messages: Math.ceil(o.perSession / 4), chunk: o.chunk, startupFuzzRate: 0, mutationRate: 0, lossless: false, maxClientFrame: MAX_CLIENT_FRAME });
-        add(session, protocol, out, t.mutations);
+        return { protocol, out, extra: t.mutations };
       } else if (protocol === 'http') {
         const t = await tunnelTransport(o.brokerUrl, o.http!, token);
-        add(session, protocol, await runHttpDialogue(t, { ...common, messages: Math.ceil(o.perSession / 4), chunk: Math.max(1, Math.ceil(o.chunk / 4)) }));
+        return { protocol, out: await runHttpDialogue(t, { ...common, messages: Math.ceil(o.perSession / 4), chunk: Math.max(1, Math.ceil(o.chunk / 4)) }) };
       } else {
         const t = await tunnelTransport(o.brokerUrl, o.ssh!, token);
-        add(session, protocol, await runSshDialogue(t, { ...common, mutationRate: Math.min(1, o.mutationRate * 8) }));
+        return { protocol, out: await runSshDialogue(t, { ...common, mutationRate: Math.min(1, o.mutationRate * 8) }) };
       }
     } catch (e) {
-      if (!o.brokerAlive()) return;
-      add(session, protocol, { kind: 'tunnel could not be opened', messages: 0, mutations: {}, errors: {}, finding: `(seed ${seed}): ${(e as Error).message}` });
+      if (!o.brokerAlive()) return undefined;
+      return { protocol, out: { kind: 'tunnel could not be opened', messages: 0, mutations: {}, errors: {}, finding: `(seed ${seed}): ${(e as Error).message}` } };
     }
+  }
+
+  /**
+   * A session left without an answer to its sentinel may be a broker that lost track of it, or a broker (or machine)
+   * that paused longer than the client's patience while many sessions ran. It is replayed alone once the run is
+   * over: a stall that replays is a finding; one that does not was the moment's load, counted as such.
+   */
+  const stalled: number[] = [];
+  async function one(session: number): Promise<void> {
+    const ran = await runOne(session);
+    if (!ran) return;
+    if (ran.out.kind === 'stalled' && !o.only) {
+      stalled.push(session);
+      add(session, ran.protocol, { ...ran.out, finding: undefined, kind: 'stalled (replayed alone after the run)' }, ran.extra);
+      return;
+    }
+    add(session, ran.protocol, ran.out, ran.extra);
   }
 
   if (o.only) for (const n of o.only) await one(n);
@@ -131,5 +151,15 @@ export async function runCampaign(o: CampaignOptions): Promise<CampaignStats> {
     );
   }
   stats.seconds = (Date.now() - started) / 1000;
+  for (const session of stalled.slice(0, 200)) {
+    if (!o.brokerAlive()) break;
+    const again = await runOne(session);
+    if (!again) break;
+    if (again.out.kind === 'stalled') {
+      if (stats.findings.length < 50) stats.findings.push(`${again.protocol} session ${session}: stalled again when replayed alone: ${again.out.finding}`);
+      stats.stalledReplays.again++;
+    } else stats.stalledReplays.clean++;
+  }
+  stats.stalledReplays.notReplayed = Math.max(0, stalled.length - 200);
   return stats;
 }

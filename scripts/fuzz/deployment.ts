@@ -5,10 +5,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, createWriteStream } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, createWriteStream } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { once } from 'node:events';
 import pg from 'pg';
 import { stringify } from 'yaml';
@@ -34,6 +34,13 @@ export interface FuzzDeployment {
   brokerUrl: string;
   broker: ChildProcess;
   brokerLogPath: string;
+  /**
+   * The broker's memory now, measured by the broker itself after a full GC (its opt-in SIGUSR2 probe): RSS, and the
+   * V8 heap still reachable. Also writes a heap snapshot when the deployment was started with `heapSnapshots`.
+   */
+  memory(): Promise<MemorySample>;
+  /** PostgreSQL's own log (pg_ctl -l): a backend that crashed, and the restart that cut every session, show there. */
+  pgLogPath: string;
   /** A fresh enough access token (client credentials of the `fuzz` client). */
   token(): Promise<string>;
   /** Environment for a hoopctl process: this broker, a token of its own. */
@@ -45,7 +52,16 @@ export interface FuzzDeployment {
   stop(): Promise<void>;
 }
 
-export async function startFuzzDeployment(o: { ssh: boolean; logLevel?: string }): Promise<FuzzDeployment> {
+export interface MemorySample {
+  rss: number;
+  heapUsed: number;
+  heapTotal: number;
+  external: number;
+  arrayBuffers: number;
+  snapshot?: string;
+}
+
+export async function startFuzzDeployment(o: { ssh: boolean; logLevel?: string; heapSnapshots?: string; pgSettings?: Record<string, string> }): Promise<FuzzDeployment> {
   const dir = mkdtempSync(join(tmpdir(), 'hoop-fuzz-'));
   const cleanups: Array<() => Promise<unknown>> = [async () => rmSync(dir, { recursive: true, force: true })];
   const stop = async () => {
@@ -53,7 +69,7 @@ export async function startFuzzDeployment(o: { ssh: boolean; logLevel?: string }
     for (const c of cleanups.reverse()) await Promise.race([c().catch(() => undefined), new Promise((r) => setTimeout(r, 10_000).unref())]);
   };
   try {
-    const cluster = await startPgCluster({ auth: 'scram-sha-256', settings: { max_connections: '300' } });
+    const cluster = await startPgCluster({ auth: 'scram-sha-256', settings: { max_connections: '300', ...o.pgSettings } });
     cleanups.push(() => cluster.stop());
     const fuzzPassword = `fuzz-${Math.random().toString(36).slice(2)}`;
     const admin = new pg.Client({ connectionString: cluster.url() });
@@ -114,7 +130,11 @@ export async function startFuzzDeployment(o: { ssh: boolean; logLevel?: string }
       ],
     }));
     const brokerLogPath = join(dir, 'broker.log');
-    const broker = spawn(process.execPath, [BIN, 'broker', 'start', '--config', configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const memoryReport = join(dir, 'memory.jsonl');
+    const broker = spawn(process.execPath, ['--expose-gc', BIN, 'broker', 'start', '--config', configPath], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, HOOPCTL_MEMORY_REPORT: memoryReport, ...(o.heapSnapshots ? { HOOPCTL_HEAP_SNAPSHOTS: o.heapSnapshots } : {}) },
+    });
     const log = createWriteStream(brokerLogPath);
     broker.stderr!.pipe(log);
     cleanups.push(async () => {
@@ -144,8 +164,25 @@ export async function startFuzzDeployment(o: { ssh: boolean; logLevel?: string }
       }
       return cached.token;
     };
+    // One probe at a time: each signal appends one line, read back by its number.
+    let probes = Promise.resolve<unknown>(undefined);
+    let lines = 0;
+    const memory = () => {
+      const next = probes.then(async () => {
+        broker.kill('SIGUSR2');
+        const want = ++lines;
+        for (;;) {
+          const all = existsSync(memoryReport) ? readFileSync(memoryReport, 'utf8').split('\n').filter(Boolean) : [];
+          if (all.length >= want) return JSON.parse(all[want - 1]!) as MemorySample;
+          if (broker.exitCode !== null || broker.signalCode !== null) throw new Error('the broker is gone');
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      });
+      probes = next.catch(() => undefined);
+      return next;
+    };
     return {
-      brokerUrl, broker, brokerLogPath, token, bin: BIN, cluster, http: 'fuzz-http', ...(sshd ? { ssh: 'fuzz-ssh' } : {}),
+      memory, brokerUrl, broker, brokerLogPath, pgLogPath: join(dirname(cluster.dataDir), 'server.log'), token, bin: BIN, cluster, http: 'fuzz-http', ...(sshd ? { ssh: 'fuzz-ssh' } : {}),
       cliEnv: async () => ({ PATH: process.env.PATH, HOME: dir, XDG_CONFIG_HOME: join(dir, 'cli'), HOOPCTL_TOKEN: await token(), HOOPCTL_BROKER: brokerUrl, NO_COLOR: '1' }),
       stop,
     };

@@ -182,8 +182,12 @@ export async function runPgDialogue(t: Transport, o: PgDialogueOptions): Promise
           if (r.chance(o.mutationRate)) {
             const { bytes, kind } = mutate(r, m, createQuery(r.pick(FUZZ_SQL)));
             mutations[kind] = (mutations[kind] ?? 0) + 1;
+            if (process.env.FUZZ_TRACE) process.stderr.write(`-> ${kind} ${JSON.stringify(bytes.toString('latin1').slice(0, 100))}\n`);
             parts.push(bytes);
-          } else parts.push(m);
+          } else {
+            if (process.env.FUZZ_TRACE) process.stderr.write(`-> ${JSON.stringify(m.toString('latin1').slice(0, 100))}\n`);
+            parts.push(m);
+          }
           inChunk++;
         }
       }

@@ -4,6 +4,7 @@ import { startBroker } from '../broker/broker.js';
 import { prepareBroker } from '../broker/broker-resources.js';
 import { probeStore } from '../broker/store/open-store.js';
 import { UserError } from '../lib/errors.js';
+import { installMemoryReport } from '../lib/memory-report.js';
 import { brokerPost, parseOutput, resolveBroker } from './context.js';
 import { printJson } from './render.js';
 
@@ -24,6 +25,7 @@ export function register(program: Command): void {
         throw e;
       });
       process.stderr.write(`broker listening on ${running.url}\n`);
+      installMemoryReport();
       // SIGHUP re-reads the config: new sessions follow its connections; a bad file changes nothing.
       const onHup = () => {
         try {

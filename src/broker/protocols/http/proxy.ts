@@ -113,6 +113,13 @@ class HttpTunnelSession {
   readonly #states = new WeakMap<IncomingMessage, RequestState>();
   readonly #upgrades = new WeakMap<IncomingMessage, UpgradeState>();
   readonly #pending = new Set<Promise<unknown>>();
+  /**
+   * Requests waiting for their response to close, each by its wake-up. A response still queued behind another on a
+   * keep-alive connection (pipelining) never gets a socket, so it never emits 'close' when the connection goes: the
+   * session's own close wakes them all, or the session would wait for them forever (and keep everything it holds).
+   */
+  readonly #inFlight = new Set<() => void>();
+  #connectionClosed = false;
   readonly #upgradeRecordings: UpgradeRecordings;
   #requestCount = 0;
   #errorCount = 0;
@@ -178,6 +185,8 @@ class HttpTunnelSession {
     if (this.#ctx.signal?.aborted) onAbort();
     server.emit('connection', socket);
     await closed;
+    this.#connectionClosed = true;
+    for (const wake of this.#inFlight) wake();
     clearTimeout(grace);
     this.#ctx.signal?.removeEventListener('abort', onAbort);
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
@@ -319,7 +328,16 @@ class HttpTunnelSession {
       state.requestBytes += c.length;
       state.requestSample?.add(c);
     });
-    const finished = new Promise<void>((resolve) => res.once('close', resolve));
+    let responded = false;
+    let wake!: () => void;
+    const finished = new Promise<void>((resolve) => (wake = resolve));
+    this.#inFlight.add(wake);
+    res.once('close', () => {
+      responded = true;
+      wake();
+    });
+    // Judged and recorded while the connection went: it is over already.
+    if (this.#connectionClosed) wake();
     this.#injectCredentials(req.headers, false);
     this.#proxy.web(req, res, {}, (err: Error) => {
       state.error = `backend: ${err.message}`;
@@ -331,6 +349,13 @@ class HttpTunnelSession {
       } else res.destroy();
     });
     await finished;
+    this.#inFlight.delete(wake);
+    // The connection went while this response was still queued: it is never sent (recorded as 499). The backend's
+    // request ends with the session's agent.
+    if (!responded) {
+      state.status = 499;
+      state.error ??= 'the client connection closed before this response could be sent';
+    }
     await this.#finish(state);
   }
 

@@ -11,7 +11,7 @@ import type { CancelOutcome, CancelRegistration, CancelRegistry } from './cancel
 import { routeStartupDatabase } from './database-routing.js';
 import { BackendConnectError, PgWireError, protocolViolation, SqlState } from './errors.js';
 import { FrameError, FrameScanner, MAX_BACKEND_FRAME, MAX_CLIENT_FRAME, type ScannedFrame, type StreamPiece } from './frame-scanner.js';
-import { BackendCode, FrontendCode, StartupCode } from '../../../lib/pg-wire/message-codes.js';
+import { BackendCode, codeName, FrontendCode, StartupCode } from '../../../lib/pg-wire/message-codes.js';
 import {
   createAuthenticationOk,
   createBackendKeyData,
@@ -152,12 +152,20 @@ const CLIENT_FRAMES_WANTED = new Set<number>([
   FrontendCode.Bind,
   FrontendCode.Execute,
   FrontendCode.Sync,
+  // Flush is read only to check it is empty (see #onClientFrame).
+  FrontendCode.Flush,
+  // The end of COPY data: the Syncs before it may be ignored by the server (see ResultTracker).
+  FrontendCode.CopyDone,
+  FrontendCode.CopyFail,
   FrontendCode.FunctionCall,
   FrontendCode.Terminate,
 ]);
+/** Messages that are neither COPY data nor Sync/Flush: not allowed while the server takes COPY data. */
+const STATEMENT_FRAMES = new Set<number>([FrontendCode.Query, FrontendCode.Parse, FrontendCode.Bind, FrontendCode.Describe, FrontendCode.Execute, FrontendCode.Close, FrontendCode.FunctionCall]);
 /** The extended-protocol messages after whose failure the server skips to Sync. */
 const EXTENDED_FRAMES = new Set<number>([FrontendCode.Parse, FrontendCode.Bind, FrontendCode.Describe, FrontendCode.Execute, FrontendCode.Close]);
 const BACKEND_FRAMES_WANTED = new Set<number>([
+  BackendCode.CopyInResponse,
   BackendCode.CommandComplete,
   BackendCode.EmptyQueryResponse,
   BackendCode.PortalSuspended,
@@ -533,6 +541,17 @@ class PostgresProxySession {
    * bytes to forward instead when the policy refused it.
    */
   async #onClientFrame(frame: ScannedFrame, flush: () => Promise<void>): Promise<Buffer | undefined> {
+    // Sync and Flush have no body. PostgreSQL answers one with a body by an error in extended-query mode and then
+    // discards everything up to the next Sync, a simple Query too, which the broker would not know: it would pair the
+    // answers that follow with the wrong statements (and mask them by the wrong plan). Found by `npm run fuzz`.
+    if ((frame.code === FrontendCode.Sync || frame.code === FrontendCode.Flush) && frame.body.length > 0) {
+      throw protocolViolation(`${frame.code === FrontendCode.Sync ? 'Sync' : 'Flush'} message with a body of ${frame.body.length} bytes (it has none)`);
+    }
+    // While the server takes COPY data, any other message fails the COPY and (in the extended protocol) makes the
+    // server skip to a Sync it ignored or not depending on when the failure came: answers could not be paired.
+    if (this.#results.inCopyIn && STATEMENT_FRAMES.has(frame.code)) {
+      throw protocolViolation(`${codeName(frame.code)} message during COPY data (send CopyDone or CopyFail first)`);
+    }
     if (EXTENDED_FRAMES.has(frame.code)) this.#extendedOpen = true;
     else if (this.#extendedOpen && (frame.code === FrontendCode.Query || frame.code === FrontendCode.FunctionCall)) {
       throw protocolViolation(`${frame.code === FrontendCode.Query ? 'simple Query' : 'FunctionCall'} inside an unfinished extended-protocol exchange (send Sync first)`);
@@ -649,8 +668,13 @@ class PostgresProxySession {
       case FrontendCode.Sync:
         this.#skipUntilSync = false;
         this.#extendedOpen = false;
+        // Ignored by the server during COPY data (libpq sends one there): no ReadyForQuery will answer it.
+        if (!this.#results.inCopyIn) this.#masker?.sync();
         this.#results.sync();
-        this.#masker?.sync();
+        return undefined;
+      case FrontendCode.CopyDone:
+      case FrontendCode.CopyFail:
+        this.#results.copyEnd();
         return undefined;
       case FrontendCode.FunctionCall: {
         const call = parseFunctionCall(frame.body);
@@ -968,6 +992,15 @@ class PostgresProxySession {
       if (piece.kind === 'raw') {
         out.push(piece.bytes);
         continue;
+      }
+      if (piece.code === BackendCode.CopyInResponse) {
+        const dropped = this.#results.copyIn();
+        if (dropped === undefined || (this.#masker && !this.#masker.dropSyncs(dropped))) {
+          if (out.length > 0) await this.#toClient(out).catch(() => undefined);
+          this.#clientAtBoundary = true;
+          await Promise.allSettled(recorded);
+          throw protocolViolation('statements sent after a COPY FROM STDIN before the end of its data (send CopyDone or CopyFail first)');
+        }
       }
       let masked: Buffer | undefined;
       try {

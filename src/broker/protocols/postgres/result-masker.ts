@@ -142,6 +142,17 @@ export class ResultMasker {
     this.#queue.push({ kind: 'sync' });
   }
 
+  /**
+   * The statement at the head entered copy-in mode and the server ignores the next `n` Syncs (see ResultTracker
+   * copyIn). False when something else waits between them (a Describe sent during the COPY): not pairable.
+   */
+  dropSyncs(n: number): boolean {
+    if (n === 0) return true;
+    if (this.#queue.length < 1 + n || this.#queue.slice(1, 1 + n).some((p) => p.kind !== 'sync')) return false;
+    this.#queue.splice(1, n);
+    return true;
+  }
+
   close(target: 'statement' | 'portal', name: string): void {
     if (target === 'statement') {
       this.#statementSql.delete(name);

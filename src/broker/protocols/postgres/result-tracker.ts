@@ -36,7 +36,9 @@ export interface UnattributedError {
 type Pending =
   | { kind: 'round'; statementSeq: number; start: number; tags: string[]; error?: ErrorFields; denial?: ErrorFields }
   | { kind: 'execute'; statementSeq: number; start: number; denial?: ErrorFields }
-  | { kind: 'sync' };
+  | { kind: 'sync' }
+  /** The client ended COPY data (CopyDone or CopyFail); no answer of its own. */
+  | { kind: 'copy-end' };
 
 /**
  * Pairs backend completions with the statements that caused them. The server answers strictly in
@@ -48,9 +50,15 @@ type Pending =
  * - a Sync ends at ReadyForQuery; Executes still open then were skipped by the server after an error.
  * A statement the policy refused is sent as a substitute that the server fails; its entry carries the denial,
  * which replaces the server's error (for the client and the result) when it comes.
+ *
+ * COPY FROM STDIN: the server ignores Sync (and Flush) while it is in copy-in mode — libpq sends a Sync right with
+ * the Execute of a COPY and another after CopyDone — so the Syncs between the COPY and the end of its data have no
+ * ReadyForQuery of their own. Which ones those are is known only once the server answers CopyInResponse.
  */
 export class ResultTracker {
   readonly #queue: Pending[] = [];
+  /** The server is in copy-in mode and the client has not ended its data yet: its Syncs are ignored. */
+  #copyIn = false;
 
   /** A simple Query or FunctionCall was forwarded; `denial`: a refused one's substitute was. */
   round(statementSeq: number, denial?: ErrorFields): void {
@@ -64,15 +72,49 @@ export class ResultTracker {
 
   /** A Sync was forwarded. */
   sync(): void {
-    this.#queue.push({ kind: 'sync' });
+    if (!this.#copyIn) this.#queue.push({ kind: 'sync' });
+  }
+
+  /** Whether the server is taking COPY data now: only CopyData, CopyDone, CopyFail, Flush and Sync belong there. */
+  get inCopyIn(): boolean {
+    return this.#copyIn;
+  }
+
+  /** The client sent CopyDone or CopyFail. */
+  copyEnd(): void {
+    if (this.#copyIn) this.#copyIn = false;
+    else this.#queue.push({ kind: 'copy-end' });
+  }
+
+  /**
+   * CopyInResponse: the statement at the head entered copy-in mode, so the Syncs the client sent after it and
+   * before the end of its data are ignored by the server. Returns how many Syncs were dropped, or undefined when
+   * the client sent statements there too (the server fails the COPY on them and then skips to a Sync the broker
+   * cannot place): their answers could not be paired, and the caller ends the session.
+   */
+  copyIn(): number | undefined {
+    const head = this.#head();
+    if (head?.kind !== 'round' && head?.kind !== 'execute') return 0;
+    const end = this.#queue.findIndex((p, i) => i > 0 && p.kind === 'copy-end');
+    const upto = end < 0 ? this.#queue.length : end;
+    if (this.#queue.slice(1, upto).some((p) => p.kind !== 'sync')) return undefined;
+    this.#queue.splice(1, upto - 1 + (end < 0 ? 0 : 1));
+    if (end < 0) this.#copyIn = true;
+    return upto - 1;
   }
 
   get pending(): number {
-    return this.#queue.length;
+    return this.#queue.filter((p) => p.kind !== 'copy-end').length;
+  }
+
+  /** The oldest entry that waits for an answer (a CopyDone or CopyFail outside COPY waits for none). */
+  #head(): Pending | undefined {
+    while (this.#queue[0]?.kind === 'copy-end') this.#queue.shift();
+    return this.#queue[0];
   }
 
   commandComplete(tag: string): StatementResult[] {
-    const head = this.#queue[0];
+    const head = this.#head();
     if (head?.kind === 'round') head.tags.push(tag);
     else if (head?.kind === 'execute') {
       this.#queue.shift();
@@ -82,7 +124,7 @@ export class ResultTracker {
   }
 
   emptyQuery(): StatementResult[] {
-    const head = this.#queue[0];
+    const head = this.#head();
     if (head?.kind === 'execute') {
       this.#queue.shift();
       return [finish(head.statementSeq, head.start, [])];
@@ -91,7 +133,7 @@ export class ResultTracker {
   }
 
   portalSuspended(): StatementResult[] {
-    const head = this.#queue[0];
+    const head = this.#head();
     if (head?.kind === 'execute') {
       this.#queue.shift();
       return [{ ...finish(head.statementSeq, head.start, []), suspended: true }];
@@ -104,7 +146,9 @@ export class ResultTracker {
    * `replacement` when the error answers a refused statement's substitute and must be replaced by the denial.
    */
   error(fields: ErrorFields): { results: StatementResult[]; unattributed?: UnattributedError; replacement?: ErrorFields } {
-    const head = this.#queue[0];
+    // An error ends copy-in: the server drops the rest of the data, and the Syncs that follow count again.
+    this.#copyIn = false;
+    const head = this.#head();
     if (head?.kind === 'round') {
       const effective = head.error ? fields : (head.denial ?? fields);
       const replacement = !head.error ? head.denial : undefined;
@@ -128,13 +172,13 @@ export class ResultTracker {
    */
   /** Whether a statement was sent and its answer has not ended yet (the server may be running it now). */
   get awaitingAnswer(): boolean {
-    return this.#queue.some((h) => h.kind !== 'sync');
+    return this.#queue.some((h) => h.kind !== 'sync' && h.kind !== 'copy-end');
   }
 
   unfinished(): StatementResult[] {
     const out: StatementResult[] = [];
     for (const head of this.#queue.splice(0)) {
-      if (head.kind === 'sync') continue;
+      if (head.kind === 'sync' || head.kind === 'copy-end') continue;
       const r = finish(head.statementSeq, head.start, head.kind === 'round' ? head.tags : []);
       const error = head.kind === 'round' ? head.error : undefined;
       out.push({ ...(error ? withError(r, error) : r), incomplete: true });
@@ -146,6 +190,7 @@ export class ResultTracker {
     const out: StatementResult[] = [];
     while (this.#queue.length > 0) {
       const head = this.#queue.shift()!;
+      if (head.kind === 'copy-end') continue;
       if (head.kind === 'execute') {
         out.push({ ...finish(head.statementSeq, head.start, []), skipped: true });
         continue;

@@ -92,3 +92,43 @@ describe('a statement the server cancelled', () => {
     expect(left).not.toHaveProperty('error');
   });
 });
+
+describe('COPY FROM STDIN (the server ignores Sync while it takes COPY data)', () => {
+  it("pairs libpq's extended COPY: the Sync sent with the Execute has no ReadyForQuery, the one after CopyDone has", () => {
+    const t = new ResultTracker();
+    t.execute(1);
+    t.sync();
+    expect(t.copyIn()).toBe(1);
+    expect(t.inCopyIn).toBe(true);
+    t.sync();
+    t.copyEnd();
+    expect(t.inCopyIn).toBe(false);
+    t.sync();
+    expect(t.commandComplete('COPY 2')).toMatchObject([{ statementSeq: 1, tags: ['COPY 2'], rows: 2 }]);
+    expect(t.readyForQuery()).toEqual([]);
+    t.round(2);
+    expect(t.commandComplete('SELECT 1')).toEqual([]);
+    expect(t.readyForQuery()).toMatchObject([{ statementSeq: 2, tags: ['SELECT 1'] }]);
+    expect(t.pending).toBe(0);
+  });
+
+  it('counts a Sync again once the COPY failed, and skips a CopyDone sent outside any COPY', () => {
+    const t = new ResultTracker();
+    t.copyEnd();
+    t.execute(1);
+    expect(t.copyIn()).toBe(0);
+    expect(t.error(err('22P04')).results).toMatchObject([{ statementSeq: 1, error: { code: '22P04' } }]);
+    t.copyEnd();
+    t.sync();
+    expect(t.readyForQuery()).toEqual([]);
+    expect(t.pending).toBe(0);
+  });
+
+  it('cannot pair statements sent after a COPY before the end of its data, and says so', () => {
+    const t = new ResultTracker();
+    t.execute(1);
+    t.sync();
+    t.round(2);
+    expect(t.copyIn()).toBeUndefined();
+  });
+});
