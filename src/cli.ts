@@ -12,6 +12,11 @@ export const VERSION = '0.1.0';
 export async function main(argv: string[]): Promise<number> {
   // `--version` is asked by scripts and shells on every prompt: answer before loading the commands (Ink, the
   // parser's WASM, the OIDC client), which take most of a second.
+  // `hoopctl … | head`: a reader that stops early is not an error; end quietly instead of throwing EPIPE.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') process.stderr.write(`hoopctl: cannot write to standard output: ${e.message}\n`);
+    process.exit(e.code === 'EPIPE' ? 0 : 1);
+  });
   const args = argv.slice(2);
   if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
     process.stdout.write(`${VERSION}\n`);
@@ -36,7 +41,8 @@ export async function main(argv: string[]): Promise<number> {
     .option('--profile <name>', 'run against this profile\'s broker (also HOOPCTL_PROFILE); see `hoopctl profiles`')
     .showHelpAfterError()
     .exitOverride();
-  registerCommands(program);
+  // The command's own file only, unless completion or help needs all of them (see registerCommands).
+  await registerCommands(program, argv[2] === '__complete' || argv[2]?.startsWith('-') ? undefined : argv[2]);
   if (argv[2] === '__complete') {
     // Asked by the completion scripts at each Tab: candidates or nothing, never an error on the terminal.
     const { complete } = await import('./commands/completion.js');

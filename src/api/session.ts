@@ -15,6 +15,9 @@ export interface SessionRow {
   errorCount: number;
 }
 
+/** The stream of broker-wide events outside any session (token rejections, locks, access decisions). */
+export const AUDIT_STREAM = 'audit';
+
 export interface StoredEvent {
   /** Stream: a session id, or "audit" for events outside any session (token rejections). */
   stream: string;

@@ -7,7 +7,9 @@ import { StreamRecorder } from './recording/stream-recorder.js';
 import { SharedStreamRecorder } from './recording/shared-stream-recorder.js';
 import type { CheckpointSigner } from './recording/checkpoints.js';
 
-export const AUDIT_STREAM = 'audit';
+import { AUDIT_STREAM } from '../api/session.js';
+
+export { AUDIT_STREAM };
 
 export interface EndedSession {
   connection: string;

@@ -7,6 +7,7 @@ import { UserError } from '../lib/errors.js';
 import { installMemoryReport } from '../lib/memory-report.js';
 import { brokerPost, parseOutput, resolveBroker } from './context.js';
 import { printJson } from './render.js';
+import { waitForSignal } from '../lib/signals.js';
 
 export function register(program: Command): void {
   const broker = program.command('broker').description('Run the broker service');
@@ -80,14 +81,3 @@ export function register(program: Command): void {
     });
 }
 
-export function waitForSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const on = (sig: NodeJS.Signals) => {
-      process.off('SIGINT', on);
-      process.off('SIGTERM', on);
-      resolve(sig);
-    };
-    process.on('SIGINT', on);
-    process.on('SIGTERM', on);
-  });
-}

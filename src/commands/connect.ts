@@ -9,7 +9,7 @@ import { noteOpenTunnel } from './open-tunnels.js';
 import { rememberPort, rememberedPort } from './remembered-ports.js';
 import { startLocalTunnel } from '../tunnel/local-listener.js';
 import { clientKindOf } from '../tunnel/client-kinds.js';
-import { waitForSignal } from './broker.js';
+import { waitForSignal } from '../lib/signals.js';
 import { UserError, errorMessage } from '../lib/errors.js';
 import { obtainAccessGrant } from './access-request.js';
 import { defaultConfigDir } from '../auth/token-store.js';

@@ -10,7 +10,7 @@ import { startPgCluster } from '../dev/pg-cluster.js';
 import { startDevIssuer } from '../dev/oidc-issuer.js';
 import { parseBrokerConfig } from '../broker/config.js';
 import { startBroker } from '../broker/broker.js';
-import { waitForSignal } from './broker.js';
+import { waitForSignal } from '../lib/signals.js';
 import { parsePort } from './connect.js';
 
 const AUDIENCE = 'urn:hoopctl:demo';

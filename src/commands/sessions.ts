@@ -5,7 +5,7 @@ import { formatDuration, formatTime, printJson, renderTable } from './render.js'
 import type { SessionRow, StoredEvent } from '../api/session.js';
 import { verifyChain } from '../broker/recording/event-chain.js';
 import { CHECKPOINT_EVENT, verifyCheckpoints } from '../broker/recording/checkpoints.js';
-import { AUDIT_STREAM } from '../broker/session-service.js';
+import { AUDIT_STREAM } from '../api/session.js';
 import { UserError } from '../lib/errors.js';
 import { describeAgent } from '../api/agent-headers.js';
 import { readFileSync, writeFileSync } from 'node:fs';

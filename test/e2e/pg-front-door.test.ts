@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
@@ -8,7 +7,7 @@ import pg from 'pg';
 import { parse, stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/lib/net.js';
-import { isQueryActive, waitForActiveQuery } from '../support/pg-activity.js';
+import { interruptPsql, isQueryActive } from '../support/pg-activity.js';
 import { makeTestPki } from '../support/pki.js';
 import { AUDIENCE, loginAs, mapLimit, readText, runCli, runProcess, spawnBroker, startStack, type Stack } from '../support/stack.js';
 
@@ -135,14 +134,9 @@ describe('the PostgreSQL front door (no hoopctl on the client)', () => {
   it('psql\'s Ctrl-C cancels the running statement; the cancel is recorded in that session, not as one of its own', async () => {
     const sql = 'select pg_sleep(600) as front_door_ctrl_c';
     const before = new Set((await sessions()).map((s) => s.id));
-    const child = spawn(PSQL, [conninfo('app-pg'), '-X', '-c', sql], { env: { PATH: process.env.PATH, PGPASSWORD: aliceToken } });
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    const exited = new Promise<number>((r) => child.on('exit', (c) => r(c ?? -1)));
-    await waitForActiveQuery(stack.cluster.url(), sql);
     // psql sends the CancelRequest to the front door itself, on a new connection with no token.
-    child.kill('SIGINT');
-    expect(await exited).not.toBe(0);
+    const { code, stderr } = await interruptPsql(PSQL, [conninfo('app-pg'), '-X'], { PATH: process.env.PATH, PGPASSWORD: aliceToken }, stack.cluster.url(), sql);
+    expect(code).not.toBe(0);
     expect(stderr).toContain('canceling statement due to user request');
     expect(await isQueryActive(stack.cluster.url(), sql)).toBe(false);
     const added = (await sessions()).filter((s) => !before.has(s.id));

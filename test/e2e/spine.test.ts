@@ -2,12 +2,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect as netConnect } from 'node:net';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import pg from 'pg';
 import { SignJWT, importJWK } from 'jose';
 import { freePort } from '../../src/lib/net.js';
-import { isQueryActive, waitForActiveQuery } from '../support/pg-activity.js';
+import { interruptPsql, isQueryActive } from '../support/pg-activity.js';
 import { APP_PASSWORD, AUDIENCE, CliProcess, loginAs as stackLoginAs, mapLimit, readText, runCli, runProcess, startStack, type Stack } from '../support/stack.js';
 
 /**
@@ -142,14 +141,9 @@ describe('psql through hoopctl connect', () => {
     const sql = 'select pg_sleep(600) as interrupted_psql';
     const listed = async () => JSON.parse((await cli(['sessions', '-o', 'json', '-n', '1000'], aliceEnv)).stdout) as Array<{ id: string; status: string }>;
     const before = new Set((await listed()).map((s) => s.id));
-    const child = spawn('psql', ['-X', '-w', '-c', sql], { env: psqlEnv(tunnelPort) });
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    const exited = new Promise<number>((r) => child.on('exit', (c) => r(c ?? -1)));
-    await waitForActiveQuery(stack.cluster.url(), sql);
-    child.kill('SIGINT');
+    const { code, stderr } = await interruptPsql('psql', ['-X', '-w'], psqlEnv(tunnelPort), stack.cluster.url(), sql);
     // psql exits once the server gave the statement up; a lost cancel would leave it waiting out the 600 s sleep.
-    expect(await exited).not.toBe(0);
+    expect(code).not.toBe(0);
     expect(stderr).toContain('canceling statement due to user request');
     expect(await isQueryActive(stack.cluster.url(), sql)).toBe(false);
     // One new session, psql's: its Ctrl-C (a CancelRequest on a connection of its own) opened none.

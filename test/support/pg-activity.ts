@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import pg from 'pg';
 
 /**
@@ -30,4 +31,18 @@ export async function isQueryActive(clusterUrl: string, sql: string): Promise<bo
   } finally {
     await admin.end();
   }
+}
+
+/**
+ * Runs a real psql with `args` until `sql` is active on the server, then presses its Ctrl-C (SIGINT): psql sends the
+ * CancelRequest itself, on a connection of its own. Resolves with psql's exit code and stderr once it has exited.
+ */
+export async function interruptPsql(psql: string, args: string[], env: NodeJS.ProcessEnv, clusterUrl: string, sql: string): Promise<{ code: number; stderr: string }> {
+  const child = spawn(psql, [...args, '-c', sql], { env });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<number>((r) => child.on('exit', (c) => r(c ?? -1)));
+  await waitForActiveQuery(clusterUrl, sql);
+  child.kill('SIGINT');
+  return { code: await exited, stderr };
 }
