@@ -120,6 +120,14 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
   let endReason: string | undefined;
   const notifier = new ReviewNotifier(config.notify, logger);
   const notifications = new Set<Promise<void>>();
+  // The decisions already in their holder's chain (decided here, or brought by a signal or a resync), so that a
+  // signal and a resync that both bring the same news record it once. The newest few thousand are enough: a
+  // decision is brought within seconds of being made.
+  const recordedDecisions = new Set<string>();
+  const noteRecorded = (id: string) => {
+    recordedDecisions.add(id);
+    if (recordedDecisions.size > 10_000) recordedDecisions.delete(recordedDecisions.values().next().value!);
+  };
   const reviews = new ReviewService(store, config.connections, async (review: Review, transition, by, reason) => {
     if (config.notify.length > 0) {
       const sent = notifier.notify(review, transition as NotifyTransition, by?.subject, reason);
@@ -131,7 +139,10 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       ...(review.grantExpiresAt ? { grantExpiresAt: review.grantExpiresAt } : {}) };
     await sessions.audit(`review-${transition}`, data);
     const holder = review.sessionId ? live.get(review.sessionId) : undefined;
-    if (holder) await holder.recorder.record(`review-${transition}`, data);
+    if (holder) {
+      if (review.status !== 'pending') noteRecorded(review.id);
+      await holder.recorder.record(`review-${transition}`, data);
+    }
   });
   await reviews.start();
   const liveness = new ReplicaLiveness({
@@ -180,18 +191,22 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     signals.publish(s).catch((e: unknown) => logger.error({ err: errorMessage(e), signal: s.kind }, 'could not signal the other replicas'));
   };
   reviews.publishTo(publish);
+  // Decided through another broker: the session held here records the outcome in its own chain, as it would have —
+  // once, whether the signal or a resync after a missed one brought the news.
+  const recordRemoteDecision = async (review: Review) => {
+    const holder = review.sessionId && review.status !== 'pending' ? live.get(review.sessionId) : undefined;
+    if (!holder || recordedDecisions.has(review.id)) return;
+    noteRecorded(review.id);
+    const last = review.decisions.at(-1);
+    await holder.recorder.record(`review-${review.status}`, {
+      review: review.id, kind: review.kind, connection: review.connection, requester: review.requester.subject, status: review.status,
+      ...(last ? { by: last.subject, ...(last.reason ? { reason: last.reason } : {}) } : {}), ...(review.statement ? { statement: review.statement } : {}), viaReplica: true,
+    });
+  };
   const onSignal = async (s: Signal) => {
     if (s.kind === 'review' || s.kind === 'grant-ended') {
       const review = await reviews.applyRemote(s);
-      // Decided through another broker: the session held here records the outcome in its own chain, as it would have.
-      const holder = review?.sessionId && review.status !== 'pending' && s.kind === 'review' ? live.get(review.sessionId) : undefined;
-      if (holder && review) {
-        const last = review.decisions.at(-1);
-        await holder.recorder.record(`review-${review.status}`, {
-          review: review.id, kind: review.kind, connection: review.connection, requester: review.requester.subject, status: review.status,
-          ...(last ? { by: last.subject, ...(last.reason ? { reason: last.reason } : {}) } : {}), ...(review.statement ? { statement: review.statement } : {}), viaReplica: true,
-        });
-      }
+      if (review && s.kind === 'review') await recordRemoteDecision(review);
       return;
     }
     if (s.kind === 'lock') {
@@ -202,7 +217,9 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     await endHere(s.id, s.reason, s.by);
   };
   const resync = async () => {
-    const ended = new Set((await reviews.resync()).map((g) => g.id));
+    const { decided, endedGrants } = await reviews.resync();
+    for (const review of decided) await recordRemoteDecision(review);
+    const ended = new Set(endedGrants.map((g) => g.id));
     live.endWhere((s) => s.grantId !== undefined && ended.has(s.grantId), 'the access grant it was opened under ended');
     for (const lock of await store.activeLocks(Date.now())) endLocked(lock);
     for (const r of (await store.sessionEndRequests?.(live.ids())) ?? []) {

@@ -83,16 +83,21 @@ export class ReviewService extends EventEmitter<ReviewEvents> {
 
   /**
    * After a gap in signals: re-reads every review a client here waits on (a decision made meanwhile releases it) and
-   * returns the access grants that stopped holding (the caller ends sessions still riding them).
+   * returns those decided (the caller records each in the session that held it, as the signal would have) and the
+   * access grants that stopped holding (the caller ends sessions still riding them).
    */
-  async resync(): Promise<Review[]> {
-    for (const id of this.#waited) {
+  async resync(): Promise<{ decided: Review[]; endedGrants: Review[] }> {
+    const decided: Review[] = [];
+    for (const id of [...this.#waited]) {
       const review = await this.#store.getReview(id);
-      if (review && final(review.status)) this.emit('change', review);
+      if (review && final(review.status)) {
+        decided.push(review);
+        this.emit('change', review);
+      }
     }
     const now = this.#now();
     const grants = await this.#store.listReviews({ kind: 'access', status: ['approved', 'revoked', 'expired'], limit: 100_000 });
-    return grants.filter((g) => g.status !== 'approved' || (g.grantExpiresAt ?? 0) <= now);
+    return { decided, endedGrants: grants.filter((g) => g.status !== 'approved' || (g.grantExpiresAt ?? 0) <= now) };
   }
 
   #changed(review: Review): void {
