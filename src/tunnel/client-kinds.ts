@@ -52,7 +52,7 @@ export interface ClientKind {
    * Made once per `connect`: what runs on each client socket before its bytes ride the tunnel (PostgreSQL's TLS and
    * the per-tunnel password). Rejects with PEER_REFUSED for a client that may not use the tunnel.
    */
-  greeter?(secret: string | undefined): ((socket: Socket, via: ListenerKind) => Promise<Duplex | PreparedClient>) | undefined;
+  greeter?(secret: string | undefined): ((socket: Socket, via: ListenerKind) => Promise<PreparedClient>) | undefined;
   /** Headers every tunnel of this listener carries to the broker, given the secret (absent: shared port). */
   tunnelHeaders?(secret: string | undefined): Record<string, string>;
   /** Tells a client its tunnel could not open, or that it was refused, in its own protocol where it has one. */
@@ -76,7 +76,7 @@ const postgres: ClientKind = {
       // The Unix socket's 0700 directory already keeps others out.
       const stream = secret && via === 'tcp' ? await requirePostgresPassword(settled, secret) : settled;
       // A CancelRequest (psql's Ctrl-C) goes to the broker as a cancel tunnel: part of the session it cancels, not one of its own.
-      return (await isCancelRequest(stream)) ? { stream, tunnelQuery: { kind: 'cancel' } } : stream;
+      return (await isCancelRequest(stream)) ? { stream, tunnelQuery: { kind: 'cancel' } } : { stream };
     };
   },
   refuse: (socket, message) => refusePostgresClient(socket, `hoopctl: ${message}`),
@@ -158,8 +158,8 @@ function writePrivateFile(path: string, text: string): void {
 }
 
 /** HTTP and Kubernetes over TCP: the tunnel's bearer on every request (the Unix socket's directory keeps others out). */
-function bearerGreeter(secret: string | undefined): ((socket: Socket, via: ListenerKind) => Promise<Duplex>) | undefined {
-  return secret ? async (socket, via) => (via === 'tcp' ? requireBearer(socket, secret) : socket) : undefined;
+function bearerGreeter(secret: string | undefined): ((socket: Socket, via: ListenerKind) => Promise<PreparedClient>) | undefined {
+  return secret ? async (socket, via) => ({ stream: via === 'tcp' ? await requireBearer(socket, secret) : socket }) : undefined;
 }
 
 const http: ClientKind = {
@@ -201,8 +201,8 @@ function acceptTls(socket: Socket, secureContext: SecureContext): Promise<Socket
  * certificate the kubeconfig names as its CA, and checks the tunnel's bearer inside.
  */
 function kubernetesGreeter(loopbackTls: ReturnType<typeof makeLoopbackCertificate>) {
-  return (secret: string | undefined): ((socket: Socket, via: ListenerKind) => Promise<Duplex>) | undefined =>
-    secret ? async (socket, via) => (via === 'tcp' ? requireBearer(await acceptTls(socket, loopbackTls.secureContext), secret) : socket) : undefined;
+  return (secret: string | undefined): ((socket: Socket, via: ListenerKind) => Promise<PreparedClient>) | undefined =>
+    secret ? async (socket, via) => ({ stream: via === 'tcp' ? await requireBearer(await acceptTls(socket, loopbackTls.secureContext), secret) : socket }) : undefined;
 }
 
 function kubernetesKind(): ClientKind {

@@ -16,7 +16,7 @@ export interface LocalTunnelOptions {
    * the client asked for), once the client proved it may use the tunnel where the listener asks for a secret. A
    * rejection ends that connection only: reported as 'peer-refused' when its code is PEER_REFUSED, else 'refused'.
    */
-  prepareClient?(socket: Socket, via: ListenerKind): Promise<Duplex | PreparedClient>;
+  prepareClient?(socket: Socket, via: ListenerKind): Promise<PreparedClient>;
   /** What to tell a client whose tunnel could not open, or who was refused here (e.g. a PostgreSQL ErrorResponse). */
   onRefused?(socket: Duplex, error: Error): void;
   /**
@@ -31,7 +31,7 @@ export interface LocalTunnelOptions {
   onEvent?(event: LocalTunnelEvent): void;
 }
 
-/** What `prepareClient` may say beyond the stream: how its tunnel is asked for (a PostgreSQL cancel: `kind=cancel`). */
+/** What `prepareClient` hands on: the client's stream, and how its tunnel is asked for (a PostgreSQL cancel: `kind=cancel`). */
 export interface PreparedClient {
   stream: Duplex;
   tunnelQuery?: Record<string, string>;
@@ -123,9 +123,7 @@ export async function startLocalTunnel(o: LocalTunnelOptions): Promise<LocalTunn
       }
       if (o.prepareClient) {
         try {
-          const prepared = await o.prepareClient(socket, via);
-          if (isDuplexStream(prepared)) client = prepared;
-          else ({ stream: client, tunnelQuery } = prepared);
+          ({ stream: client, tunnelQuery } = await o.prepareClient(socket, via));
         } catch (e) {
           // A client that leaves before saying anything (a port probe) is not a refusal worth reporting.
           if (isHoopError(e) && e.code === CLIENT_GONE) {
@@ -202,10 +200,6 @@ function listen(server: Server, start: (done: () => void) => void): Promise<void
 }
 
 function noop(): void {}
-
-function isDuplexStream(v: Duplex | PreparedClient): v is Duplex {
-  return typeof (v as Duplex).pipe === 'function';
-}
 
 function describeError(e: unknown): string {
   return isHoopError(e) && e.hint ? `${e.message}. ${e.hint}` : errorMessage(e);

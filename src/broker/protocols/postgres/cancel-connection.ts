@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import type { CancelContext, ProtocolHost } from '../protocol.js';
-import type { CancelRegistry } from './cancel-registry.js';
+import type { CancelRegistry, CancelSender } from './cancel-registry.js';
 import type { PostgresConnection } from './config.js';
 import { parseCancelRequest } from './messages.js';
 import { StartupCode } from '../../../lib/pg-wire/message-codes.js';
@@ -18,11 +18,13 @@ const CANCEL_READ_TIMEOUT_MS = 30_000;
 export async function serveCancelConnection(stream: Duplex, cancels: CancelRegistry, request: CancelContext<PostgresConnection>, host: ProtocolHost): Promise<void> {
   const reader = new StreamReader(stream);
   const timer = setTimeout(() => stream.destroy(), CANCEL_READ_TIMEOUT_MS);
-  const who = {
+  const sender: CancelSender = {
     via: request.via, clientAddr: request.clientAddr,
     ...(request.connection ? { connection: request.connection.name } : {}),
-    ...(request.identity ? { subject: request.identity.subject, issuer: request.identity.issuer } : {}),
+    ...(request.identity ? { identity: { subject: request.identity.subject, issuer: request.identity.issuer } } : {}),
   };
+  const { identity, ...rest } = sender;
+  const who = { ...rest, ...identity };
   const audit = (type: string, data: Record<string, unknown>) =>
     (host.audit?.(type, { ...who, ...data }) ?? Promise.resolve()).catch((e: unknown) => request.logger.error({ err: e instanceof Error ? e.message : String(e) }, 'could not record a cancel request'));
   try {
@@ -38,11 +40,7 @@ export async function serveCancelConnection(stream: Duplex, cancels: CancelRegis
       return;
     }
     const key = parseCancelRequest(head.subarray(4));
-    const result = await cancels.cancel(key, {
-      via: request.via, clientAddr: request.clientAddr,
-      ...(request.connection ? { connection: request.connection.name } : {}),
-      ...(request.identity ? { identity: { subject: request.identity.subject, issuer: request.identity.issuer } } : {}),
-    });
+    const result = await cancels.cancel(key, sender);
     request.logger.info({ ...who, outcome: result.outcome }, 'cancel request');
     if (!result.matched) {
       // With several replicas the session may live on another one: its keys are known to that process only.
