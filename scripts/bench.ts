@@ -13,7 +13,7 @@
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdirSync, mkdtempSync, openSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
@@ -24,7 +24,7 @@ import { freePort } from '../src/lib/net.js';
 import { Agent, request } from 'node:http';
 import { startSshd } from '../src/dev/sshd.js';
 import { startPgbouncer, startRawRelay } from './bench/peers.js';
-import { profiledNodeArgs, rssMb, rssSampler, summariseProfiles, waitForLine } from './bench/processes.js';
+import { cpuSeconds, profiledNodeArgs, rssMb, rssSampler, summariseProfiles, waitForLine } from './bench/processes.js';
 import { openIdleSessions, sessionRate, type PgTarget } from './bench/session-load.js';
 import { measureVerdictCost } from './bench/verdict-cost.js';
 import { measureStoreCommit } from './bench/store-commit.js';
@@ -298,8 +298,22 @@ async function main(): Promise<void> {
       if (parts.has('sessions')) {
         const rateSecs = Math.max(3, Math.round(seconds / 2));
         process.stderr.write(`new sessions per second, ${clients} loops for ${rateSecs}s: direct, then through the gate…\n`);
+        // CPU per session of each process (user + system, from /proc): on a shared 2-core machine this says where a
+        // session's cost lies whatever else runs; the postmaster's reaped children are the PostgreSQL backends.
+        const postmaster = Number(readFileSync(join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+        const cpuNow = () => ({ broker: cpuSeconds(broker.pid!), connect: cpuSeconds(gate.child.pid!), postgres: cpuSeconds(postmaster, true), load: process.cpuUsage() });
+        const cpuPerSession = (from: ReturnType<typeof cpuNow>, sessions: number) => {
+          const to = cpuNow();
+          const load = (to.load.user + to.load.system - from.load.user - from.load.system) / 1e6;
+          const ms = (s: number) => ((1000 * s) / Math.max(1, sessions)).toFixed(2);
+          return { broker: ms(to.broker - from.broker), connect: ms(to.connect - from.connect), postgres: ms(to.postgres - from.postgres), load: ms(load) };
+        };
+        const cpuDirect0 = cpuNow();
         const directRate = await sessionRate({ host: cluster.host, port: cluster.port, user: cluster.superuser, database: 'postgres', password: cluster.password }, clients, rateSecs);
+        const cpuDirect = cpuPerSession(cpuDirect0, directRate.sessions);
+        const cpuGate0 = cpuNow();
         const gateRate = await sessionRate(tunnelTarget(gate.ready), clients, rateSecs);
+        const cpuGate = cpuPerSession(cpuGate0, gateRate.sessions);
         process.stderr.write(`${idleSessions} idle sessions through the gate…\n`);
         const before = rssMb(broker.pid!);
         const idle = await openIdleSessions(tunnelTarget(gate.ready), idleSessions);
@@ -311,6 +325,11 @@ async function main(): Promise<void> {
           '|---|---|---|',
           `| direct (SCRAM login) | ${directRate.perSecond.toFixed(0)} | 1.00 |`,
           `| hoopctl connect + broker (token verified, session recorded, SCRAM login by the broker) | ${gateRate.perSecond.toFixed(0)} | ${ratio(gateRate.perSecond, directRate.perSecond)} |`,
+          '',
+          '| CPU ms per session (user + system) | broker | hoopctl connect | PostgreSQL (backends + postmaster) | load generator (pg driver) |',
+          '|---|---|---|---|---|',
+          `| direct | | | ${cpuDirect.postgres} | ${cpuDirect.load} |`,
+          `| hoopctl connect + broker | ${cpuGate.broker} | ${cpuGate.connect} | ${cpuGate.postgres} | ${cpuGate.load} |`,
           '',
           `Idle sessions: ${idle.opened} of ${idleSessions} opened through the gate${idle.failed ? ` (${idle.failed} failed: ${idle.firstError})` : ''}; broker RSS ${before.toFixed(0)} MB before, ${held.toFixed(0)} MB with them open (${idle.opened ? (((held - before) * 1024) / idle.opened).toFixed(0) : '–'} kB each); hoopctl connect ${connectHeld.toFixed(0)} MB.`,
           '',
