@@ -297,23 +297,37 @@ async function main(): Promise<void> {
 
       if (parts.has('sessions')) {
         const rateSecs = Math.max(3, Math.round(seconds / 2));
-        process.stderr.write(`new sessions per second, ${clients} loops for ${rateSecs}s: direct, then through the gate…\n`);
+        process.stderr.write(`new sessions per second, ${clients} loops for ${rateSecs}s per path…\n`);
         // CPU per session of each process (user + system, from /proc): on a shared 2-core machine this says where a
-        // session's cost lies whatever else runs; the postmaster's reaped children are the PostgreSQL backends.
+        // session's cost lies whatever else runs (2000 ms of CPU a second is the machine's ceiling); the postmaster's
+        // reaped children are the PostgreSQL backends. The raw relay and the front door show the floor of each part.
         const postmaster = Number(readFileSync(join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-        const cpuNow = () => ({ broker: cpuSeconds(broker.pid!), connect: cpuSeconds(gate.child.pid!), postgres: cpuSeconds(postmaster, true), load: process.cpuUsage() });
-        const cpuPerSession = (from: ReturnType<typeof cpuNow>, sessions: number) => {
+        const cpuNow = () => ({
+          broker: cpuSeconds(broker.pid!), connect: cpuSeconds(gate.child.pid!), relay: relay.processes.reduce((sum, c) => sum + cpuSeconds(c.pid!), 0),
+          postgres: cpuSeconds(postmaster, true), load: process.cpuUsage(),
+        });
+        const directTarget: PgTarget = { host: cluster.host, port: cluster.port, user: cluster.superuser, database: 'postgres', password: cluster.password };
+        const sessionPaths: Array<{ name: string; target: PgTarget }> = [
+          { name: 'direct (SCRAM login)', target: directTarget },
+          { name: 'raw two-hop Node relay (SCRAM login by the client)', target: { ...directTarget, host: relay.host, port: relay.port } },
+          { name: 'PostgreSQL front door (broker, one hop: token verified, session recorded, SCRAM login by the broker)', target: { host: '127.0.0.1', port: frontDoorPort, user: 'bench', database: 'bench', password: accessToken } },
+          { name: 'hoopctl connect + broker (token verified, session recorded, SCRAM login by the broker)', target: tunnelTarget(gate.ready) },
+        ];
+        const sessionRows: string[] = [];
+        const cpuRows: string[] = [];
+        let directRate = 0;
+        for (const p of sessionPaths) {
+          process.stderr.write(`  ${p.name}\n`);
+          const from = cpuNow();
+          const r = await sessionRate(p.target, clients, rateSecs);
           const to = cpuNow();
+          directRate ||= r.perSecond;
+          const ms = (seconds: number) => ((1000 * seconds) / Math.max(1, r.sessions)).toFixed(2);
           const load = (to.load.user + to.load.system - from.load.user - from.load.system) / 1e6;
-          const ms = (s: number) => ((1000 * s) / Math.max(1, sessions)).toFixed(2);
-          return { broker: ms(to.broker - from.broker), connect: ms(to.connect - from.connect), postgres: ms(to.postgres - from.postgres), load: ms(load) };
-        };
-        const cpuDirect0 = cpuNow();
-        const directRate = await sessionRate({ host: cluster.host, port: cluster.port, user: cluster.superuser, database: 'postgres', password: cluster.password }, clients, rateSecs);
-        const cpuDirect = cpuPerSession(cpuDirect0, directRate.sessions);
-        const cpuGate0 = cpuNow();
-        const gateRate = await sessionRate(tunnelTarget(gate.ready), clients, rateSecs);
-        const cpuGate = cpuPerSession(cpuGate0, gateRate.sessions);
+          const total = to.broker - from.broker + to.connect - from.connect + to.relay - from.relay + to.postgres - from.postgres + load;
+          sessionRows.push(`| ${p.name} | ${r.perSecond.toFixed(0)} | ${ratio(r.perSecond, directRate)} |`);
+          cpuRows.push(`| ${p.name.replace(/ \(.*/, '')} | ${ms(to.broker - from.broker)} | ${ms(to.connect - from.connect)} | ${ms(to.relay - from.relay)} | ${ms(to.postgres - from.postgres)} | ${ms(load)} | ${ms(total)} | ${(2000 / Number(ms(total))).toFixed(0)} |`);
+        }
         process.stderr.write(`${idleSessions} idle sessions through the gate…\n`);
         const before = rssMb(broker.pid!);
         const idle = await openIdleSessions(tunnelTarget(gate.ready), idleSessions);
@@ -323,13 +337,11 @@ async function main(): Promise<void> {
         report.push(
           `| sessions (pg driver: connect, \`select 1\`, end; ${clients} at a time) | per second | ÷ direct |`,
           '|---|---|---|',
-          `| direct (SCRAM login) | ${directRate.perSecond.toFixed(0)} | 1.00 |`,
-          `| hoopctl connect + broker (token verified, session recorded, SCRAM login by the broker) | ${gateRate.perSecond.toFixed(0)} | ${ratio(gateRate.perSecond, directRate.perSecond)} |`,
+          ...sessionRows,
           '',
-          '| CPU ms per session (user + system) | broker | hoopctl connect | PostgreSQL (backends + postmaster) | load generator (pg driver) |',
-          '|---|---|---|---|---|',
-          `| direct | | | ${cpuDirect.postgres} | ${cpuDirect.load} |`,
-          `| hoopctl connect + broker | ${cpuGate.broker} | ${cpuGate.connect} | ${cpuGate.postgres} | ${cpuGate.load} |`,
+          '| CPU ms per session (user + system) | broker | hoopctl connect | relay hops | PostgreSQL (backends + postmaster) | load generator (pg driver) | total | sessions/s the 2 cores allow |',
+          '|---|---|---|---|---|---|---|---|',
+          ...cpuRows,
           '',
           `Idle sessions: ${idle.opened} of ${idleSessions} opened through the gate${idle.failed ? ` (${idle.failed} failed: ${idle.firstError})` : ''}; broker RSS ${before.toFixed(0)} MB before, ${held.toFixed(0)} MB with them open (${idle.opened ? (((held - before) * 1024) / idle.opened).toFixed(0) : '–'} kB each); hoopctl connect ${connectHeld.toFixed(0)} MB.`,
           '',
