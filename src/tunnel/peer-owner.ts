@@ -200,7 +200,9 @@ class OwnerLookups {
 
   #start(): Worker {
     if (this.#worker) return this.#worker;
-    const worker = new Worker(new URL('./peer-owner-worker.js', import.meta.url));
+    // None of the process's Node flags: the thread needs none, and a `--cpu-prof` of `connect` (npm run bench) would
+    // otherwise be overwritten by the thread's own profile of the same name.
+    const worker = new Worker(new URL('./peer-owner-worker.js', import.meta.url), { execArgv: [] });
     worker.on('message', (answers: Array<{ id: number; uid?: number }>) => {
       for (const a of answers) {
         this.#waiting.get(a.id)?.(a.uid);
