@@ -104,7 +104,14 @@ export async function accessToken(broker: string): Promise<string> {
  */
 export function accessTokenSource(broker: string): () => Promise<string> {
   const store = tokenStore();
-  return async () => (await resolveToken(broker, store)).token;
+  let fromEnv: string | undefined;
+  return async () => {
+    if (fromEnv !== undefined) return fromEnv;
+    const resolved = await resolveToken(broker, store);
+    // HOOPCTL_TOKEN is the process's for its whole life: read and checked once (the broker verifies it every time).
+    if (resolved.source === 'env') fromEnv = resolved.token;
+    return resolved.token;
+  };
 }
 
 /** The broker's API with this command's token (resolved again before each request). */
