@@ -13,7 +13,7 @@
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdirSync, mkdtempSync, openSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
@@ -24,7 +24,7 @@ import { freePort } from '../src/lib/net.js';
 import { Agent, request } from 'node:http';
 import { startSshd } from '../src/dev/sshd.js';
 import { startPgbouncer, startRawRelay } from './bench/peers.js';
-import { profiledNodeArgs, rssMb, rssSampler, summariseProfiles, waitForLine } from './bench/processes.js';
+import { cpuSeconds, profiledNodeArgs, rssMb, rssSampler, summariseProfiles, waitForLine } from './bench/processes.js';
 import { openIdleSessions, sessionRate, type PgTarget } from './bench/session-load.js';
 import { measureVerdictCost } from './bench/verdict-cost.js';
 import { measureStoreCommit } from './bench/store-commit.js';
@@ -297,9 +297,37 @@ async function main(): Promise<void> {
 
       if (parts.has('sessions')) {
         const rateSecs = Math.max(3, Math.round(seconds / 2));
-        process.stderr.write(`new sessions per second, ${clients} loops for ${rateSecs}s: direct, then through the gate…\n`);
-        const directRate = await sessionRate({ host: cluster.host, port: cluster.port, user: cluster.superuser, database: 'postgres', password: cluster.password }, clients, rateSecs);
-        const gateRate = await sessionRate(tunnelTarget(gate.ready), clients, rateSecs);
+        process.stderr.write(`new sessions per second, ${clients} loops for ${rateSecs}s per path…\n`);
+        // CPU per session of each process (user + system, from /proc): on a shared 2-core machine this says where a
+        // session's cost lies whatever else runs (2000 ms of CPU a second is the machine's ceiling); the postmaster's
+        // reaped children are the PostgreSQL backends. The raw relay and the front door show the floor of each part.
+        const postmaster = Number(readFileSync(join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+        const cpuNow = () => ({
+          broker: cpuSeconds(broker.pid!), connect: cpuSeconds(gate.child.pid!), relay: relay.processes.reduce((sum, c) => sum + cpuSeconds(c.pid!), 0),
+          postgres: cpuSeconds(postmaster, true), load: process.cpuUsage(),
+        });
+        const directTarget: PgTarget = { host: cluster.host, port: cluster.port, user: cluster.superuser, database: 'postgres', password: cluster.password };
+        const sessionPaths: Array<{ name: string; target: PgTarget }> = [
+          { name: 'direct (SCRAM login)', target: directTarget },
+          { name: 'raw two-hop Node relay (SCRAM login by the client)', target: { ...directTarget, host: relay.host, port: relay.port } },
+          { name: 'PostgreSQL front door (broker, one hop: token verified, session recorded, SCRAM login by the broker)', target: { host: '127.0.0.1', port: frontDoorPort, user: 'bench', database: 'bench', password: accessToken } },
+          { name: 'hoopctl connect + broker (token verified, session recorded, SCRAM login by the broker)', target: tunnelTarget(gate.ready) },
+        ];
+        const sessionRows: string[] = [];
+        const cpuRows: string[] = [];
+        let directRate = 0;
+        for (const p of sessionPaths) {
+          process.stderr.write(`  ${p.name}\n`);
+          const from = cpuNow();
+          const r = await sessionRate(p.target, clients, rateSecs);
+          const to = cpuNow();
+          directRate ||= r.perSecond;
+          const ms = (seconds: number) => ((1000 * seconds) / Math.max(1, r.sessions)).toFixed(2);
+          const load = (to.load.user + to.load.system - from.load.user - from.load.system) / 1e6;
+          const total = to.broker - from.broker + to.connect - from.connect + to.relay - from.relay + to.postgres - from.postgres + load;
+          sessionRows.push(`| ${p.name} | ${r.perSecond.toFixed(0)} | ${ratio(r.perSecond, directRate)} |`);
+          cpuRows.push(`| ${p.name.replace(/ \(.*/, '')} | ${ms(to.broker - from.broker)} | ${ms(to.connect - from.connect)} | ${ms(to.relay - from.relay)} | ${ms(to.postgres - from.postgres)} | ${ms(load)} | ${ms(total)} | ${(2000 / Number(ms(total))).toFixed(0)} |`);
+        }
         process.stderr.write(`${idleSessions} idle sessions through the gate…\n`);
         const before = rssMb(broker.pid!);
         const idle = await openIdleSessions(tunnelTarget(gate.ready), idleSessions);
@@ -309,8 +337,11 @@ async function main(): Promise<void> {
         report.push(
           `| sessions (pg driver: connect, \`select 1\`, end; ${clients} at a time) | per second | ÷ direct |`,
           '|---|---|---|',
-          `| direct (SCRAM login) | ${directRate.perSecond.toFixed(0)} | 1.00 |`,
-          `| hoopctl connect + broker (token verified, session recorded, SCRAM login by the broker) | ${gateRate.perSecond.toFixed(0)} | ${ratio(gateRate.perSecond, directRate.perSecond)} |`,
+          ...sessionRows,
+          '',
+          '| CPU ms per session (user + system) | broker | hoopctl connect | relay hops | PostgreSQL (backends + postmaster) | load generator (pg driver) | total | sessions/s the 2 cores allow |',
+          '|---|---|---|---|---|---|---|---|',
+          ...cpuRows,
           '',
           `Idle sessions: ${idle.opened} of ${idleSessions} opened through the gate${idle.failed ? ` (${idle.failed} failed: ${idle.firstError})` : ''}; broker RSS ${before.toFixed(0)} MB before, ${held.toFixed(0)} MB with them open (${idle.opened ? (((held - before) * 1024) / idle.opened).toFixed(0) : '–'} kB each); hoopctl connect ${connectHeld.toFixed(0)} MB.`,
           '',

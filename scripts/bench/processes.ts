@@ -80,3 +80,22 @@ export function summariseProfiles(dir: string, top = 10): string {
   }
   return out.join('\n');
 }
+
+/** Clock ticks per second of /proc/<pid>/stat's times (USER_HZ: 100 on Linux). */
+const TICKS_PER_SECOND = 100;
+
+/**
+ * CPU seconds a process has used so far (user + system); with `reaped`, also what its exited children used (the
+ * postmaster reaps every PostgreSQL backend, so this is the whole cluster's CPU). 0 when the process is gone.
+ */
+export function cpuSeconds(pid: number, reaped = false): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15, cutime 16, cstime 17.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+    const ticks = f[11]! + f[12]! + (reaped ? f[13]! + f[14]! : 0);
+    return ticks / TICKS_PER_SECOND;
+  } catch {
+    return 0;
+  }
+}

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { accessToken, brokerGet, resolveBroker } from './context.js';
+import { accessToken, accessTokenSource, brokerGet, resolveBroker } from './context.js';
 import { describeConnection } from './connections.js';
 import { noteOpenTunnel } from './open-tunnels.js';
 import { rememberPort, rememberedPort } from './remembered-ports.js';
@@ -71,8 +71,9 @@ export function register(program: Command): void {
       const secret = shared ? undefined : randomBytes(24).toString('base64url');
       const socketDir = shared ? undefined : mkdtempSync(join(tmpdir(), 'hoopctl-'));
       const greet = kind.greeter?.(secret);
+      const getToken = accessTokenSource(broker);
       const reporter = refusalReporter({
-        broker, connection: name, getToken: () => accessToken(broker),
+        broker, connection: name, getToken,
         onFailed: (e) => process.stderr.write(`could not record the refusal with the broker: ${e}\n`),
       });
       const removeSocketDir = () => socketDir && rmSync(socketDir, { recursive: true, force: true });
@@ -82,7 +83,7 @@ export function register(program: Command): void {
         broker,
         connection: name,
         port,
-        getToken: () => accessToken(broker),
+        getToken,
         ownerOnly: !shared,
         ...(kind.tunnelHeaders ? { tunnelHeaders: kind.tunnelHeaders(secret) } : {}),
         ...(socketDir ? { socketPath: (port: number) => join(socketDir, kind.socketName(port)) } : {}),

@@ -84,9 +84,9 @@ export function tokenStore() {
  * URL itself may be the mistake (a typo, a port nothing answers on): the broker is asked first, so the user hears
  * "cannot reach" or "not a hoopctl broker" rather than a login that would fail the same way.
  */
-export async function resolveToken(broker: string): Promise<ResolvedAccessToken> {
+export async function resolveToken(broker: string, store = tokenStore()): Promise<ResolvedAccessToken> {
   try {
-    return await resolveAccessToken({ broker, store: tokenStore(), env: process.env });
+    return await resolveAccessToken({ broker, store, env: process.env });
   } catch (e) {
     if ((e as HoopError).code === 'NOT_LOGGED_IN') await fetchAuthConfig(broker);
     throw e;
@@ -95,6 +95,23 @@ export async function resolveToken(broker: string): Promise<ResolvedAccessToken>
 
 export async function accessToken(broker: string): Promise<string> {
   return (await resolveToken(broker)).token;
+}
+
+/**
+ * The token for `broker` as a function a long-running command calls at each use (`connect`, per tunnel connection):
+ * the token is resolved each time (a refresh, or a logout, by another process is seen), but the token store and its
+ * keychain probe (a D-Bus round trip on a desktop) are made once per process.
+ */
+export function accessTokenSource(broker: string): () => Promise<string> {
+  const store = tokenStore();
+  let fromEnv: string | undefined;
+  return async () => {
+    if (fromEnv !== undefined) return fromEnv;
+    const resolved = await resolveToken(broker, store);
+    // HOOPCTL_TOKEN is the process's for its whole life: read and checked once (the broker verifies it every time).
+    if (resolved.source === 'env') fromEnv = resolved.token;
+    return resolved.token;
+  };
 }
 
 /** The broker's API with this command's token (resolved again before each request). */

@@ -4,7 +4,8 @@
  * peer's address and port and whose remote address is the listener's. Elsewhere the answer is "cannot tell" and the
  * per-tunnel secret is the guard.
  */
-import { readFile } from 'node:fs/promises';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import { endianness } from 'node:os';
 import { isIPv4, isIPv6 } from 'node:net';
 
@@ -79,12 +80,146 @@ export function findSocketOwner(table: string, peer: Endpoint, local: Endpoint):
   return undefined;
 }
 
-/** The uid owning a connected peer's socket (Linux), or undefined when the kernel's tables do not show it. */
-export async function peerSocketOwner(peer: Endpoint, local: Endpoint): Promise<number | undefined> {
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    const table = await readFile(file, 'utf8').catch(() => '');
-    const uid = findSocketOwner(table, peer, local);
-    if (uid !== undefined) return uid;
+/** What a lookup asks: whose socket is `peer`, connected to our listener at `local`. */
+export interface OwnerQuery {
+  peer: Endpoint;
+  local: Endpoint;
+}
+
+/**
+ * How the kernel prints an address and port in /proc/net/tcp (`family` 4: 8 hex digits) or tcp6 (32): each 32-bit
+ * word of the address in host byte order, the port big-endian, upper-case hex (`%08X:%04X`). Undefined for an
+ * address the table cannot hold (an IPv6 peer in the IPv4 table).
+ */
+export function procAddressText(address: string, port: number, family: 4 | 6, littleEndian = endianness() === 'LE'): string | undefined {
+  const bytes = addressBytes(address);
+  if (!bytes) return undefined;
+  let words = Buffer.from(bytes);
+  if (family === 4) {
+    if (!words.subarray(0, 12).equals(V4_MAPPED_PREFIX)) return undefined;
+    words = words.subarray(12);
   }
-  return undefined;
+  if (littleEndian) for (let i = 0; i < words.length; i += 4) words.subarray(i, i + 4).reverse();
+  return `${words.toString('hex').toUpperCase()}:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+}
+
+const V4_MAPPED_PREFIX = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+
+/**
+ * The text that starts the peer's row in a table (` local_address rem_address `): the peer's end as the socket's
+ * local address, the listener's as its remote one. Only candidate rows are found this way; each is then read field by
+ * field (`findSocketOwner`), so the answer is exactly the full parse's.
+ */
+export function rowKey(q: OwnerQuery, family: 4 | 6, littleEndian = endianness() === 'LE'): string | undefined {
+  const mine = procAddressText(q.peer.address, q.peer.port, family, littleEndian);
+  const theirs = procAddressText(q.local.address, q.local.port, family, littleEndian);
+  return mine && theirs ? ` ${mine} ${theirs} ` : undefined;
+}
+
+/**
+ * Reads a /proc/net/tcp-like source chunk by chunk and answers every query whose row it meets, stopping as soon as
+ * all are answered: the kernel prints a few thousand rows a millisecond (TIME_WAIT sockets of every connection of
+ * the last minute included), so a scan is the cost of a peer check, and one scan serves every check waiting for it.
+ * `read` fills the buffer and returns the byte count, 0 at the end. Returns each query's uid (undefined: no row).
+ */
+export function scanForOwners(read: (buf: Buffer) => number, queries: OwnerQuery[], family: 4 | 6, littleEndian = endianness() === 'LE'): Array<number | undefined> {
+  const found: Array<number | undefined> = queries.map(() => undefined);
+  const keys = queries.map((q) => rowKey(q, family, littleEndian));
+  let open = keys.filter((k) => k !== undefined).length;
+  const buf = Buffer.allocUnsafe(64 * 1024);
+  let carry = '';
+  let n: number;
+  while (open > 0 && (n = read(buf)) > 0) {
+    // latin1: the table is ASCII; a row cut by the chunk's end waits for the next chunk.
+    const text = carry + buf.toString('latin1', 0, n);
+    const end = text.lastIndexOf('\n') + 1;
+    carry = text.slice(end);
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i];
+      if (key === undefined || found[i] !== undefined) continue;
+      const at = text.indexOf(key);
+      if (at < 0 || at >= end) continue;
+      const row = text.slice(text.lastIndexOf('\n', at) + 1, text.indexOf('\n', at));
+      const uid = findSocketOwner(`header\n${row}`, queries[i]!.peer, queries[i]!.local);
+      if (uid === undefined) continue;
+      found[i] = uid;
+      open--;
+    }
+  }
+  return found;
+}
+
+/** Every query's owner from /proc/net/tcp, then tcp6 for those not found there (Linux; reads block: run off the main thread). */
+export function lookUpOwners(queries: OwnerQuery[]): Array<number | undefined> {
+  const found: Array<number | undefined> = queries.map(() => undefined);
+  for (const [file, family] of [['/proc/net/tcp', 4], ['/proc/net/tcp6', 6]] as const) {
+    const missing = queries.map((q, i) => ({ q, i })).filter(({ i }) => found[i] === undefined);
+    if (missing.length === 0) break;
+    let fd: number;
+    try {
+      fd = openSync(file, 'r');
+    } catch {
+      continue;
+    }
+    try {
+      const uids = scanForOwners((buf) => readSync(fd, buf, 0, buf.length, null), missing.map((m) => m.q), family);
+      uids.forEach((uid, j) => (found[missing[j]!.i] = uid));
+    } catch {
+      // An unreadable table answers nothing: the peer is refused (cannot tell).
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return found;
+}
+
+/**
+ * The uid owning a connected peer's socket (Linux), or undefined when the kernel's tables do not show it. The
+ * tables are read by one worker thread for the whole process: its reads block (the kernel hands out a page per read),
+ * and every check that arrives while a scan runs is answered by the next one, which starts after it arrived.
+ */
+export function peerSocketOwner(peer: Endpoint, local: Endpoint): Promise<number | undefined> {
+  return (lookups ??= new OwnerLookups()).ask({ peer, local });
+}
+
+let lookups: OwnerLookups | undefined;
+
+/** The worker and the checks waiting for it; a worker that fails answers its waiting checks "cannot tell". */
+class OwnerLookups {
+  #worker: Worker | undefined;
+  #next = 0;
+  readonly #waiting = new Map<number, (uid: number | undefined) => void>();
+
+  ask(q: OwnerQuery): Promise<number | undefined> {
+    const id = this.#next++;
+    return new Promise((resolve) => {
+      this.#waiting.set(id, resolve);
+      this.#start().postMessage({ id, q });
+    });
+  }
+
+  #start(): Worker {
+    if (this.#worker) return this.#worker;
+    // None of the process's Node flags: the thread needs none, and a `--cpu-prof` of `connect` (npm run bench) would
+    // otherwise be overwritten by the thread's own profile of the same name.
+    const worker = new Worker(new URL('./peer-owner-worker.js', import.meta.url), { execArgv: [] });
+    worker.on('message', (answers: Array<{ id: number; uid?: number }>) => {
+      for (const a of answers) {
+        this.#waiting.get(a.id)?.(a.uid);
+        this.#waiting.delete(a.id);
+      }
+    });
+    const fail = () => {
+      if (this.#worker !== worker) return;
+      this.#worker = undefined;
+      for (const resolve of this.#waiting.values()) resolve(undefined);
+      this.#waiting.clear();
+    };
+    worker.on('error', fail);
+    worker.on('exit', fail);
+    // Never what keeps the process running (after the listeners: adding one refs it again).
+    worker.unref();
+    this.#worker = worker;
+    return worker;
+  }
 }

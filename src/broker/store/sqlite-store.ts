@@ -141,6 +141,8 @@ export class SqliteStore implements Store {
   #holdTimer: NodeJS.Timeout | undefined;
   readonly #guard = new ChainGuard();
   readonly #leases = new Set<string>();
+  /** Statements every session runs, prepared once (preparing costs more than running them). */
+  readonly #prepared = new Map<string, Database.Statement>();
 
   constructor(path: string) {
     if (path !== ':memory:') {
@@ -187,12 +189,17 @@ export class SqliteStore implements Store {
     }
   }
 
+  #statement(sql: string): Database.Statement {
+    let st = this.#prepared.get(sql);
+    if (!st) this.#prepared.set(sql, (st = this.#db.prepare(sql)));
+    return st;
+  }
+
   async createSession(row: SessionRow): Promise<void> {
-    this.#db
-      .prepare(
-        `INSERT INTO sessions (id, connection, connection_type, subject, identity, client_addr, status, started_at, ended_at, statement_count, error_count)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
+    this.#statement(
+      `INSERT INTO sessions (id, connection, connection_type, subject, identity, client_addr, status, started_at, ended_at, statement_count, error_count)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    )
       .run(row.id, row.connection, row.connectionType, row.identity.subject, JSON.stringify(row.identity), row.clientAddr, row.status,
         row.startedAt, row.endedAt ?? null, row.statementCount, row.errorCount);
   }
@@ -207,7 +214,8 @@ export class SqliteStore implements Store {
       values.push(value);
     }
     if (sets.length === 0) return;
-    this.#db.prepare(`UPDATE sessions SET ${sets.join(', ')} WHERE id = ?`).run(...values, id);
+    // A handful of column sets occur (close: all four): each is prepared once.
+    this.#statement(`UPDATE sessions SET ${sets.join(', ')} WHERE id = ?`).run(...values, id);
   }
 
   async getSession(id: string): Promise<SessionRow | undefined> {
@@ -411,8 +419,7 @@ export class SqliteStore implements Store {
   }
 
   async activeLocks(at: number): Promise<IdentityLock[]> {
-    const rows = this.#db
-      .prepare('SELECT body FROM identity_locks WHERE lifted_at IS NULL AND (expires_at IS NULL OR expires_at > ?) ORDER BY created_at')
+    const rows = this.#statement('SELECT body FROM identity_locks WHERE lifted_at IS NULL AND (expires_at IS NULL OR expires_at > ?) ORDER BY created_at')
       .all(at) as Array<{ body: string }>;
     return rows.map((r) => JSON.parse(r.body) as IdentityLock);
   }
