@@ -72,6 +72,9 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
       );
       return;
     }
+    // Checked before the token: a request that is no WebSocket handshake opens no session.
+    const problem = upgradeProblem(req);
+    if (problem) return refuse(new HoopError(problem, { code: 'BAD_REQUEST', status: 400 }));
     (async () => {
       // An agent's tool call (hoopctl mcp) says so: its identity is recorded with the front door and MCP client.
       const agent = readAgentHeaders(req.headers);
@@ -109,12 +112,6 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
         void deps.sessions.close(opened.row.id, opened.recorder, { status: 'failed', statementCount: 0, errorCount: 0, error: 'the client went away before the tunnel opened', durationMs: 0 })
           .catch((e: unknown) => logger.error({ err: errorMessage(e), session: opened.row.id }, 'could not close a session whose tunnel never opened'));
       });
-      const problem = upgradeProblem(req);
-      if (problem) {
-        // Answered as ws answered it (400); the socket's close gives the slot back and closes the session.
-        socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${problem}`);
-        return;
-      }
       started = true;
       const stream = acceptTunnel(req, socket as Socket, head, { maxPayload: MAX_PAYLOAD });
       const session = runTunnel(stream, { ...admitted, activity: stream }, opened);
