@@ -3,7 +3,7 @@
  * the frames read and written with the shared codec, instead of `ws` and `createWebSocketStream` (a Writable frame
  * parser, an EventEmitter hop per message, a second Duplex, and a writev of header and payload per frame). Profiles
  * of the broker under pgbench put those layers beside the recording as its largest cost per message. Only what a
- * tunnel uses: binary messages, ping/pong and close; no extensions, no subprotocols, no text.
+ * tunnel uses: data messages (read as bytes), ping/pong and close; no extensions, no subprotocols.
  * @see https://www.rfc-editor.org/rfc/rfc6455
  */
 import { createHash } from 'node:crypto';
@@ -82,7 +82,7 @@ export class TunnelStream extends Duplex {
     }
     let data = false;
     for (const f of frames) {
-      if (f.opcode === WsOp.Binary || f.opcode === WsOp.Continuation) {
+      if (f.opcode === WsOp.Binary || f.opcode === WsOp.Continuation || f.opcode === WsOp.Text) {
         if (f.payload.length === 0 || this.#ended) continue;
         data = true;
         if (!this.push(f.payload)) this.#socket.pause();

@@ -2,10 +2,11 @@
  * The WebSocket framing (RFC 6455 §5.2) of a tunnel's data path, for the side that carries a byte stream over it
  * without a general-purpose WebSocket library: each frame is built as one buffer (one write() per message, where a
  * header and payload written apart cost a writev and the stream machinery around it), and frames are read without
- * copying payloads that arrived whole. Only what a tunnel uses: binary data frames, ping/pong and close; text frames
- * and extensions (RSV bits) are protocol errors.
+ * copying payloads that arrived whole. Only what a tunnel uses: data frames (binary; text is taken as bytes too, as
+ * `ws` streams took it), ping/pong and close; extensions (RSV bits) are protocol errors.
  * @see https://www.rfc-editor.org/rfc/rfc6455#section-5.2
  */
+import { isUtf8 } from 'node:buffer';
 
 export const WsOp = { Continuation: 0x0, Text: 0x1, Binary: 0x2, Close: 0x8, Ping: 0x9, Pong: 0xa } as const;
 
@@ -113,11 +114,9 @@ export class WsFrameDecoder {
     if (control) {
       if (opcode !== WsOp.Close && opcode !== WsOp.Ping && opcode !== WsOp.Pong) throw new WsFrameError(`unknown opcode 0x${opcode.toString(16)}`, 1002);
       if (!fin) throw new WsFrameError('a fragmented control frame', 1002);
-    } else if (opcode === WsOp.Text) {
-      throw new WsFrameError('a text frame on a byte tunnel', 1003);
     } else if (opcode === WsOp.Continuation) {
       if (!this.#fragmented) throw new WsFrameError('a continuation frame with no message to continue', 1002);
-    } else if (opcode === WsOp.Binary) {
+    } else if (opcode === WsOp.Binary || opcode === WsOp.Text) {
       if (this.#fragmented) throw new WsFrameError('a new message inside a fragmented one', 1002);
     } else {
       throw new WsFrameError(`unknown opcode 0x${opcode.toString(16)}`, 1002);
@@ -149,10 +148,23 @@ export class WsFrameDecoder {
         for (let i = 0; i < length; i++) payload[i] = payload[i]! ^ key[i & 3]!;
       }
     }
-    if (!control) this.#fragmented = fin ? 0 : WsOp.Binary;
+    if (opcode === WsOp.Close) checkClose(payload);
+    // A whole text message must be UTF-8 (RFC 6455 §8.1); a fragmented one is passed on as bytes, unchecked.
+    else if (opcode === WsOp.Text && fin && !isUtf8(payload)) throw new WsFrameError('a text frame that is not UTF-8', 1007);
+    if (!control) this.#fragmented = fin ? 0 : opcode;
     frames.push({ fin, opcode, payload });
     return header + length;
   }
+}
+
+/** A close frame's code must be one an endpoint may send (RFC 6455 §7.4), its reason UTF-8. */
+function checkClose(payload: Buffer): void {
+  if (payload.length === 0) return;
+  if (payload.length === 1) throw new WsFrameError('a close frame with a one-byte body', 1002);
+  const code = payload.readUInt16BE(0);
+  const valid = (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999);
+  if (!valid) throw new WsFrameError(`a close frame with the invalid code ${code}`, 1002);
+  if (!isUtf8(payload.subarray(2))) throw new WsFrameError('a close reason that is not UTF-8', 1007);
 }
 
 /** A close frame's payload: the code, then a reason of at most 123 bytes. */

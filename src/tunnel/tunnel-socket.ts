@@ -122,7 +122,7 @@ export function spliceOverTunnel(client: Duplex, tunnel: TunnelSocket, onClose: 
     }
     let out: Buffer | Buffer[] | undefined;
     for (const f of frames) {
-      if (f.opcode === WsOp.Binary || f.opcode === WsOp.Continuation) {
+      if (f.opcode === WsOp.Binary || f.opcode === WsOp.Continuation || f.opcode === WsOp.Text) {
         if (f.payload.length === 0) continue;
         if (out === undefined) out = f.payload;
         else if (Array.isArray(out)) out.push(f.payload);

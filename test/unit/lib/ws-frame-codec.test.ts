@@ -57,7 +57,12 @@ describe('the tunnel WebSocket frame codec', () => {
     };
     expect(refusal(asBuffer(encodeFrame(WsOp.Binary, Buffer.from('x'), false)))).toEqual([1002, 'an unmasked frame from a client']);
     expect(refusal(maskedFrame(WsOp.Binary, Buffer.from('x')), { expectMasked: false, maxPayload: 1024 })).toEqual([1002, 'a masked frame from a server']);
-    expect(refusal(maskedFrame(WsOp.Text, Buffer.from('x')))?.[0]).toBe(1003);
+    expect(refusal(maskedFrame(WsOp.Text, Buffer.from('x')))).toBeUndefined();
+    expect(refusal(maskedFrame(WsOp.Text, Buffer.from([0xc3, 0x28])))).toEqual([1007, 'a text frame that is not UTF-8']);
+    expect(refusal(maskedFrame(WsOp.Close, Buffer.from([0x03, 0xed])))).toEqual([1002, 'a close frame with the invalid code 1005']);
+    expect(refusal(maskedFrame(WsOp.Close, Buffer.from([0x03])))?.[0]).toBe(1002);
+    expect(refusal(maskedFrame(WsOp.Close, Buffer.from([0x03, 0xe8, 0xff])))).toEqual([1007, 'a close reason that is not UTF-8']);
+    expect(refusal(maskedFrame(WsOp.Close, Buffer.from([0x0f, 0xa0, 0x6f, 0x6b])))).toBeUndefined();
     expect(refusal(maskedFrame(WsOp.Continuation, Buffer.from('x')))?.[1]).toMatch(/no message to continue/);
     expect(refusal(maskedFrame(WsOp.Ping, Buffer.alloc(126)))?.[1]).toMatch(/control frame over 125/);
     expect(refusal(maskedFrame(WsOp.Ping, Buffer.alloc(1), undefined, false))?.[1]).toMatch(/fragmented control/);
