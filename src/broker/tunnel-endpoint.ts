@@ -1,16 +1,20 @@
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage, Server } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
+import { WebSocketServer, createWebSocketStream } from 'ws';
 import { readAgentHeaders, withAgent } from '../api/agent-headers.js';
 import { HoopError, errorMessage } from '../lib/errors.js';
 import type { AuthenticateRequest } from './auth/request-auth.js';
 import { clientAddress, errors } from './http-util.js';
 import { openSession, runSession, type AdmittedSession, type OpenedSession, type SessionRunnerDeps } from './session-runner.js';
 import { storeUnavailable } from './store/store-errors.js';
+import { acceptTunnel, upgradeProblem, type TunnelStream } from './tunnel-stream.js';
 import { fetchSessionCredentials } from './session-credentials.js';
 
 const TUNNEL_PATH = /^\/api\/v1\/tunnel\/([a-z0-9][a-z0-9._-]{0,62})$/;
+/** Largest WebSocket frame a tunnel takes from its client. */
+const MAX_PAYLOAD = 16 * 1024 * 1024;
 
 export interface TunnelEndpointDeps extends SessionRunnerDeps {
   authenticate: AuthenticateRequest;
@@ -30,7 +34,7 @@ export interface TunnelEndpoint {
  */
 export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): TunnelEndpoint {
   const { logger } = deps;
-  const wss = new WebSocketServer({ noServer: true, maxPayload: 16 * 1024 * 1024, perMessageDeflate: false });
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
   const running = new Set<Promise<void>>();
   const streams = new Set<Duplex>();
 
@@ -68,6 +72,9 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
       );
       return;
     }
+    // Checked before the token: a request that is no WebSocket handshake opens no session.
+    const problem = upgradeProblem(req);
+    if (problem) return refuse(new HoopError(problem, { code: 'BAD_REQUEST', status: 400 }));
     (async () => {
       // An agent's tool call (hoopctl mcp) says so: its identity is recorded with the front door and MCP client.
       const agent = readAgentHeaders(req.headers);
@@ -105,14 +112,13 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
         void deps.sessions.close(opened.row.id, opened.recorder, { status: 'failed', statementCount: 0, errorCount: 0, error: 'the client went away before the tunnel opened', durationMs: 0 })
           .catch((e: unknown) => logger.error({ err: errorMessage(e), session: opened.row.id }, 'could not close a session whose tunnel never opened'));
       });
-      wss.handleUpgrade(req, socket, head, (ws) => {
-        started = true;
-        const session = runTunnel(ws, { ...admitted, activity: ws }, opened);
-        running.add(session);
-        void session.finally(() => {
-          running.delete(session);
-          release();
-        });
+      started = true;
+      const stream = acceptTunnel(req, socket as Socket, head, { maxPayload: MAX_PAYLOAD });
+      const session = runTunnel(stream, { ...admitted, activity: stream }, opened);
+      running.add(session);
+      void session.finally(() => {
+        running.delete(session);
+        release();
       });
     })().catch((e: unknown) => {
       const unavailable = storeUnavailable(e);
@@ -126,18 +132,17 @@ export function attachTunnelEndpoint(server: Server, deps: TunnelEndpointDeps): 
     });
   });
 
-  async function runTunnel(ws: WebSocket, admitted: AdmittedSession, opened: OpenedSession): Promise<void> {
-    const stream = createWebSocketStream(ws);
+  async function runTunnel(stream: TunnelStream, admitted: AdmittedSession, opened: OpenedSession): Promise<void> {
     stream.on('error', () => undefined);
     streams.add(stream);
-    const keepalive = setInterval(() => ws.ping(), 30_000);
+    const keepalive = setInterval(() => stream.ping(), 30_000);
     try {
       await runSession(deps, stream, admitted, opened);
     } finally {
       clearInterval(keepalive);
       streams.delete(stream);
+      stream.close(1000);
       stream.destroy();
-      if (ws.readyState === ws.OPEN) ws.close(1000);
     }
   }
 

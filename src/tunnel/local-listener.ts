@@ -1,6 +1,6 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { openTunnel } from './ws-transport.js';
+import { openTunnelSocket, spliceOverTunnel } from './tunnel-socket.js';
 import { HoopError, errorMessage, isHoopError } from '../lib/errors.js';
 import { CAN_CHECK_PEER_OWNER, peerSocketOwner } from './peer-owner.js';
 
@@ -62,24 +62,6 @@ export interface LocalTunnel {
   socketPath?: string;
   /** Stops listening; open connections get up to `drainMs` to finish (default: cut at once). */
   close(options?: { drainMs?: number }): Promise<void>;
-}
-
-/** Pipes both ways with backpressure; ends each side when the other ends. */
-export function splice(a: Duplex, b: Duplex, onClose: () => void): void {
-  let closed = false;
-  const done = () => {
-    if (closed) return;
-    closed = true;
-    a.destroy();
-    b.destroy();
-    onClose();
-  };
-  a.pipe(b);
-  b.pipe(a);
-  for (const s of [a, b]) {
-    s.on('error', done);
-    s.on('close', done);
-  }
 }
 
 /**
@@ -146,11 +128,11 @@ export async function startLocalTunnel(o: LocalTunnelOptions): Promise<LocalTunn
           if (isHoopError(e) && e.code === PEER_REFUSED) o.onEvent?.({ type: 'peer-refused', peer, error: e.message });
         });
       }
-      const remote = await openTunnel(o.broker, o.connection, await o.getToken(), peer, tunnelQuery, o.tunnelHeaders);
-      sockets.add(remote);
+      const remote = await openTunnelSocket(o.broker, o.connection, await o.getToken(), peer, tunnelQuery, o.tunnelHeaders);
+      sockets.add(remote.socket);
       o.onEvent?.({ type: 'accepted', peer });
-      splice(client, remote, () => {
-        sockets.delete(remote);
+      spliceOverTunnel(client, remote, () => {
+        sockets.delete(remote.socket);
         o.onEvent?.({ type: 'closed', peer });
       });
       client.resume();
