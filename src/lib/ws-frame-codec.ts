@@ -65,7 +65,11 @@ export interface WsFrameDecoderOptions {
  */
 export class WsFrameDecoder {
   readonly #o: WsFrameDecoderOptions;
-  #pending: Buffer | undefined;
+  /** Bytes of an unfinished frame, in the chunks they came in (joined once the frame is whole). */
+  #pending: Buffer[] = [];
+  #pendingLength = 0;
+  /** How many bytes the unfinished frame needs in all, once its header has been read (0: not known yet). */
+  #need = 0;
   #failed: WsFrameError | undefined;
   /** The opcode of the fragmented message in progress (0: none). */
   #fragmented = 0;
@@ -78,9 +82,15 @@ export class WsFrameDecoder {
   push(chunk: Buffer): WsFrame[] {
     if (this.#failed) throw this.#failed;
     let b = chunk;
-    if (this.#pending) {
-      b = Buffer.concat([this.#pending, chunk]);
-      this.#pending = undefined;
+    if (this.#pendingLength > 0) {
+      // A large frame arrives in many chunks: they are kept and joined once, when the frame is whole (joining at
+      // every chunk would copy a 16 MiB frame hundreds of times over).
+      this.#pending.push(chunk);
+      this.#pendingLength += chunk.length;
+      if (this.#need > this.#pendingLength) return [];
+      b = Buffer.concat(this.#pending, this.#pendingLength);
+      this.#pending = [];
+      this.#pendingLength = 0;
     }
     const frames: WsFrame[] = [];
     let at = 0;
@@ -95,13 +105,18 @@ export class WsFrameDecoder {
       throw e;
     }
     // Copied: the rest of a frame arrives later, and the chunk's memory may be reused meanwhile.
-    if (at < b.length) this.#pending = Buffer.from(b.subarray(at));
+    if (at < b.length) {
+      const rest = Buffer.from(b.subarray(at));
+      this.#pending = [rest];
+      this.#pendingLength = rest.length;
+    }
     return frames;
   }
 
   /** Decodes the frame starting at `at` into `frames`; returns its length, or 0 when it is not complete yet. */
   #frameAt(b: Buffer, at: number, frames: WsFrame[]): number {
     const avail = b.length - at;
+    this.#need = 0;
     if (avail < 2) return 0;
     const b0 = b[at]!;
     const b1 = b[at + 1]!;
@@ -138,6 +153,7 @@ export class WsFrameDecoder {
     if (length > this.#o.maxPayload) throw new WsFrameError(`a frame of ${length} bytes (the limit is ${this.#o.maxPayload})`, 1009);
     const keyAt = at + header;
     if (masked) header += 4;
+    this.#need = header + length;
     if (avail < header + length) return 0;
     const start = at + header;
     const payload = b.subarray(start, start + length);

@@ -31,6 +31,28 @@ describe('the tunnel WebSocket frame codec', () => {
     }
   });
 
+  it('reads a large frame that arrives in many small chunks, with the frames around it, joined once', () => {
+    const big = Buffer.alloc(3 * 1024 * 1024);
+    for (let i = 0; i < big.length; i++) big[i] = i % 251;
+    const wire = Buffer.concat([maskedFrame(WsOp.Binary, Buffer.from('before')), maskedFrame(WsOp.Binary, big), maskedFrame(WsOp.Binary, Buffer.from('after'))]);
+    const d = new WsFrameDecoder({ expectMasked: true, maxPayload: 4 * 1024 * 1024 });
+    const frames = [];
+    let concats = 0;
+    const concat = Buffer.concat;
+    Buffer.concat = ((list: readonly Uint8Array[], length?: number) => (concats++, concat(list, length))) as typeof Buffer.concat;
+    try {
+      // 4,099 bytes at a time: headers, masks and payloads cut at every kind of place along the way.
+      for (let at = 0; at < wire.length; at += 4099) frames.push(...d.push(wire.subarray(at, at + 4099)));
+    } finally {
+      Buffer.concat = concat;
+    }
+    expect(frames.map((f) => f.payload.length)).toEqual([6, big.length, 5]);
+    expect(frames[1]!.payload.equals(big)).toBe(true);
+    expect(frames[2]!.payload.toString()).toBe('after');
+    // Joined when whole (and for the short frames whose header was cut), not at each of the ~770 chunks.
+    expect(concats).toBeLessThan(5);
+  });
+
   it('marks client frames masked with the zero key and takes them as they are; unmasks a real key', () => {
     const payload = Buffer.from('SELECT 1');
     const zero = asBuffer(encodeFrame(WsOp.Binary, payload, true));
