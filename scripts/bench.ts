@@ -239,6 +239,7 @@ async function main(): Promise<void> {
       if (parts.has('pgbench')) {
         const roundSecs = String(Math.max(2, Math.round(seconds / rounds)));
         process.stderr.write(`pgbench -S, ${clients} clients, ${rounds} rounds of ${roundSecs}s per path…\n`);
+        brokerRss.phase('pgbench -S');
         const tps8 = interleaved(paths, (p) => pgbench(p.env, ['-S', '-n', '-c', String(clients), '-j', '2', '-T', roundSecs]).tps);
         process.stderr.write(`pgbench -S, 1 client, ${rounds} rounds of ${roundSecs}s per path…\n`);
         // Latency and TPS of one client, each the median of its own rounds (a round's pair is not kept together).
@@ -276,6 +277,7 @@ async function main(): Promise<void> {
           if (sample.includes('@example.com')) throw new Error(`the masked path ${masked.name} returned raw values:\n${sample}`);
         }
         process.stderr.write(`1M-row SELECT through psql, ${rounds} rounds per path…\n`);
+        brokerRss.phase('1M-row SELECT');
         const big = interleaved(bigPaths, (p) => timePsql(p.env, BIG_SQL));
         const gateBig = big.get('hoopctl connect + broker');
 
@@ -298,9 +300,11 @@ async function main(): Promise<void> {
       if (parts.has('sessions')) {
         const rateSecs = Math.max(3, Math.round(seconds / 2));
         process.stderr.write(`new sessions per second, ${clients} loops for ${rateSecs}s: direct, then through the gate…\n`);
+        brokerRss.phase('session rate');
         const directRate = await sessionRate({ host: cluster.host, port: cluster.port, user: cluster.superuser, database: 'postgres', password: cluster.password }, clients, rateSecs);
         const gateRate = await sessionRate(tunnelTarget(gate.ready), clients, rateSecs);
         process.stderr.write(`${idleSessions} idle sessions through the gate…\n`);
+        brokerRss.phase(`${idleSessions} idle sessions`);
         const before = rssMb(broker.pid!);
         const idle = await openIdleSessions(tunnelTarget(gate.ready), idleSessions);
         const held = rssMb(broker.pid!);
@@ -339,6 +343,7 @@ async function main(): Promise<void> {
         return undefined;
       });
       if (lb) children.push(lb.process);
+      brokerRss.phase('store and replicas (this broker: the SQLite row)');
       const onSqlite = await connect('bench');
       const onPostgres = await connect('bench', undefined, `http://127.0.0.1:${replicaPorts[0]}`);
       const onLb = lb ? await connect('bench', undefined, lb.url) : undefined;
@@ -368,6 +373,7 @@ async function main(): Promise<void> {
 
     if (parts.has('verdict')) {
       process.stderr.write('verdict cost over the bypass-attempt suites…\n');
+      brokerRss.phase('verdict (in the bench process)');
       const v = await measureVerdictCost();
       report.push(
         `Verdict cost (parse + classify + rules, in process) over the ${v.texts} texts of test/support/policy-attempts.ts and effect-attempts.ts, ${v.samples} judgements: p50 ${(v.p50Ms * 1000).toFixed(0)} µs, p99 ${(v.p99Ms * 1000).toFixed(0)} µs, max ${(v.maxMs * 1000).toFixed(0)} µs; the slowest text by its median is ${(v.slowest.medianMs * 1000).toFixed(0)} µs (\`${v.slowest.sql.replace(/\s+/g, ' ').slice(0, 80)}\`).`,
@@ -388,6 +394,7 @@ async function main(): Promise<void> {
       process.stderr.write(`HTTP GET of a 1 KB JSON body, ${clients} keep-alive clients: direct, through hoopctl + broker, and masked…\n`);
       const httpSecs = Math.max(5, Math.round(seconds / 2));
       // Each HTTP tunnel wants its own bearer on every request (the listener strips it before the broker).
+      brokerRss.phase('HTTP');
       const apiTunnels = [(await connect('api')).ready, (await connect('api-masked')).ready];
       const hDirect = await httpLoad(`http://127.0.0.1:${apiPort}/items`, clients, httpSecs);
       const hGated = await httpLoad(`http://127.0.0.1:${apiTunnels[0]!.port}/items`, clients, httpSecs, apiTunnels[0]!.bearer);
@@ -406,6 +413,7 @@ async function main(): Promise<void> {
 
     if (sshd) {
       process.stderr.write('scp of a 256 MB file: direct, then through hoopctl + broker…\n');
+      brokerRss.phase('scp through SSH');
       const { ready } = await connect('host');
       const knownHosts = join(dir, 'known_hosts');
       writeFileSync(knownHosts, `[127.0.0.1]:${ready.port} ${ready.hostKey}\n[127.0.0.1]:${sshd.port} ${sshd.hostPublicKey}\n`);
@@ -429,6 +437,8 @@ async function main(): Promise<void> {
     }
 
     report.push(`Broker RSS: peak through the whole run ${brokerRss.peakMb().toFixed(0)} MB sampled (VmHWM ${rssMb(broker.pid!, 'VmHWM').toFixed(0)} MB). Every statement is recorded to SQLite before it is forwarded.`);
+    // Which part the peak came from (each part's own peak, sampled every 200 ms; `start` is right after "listening").
+    report.push(`Broker RSS peak by part: ${brokerRss.phases().map((p) => `${p.name} ${p.peakMb.toFixed(0)} MB`).join('; ')}.`);
     brokerRss.stop();
     const cpu = cpus()[0]?.model ?? 'unknown cpu';
     const load1 = loadavg();
