@@ -375,8 +375,19 @@ async function main(): Promise<void> {
       process.stderr.write('verdict cost over the bypass-attempt suites…\n');
       brokerRss.phase('verdict (in the bench process)');
       const v = await measureVerdictCost();
+      const us = (ms: number) => `${(ms * 1000).toFixed(0)} µs`;
       report.push(
-        `Verdict cost (parse + classify + rules, in process) over the ${v.texts} texts of test/support/policy-attempts.ts and effect-attempts.ts, ${v.samples} judgements: p50 ${(v.p50Ms * 1000).toFixed(0)} µs, p99 ${(v.p99Ms * 1000).toFixed(0)} µs, max ${(v.maxMs * 1000).toFixed(0)} µs; the slowest text by its median is ${(v.slowest.medianMs * 1000).toFixed(0)} µs (\`${v.slowest.sql.replace(/\s+/g, ' ').slice(0, 80)}\`).`,
+        `Verdict cost (parse + classify + rules, in process, in the bench process) over the ${v.texts} texts of test/support/policy-attempts.ts and effect-attempts.ts:`,
+        '',
+        '| phase | judgements | p50 | p99 | max |',
+        '|---|---|---|---|---|',
+        `| cold: the first judgement of each text in this process | ${v.cold.samples} | ${us(v.cold.p50Ms)} | ${us(v.cold.p99Ms)} | ${us(v.cold.maxMs)} |`,
+        `| warm-up: the next ${v.warmupRounds} rounds | ${v.warmup.samples} | ${us(v.warmup.p50Ms)} | ${us(v.warmup.p99Ms)} | ${us(v.warmup.maxMs)} |`,
+        `| steady state: the ${v.steadyRounds} rounds after those | ${v.steady.samples} | ${us(v.steady.p50Ms)} | ${us(v.steady.p99Ms)} | ${us(v.steady.maxMs)} |`,
+        `| verdict cache miss (StatementJudge: judged in full, then kept) | ${v.cache.miss.samples} | ${us(v.cache.miss.p50Ms)} | ${us(v.cache.miss.p99Ms)} | ${us(v.cache.miss.maxMs)} |`,
+        `| verdict cache hit (the same texts again; ${(v.cache.hitShare * 100).toFixed(0)}% hit, EXECUTE is never cached) | ${v.cache.hit.samples} | ${us(v.cache.hit.p50Ms)} | ${us(v.cache.hit.p99Ms)} | ${us(v.cache.hit.maxMs)} |`,
+        '',
+        `Steady state: ${v.steadyGc.count} garbage collections (longest ${v.steadyGc.maxMs.toFixed(2)} ms) overlapped ${v.steadyGc.tailSamplesInGc} of its slowest 1% judgements; the slowest text by its median is ${us(v.slowest.medianMs)} (\`${v.slowest.sql.replace(/\s+/g, ' ').slice(0, 80)}\`).`,
         '',
       );
     }
