@@ -2,17 +2,24 @@
  * The PostgreSQL parser (libpg_query compiled to WASM) and small helpers for reading its JSON AST.
  * The AST is plain JSON: a node is `{ NodeName: { ...fields } }`; lists are arrays of nodes.
  */
-import { loadModule, parseSync, parsePlPgSQLSync, scanSync } from 'libpg-query';
+import type * as PgQuery from 'libpg-query';
 
 /** A parsed AST node's fields, read defensively: the parser's JSON omits defaults. */
 export type AstFields = Record<string, unknown>;
 
 let loaded: Promise<void> | undefined;
 let ready = false;
+/** The parser, once loaded: a process that never judges SQL never compiles its WASM (nor holds its memory). */
+let pg: typeof PgQuery;
 
-/** Loads the parser. Call once at startup; every other policy function is synchronous. */
+/**
+ * Loads the parser. Call once at startup; every other policy function is synchronous. The module is imported here,
+ * not at the top: importing it starts compiling its WASM, which the caller may want to tune first (src/broker does).
+ */
 export function initPolicyEngine(): Promise<void> {
-  loaded ??= loadModule().then(() => {
+  loaded ??= import('libpg-query').then(async (m) => {
+    await m.loadModule();
+    pg = m;
     ready = true;
   });
   return loaded;
@@ -32,19 +39,19 @@ export interface RawStatement {
 
 export function parseStatements(sql: string): RawStatement[] {
   if (!ready) throw new Error('policy engine not initialised: call initPolicyEngine() first');
-  const result = parseSync(sql) as unknown as { stmts?: Array<{ stmt?: AstFields; stmt_location?: number; stmt_len?: number }> };
+  const result = pg.parseSync(sql) as unknown as { stmts?: Array<{ stmt?: AstFields; stmt_location?: number; stmt_len?: number }> };
   return (result.stmts ?? []).map((s) => ({ stmt: s.stmt ?? {}, location: s.stmt_location ?? 0, length: s.stmt_len ?? 0 }));
 }
 
 export function parsePlPgSql(sql: string): unknown {
   if (!ready) throw new Error('policy engine not initialised: call initPolicyEngine() first');
-  return parsePlPgSQLSync(sql) as unknown;
+  return pg.parsePlPgSQLSync(sql) as unknown;
 }
 
 /** Tokens of the real lexer, used to split a PL/pgSQL assignment `target := expr` without regex. */
 export function scanTokens(sql: string): Array<{ start: number; end: number; tokenName: string; text: string }> {
   if (!ready) throw new Error('policy engine not initialised: call initPolicyEngine() first');
-  return scanSync(sql).tokens;
+  return pg.scanSync(sql).tokens;
 }
 
 const utf8 = new TextEncoder();
