@@ -56,12 +56,21 @@ export function scanTokens(sql: string): Array<{ start: number; end: number; tok
 
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder();
+const ASCII = /^[\x00-\x7f]*$/;
+
+/**
+ * The source text of each statement, cut by the parser's byte offsets. Most texts are ASCII, where bytes and UTF-16
+ * units coincide and the text is sliced as it is; any other is encoded to UTF-8 once for all its statements.
+ */
+export function statementTexts(sql: string, raws: readonly RawStatement[]): string[] {
+  if (ASCII.test(sql)) return raws.map((raw) => (raw.length > 0 ? sql.slice(raw.location, raw.location + raw.length) : sql.slice(raw.location)));
+  const bytes = utf8.encode(sql);
+  return raws.map((raw) => fromUtf8.decode(bytes.subarray(raw.location, raw.length > 0 ? raw.location + raw.length : bytes.length)));
+}
 
 /** The source text of one statement, cut by the parser's byte offsets. */
 export function statementText(sql: string, raw: RawStatement): string {
-  const bytes = utf8.encode(sql);
-  const end = raw.length > 0 ? raw.location + raw.length : bytes.length;
-  return fromUtf8.decode(bytes.subarray(raw.location, end));
+  return statementTexts(sql, [raw])[0]!;
 }
 
 /** `{ Name: fields }` → [Name, fields], or undefined when the value is not a single-key node. */
