@@ -8,8 +8,7 @@
  * same texts judged once more on a miss and on a hit.
  */
 import { PerformanceObserver } from 'node:perf_hooks';
-import { classifySql, connectionPolicySchema, evaluateStatements, maskPlanFor, type PolicyIdentity } from '../../src/policy/index.js';
-import { startPolicyEngine } from '../../src/broker/policy-engine.js';
+import { classifySql, connectionPolicySchema, evaluateStatements, initPolicyEngine, maskPlanFor, type PolicyIdentity } from '../../src/policy/index.js';
 import { StatementJudge } from '../../src/broker/protocols/postgres/statement-judge.js';
 import { VerdictCache } from '../../src/broker/protocols/postgres/verdict-cache.js';
 import { attempts, DENY_POLICY } from '../../test/support/policy-attempts.js';
@@ -45,8 +44,7 @@ function spread(values: number[]): Spread {
 }
 
 export async function measureVerdictCost(warmupRounds = 20, steadyRounds = 50): Promise<VerdictCost> {
-  // As the broker starts it (src/broker/policy-engine.ts: the parser's WASM compiled by TurboFan on first use).
-  await startPolicyEngine();
+  await initPolicyEngine();
   const identity: PolicyIdentity = { subject: 'bench', kind: 'service', clientId: 'bench', groups: ['bench'] };
   const denyPolicy = connectionPolicySchema.parse(DENY_POLICY);
   const effectPolicy = connectionPolicySchema.parse(EFFECT_POLICY);

@@ -6,7 +6,7 @@ import { pino, type Logger } from 'pino';
 import type { Identity } from '../api/identity.js';
 import type { Review } from '../api/review.js';
 import { HoopError, errorMessage } from '../lib/errors.js';
-import { startPolicyEngine } from './policy-engine.js';
+import { initPolicyEngine } from '../policy/index.js';
 import { Admission } from './admission.js';
 import { openBrokerResources, type BrokerResources } from './broker-resources.js';
 import { requestAuthenticator, tokenAuthenticator } from './auth/request-auth.js';
@@ -105,7 +105,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     logger.info({ url: served.url }, 'metrics listening');
   }
   const verifier = createTokenVerifier(config.auth.issuers);
-  await startPolicyEngine();
+  await initPolicyEngine();
   // Without a configured key, hashes are stable for this process only (they still join within it).
   const maskKey = config.masking.hashKey?.reveal() ?? randomBytes(32);
   const connections = new Map(config.connections.map((c) => [c.name, c]));

@@ -14,7 +14,8 @@ let pg: typeof PgQuery;
 
 /**
  * Loads the parser. Call once at startup; every other policy function is synchronous. The module is imported here,
- * not at the top: importing it starts compiling its WASM, which the caller may want to tune first (src/broker does).
+ * not at the top: importing it compiles its WASM and reserves its 128 MB of WASM memory, which a process that only
+ * imports the policy types (a CLI command, a broker config check) never needs.
  */
 export function initPolicyEngine(): Promise<void> {
   loaded ??= import('libpg-query').then(async (m) => {
