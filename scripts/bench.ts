@@ -244,6 +244,7 @@ async function main(): Promise<void> {
       if (parts.has('pgbench')) {
         const roundSecs = String(Math.max(2, Math.round(seconds / rounds)));
         process.stderr.write(`pgbench -S, ${clients} clients, ${rounds} rounds of ${roundSecs}s per path…\n`);
+        brokerRss.phase('pgbench -S');
         const tps8 = interleaved(paths, (p) => pgbench(p.env, ['-S', '-n', '-c', String(clients), '-j', '2', '-T', roundSecs]).tps);
         process.stderr.write(`pgbench -S, 1 client, ${rounds} rounds of ${roundSecs}s per path…\n`);
         // Latency and TPS of one client, each the median of its own rounds (a round's pair is not kept together).
@@ -281,6 +282,7 @@ async function main(): Promise<void> {
           if (sample.includes('@example.com')) throw new Error(`the masked path ${masked.name} returned raw values:\n${sample}`);
         }
         process.stderr.write(`1M-row SELECT through psql, ${rounds} rounds per path…\n`);
+        brokerRss.phase('1M-row SELECT');
         const big = interleaved(bigPaths, (p) => timePsql(p.env, BIG_SQL));
         const gateBig = big.get('hoopctl connect + broker');
 
@@ -303,6 +305,7 @@ async function main(): Promise<void> {
       if (parts.has('sessions')) {
         const rateSecs = Math.max(3, Math.round(seconds / 2));
         process.stderr.write(`new sessions per second, ${clients} loops for ${rateSecs}s per path…\n`);
+        brokerRss.phase('session rate');
         // CPU per session of each process (user + system, from /proc): on a shared 2-core machine this says where a
         // session's cost lies whatever else runs (2000 ms of CPU a second is the machine's ceiling); the postmaster's
         // reaped children are the PostgreSQL backends. The raw relay and the front door show the floor of each part.
@@ -334,6 +337,7 @@ async function main(): Promise<void> {
           cpuRows.push(`| ${p.name.replace(/ \(.*/, '')} | ${ms(to.broker - from.broker)} | ${ms(to.connect - from.connect)} | ${ms(to.relay - from.relay)} | ${ms(to.postgres - from.postgres)} | ${ms(load)} | ${ms(total)} | ${(2000 / Number(ms(total))).toFixed(0)} |`);
         }
         process.stderr.write(`${idleSessions} idle sessions through the gate…\n`);
+        brokerRss.phase(`${idleSessions} idle sessions`);
         const before = rssMb(broker.pid!);
         const idle = await openIdleSessions(tunnelTarget(gate.ready), idleSessions);
         const held = rssMb(broker.pid!);
@@ -375,6 +379,7 @@ async function main(): Promise<void> {
         return undefined;
       });
       if (lb) children.push(lb.process);
+      brokerRss.phase('store and replicas (this broker: the SQLite row)');
       const onSqlite = await connect('bench');
       const onPostgres = await connect('bench', undefined, `http://127.0.0.1:${replicaPorts[0]}`);
       const onLb = lb ? await connect('bench', undefined, lb.url) : undefined;
@@ -404,9 +409,21 @@ async function main(): Promise<void> {
 
     if (parts.has('verdict')) {
       process.stderr.write('verdict cost over the bypass-attempt suites…\n');
+      brokerRss.phase('verdict (in the bench process)');
       const v = await measureVerdictCost();
+      const us = (ms: number) => `${(ms * 1000).toFixed(0)} µs`;
       report.push(
-        `Verdict cost (parse + classify + rules, in process) over the ${v.texts} texts of test/support/policy-attempts.ts and effect-attempts.ts, ${v.samples} judgements: p50 ${(v.p50Ms * 1000).toFixed(0)} µs, p99 ${(v.p99Ms * 1000).toFixed(0)} µs, max ${(v.maxMs * 1000).toFixed(0)} µs; the slowest text by its median is ${(v.slowest.medianMs * 1000).toFixed(0)} µs (\`${v.slowest.sql.replace(/\s+/g, ' ').slice(0, 80)}\`).`,
+        `Verdict cost (parse + classify + rules, in process, in the bench process) over the ${v.texts} texts of test/support/policy-attempts.ts and effect-attempts.ts:`,
+        '',
+        '| phase | judgements | p50 | p99 | max |',
+        '|---|---|---|---|---|',
+        `| cold: the first judgement of each text in this process | ${v.cold.samples} | ${us(v.cold.p50Ms)} | ${us(v.cold.p99Ms)} | ${us(v.cold.maxMs)} |`,
+        `| warm-up: the next ${v.warmupRounds} rounds | ${v.warmup.samples} | ${us(v.warmup.p50Ms)} | ${us(v.warmup.p99Ms)} | ${us(v.warmup.maxMs)} |`,
+        `| steady state: the ${v.steadyRounds} rounds after those | ${v.steady.samples} | ${us(v.steady.p50Ms)} | ${us(v.steady.p99Ms)} | ${us(v.steady.maxMs)} |`,
+        `| verdict cache miss (StatementJudge: judged in full, then kept) | ${v.cache.miss.samples} | ${us(v.cache.miss.p50Ms)} | ${us(v.cache.miss.p99Ms)} | ${us(v.cache.miss.maxMs)} |`,
+        `| verdict cache hit (the same texts again; ${(v.cache.hitShare * 100).toFixed(0)}% hit, EXECUTE is never cached) | ${v.cache.hit.samples} | ${us(v.cache.hit.p50Ms)} | ${us(v.cache.hit.p99Ms)} | ${us(v.cache.hit.maxMs)} |`,
+        '',
+        `Steady state: ${v.steadyGc.count} garbage collections (longest ${v.steadyGc.maxMs.toFixed(2)} ms) overlapped ${v.steadyGc.tailSamplesInGc} of its slowest 1% judgements; the slowest text by its median is ${us(v.slowest.medianMs)} (\`${v.slowest.sql.replace(/\s+/g, ' ').slice(0, 80)}\`).`,
         '',
       );
     }
@@ -424,6 +441,7 @@ async function main(): Promise<void> {
       process.stderr.write(`HTTP GET of a 1 KB JSON body, ${clients} keep-alive clients: direct, through hoopctl + broker, and masked…\n`);
       const httpSecs = Math.max(5, Math.round(seconds / 2));
       // Each HTTP tunnel wants its own bearer on every request (the listener strips it before the broker).
+      brokerRss.phase('HTTP');
       const apiTunnels = [(await connect('api')).ready, (await connect('api-masked')).ready];
       const hDirect = await httpLoad(`http://127.0.0.1:${apiPort}/items`, clients, httpSecs);
       const hGated = await httpLoad(`http://127.0.0.1:${apiTunnels[0]!.port}/items`, clients, httpSecs, apiTunnels[0]!.bearer);
@@ -442,6 +460,7 @@ async function main(): Promise<void> {
 
     if (sshd) {
       process.stderr.write('scp of a 256 MB file: direct, then through hoopctl + broker…\n');
+      brokerRss.phase('scp through SSH');
       const { ready } = await connect('host');
       const knownHosts = join(dir, 'known_hosts');
       writeFileSync(knownHosts, `[127.0.0.1]:${ready.port} ${ready.hostKey}\n[127.0.0.1]:${sshd.port} ${sshd.hostPublicKey}\n`);
@@ -465,6 +484,8 @@ async function main(): Promise<void> {
     }
 
     report.push(`Broker RSS: peak through the whole run ${brokerRss.peakMb().toFixed(0)} MB sampled (VmHWM ${rssMb(broker.pid!, 'VmHWM').toFixed(0)} MB). Every statement is recorded to SQLite before it is forwarded.`);
+    // Which part the peak came from (each part's own peak, sampled every 200 ms; `start` is right after "listening").
+    report.push(`Broker RSS peak by part: ${brokerRss.phases().map((p) => `${p.name} ${p.peakMb.toFixed(0)} MB`).join('; ')}.`);
     brokerRss.stop();
     const cpu = cpus()[0]?.model ?? 'unknown cpu';
     const load1 = loadavg();

@@ -28,12 +28,33 @@ export function rssMb(pid: number, which: 'VmRSS' | 'VmHWM' = 'VmRSS'): number {
   }
 }
 
-/** Samples a process's RSS every 200 ms, so "through the run" is what was seen, not only the end. */
-export function rssSampler(pid: number): { peakMb: () => number; stop: () => void } {
+/**
+ * Samples a process's RSS every 200 ms, so "through the run" is what was seen, not only the end. `phase(name)` starts
+ * a named part of the run (its own peak is kept too), so a report can say which part the peak came from.
+ */
+export function rssSampler(pid: number): { peakMb: () => number; phase: (name: string) => void; phases: () => Array<{ name: string; peakMb: number }>; stop: () => void } {
   let peak = 0;
-  const timer = setInterval(() => (peak = Math.max(peak, rssMb(pid))), 200);
+  const parts: Array<{ name: string; peakMb: number }> = [{ name: 'start', peakMb: rssMb(pid) }];
+  const sample = () => {
+    const now = rssMb(pid);
+    peak = Math.max(peak, now);
+    const current = parts[parts.length - 1]!;
+    current.peakMb = Math.max(current.peakMb, now);
+  };
+  const timer = setInterval(sample, 200);
   timer.unref();
-  return { peakMb: () => Math.max(peak, rssMb(pid)), stop: () => clearInterval(timer) };
+  return {
+    peakMb: () => Math.max(peak, rssMb(pid)),
+    phase: (name) => {
+      sample();
+      parts.push({ name, peakMb: rssMb(pid) });
+    },
+    phases: () => {
+      sample();
+      return parts.map((p) => ({ ...p }));
+    },
+    stop: () => clearInterval(timer),
+  };
 }
 
 /**

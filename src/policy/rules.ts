@@ -307,20 +307,44 @@ function functionRef(name: string): { schema?: string; name: string } {
   return parts.length === 1 ? { name } : { schema: parts[parts.length - 2], name: parts[parts.length - 1] };
 }
 
+/** A matcher's lists as sets, made once per matcher (config objects are not changed once parsed). */
+interface MatchSets {
+  effects?: Set<string>;
+  kinds?: Set<string>;
+  categories?: Set<string>;
+  functions?: string[];
+}
+const matchSets = new WeakMap<StatementMatch, MatchSets>();
+
+function setsOf(match: StatementMatch): MatchSets {
+  let sets = matchSets.get(match);
+  if (!sets) {
+    sets = {
+      ...(match.effects ? { effects: new Set<string>(match.effects) } : {}),
+      ...(match.statement ? { kinds: new Set(match.statement.map((k) => k.toLowerCase())) } : {}),
+      ...(match.category ? { categories: new Set<string>(match.category) } : {}),
+      ...(match.functions ? { functions: match.functions.map((f) => f.toLowerCase()) } : {}),
+    };
+    matchSets.set(match, sets);
+  }
+  return sets;
+}
+
 export function statementMatches(match: StatementMatch | undefined, info: StatementInfo, broad: boolean): boolean {
   if (!match) return true;
+  const sets = setsOf(match);
   // A deny or review rule naming effects cannot rule out that an unknowable statement has them, on any table.
   const unknowable = broad && match.effects !== undefined && info.effects.includes('unknown');
-  if (match.effects && !unknowable) {
-    const effects = new Set<string>(match.effects);
+  if (sets.effects && !unknowable) {
+    const effects = sets.effects;
     if (!listMatches(info.effects, (e) => effects.has(e), broad)) return false;
   }
-  if (match.statement) {
-    const kinds = new Set(match.statement.map((k) => k.toLowerCase()));
+  if (sets.kinds) {
+    const kinds = sets.kinds;
     if (!listMatches(info.kinds, (k) => kinds.has(k.toLowerCase()), broad)) return false;
   }
-  if (match.category) {
-    const cats = new Set<string>(match.category);
+  if (sets.categories) {
+    const cats = sets.categories;
     if (!listMatches(info.categories, (c) => cats.has(c), broad)) return false;
   }
   const tableTest = (patterns: string[]) => (t: { schema?: string; name: string }) =>
@@ -330,8 +354,8 @@ export function statementMatches(match: StatementMatch | undefined, info: Statem
     if (match.tablesRead && !listMatches(info.tablesRead, tableTest(match.tablesRead), broad)) return false;
     if (match.tablesWritten && !listMatches(info.tablesWritten, tableTest(match.tablesWritten), broad)) return false;
   }
-  if (match.functions) {
-    const patterns = match.functions.map((f) => f.toLowerCase());
+  if (sets.functions) {
+    const patterns = sets.functions;
     if (!listMatches(info.functions, (f) => patterns.some((p) => qualifiedMatches(p, functionRef(f), broad)), broad)) {
       return false;
     }
@@ -367,9 +391,21 @@ export function policyRules(policy: Pick<ConnectionPolicy, 'rules' | 'preset'>):
 }
 
 /** The verdict for one statement (already resolved when it EXECUTEs a prepared statement). */
+/** A policy's rules that act (not mask), and of them those without a row guard: made once per policy object. */
+const actingRules = new WeakMap<ConnectionPolicy, { actionRules: PolicyRule[]; plain: PolicyRule[] }>();
+
+function rulesOf(policy: ConnectionPolicy): { actionRules: PolicyRule[]; plain: PolicyRule[] } {
+  let rules = actingRules.get(policy);
+  if (!rules) {
+    const actionRules = policyRules(policy).filter((r) => r.action !== undefined);
+    rules = { actionRules, plain: actionRules.filter((r) => r.maxAffectedRows === undefined) };
+    actingRules.set(policy, rules);
+  }
+  return rules;
+}
+
 export function evaluateStatement(policy: ConnectionPolicy, identity: PolicyIdentity, info: StatementInfo): Verdict {
-  const actionRules = policyRules(policy).filter((r) => r.action !== undefined);
-  const plain = actionRules.filter((r) => r.maxAffectedRows === undefined);
+  const { actionRules, plain } = rulesOf(policy);
   for (const action of ['deny', 'review'] as const) {
     const rule = plain.find((r) => r.action === action && ruleMatches(r, identity, info));
     if (rule) return verdictForRule(rule, action);

@@ -2,17 +2,25 @@
  * The PostgreSQL parser (libpg_query compiled to WASM) and small helpers for reading its JSON AST.
  * The AST is plain JSON: a node is `{ NodeName: { ...fields } }`; lists are arrays of nodes.
  */
-import { loadModule, parseSync, parsePlPgSQLSync, scanSync } from 'libpg-query';
+import type * as PgQuery from 'libpg-query';
 
 /** A parsed AST node's fields, read defensively: the parser's JSON omits defaults. */
 export type AstFields = Record<string, unknown>;
 
 let loaded: Promise<void> | undefined;
 let ready = false;
+/** The parser, once loaded: a process that never judges SQL never compiles its WASM (nor holds its memory). */
+let pg: typeof PgQuery;
 
-/** Loads the parser. Call once at startup; every other policy function is synchronous. */
+/**
+ * Loads the parser. Call once at startup; every other policy function is synchronous. The module is imported here,
+ * not at the top: importing it compiles its WASM and reserves its 128 MB of WASM memory, which a process that only
+ * imports the policy types (a CLI command, a broker config check) never needs.
+ */
 export function initPolicyEngine(): Promise<void> {
-  loaded ??= loadModule().then(() => {
+  loaded ??= import('libpg-query').then(async (m) => {
+    await m.loadModule();
+    pg = m;
     ready = true;
   });
   return loaded;
@@ -32,29 +40,38 @@ export interface RawStatement {
 
 export function parseStatements(sql: string): RawStatement[] {
   if (!ready) throw new Error('policy engine not initialised: call initPolicyEngine() first');
-  const result = parseSync(sql) as unknown as { stmts?: Array<{ stmt?: AstFields; stmt_location?: number; stmt_len?: number }> };
+  const result = pg.parseSync(sql) as unknown as { stmts?: Array<{ stmt?: AstFields; stmt_location?: number; stmt_len?: number }> };
   return (result.stmts ?? []).map((s) => ({ stmt: s.stmt ?? {}, location: s.stmt_location ?? 0, length: s.stmt_len ?? 0 }));
 }
 
 export function parsePlPgSql(sql: string): unknown {
   if (!ready) throw new Error('policy engine not initialised: call initPolicyEngine() first');
-  return parsePlPgSQLSync(sql) as unknown;
+  return pg.parsePlPgSQLSync(sql) as unknown;
 }
 
 /** Tokens of the real lexer, used to split a PL/pgSQL assignment `target := expr` without regex. */
 export function scanTokens(sql: string): Array<{ start: number; end: number; tokenName: string; text: string }> {
   if (!ready) throw new Error('policy engine not initialised: call initPolicyEngine() first');
-  return scanSync(sql).tokens;
+  return pg.scanSync(sql).tokens;
 }
 
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder();
+const ASCII = /^[\x00-\x7f]*$/;
+
+/**
+ * The source text of each statement, cut by the parser's byte offsets. Most texts are ASCII, where bytes and UTF-16
+ * units coincide and the text is sliced as it is; any other is encoded to UTF-8 once for all its statements.
+ */
+export function statementTexts(sql: string, raws: readonly RawStatement[]): string[] {
+  if (ASCII.test(sql)) return raws.map((raw) => (raw.length > 0 ? sql.slice(raw.location, raw.location + raw.length) : sql.slice(raw.location)));
+  const bytes = utf8.encode(sql);
+  return raws.map((raw) => fromUtf8.decode(bytes.subarray(raw.location, raw.length > 0 ? raw.location + raw.length : bytes.length)));
+}
 
 /** The source text of one statement, cut by the parser's byte offsets. */
 export function statementText(sql: string, raw: RawStatement): string {
-  const bytes = utf8.encode(sql);
-  const end = raw.length > 0 ? raw.location + raw.length : bytes.length;
-  return fromUtf8.decode(bytes.subarray(raw.location, end));
+  return statementTexts(sql, [raw])[0]!;
 }
 
 /** `{ Name: fields }` → [Name, fields], or undefined when the value is not a single-key node. */

@@ -23,7 +23,7 @@ import {
   parsePlPgSql,
   parseStatements,
   scanTokens,
-  statementText,
+  statementTexts,
   str,
 } from './sql-ast.js';
 import { BUILTIN_FUNCTIONS } from './builtin-functions.js';
@@ -351,7 +351,9 @@ class Collector {
 
   /** Parses `text` and walks each statement with its own source text in scope. */
   visitText(text: string): void {
-    for (const raw of parseStatements(text)) this.visitStatement(raw.stmt, statementText(text, raw));
+    const raws = parseStatements(text);
+    const texts = statementTexts(text, raws);
+    raws.forEach((raw, i) => this.visitStatement(raw.stmt, texts[i]!));
   }
 
   visitStatement(stmt: AstFields, text: string): void {
@@ -989,8 +991,9 @@ export function classifySql(sql: string): SqlClassification {
     if (sql.includes('\u0000')) return { ok: false, error: 'statement text contains a NUL byte' };
     const raws: RawStatement[] = parseStatements(sql);
     if (raws.length === 0) return { ok: false, error: EMPTY_STATEMENT };
-    const statements = raws.map((raw) => {
-      const text = statementText(sql, raw);
+    const texts = statementTexts(sql, raws);
+    const statements = raws.map((raw, i) => {
+      const text = texts[i]!;
       const node = nodeOf(raw.stmt);
       if (!node) throw new Error('parser returned a statement without a node');
       const collector = new Collector();

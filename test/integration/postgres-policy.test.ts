@@ -18,6 +18,7 @@ import {
 } from '../../src/broker/protocols/postgres/messages.js';
 import { startPgCluster, type PgCluster } from '../../src/dev/pg-cluster.js';
 import { initPolicyEngine } from '../../src/policy/index.js';
+import { VerdictCache } from '../../src/broker/protocols/postgres/verdict-cache.js';
 import { runPsql, startPolicyProxy, type PolicyProxy } from '../support/pg-proxy-harness.js';
 import { DENY_POLICY, attempts, type Attempt } from '../support/policy-attempts.js';
 
@@ -34,6 +35,7 @@ let cluster: PgCluster;
 let admin: pg.Client;
 let proxy: PolicyProxy;
 let fileDir: string;
+const verdicts = new VerdictCache();
 
 const GUARDED_ROWS = 5;
 
@@ -57,7 +59,8 @@ beforeAll(async () => {
   await admin.query('create table public.tx_log (id int)');
   await admin.query('create role victim_role');
   fileDir = mkdtempSync(join(tmpdir(), 'hoop-policy-'));
-  proxy = await startPolicyProxy({ cluster, policy: DENY_POLICY, identity: { subject: 'dev@example.com', kind: 'human', groups: ['developers'] } });
+  // Through the verdict cache, as in the broker: texts sent again (by another client, in another session) are hits.
+  proxy = await startPolicyProxy({ cluster, policy: DENY_POLICY, identity: { subject: 'dev@example.com', kind: 'human', groups: ['developers'] }, verdicts });
 });
 
 afterAll(async () => {
@@ -111,6 +114,21 @@ describe('deny rules hold against real psql and node-postgres', () => {
     }
     const verdicts = proxy.events.slice(before).filter((e) => e.type === 'verdict' && e.data.refused === true);
     expect(verdicts.map((v) => v.data.rule)).toContain(attempt.rule);
+    await guardedIntact();
+  });
+
+  it('records a verdict the cache gives for every statement, as it records a fresh one', async () => {
+    const before = proxy.events.length;
+    const hits = verdicts.hits;
+    for (let i = 0; i < 2; i++) {
+      const r = await runPsql(proxy.port, ['-c', 'drop table guarded']);
+      expect(r.stderr).toContain('by rule "no-ddl"');
+    }
+    expect(verdicts.hits).toBeGreaterThan(hits);
+    const mine = proxy.events.slice(before).filter((e) => e.type === 'verdict');
+    expect(mine).toHaveLength(2);
+    expect(new Set(mine.map((e) => e.sessionId)).size).toBe(2);
+    for (const v of mine) expect(v.data).toMatchObject({ action: 'deny', rule: 'no-ddl', refused: true });
     await guardedIntact();
   });
 

@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { Secret, type PostgresConnection } from '../../src/broker/config.js';
 import { CancelRegistry } from '../../src/broker/protocols/postgres/cancel-registry.js';
 import { proxyPostgresSession, type PostgresSessionSummary } from '../../src/broker/protocols/postgres/proxy.js';
+import type { VerdictCache } from '../../src/broker/protocols/postgres/verdict-cache.js';
 import type { PgCluster } from '../../src/dev/pg-cluster.js';
 import type { StatementReviews } from '../../src/broker/protocols/protocol.js';
 import { parseConnectionPolicy, type PolicyIdentity } from '../../src/policy/index.js';
@@ -31,6 +32,8 @@ export interface PolicyProxyOptions {
   maskKey?: string;
   /** Decides statements a review holds; absent, they are refused as on a connection without approvers. */
   reviews?: StatementReviews;
+  /** The broker's verdict cache, shared by the sessions as in the broker; absent, every text is judged afresh. */
+  verdicts?: VerdictCache;
 }
 
 export async function startPolicyProxy(options: PolicyProxyOptions): Promise<PolicyProxy> {
@@ -72,6 +75,7 @@ export async function startPolicyProxy(options: PolicyProxyOptions): Promise<Pol
       identity: options.identity,
       ...(options.maskKey ? { maskKey: options.maskKey } : {}),
       ...(options.reviews ? { reviews: options.reviews } : {}),
+      ...(options.verdicts ? { verdicts: options.verdicts } : {}),
     }).then((s) => summaries.push(s));
     running.add(p);
     void p.finally(() => running.delete(p));

@@ -9,14 +9,33 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import type { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import type { Identity } from '../../api/identity.js';
 import { HoopError, errorMessage } from '../../lib/errors.js';
-import { AGENT_INSTRUCTIONS, registerGateTools } from '../../mcp/tools.js';
 import type { AuthenticateRequest } from '../auth/request-auth.js';
 import { sendError, sendJson } from '../http-util.js';
-import { brokerGate, type BrokerGateDeps } from './broker-gate.js';
+import type { BrokerGateDeps } from './broker-gate.js';
+
+/**
+ * The MCP SDK (with its own zod, ajv and JSON-schema code), the gate's tools and the clients they drive (pg, ssh2)
+ * load with the first conversation: a broker no agent talks to does not carry them (~20 MB of its resident memory).
+ */
+let runtime: Promise<{
+  McpServer: typeof McpServer;
+  StreamableHTTPServerTransport: typeof StreamableHTTPServerTransport;
+  tools: typeof import('../../mcp/tools.js');
+  brokerGate: typeof import('./broker-gate.js').brokerGate;
+}> | undefined;
+function loadRuntime() {
+  runtime ??= Promise.all([
+    import('@modelcontextprotocol/sdk/server/mcp.js'),
+    import('@modelcontextprotocol/sdk/server/streamableHttp.js'),
+    import('../../mcp/tools.js'),
+    import('./broker-gate.js'),
+  ]).then(([mcp, http, tools, gate]) => ({ McpServer: mcp.McpServer, StreamableHTTPServerTransport: http.StreamableHTTPServerTransport, tools, brokerGate: gate.brokerGate }));
+  return runtime;
+}
 
 export const MCP_PATH = '/mcp';
 const METADATA_PATH = '/.well-known/oauth-protected-resource';
@@ -75,6 +94,8 @@ export function mcpEndpoint(deps: McpEndpointDeps): McpEndpoint {
   }
 
   async function open(identity: Identity, req: IncomingMessage): Promise<Conversation> {
+    const { McpServer, StreamableHTTPServerTransport, tools, brokerGate } = await loadRuntime();
+    const { AGENT_INSTRUCTIONS, registerGateTools } = tools;
     const connections = await brokerGate(deps, () => ({ identity, req })).connections();
     const server = new McpServer({ name: 'hoopctl-broker', version: '0.1.0' }, { instructions: AGENT_INSTRUCTIONS });
     const conversation: Conversation = {

@@ -8,6 +8,7 @@ import { CancelRegistry } from './cancel-registry.js';
 import { serveCancelConnection } from './cancel-connection.js';
 import { postgresConnectionSchema, resolvePostgresConnection, type PostgresConnection } from './config.js';
 import { proxyPostgresSession } from './proxy.js';
+import { VerdictCache } from './verdict-cache.js';
 import { rotatePostgresPassword } from './rotate.js';
 import { FileSecret } from '../../../lib/secret.js';
 import { grantRolesFor, roleValidUntil, SessionRole, sweepSessionRoles } from './session-roles.js';
@@ -42,6 +43,8 @@ export const postgresProtocol: ProtocolModule<PostgresConnection> = {
   start(host) {
     // Cancel keys the broker handed out, so a cancel request arriving on another tunnel finds its session.
     const cancels = new CancelRegistry();
+    // Verdicts of repeated statement texts (extended protocol, ORMs), emptied whenever the config is (re)loaded.
+    const verdicts = new VerdictCache();
     // Per-session roles a crash left behind: swept at start, on every reload and every `sweepEvery`.
     let dynamic: PostgresConnection[] = [];
     let sweepTimer: NodeJS.Timeout | undefined;
@@ -59,6 +62,7 @@ export const postgresProtocol: ProtocolModule<PostgresConnection> = {
     return {
       describe: (c) => ({ database: c.target.database, ...(c.target.databases ? { databases: c.target.databases } : {}) }),
       prepare(connections) {
+        verdicts.clear();
         dynamic = connections.filter((c) => c.credentials.dynamic);
         for (const c of dynamic) sweep(c);
         if (sweepTimer) clearInterval(sweepTimer);
@@ -75,7 +79,7 @@ export const postgresProtocol: ProtocolModule<PostgresConnection> = {
           ? new SessionRole(s.connection, s.recorder.sessionId, grantRolesFor(dyn, s.identity.groups), roleValidUntil(s.endsAt), s.recorder, s.logger)
           : undefined;
         const summary = await proxyPostgresSession(stream, {
-          connection: s.connection, recorder: s.recorder, cancels, logger: s.logger, identity: s.identity, maskKey: s.maskKey, signal: s.signal, reviews: s.reviews,
+          connection: s.connection, recorder: s.recorder, cancels, logger: s.logger, identity: s.identity, maskKey: s.maskKey, signal: s.signal, reviews: s.reviews, verdicts,
           cancelOwner: { issuer: s.identity.issuer, subject: s.identity.subject },
           ...(s.cancelKeyAlone ? { cancelKeyAlone: true } : {}),
           ...(role ? { connectBackend: role.connect } : {}),

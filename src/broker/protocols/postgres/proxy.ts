@@ -46,6 +46,7 @@ import {
 } from './messages.js';
 import { ResultMasker } from './result-masker.js';
 import { StatementJudge, type Judgement } from './statement-judge.js';
+import type { VerdictCache } from './verdict-cache.js';
 import { ResultTracker, type StatementResult } from './result-tracker.js';
 import { StreamEndedError, StreamReader } from './stream-reader.js';
 
@@ -72,6 +73,8 @@ export interface PostgresSessionContext {
   cancelOwner?: { issuer: string; subject: string };
   /** The client's cancels carry no token (the PostgreSQL front door): its key alone may cancel. */
   cancelKeyAlone?: boolean;
+  /** Verdicts of texts judged before, shared across sessions (keyed by rules and identity); absent: none kept. */
+  verdicts?: VerdictCache;
 }
 
 export interface PostgresSessionSummary {
@@ -264,7 +267,7 @@ class PostgresProxySession {
     const identity: PolicyIdentity = ctx.identity ?? { subject: '', kind: 'human', groups: [] };
     const plan = maskPlanFor(policy, identity);
     this.#masker = plan ? new ResultMasker(plan, ctx.maskKey ?? randomBytes(32)) : undefined;
-    this.#judge = StatementJudge.needed(policy, plan) ? new StatementJudge(policy, identity, plan, ctx.reviews !== undefined) : undefined;
+    this.#judge = StatementJudge.needed(policy, plan) ? new StatementJudge(policy, identity, plan, ctx.reviews !== undefined, ctx.verdicts) : undefined;
     this.#clientFrames = new FrameScanner({ wanted: plan ? CLIENT_FRAMES_WANTED_MASKING : CLIENT_FRAMES_WANTED, maxLength: MAX_CLIENT_FRAME });
     this.#backendFrames = new FrameScanner({ wanted: plan ? BACKEND_FRAMES_WANTED_MASKING : BACKEND_FRAMES_WANTED, maxLength: MAX_BACKEND_FRAME });
     client.on('error', (err) => this.#log.debug({ err }, 'client stream error'));

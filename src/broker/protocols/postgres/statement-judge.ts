@@ -7,10 +7,12 @@ import {
   type ConnectionPolicy,
   type MaskPlan,
   type PolicyIdentity,
+  type SqlClassification,
   type StatementInfo,
   type Verdict,
 } from '../../../policy/index.js';
 import { copyOutputColumns, copyUnmaskableReason } from '../../../policy/copy-format.js';
+import { verdictContext, type VerdictCache } from './verdict-cache.js';
 
 /** The proxy's rule name when the fast-path function call protocol is refused: the parser cannot see it. */
 export const FUNCTION_CALL_RULE = 'fastpath-function-call';
@@ -52,12 +54,15 @@ export class StatementJudge {
   readonly #prepared = new Map<string, StatementInfo>();
 
   readonly #reviewsAvailable: boolean;
+  /** The broker's verdicts of texts already judged, shared by the sessions judged under the same rules and identity. */
+  readonly #verdicts: { cache: VerdictCache; context: string } | undefined;
 
-  constructor(policy: ConnectionPolicy, identity: PolicyIdentity, maskPlan: MaskPlan | undefined, reviewsAvailable = false) {
+  constructor(policy: ConnectionPolicy, identity: PolicyIdentity, maskPlan: MaskPlan | undefined, reviewsAvailable = false, verdicts?: VerdictCache) {
     this.#reviewsAvailable = reviewsAvailable;
     this.#policy = policy;
     this.#identity = identity;
     this.#maskPlan = maskPlan;
+    this.#verdicts = verdicts ? { cache: verdicts, context: verdictContext(policy, identity, maskPlan) } : undefined;
   }
 
   /** Whether statements need judging at all: some rule could refuse, or a mask plan needs COPY refused. */
@@ -67,9 +72,8 @@ export class StatementJudge {
 
   /** Judges a simple Query's text, or a Parse's (`preparedName` set: the name it is prepared under). */
   judge(sql: string, preparedName?: string): Judgement {
-    const classification = classifySql(sql);
+    const { classification, verdict } = this.#verdictOf(sql);
     if (isEmptyQuery(classification)) return { verdict: emptyQueryVerdict(), refused: false };
-    const verdict = evaluateStatements(this.#policy, this.#identity, classification, (name) => this.#prepared.get(name));
     const statements = classification.ok ? classification.statements : undefined;
     if (verdict.action === 'deny' && verdict.syntaxErrorAt !== undefined) {
       // Refused like any unparseable text, but told as what it is: SQLSTATE 42601 with the parser's position.
@@ -96,6 +100,16 @@ export class StatementJudge {
     if (copy) return { verdict: copy, refused: true, statements, clientMessage: denialMessage(copy) };
     if (statements) this.#register(statements, preparedName);
     return { verdict, refused: false, statements };
+  }
+
+  /** The text's classification and verdict: from the cache when it was judged before under the same context. */
+  #verdictOf(sql: string): { classification: SqlClassification; verdict: Verdict } {
+    const cached = this.#verdicts?.cache.get(this.#verdicts.context, sql);
+    if (cached) return cached;
+    const classification = classifySql(sql);
+    const verdict = evaluateStatements(this.#policy, this.#identity, classification, (name) => this.#prepared.get(name));
+    this.#verdicts?.cache.set(this.#verdicts.context, sql, classification, verdict);
+    return { classification, verdict };
   }
 
   /** A held statement was approved: what it prepares becomes known to the session. */
