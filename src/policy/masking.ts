@@ -85,21 +85,51 @@ export function findSensitiveSpans(value: string, detectors: readonly DetectorNa
   return kept;
 }
 
+const NO_DETECTORS: readonly DetectorName[] = [];
+
 /**
- * The detectors that could find something in this value, judged from its UTF-8 bytes (see PREFILTERS): a value
- * none can match needs neither decoding nor scanning. Returns `detectors` itself when every one must run.
+ * The detectors that could find something in this value, judged from its UTF-8 bytes (`bytes[start, end)`, see
+ * PREFILTERS): a value none can match needs neither decoding nor scanning. Returns `detectors` itself when every
+ * one must run.
  */
-export function detectorsFor(bytes: Uint8Array, detectors: readonly DetectorName[]): readonly DetectorName[] {
+export function detectorsFor(bytes: Uint8Array, detectors: readonly DetectorName[], start = 0, end = bytes.length): readonly DetectorName[] {
   let kept: DetectorName[] | undefined;
   for (let i = 0; i < detectors.length; i++) {
     const prefilter = PREFILTERS[detectors[i]];
-    if (!prefilter || prefilter(bytes)) {
+    if (!prefilter || prefilter(bytes, start, end)) {
       kept?.push(detectors[i]);
     } else {
       kept ??= detectors.slice(0, i);
     }
   }
-  return kept ?? detectors;
+  return kept === undefined ? detectors : kept.length === 0 ? NO_DETECTORS : kept;
+}
+
+/** Whether bytes[start, end) are all ASCII. */
+function isAscii(bytes: Uint8Array, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (bytes[i] > 127) return false;
+  return true;
+}
+
+/**
+ * Runs the detectors over the UTF-8 text in `bytes[start, end)` (a value where it lies in a message) and masks what
+ * they find, as `maskText` does with the decoded text. The value is decoded only when a prefilter lets a detector
+ * through, and ASCII (the usual case) is decoded as Latin-1, which gives the same string faster. Returns undefined
+ * when nothing was found, and null when the null strategy masked something.
+ */
+export function maskTextBytes(
+  bytes: Buffer,
+  start: number,
+  end: number,
+  detectors: readonly DetectorName[],
+  strategy: MaskStrategy,
+  key: MaskKey,
+): string | null | undefined {
+  const candidates = detectorsFor(bytes, detectors, start, end);
+  if (candidates.length === 0) return undefined;
+  const text = bytes.toString(isAscii(bytes, start, end) ? 'latin1' : 'utf8', start, end);
+  const masked = maskText(text, candidates, strategy, key).text;
+  return masked === text ? undefined : masked;
 }
 
 /** Runs the detectors over a value and masks what they find. */
