@@ -2,7 +2,7 @@
  * Masking cost per row, in process: the rows of the benchmark's big SELECT (id, 'customerN@example.com', md5) cut
  * into 64 KiB chunks as a socket hands them over, run through the frame scanner and the result masker the way the
  * PostgreSQL proxy does (split, mask, one buffer per chunk). No I/O; CPU time per row, best of a few passes.
- * Run: `npm run build && node dist/scripts/bench/mask-rows.js [rows]`.
+ * Run: `npm run build && node dist/scripts/bench/mask-rows.js [rows] [case name part]`.
  */
 import { createHash } from 'node:crypto';
 import { FrameScanner, MAX_BACKEND_FRAME } from '../../src/broker/protocols/postgres/frame-scanner.js';
@@ -69,10 +69,12 @@ async function main(): Promise<void> {
     ['column rule (email, hash)', await planFor({ columns: ['email'], strategy: 'hash' })],
     ['detectors (email, credit_card, partial)', await planFor({ detectors: ['email', 'credit_card'], strategy: 'partial' })],
   ];
+  const only = process.argv[3];
   for (const [name, plan] of cases) {
+    if (only && !name.includes(only)) continue;
     let best = Infinity;
     let bytes = 0;
-    for (let round = 0; round < 5; round++) {
+    for (let round = 0; round < 9; round++) {
       const started = process.cpuUsage();
       bytes = pass(chunks, plan);
       const used = process.cpuUsage(started);

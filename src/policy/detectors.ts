@@ -514,38 +514,43 @@ export const DETECTORS: Record<DetectorName, Detector> = {
 // ---------------------------------------------------------------- pre-filters on UTF-8 bytes
 
 /**
- * Whether a detector could find anything in a value, asked of its UTF-8 bytes (`bytes[start, end)`, so a value can
- * be judged where it lies in a message) before the value is decoded: false only when it certainly finds nothing.
- * Every byte a detector pivots on here is ASCII, and in UTF-8 an ASCII byte is always that character (never part of
- * a longer sequence, nor of the U+FFFD an invalid sequence decodes to), so the answer holds for the decoded string.
- * Detectors without one always run.
+ * What one pass over a value's UTF-8 bytes (`bytes[start, end)`, so a value can be judged where it lies in a
+ * message) tells before the value is decoded: which detectors could find anything in it, and whether it is ASCII.
+ * Every byte a detector pivots on here is ASCII, and in UTF-8 an ASCII byte is always that character (never part
+ * of a longer sequence, nor of the U+FFFD an invalid sequence decodes to), so the answer holds for the decoded
+ * string. A bit of BYTE_TRAIT that is not set means the detectors that need it (BYTE_TRAIT_NEEDED) find nothing.
  */
-export type Prefilter = (bytes: Uint8Array, start: number, end: number) => boolean;
+export const BYTE_TRAIT = {
+  /** An `@`: detectEmail pivots on one. */
+  at: 1,
+  /**
+   * 13 digits in one chain of digit groups joined by single spaces or dashes (see digitGroups): detectCreditCard
+   * finds no card number in a value whose longest such chain is shorter.
+   */
+  cardDigits: 2,
+  /** A byte outside ASCII: the value decodes to more than its bytes one for one. */
+  nonAscii: 4,
+} as const;
 
-/** detectEmail pivots on an `@`. */
-const mayHoldEmail: Prefilter = (bytes, start, end) => {
-  // A loop for the short values of most columns; indexOf (native) for long ones, within the range only.
-  if (end - start > 64) return bytes.subarray(start, end).indexOf(64) !== -1;
-  for (let i = start; i < end; i++) if (bytes[i] === 64) return true;
-  return false;
+/** The trait a detector needs to find anything; detectors not named always run. */
+export const BYTE_TRAIT_NEEDED: Partial<Record<DetectorName, number>> = {
+  email: BYTE_TRAIT.at,
+  credit_card: BYTE_TRAIT.cardDigits,
 };
 
-/**
- * detectCreditCard needs 13 digits in one chain of digit groups joined by single spaces or dashes (see
- * digitGroups): a value whose longest such chain is shorter holds no card number.
- */
-const mayHoldCard: Prefilter = (bytes, start, end) => {
+export function byteTraits(bytes: Uint8Array, start: number, end: number): number {
+  let traits = 0;
   let chain = 0;
   for (let i = start; i < end; i++) {
     const c = bytes[i];
     if (c >= 48 && c <= 57) {
-      if (++chain >= 13) return true;
-    } else if (!((c === 32 || c === 45) && chain > 0 && i + 1 < end && bytes[i + 1] >= 48 && bytes[i + 1] <= 57)) chain = 0;
+      if (++chain >= 13) traits |= BYTE_TRAIT.cardDigits;
+      continue;
+    }
+    if (c === 64) traits |= BYTE_TRAIT.at;
+    else if (c > 127) traits |= BYTE_TRAIT.nonAscii;
+    // A single space or dash between digits continues the chain; anything else ends it.
+    if (!((c === 32 || c === 45) && chain > 0 && i + 1 < end && bytes[i + 1] >= 48 && bytes[i + 1] <= 57)) chain = 0;
   }
-  return false;
-};
-
-export const PREFILTERS: Partial<Record<DetectorName, Prefilter>> = {
-  email: mayHoldEmail,
-  credit_card: mayHoldCard,
-};
+  return traits;
+}

@@ -4,8 +4,8 @@
  * still join), null (the caller emits SQL NULL — signalled by a `null` text).
  */
 import { createHmac } from 'node:crypto';
-import { DETECTORS, PREFILTERS, type Span } from './detectors.js';
-import { type DetectorName, type MaskPlan, type MaskStrategy, columnMatches } from './mask-plan.js';
+import { BYTE_TRAIT, BYTE_TRAIT_NEEDED, DETECTORS, byteTraits, type Span } from './detectors.js';
+import { DETECTOR_NAMES, type DetectorName, type MaskPlan, type MaskStrategy, columnMatches } from './mask-plan.js';
 import { JsonTooDeep, parseJson, serialize, type JsonValue } from './json-text.js';
 import type { JsonShape } from './output-columns.js';
 
@@ -74,6 +74,7 @@ export function findSensitiveSpans(value: string, detectors: readonly DetectorNa
   for (const name of detectors) {
     for (const [start, end] of DETECTORS[name](value) as Span[]) if (end > start) all.push({ start, end, detector: name });
   }
+  if (all.length < 2) return all;
   all.sort((a, b) => a.start - b.start || b.end - a.end);
   const kept: Hit[] = [];
   let reach = 0;
@@ -89,14 +90,18 @@ const NO_DETECTORS: readonly DetectorName[] = [];
 
 /**
  * The detectors that could find something in this value, judged from its UTF-8 bytes (`bytes[start, end)`, see
- * PREFILTERS): a value none can match needs neither decoding nor scanning. Returns `detectors` itself when every
+ * byteTraits): a value none can match needs neither decoding nor scanning. Returns `detectors` itself when every
  * one must run.
  */
 export function detectorsFor(bytes: Uint8Array, detectors: readonly DetectorName[], start = 0, end = bytes.length): readonly DetectorName[] {
+  return detectorsWith(byteTraits(bytes, start, end), detectors);
+}
+
+function detectorsWith(traits: number, detectors: readonly DetectorName[]): readonly DetectorName[] {
   let kept: DetectorName[] | undefined;
   for (let i = 0; i < detectors.length; i++) {
-    const prefilter = PREFILTERS[detectors[i]];
-    if (!prefilter || prefilter(bytes, start, end)) {
+    const needed = BYTE_TRAIT_NEEDED[detectors[i]];
+    if (needed === undefined || (traits & needed) !== 0) {
       kept?.push(detectors[i]);
     } else {
       kept ??= detectors.slice(0, i);
@@ -105,17 +110,11 @@ export function detectorsFor(bytes: Uint8Array, detectors: readonly DetectorName
   return kept === undefined ? detectors : kept.length === 0 ? NO_DETECTORS : kept;
 }
 
-/** Whether bytes[start, end) are all ASCII. */
-function isAscii(bytes: Uint8Array, start: number, end: number): boolean {
-  for (let i = start; i < end; i++) if (bytes[i] > 127) return false;
-  return true;
-}
-
 /**
  * Runs the detectors over the UTF-8 text in `bytes[start, end)` (a value where it lies in a message) and masks what
- * they find, as `maskText` does with the decoded text. The value is decoded only when a prefilter lets a detector
- * through, and ASCII (the usual case) is decoded as Latin-1, which gives the same string faster. Returns undefined
- * when nothing was found, and null when the null strategy masked something.
+ * they find, as `maskText` does with the decoded text. The value is decoded only when its bytes let a detector
+ * through (byteTraits), and ASCII (the usual case) is decoded as Latin-1, which gives the same string faster.
+ * Returns undefined when nothing was found, and null when the null strategy masked something.
  */
 export function maskTextBytes(
   bytes: Buffer,
@@ -125,11 +124,12 @@ export function maskTextBytes(
   strategy: MaskStrategy,
   key: MaskKey,
 ): string | null | undefined {
-  const candidates = detectorsFor(bytes, detectors, start, end);
+  const traits = byteTraits(bytes, start, end);
+  const candidates = detectorsWith(traits, detectors);
   if (candidates.length === 0) return undefined;
-  const text = bytes.toString(isAscii(bytes, start, end) ? 'latin1' : 'utf8', start, end);
-  const masked = maskText(text, candidates, strategy, key).text;
-  return masked === text ? undefined : masked;
+  const text = bytes.toString((traits & BYTE_TRAIT.nonAscii) === 0 ? 'latin1' : 'utf8', start, end);
+  const found = findSensitiveSpans(text, candidates);
+  return found.length === 0 ? undefined : maskSpans(text, found, strategy, key);
 }
 
 /** Runs the detectors over a value and masks what they find. */
@@ -137,17 +137,24 @@ export function maskText(value: string, detectors: readonly DetectorName[], stra
   const found = findSensitiveSpans(value, detectors);
   const hits: Record<string, number> = {};
   for (const h of found) hits[h.detector] = (hits[h.detector] ?? 0) + 1;
-  if (found.length === 0) return { text: value, hits };
-  if (strategy === 'null') return { text: null, hits };
+  return { text: found.length === 0 ? value : maskSpans(value, found, strategy, key), hits };
+}
+
+/** What the redact strategy writes for each detector's spans. */
+const REDACTIONS = Object.fromEntries(DETECTOR_NAMES.map((d) => [d, `[REDACTED:${d}]`])) as Record<DetectorName, string>;
+
+/** The value with the spans (sorted, not overlapping, at least one) masked. */
+function maskSpans(value: string, found: readonly Hit[], strategy: MaskStrategy, key: MaskKey): string | null {
+  if (strategy === 'null') return null;
   let out = '';
   let pos = 0;
   for (const h of found) {
-    const raw = value.slice(h.start, h.end);
     out += value.slice(pos, h.start);
-    out += strategy === 'redact' ? `[REDACTED:${h.detector}]` : strategy === 'partial' ? partialMask(raw) : hashValue(raw, key);
+    out +=
+      strategy === 'redact' ? REDACTIONS[h.detector] : strategy === 'partial' ? partialMask(value.slice(h.start, h.end)) : hashValue(value.slice(h.start, h.end), key);
     pos = h.end;
   }
-  return { text: out + value.slice(pos), hits };
+  return out + value.slice(pos);
 }
 
 // ---------------------------------------------------------------- JSON

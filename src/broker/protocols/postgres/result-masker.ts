@@ -402,43 +402,40 @@ export class ResultMasker {
     else if (head?.kind === 'execute' && run.length >= 7) layout = head.layout ??= this.#executeLayout(head.portal, run.readInt16BE(5));
     const actions = layout ? this.#actionsFor(layout) : undefined;
     let out: RowWriter | undefined;
-    /** Up to here, the run's bytes are in `out` already (when there is one). */
+    // run[copied, …) is not in `out` yet: unchanged bytes go in with one copy when something after them changes.
     let copied = 0;
     let pos = 0;
     while (pos < run.length) {
-      const rowStart = pos;
       if (run.length - pos < 7) throw protocolViolation('message too short for a DataRow');
-      const rowEnd = pos + 1 + run.readInt32BE(pos + 1);
+      const rowEnd = pos + 1 + int32(run, pos + 1);
       const width = run.readInt16BE(pos + 5);
-      if (rowEnd > run.length || width < 0) throw protocolViolation('message too short for a DataRow');
+      if (rowEnd > run.length || rowEnd < pos + 7 || width < 0) throw protocolViolation('message too short for a DataRow');
       // A row the queue cannot place (it should not happen) is masked as if every column were named by a rule.
       const rowActions = actions ?? this.#unplacedActions(width);
-      /** Where this row starts in `out`, once one of its values changed. */
+      /** Where this row's header is in `out`, once one of its values changed (its length is set at the end). */
       let rewritten = -1;
       let at = pos + 7;
       for (let i = 0; i < width; i++) {
         if (rowEnd - at < 4) throw protocolViolation('message too short for an int32');
-        const length = run.readInt32BE(at);
+        const length = int32(run, at);
         const valueStart = at + 4;
         const valueEnd = length === -1 ? valueStart : valueStart + length;
         if (length < -1 || valueEnd > rowEnd) throw protocolViolation(`message too short for ${length} bytes`);
         const masked = length === -1 ? undefined : this.#maskAt(run, valueStart, valueEnd, rowActions[i] ?? EXTRA_COLUMN);
-        if (masked !== undefined && rewritten === -1) {
+        if (masked !== undefined) {
           out ??= new RowWriter(run.length + 256);
-          out.copy(run, copied, rowStart);
-          rewritten = out.length;
-          // The header (its length is set at the end) and the values before this one, as they were.
-          out.copy(run, rowStart, at);
-        }
-        if (rewritten !== -1) {
-          if (masked === undefined) out!.copy(run, at, valueEnd);
-          else out!.value(masked);
+          if (rewritten === -1) rewritten = out.length + (pos - copied);
+          out.copy(run, copied, at);
+          out.value(masked);
+          copied = valueEnd;
         }
         at = valueEnd;
       }
       if (rewritten !== -1) {
-        out!.setInt32(rewritten + 1, out!.length - rewritten - 1);
+        // Bytes after the last value (none in a well-formed row) are dropped from a rewritten row.
+        out!.copy(run, copied, at);
         copied = rowEnd;
+        out!.setInt32(rewritten + 1, out!.length - rewritten - 1);
       }
       pos = rowEnd;
     }
@@ -615,6 +612,11 @@ const NULL_VALUE: RowAction = { kind: 'constant', bytes: null };
 /** A value beyond the columns RowDescription announced: masked whole, the safe side. */
 const EXTRA_COLUMN: RowAction = { kind: 'value', column: { name: 'unannounced column', typeOid: 0, binary: false, mode: 'whole' } };
 
+/** A big-endian int32 at `at` (the caller has checked the bounds): cheaper than readInt32BE in the row loop. */
+function int32(buf: Buffer, at: number): number {
+  return (buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3];
+}
+
 /** The rewritten rows of a run, in one buffer that grows as needed. */
 class RowWriter {
   #buf: Buffer;
@@ -636,7 +638,7 @@ class RowWriter {
     const n = to - from;
     if (n <= 0) return;
     this.#reserve(n);
-    if (n <= 32) {
+    if (n <= 64) {
       // A few bytes (a length and a short value): a loop costs less than a call into the copy.
       const buf = this.#buf;
       for (let i = 0, at = this.length; i < n; i++, at++) buf[at] = src[from + i];
@@ -654,8 +656,19 @@ class RowWriter {
     }
     if (typeof v === 'string') {
       this.#reserve(4 + v.length * 3);
-      const n = this.#buf.write(v, this.length + 4, 'utf8');
-      this.#buf.writeInt32BE(n, this.length);
+      const buf = this.#buf;
+      const from = this.length + 4;
+      let n = 0;
+      if (v.length <= 64) {
+        // A short replacement ([REDACTED:email], a hash) is ASCII: a loop costs less than a call into the encoder.
+        for (; n < v.length; n++) {
+          const c = v.charCodeAt(n);
+          if (c > 127) break;
+          buf[from + n] = c;
+        }
+      }
+      if (n < v.length) n = buf.write(v, from, 'utf8');
+      buf.writeInt32BE(n, this.length);
       this.length += 4 + n;
       return;
     }
