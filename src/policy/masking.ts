@@ -34,6 +34,7 @@ export function hashValue(value: string, key: MaskKey): string {
  * them would give most of it away.
  */
 export function partialMask(value: string): string {
+  if (ASCII.test(value)) return partialMaskAscii(value);
   const chars = [...value];
   const alnum = chars.filter((c) => /\p{L}|\p{N}/u.test(c)).length;
   let keep = alnum >= 8 ? 4 : 0;
@@ -46,6 +47,27 @@ export function partialMask(value: string): string {
     } else out[i] = c;
   }
   return out.join('');
+}
+
+const ASCII = /^[\x00-\x7f]*$/;
+
+/** partialMask of ASCII text, where the letters and digits are A–Z, a–z and 0–9, one code unit each. */
+function partialMaskAscii(value: string): string {
+  const isAlnum = (c: number) => (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122);
+  let alnum = 0;
+  for (let i = 0; i < value.length; i++) if (isAlnum(value.charCodeAt(i))) alnum++;
+  // Stars before the last `keep` letters and digits; the rest as it is.
+  let keep = alnum >= 8 ? 4 : 0;
+  let starUntil = value.length;
+  for (let i = value.length - 1; i >= 0 && keep > 0; i--) {
+    if (isAlnum(value.charCodeAt(i)) && --keep === 0) starUntil = i;
+  }
+  let out = '';
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    out += i < starUntil && isAlnum(c) ? '*' : value[i];
+  }
+  return out;
 }
 
 /** Masks a whole value (a column that a rule names). */
@@ -97,17 +119,25 @@ export function detectorsFor(bytes: Uint8Array, detectors: readonly DetectorName
   return detectorsWith(byteTraits(bytes, start, end), detectors);
 }
 
+/** Each detector alone, so that the usual answer (one detector may match) costs no new array. */
+const ONLY = Object.fromEntries(DETECTOR_NAMES.map((d): [DetectorName, readonly DetectorName[]] => [d, [d]])) as Record<DetectorName, readonly DetectorName[]>;
+
 function detectorsWith(traits: number, detectors: readonly DetectorName[]): readonly DetectorName[] {
-  let kept: DetectorName[] | undefined;
+  const mayMatch = (d: DetectorName) => {
+    const needed = BYTE_TRAIT_NEEDED[d];
+    return needed === undefined || (traits & needed) !== 0;
+  };
+  let count = 0;
+  let last = -1;
   for (let i = 0; i < detectors.length; i++) {
-    const needed = BYTE_TRAIT_NEEDED[detectors[i]];
-    if (needed === undefined || (traits & needed) !== 0) {
-      kept?.push(detectors[i]);
-    } else {
-      kept ??= detectors.slice(0, i);
+    if (mayMatch(detectors[i])) {
+      count++;
+      last = i;
     }
   }
-  return kept === undefined ? detectors : kept.length === 0 ? NO_DETECTORS : kept;
+  if (count === detectors.length) return detectors;
+  if (count === 0) return NO_DETECTORS;
+  return count === 1 ? ONLY[detectors[last]] : detectors.filter(mayMatch);
 }
 
 /**

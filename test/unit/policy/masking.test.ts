@@ -192,6 +192,19 @@ describe('strategies', () => {
     });
   });
 
+  it('keeps the same characters with partial on ASCII text as on any text (its fast path agrees with the general one)', () => {
+    let seed = 5;
+    const random = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    const alphabet = ['a', 'Z', '0', '9', '-', ' ', '.', '@', '_', '1', 'x'];
+    for (let n = 0; n < 5_000; n++) {
+      let text = '';
+      const length = Math.floor(random() * 24);
+      for (let i = 0; i < length; i++) text += alphabet[Math.floor(random() * alphabet.length)];
+      // A non-ASCII character that is neither letter nor digit sends the text down the general path, unchanged.
+      expect(partialMask(text) + '\u2014', JSON.stringify(text)).toBe(partialMask(text + '\u2014'));
+    }
+  });
+
   it('keeps the last four characters and separators with partial', () => {
     expect(maskText('4111-1111-1111-1111', all, 'partial', 'k').text).toBe('****-****-****-1111');
     expect(partialMask('123-45-6789')).toBe('***-**-6789');
