@@ -576,6 +576,13 @@ export class ResultMasker {
    * SQL NULL inside a row, so the null strategy redacts here.
    */
   #copyData(frame: ScannedFrame): Buffer | undefined {
+    if (!this.#copyColumns) {
+      // Detectors only: judged on the row's bytes, decoded only when one of them may match.
+      if (this.#plan.detectors.length === 0) return undefined;
+      const strategy = this.#plan.strategy === 'null' ? 'redact' : this.#plan.strategy;
+      const masked = maskTextBytes(frame.body, 0, frame.body.length, this.#plan.detectors, strategy, this.#key);
+      return masked == null ? undefined : createCopyData(masked);
+    }
     const original = frame.body.toString('utf8');
     let line = original;
     const columns = this.#copyColumns;
