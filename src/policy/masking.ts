@@ -123,21 +123,22 @@ export function detectorsFor(bytes: Uint8Array, detectors: readonly DetectorName
 const ONLY = Object.fromEntries(DETECTOR_NAMES.map((d): [DetectorName, readonly DetectorName[]] => [d, [d]])) as Record<DetectorName, readonly DetectorName[]>;
 
 function detectorsWith(traits: number, detectors: readonly DetectorName[]): readonly DetectorName[] {
-  const mayMatch = (d: DetectorName) => {
-    const needed = BYTE_TRAIT_NEEDED[d];
-    return needed === undefined || (traits & needed) !== 0;
-  };
   let count = 0;
   let last = -1;
   for (let i = 0; i < detectors.length; i++) {
-    if (mayMatch(detectors[i])) {
+    if (mayMatch(detectors[i], traits)) {
       count++;
       last = i;
     }
   }
   if (count === detectors.length) return detectors;
   if (count === 0) return NO_DETECTORS;
-  return count === 1 ? ONLY[detectors[last]] : detectors.filter(mayMatch);
+  return count === 1 ? ONLY[detectors[last]] : detectors.filter((d) => mayMatch(d, traits));
+}
+
+function mayMatch(detector: DetectorName, traits: number): boolean {
+  const needed = BYTE_TRAIT_NEEDED[detector];
+  return needed === undefined || (traits & needed) !== 0;
 }
 
 /**
