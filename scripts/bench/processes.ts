@@ -19,6 +19,21 @@ export function waitForLine(child: ChildProcess, stream: 'stdout' | 'stderr', pa
 }
 
 /** Resident memory of a process now (VmRSS), or its peak so far (VmHWM), in MB. */
+/**
+ * CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat (clock ticks of 1/100 s): unlike
+ * wall-clock time, what other processes on the machine do barely changes it.
+ */
+export function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces), from the 3rd: utime and stime are the 14th and 15th.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
 export function rssMb(pid: number, which: 'VmRSS' | 'VmHWM' = 'VmRSS'): number {
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
