@@ -1,6 +1,6 @@
 /**
  * Masking cost per row, in process: the rows of the benchmark's big SELECT (id, 'customerN@example.com', md5) cut
- * into 64 KiB chunks as a socket hands them over, run through the frame scanner and the result masker the way the
+ * into 64 KiB chunks (MASK_ROWS_CHUNK bytes) as a socket hands them over, run through the frame scanner and the result masker the way the
  * PostgreSQL proxy does (split, mask, one buffer per chunk). No I/O; CPU time per row, best of a few passes.
  * Run: `npm run build && node dist/scripts/bench/mask-rows.js [rows] [case name part]`.
  */
@@ -12,7 +12,7 @@ import { BackendCode } from '../../src/lib/pg-wire/message-codes.js';
 import { initPolicyEngine, maskPlanFor, parseConnectionPolicy, type MaskPlan } from '../../src/policy/index.js';
 
 const SQL = "select g as id, 'customer' || g || '@example.com' as email, md5(g::text) as note from generate_series(1, 1000000) g";
-const CHUNK = 64 * 1024;
+const CHUNK = Number(process.env.MASK_ROWS_CHUNK ?? 64 * 1024);
 
 const field = (name: string, typeOid: number): RowField => ({ name, tableOid: 0, attnum: 0, typeOid, typeSize: -1, typeModifier: -1, format: 0 });
 

@@ -407,13 +407,16 @@ export class ResultMasker {
     let pos = 0;
     while (pos < run.length) {
       if (run.length - pos < 7) throw protocolViolation('message too short for a DataRow');
-      const rowEnd = pos + 1 + int32(run, pos + 1);
-      const width = run.readInt16BE(pos + 5);
-      if (rowEnd > run.length || rowEnd < pos + 7 || width < 0) throw protocolViolation('message too short for a DataRow');
+      const rowLength = int32(run, pos + 1);
+      const rowEnd = pos + 1 + rowLength;
+      const width = (run[pos + 5] << 8) | run[pos + 6];
+      if (rowEnd > run.length || rowEnd < pos + 7 || width >= 0x8000) throw protocolViolation('message too short for a DataRow');
       // A row the queue cannot place (it should not happen) is masked as if every column were named by a rule.
       const rowActions = actions ?? this.#unplacedActions(width);
       /** Where this row's header is in `out`, once one of its values changed (its length is set at the end). */
       let rewritten = -1;
+      /** How much longer (or shorter) the rewritten row is than the original. */
+      let grown = 0;
       let at = pos + 7;
       for (let i = 0; i < width; i++) {
         if (rowEnd - at < 4) throw protocolViolation('message too short for an int32');
@@ -426,16 +429,20 @@ export class ResultMasker {
           out ??= new RowWriter(run.length + 256);
           if (rewritten === -1) rewritten = out.length + (pos - copied);
           out.copy(run, copied, at);
-          out.value(masked);
+          grown += out.value(masked) - length;
           copied = valueEnd;
         }
         at = valueEnd;
       }
       if (rewritten !== -1) {
-        // Bytes after the last value (none in a well-formed row) are dropped from a rewritten row.
-        out!.copy(run, copied, at);
-        copied = rowEnd;
-        out!.setInt32(rewritten + 1, out!.length - rewritten - 1);
+        if (at !== rowEnd) {
+          // Bytes after the last value (none in a well-formed row) are dropped from a rewritten row.
+          out!.copy(run, copied, at);
+          copied = rowEnd;
+          grown -= rowEnd - at;
+        }
+        // The values after the last change go in with the next copy (the next changed row's or the run's end).
+        out!.setInt32(rewritten + 1, rowLength + grown);
       }
       pos = rowEnd;
     }
@@ -653,13 +660,13 @@ class RowWriter {
     this.length += n;
   }
 
-  /** One value with its length in front: SQL NULL, bytes, or text written as UTF-8. */
-  value(v: Buffer | string | null): void {
+  /** One value with its length in front: SQL NULL, bytes, or text written as UTF-8. Returns its bytes (0 for NULL). */
+  value(v: Buffer | string | null): number {
     if (v === null) {
       this.#reserve(4);
       this.#buf.writeInt32BE(-1, this.length);
       this.length += 4;
-      return;
+      return 0;
     }
     if (typeof v === 'string') {
       this.#reserve(4 + v.length * 3);
@@ -677,12 +684,13 @@ class RowWriter {
       if (n < v.length) n = buf.write(v, from, 'utf8');
       buf.writeInt32BE(n, this.length);
       this.length += 4 + n;
-      return;
+      return n;
     }
     this.#reserve(4);
     this.#buf.writeInt32BE(v.length, this.length);
     this.length += 4;
     this.copy(v, 0, v.length);
+    return v.length;
   }
 
   setInt32(at: number, value: number): void {
