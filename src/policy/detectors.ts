@@ -18,20 +18,31 @@ const isBase64Url = (c: number) => isAlnum(c) || c === 45 || c === 95; // - _
 const code = (s: string, i: number) => (i >= 0 && i < s.length ? s.charCodeAt(i) : -1);
 
 // ---------------------------------------------------------------- email
-const isLocalChar = (c: number) => isAlnum(c) || c === 46 || c === 95 || c === 37 || c === 43 || c === 45; // . _ % + -
-const isDomainChar = (c: number) => isAlnum(c) || c === 46 || c === 45;
+const LOCAL = 1; // a letter, a digit or . _ % + -
+const DOMAIN = 2; // a letter, a digit or . -
+const ALPHA = 4;
+/**
+ * The email classes of every UTF-16 code unit (non-ASCII ones are in none), read by index: the scanner runs over
+ * every value of a column under the email detector, so it looks a class up instead of testing ranges.
+ */
+const EMAIL_CLASS = new Uint8Array(65536);
+for (let c = 0; c < 128; c++) {
+  if (isAlnum(c) || c === 46 || c === 95 || c === 37 || c === 43 || c === 45) EMAIL_CLASS[c] |= LOCAL;
+  if (isAlnum(c) || c === 46 || c === 45) EMAIL_CLASS[c] |= DOMAIN;
+  if (isAlpha(c)) EMAIL_CLASS[c] |= ALPHA;
+}
 
 export const detectEmail: Detector = (text) => {
   const spans: Span[] = [];
   let at = text.indexOf('@');
   while (at !== -1) {
     let start = at;
-    while (start > 0 && at - start < 64 && isLocalChar(code(text, start - 1))) start--;
-    while (start < at && code(text, start) === 46) start++; // no leading dot
+    while (start > 0 && at - start < 64 && (EMAIL_CLASS[text.charCodeAt(start - 1)] & LOCAL) !== 0) start--;
+    while (start < at && text.charCodeAt(start) === 46) start++; // no leading dot
     let end = at + 1;
-    while (end < text.length && end - at <= 253 && isDomainChar(code(text, end))) end++;
-    while (end > at + 1 && (code(text, end - 1) === 46 || code(text, end - 1) === 45)) end--; // sentence dot
-    if (start < at && code(text, at - 1) !== 46 && validDomain(text, at + 1, end)) spans.push([start, end]);
+    while (end < text.length && end - at <= 253 && (EMAIL_CLASS[text.charCodeAt(end)] & DOMAIN) !== 0) end++;
+    while (end > at + 1 && (text.charCodeAt(end - 1) === 46 || text.charCodeAt(end - 1) === 45)) end--; // sentence dot
+    if (start < at && text.charCodeAt(at - 1) !== 46 && validDomain(text, at + 1, end)) spans.push([start, end]);
     at = text.indexOf('@', Math.max(at + 1, end));
   }
   return spans;
@@ -48,7 +59,7 @@ function validDomain(text: string, from: number, to: number): boolean {
     labels++;
     if (i === to) {
       if (labels < 2 || length < 2) return false;
-      for (let k = labelStart; k < to; k++) if (!isAlpha(text.charCodeAt(k))) return false;
+      for (let k = labelStart; k < to; k++) if ((EMAIL_CLASS[text.charCodeAt(k)] & ALPHA) === 0) return false;
       return true;
     }
     labelStart = i + 1;
@@ -514,32 +525,43 @@ export const DETECTORS: Record<DetectorName, Detector> = {
 // ---------------------------------------------------------------- pre-filters on UTF-8 bytes
 
 /**
- * Whether a detector could find anything in a value, asked of its UTF-8 bytes before the value is decoded: false
- * only when it certainly finds nothing. Every byte a detector pivots on here is ASCII, and in UTF-8 an ASCII byte
- * is always that character (never part of a longer sequence, nor of the U+FFFD an invalid sequence decodes to),
- * so the answer holds for the decoded string. Detectors without one always run.
+ * What one pass over a value's UTF-8 bytes (`bytes[start, end)`, so a value can be judged where it lies in a
+ * message) tells before the value is decoded: which detectors could find anything in it, and whether it is ASCII.
+ * Every byte a detector pivots on here is ASCII, and in UTF-8 an ASCII byte is always that character (never part
+ * of a longer sequence, nor of the U+FFFD an invalid sequence decodes to), so the answer holds for the decoded
+ * string. A bit of BYTE_TRAIT that is not set means the detectors that need it (BYTE_TRAIT_NEEDED) find nothing.
  */
-export type Prefilter = (bytes: Uint8Array) => boolean;
+export const BYTE_TRAIT = {
+  /** An `@`: detectEmail pivots on one. */
+  at: 1,
+  /**
+   * 13 digits in one chain of digit groups joined by single spaces or dashes (see digitGroups): detectCreditCard
+   * finds no card number in a value whose longest such chain is shorter.
+   */
+  cardDigits: 2,
+  /** A byte outside ASCII: the value decodes to more than its bytes one for one. */
+  nonAscii: 4,
+} as const;
 
-/** detectEmail pivots on an `@`. */
-const mayHoldEmail: Prefilter = (bytes) => bytes.indexOf(64) !== -1;
+/** The trait a detector needs to find anything; detectors not named always run. */
+export const BYTE_TRAIT_NEEDED: Partial<Record<DetectorName, number>> = {
+  email: BYTE_TRAIT.at,
+  credit_card: BYTE_TRAIT.cardDigits,
+};
 
-/**
- * detectCreditCard needs 13 digits in one chain of digit groups joined by single spaces or dashes (see
- * digitGroups): a value whose longest such chain is shorter holds no card number.
- */
-const mayHoldCard: Prefilter = (bytes) => {
+export function byteTraits(bytes: Uint8Array, start: number, end: number): number {
+  let traits = 0;
   let chain = 0;
-  for (let i = 0; i < bytes.length; i++) {
+  for (let i = start; i < end; i++) {
     const c = bytes[i];
     if (c >= 48 && c <= 57) {
-      if (++chain >= 13) return true;
-    } else if (!((c === 32 || c === 45) && chain > 0 && i + 1 < bytes.length && bytes[i + 1] >= 48 && bytes[i + 1] <= 57)) chain = 0;
+      if (++chain >= 13) traits |= BYTE_TRAIT.cardDigits;
+      continue;
+    }
+    if (c === 64) traits |= BYTE_TRAIT.at;
+    else if (c > 127) traits |= BYTE_TRAIT.nonAscii;
+    // A single space or dash between digits continues the chain; anything else ends it.
+    if (!((c === 32 || c === 45) && chain > 0 && i + 1 < end && bytes[i + 1] >= 48 && bytes[i + 1] <= 57)) chain = 0;
   }
-  return false;
-};
-
-export const PREFILTERS: Partial<Record<DetectorName, Prefilter>> = {
-  email: mayHoldEmail,
-  credit_card: mayHoldCard,
-};
+  return traits;
+}

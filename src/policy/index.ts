@@ -54,6 +54,7 @@ export {
   maskText,
   maskWhole,
   detectorsFor,
+  maskTextBytes,
   partialMask,
   type ColumnSource,
   type DetectorName,

@@ -4,8 +4,8 @@
  * still join), null (the caller emits SQL NULL — signalled by a `null` text).
  */
 import { createHmac } from 'node:crypto';
-import { DETECTORS, PREFILTERS, type Span } from './detectors.js';
-import { type DetectorName, type MaskPlan, type MaskStrategy, columnMatches } from './mask-plan.js';
+import { BYTE_TRAIT, BYTE_TRAIT_NEEDED, DETECTORS, byteTraits, type Span } from './detectors.js';
+import { DETECTOR_NAMES, type DetectorName, type MaskPlan, type MaskStrategy, columnMatches } from './mask-plan.js';
 import { JsonTooDeep, parseJson, serialize, type JsonValue } from './json-text.js';
 import type { JsonShape } from './output-columns.js';
 
@@ -34,6 +34,7 @@ export function hashValue(value: string, key: MaskKey): string {
  * them would give most of it away.
  */
 export function partialMask(value: string): string {
+  if (ASCII.test(value)) return partialMaskAscii(value);
   const chars = [...value];
   const alnum = chars.filter((c) => /\p{L}|\p{N}/u.test(c)).length;
   let keep = alnum >= 8 ? 4 : 0;
@@ -46,6 +47,27 @@ export function partialMask(value: string): string {
     } else out[i] = c;
   }
   return out.join('');
+}
+
+const ASCII = /^[\x00-\x7f]*$/;
+
+/** partialMask of ASCII text, where the letters and digits are A–Z, a–z and 0–9, one code unit each. */
+function partialMaskAscii(value: string): string {
+  const isAlnum = (c: number) => (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122);
+  let alnum = 0;
+  for (let i = 0; i < value.length; i++) if (isAlnum(value.charCodeAt(i))) alnum++;
+  // Stars before the last `keep` letters and digits; the rest as it is.
+  let keep = alnum >= 8 ? 4 : 0;
+  let starUntil = value.length;
+  for (let i = value.length - 1; i >= 0 && keep > 0; i--) {
+    if (isAlnum(value.charCodeAt(i)) && --keep === 0) starUntil = i;
+  }
+  let out = '';
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    out += i < starUntil && isAlnum(c) ? '*' : value[i];
+  }
+  return out;
 }
 
 /** Masks a whole value (a column that a rule names). */
@@ -74,6 +96,7 @@ export function findSensitiveSpans(value: string, detectors: readonly DetectorNa
   for (const name of detectors) {
     for (const [start, end] of DETECTORS[name](value) as Span[]) if (end > start) all.push({ start, end, detector: name });
   }
+  if (all.length < 2) return all;
   all.sort((a, b) => a.start - b.start || b.end - a.end);
   const kept: Hit[] = [];
   let reach = 0;
@@ -85,21 +108,59 @@ export function findSensitiveSpans(value: string, detectors: readonly DetectorNa
   return kept;
 }
 
+const NO_DETECTORS: readonly DetectorName[] = [];
+
 /**
- * The detectors that could find something in this value, judged from its UTF-8 bytes (see PREFILTERS): a value
- * none can match needs neither decoding nor scanning. Returns `detectors` itself when every one must run.
+ * The detectors that could find something in this value, judged from its UTF-8 bytes (`bytes[start, end)`, see
+ * byteTraits): a value none can match needs neither decoding nor scanning. Returns `detectors` itself when every
+ * one must run.
  */
-export function detectorsFor(bytes: Uint8Array, detectors: readonly DetectorName[]): readonly DetectorName[] {
-  let kept: DetectorName[] | undefined;
+export function detectorsFor(bytes: Uint8Array, detectors: readonly DetectorName[], start = 0, end = bytes.length): readonly DetectorName[] {
+  return detectorsWith(byteTraits(bytes, start, end), detectors);
+}
+
+/** Each detector alone, so that the usual answer (one detector may match) costs no new array. */
+const ONLY = Object.fromEntries(DETECTOR_NAMES.map((d): [DetectorName, readonly DetectorName[]] => [d, [d]])) as Record<DetectorName, readonly DetectorName[]>;
+
+function detectorsWith(traits: number, detectors: readonly DetectorName[]): readonly DetectorName[] {
+  let count = 0;
+  let last = -1;
   for (let i = 0; i < detectors.length; i++) {
-    const prefilter = PREFILTERS[detectors[i]];
-    if (!prefilter || prefilter(bytes)) {
-      kept?.push(detectors[i]);
-    } else {
-      kept ??= detectors.slice(0, i);
+    if (mayMatch(detectors[i], traits)) {
+      count++;
+      last = i;
     }
   }
-  return kept ?? detectors;
+  if (count === detectors.length) return detectors;
+  if (count === 0) return NO_DETECTORS;
+  return count === 1 ? ONLY[detectors[last]] : detectors.filter((d) => mayMatch(d, traits));
+}
+
+function mayMatch(detector: DetectorName, traits: number): boolean {
+  const needed = BYTE_TRAIT_NEEDED[detector];
+  return needed === undefined || (traits & needed) !== 0;
+}
+
+/**
+ * Runs the detectors over the UTF-8 text in `bytes[start, end)` (a value where it lies in a message) and masks what
+ * they find, as `maskText` does with the decoded text. The value is decoded only when its bytes let a detector
+ * through (byteTraits), and ASCII (the usual case) is decoded as Latin-1, which gives the same string faster.
+ * Returns undefined when nothing was found, and null when the null strategy masked something.
+ */
+export function maskTextBytes(
+  bytes: Buffer,
+  start: number,
+  end: number,
+  detectors: readonly DetectorName[],
+  strategy: MaskStrategy,
+  key: MaskKey,
+): string | null | undefined {
+  const traits = byteTraits(bytes, start, end);
+  const candidates = detectorsWith(traits, detectors);
+  if (candidates.length === 0) return undefined;
+  const text = bytes.toString((traits & BYTE_TRAIT.nonAscii) === 0 ? 'latin1' : 'utf8', start, end);
+  const found = findSensitiveSpans(text, candidates);
+  return found.length === 0 ? undefined : maskSpans(text, found, strategy, key);
 }
 
 /** Runs the detectors over a value and masks what they find. */
@@ -107,17 +168,24 @@ export function maskText(value: string, detectors: readonly DetectorName[], stra
   const found = findSensitiveSpans(value, detectors);
   const hits: Record<string, number> = {};
   for (const h of found) hits[h.detector] = (hits[h.detector] ?? 0) + 1;
-  if (found.length === 0) return { text: value, hits };
-  if (strategy === 'null') return { text: null, hits };
+  return { text: found.length === 0 ? value : maskSpans(value, found, strategy, key), hits };
+}
+
+/** What the redact strategy writes for each detector's spans. */
+const REDACTIONS = Object.fromEntries(DETECTOR_NAMES.map((d) => [d, `[REDACTED:${d}]`])) as Record<DetectorName, string>;
+
+/** The value with the spans (sorted, not overlapping, at least one) masked. */
+function maskSpans(value: string, found: readonly Hit[], strategy: MaskStrategy, key: MaskKey): string | null {
+  if (strategy === 'null') return null;
   let out = '';
   let pos = 0;
   for (const h of found) {
-    const raw = value.slice(h.start, h.end);
     out += value.slice(pos, h.start);
-    out += strategy === 'redact' ? `[REDACTED:${h.detector}]` : strategy === 'partial' ? partialMask(raw) : hashValue(raw, key);
+    out +=
+      strategy === 'redact' ? REDACTIONS[h.detector] : strategy === 'partial' ? partialMask(value.slice(h.start, h.end)) : hashValue(value.slice(h.start, h.end), key);
     pos = h.end;
   }
-  return { text: out + value.slice(pos), hits };
+  return out + value.slice(pos);
 }
 
 // ---------------------------------------------------------------- JSON

@@ -7,6 +7,7 @@ import {
   maskDerivedJson,
   maskJsonText,
   maskText,
+  maskTextBytes,
   maskWhole,
   partialMask,
   type DetectorName,
@@ -138,6 +139,49 @@ describe('detector pre-filters on the raw bytes', () => {
   });
 });
 
+describe('masking a value where it lies in a message (maskTextBytes)', () => {
+  const detectors: DetectorName[] = ['email', 'credit_card', 'us_ssn', 'private_key'];
+  /** The same answer as maskText on the decoded value (undefined: unchanged), whatever is around the value. */
+  const agrees = (value: Buffer, strategy: 'redact' | 'partial' | 'hash' | 'null') => {
+    // Bytes around the value that every detector would react to: they must not leak into its judgement.
+    const message = Buffer.concat([Buffer.from('4111111111111111 @ '), value, Buffer.from(' 4111 1111 1111 1111 x@example.com')]);
+    const start = 19;
+    const expected = maskText(value.toString('utf8'), detectors, strategy, 'k').text;
+    const got = maskTextBytes(message, start, start + value.length, detectors, strategy, 'k');
+    expect(got === undefined ? value.toString('utf8') : got, JSON.stringify(value.toString('utf8'))).toBe(expected);
+    expect(got === undefined).toBe(expected === value.toString('utf8'));
+  };
+
+  it('masks hits at the start, the end and across the whole value, in ASCII and in multi-byte UTF-8', () => {
+    for (const text of [
+      'ada@example.com', 'ada@example.com trailing', 'leading ada@example.com', '4111 1111 1111 1111', 'card 4111111111111111',
+      'é ada@example.com é', 'ünïcödé ada@example.com', 'ada@example.com 🙂', '日本 4111-1111-1111-1111 日本', '123-45-6789',
+      '-----BEGIN RSA PRIVATE KEY-----\nÄÖÜ\n-----END RSA PRIVATE KEY-----', 'nothing here', '', 'é', '@', '4111',
+    ]) {
+      for (const strategy of ['redact', 'partial', 'hash', 'null'] as const) agrees(Buffer.from(text, 'utf8'), strategy);
+    }
+  });
+
+  it('reads invalid UTF-8 as the decoder does (U+FFFD), never as Latin-1', () => {
+    const invalid = [Buffer.from([0xff, 0x20, 0x61, 0x40, 0x62, 0x2e, 0x63, 0x6f]), Buffer.from([0xc3, 0x61, 0x40, 0x62, 0x2e, 0x63, 0x6f, 0xe9])];
+    for (const value of invalid) for (const strategy of ['redact', 'partial', 'hash'] as const) agrees(value, strategy);
+    // Partial masking of a span next to a multi-byte letter: the letter is counted once, as in the decoded text.
+    agrees(Buffer.from('éa@example.com', 'utf8'), 'partial');
+  });
+
+  it('agrees with maskText over many generated values', () => {
+    let seed = 11;
+    const random = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    const alphabet = ['0', '4', '1', ' ', '-', '@', '.', 'a', 'co', 'é', '日', '\uFFFD', 'example', '4111 1111 1111 1111'];
+    for (let n = 0; n < 5_000; n++) {
+      let text = '';
+      const length = Math.floor(random() * 30);
+      for (let i = 0; i < length; i++) text += alphabet[Math.floor(random() * alphabet.length)];
+      agrees(Buffer.from(text, 'utf8'), n % 2 === 0 ? 'redact' : 'partial');
+    }
+  });
+});
+
 describe('strategies', () => {
   const all: DetectorName[] = ['email', 'credit_card', 'us_ssn'];
 
@@ -146,6 +190,19 @@ describe('strategies', () => {
       text: 'mail [REDACTED:email], card [REDACTED:credit_card]',
       hits: { email: 1, credit_card: 1 },
     });
+  });
+
+  it('keeps the same characters with partial on ASCII text as on any text (its fast path agrees with the general one)', () => {
+    let seed = 5;
+    const random = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    const alphabet = ['a', 'Z', '0', '9', '-', ' ', '.', '@', '_', '1', 'x'];
+    for (let n = 0; n < 5_000; n++) {
+      let text = '';
+      const length = Math.floor(random() * 24);
+      for (let i = 0; i < length; i++) text += alphabet[Math.floor(random() * alphabet.length)];
+      // A non-ASCII character that is neither letter nor digit sends the text down the general path, unchanged.
+      expect(partialMask(text) + '\u2014', JSON.stringify(text)).toBe(partialMask(text + '\u2014'));
+    }
   });
 
   it('keeps the last four characters and separators with partial', () => {

@@ -12,8 +12,11 @@ export interface ScannedFrame {
   body: Buffer;
 }
 
-/** What `split` returns, in stream order: untouched slices of the input, and complete wanted frames. */
-export type StreamPiece = { kind: 'raw'; bytes: Buffer } | ({ kind: 'frame' } & ScannedFrame);
+/**
+ * What `split` returns, in stream order: untouched slices of the input, complete wanted frames, and runs (several
+ * consecutive complete frames of one `runs` code that lie inside one chunk, as one view of it).
+ */
+export type StreamPiece = { kind: 'raw'; bytes: Buffer } | ({ kind: 'frame' } & ScannedFrame) | { kind: 'run'; code: number; bytes: Buffer };
 
 /** The stream broke the framing rules (length below 4 or over the cap). */
 export class FrameError extends Error {
@@ -28,6 +31,12 @@ export interface FrameScannerOptions {
   wanted: ReadonlySet<number>;
   /** Largest acceptable length field (which counts itself). */
   maxLength: number;
+  /**
+   * Wanted codes whose consecutive frames `split` hands out as one `run` piece when they lie inside one chunk (the
+   * DataRows of a result under a mask plan: one piece per chunk instead of one object and views per row). A frame
+   * that spans chunks still comes as a `frame`.
+   */
+  runs?: ReadonlySet<number>;
 }
 
 /**
@@ -44,6 +53,7 @@ export interface FrameScannerOptions {
 export class FrameScanner {
   readonly #wanted: ReadonlySet<number>;
   readonly #maxLength: number;
+  readonly #runs: ReadonlySet<number> | undefined;
   readonly #header = Buffer.alloc(5);
   #headerLen = 0;
   #inFrame = false;
@@ -60,6 +70,7 @@ export class FrameScanner {
   constructor(options: FrameScannerOptions) {
     this.#wanted = options.wanted;
     this.#maxLength = options.maxLength;
+    this.#runs = options.runs && options.runs.size > 0 ? options.runs : undefined;
   }
 
   /** True when the bytes seen so far end exactly on a frame boundary. */
@@ -75,7 +86,10 @@ export class FrameScanner {
   /** Returns the wanted frames that completed in this chunk. Throws FrameError on a bad length. */
   observe(chunk: Buffer): ScannedFrame[] {
     const frames: ScannedFrame[] = [];
-    this.#scan(chunk, (frame) => frames.push(frame));
+    this.#scan(chunk, (code, assembled, start, end) => {
+      const bytes = assembled ?? chunk.subarray(start, end);
+      frames.push({ code, bytes, body: bytes.subarray(5) });
+    });
     return frames;
   }
 
@@ -86,11 +100,29 @@ export class FrameScanner {
   split(chunk: Buffer): StreamPiece[] {
     const pieces: StreamPiece[] = [];
     let rawFrom = 0;
-    const pendingStart = this.#scan(chunk, (frame, start, end) => {
+    // The run being gathered: frames of `runCode` from runStart to rawFrom, handed out when something else comes.
+    let runCode = -1;
+    let runStart = 0;
+    const runs = this.#runs;
+    const endRun = () => {
+      pieces.push({ kind: 'run', code: runCode, bytes: chunk.subarray(runStart, rawFrom) });
+      runCode = -1;
+    };
+    const pendingStart = this.#scan(chunk, (code, bytes, start, end) => {
+      if (runCode !== -1 && (code !== runCode || start !== rawFrom)) endRun();
       if (start > rawFrom) pieces.push({ kind: 'raw', bytes: chunk.subarray(rawFrom, start) });
-      pieces.push({ kind: 'frame', ...frame });
+      if (runs?.has(code) && bytes === undefined) {
+        if (runCode === -1) {
+          runCode = code;
+          runStart = start;
+        }
+      } else {
+        bytes ??= chunk.subarray(start, end);
+        pieces.push({ kind: 'frame', code, bytes, body: bytes.subarray(5) });
+      }
       rawFrom = end;
     });
+    if (runCode !== -1) endRun();
     // A wanted frame still incomplete at the end is held back from its start; anything else goes now.
     const rawTo = pendingStart ?? chunk.length;
     if (rawTo > rawFrom) pieces.push({ kind: 'raw', bytes: chunk.subarray(rawFrom, rawTo) });
@@ -99,15 +131,42 @@ export class FrameScanner {
 
   /**
    * Walks the chunk. Calls `onFrame` for each wanted frame that completes, with its start (0 when it
-   * began in an earlier chunk) and end offsets in this chunk. Returns the offset where an incomplete
-   * wanted frame starts in this chunk, if one is pending at the end.
+   * began in an earlier chunk) and end offsets in this chunk, and its bytes only when they had to be put
+   * together from several chunks (otherwise they are chunk[start, end)). Returns the offset where an
+   * incomplete wanted frame starts in this chunk, if one is pending at the end.
    */
-  #scan(chunk: Buffer, onFrame: (frame: ScannedFrame, start: number, end: number) => void): number | undefined {
+  #scan(chunk: Buffer, onFrame: (code: number, bytes: Buffer | undefined, start: number, end: number) => void): number | undefined {
     if (this.#failed) throw this.#failed;
     const n = chunk.length;
     let pos = 0;
     let start = 0;
     while (pos < n) {
+      if (!this.#inFrame && pos + 5 <= n) {
+        // The common case, a whole header in this chunk: read it in place.
+        const length = chunk.readInt32BE(pos + 1);
+        const code = chunk[pos];
+        if (length < 4 || length > this.#maxLength) {
+          this.#code = code;
+          this.#failed = new FrameError(`invalid length ${length} in message of type ${codeName(code)}`);
+          throw this.#failed;
+        }
+        const end = pos + 1 + length;
+        const wanted = this.#wanted.has(code);
+        if (end <= n) {
+          if (wanted) onFrame(code, undefined, pos, end);
+          pos = end;
+          continue;
+        }
+        start = pos;
+        this.#inFrame = true;
+        this.#headerLen = 5;
+        this.#code = code;
+        this.#isWanted = wanted;
+        this.#remaining = end - n;
+        this.#consumed = n - pos;
+        pos = n;
+        break;
+      }
       if (!this.#inFrame) {
         start = pos;
         this.#inFrame = true;
@@ -137,14 +196,13 @@ export class FrameScanner {
       if (this.#remaining > 0) break;
       this.#inFrame = false;
       if (this.#isWanted) {
-        let bytes: Buffer;
-        if (this.#parts.length === 0) bytes = chunk.subarray(start, pos);
-        else {
+        let bytes: Buffer | undefined;
+        if (this.#parts.length > 0) {
           this.#parts.push(chunk.subarray(0, pos));
           bytes = Buffer.concat(this.#parts, this.#consumed);
           this.#parts = [];
         }
-        onFrame({ code: this.#code, bytes, body: bytes.subarray(5) }, start, pos);
+        onFrame(this.#code, bytes, start, pos);
       }
     }
     if (this.#inFrame && this.#isWanted) {

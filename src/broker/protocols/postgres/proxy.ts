@@ -189,6 +189,8 @@ const BACKEND_FRAMES_WANTED_MASKING = new Set<number>([
   BackendCode.CopyDone,
   BackendCode.NoticeResponse,
 ]);
+/** Under a mask plan, consecutive DataRows come from the scanner as one run each (see FrameScanner `runs`). */
+const DATA_ROWS = new Set<number>([BackendCode.DataRow]);
 
 /**
  * Serves one PostgreSQL client connection arriving over a tunnel: answers the startup itself (no
@@ -269,7 +271,12 @@ class PostgresProxySession {
     this.#masker = plan ? new ResultMasker(plan, ctx.maskKey ?? randomBytes(32)) : undefined;
     this.#judge = StatementJudge.needed(policy, plan) ? new StatementJudge(policy, identity, plan, ctx.reviews !== undefined, ctx.verdicts) : undefined;
     this.#clientFrames = new FrameScanner({ wanted: plan ? CLIENT_FRAMES_WANTED_MASKING : CLIENT_FRAMES_WANTED, maxLength: MAX_CLIENT_FRAME });
-    this.#backendFrames = new FrameScanner({ wanted: plan ? BACKEND_FRAMES_WANTED_MASKING : BACKEND_FRAMES_WANTED, maxLength: MAX_BACKEND_FRAME });
+    this.#backendFrames = new FrameScanner({
+      wanted: plan ? BACKEND_FRAMES_WANTED_MASKING : BACKEND_FRAMES_WANTED,
+      maxLength: MAX_BACKEND_FRAME,
+      // The masker rewrites a chunk's DataRows at once (one piece and one buffer per chunk, not per row).
+      runs: plan ? DATA_ROWS : undefined,
+    });
     client.on('error', (err) => this.#log.debug({ err }, 'client stream error'));
     if (client instanceof Socket) client.setNoDelay(true);
   }
@@ -1007,13 +1014,18 @@ class PostgresProxySession {
       }
       let masked: Buffer | undefined;
       try {
-        masked = this.#masker?.backendFrame(piece);
+        masked = piece.kind === 'run' ? this.#masker?.dataRows(piece.bytes) : this.#masker?.backendFrame(piece);
       } catch (e) {
         // Values that cannot be masked: what came before goes out, then the session ends with the error.
         if (out.length > 0) await this.#toClient(out).catch(() => undefined);
         this.#clientAtBoundary = true;
         await Promise.allSettled(recorded);
         throw e;
+      }
+      if (piece.kind === 'run') {
+        // DataRows (split out as runs under a mask plan only): nothing to record for them.
+        out.push(masked ?? piece.bytes);
+        continue;
       }
       const { events, replacement } = this.#onBackendFrame(piece);
       // As the answer goes out, not before it: nothing waits on these, so they may join the next statement's commit.

@@ -4,6 +4,7 @@ import {
   maskDerivedJson,
   maskJsonText,
   maskText,
+  maskTextBytes,
   maskWhole,
   detectorsFor,
   outputColumnMasks,
@@ -12,7 +13,7 @@ import {
   type MaskPlan,
 } from '../../../policy/index.js';
 import { BinaryValueError, TypeOid, binaryKind, binaryValueFromText, binaryValueText, holdsText } from './binary-values.js';
-import { PgWireError, SqlState } from './errors.js';
+import { PgWireError, SqlState, protocolViolation } from './errors.js';
 import type { ScannedFrame } from './frame-scanner.js';
 import { BackendCode } from '../../../lib/pg-wire/message-codes.js';
 import {
@@ -20,7 +21,6 @@ import {
   createDataRow,
   createResponseFields,
   parseCopyResponse,
-  parseDataRow,
   parseResponseFields,
   parseRowDescription,
   type RowField,
@@ -108,6 +108,9 @@ export class ResultMasker {
   #copyOut = false;
   /** Inside a COPY OUT under column rules: which fields to mask, and the row format (the header row passes). */
   #copyColumns?: CopyColumns & { headerPending: boolean };
+  /** The layout whose row actions were worked out last, and those actions (a result's rows share one layout). */
+  #actionsLayout: ColumnPlan[] | undefined;
+  #actions: RowAction[] = [];
 
   constructor(plan: MaskPlan, key: MaskKey) {
     this.#plan = plan;
@@ -383,22 +386,115 @@ export class ResultMasker {
   }
 
   #dataRow(frame: ScannedFrame): Buffer | undefined {
-    const values = parseDataRow(frame.body);
+    return this.dataRows(frame.bytes);
+  }
+
+  /**
+   * DataRow frames, one or several back to back (whole frames, header included, as the frame scanner's runs give
+   * them): the bytes to send instead, or undefined when no value changes. Each column's treatment is worked out
+   * once per result (see #actionFor); values are read where they lie, rows nothing changes in are copied as they
+   * are, and the rewritten rows of the whole run go into one buffer.
+   */
+  dataRows(run: Buffer): Buffer | undefined {
     const head = this.#queue[0];
     let layout: ColumnPlan[] | undefined;
     if (head?.kind === 'round') layout = head.layout;
-    else if (head?.kind === 'execute') layout = head.layout ??= this.#executeLayout(head.portal, values.length);
-    // A row the queue cannot place (it should not happen) is masked as if every column were named by a rule.
-    layout ??= values.map((_, i) => ({ name: `column ${i + 1}`, typeOid: 0, binary: false, mode: this.#plan.columns.length > 0 ? 'whole' : 'text' }));
-    let changed = false;
-    const out: (Buffer | string | null)[] = values.map((v, i) => {
-      if (v === null) return null;
-      const column = layout[i] ?? { name: `column ${i + 1}`, typeOid: 0, binary: false, mode: 'whole' };
-      const masked = column.binary ? this.#maskBinary(v, column) : this.#maskTextValue(v, column);
-      if (masked !== v) changed = true;
-      return masked;
-    });
-    return changed ? createDataRow(out) : undefined;
+    else if (head?.kind === 'execute' && run.length >= 7) layout = head.layout ??= this.#executeLayout(head.portal, run.readInt16BE(5));
+    const actions = layout ? this.#actionsFor(layout) : undefined;
+    let out: RowWriter | undefined;
+    // run[copied, …) is not in `out` yet: unchanged bytes go in with one copy when something after them changes.
+    let copied = 0;
+    let pos = 0;
+    while (pos < run.length) {
+      if (run.length - pos < 7) throw protocolViolation('message too short for a DataRow');
+      const rowLength = int32(run, pos + 1);
+      const rowEnd = pos + 1 + rowLength;
+      const width = (run[pos + 5] << 8) | run[pos + 6];
+      if (rowEnd > run.length || rowEnd < pos + 7 || width >= 0x8000) throw protocolViolation('message too short for a DataRow');
+      // A row the queue cannot place (it should not happen) is masked as if every column were named by a rule.
+      const rowActions = actions ?? this.#unplacedActions(width);
+      /** Where this row's header is in `out`, once one of its values changed (its length is set at the end). */
+      let rewritten = -1;
+      /** How much longer (or shorter) the rewritten row is than the original. */
+      let grown = 0;
+      let at = pos + 7;
+      for (let i = 0; i < width; i++) {
+        if (rowEnd - at < 4) throw protocolViolation('message too short for an int32');
+        const length = int32(run, at);
+        const valueStart = at + 4;
+        const valueEnd = length === -1 ? valueStart : valueStart + length;
+        if (length < -1 || valueEnd > rowEnd) throw protocolViolation(`message too short for ${length} bytes`);
+        const masked = length === -1 ? undefined : this.#maskAt(run, valueStart, valueEnd, rowActions[i] ?? EXTRA_COLUMN);
+        if (masked !== undefined) {
+          out ??= new RowWriter(run.length + 256);
+          if (rewritten === -1) rewritten = out.length + (pos - copied);
+          out.copy(run, copied, at);
+          grown += out.value(masked) - length;
+          copied = valueEnd;
+        }
+        at = valueEnd;
+      }
+      if (rewritten !== -1) {
+        if (at !== rowEnd) {
+          // Bytes after the last value (none in a well-formed row) are dropped from a rewritten row.
+          out!.copy(run, copied, at);
+          copied = rowEnd;
+          grown -= rowEnd - at;
+        }
+        // The values after the last change go in with the next copy (the next changed row's or the run's end).
+        out!.setInt32(rewritten + 1, rowLength + grown);
+      }
+      pos = rowEnd;
+    }
+    if (!out) return undefined;
+    out.copy(run, copied, run.length);
+    return out.bytes();
+  }
+
+  /** The row actions for a layout, worked out once per layout. */
+  #actionsFor(layout: ColumnPlan[]): RowAction[] {
+    if (layout !== this.#actionsLayout) {
+      this.#actions = layout.map((c) => this.#actionFor(c));
+      this.#actionsLayout = layout;
+    }
+    return this.#actions;
+  }
+
+  #actionFor(column: ColumnPlan): RowAction {
+    const { strategy } = this.#plan;
+    if (column.binary) {
+      if (column.mode === 'pass') return KEEP;
+      if (column.mode === 'null') return NULL_VALUE;
+      return { kind: 'value', column };
+    }
+    if (column.mode === 'text') return this.#plan.detectors.length === 0 ? KEEP : DETECT;
+    if (column.mode === 'whole' && (strategy === 'redact' || strategy === 'null')) {
+      const replacement = maskWhole('', strategy, this.#key);
+      return replacement === null ? NULL_VALUE : { kind: 'constant', bytes: Buffer.from(replacement, 'utf8') };
+    }
+    return { kind: 'value', column };
+  }
+
+  #unplacedActions(width: number): RowAction[] {
+    const mode: ColumnMode = this.#plan.columns.length > 0 ? 'whole' : 'text';
+    return Array.from({ length: width }, (_, i) => this.#actionFor({ name: `column ${i + 1}`, typeOid: 0, binary: false, mode }));
+  }
+
+  /** The value in run[start, end) masked by `action`: undefined when it stays as it is, null for SQL NULL. */
+  #maskAt(run: Buffer, start: number, end: number, action: RowAction): Buffer | string | null | undefined {
+    switch (action.kind) {
+      case 'keep':
+        return undefined;
+      case 'constant':
+        return action.bytes;
+      case 'detect':
+        return maskTextBytes(run, start, end, this.#plan.detectors, this.#plan.strategy, this.#key);
+      case 'value': {
+        const v = run.subarray(start, end);
+        const masked = action.column.binary ? this.#maskBinary(v, action.column) : this.#maskTextValue(v, action.column);
+        return masked === v ? undefined : masked;
+      }
+    }
   }
 
   #maskTextValue(v: Buffer, column: ColumnPlan): Buffer | string | null {
@@ -487,6 +583,13 @@ export class ResultMasker {
    * SQL NULL inside a row, so the null strategy redacts here.
    */
   #copyData(frame: ScannedFrame): Buffer | undefined {
+    if (!this.#copyColumns) {
+      // Detectors only: judged on the row's bytes, decoded only when one of them may match.
+      if (this.#plan.detectors.length === 0) return undefined;
+      const strategy = this.#plan.strategy === 'null' ? 'redact' : this.#plan.strategy;
+      const masked = maskTextBytes(frame.body, 0, frame.body.length, this.#plan.detectors, strategy, this.#key);
+      return masked == null ? undefined : createCopyData(masked);
+    }
     const original = frame.body.toString('utf8');
     let line = original;
     const columns = this.#copyColumns;
@@ -505,6 +608,99 @@ export class ResultMasker {
 }
 
 type TextMode = Extract<ColumnMode, 'whole' | 'json-whole' | 'json' | 'json-derived' | 'text'>;
+
+/** How the row loop treats one column's values; worked out from its ColumnPlan once per result. */
+type RowAction =
+  /** Passes as it is: text with no detectors, binary of a type nothing is masked in. */
+  | { kind: 'keep' }
+  /** Replaced by the same bytes whatever the value (a column rule that redacts; null: SQL NULL). */
+  | { kind: 'constant'; bytes: Buffer | null }
+  /** Text under the content detectors: judged from its bytes where it lies, decoded only when one may match. */
+  | { kind: 'detect' }
+  /** Anything else: taken out and masked by its ColumnPlan. */
+  | { kind: 'value'; column: ColumnPlan };
+
+const KEEP: RowAction = { kind: 'keep' };
+const DETECT: RowAction = { kind: 'detect' };
+const NULL_VALUE: RowAction = { kind: 'constant', bytes: null };
+/** A value beyond the columns RowDescription announced: masked whole, the safe side. */
+const EXTRA_COLUMN: RowAction = { kind: 'value', column: { name: 'unannounced column', typeOid: 0, binary: false, mode: 'whole' } };
+
+/** A big-endian int32 at `at` (the caller has checked the bounds): cheaper than readInt32BE in the row loop. */
+function int32(buf: Buffer, at: number): number {
+  return (buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3];
+}
+
+/** The rewritten rows of a run, in one buffer that grows as needed. */
+class RowWriter {
+  #buf: Buffer;
+  length = 0;
+
+  constructor(capacity: number) {
+    this.#buf = Buffer.allocUnsafe(capacity);
+  }
+
+  #reserve(n: number): void {
+    if (this.length + n <= this.#buf.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(this.#buf.length * 2, this.length + n));
+    this.#buf.copy(bigger, 0, 0, this.length);
+    this.#buf = bigger;
+  }
+
+  /** src[from, to) as it is. */
+  copy(src: Buffer, from: number, to: number): void {
+    const n = to - from;
+    if (n <= 0) return;
+    this.#reserve(n);
+    if (n <= 64) {
+      // A few bytes (a length and a short value): a loop costs less than a call into the copy.
+      const buf = this.#buf;
+      for (let i = 0, at = this.length; i < n; i++, at++) buf[at] = src[from + i];
+    } else src.copy(this.#buf, this.length, from, to);
+    this.length += n;
+  }
+
+  /** One value with its length in front: SQL NULL, bytes, or text written as UTF-8. Returns its bytes (0 for NULL). */
+  value(v: Buffer | string | null): number {
+    if (v === null) {
+      this.#reserve(4);
+      this.#buf.writeInt32BE(-1, this.length);
+      this.length += 4;
+      return 0;
+    }
+    if (typeof v === 'string') {
+      this.#reserve(4 + v.length * 3);
+      const buf = this.#buf;
+      const from = this.length + 4;
+      let n = 0;
+      if (v.length <= 64) {
+        // A short replacement ([REDACTED:email], a hash) is ASCII: a loop costs less than a call into the encoder.
+        for (; n < v.length; n++) {
+          const c = v.charCodeAt(n);
+          if (c > 127) break;
+          buf[from + n] = c;
+        }
+      }
+      if (n < v.length) n = buf.write(v, from, 'utf8');
+      buf.writeInt32BE(n, this.length);
+      this.length += 4 + n;
+      return n;
+    }
+    this.#reserve(4);
+    this.#buf.writeInt32BE(v.length, this.length);
+    this.length += 4;
+    this.copy(v, 0, v.length);
+    return v.length;
+  }
+
+  setInt32(at: number, value: number): void {
+    this.#buf.writeInt32BE(value, at);
+  }
+
+  bytes(): Buffer {
+    return this.#buf.subarray(0, this.length);
+  }
+}
 
 /** What backendFrame returns for a frame that must not reach the client (the answer to a hidden Describe). */
 const HIDDEN = Buffer.alloc(0);
