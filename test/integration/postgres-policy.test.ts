@@ -9,6 +9,7 @@ import { FrameScanner, MAX_BACKEND_FRAME } from '../../src/broker/protocols/post
 import { Writer } from '../../src/lib/pg-wire/buffer-writer.js';
 import {
   createBind,
+  createCopyData,
   createExecute,
   createParse,
   createQuery,
@@ -230,6 +231,60 @@ describe('deny rules hold against real psql and node-postgres', () => {
     expect(errors).toEqual(['42501', '42501']);
     socket.destroy();
     await guardedIntact();
+  });
+});
+
+describe('protocol shields, on a connection without rules', () => {
+  let open: PolicyProxy;
+  beforeAll(async () => {
+    open = await startPolicyProxy({ cluster, policy: { defaultAction: 'allow' }, identity: { subject: 'dba@example.com', kind: 'human', groups: ['dba'] } });
+    await admin.query('create table public.copy_sink (line text)');
+  });
+  afterAll(async () => open?.close());
+
+  it('refuses an Execute of the unnamed portal no Bind opened, which crashes PostgreSQL 15 after a failed COPY, and the server stays up', async () => {
+    const socket = netConnect({ host: '127.0.0.1', port: open.port });
+    const scanner = new FrameScanner({ wanted: new Set(Array.from({ length: 128 }, (_, i) => i)), maxLength: MAX_BACKEND_FRAME });
+    const codes: string[] = [];
+    const errors: Array<{ code: string; message: string }> = [];
+    let closed = false;
+    socket.on('close', () => (closed = true));
+    socket.on('error', () => undefined);
+    socket.on('data', (chunk: Buffer) => {
+      for (const f of scanner.observe(chunk)) {
+        const code = String.fromCharCode(f.code);
+        codes.push(code);
+        if (code === 'E') errors.push(parseErrorResponse(f.body));
+      }
+    });
+    /** Waits for the n-th message of `type` since the start (the answer arrives or the session is cut). */
+    const waitFor = async (type: string, n: number) => {
+      while (codes.filter((c) => c === type).length < n) {
+        if (closed) throw new Error(`the session was cut; got ${codes.join('')}, errors ${JSON.stringify(errors)}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    await once(socket, 'connect');
+    socket.write(createStartupMessage({ user: 'u', database: 'postgres' }));
+    await waitFor('Z', 1);
+    // The sequence the fuzz found (SECURITY.md), each step after the server's answer to the one before.
+    socket.write(Buffer.concat([createQuery('begin'), createQuery('copy public.copy_sink from stdin')]));
+    await waitFor('G', 1);
+    socket.write(createCopyData(Buffer.from([0xff, 0xfe, 0xc3, 0x28, 0xa0, 0xa1, 0xe2, 0x28, 0xa1, 0xe2, 0x82, 0x28, 0xf0, 0x28, 0x8c, 0xbc, 0x0a, 0x0a])));
+    await waitFor('Z', 3);
+    socket.write(Buffer.concat([createQuery('select id, v from public.guarded where id = 1'), createExecute({ maxRows: 1 })]));
+    await waitFor('E', 3);
+    socket.write(createSync());
+    await waitFor('Z', 5);
+    expect(errors.map((e) => e.code)).toEqual(['22021', '25P02', '34000']);
+    expect(errors[2]!.message).toBe('portal "" does not exist');
+    // The session goes on, and the server never restarted: the admin connection opened before all this still works.
+    socket.write(createQuery('rollback'));
+    await waitFor('Z', 6);
+    expect((await admin.query('select 1 as ok')).rows[0].ok).toBe(1);
+    socket.destroy();
+    const refused = open.events.find((e) => e.type === 'verdict' && (e.data as { rule?: string }).rule === 'no-unnamed-portal');
+    expect(refused).toBeDefined();
   });
 });
 

@@ -13,6 +13,8 @@ export const SqlState = {
   InsufficientPrivilege: '42501',
   SystemError: '58000',
   QueryCanceled: '57014',
+  /** A portal that does not exist (PostgreSQL's own answer to Execute of one). */
+  InvalidCursorName: '34000',
   AdminShutdown: '57P01',
   /** hoopctl's own (class R is implementation-defined): held for review, client asked not to wait. */
   HeldForReview: 'RV001',

@@ -45,7 +45,7 @@ import {
   type StartupMessage,
 } from './messages.js';
 import { ResultMasker } from './result-masker.js';
-import { StatementJudge, type Judgement } from './statement-judge.js';
+import { StatementJudge, noUnnamedPortal, type Judgement } from './statement-judge.js';
 import type { VerdictCache } from './verdict-cache.js';
 import { ResultTracker, type StatementResult } from './result-tracker.js';
 import { StreamEndedError, StreamReader } from './stream-reader.js';
@@ -584,6 +584,8 @@ class PostgresProxySession {
         }
         this.#results.round(statementSeq);
         this.#masker?.query(sql);
+        // A simple Query runs in the unnamed portal and drops it (and any the extended protocol had left open).
+        this.#portals.delete('');
         return undefined;
       }
       case FrontendCode.Parse: {
@@ -642,6 +644,12 @@ class PostgresProxySession {
         if (this.#skipUntilSync) return undefined;
         const bound = this.#portals.get(portal);
         const statementSeq = ++this.#statementCount;
+        if (portal === '' && !bound) {
+          const judgement = noUnnamedPortal();
+          await this.#recordJudged({ statementSeq, protocol: 'extended', sql: null, portal, params: [] }, judgement);
+          // The server gets a Bind that fails instead, and skips to the Sync with the client: it never sees the Execute.
+          return this.#refuseUntilSync(statementSeq, judgement, createBind({ portal: '', statement: this.#refusedStatementName }));
+        }
         const verdict = bound ? this.#statementVerdicts.get(bound.statement) : undefined;
         await this.#recordJudged(
           {

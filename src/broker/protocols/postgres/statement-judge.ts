@@ -13,11 +13,25 @@ import {
 } from '../../../policy/index.js';
 import { copyOutputColumns, copyUnmaskableReason } from '../../../policy/copy-format.js';
 import { verdictContext, type VerdictCache } from './verdict-cache.js';
+import { SqlState } from './errors.js';
 
 /** The proxy's rule name when the fast-path function call protocol is refused: the parser cannot see it. */
 export const FUNCTION_CALL_RULE = 'fastpath-function-call';
 /** The proxy's rule name when binary results are refused under a mask plan. */
 export const BINARY_RESULT_RULE = 'binary-result-masked';
+/** Execute of the unnamed portal when none is open (see noUnnamedPortal). */
+export const NO_UNNAMED_PORTAL_RULE = 'no-unnamed-portal';
+
+/**
+ * Execute of the unnamed portal when no Bind opened one since the session began or since the last simple Query
+ * (which drops it): PostgreSQL would answer `portal "" does not exist`, and after a failed COPY FROM STDIN in a
+ * transaction PostgreSQL 15.18 crashes on it instead, restarting and cutting every session (SECURITY.md). Refused
+ * with the error PostgreSQL gives, whatever the connection's rules: a client that works never sends it.
+ */
+export function noUnnamedPortal(): Judgement {
+  const verdict: Verdict = { action: 'deny', rule: NO_UNNAMED_PORTAL_RULE, message: 'Execute of the unnamed portal, which no Bind has opened' };
+  return { verdict, refused: true, clientMessage: 'portal "" does not exist', sqlState: SqlState.InvalidCursorName };
+}
 
 /** PostgreSQL's own SQLSTATE for a syntax error, so clients and drivers treat it as one. */
 export const SYNTAX_ERROR_SQLSTATE = '42601';
