@@ -6,13 +6,10 @@
  * tunnel uses: data messages (read as bytes), ping/pong and close; no extensions, no subprotocols.
  * @see https://www.rfc-editor.org/rfc/rfc6455
  */
-import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
-import { WsFrameDecoder, WsFrameError, WsOp, closePayload, encodeFrame } from '../lib/ws-frame-codec.js';
-
-const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+import { WsFrameDecoder, WsFrameError, WsOp, closePayload, encodeFrame, webSocketAccept } from '../lib/ws-frame-codec.js';
 
 /** Why an upgrade request is not a WebSocket handshake this broker takes; undefined when it is. */
 export function upgradeProblem(req: IncomingMessage): string | undefined {
@@ -29,7 +26,7 @@ export function upgradeProblem(req: IncomingMessage): string | undefined {
  * `head` is what the client sent after its request.
  */
 export function acceptTunnel(req: IncomingMessage, socket: Socket, head: Buffer, options: { maxPayload: number }): TunnelStream {
-  const accept = createHash('sha1').update(`${req.headers['sec-websocket-key']}${WS_GUID}`).digest('base64');
+  const accept = webSocketAccept(String(req.headers['sec-websocket-key']));
   socket.setTimeout(0);
   socket.setNoDelay(true);
   socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);

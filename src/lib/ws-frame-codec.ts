@@ -7,6 +7,12 @@
  * @see https://www.rfc-editor.org/rfc/rfc6455#section-5.2
  */
 import { isUtf8 } from 'node:buffer';
+import { createHash } from 'node:crypto';
+
+/** The Sec-WebSocket-Accept a server answers to the client's Sec-WebSocket-Key (RFC 6455 §4.2.2). */
+export function webSocketAccept(key: string): string {
+  return createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+}
 
 export const WsOp = { Continuation: 0x0, Text: 0x1, Binary: 0x2, Close: 0x8, Ping: 0x9, Pong: 0xa } as const;
 
@@ -136,19 +142,11 @@ export class WsFrameDecoder {
     } else {
       throw new WsFrameError(`unknown opcode 0x${opcode.toString(16)}`, 1002);
     }
-    let length = b1 & 0x7f;
-    let header = 2;
-    if (length === 126) {
-      if (avail < 4) return 0;
-      length = b.readUInt16BE(at + 2);
-      header = 4;
-    } else if (length === 127) {
-      if (avail < 10) return 0;
-      const high = b.readUInt32BE(at + 2);
-      if (high > 0x1fffff) throw new WsFrameError('a frame length over 2^53', 1009);
-      length = high * 2 ** 32 + b.readUInt32BE(at + 6);
-      header = 10;
-    }
+    const size = payloadLength(b, at);
+    if (size === undefined) return 0;
+    if (size === null) throw new WsFrameError('a frame length over 2^53', 1009);
+    const { length } = size;
+    let header = size.header;
     if (control && length > 125) throw new WsFrameError('a control frame over 125 bytes', 1002);
     if (length > this.#o.maxPayload) throw new WsFrameError(`a frame of ${length} bytes (the limit is ${this.#o.maxPayload})`, 1009);
     const keyAt = at + header;
@@ -171,6 +169,22 @@ export class WsFrameDecoder {
     frames.push({ fin, opcode, payload });
     return header + length;
   }
+}
+
+/**
+ * The payload length of the frame whose header starts at `b[at]`, and the header's length before any masking key:
+ * undefined while the header is not all there, null for a length over 2^53 (RFC 6455 §5.2 allows 2^63).
+ */
+export function payloadLength(b: Buffer, at: number): { length: number; header: number } | undefined | null {
+  const avail = b.length - at;
+  if (avail < 2) return undefined;
+  const short = b[at + 1]! & 0x7f;
+  if (short < 126) return { length: short, header: 2 };
+  if (short === 126) return avail < 4 ? undefined : { length: b.readUInt16BE(at + 2), header: 4 };
+  if (avail < 10) return undefined;
+  const high = b.readUInt32BE(at + 2);
+  if (high > 0x1fffff) return null;
+  return { length: high * 2 ** 32 + b.readUInt32BE(at + 6), header: 10 };
 }
 
 /** A close frame's code must be one an endpoint may send (RFC 6455 §7.4), its reason UTF-8. */

@@ -5,18 +5,17 @@
  * message, a Duplex, pipe, and a writev of header and payload per frame): here a chunk from the local client is one
  * frame and one write(), and the frames of one chunk from the broker are one write() to the client.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { UserError } from '../lib/errors.js';
-import { WsFrameDecoder, WsFrameError, WsOp, closePayload, encodeFrame } from '../lib/ws-frame-codec.js';
+import { WsFrameDecoder, WsFrameError, WsOp, closePayload, encodeFrame, webSocketAccept } from '../lib/ws-frame-codec.js';
 import { USER_AGENT, brokerRefusal, tunnelUrl } from './ws-transport.js';
 
 const HANDSHAKE_TIMEOUT_MS = 15_000;
 const MAX_PAYLOAD = 16 * 1024 * 1024;
-const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
 /** An upgraded tunnel: the broker's socket and what it sent right after its 101 answer. */
 export interface TunnelSocket {
@@ -61,7 +60,7 @@ export function openTunnelSocket(broker: string, connection: string, token: stri
       res.on('error', (e: Error) => reject(unreachable(e.message)));
     });
     req.once('upgrade', (res: IncomingMessage, socket: Socket, head: Buffer) => {
-      const expected = createHash('sha1').update(key + WS_GUID).digest('base64');
+      const expected = webSocketAccept(key);
       if (String(res.headers.upgrade).toLowerCase() !== 'websocket' || res.headers['sec-websocket-accept'] !== expected) {
         socket.destroy();
         return reject(unreachable('the answer to the tunnel request was not a WebSocket upgrade'));

@@ -92,37 +92,31 @@ function replicaIn(logPath: string): string {
   return (m[1] ?? m[2])!;
 }
 
-/** Which replica serves a session, as the store records it. */
-async function replicaOf(session: string): Promise<string> {
+/** One query on the shared PostgreSQL store, on a connection of its own (the brokers' are theirs). */
+async function storeQuery<T extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<T> {
   const admin = new pg.Client({ connectionString: storeUrl });
   await admin.connect();
   try {
-    return (await admin.query<{ replica: string }>('SELECT replica FROM hoopctl.sessions WHERE id = $1', [session])).rows[0]!.replica;
+    // The first row (queries here answer one).
+    return (await admin.query<T>(sql, params)).rows[0]!;
   } finally {
     await admin.end();
   }
+}
+
+/** Which replica serves a session, as the store records it. */
+async function replicaOf(session: string): Promise<string> {
+  return (await storeQuery<{ replica: string }>('SELECT replica FROM hoopctl.sessions WHERE id = $1', [session])).replica;
 }
 
 /** How many brokers hold their LISTEN connection for replica signals now. */
 async function listeners(): Promise<number> {
-  const admin = new pg.Client({ connectionString: storeUrl });
-  await admin.connect();
-  try {
-    return (await admin.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'hoopctl-broker-signals'")).rows[0]!.n;
-  } finally {
-    await admin.end();
-  }
+  return (await storeQuery<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'hoopctl-broker-signals'")).n;
 }
 
 /** Session slots (maxConcurrent) held in the store now, by every broker. */
 async function slotsHeld(): Promise<number> {
-  const admin = new pg.Client({ connectionString: storeUrl });
-  await admin.connect();
-  try {
-    return (await admin.query<{ n: number }>('SELECT count(*)::int AS n FROM hoopctl.session_slots')).rows[0]!.n;
-  } finally {
-    await admin.end();
-  }
+  return (await storeQuery<{ n: number }>('SELECT count(*)::int AS n FROM hoopctl.session_slots')).n;
 }
 
 /** The export file as a SIEM reads it: one `stream/seq` per line. */
@@ -233,10 +227,7 @@ describe('two brokers on one PostgreSQL store', () => {
     // Cut both brokers' signal listeners just before the approval: a notification sent while B is not listening is
     // lost, and B's resync on listening again must still release the statement.
     expect(await listeners()).toBe(2);
-    const admin = new pg.Client({ connectionString: storeUrl });
-    await admin.connect();
-    await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'hoopctl-broker-signals'");
-    await admin.end();
+    await storeQuery("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'hoopctl-broker-signals'");
     const approved = await runCli(['approve', review.id, '--reason', 'ok'], bob);
     expect(approved.code, approved.stderr).toBe(0);
     expect((await held).rowCount).toBe(2);

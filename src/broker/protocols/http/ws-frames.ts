@@ -4,6 +4,7 @@
  * forwards the original bytes; this is only for recording.
  * @see https://www.rfc-editor.org/rfc/rfc6455#section-5.2
  */
+import { payloadLength } from '../../../lib/ws-frame-codec.js';
 
 export const WsOpcode = { Continuation: 0, Text: 1, Binary: 2, Close: 8, Ping: 9, Pong: 10 } as const;
 
@@ -48,22 +49,14 @@ export class WsFrameObserver {
     const fin = (b[0] & 0x80) !== 0;
     const opcode = b[0] & 0x0f;
     const masked = (b[1] & 0x80) !== 0;
-    let len = b[1] & 0x7f;
-    let at = 2;
-    if (len === 126) {
-      if (b.length < 4) return undefined;
-      len = b.readUInt16BE(2);
-      at = 4;
-    } else if (len === 127) {
-      if (b.length < 10) return undefined;
-      const big = b.readBigUInt64BE(2);
-      if (big > BigInt(Number.MAX_SAFE_INTEGER)) {
-        this.broken = true;
-        return undefined;
-      }
-      len = Number(big);
-      at = 10;
+    const size = payloadLength(b, 0);
+    if (size === undefined) return undefined;
+    if (size === null) {
+      this.broken = true;
+      return undefined;
     }
+    const len = size.length;
+    let at = size.header;
     const maskAt = at;
     if (masked) at += 4;
     if (b.length < at + len) return undefined;

@@ -6,7 +6,6 @@ import {
   maskText,
   maskTextBytes,
   maskWhole,
-  detectorsFor,
   outputColumnMasks,
   type JsonShape,
   type MaskKey,
@@ -502,16 +501,7 @@ export class ResultMasker {
       // Only binary columns get the other modes; a text one here is a bug, and masking it whole is the safe side.
       return maskWhole(v.toString('utf8'), this.#plan.strategy, this.#key);
     }
-    // The cheap answers first, without decoding the value: nothing any detector could find in its bytes, or a
-    // whole-value replacement that does not depend on the value.
-    if (column.mode === 'text') {
-      const detectors = detectorsFor(v, this.#plan.detectors);
-      if (detectors.length === 0) return v;
-      const text = v.toString('utf8');
-      const masked = maskText(text, detectors, this.#plan.strategy, this.#key).text;
-      return masked === text ? v : masked;
-    }
-    if (column.mode === 'whole' && (this.#plan.strategy === 'redact' || this.#plan.strategy === 'null')) return maskWhole('', this.#plan.strategy, this.#key);
+    // Text under detectors alone and whole-value redaction never come here: #actionFor gives them their own actions.
     const masked = this.#maskValue(v.toString('utf8'), column.mode, column.shape);
     return masked.changed ? masked.text : v;
   }
