@@ -1,4 +1,5 @@
-import { closeSync, fstatSync, ftruncateSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { UserError } from '../../lib/errors.js';
 import { crc32 } from 'node:zlib';
 import type { StoredEvent } from './store.js';
 
@@ -156,5 +157,53 @@ export class EventJournal {
 
   close(): void {
     closeSync(this.#fd);
+  }
+}
+
+/**
+ * Makes this process the one broker writing the SQLite store at `storePath` (`<store>-events.owner` holds its pid):
+ * a second broker started on the same file would copy and empty the first one's journal under it, and mark its open
+ * sessions failed. A file left by a broker that died (its pid is gone) is taken over. Returns the release.
+ */
+export function claimStore(storePath: string): () => void {
+  const path = `${journalPathFor(storePath)}.owner`;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      writeFileSync(path, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
+    }
+    const owner = Number.parseInt(readTextOrEmpty(path), 10);
+    if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isAlive(owner)) {
+      throw new UserError(`the store ${storePath} is in use by another broker (pid ${owner})`, {
+        code: 'STORE_IN_USE', hint: `one broker process owns a SQLite store: stop that one, or give this one its own store.path (several brokers share a PostgreSQL store); if no broker runs, remove ${path}`,
+      });
+    }
+    unlinkSync(path);
+  }
+  return () => {
+    try {
+      if (readTextOrEmpty(path).trim() === String(process.pid)) unlinkSync(path);
+    } catch {
+      // Gone already: nothing to give back.
+    }
+  };
+}
+
+function readTextOrEmpty(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

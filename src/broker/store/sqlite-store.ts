@@ -5,7 +5,7 @@ import type { Identity } from '../../api/identity.js';
 import { HoopError, UserError } from '../../lib/errors.js';
 import { InProcessSignalBus, type SignalBus } from './signal-bus.js';
 import { ChainGuard } from './chain-guard.js';
-import { encodeJournalRecords, EventJournal, journalPathFor, type JournalEntry } from './event-journal.js';
+import { claimStore, encodeJournalRecords, EventJournal, journalPathFor, type JournalEntry } from './event-journal.js';
 import { journalUnwritable } from './store-errors.js';
 import type { AppendOptions, ExportLease, IdentityLock, LostSession, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
 import type { Review, ReviewStatus } from '../../api/review.js';
@@ -156,6 +156,7 @@ export class SqliteStore implements Store {
   readonly #insertBatch: (batch: readonly JournalEntry[]) => void;
   /** Undefined for an in-memory store: its appends are committed to SQLite directly. */
   readonly #journal: EventJournal | undefined;
+  readonly #release: () => void;
   /** Events in the journal (acknowledged) not yet copied into SQLite, in journal order. */
   #backlog: JournalEntry[] = [];
   #ingestTimer: NodeJS.Timeout | undefined;
@@ -170,44 +171,52 @@ export class SqliteStore implements Store {
   readonly #prepared = new Map<string, Database.Statement>();
 
   constructor(path: string) {
+    let release = (): void => undefined;
     if (path !== ':memory:') {
       mkdirSync(dirname(path), { recursive: true });
       // Sessions and reviews are for the broker's eyes only: a new store is created 0600, and SQLite gives its
       // -wal and -shm files the mode of the database file. An existing store keeps the mode its operator chose.
       closeSync(openSync(path, 'a', 0o600));
+      release = claimStore(path);
     }
     try {
-      this.#db = new Database(path);
-      this.#db.pragma('journal_mode = WAL');
-    } catch (e) {
-      // Not a SQLite file, or one SQLite cannot open: the operator's to fix, not a bug.
-      throw new UserError(`cannot open the store ${path}: ${(e as Error).message}`, { code: 'STORE_UNREADABLE', hint: 'check store.path in the broker config: it must be a hoopctl SQLite store, or a new file', cause: e });
-    }
-    this.#db.pragma('synchronous = NORMAL');
-    this.#db.pragma('busy_timeout = 5000');
-    this.#db.pragma('wal_autocheckpoint = 10000');
-    this.#migrate(path);
-    this.#insertEvent = this.#db.prepare(
-      'INSERT INTO events (stream, seq, at, type, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)',
-    );
-    this.#lastEvent = this.#db.prepare('SELECT * FROM events WHERE stream = ? ORDER BY seq DESC LIMIT 1');
-    const sameEvent = this.#db.prepare('SELECT hash FROM events WHERE stream = ? AND seq = ?').pluck();
-    const displace = this.#db.prepare(
-      'INSERT OR IGNORE INTO events_displaced (stream, seq, at, type, data, prev_hash, hash, found_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
-    );
-    this.#insertBatch = this.#db.transaction((batch: readonly JournalEntry[]) => {
-      for (const { event: e, data } of batch) {
-        try {
-          this.#insertOne(e, data);
-        } catch (err) {
-          if (!String((err as { code?: unknown }).code).startsWith('SQLITE_CONSTRAINT')) throw err;
-          // Copied already (a broker stopped between the copy and emptying the journal): nothing to do. Another
-          // writer of the file took the place: the acknowledged event is kept beside it, never dropped.
-          if (sameEvent.get(e.stream, e.seq) !== e.hash) displace.run(e.stream, e.seq, e.at, e.type, data, e.prevHash, e.hash, Date.now());
-        }
+      try {
+        this.#db = new Database(path);
+        this.#db.pragma('journal_mode = WAL');
+      } catch (e) {
+        // Not a SQLite file, or one SQLite cannot open: the operator's to fix, not a bug.
+        throw new UserError(`cannot open the store ${path}: ${(e as Error).message}`, { code: 'STORE_UNREADABLE', hint: 'check store.path in the broker config: it must be a hoopctl SQLite store, or a new file', cause: e });
       }
-    });
-    this.#journal = path === ':memory:' ? undefined : this.#openJournal(journalPathFor(path));
+      this.#db.pragma('synchronous = NORMAL');
+      this.#db.pragma('busy_timeout = 5000');
+      this.#db.pragma('wal_autocheckpoint = 10000');
+      this.#migrate(path);
+      this.#insertEvent = this.#db.prepare(
+        'INSERT INTO events (stream, seq, at, type, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      );
+      this.#lastEvent = this.#db.prepare('SELECT * FROM events WHERE stream = ? ORDER BY seq DESC LIMIT 1');
+      const sameEvent = this.#db.prepare('SELECT hash FROM events WHERE stream = ? AND seq = ?').pluck();
+      const displace = this.#db.prepare(
+        'INSERT OR IGNORE INTO events_displaced (stream, seq, at, type, data, prev_hash, hash, found_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      );
+      this.#insertBatch = this.#db.transaction((batch: readonly JournalEntry[]) => {
+        for (const { event: e, data } of batch) {
+          try {
+            this.#insertOne(e, data);
+          } catch (err) {
+            if (!String((err as { code?: unknown }).code).startsWith('SQLITE_CONSTRAINT')) throw err;
+            // Copied already (a broker stopped between the copy and emptying the journal): nothing to do. Another
+            // writer of the file took the place: the acknowledged event is kept beside it, never dropped.
+            if (sameEvent.get(e.stream, e.seq) !== e.hash) displace.run(e.stream, e.seq, e.at, e.type, data, e.prevHash, e.hash, Date.now());
+          }
+        }
+      });
+      this.#journal = path === ':memory:' ? undefined : this.#openJournal(journalPathFor(path));
+    } catch (e) {
+      release();
+      throw e;
+    }
+    this.#release = release;
   }
 
   /**
@@ -572,6 +581,7 @@ export class SqliteStore implements Store {
     this.#ingestQuietly();
     this.#journal?.close();
     this.#db.close();
+    this.#release();
   }
 }
 

@@ -165,3 +165,26 @@ describe('a SQLite store killed (-9) while it records', () => {
     expect(statSync(journalPathFor(path)).size).toBe(0);
   });
 });
+
+describe('one broker per SQLite store', () => {
+  it('refuses a second process on a store in use, and takes over a store whose broker died', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const { resolve } = await import('node:path');
+    const { writeFileSync } = await import('node:fs');
+    const path = storePath();
+    const dist = resolve(import.meta.dirname, '../../../dist/src/broker');
+    const openElsewhere = () => spawnSync(process.execPath, ['--input-type=module', '-e', `
+      const { SqliteStore } = await import(${JSON.stringify(`${dist}/store/sqlite-store.js`)});
+      try { await new SqliteStore(process.env.STORE).close(); console.log('opened'); } catch (e) { console.log(e.code + ': ' + e.message); }
+    `], { env: { ...process.env, STORE: path }, encoding: 'utf8' });
+
+    const store = new SqliteStore(path);
+    expect(openElsewhere().stdout).toBe(`STORE_IN_USE: the store ${path} is in use by another broker (pid ${process.pid})\n`);
+    await store.close();
+    expect(openElsewhere().stdout).toBe('opened\n');
+    // A broker killed with -9 leaves its pid behind; a pid no process has does not hold the store.
+    const dead = spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' });
+    writeFileSync(`${journalPathFor(path)}.owner`, dead.stdout);
+    expect(openElsewhere().stdout).toBe('opened\n');
+  });
+});
