@@ -1,5 +1,6 @@
 import { closeSync, fstatSync, ftruncateSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { UserError } from '../../lib/errors.js';
+import { processAlive } from '../../lib/process-alive.js';
 import { crc32 } from 'node:zlib';
 import type { StoredEvent } from './store.js';
 
@@ -175,7 +176,7 @@ export function claimStore(storePath: string): () => void {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
     }
     const owner = Number.parseInt(readTextOrEmpty(path), 10);
-    if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isAlive(owner)) {
+    if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && processAlive(owner)) {
       throw new UserError(`the store ${storePath} is in use by another broker (pid ${owner})`, {
         code: 'STORE_IN_USE', hint: `one broker process owns a SQLite store: stop that one, or give this one its own store.path (several brokers share a PostgreSQL store); if no broker runs, remove ${path}`,
       });
@@ -196,14 +197,5 @@ function readTextOrEmpty(path: string): string {
     return readFileSync(path, 'utf8');
   } catch {
     return '';
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
