@@ -440,7 +440,7 @@ async function main(): Promise<void> {
       process.stderr.write('the store\'s durable append, alone and in groups of 8…\n');
       const c = await measureStoreCommit();
       report.push(
-        `Durable record (SqliteStore.appendEvent of a statement event, WAL, synchronous=NORMAL, in process): ${c.aloneUs.toFixed(0)} µs per event awaited one at a time (one commit each); ${c.groupOf8Us.toFixed(0)} µs per event when 8 arrive together (group commit); ${c.perStatementUs.toFixed(0)} µs per statement as the PostgreSQL proxy records it (the previous result, the statement and its verdict in one commit).`,
+        `Durable record (SqliteStore.appendEvent of a statement event, in process: acknowledged once written to the store's event journal, copied into SQLite — WAL, synchronous=NORMAL — every 20 ms, which the figures include): ${c.aloneUs.toFixed(0)} µs per event awaited one at a time (one write each); ${c.groupOf8Us.toFixed(0)} µs per event when 8 arrive together (one write); ${c.perStatementUs.toFixed(0)} µs per statement as the PostgreSQL proxy records it (the previous result, the statement and its verdict in one write).`,
         '',
       );
     }
