@@ -21,6 +21,7 @@ import {
 } from './messages.js';
 import { md5PasswordResponse, SCRAM_MECHANISM, ScramError, scramClientFinal, scramClientFirst, verifyScramServerFinal } from './scram.js';
 import { StreamReader } from './stream-reader.js';
+import type { BackendLease } from './backend-pool.js';
 
 /** A backend connection that completed startup and authentication and is ready for queries. */
 export interface BackendSession {
@@ -37,6 +38,8 @@ export interface BackendSession {
   notices: ErrorFields[];
   /** The role it logged in as. */
   user?: string;
+  /** Set when the backend came through a pool (backend-pool.ts): how the session reads it and gives it back. */
+  lease?: BackendLease;
 }
 
 export interface ConnectBackendOptions {
@@ -155,7 +158,8 @@ async function negotiateTls(socket: Socket, conn: PostgresConnection): Promise<{
   return { socket: tlsSocket, tls: true };
 }
 
-async function readMessage(reader: StreamReader): Promise<{ code: number; body: Buffer }> {
+/** One whole server message, read during startup or a pool's reset. */
+export async function readMessage(reader: StreamReader): Promise<{ code: number; body: Buffer }> {
   const header = await reader.read(5);
   const code = header[0];
   const length = header.readInt32BE(1);
