@@ -18,7 +18,7 @@
 import { createHash } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { connectBackend as defaultConnectBackend, readMessage, type BackendSession, type ConnectBackendOptions } from './backend.js';
+import { connectBackend as defaultConnectBackend, readMessage, type BackendLease, type BackendSession, type ConnectBackendOptions } from './backend.js';
 import type { PostgresConnection } from './config.js';
 import { BackendCode } from '../../../lib/pg-wire/message-codes.js';
 import { createQuery, createTerminate, parseCommandComplete, parseParameterStatus, parseReadyForQuery, type CancelKey } from './messages.js';
@@ -26,21 +26,6 @@ import { StreamReader } from './stream-reader.js';
 
 /** What resets a backend between sessions. */
 export const RESET_SQL = 'DISCARD ALL';
-
-/** What a session holds of a pooled backend, beside the socket. */
-export interface BackendLease {
-  /** The pool's name of the backend (`b7`): recorded, so sessions that shared one can be told; never its pid. */
-  readonly id: string;
-  /** Whether an earlier session used the backend. */
-  readonly reused: boolean;
-  /** The backend's stream as the relay reads it: unlike the socket's own iterator, it can stop without closing it. */
-  readonly chunks: AsyncIterator<Buffer>;
-  /**
-   * Hands the backend back, to be reset and kept; the caller must not touch the socket after true. False when the
-   * pool will not take it (closed, reloaded, too old, unread bytes): the caller closes it as any backend.
-   */
-  giveBack(): boolean;
-}
 
 export interface BackendPoolOptions {
   logger?: Logger;

@@ -21,7 +21,6 @@ import {
 } from './messages.js';
 import { md5PasswordResponse, SCRAM_MECHANISM, ScramError, scramClientFinal, scramClientFirst, verifyScramServerFinal } from './scram.js';
 import { StreamReader } from './stream-reader.js';
-import type { BackendLease } from './backend-pool.js';
 
 /** A backend connection that completed startup and authentication and is ready for queries. */
 export interface BackendSession {
@@ -40,6 +39,21 @@ export interface BackendSession {
   user?: string;
   /** Set when the backend came through a pool (backend-pool.ts): how the session reads it and gives it back. */
   lease?: BackendLease;
+}
+
+/** What a session holds of a backend from a pool (backend-pool.ts), beside the socket. */
+export interface BackendLease {
+  /** The pool's name of the backend (`b7`): recorded, so sessions that shared one can be told; never its pid. */
+  readonly id: string;
+  /** Whether an earlier session used the backend. */
+  readonly reused: boolean;
+  /** The backend's stream as the relay reads it: unlike the socket's own iterator, it can stop without closing it. */
+  readonly chunks: AsyncIterator<Buffer>;
+  /**
+   * Hands the backend back, to be reset and kept; the caller must not touch the socket after true. False when the
+   * pool will not take it (closed, reloaded, too old, unread bytes): the caller closes it as any backend.
+   */
+  giveBack(): boolean;
 }
 
 export interface ConnectBackendOptions {
