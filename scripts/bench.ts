@@ -24,7 +24,7 @@ import { freePort } from '../src/lib/net.js';
 import { Agent, request } from 'node:http';
 import { startSshd } from '../src/dev/sshd.js';
 import { startPgbouncer, startRawRelay } from './bench/peers.js';
-import { cpuSeconds, profiledNodeArgs, rssMb, rssSampler, summariseProfiles, treeCpuSeconds, waitForLine } from './bench/processes.js';
+import { cpuSeconds, mainThreadCpuSeconds, profiledNodeArgs, rssMb, rssSampler, summariseProfiles, treeCpuSeconds, waitForLine } from './bench/processes.js';
 import { openIdleSessions, sessionRate, type PgTarget } from './bench/session-load.js';
 import { measureVerdictCost } from './bench/verdict-cost.js';
 import { measureStoreCommit } from './bench/store-commit.js';
@@ -323,7 +323,7 @@ async function main(): Promise<void> {
         const postmaster = Number(readFileSync(join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
         const pooledGate = await connect('bench-pooled');
         const cpuNow = (connectPid = gate.child.pid!) => ({
-          broker: cpuSeconds(broker.pid!), connect: cpuSeconds(connectPid), relay: relay.processes.reduce((sum, c) => sum + cpuSeconds(c.pid!), 0),
+          broker: cpuSeconds(broker.pid!), connect: cpuSeconds(connectPid), connectMain: mainThreadCpuSeconds(connectPid), relay: relay.processes.reduce((sum, c) => sum + cpuSeconds(c.pid!), 0),
           postgres: treeCpuSeconds(postmaster), load: process.cpuUsage(),
         });
         const directTarget: PgTarget = { host: cluster.host, port: cluster.port, user: cluster.superuser, database: 'postgres', password: cluster.password };
@@ -336,6 +336,9 @@ async function main(): Promise<void> {
           { name: 'hoopctl connect + broker, pool on (token verified, session recorded, a pooled backend reset with DISCARD ALL)', target: tunnelTarget(pooledGate.ready), connectPid: pooledGate.child.pid! },
         ];
         const sessionRows: string[] = [];
+        // hoopctl connect's main thread alone, per tunnel path: the rest is its peer-owner worker (reads the kernel's
+        // socket tables per accepted client), GC and I/O threads.
+        const connectSplit: string[] = [];
         const cpuRows: string[] = [];
         let directRate = 0;
         for (const p of sessionPaths) {
@@ -348,6 +351,7 @@ async function main(): Promise<void> {
           const load = (to.load.user + to.load.system - from.load.user - from.load.system) / 1e6;
           const total = to.broker - from.broker + to.connect - from.connect + to.relay - from.relay + to.postgres - from.postgres + load;
           sessionRows.push(`| ${p.name} | ${r.perSecond.toFixed(0)} | ${ratio(r.perSecond, directRate)} |`);
+          if (p.name.startsWith('hoopctl connect')) connectSplit.push(`${p.name.replace(/ \(.*/, '')}: ${ms(to.connectMain - from.connectMain)} of ${ms(to.connect - from.connect)} ms`);
           cpuRows.push(`| ${p.name.replace(/ \(.*/, '')} | ${ms(to.broker - from.broker)} | ${ms(to.connect - from.connect)} | ${ms(to.relay - from.relay)} | ${ms(to.postgres - from.postgres)} | ${ms(load)} | ${ms(total)} | ${(2000 / Number(ms(total))).toFixed(0)} |`);
         }
         process.stderr.write(`${idleSessions} idle sessions through the gate…\n`);
@@ -365,6 +369,8 @@ async function main(): Promise<void> {
           '| CPU ms per session (user + system) | broker | hoopctl connect | relay hops | PostgreSQL (backends + postmaster) | load generator (pg driver) | total | sessions/s the 2 cores allow |',
           '|---|---|---|---|---|---|---|---|',
           ...cpuRows,
+          '',
+          `hoopctl connect's main thread per session (the rest is its peer-owner worker, GC and I/O threads): ${connectSplit.join('; ')}.`,
           '',
           `Idle sessions: ${idle.opened} of ${idleSessions} opened through the gate${idle.failed ? ` (${idle.failed} failed: ${idle.firstError})` : ''}; broker RSS ${before.toFixed(0)} MB before, ${held.toFixed(0)} MB with them open (${idle.opened ? (((held - before) * 1024) / idle.opened).toFixed(0) : '–'} kB each); hoopctl connect ${connectHeld.toFixed(0)} MB.`,
           '',

@@ -128,9 +128,14 @@ export function treeCpuSeconds(pid: number): number {
   return total;
 }
 
-export function cpuSeconds(pid: number, reaped = false): number {
+/** CPU seconds of a process's main thread alone (its thread whose id is the pid): without worker, GC and I/O threads. */
+export function mainThreadCpuSeconds(pid: number): number {
+  return cpuSeconds(pid, false, `/proc/${pid}/task/${pid}/stat`);
+}
+
+export function cpuSeconds(pid: number, reaped = false, statFile = `/proc/${pid}/stat`): number {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(statFile, 'utf8');
     // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15, cutime 16, cstime 17.
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
     const ticks = f[11]! + f[12]! + (reaped ? f[13]! + f[14]! : 0);
