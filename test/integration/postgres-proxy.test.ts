@@ -629,11 +629,14 @@ describe('postgres proxy with a backend pool (pool: set on the connection)', () 
     await c.connect();
     const pid = (await c.query('select pg_backend_pid() as pid')).rows[0].pid as number;
     const result = await work?.(c);
-    const ended = proxy.summaries.length;
-    await c.end();
-    // The backend is back (reset) once the session's summary is in and the pool holds it again.
-    await waitFor(() => proxy.summaries.length > ended && pool.idleCount('pg-pooled') > 0, 'the session to end and its backend to be kept');
+    await endAndKeep(c);
     return { pid, result };
+  }
+  /** Ends the session cleanly and waits until the pool holds its backend again (reset). */
+  async function endAndKeep(c: pg.Client): Promise<void> {
+    const backend = (pooledEvents().at(-1) as { backend: string }).backend;
+    await c.end();
+    await waitFor(() => pool.idleIds('pg-pooled').includes(backend), `backend ${backend} to be reset and kept`);
   }
   const pooledEvents = () => ofType(proxy.events, 'backend-connected').map((e) => e.data.pooled as { backend: string; reused: boolean });
 
@@ -665,9 +668,11 @@ describe('postgres proxy with a backend pool (pool: set on the connection)', () 
       await c.query('listen pool_channel');
       await c.query('set role pg_read_all_data');
     });
+    const leakyBackend = pooledEvents().at(-1)!.backend;
     // A raw client sees what the next session's startup says (ParameterStatus): the startup values, not the old SETs.
     const raw = new RawClient(proxy.port);
-    await raw.startup({ application_name: 'pool-test' });
+    // As the pg driver asks (it always sends client_encoding): the same startup, so the same pooled backend.
+    await raw.startup({ application_name: 'pool-test', client_encoding: 'UTF8' });
     const status = new Map(raw.messages.filter((m) => m.code === 'S').map((m) => {
       const [name, value] = m.body.toString('utf8').split('\0');
       return [name!, value!];
@@ -675,9 +680,9 @@ describe('postgres proxy with a backend pool (pool: set on the connection)', () 
     expect(status.get('application_name')).toBe('pool-test');
     expect(status.get('TimeZone')).not.toBe('Asia/Tokyo');
     expect(status.get('session_authorization')).toBe(scramCluster.superuser);
-    raw.socket.end();
-    await waitFor(() => raw.closed, 'the raw client to close');
-    await waitFor(() => pool.idleCount('pg-pooled') > 0, 'its backend to be kept');
+    expect(pooledEvents().at(-1)).toEqual({ backend: leakyBackend, reused: true });
+    raw.socket.end(Buffer.from([0x58, 0, 0, 0, 4]));
+    await waitFor(() => pool.idleIds('pg-pooled').includes(leakyBackend), 'its backend to be kept');
 
     const { pid, result } = await session(async (c) => {
       const q = async (sql: string) => (await c.query(sql)).rows[0];
@@ -747,9 +752,7 @@ describe('postgres proxy with a backend pool (pool: set on the connection)', () 
     await first.connect();
     const firstPid = (await first.query('select pg_backend_pid() as pid')).rows[0].pid as number;
     const oldKey = { pid: (first as unknown as { processID: number }).processID, secret: (first as unknown as { secretKey: number }).secretKey };
-    let ended = proxy.summaries.length;
-    await first.end();
-    await waitFor(() => proxy.summaries.length > ended && pool.idleCount('pg-pooled') > 0, 'the first session to end');
+    await endAndKeep(first);
 
     const second = client();
     await second.connect();
@@ -773,7 +776,7 @@ describe('postgres proxy with a backend pool (pool: set on the connection)', () 
     const own = await sendCancel(newKey);
     expect(own.cancel).toBe('forwarded');
     expect(await sleeping).toContain('canceling statement due to user request');
-    ended = proxy.summaries.length;
+    const ended = proxy.summaries.length;
     await second.end();
     await waitFor(() => proxy.summaries.length > ended, 'the second session to end');
     // A backend a cancel was sent to goes to no later session (a late signal could hit its next statement).

@@ -76,6 +76,11 @@ export class BackendPool {
     this.#resetTimeoutMs = options.resetTimeoutMs ?? 5_000;
   }
 
+  /** The pool's names of the backends idle for `connection`, oldest first. */
+  idleIds(connection: string): string[] {
+    return (this.#idle.get(connection) ?? []).map((b) => b.id);
+  }
+
   /** Idle backends kept for `connection` (all connections when absent). */
   idleCount(connection?: string): number {
     if (connection !== undefined) return this.#idle.get(connection)?.length ?? 0;
@@ -162,8 +167,9 @@ export class BackendPool {
       if (!ok) return this.#close(b, 'its reset failed');
       const list = this.#idle.get(b.connection) ?? [];
       if (this.#closed || b.generation !== this.#generation) return this.#close(b, 'the pool was closed or reloaded');
-      if (list.length >= b.idleCap) return this.#close(b, 'enough backends are idle');
-      this.#keep(b, list);
+      // The one used longest ago makes room: the newest is the warmest, and the one a session is likeliest to want.
+      while (list.length >= b.idleCap && list[0]) this.#close(list[0], 'enough backends are idle');
+      this.#keep(b, this.#idle.get(b.connection) ?? []);
     });
     return true;
   }

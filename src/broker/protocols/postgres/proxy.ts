@@ -547,7 +547,8 @@ class PostgresProxySession {
     for (const piece of pieces) {
       if (this.#stopping || this.#clientTerminated) break;
       const substitute = piece.kind === 'frame' ? await this.#onClientFrame(piece, flush) : undefined;
-      out.push(substitute ?? piece.bytes);
+      // NOTHING (a pooled backend's Terminate) is no write at all.
+      if (substitute !== NOTHING) out.push(substitute ?? piece.bytes);
       if (piece.kind === 'frame' && piece.code === FrontendCode.Terminate) break;
     }
     if (out.length > 0 && !this.#stopping) await this.#toBackend(out);
