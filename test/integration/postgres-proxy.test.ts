@@ -783,6 +783,33 @@ describe('postgres proxy with a backend pool (pool: set on the connection)', () 
     expect((await session()).pid).not.toBe(firstPid);
   });
 
+  it('under concurrent sessions, some leaving a transaction open, every session starts clean', async () => {
+    const many = new BackendPool();
+    const busy = await startProxy({ ...pgConnection('pg-pooled-many', scramCluster), pool: { idle: 8, idleTimeout: 60_000, maxLifetime: 600_000 } }, cancels, many);
+    const lent = () => ofType(busy.events, 'backend-connected').map((e) => e.data.pooled as { backend: string; reused: boolean });
+    const dirty: string[] = [];
+    await Promise.all([0, 1, 2, 3].map(async (loop) => {
+      for (let i = 0; i < 12; i++) {
+        const c = new pg.Client({ host: '127.0.0.1', port: busy.port, user: 'u', database: 'postgres' });
+        await c.connect();
+        const { rows } = await c.query("select pg_backend_pid() as pid, to_regclass('pg_temp.pool_mark') is null as clean, current_setting('work_mem') as work_mem");
+        if (!rows[0].clean || rows[0].work_mem !== '4MB') dirty.push(JSON.stringify(rows[0]));
+        await c.query('create temp table pool_mark (v int)');
+        await c.query("set work_mem = '9MB'");
+        // Every third session leaves a transaction open: its backend must be closed, not lent.
+        const leaveOpen = (loop + i) % 3 === 0;
+        if (leaveOpen) await c.query('begin');
+        await c.end();
+        // Otherwise the next session waits until a backend is back in the pool (this one, or another loop's).
+        if (!leaveOpen) await waitFor(() => many.idleCount('pg-pooled-many') > 0, 'a backend back in the pool');
+      }
+    }));
+    many.close();
+    expect(dirty).toEqual([]);
+    expect(lent()).toHaveLength(48);
+    expect(lent().filter((l) => l.reused).length).toBeGreaterThan(0);
+  });
+
   it('is off unless the connection asks for it: each session gets a backend of its own', async () => {
     const plain = await startProxy(pgConnection('pg-unpooled', scramCluster), cancels, pool);
     const pidOf = async () => {
