@@ -799,15 +799,33 @@ describe('postgres proxy with a backend pool (pool: set on the connection)', () 
         // Every third session leaves a transaction open: its backend must be closed, not lent.
         const leaveOpen = (loop + i) % 3 === 0;
         if (leaveOpen) await c.query('begin');
+        const kept = many.keptTotal;
         await c.end();
-        // Otherwise the next session waits until a backend is back in the pool (this one, or another loop's).
-        if (!leaveOpen) await waitFor(() => many.idleCount('pg-pooled-many') > 0, 'a backend back in the pool');
+        // Otherwise the next session waits until a backend was kept again (this one, or another loop's).
+        if (!leaveOpen) await waitFor(() => many.keptTotal > kept, 'a backend back in the pool');
       }
     }));
     many.close();
     expect(dirty).toEqual([]);
     expect(lent()).toHaveLength(48);
     expect(lent().filter((l) => l.reused).length).toBeGreaterThan(0);
+  });
+
+  it('a reload closes the idle backends and does not take back one lent before it', async () => {
+    const lentBefore = client();
+    await lentBefore.connect();
+    const lentPid = (await lentBefore.query('select pg_backend_pid() as pid')).rows[0].pid as number;
+    const idle = await session();
+    expect(idle.pid).not.toBe(lentPid);
+    pool.clear();
+    await waitUntilGone(idle.pid);
+    const ended = proxy.summaries.length;
+    await lentBefore.end();
+    await waitFor(() => proxy.summaries.length > ended, 'the session lent before the reload to end');
+    await waitUntilGone(lentPid);
+    // After the reload the pool works as before.
+    const fresh = await session();
+    expect((await session()).pid).toBe(fresh.pid);
   });
 
   it('is off unless the connection asks for it: each session gets a backend of its own', async () => {

@@ -69,11 +69,17 @@ export class BackendPool {
   #generation = 0;
   #closed = false;
   #serial = 0;
+  #kept = 0;
 
   constructor(options: BackendPoolOptions = {}) {
     this.#connect = options.connect ?? defaultConnectBackend;
     this.#log = options.logger;
     this.#resetTimeoutMs = options.resetTimeoutMs ?? 5_000;
+  }
+
+  /** How many times a backend was reset and kept since the pool started. */
+  get keptTotal(): number {
+    return this.#kept;
   }
 
   /** The pool's names of the backends idle for `connection`, oldest first. */
@@ -219,6 +225,7 @@ export class BackendPool {
   }
 
   #keep(b: PooledBackend, list: PooledBackend[]): void {
+    this.#kept++;
     list.push(b);
     this.#idle.set(b.connection, list);
     // Anything the server says to an idle backend (a FATAL before it is terminated, a changed setting) ends it.
