@@ -124,6 +124,9 @@ export type { StatementResult };
  */
 const REFUSED_SQL = 'hoopctl_statement_refused_by_policy';
 
+/** What replaces the client's Terminate to a pooled backend. */
+const NOTHING = Buffer.alloc(0);
+
 /** The savepoint a guarded write runs in inside the client's own transaction. */
 const GUARD_SAVEPOINT = 'hoopctl_row_guard';
 const GUARD_FRAMES = new Set<number>([BackendCode.CommandComplete, BackendCode.ErrorResponse, BackendCode.ReadyForQuery]);
@@ -213,6 +216,8 @@ class PostgresProxySession {
   #cancelRegistration: CancelRegistration | undefined;
   /** Cancels of this session being forwarded and recorded (by other connections): awaited before the session ends. */
   readonly #cancelsInFlight = new Set<Promise<unknown>>();
+  /** A cancel came for this session: its signal may still reach the backend, which then goes to no other session. */
+  #cancelSeen = false;
   readonly #clientFrames: FrameScanner;
   readonly #backendFrames: FrameScanner;
   /** Judges statements; absent when no rule could refuse one and no mask plan applies (the fast path). */
@@ -449,6 +454,7 @@ class PostgresProxySession {
         tls: backend.tls,
         serverVersion: backend.parameters.find((p) => p.name === 'server_version')?.value,
         applicationName: params.application_name,
+        ...(backend.lease ? { pooled: { backend: backend.lease.id, reused: backend.lease.reused } } : {}),
       });
     } catch {
       await this.#fail(new PgWireError('FATAL', SqlState.SystemError, 'broker could not record the session start'), 'broker');
@@ -469,6 +475,7 @@ class PostgresProxySession {
         ...(this.#ctx.cancelKeyAlone ? { keyAlone: true } : {}),
         record: (type, data) => this.#record(type, data),
         track: (cancel) => {
+          this.#cancelSeen = true;
           this.#cancelsInFlight.add(cancel);
           void cancel.finally(() => this.#cancelsInFlight.delete(cancel));
         },
@@ -540,7 +547,8 @@ class PostgresProxySession {
     for (const piece of pieces) {
       if (this.#stopping || this.#clientTerminated) break;
       const substitute = piece.kind === 'frame' ? await this.#onClientFrame(piece, flush) : undefined;
-      out.push(substitute ?? piece.bytes);
+      // NOTHING (a pooled backend's Terminate) is no write at all.
+      if (substitute !== NOTHING) out.push(substitute ?? piece.bytes);
       if (piece.kind === 'frame' && piece.code === FrontendCode.Terminate) break;
     }
     if (out.length > 0 && !this.#stopping) await this.#toBackend(out);
@@ -722,6 +730,8 @@ class PostgresProxySession {
       }
       case FrontendCode.Terminate:
         this.#clientTerminated = true;
+        // A pooled backend stays logged in: the session's end decides whether it is given back or terminated.
+        if (this.#backend?.lease) return NOTHING;
         this.#terminateSent = true;
         return undefined;
       default:
@@ -971,7 +981,7 @@ class PostgresProxySession {
   async #relayBackend(backend: BackendSession): Promise<void> {
     try {
       if (backend.leftover.length > 0) await this.#fromBackend(backend.leftover);
-      const chunks = backend.socket[Symbol.asyncIterator]();
+      const chunks = backend.lease?.chunks ?? backend.socket[Symbol.asyncIterator]();
       while (!this.#stopping) {
         const next = await chunks.next();
         if (next.done) break;
@@ -1146,13 +1156,35 @@ class PostgresProxySession {
     await Promise.all([this.#closeClient(), this.#closeBackend()]);
   }
 
+  /**
+   * Whether the backend may serve another session: the client said goodbye (Terminate) after every answer it was owed,
+   * outside any transaction, COPY or unfinished extended-protocol exchange, with no error, no row guard running and
+   * no cancel ever sent for it. The pool still resets it (DISCARD ALL) and closes it if that fails.
+   */
+  #idleForReuse(): boolean {
+    return (
+      this.#clientTerminated && this.#outcome === 'closed' && this.#error === undefined && !this.#cancelSeen && this.#cancelsInFlight.size === 0 &&
+      this.#transactionStatus === 'I' && this.#results.pending === 0 && !this.#results.awaitingAnswer && !this.#results.inCopyIn &&
+      !this.#extendedOpen && !this.#skipUntilSync && !this.#guardCollector && this.#holding === undefined && this.#backendFrames.atBoundary
+    );
+  }
+
   async #closeClient(): Promise<void> {
     await endGracefully(this.#client);
   }
 
   async #closeBackend(): Promise<void> {
-    const socket = this.#backend?.socket;
-    if (!socket) return;
+    const backend = this.#backend;
+    if (!backend) return;
+    if (backend.lease && this.#idleForReuse()) {
+      // The session's cancel key goes first: from now on it reaches nothing, whoever holds it.
+      this.#cancelRegistration?.release();
+      if (backend.lease.giveBack()) {
+        this.#backend = undefined;
+        return;
+      }
+    }
+    const socket = backend.socket;
     if (!this.#terminateSent && isWritable(socket)) {
       this.#terminateSent = true;
       socket.write(createTerminate());
