@@ -104,7 +104,10 @@ export class ResultTracker {
   }
 
   get pending(): number {
-    return this.#queue.filter((p) => p.kind !== 'copy-end').length;
+    // Asked at every ReadyForQuery: counted without a filtered copy of the queue.
+    let n = 0;
+    for (const p of this.#queue) if (p.kind !== 'copy-end') n++;
+    return n;
   }
 
   /** The oldest entry that waits for an answer (a CopyDone or CopyFail outside COPY waits for none). */
