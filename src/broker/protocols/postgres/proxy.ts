@@ -237,8 +237,12 @@ class PostgresProxySession {
   readonly #results = new ResultTracker();
   /** Prepared statement name → SQL, from Parse. */
   readonly #statements = new Map<string, string>();
-  /** Portal name → what Bind put in it. */
-  readonly #portals = new Map<string, { statement: string; sql: string | null; params: (string | null)[] }>();
+  /**
+   * Portal name → what Bind put in it, and `boundary`: the tracker's boundariesSent when it was bound (the Sync or
+   * Query whose ReadyForQuery ends its transaction comes after). Dropped as the server drops them: by Close, the
+   * unnamed one by a simple Query or the next Bind of it, and all of them when their transaction ends.
+   */
+  readonly #portals = new Map<string, { statement: string; sql: string | null; params: (string | null)[]; boundary: number }>();
   #statementCount = 0;
   #errorCount = 0;
   #outcome: PostgresSessionSummary['outcome'] = 'closed';
@@ -622,7 +626,7 @@ class PostgresProxySession {
           );
           return recorded.then(() => this.#refuseUntilSync(statementSeq, judgement, createBind({ portal: bind.portal, statement: this.#refusedStatementName })));
         }
-        this.#portals.set(bind.portal, { statement: bind.statement, sql, params });
+        this.#portals.set(bind.portal, { statement: bind.statement, sql, params, boundary: this.#results.boundariesSent });
         this.#masker?.bind(bind.portal, bind.statement, bind.resultFormats);
         return undefined;
       }
@@ -1140,12 +1144,24 @@ class PostgresProxySession {
       case BackendCode.ReadyForQuery: {
         this.#transactionStatus = parseReadyForQuery(frame.body);
         const events = results(this.#results.readyForQuery());
+        if (this.#transactionStatus === 'I' && this.#portals.size > 0) this.#portalsEnded(this.#results.answered);
         if (this.#results.pending === 0) for (const wake of this.#quietWaiters.splice(0)) wake();
         return { events };
       }
       default:
         return { events: undefined };
     }
+  }
+
+  /**
+   * No transaction is open after the message numbered `answered`: the server dropped every portal bound before it
+   * (a portal lasts until the end of its transaction — an implicit one ends at Sync, committed or, after an error,
+   * rolled back; an explicit one at COMMIT or ROLLBACK). Portals bound after it, in messages the client pipelined
+   * behind, belong to a later transaction and stay.
+   * @see https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-EXT-QUERY
+   */
+  #portalsEnded(answered: number): void {
+    for (const [name, portal] of this.#portals) if (portal.boundary < answered) this.#portals.delete(name);
   }
 
   async #backendGone(message: string): Promise<void> {
