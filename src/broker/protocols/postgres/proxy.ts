@@ -248,6 +248,8 @@ class PostgresProxySession {
   #outcome: PostgresSessionSummary['outcome'] = 'closed';
   #error: string | undefined;
   #stopping = false;
+  /** The session's failure being told to the client and recorded (#fail), once one began. */
+  #failing: Promise<void> | undefined;
   #clientTerminated = false;
   #terminateSent = false;
   #cancelOutcome: CancelOutcome | undefined;
@@ -1028,6 +1030,8 @@ class PostgresProxySession {
     this.#guardCollector?.fail();
     for (const wake of this.#quietWaiters.splice(0)) wake();
     this.#stopping = true;
+    // A failure under way (the client's first chunk can fail before this relay even starts) tells the client first.
+    await this.#failing;
     await this.#closeClient();
   }
 
@@ -1204,7 +1208,13 @@ class PostgresProxySession {
    * Ends the session because of `err`: tells the client (when the stream to it is between frames, so
    * the error cannot land inside a half-forwarded backend message), records it and closes both sides.
    */
-  async #fail(err: PgWireError, source: 'client' | 'backend' | 'broker'): Promise<void> {
+  #fail(err: PgWireError, source: 'client' | 'backend' | 'broker'): Promise<void> {
+    const failing = this.#failNow(err, source);
+    this.#failing ??= failing;
+    return failing;
+  }
+
+  async #failNow(err: PgWireError, source: 'client' | 'backend' | 'broker'): Promise<void> {
     if (this.#outcome === 'failed') return;
     this.#outcome = 'failed';
     this.#error = err.message;
