@@ -56,10 +56,11 @@ export function pumpChunks(stream: Readable, onChunk: (chunk: Buffer) => void | 
       }
       busy = true;
       stream.pause();
-      handled.then(next, (e: unknown) => {
-        busy = false;
-        finish(e);
-      });
+      handled.then(next, failed);
+    };
+    const failed = (e: unknown): void => {
+      busy = false;
+      finish(e);
     };
     const over = (err?: unknown): void => {
       if (busy) ended ??= { err };
