@@ -1310,7 +1310,7 @@ function endGracefully(stream: Writable): Promise<void> {
  * The buffers as one: a view when they lie end to end in the same memory (the pieces of a chunk the scanner split and
  * nothing replaced, the usual case), a copy otherwise.
  */
-export function joinBuffers(buffers: Buffer[]): Buffer {
+function joinBuffers(buffers: Buffer[]): Buffer {
   const first = buffers[0]!;
   let end = first.byteOffset + first.length;
   let adjacent = true;
