@@ -28,7 +28,7 @@ export async function main(argv: string[]): Promise<number> {
   // The broker's young generation is held small from its first allocation on, loading its modules included.
   const brokerAt = args.indexOf('broker');
   if (brokerAt >= 0 && args[brokerAt + 1] === 'start') (await import('./lib/young-generation.js')).capYoungGeneration();
-  const [{ Command }, { registerCommands }, { setProfileFlag }] = await Promise.all([import('commander'), import('./commands/index.js'), import('./commands/context.js')]);
+  const [{ Command }, { registerCommands }, { setProfileFlag }] = await Promise.all([import('commander'), import('./commands/index.js'), import('./commands/profile-flag.js')]);
   let profile: { name?: string; argv: string[] };
   try {
     profile = takeProfileOption(argv);
