@@ -31,7 +31,7 @@ for (let r = 0; r < rounds; r++) for (const v of variants) {
     auth: { issuers: [{ issuer: issuer.issuer, audience: 'urn:b', maxTokenLifetime: '2h' }] },
     connections: [{ name: 'bench', type: 'postgres', target: { host: cluster.host, port: cluster.port, database: 'postgres', sslmode: 'disable' }, credentials: { user: cluster.superuser, password: { value: cluster.password } }, access: { clientIds: ['bench'] } }] };
   writeFileSync(join(dir, 'b.yaml'), stringify(cfg));
-  const broker = spawn(process.execPath, [...(v.args ?? []), BIN, 'broker', 'start', '--config', join(dir, 'b.yaml')], { env: { ...process.env, ...(v.env ?? {}) }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const broker = spawn(process.execPath, [...(v.args ?? []), v.bin ?? BIN, 'broker', 'start', '--config', join(dir, 'b.yaml')], { env: { ...process.env, ...(v.env ?? {}) }, stdio: ['ignore', 'ignore', 'pipe'] });
   await waitForLine(broker, 'stderr', /broker listening on/);
   const row = { name: v.name, start: rssMb(broker.pid) };
   const env = { PATH: process.env.PATH, HOME: dir, XDG_CONFIG_HOME: join(dir, 'cfg'), HOOPCTL_TOKEN: accessToken, HOOPCTL_BROKER: `http://127.0.0.1:${port}` };
@@ -42,15 +42,15 @@ for (let r = 0; r < rounds; r++) for (const v of variants) {
   const fenv = { PGHOST: '127.0.0.1', PGPORT: String(fd), PGUSER: 'bench', PGDATABASE: 'bench', PGPASSWORD: accessToken, PGSSLMODE: 'disable' };
   const cpu0 = cpuSeconds(broker.pid);
   const pgb = (e) => { const out = execFileSync('pgbench', ['-S', '-n', '-c', '8', '-j', '2', '-T', String(T)], { env: { ...process.env, ...e }, encoding: 'utf8' }); return Number(/tps = ([\d.]+)/.exec(out)[1]); };
-  for (const s of steps) {
+  for (const [si, s0] of steps.entries()) { const s = s0; const key = steps.indexOf(s0) === si ? s0 : `${s0}${si}`;
     const t0 = Date.now(); const c0 = cpuSeconds(broker.pid);
     if (s === 'pgbench') { row.tpsTunnel = Math.round(pgb(tenv)); row.tpsFront = Math.round(pgb(fenv)); }
     if (s === 'big') { for (const e of [tenv, fenv]) execFileSync('psql', ['-X', '-w', '-q', '-At', '-c', BIG], { env: { ...process.env, ...e }, stdio: ['ignore', 'ignore', 'pipe'], maxBuffer: 1 << 30 }); }
     if (s === 'sessions') { row.sessPerS = Math.round((await sessionRate(tunnel, 8, T)).perSecond); }
     if (s === 'idle') { const before = rssMb(broker.pid); const idle = await openIdleSessions(tunnel, Number(process.env.IDLE ?? 1000)); row.idleHeld = rssMb(broker.pid); row.idleKb = Math.round((row.idleHeld - before) * 1024 / idle.opened); await idle.close(); await new Promise((r) => setTimeout(r, 1000)); }
     if (s === 'quiet') await new Promise((r) => setTimeout(r, 10000));
-    row[`${s}Cpu`] = +(cpuSeconds(broker.pid) - c0).toFixed(2);
-    row[s] = rssMb(broker.pid);
+    row[`${key}Cpu`] = +(cpuSeconds(broker.pid) - c0).toFixed(2);
+    row[key] = rssMb(broker.pid);
     if (process.env.WINCH) { broker.kill('SIGWINCH'); await new Promise((r) => setTimeout(r, 300)); }
   }
   row.hwm = rssMb(broker.pid, 'VmHWM');
