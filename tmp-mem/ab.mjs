@@ -34,12 +34,14 @@ for (let r = 0; r < rounds; r++) for (const v of variants) {
   const broker = spawn(process.execPath, [...(v.args ?? []), v.bin ?? BIN, 'broker', 'start', '--config', join(dir, 'b.yaml')], { env: { ...process.env, ...(v.env ?? {}) }, stdio: ['ignore', 'ignore', 'pipe'] });
   await waitForLine(broker, 'stderr', /broker listening on/);
   const row = { name: v.name, start: rssMb(broker.pid) };
+  let setupPeak = 0; const sampler = setInterval(() => (setupPeak = Math.max(setupPeak, rssMb(broker.pid))), 10);
   const env = { PATH: process.env.PATH, HOME: dir, XDG_CONFIG_HOME: join(dir, 'cfg'), HOOPCTL_TOKEN: accessToken, HOOPCTL_BROKER: `http://127.0.0.1:${port}` };
-  const conn = spawn(process.execPath, [BIN, 'connect', 'bench', '-o', 'json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const conn = spawn(process.execPath, [...JSON.parse(process.env.CONNECT_ARGS ?? '[]'), BIN, 'connect', 'bench', '-o', 'json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const ready = JSON.parse((await waitForLine(conn, 'stdout', /\{.*\}\n/))[0]);
   const tunnel = { host: '127.0.0.1', port: ready.port, user: 'bench', database: 'postgres', password: decodeURIComponent(new URL(ready.url).password) };
   const tenv = { PGHOST: '127.0.0.1', PGPORT: String(ready.port), PGUSER: 'bench', PGDATABASE: 'postgres', PGPASSWORD: tunnel.password, PGSSLMODE: 'disable' };
   const fenv = { PGHOST: '127.0.0.1', PGPORT: String(fd), PGUSER: 'bench', PGDATABASE: 'bench', PGPASSWORD: accessToken, PGSSLMODE: 'disable' };
+  await new Promise((r) => setTimeout(r, 500)); clearInterval(sampler); row.setupPeak = Math.round(setupPeak); row.afterSetup = Math.round(rssMb(broker.pid));
   const cpu0 = cpuSeconds(broker.pid);
   const pgb = (e) => { const out = execFileSync('pgbench', ['-S', '-n', '-c', '8', '-j', '2', '-T', String(T)], { env: { ...process.env, ...e }, encoding: 'utf8' }); return Number(/tps = ([\d.]+)/.exec(out)[1]); };
   for (const [si, s0] of steps.entries()) { const s = s0; const key = steps.indexOf(s0) === si ? s0 : `${s0}${si}`;
