@@ -26,7 +26,7 @@ import { freePort } from '../src/lib/net.js';
 import { Agent, request } from 'node:http';
 import { startSshd } from '../src/dev/sshd.js';
 import { startPgbouncer, startRawRelay } from './bench/peers.js';
-import { cpuSeconds, profiledNodeArgs, rssMb, rssSampler, summariseProfiles, waitForLine } from './bench/processes.js';
+import { cpuSeconds, mainThreadCpuSeconds, profiledNodeArgs, rssMb, rssSampler, summariseProfiles, treeCpuSeconds, waitForLine } from './bench/processes.js';
 import { openIdleSessions, sessionRate, type PgTarget } from './bench/session-load.js';
 import { measureVerdictCost } from './bench/verdict-cost.js';
 import { measureStoreCommit } from './bench/store-commit.js';
@@ -161,12 +161,13 @@ async function main(): Promise<void> {
     const api = spawn(process.execPath, ['-e', API_SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
     children.push(api);
     const apiPort = JSON.parse((await waitForLine(api, 'stdout', /\{.*\}\n/))[0]!).port as number;
-    const pgConnection = (name: string, rules?: unknown[]) => ({
+    const pgConnection = (name: string, rules?: unknown[], extra: Record<string, unknown> = {}) => ({
       name, type: 'postgres',
       target: { host: cluster.host, port: cluster.port, database: 'postgres', sslmode: 'disable' },
       credentials: { user: cluster.superuser, password: { value: cluster.password } },
       access: { clientIds: ['bench'] },
       ...(rules ? { rules } : {}),
+      ...extra,
     });
     const brokerConfig = {
       server: { listen: `127.0.0.1:${port}` },
@@ -177,6 +178,8 @@ async function main(): Promise<void> {
       auth: { issuers: [{ issuer: issuer.issuer, audience: 'urn:hoopctl:bench', maxTokenLifetime: '2h' }] },
       connections: [
         pgConnection('bench'),
+        // The same with the broker's backend pool: sessions reuse logged-in backends (reset with DISCARD ALL).
+        pgConnection('bench-pooled', undefined, { pool: { idle: 2 * clients } }),
         // A column rule only: the masker rewrites one named column of every row.
         pgConnection('bench-mask-column', [{ name: 'pii', mask: { columns: ['email'], strategy: 'redact' } }]),
         // Content detectors only: every text value of every row is scanned.
@@ -319,32 +322,39 @@ async function main(): Promise<void> {
         brokerRss.phase('session rate');
         // CPU per session of each process (user + system, from /proc): on a shared 2-core machine this says where a
         // session's cost lies whatever else runs (2000 ms of CPU a second is the machine's ceiling); the postmaster's
-        // reaped children are the PostgreSQL backends. The raw relay and the front door show the floor of each part.
+        // children, reaped or alive (pooled ones stay), are the PostgreSQL backends. The raw relay and the front door show the floor of each part.
         const postmaster = Number(readFileSync(join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-        const cpuNow = () => ({
-          broker: cpuSeconds(broker.pid!), connect: cpuSeconds(gate.child.pid!), relay: relay.processes.reduce((sum, c) => sum + cpuSeconds(c.pid!), 0),
-          postgres: cpuSeconds(postmaster, true), load: process.cpuUsage(),
+        const pooledGate = await connect('bench-pooled');
+        const cpuNow = (connectPid = gate.child.pid!) => ({
+          broker: cpuSeconds(broker.pid!), connect: cpuSeconds(connectPid), connectMain: mainThreadCpuSeconds(connectPid), relay: relay.processes.reduce((sum, c) => sum + cpuSeconds(c.pid!), 0),
+          postgres: treeCpuSeconds(postmaster), load: process.cpuUsage(),
         });
         const directTarget: PgTarget = { host: cluster.host, port: cluster.port, user: cluster.superuser, database: 'postgres', password: cluster.password };
-        const sessionPaths: Array<{ name: string; target: PgTarget }> = [
+        const sessionPaths: Array<{ name: string; target: PgTarget; connectPid?: number }> = [
           { name: 'direct (SCRAM login)', target: directTarget },
           { name: 'raw two-hop Node relay (SCRAM login by the client)', target: { ...directTarget, host: relay.host, port: relay.port } },
           { name: 'PostgreSQL front door (broker, one hop: token verified, session recorded, SCRAM login by the broker)', target: { host: '127.0.0.1', port: frontDoorPort, user: 'bench', database: 'bench', password: accessToken } },
           { name: 'hoopctl connect + broker (token verified, session recorded, SCRAM login by the broker)', target: tunnelTarget(gate.ready) },
+          { name: 'PostgreSQL front door, pool on (token verified, session recorded, a pooled backend reset with DISCARD ALL)', target: { host: '127.0.0.1', port: frontDoorPort, user: 'bench', database: 'bench-pooled', password: accessToken } },
+          { name: 'hoopctl connect + broker, pool on (token verified, session recorded, a pooled backend reset with DISCARD ALL)', target: tunnelTarget(pooledGate.ready), connectPid: pooledGate.child.pid! },
         ];
         const sessionRows: string[] = [];
+        // hoopctl connect's main thread alone, per tunnel path: the rest is its peer-owner worker (reads the kernel's
+        // socket tables per accepted client), GC and I/O threads.
+        const connectSplit: string[] = [];
         const cpuRows: string[] = [];
         let directRate = 0;
         for (const p of sessionPaths) {
           process.stderr.write(`  ${p.name}\n`);
-          const from = cpuNow();
+          const from = cpuNow(p.connectPid);
           const r = await sessionRate(p.target, clients, rateSecs);
-          const to = cpuNow();
+          const to = cpuNow(p.connectPid);
           directRate ||= r.perSecond;
           const ms = (seconds: number) => ((1000 * seconds) / Math.max(1, r.sessions)).toFixed(2);
           const load = (to.load.user + to.load.system - from.load.user - from.load.system) / 1e6;
           const total = to.broker - from.broker + to.connect - from.connect + to.relay - from.relay + to.postgres - from.postgres + load;
           sessionRows.push(`| ${p.name} | ${r.perSecond.toFixed(0)} | ${ratio(r.perSecond, directRate)} |`);
+          if (p.name.startsWith('hoopctl connect')) connectSplit.push(`${p.name.replace(/ \(.*/, '')}: ${ms(to.connectMain - from.connectMain)} of ${ms(to.connect - from.connect)} ms`);
           cpuRows.push(`| ${p.name.replace(/ \(.*/, '')} | ${ms(to.broker - from.broker)} | ${ms(to.connect - from.connect)} | ${ms(to.relay - from.relay)} | ${ms(to.postgres - from.postgres)} | ${ms(load)} | ${ms(total)} | ${(2000 / Number(ms(total))).toFixed(0)} |`);
         }
         process.stderr.write(`${idleSessions} idle sessions through the gate…\n`);
@@ -362,6 +372,8 @@ async function main(): Promise<void> {
           '| CPU ms per session (user + system) | broker | hoopctl connect | relay hops | PostgreSQL (backends + postmaster) | load generator (pg driver) | total | sessions/s the 2 cores allow |',
           '|---|---|---|---|---|---|---|---|',
           ...cpuRows,
+          '',
+          `hoopctl connect's main thread per session (the rest is its peer-owner worker, GC and I/O threads): ${connectSplit.join('; ')}.`,
           '',
           `Idle sessions: ${idle.opened} of ${idleSessions} opened through the gate${idle.failed ? ` (${idle.failed} failed: ${idle.firstError})` : ''}; broker RSS ${before.toFixed(0)} MB before, ${held.toFixed(0)} MB with them open (${idle.opened ? (((held - before) * 1024) / idle.opened).toFixed(0) : '–'} kB each); hoopctl connect ${connectHeld.toFixed(0)} MB.`,
           '',
@@ -443,7 +455,7 @@ async function main(): Promise<void> {
       process.stderr.write('the store\'s durable append, alone and in groups of 8…\n');
       const c = await measureStoreCommit();
       report.push(
-        `Durable record (SqliteStore.appendEvent of a statement event, WAL, synchronous=NORMAL, in process): ${c.aloneUs.toFixed(0)} µs per event awaited one at a time (one commit each); ${c.groupOf8Us.toFixed(0)} µs per event when 8 arrive together (group commit); ${c.perStatementUs.toFixed(0)} µs per statement as the PostgreSQL proxy records it (the previous result, the statement and its verdict in one commit).`,
+        `Durable record (SqliteStore.appendEvent of a statement event, in process: acknowledged once written to the store's event journal, copied into SQLite — WAL, synchronous=NORMAL — every 20 ms, which the figures include): ${c.aloneUs.toFixed(0)} µs per event awaited one at a time (one write each); ${c.groupOf8Us.toFixed(0)} µs per event when 8 arrive together (one write); ${c.perStatementUs.toFixed(0)} µs per statement as the PostgreSQL proxy records it (the previous result, the statement and its verdict in one write).`,
         '',
       );
     }

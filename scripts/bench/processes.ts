@@ -121,9 +121,33 @@ const TICKS_PER_SECOND = 100;
  * CPU seconds a process has used so far (user + system); with `reaped`, also what its exited children used (the
  * postmaster reaps every PostgreSQL backend, so this is the whole cluster's CPU). 0 when the process is gone.
  */
-export function cpuSeconds(pid: number, reaped = false): number {
+/**
+ * CPU seconds of a process and all its children, reaped or still running (a PostgreSQL postmaster: its backends,
+ * including those a pool keeps alive, whose time is not in the postmaster's reaped total until they exit).
+ */
+export function treeCpuSeconds(pid: number): number {
+  let total = cpuSeconds(pid, true);
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      // Field 4 (after the state) is the parent's pid.
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) total += cpuSeconds(Number(entry), true);
+    } catch {
+      // Gone while listed: its time is in the parent's reaped total now.
+    }
+  }
+  return total;
+}
+
+/** CPU seconds of a process's main thread alone (its thread whose id is the pid): without worker, GC and I/O threads. */
+export function mainThreadCpuSeconds(pid: number): number {
+  return cpuSeconds(pid, false, `/proc/${pid}/task/${pid}/stat`);
+}
+
+export function cpuSeconds(pid: number, reaped = false, statFile = `/proc/${pid}/stat`): number {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(statFile, 'utf8');
     // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15, cutime 16, cstime 17.
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
     const ticks = f[11]! + f[12]! + (reaped ? f[13]! + f[14]! : 0);

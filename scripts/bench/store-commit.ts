@@ -1,8 +1,9 @@
 /**
  * The cost of "recorded before forwarded" in the embedded store: one event appended and awaited at a time (what a
- * single client's statement waits for), eight at once (what group commit makes of eight clients' statements), and
- * a statement as the PostgreSQL proxy records it (the previous result, the statement and its verdict: one commit).
- * In process, against a fresh SQLite store in a temporary directory, through the broker's own SqliteStore.
+ * single client's statement waits for), eight at once (what a group write makes of eight clients' statements), and
+ * a statement as the PostgreSQL proxy records it (the previous result, the statement and its verdict: one write).
+ * In process, against a fresh SQLite store in a temporary directory, through the broker's own SqliteStore: an
+ * append is acknowledged once in its event journal, and the copying into SQLite in between is part of the time.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

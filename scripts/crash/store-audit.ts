@@ -1,7 +1,9 @@
 /**
  * What the broker's SQLite store says after a crash, read the way an auditor would check it: every stream's hash
  * chain and signed checkpoints, the statements recorded (by the workload's markers), sessions, reviews, grants and
- * locks. Opened read-only, so it can be read while a broker runs on it or after one was killed.
+ * locks. Opened read-only, so it can be read while a broker runs on it or after one was killed. Events the broker
+ * acknowledged but has not yet copied from its event journal into SQLite are read from the journal (first, so an
+ * event the broker copies in between is found in SQLite).
  */
 import Database from 'better-sqlite3';
 import { readFileSync } from 'node:fs';
@@ -10,6 +12,7 @@ import type { Review } from '../../src/api/review.js';
 import type { IdentityLock, StoredEvent } from '../../src/api/session.js';
 import { verifyChain } from '../../src/broker/recording/event-chain.js';
 import { verifyCheckpoints } from '../../src/broker/recording/checkpoints.js';
+import { EventJournal, journalPathFor } from '../../src/broker/store/event-journal.js';
 import { MARKER } from './ledger-workload.js';
 
 export interface StoreFacts {
@@ -34,6 +37,12 @@ export function publicKeyBeside(storePath: string): string {
 }
 
 export function readStore(storePath: string, publicKeyPem: string, at = Date.now()): StoreFacts {
+  const journaled = new Map<string, StoredEvent[]>();
+  for (const { event } of EventJournal.read(journalPathFor(storePath)).entries) {
+    const list = journaled.get(event.stream) ?? [];
+    journaled.set(event.stream, list);
+    list.push(event);
+  }
   const db = new Database(storePath, { readonly: true, fileMustExist: true });
   try {
     const facts: StoreFacts = {
@@ -45,6 +54,9 @@ export function readStore(storePath: string, publicKeyPem: string, at = Date.now
       if (stream.length === 0) return;
       facts.streams++;
       const name = stream[0]!.stream;
+      const last = stream.at(-1)!.seq;
+      stream.push(...(journaled.get(name) ?? []).filter((e) => e.seq > last));
+      journaled.delete(name);
       const chain = verifyChain(stream);
       const signed = chain.ok ? verifyCheckpoints(stream, publicKeyPem) : undefined;
       if (chain.ok && signed?.ok) facts.chainsVerified++;
@@ -73,6 +85,11 @@ export function readStore(storePath: string, publicKeyPem: string, at = Date.now
       stream.push({ stream: r.stream, seq: r.seq, at: r.at, type: r.type, data: JSON.parse(r.data), prevHash: r.prev_hash, hash: r.hash });
     }
     finish();
+    // Streams whose every event is still only in the journal.
+    for (const events of [...journaled.values()]) {
+      stream = events;
+      finish();
+    }
     for (const s of db.prepare('SELECT id, status FROM sessions').all() as Array<{ id: string; status: string }>) facts.sessions.set(s.id, s.status);
     facts.reviews = (db.prepare('SELECT body FROM reviews').all() as Array<{ body: string }>).map((r) => JSON.parse(r.body) as Review);
     facts.activeGrants = facts.reviews.filter((r) => r.kind === 'access' && r.status === 'approved' && (r.grantExpiresAt ?? 0) > at).map((r) => r.id).sort();

@@ -354,6 +354,8 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
     },
     async drain() {
       draining = true;
+      // No session starts from now on: backends kept for them are closed, and sessions that end now do not give theirs back.
+      protocols.close();
       const graceMs = config.server.drainGrace;
       logger.info({ graceMs }, 'draining: not ready, no new sessions; waiting for running sessions');
       let timer: NodeJS.Timeout | undefined;
@@ -366,6 +368,7 @@ export async function startBroker(config: BrokerConfig, deps: BrokerDeps = {}): 
       // Stop accepting, end live sessions, and let each record its close before the store goes.
       stopping = true;
       draining = true;
+      protocols.close();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       const sessionsEnded = Promise.all([tunnels.close(endReason), mcp.close(), pgFrontDoor?.close()]);
       server.closeAllConnections();

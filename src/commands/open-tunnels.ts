@@ -1,6 +1,7 @@
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { homedir } from 'node:os';
+import { processAlive } from '../lib/process-alive.js';
 
 /**
  * The tunnels `hoopctl connect` has open on this machine, for `hoopctl status`: one small file per running connect
@@ -62,17 +63,8 @@ export function listOpenTunnels(): OpenTunnel[] {
     } catch {
       continue;
     }
-    if (alive(tunnel.pid)) open.push(tunnel);
+    if (processAlive(tunnel.pid)) open.push(tunnel);
     else rmSync(file, { force: true });
   }
   return open.sort((a, b) => a.since - b.since);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }

@@ -38,7 +38,7 @@ beforeAll(async () => {
         { name: 'pii', mask: { columns: ['email'] } },
       ],
     },
-    extraConnections: [{ name: 'other-pg', access: { groups: ['nobody'] } }],
+    extraConnections: [{ name: 'other-pg', access: { groups: ['nobody'] } }, { name: 'app-pg-pooled', pool: { idle: 2 } }],
     async beforeBroker(cluster) {
       const admin = new pg.Client({ connectionString: cluster.url('app') });
       await admin.connect();
@@ -161,6 +161,35 @@ describe('the PostgreSQL front door (no hoopctl on the client)', () => {
     }
     expect(unmatched[0]?.data).toMatchObject({ via: 'pg-front-door', clientAddr: expect.stringMatching(/^127\.0\.0\.1:\d+$/) });
     expect((await sessions()).filter((x) => !before.has(x.id))).toHaveLength(1);
+  });
+
+  it('a connection with `pool` lends one logged-in backend to successive sessions; without it each gets its own', async () => {
+    const admin = new pg.Client({ connectionString: stack.cluster.url() });
+    await admin.connect();
+    const pids = async (dbname: string, pooled: boolean) => {
+      const out: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const r = await psql(dbname, aliceToken, 'select pg_backend_pid()');
+        expect(r.stderr).toBe('');
+        out.push(r.stdout.trim());
+        // psql exits once it sent Terminate: the next session waits until the broker has reset the backend it gave back.
+        for (let n = 0; pooled && (await admin.query("select 1 from pg_stat_activity where pid = $1 and state = 'idle' and query = 'DISCARD ALL'", [Number(out[i])])).rows.length === 0; n++) {
+          if (n > 1500) throw new Error(`backend ${out[i]} was not reset for reuse`);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+      return out;
+    };
+    try {
+      expect(new Set(await pids('app-pg', false)).size).toBe(3);
+      expect(new Set(await pids('app-pg-pooled', true)).size).toBe(1);
+    } finally {
+      await admin.end();
+    }
+    const mine = (await sessions()).filter((s) => s.connection === 'app-pg-pooled' && s.status === 'closed');
+    expect(mine).toHaveLength(3);
+    const replays = await mapLimit(mine, 4, async (s) => (await runCli(['replay', s.id, '-o', 'json'], alice)).stdout);
+    expect(replays.filter((r) => /"reused":\s*true/.test(r))).toHaveLength(2);
   });
 
   it('the pg driver, simple and extended protocol (parameters), with masking', async () => {

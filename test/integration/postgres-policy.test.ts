@@ -286,6 +286,57 @@ describe('protocol shields, on a connection without rules', () => {
     const refused = open.events.find((e) => e.type === 'verdict' && (e.data as { rule?: string }).rule === 'no-unnamed-portal');
     expect(refused).toBeDefined();
   });
+
+  it('knows the unnamed portal is gone when its transaction ends, as the server drops it, and kept while the transaction lasts', async () => {
+    const socket = netConnect({ host: '127.0.0.1', port: open.port });
+    const scanner = new FrameScanner({ wanted: new Set(Array.from({ length: 128 }, (_, i) => i)), maxLength: MAX_BACKEND_FRAME });
+    const codes: string[] = [];
+    const errors: Array<{ code: string; message: string }> = [];
+    let closed = false;
+    socket.on('close', () => (closed = true));
+    socket.on('error', () => undefined);
+    socket.on('data', (chunk: Buffer) => {
+      for (const f of scanner.observe(chunk)) {
+        const code = String.fromCharCode(f.code);
+        codes.push(code === 'Z' ? `Z${String.fromCharCode(f.body[0]!)}` : code);
+        if (code === 'E') errors.push(parseErrorResponse(f.body));
+      }
+    });
+    /** Sends `messages` and returns the answer up to the next ReadyForQuery (as type letters, Z with its status). */
+    const exchange = async (...messages: Buffer[]): Promise<string> => {
+      const from = codes.length;
+      socket.write(Buffer.concat(messages));
+      while (!codes.slice(from).some((c) => c.startsWith('Z'))) {
+        if (closed) throw new Error(`the session was cut; got ${codes.join(' ')}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      return codes.slice(from).join(' ');
+    };
+    const refusals = () => open.events.filter((e) => e.type === 'verdict' && (e.data as { rule?: string }).rule === 'no-unnamed-portal').length;
+    await once(socket, 'connect');
+    socket.write(createStartupMessage({ user: 'u', database: 'postgres' }));
+    await exchange();
+    const before = refusals();
+
+    // Autocommit: the implicit transaction ends at Sync, and the unnamed portal with it.
+    expect(await exchange(createParse({ sql: 'select 1' }), createBind({}), createExecute(), createSync())).toBe('1 2 D C ZI');
+    expect(await exchange(createExecute(), createSync())).toBe('E ZI');
+    expect(errors.at(-1)).toMatchObject({ code: '34000', message: 'portal "" does not exist' });
+    expect(refusals()).toBe(before + 1);
+
+    // An error ends the implicit transaction too (rolled back at Sync): the portal is gone as well.
+    expect(await exchange(createParse({ sql: 'select 1 / g from generate_series(0, 0) g' }), createBind({}), createExecute(), createSync())).toBe('1 2 E ZI');
+    expect(await exchange(createExecute(), createSync())).toBe('E ZI');
+    expect(refusals()).toBe(before + 2);
+
+    // Inside a transaction block the portal outlives Sync: a suspended one runs on where it stopped.
+    expect(await exchange(createQuery('begin'))).toBe('C ZT');
+    expect(await exchange(createParse({ sql: 'select generate_series(1, 3)' }), createBind({}), createExecute({ maxRows: 1 }), createSync())).toBe('1 2 D s ZT');
+    expect(await exchange(createExecute(), createSync())).toBe('D D C ZT');
+    expect(await exchange(createQuery('commit'))).toBe('C ZI');
+    expect(refusals()).toBe(before + 2);
+    socket.destroy();
+  });
 });
 
 describe('allowed work is untouched', () => {

@@ -9,6 +9,7 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Secret, type PostgresConnection } from '../../src/broker/config.js';
+import { BackendPool } from '../../src/broker/protocols/postgres/backend-pool.js';
 import { CancelRegistry } from '../../src/broker/protocols/postgres/cancel-registry.js';
 import { FrameScanner, MAX_BACKEND_FRAME } from '../../src/broker/protocols/postgres/frame-scanner.js';
 import {
@@ -25,7 +26,7 @@ import {
 import { proxyPostgresSession, type PostgresSessionSummary } from '../../src/broker/protocols/postgres/proxy.js';
 import { startPgCluster, type PgCluster } from '../../src/dev/pg-cluster.js';
 import { MemoryRecorder, type RecordedEvent } from '../support/memory-recorder.js';
-import { waitForActiveQuery } from '../support/pg-activity.js';
+import { isQueryActive, waitForActiveQuery } from '../support/pg-activity.js';
 
 const MD5_USER = 'md5_app';
 const MD5_PASSWORD = 'md5-pass-Zq81';
@@ -47,7 +48,7 @@ interface ProxyUnderTest {
 const proxies: ProxyUnderTest[] = [];
 
 /** A local TCP server standing in for the tunnel: each connection is one proxied session. */
-async function startProxy(connection: PostgresConnection, cancels = new CancelRegistry()): Promise<ProxyUnderTest> {
+async function startProxy(connection: PostgresConnection, cancels = new CancelRegistry(), pool?: BackendPool): Promise<ProxyUnderTest> {
   const events: RecordedEvent[] = [];
   const summaries: PostgresSessionSummary[] = [];
   const sockets: Socket[] = [];
@@ -58,7 +59,7 @@ async function startProxy(connection: PostgresConnection, cancels = new CancelRe
     sockets.push(socket);
     const recorder = new MemoryRecorder(`${connection.name}-${++n}`, events);
     recorder.failTypes = failTypes;
-    const p = proxyPostgresSession(socket, { connection, recorder, cancels, logger: pino({ level: 'silent' }) }).then((s) => {
+    const p = proxyPostgresSession(socket, { connection, recorder, cancels, logger: pino({ level: 'silent' }), ...(pool ? { connectBackend: pool.connect } : {}) }).then((s) => {
       summaries.push(s);
     });
     running.add(p);
@@ -615,4 +616,245 @@ describe('postgres proxy to a TLS backend', () => {
     expect(r2.code).toBe(2);
     expect(r2.stderr).toContain('broker could not reach the target "pg-wrong-ca": TLS handshake with the server failed');
   });
+});
+
+describe('postgres proxy with a backend pool (pool: set on the connection)', () => {
+  let proxy: ProxyUnderTest;
+  let pool: BackendPool;
+  const cancels = new CancelRegistry();
+  const client = (application_name = 'pool-test') => new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'laptop-user', database: 'postgres', application_name });
+  /** Runs `work` in a session of its own and ends it cleanly; resolves with the backend's pid. */
+  async function session<T = void>(work?: (c: pg.Client) => Promise<T>, application_name?: string): Promise<{ pid: number; result: T | undefined }> {
+    const c = client(application_name);
+    await c.connect();
+    const pid = (await c.query('select pg_backend_pid() as pid')).rows[0].pid as number;
+    const result = await work?.(c);
+    await endAndKeep(c);
+    return { pid, result };
+  }
+  /** Ends the session cleanly and waits until the pool holds its backend again (reset). */
+  async function endAndKeep(c: pg.Client): Promise<void> {
+    const backend = (pooledEvents().at(-1) as { backend: string }).backend;
+    await c.end();
+    await waitFor(() => pool.idleIds('pg-pooled').includes(backend), `backend ${backend} to be reset and kept`);
+  }
+  const pooledEvents = () => ofType(proxy.events, 'backend-connected').map((e) => e.data.pooled as { backend: string; reused: boolean });
+
+  beforeAll(async () => {
+    pool = new BackendPool({ resetTimeoutMs: 10_000 });
+    proxy = await startProxy({ ...pgConnection('pg-pooled', scramCluster), pool: { idle: 2, idleTimeout: 60_000, maxLifetime: 600_000 } }, cancels, pool);
+  });
+  afterAll(() => pool?.close());
+
+  it('lends the same backend to the next session (same pg_backend_pid), recorded as reused', async () => {
+    const first = await session();
+    const second = await session();
+    expect(second.pid).toBe(first.pid);
+    const [a, b] = pooledEvents().slice(-2);
+    expect(a).toEqual({ backend: expect.stringMatching(/^b\d+$/), reused: false });
+    expect(b).toEqual({ backend: a!.backend, reused: true });
+  });
+
+  it('leaves nothing of a session to the next one: temp table, settings, prepared statements, advisory lock, LISTEN', async () => {
+    const { pid: leaky } = await session(async (c) => {
+      await c.query('create temp table pool_secret (v text)');
+      await c.query("insert into pool_secret values ('left behind')");
+      await c.query("set work_mem = '7777kB'");
+      await c.query("set application_name = 'leaky'");
+      await c.query("set timezone = 'Asia/Tokyo'");
+      await c.query('prepare pool_plan as select 42');
+      await c.query({ name: 'pool_named', text: 'select $1::int', values: [1] });
+      await c.query('select pg_advisory_lock(4242)');
+      await c.query('listen pool_channel');
+      await c.query('set role pg_read_all_data');
+    });
+    const leakyBackend = pooledEvents().at(-1)!.backend;
+    // A raw client sees what the next session's startup says (ParameterStatus): the startup values, not the old SETs.
+    const raw = new RawClient(proxy.port);
+    // As the pg driver asks (it always sends client_encoding): the same startup, so the same pooled backend.
+    await raw.startup({ application_name: 'pool-test', client_encoding: 'UTF8' });
+    const status = new Map(raw.messages.filter((m) => m.code === 'S').map((m) => {
+      const [name, value] = m.body.toString('utf8').split('\0');
+      return [name!, value!];
+    }));
+    expect(status.get('application_name')).toBe('pool-test');
+    expect(status.get('TimeZone')).not.toBe('Asia/Tokyo');
+    expect(status.get('session_authorization')).toBe(scramCluster.superuser);
+    expect(pooledEvents().at(-1)).toEqual({ backend: leakyBackend, reused: true });
+    raw.socket.end(Buffer.from([0x58, 0, 0, 0, 4]));
+    await waitFor(() => pool.idleIds('pg-pooled').includes(leakyBackend), 'its backend to be kept');
+
+    const { pid, result } = await session(async (c) => {
+      const q = async (sql: string) => (await c.query(sql)).rows[0];
+      return {
+        temp: await q("select to_regclass('pg_temp.pool_secret') is null as gone"),
+        workMem: await q('show work_mem'),
+        appName: await q('show application_name'),
+        role: await q('select current_user as u'),
+        prepared: await q('select count(*)::int as n from pg_prepared_statements'),
+        locks: await q("select count(*)::int as n from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()"),
+        listening: await q('select count(*)::int as n from pg_listening_channels()'),
+      };
+    });
+    expect(pid).toBe(leaky);
+    expect(result).toEqual({
+      temp: { gone: true }, workMem: { work_mem: '4MB' }, appName: { application_name: 'pool-test' }, role: { u: scramCluster.superuser },
+      prepared: { n: 0 }, locks: { n: 0 }, listening: { n: 0 },
+    });
+    // A NOTIFY on the old channel reaches no one now: the next session on that backend gets nothing.
+    const after = await session(async (c) => {
+      let heard = false;
+      c.on('notification', () => (heard = true));
+      const admin = new pg.Client({ connectionString: scramCluster.url() });
+      await admin.connect();
+      await admin.query('notify pool_channel');
+      await admin.end();
+      await c.query('select 1');
+      return heard;
+    });
+    expect(after.pid).toBe(leaky);
+    expect(after.result).toBe(false);
+  });
+
+  it('keeps backends apart by what the client asked at startup (application_name is reset to it)', async () => {
+    const a = await session(undefined, 'pool-test');
+    const b = await session(undefined, 'pool-other');
+    expect(b.pid).not.toBe(a.pid);
+    expect((await session(undefined, 'pool-other')).pid).toBe(b.pid);
+  });
+
+  it('does not reuse a backend left in a transaction, or one whose client broke off', async () => {
+    const c = client();
+    await c.connect();
+    const inTx = (await c.query('select pg_backend_pid() as pid')).rows[0].pid as number;
+    await c.query('begin');
+    await c.query('create table pool_tx_left (id int)');
+    await c.end();
+    const next = await session();
+    expect(next.pid).not.toBe(inTx);
+    // The transaction was never committed: closing the backend rolled it back.
+    expect((await session(async (s) => (await s.query("select to_regclass('pool_tx_left') is null as gone")).rows[0])).result).toEqual({ gone: true });
+    await waitUntilGone(inTx);
+
+    const broken = client();
+    broken.on('error', () => undefined);
+    await broken.connect();
+    const brokenPid = (await broken.query('select pg_backend_pid() as pid')).rows[0].pid as number;
+    expect(brokenPid).toBe(next.pid);
+    const ended = proxy.summaries.length;
+    (broken as unknown as { connection: { stream: Socket } }).connection.stream.destroy();
+    await waitFor(() => proxy.summaries.length > ended, 'the broken session to end');
+    expect((await session()).pid).not.toBe(brokenPid);
+  });
+
+  it('a cancel with an earlier session\'s key reaches nothing of the next one; its own key cancels', async () => {
+    const first = client();
+    await first.connect();
+    const firstPid = (await first.query('select pg_backend_pid() as pid')).rows[0].pid as number;
+    const oldKey = { pid: (first as unknown as { processID: number }).processID, secret: (first as unknown as { secretKey: number }).secretKey };
+    await endAndKeep(first);
+
+    const second = client();
+    await second.connect();
+    expect((await second.query('select pg_backend_pid() as pid')).rows[0].pid).toBe(firstPid);
+    const newKey = { pid: (second as unknown as { processID: number }).processID, secret: (second as unknown as { secretKey: number }).secretKey };
+    expect(newKey).not.toEqual(oldKey);
+    const sql = 'select pg_sleep(30) as pooled_sleep';
+    const sleeping = second.query(sql).then(() => 'finished', (e: Error) => e.message);
+    await waitForActiveQuery(scramCluster.url(), sql);
+
+    const sendCancel = async (key: { pid: number; secret: number }) => {
+      const socket = netConnect({ host: '127.0.0.1', port: proxy.port });
+      await once(socket, 'connect');
+      const before = proxy.summaries.length;
+      socket.end(createCancelRequest(key));
+      return waitFor(() => proxy.summaries.slice(before).find((s) => s.outcome === 'cancel-request'), 'the cancel summary');
+    };
+    const stale = await sendCancel(oldKey);
+    expect(stale.cancel).toBe('unknown-key');
+    expect(await isQueryActive(scramCluster.url(), sql)).toBe(true);
+    const own = await sendCancel(newKey);
+    expect(own.cancel).toBe('forwarded');
+    expect(await sleeping).toContain('canceling statement due to user request');
+    const ended = proxy.summaries.length;
+    await second.end();
+    await waitFor(() => proxy.summaries.length > ended, 'the second session to end');
+    // A backend a cancel was sent to goes to no later session (a late signal could hit its next statement).
+    expect((await session()).pid).not.toBe(firstPid);
+  });
+
+  it('under concurrent sessions, some leaving a transaction open, every session starts clean', async () => {
+    const many = new BackendPool();
+    const busy = await startProxy({ ...pgConnection('pg-pooled-many', scramCluster), pool: { idle: 8, idleTimeout: 60_000, maxLifetime: 600_000 } }, cancels, many);
+    const lent = () => ofType(busy.events, 'backend-connected').map((e) => e.data.pooled as { backend: string; reused: boolean });
+    const dirty: string[] = [];
+    await Promise.all([0, 1, 2, 3].map(async (loop) => {
+      for (let i = 0; i < 12; i++) {
+        const c = new pg.Client({ host: '127.0.0.1', port: busy.port, user: 'u', database: 'postgres' });
+        await c.connect();
+        const { rows } = await c.query("select pg_backend_pid() as pid, to_regclass('pg_temp.pool_mark') is null as clean, current_setting('work_mem') as work_mem");
+        if (!rows[0].clean || rows[0].work_mem !== '4MB') dirty.push(JSON.stringify(rows[0]));
+        await c.query('create temp table pool_mark (v int)');
+        await c.query("set work_mem = '9MB'");
+        // Every third session leaves a transaction open: its backend must be closed, not lent.
+        const leaveOpen = (loop + i) % 3 === 0;
+        if (leaveOpen) await c.query('begin');
+        const kept = many.keptTotal;
+        await c.end();
+        // Otherwise the next session waits until a backend was kept again (this one, or another loop's).
+        if (!leaveOpen) await waitFor(() => many.keptTotal > kept, 'a backend back in the pool');
+      }
+    }));
+    many.close();
+    expect(dirty).toEqual([]);
+    expect(lent()).toHaveLength(48);
+    expect(lent().filter((l) => l.reused).length).toBeGreaterThan(0);
+  });
+
+  it('a reload closes the idle backends and does not take back one lent before it', async () => {
+    const lentBefore = client();
+    await lentBefore.connect();
+    const lentPid = (await lentBefore.query('select pg_backend_pid() as pid')).rows[0].pid as number;
+    const idle = await session();
+    expect(idle.pid).not.toBe(lentPid);
+    pool.clear();
+    await waitUntilGone(idle.pid);
+    const ended = proxy.summaries.length;
+    await lentBefore.end();
+    await waitFor(() => proxy.summaries.length > ended, 'the session lent before the reload to end');
+    await waitUntilGone(lentPid);
+    // After the reload the pool works as before.
+    const fresh = await session();
+    expect((await session()).pid).toBe(fresh.pid);
+  });
+
+  it('is off unless the connection asks for it: each session gets a backend of its own', async () => {
+    const plain = await startProxy(pgConnection('pg-unpooled', scramCluster), cancels, pool);
+    const pidOf = async () => {
+      const c = new pg.Client({ host: '127.0.0.1', port: plain.port, user: 'u', database: 'postgres' });
+      await c.connect();
+      const pid = (await c.query('select pg_backend_pid() as pid')).rows[0].pid as number;
+      await c.end();
+      return pid;
+    };
+    const a = await pidOf();
+    const b = await pidOf();
+    expect(b).not.toBe(a);
+    expect(pool.idleCount('pg-unpooled')).toBe(0);
+    expect(ofType(plain.events, 'backend-connected').every((e) => e.data.pooled === undefined)).toBe(true);
+  });
+
+  /** Waits until the server has no backend `pid` (the broker closed it rather than keep it). */
+  async function waitUntilGone(pid: number): Promise<void> {
+    const admin = new pg.Client({ connectionString: scramCluster.url() });
+    await admin.connect();
+    try {
+      for (let i = 0; (await admin.query('select 1 from pg_stat_activity where pid = $1', [pid])).rows.length > 0; i++) {
+        if (i > 500) throw new Error(`backend ${pid} is still there`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    } finally {
+      await admin.end();
+    }
+  }
 });

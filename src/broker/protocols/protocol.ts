@@ -168,4 +168,6 @@ export interface ProtocolRuntime<C extends ConnectionBase = ConnectionBase> {
    * throws. Absent: the type has no cancels that come apart from their session.
    */
   cancel?(stream: Duplex, request: CancelContext<C>): Promise<void>;
+  /** The broker drains or stops: let go of what is kept for later sessions (pooled backends). */
+  close?(): void;
 }

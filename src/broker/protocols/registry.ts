@@ -43,4 +43,9 @@ export class ProtocolRuntimes {
   prepare(connections: readonly Connection[]): void {
     for (const [type, r] of this.#runtimes) r.prepare?.(connections.filter((c) => c.type === type));
   }
+
+  /** Lets go of what modules keep for later sessions (drain, shutdown). */
+  close(): void {
+    for (const r of this.#runtimes.values()) r.close?.();
+  }
 }

@@ -17,8 +17,25 @@ export function hashEvent(e: Omit<StoredEvent, 'hash'>): string {
  * the text hashed is byte for byte `JSON.stringify([stream, seq, at, type, data, prevHash])`.
  */
 export function hashEventWithData(e: Omit<StoredEvent, 'hash' | 'data'>, dataJson: string): string {
-  const text = `[${JSON.stringify(e.stream)},${JSON.stringify(e.seq)},${JSON.stringify(e.at)},${JSON.stringify(e.type)},${dataJson},${JSON.stringify(e.prevHash)}]`;
-  return hash('sha256', text, 'hex');
+  return hashEventText(JSON.stringify(e.stream), e.seq, e.at, JSON.stringify(e.type), dataJson, JSON.stringify(e.prevHash));
+}
+
+/**
+ * The hash from the parts as JSON where a recorder keeps them so (its stream's, its head's, a type's): the same text
+ * as hashEventWithData without a JSON.stringify per part, the largest cost of recording an event in profiles.
+ */
+export function hashEventText(streamJson: string, seq: number, at: number, typeJson: string, dataJson: string, prevHashJson: string): string {
+  return hash('sha256', `[${streamJson},${jsonNumber(seq)},${jsonNumber(at)},${typeJson},${dataJson},${prevHashJson}]`, 'hex');
+}
+
+/** JSON of a number: its decimal text for an integer (what JSON.stringify writes), JSON.stringify otherwise. */
+function jsonNumber(n: number): string {
+  return Number.isSafeInteger(n) ? `${n}` : JSON.stringify(n);
+}
+
+/** JSON of a hash as the recorder chains it (hex needs no escapes); anything else through JSON.stringify. */
+export function hashJson(h: string): string {
+  return /^[0-9a-f]*$/.test(h) ? `"${h}"` : JSON.stringify(h);
 }
 
 export interface ChainCheck {

@@ -5,6 +5,8 @@ import type { Identity } from '../../api/identity.js';
 import { HoopError, UserError } from '../../lib/errors.js';
 import { InProcessSignalBus, type SignalBus } from './signal-bus.js';
 import { ChainGuard } from './chain-guard.js';
+import { claimStore, encodeJournalRecords, EventJournal, journalPathFor, type JournalEntry } from './event-journal.js';
+import { journalUnwritable } from './store-errors.js';
 import type { AppendOptions, ExportLease, IdentityLock, LostSession, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
 import type { Review, ReviewStatus } from '../../api/review.js';
 
@@ -95,6 +97,21 @@ export const sqliteMigrations: string[] = [
    ALTER TABLE events_by_pos RENAME TO events;
    CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
    CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;`,
+  // Events the journal acknowledged whose (stream, seq) another writer of the file had already taken: never dropped,
+  // kept here beside the foreign row (which breaks the stream's chain, so `audit verify` names the place).
+  `CREATE TABLE events_displaced (
+     stream TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     at INTEGER NOT NULL,
+     type TEXT NOT NULL,
+     data TEXT NOT NULL,
+     prev_hash TEXT NOT NULL,
+     hash TEXT NOT NULL,
+     found_at INTEGER NOT NULL,
+     PRIMARY KEY (stream, seq, hash)
+   );
+   CREATE TRIGGER events_displaced_append_only_update BEFORE UPDATE ON events_displaced BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+   CREATE TRIGGER events_displaced_append_only_delete BEFORE DELETE ON events_displaced BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;`,
 ];
 
 interface SessionRecord {
@@ -110,13 +127,14 @@ interface SessionRecord {
   error_count: number;
 }
 
-/** How long a non-urgent event may wait for an urgent one to share its commit. */
+/** How long a non-urgent event may wait for an urgent one to share its write. */
 const HOLD_MS = 5;
+/** How long journaled events may wait to be copied into SQLite, and how many may wait before they are at once. */
+const INGEST_MS = 20;
+const INGEST_MAX = 4096;
 
-interface Pending {
-  event: StoredEvent;
-  /** The data as JSON, taken when it was appended (the caller's object may change afterwards). */
-  data: string;
+interface Pending extends JournalEntry {
+  /** `data`: the data as JSON, taken when it was appended (the caller's object may change afterwards). */
   resolve(): void;
   reject(e: unknown): void;
 }
@@ -135,7 +153,15 @@ export class SqliteStore implements Store {
   readonly #db: Database.Database;
   readonly #insertEvent: Database.Statement;
   readonly #lastEvent: Database.Statement;
-  readonly #insertBatch: (batch: Pending[]) => void;
+  readonly #insertBatch: (batch: readonly JournalEntry[]) => void;
+  /** Undefined for an in-memory store: its appends are committed to SQLite directly. */
+  readonly #journal: EventJournal | undefined;
+  readonly #release: () => void;
+  /** Events in the journal (acknowledged) not yet copied into SQLite, in journal order. */
+  #backlog: JournalEntry[] = [];
+  #ingestTimer: NodeJS.Timeout | undefined;
+  /** Why the last copy into SQLite failed; appends are refused until a copy succeeds (the journal stays bounded). */
+  #ingestError: unknown;
   #pending: Pending[] = [];
   #flushScheduled = false;
   #holdTimer: NodeJS.Timeout | undefined;
@@ -145,30 +171,71 @@ export class SqliteStore implements Store {
   readonly #prepared = new Map<string, Database.Statement>();
 
   constructor(path: string) {
+    let release = (): void => undefined;
     if (path !== ':memory:') {
       mkdirSync(dirname(path), { recursive: true });
       // Sessions and reviews are for the broker's eyes only: a new store is created 0600, and SQLite gives its
       // -wal and -shm files the mode of the database file. An existing store keeps the mode its operator chose.
       closeSync(openSync(path, 'a', 0o600));
+      release = claimStore(path);
     }
     try {
-      this.#db = new Database(path);
-      this.#db.pragma('journal_mode = WAL');
+      try {
+        this.#db = new Database(path);
+        this.#db.pragma('journal_mode = WAL');
+      } catch (e) {
+        // Not a SQLite file, or one SQLite cannot open: the operator's to fix, not a bug.
+        throw new UserError(`cannot open the store ${path}: ${(e as Error).message}`, { code: 'STORE_UNREADABLE', hint: 'check store.path in the broker config: it must be a hoopctl SQLite store, or a new file', cause: e });
+      }
+      this.#db.pragma('synchronous = NORMAL');
+      this.#db.pragma('busy_timeout = 5000');
+      this.#db.pragma('wal_autocheckpoint = 10000');
+      this.#migrate(path);
+      this.#insertEvent = this.#db.prepare(
+        'INSERT INTO events (stream, seq, at, type, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      );
+      this.#lastEvent = this.#db.prepare('SELECT * FROM events WHERE stream = ? ORDER BY seq DESC LIMIT 1');
+      const sameEvent = this.#db.prepare('SELECT hash FROM events WHERE stream = ? AND seq = ?').pluck();
+      const displace = this.#db.prepare(
+        'INSERT OR IGNORE INTO events_displaced (stream, seq, at, type, data, prev_hash, hash, found_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      );
+      this.#insertBatch = this.#db.transaction((batch: readonly JournalEntry[]) => {
+        for (const { event: e, data } of batch) {
+          try {
+            this.#insertOne(e, data);
+          } catch (err) {
+            if (!String((err as { code?: unknown }).code).startsWith('SQLITE_CONSTRAINT')) throw err;
+            // Copied already (a broker stopped between the copy and emptying the journal): nothing to do. Another
+            // writer of the file took the place: the acknowledged event is kept beside it, never dropped.
+            if (sameEvent.get(e.stream, e.seq) !== e.hash) displace.run(e.stream, e.seq, e.at, e.type, data, e.prevHash, e.hash, Date.now());
+          }
+        }
+      });
+      this.#journal = path === ':memory:' ? undefined : this.#openJournal(journalPathFor(path));
     } catch (e) {
-      // Not a SQLite file, or one SQLite cannot open: the operator's to fix, not a bug.
-      throw new UserError(`cannot open the store ${path}: ${(e as Error).message}`, { code: 'STORE_UNREADABLE', hint: 'check store.path in the broker config: it must be a hoopctl SQLite store, or a new file', cause: e });
+      release();
+      throw e;
     }
-    this.#db.pragma('synchronous = NORMAL');
-    this.#db.pragma('busy_timeout = 5000');
-    this.#db.pragma('wal_autocheckpoint = 10000');
-    this.#migrate(path);
-    this.#insertEvent = this.#db.prepare(
-      'INSERT INTO events (stream, seq, at, type, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)',
-    );
-    this.#lastEvent = this.#db.prepare('SELECT * FROM events WHERE stream = ? ORDER BY seq DESC LIMIT 1');
-    this.#insertBatch = this.#db.transaction((batch: Pending[]) => {
-      for (const p of batch) this.#insertOne(p.event, p.data);
-    });
+    this.#release = release;
+  }
+
+  /**
+   * Copies what a stopped broker left in the journal into SQLite (whole records only: a torn last record was never
+   * acknowledged), then opens it for appends. A journal with a torn tail is kept beside the store for an operator.
+   */
+  #openJournal(path: string): EventJournal {
+    const left = EventJournal.read(path);
+    try {
+      if (left.entries.length > 0) this.#insertBatch(left.entries);
+    } catch (e) {
+      throw new UserError(`cannot copy the event journal ${path} into the store: ${(e as Error).message}`, {
+        code: 'STORE_UNREADABLE', hint: 'the journal holds acknowledged events: make the store writable (disk space, permissions) and start the broker again', cause: e,
+      });
+    }
+    if (left.tornBytes > 0) EventJournal.keepDamaged(path, Date.now());
+    const journal = new EventJournal(path);
+    if (journal.size > 0) journal.clear();
+    return journal;
   }
 
   #migrate(path: string): void {
@@ -252,11 +319,12 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * Group commit: events appended during one turn of the event loop (from all sessions) are written in one
-   * transaction just after it, and every caller's promise resolves once that transaction has committed. A
-   * statement is still durable before it is forwarded; the store just pays one commit per batch, not per event.
-   * A non-urgent event (a result) waits up to HOLD_MS for an urgent one to share its commit: one client's next
-   * statement then commits the previous result with it, one commit per statement instead of two.
+   * Group write: events appended during one turn of the event loop (from all sessions) are written to the journal
+   * in one `write()` just after it, and every caller's promise resolves once that write returned (see
+   * event-journal.ts): a statement is durable before it is forwarded, for the cost of one system call per batch.
+   * The journal is copied into SQLite INGEST_MS later, many batches per transaction; readers of events copy it first,
+   * so they see every acknowledged event. A non-urgent event (a result) waits up to HOLD_MS for an urgent one to
+   * share its write. An in-memory store commits each batch to SQLite instead.
    */
   appendEvent(e: StoredEvent, options?: AppendOptions): Promise<void> {
     return new Promise((resolve, reject) => {
@@ -286,6 +354,7 @@ export class SqliteStore implements Store {
     }
     this.#pending = [];
     if (batch.length === 0) return;
+    if (this.#journal) return this.#journalBatch(this.#journal, batch);
     try {
       this.#insertBatch(batch);
       for (const p of batch) p.resolve();
@@ -309,12 +378,63 @@ export class SqliteStore implements Store {
     }
   }
 
+  #journalBatch(journal: EventJournal, batch: Pending[]): void {
+    try {
+      if (this.#ingestError !== undefined) this.#ingest();
+      journal.append(encodeJournalRecords(batch));
+    } catch (e) {
+      const refusal = journalUnwritable(e);
+      for (const p of batch) {
+        this.#guard.failed(p.event);
+        p.reject(refusal);
+      }
+      return;
+    }
+    for (const p of batch) {
+      this.#backlog.push({ event: p.event, data: p.data });
+      p.resolve();
+    }
+    if (this.#backlog.length >= INGEST_MAX) setImmediate(() => this.#ingestQuietly());
+    else this.#ingestTimer ??= setTimeout(() => this.#ingestQuietly(), INGEST_MS);
+  }
+
+  /** Copies the journal's backlog into SQLite in one transaction and empties the journal; throws when SQLite refuses. */
+  #ingest(): void {
+    if (this.#ingestTimer) {
+      clearTimeout(this.#ingestTimer);
+      this.#ingestTimer = undefined;
+    }
+    if (this.#backlog.length === 0) return;
+    try {
+      this.#insertBatch(this.#backlog);
+    } catch (e) {
+      this.#ingestError = e;
+      throw e;
+    }
+    this.#ingestError = undefined;
+    this.#backlog = [];
+    try {
+      this.#journal!.clear();
+    } catch {
+      // The copied records stay in the journal; copying them again on start finds them in place.
+    }
+  }
+
+  #ingestQuietly(): void {
+    try {
+      this.#ingest();
+    } catch {
+      // Kept in #ingestError: the next batch of appends is refused with it, and retries first.
+    }
+  }
+
   #insertOne(e: StoredEvent, data: string): void {
     this.#insertEvent.run(e.stream, e.seq, e.at, e.type, data, e.prevHash, e.hash);
   }
 
   /** One process writes a SQLite store: the read of the head and the insert run in one synchronous transaction. */
   async appendToSharedStream(stream: string, next: (last: StoredEvent | undefined) => StoredEvent | undefined): Promise<StoredEvent | undefined> {
+    this.#ingest();
     return this.#db.transaction(() => {
       const last = this.#lastEvent.get(stream) as EventRecord | undefined;
       const event = next(last && toEvent(last));
@@ -324,11 +444,13 @@ export class SqliteStore implements Store {
   }
 
   async lastEvent(stream: string): Promise<StoredEvent | undefined> {
+    this.#ingest();
     const r = this.#lastEvent.get(stream) as EventRecord | undefined;
     return r && toEvent(r);
   }
 
   async listEvents(stream: string, options: { afterSeq?: number; limit?: number } = {}): Promise<StoredEvent[]> {
+    this.#ingest();
     const rows = this.#db
       .prepare('SELECT * FROM events WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?')
       .all(stream, options.afterSeq ?? 0, options.limit ?? 100_000) as EventRecord[];
@@ -378,6 +500,7 @@ export class SqliteStore implements Store {
   }
 
   async eventsSince(pos: number, limit: number): Promise<Array<StoredEvent & { pos: number }>> {
+    this.#ingest();
     const rows = this.#db
       .prepare('SELECT * FROM events WHERE pos > ? ORDER BY pos LIMIT ?')
       .all(pos, limit) as Array<EventRecord & { pos: number }>;
@@ -385,6 +508,7 @@ export class SqliteStore implements Store {
   }
 
   async lastEventPos(): Promise<number> {
+    this.#ingest();
     return (this.#db.prepare('SELECT coalesce(max(pos), 0) AS pos FROM events').get() as { pos: number }).pos;
   }
 
@@ -453,7 +577,11 @@ export class SqliteStore implements Store {
 
   async close(): Promise<void> {
     if (this.#pending.length > 0) this.#flush();
+    // What cannot be copied now stays in the journal, and is copied on the next start.
+    this.#ingestQuietly();
+    this.#journal?.close();
     this.#db.close();
+    this.#release();
   }
 }
 

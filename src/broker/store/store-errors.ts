@@ -18,6 +18,17 @@ export function storeUnavailable(e: unknown): HoopError | undefined {
 }
 
 /**
+ * The refusal for an append the SQLite store's event journal could not take (a full disk: ENOSPC, a read-only
+ * filesystem), or that waited on a copy into SQLite that failed: named by the system's or SQLite's own reason.
+ */
+export function journalUnwritable(e: unknown): HoopError {
+  const known = storeUnavailable(e);
+  if (known) return known;
+  const reason = e instanceof Error ? e.message : String(e);
+  return unavailable(`its store refused a write (${reason})`, 'an operator must make the broker\'s store writable again (free disk space, fix its permissions); try again then', e);
+}
+
+/**
  * The same refusal for a store server the broker cannot reach at all (PostgreSQL stopped, the network cut): the
  * socket's error carries no SQLSTATE, so only the store itself knows that it was its connection that failed.
  */

@@ -24,6 +24,11 @@ interface Place {
   raw(sql: string): Promise<void>;
   /** The columns and values of a raw `INSERT INTO events` of (stream, seq) beside the broker's own writes. */
   eventRow(stream: string, seq: number): string;
+  /**
+   * SQLite: appends are acknowledged once in the store's journal, before SQLite sees them; events the journal holds
+   * whose place another writer took are kept aside, and these are their (stream, seq, type).
+   */
+  displaced?(): Array<[string, number, string]>;
 }
 
 let cluster: PgCluster;
@@ -55,6 +60,14 @@ const backends: Array<{ name: string; place(): Promise<Place> }> = [
           }
         },
         eventRow: (stream, seq) => `(stream, seq, at, type, data, prev_hash, hash) VALUES ('${stream}', ${seq}, 0, 'squatter', '{}', 'x', 'x')`,
+        displaced: () => {
+          const db = new Database(path, { readonly: true });
+          try {
+            return (db.prepare('SELECT stream, seq, type FROM events_displaced ORDER BY stream, seq').raw().all() as Array<[string, number, string]>);
+          } finally {
+            db.close();
+          }
+        },
       };
     },
   },
@@ -101,21 +114,33 @@ describe.each(backends)('$name store and hash-chained recording', (backend) => {
     await store.close();
   });
 
-  it('commits events handed over together in order, and refuses the ones chained on an event that could not be written', async () => {
+  it('commits events handed over together in order, and loses none when another writer takes the place of one', async () => {
     const place = await backend.place();
     const store = await place.open();
     const rec = StreamRecorder.fresh(store, 's1');
     await rec.record('open', {});
-    // Another writer took seq 3, so the verdict cannot be written; the result is chained on it.
+    // Another writer took seq 3, where the verdict goes; the result is chained on the verdict.
     await place.raw(`INSERT INTO events ${place.eventRow('s1', 3)}`);
     const statement = rec.record('statement', { sql: 'select 1' });
     const verdict = rec.record('verdict', { statementSeq: 1, action: 'allow', refused: false });
     const result = rec.record('result', { statementSeq: 1 }, { urgent: false });
     await expect(statement).resolves.toBeUndefined();
-    await expect(verdict).rejects.toThrow();
-    await expect(result).rejects.toThrow('was not written');
-    const events = await store.listEvents('s1');
-    expect(events.map((e) => [e.seq, e.type])).toEqual([[1, 'open'], [2, 'statement'], [3, 'squatter']]);
+    if (place.displaced) {
+      // The journal took all three before SQLite saw them: the verdict is kept aside, and the foreign row breaks
+      // the chain where it stands, so an audit finds the place.
+      await expect(verdict).resolves.toBeUndefined();
+      await expect(result).resolves.toBeUndefined();
+      const events = await store.listEvents('s1');
+      expect(events.map((e) => [e.seq, e.type])).toEqual([[1, 'open'], [2, 'statement'], [3, 'squatter'], [4, 'result']]);
+      expect(verifyChain(events)).toMatchObject({ ok: false, brokenAt: 3 });
+      expect(place.displaced()).toEqual([['s1', 3, 'verdict']]);
+    } else {
+      // The store refuses the verdict, and the result chained on it.
+      await expect(verdict).rejects.toThrow();
+      await expect(result).rejects.toThrow('was not written');
+      const events = await store.listEvents('s1');
+      expect(events.map((e) => [e.seq, e.type])).toEqual([[1, 'open'], [2, 'statement'], [3, 'squatter']]);
+    }
     await store.close();
   });
 

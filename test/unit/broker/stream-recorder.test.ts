@@ -42,12 +42,16 @@ describe('the hash of a recorded event', () => {
     const rec = StreamRecorder.fresh(store, 'ses_"é"');
     await rec.record('statement', { sql: "select 'ü\\n\"' -- \u2028", params: [null, '1'], n: 1.5 });
     await rec.record('result', { statementSeq: 1, rows: 0 }, { urgent: false });
+    // A recorder that continues the stream from the store's head, and a type that needs escaping.
+    const again = await StreamRecorder.open(store, 'ses_"é"');
+    await again.record('odd "type"\t', { at: Number.MAX_SAFE_INTEGER });
     const events = await store.listEvents('ses_"é"');
     for (const e of events) {
       const expected = createHash('sha256').update(JSON.stringify([e.stream, e.seq, e.at, e.type, e.data, e.prevHash])).digest('hex');
       expect(e.hash).toBe(expected);
     }
-    expect(events).toHaveLength(2);
+    expect(events).toHaveLength(3);
+    expect(verifyChain(events)).toEqual({ ok: true });
     await store.close();
   });
 });

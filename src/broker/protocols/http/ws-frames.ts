@@ -13,11 +13,18 @@ export interface WsMessage {
   payload: Buffer;
 }
 
+const EMPTY = Buffer.alloc(0);
+
 /** Messages larger than this are cut to it (the recording keeps the head; the stream is untouched). */
 export const MAX_OBSERVED_MESSAGE = 1024 * 1024;
 
 export class WsFrameObserver {
   #buf: Buffer = Buffer.alloc(0);
+  /** Chunks of an unfinished frame (the first holds its start), joined once the frame is whole. */
+  #pending: Buffer[] = [];
+  #pendingLength = 0;
+  /** Bytes the unfinished frame needs in all, once its header is known (0: not known yet). */
+  #need = 0;
   #fragments: Buffer[] = [];
   #fragmentBytes = 0;
   #fragmentOpcode = 0;
@@ -35,16 +42,33 @@ export class WsFrameObserver {
 
   push(chunk: Buffer): void {
     if (this.broken) return;
-    this.#buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk]);
+    let b = chunk;
+    if (this.#pendingLength > 0) {
+      // A large frame comes in many chunks: they are kept and joined once, when it is whole (joining at every chunk
+      // copied what came before again each time, quadratic in the frame's size).
+      this.#pending.push(chunk);
+      this.#pendingLength += chunk.length;
+      if (this.#need > this.#pendingLength) return;
+      b = Buffer.concat(this.#pending, this.#pendingLength);
+      this.#pending = [];
+      this.#pendingLength = 0;
+    }
+    this.#buf = b;
     for (;;) {
       const frame = this.#nextFrame();
-      if (!frame) return;
+      if (!frame) break;
       this.#frame(frame.fin, frame.opcode, frame.payload);
     }
+    if (this.#buf.length > 0 && !this.broken) {
+      this.#pending = [this.#buf];
+      this.#pendingLength = this.#buf.length;
+    }
+    this.#buf = EMPTY;
   }
 
   #nextFrame(): { fin: boolean; opcode: number; payload: Buffer } | undefined {
     const b = this.#buf;
+    this.#need = 0;
     if (b.length < 2) return undefined;
     const fin = (b[0] & 0x80) !== 0;
     const opcode = b[0] & 0x0f;
@@ -59,7 +83,10 @@ export class WsFrameObserver {
     let at = size.header;
     const maskAt = at;
     if (masked) at += 4;
-    if (b.length < at + len) return undefined;
+    if (b.length < at + len) {
+      this.#need = at + len;
+      return undefined;
+    }
     let payload = b.subarray(at, at + len);
     if (masked) {
       const key = b.subarray(maskAt, maskAt + 4);

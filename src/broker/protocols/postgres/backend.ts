@@ -37,6 +37,23 @@ export interface BackendSession {
   notices: ErrorFields[];
   /** The role it logged in as. */
   user?: string;
+  /** Set when the backend came through a pool (backend-pool.ts): how the session reads it and gives it back. */
+  lease?: BackendLease;
+}
+
+/** What a session holds of a backend from a pool (backend-pool.ts), beside the socket. */
+export interface BackendLease {
+  /** The pool's name of the backend (`b7`): recorded, so sessions that shared one can be told; never its pid. */
+  readonly id: string;
+  /** Whether an earlier session used the backend. */
+  readonly reused: boolean;
+  /** The backend's stream as the relay reads it: unlike the socket's own iterator, it can stop without closing it. */
+  readonly chunks: AsyncIterator<Buffer>;
+  /**
+   * Hands the backend back, to be reset and kept; the caller must not touch the socket after true. False when the
+   * pool will not take it (closed, reloaded, too old, unread bytes): the caller closes it as any backend.
+   */
+  giveBack(): boolean;
 }
 
 export interface ConnectBackendOptions {
@@ -155,7 +172,8 @@ async function negotiateTls(socket: Socket, conn: PostgresConnection): Promise<{
   return { socket: tlsSocket, tls: true };
 }
 
-async function readMessage(reader: StreamReader): Promise<{ code: number; body: Buffer }> {
+/** One whole server message, read during startup or a pool's reset. */
+export async function readMessage(reader: StreamReader): Promise<{ code: number; body: Buffer }> {
   const header = await reader.read(5);
   const code = header[0];
   const length = header.readInt32BE(1);

@@ -8,6 +8,7 @@
  *   credentials: { user: app_rw, password: { env: PG_PROD_PASSWORD } }
  *   access: { groups: [dba] }
  *   rules: [...]            # statement and masking rules: src/policy/rules.ts
+ *   pool: { idle: 8 }       # optional: keep up to 8 logged-in backends for new sessions (backend-pool.ts)
  * ```
  */
 import { z } from 'zod';
@@ -30,6 +31,22 @@ export const dynamicRolesSchema = z
   })
   .strict();
 export type DynamicRolesConfig = z.infer<typeof dynamicRolesSchema>;
+
+/**
+ * `pool`: backends logged in with the static credential are kept after a session that ended cleanly (reset with
+ * DISCARD ALL) and lent to the next session, which then skips PostgreSQL's fork and SCRAM login. Off when absent.
+ */
+export const backendPoolSchema = z
+  .object({
+    /** The most backends kept idle for this connection. */
+    idle: z.number().int().min(1).max(1000),
+    /** An idle backend is closed after this long unused. */
+    idleTimeout: duration.default(60_000),
+    /** A backend is closed once this old (when next returned, or while idle), whatever its use. */
+    maxLifetime: duration.default(1_800_000),
+  })
+  .strict();
+export type BackendPoolConfig = z.infer<typeof backendPoolSchema>;
 
 export const postgresConnectionSchema = z
   .object({
@@ -70,16 +87,29 @@ export const postgresConnectionSchema = z
         path: ['rotateEvery'],
         message: 'rotation writes the new password to the secret file: give credentials.password as { file: … }',
       }),
+    pool: backendPoolSchema.optional(),
     /** Statement and masking rules (src/policy/rules.ts documents the schema). */
     ...connectionPolicyShape,
   })
-  .strict();
+  .strict()
+  // A pooled backend stays logged in as one role with one password across sessions: per-session roles must never be
+  // lent to another session, and a rotated password must end the backends it logged in (rotation by hand still
+  // does: the pool keys backends by the exact password).
+  .refine((c) => !c.pool || !c.credentials.dynamic, {
+    path: ['pool'],
+    message: 'a backend pool cannot be used with per-session roles (credentials.dynamic): each session must log in as its own role; remove one of them',
+  })
+  .refine((c) => !c.pool || c.credentials.rotateEvery === undefined, {
+    path: ['pool'],
+    message: 'a backend pool cannot be used with scheduled rotation (credentials.rotateEvery): pooled backends would outlive the password they logged in with; remove one of them',
+  });
 
 type RawPostgresConnection = z.infer<typeof postgresConnectionSchema>;
 
 /** A postgres connection as the proxy sees it: the password resolved. */
 export interface PostgresConnection extends Omit<RawPostgresConnection, 'credentials'> {
   credentials: { user: string; password?: Secret; dynamic?: DynamicRolesConfig; rotateEvery?: number };
+  pool?: BackendPoolConfig;
 }
 
 export function resolvePostgresConnection(raw: RawPostgresConnection, ctx: ResolveContext): PostgresConnection {

@@ -4,6 +4,7 @@ import { UserError } from '../../../lib/errors.js';
 import { dryRunPolicy } from '../../../policy/dry-run.js';
 import { initPolicyEngine } from '../../../policy/index.js';
 import type { ProtocolModule } from '../protocol.js';
+import { BackendPool } from './backend-pool.js';
 import { CancelRegistry } from './cancel-registry.js';
 import { serveCancelConnection } from './cancel-connection.js';
 import { postgresConnectionSchema, resolvePostgresConnection, type PostgresConnection } from './config.js';
@@ -45,6 +46,8 @@ export const postgresProtocol: ProtocolModule<PostgresConnection> = {
     const cancels = new CancelRegistry();
     // Verdicts of repeated statement texts (extended protocol, ORMs), emptied whenever the config is (re)loaded.
     const verdicts = new VerdictCache();
+    // Logged-in backends of connections with `pool` set, lent to new sessions; emptied on every reload.
+    const pool = new BackendPool({ logger: host.logger });
     // Per-session roles a crash left behind: swept at start, on every reload and every `sweepEvery`.
     let dynamic: PostgresConnection[] = [];
     let sweepTimer: NodeJS.Timeout | undefined;
@@ -63,6 +66,7 @@ export const postgresProtocol: ProtocolModule<PostgresConnection> = {
       describe: (c) => ({ database: c.target.database, ...(c.target.databases ? { databases: c.target.databases } : {}) }),
       prepare(connections) {
         verdicts.clear();
+        pool.clear();
         dynamic = connections.filter((c) => c.credentials.dynamic);
         for (const c of dynamic) sweep(c);
         if (sweepTimer) clearInterval(sweepTimer);
@@ -73,6 +77,7 @@ export const postgresProtocol: ProtocolModule<PostgresConnection> = {
         sweepTimer.unref();
       },
       cancel: (stream, request) => serveCancelConnection(stream, cancels, request, host),
+      close: () => pool.close(),
       async serve(stream, s) {
         const dyn = s.connection.credentials.dynamic;
         const role = dyn
@@ -82,7 +87,7 @@ export const postgresProtocol: ProtocolModule<PostgresConnection> = {
           connection: s.connection, recorder: s.recorder, cancels, logger: s.logger, identity: s.identity, maskKey: s.maskKey, signal: s.signal, reviews: s.reviews, verdicts,
           cancelOwner: { issuer: s.identity.issuer, subject: s.identity.subject },
           ...(s.cancelKeyAlone ? { cancelKeyAlone: true } : {}),
-          ...(role ? { connectBackend: role.connect } : {}),
+          ...(role ? { connectBackend: role.connect } : s.connection.pool ? { connectBackend: pool.connect } : {}),
         });
         await role?.drop();
         return {

@@ -49,6 +49,7 @@ import { StatementJudge, noUnnamedPortal, type Judgement } from './statement-jud
 import type { VerdictCache } from './verdict-cache.js';
 import { ResultTracker, type StatementResult } from './result-tracker.js';
 import { StreamEndedError, StreamReader } from './stream-reader.js';
+import { pumpChunks } from './chunk-pump.js';
 
 export interface PostgresSessionContext {
   connection: PostgresConnection;
@@ -123,6 +124,9 @@ export type { StatementResult };
  * Sync, ReadyForQuery carries the true transaction status — and the proxy swaps that error for the denial.
  */
 const REFUSED_SQL = 'hoopctl_statement_refused_by_policy';
+
+/** What replaces the client's Terminate to a pooled backend. */
+const NOTHING = Buffer.alloc(0);
 
 /** The savepoint a guarded write runs in inside the client's own transaction. */
 const GUARD_SAVEPOINT = 'hoopctl_row_guard';
@@ -213,6 +217,8 @@ class PostgresProxySession {
   #cancelRegistration: CancelRegistration | undefined;
   /** Cancels of this session being forwarded and recorded (by other connections): awaited before the session ends. */
   readonly #cancelsInFlight = new Set<Promise<unknown>>();
+  /** A cancel came for this session: its signal may still reach the backend, which then goes to no other session. */
+  #cancelSeen = false;
   readonly #clientFrames: FrameScanner;
   readonly #backendFrames: FrameScanner;
   /** Judges statements; absent when no rule could refuse one and no mask plan applies (the fast path). */
@@ -236,13 +242,19 @@ class PostgresProxySession {
   readonly #results = new ResultTracker();
   /** Prepared statement name → SQL, from Parse. */
   readonly #statements = new Map<string, string>();
-  /** Portal name → what Bind put in it. */
-  readonly #portals = new Map<string, { statement: string; sql: string | null; params: (string | null)[] }>();
+  /**
+   * Portal name → what Bind put in it, and `boundary`: the tracker's boundariesSent when it was bound (the Sync or
+   * Query whose ReadyForQuery ends its transaction comes after). Dropped as the server drops them: by Close, the
+   * unnamed one by a simple Query or the next Bind of it, and all of them when their transaction ends.
+   */
+  readonly #portals = new Map<string, { statement: string; sql: string | null; params: (string | null)[]; boundary: number }>();
   #statementCount = 0;
   #errorCount = 0;
   #outcome: PostgresSessionSummary['outcome'] = 'closed';
   #error: string | undefined;
   #stopping = false;
+  /** The session's failure being told to the client and recorded (#fail), once one began. */
+  #failing: Promise<void> | undefined;
   #clientTerminated = false;
   #terminateSent = false;
   #cancelOutcome: CancelOutcome | undefined;
@@ -449,6 +461,7 @@ class PostgresProxySession {
         tls: backend.tls,
         serverVersion: backend.parameters.find((p) => p.name === 'server_version')?.value,
         applicationName: params.application_name,
+        ...(backend.lease ? { pooled: { backend: backend.lease.id, reused: backend.lease.reused } } : {}),
       });
     } catch {
       await this.#fail(new PgWireError('FATAL', SqlState.SystemError, 'broker could not record the session start'), 'broker');
@@ -469,6 +482,7 @@ class PostgresProxySession {
         ...(this.#ctx.cancelKeyAlone ? { keyAlone: true } : {}),
         record: (type, data) => this.#record(type, data),
         track: (cancel) => {
+          this.#cancelSeen = true;
           this.#cancelsInFlight.add(cancel);
           void cancel.finally(() => this.#cancelsInFlight.delete(cancel));
         },
@@ -495,11 +509,8 @@ class PostgresProxySession {
   async #relayClient(leftover: Buffer): Promise<void> {
     try {
       if (leftover.length > 0) await this.#fromClient(leftover);
-      const chunks = this.#client[Symbol.asyncIterator]();
-      while (!this.#stopping && !this.#clientTerminated) {
-        const next = await chunks.next();
-        if (next.done) break;
-        await this.#fromClient(next.value as Buffer);
+      if (!this.#stopping && !this.#clientTerminated) {
+        await pumpChunks(this.#client, (chunk) => this.#fromClient(chunk), () => this.#stopping || this.#clientTerminated);
       }
     } catch (e) {
       if (e instanceof PgWireError) await this.#fail(e, e.sqlState === SqlState.ProtocolViolation ? 'client' : 'broker');
@@ -523,7 +534,11 @@ class PostgresProxySession {
     await this.#record('cancel-sent', { reason: 'the client went away while its statement ran', outcome }).catch(() => undefined);
   }
 
-  async #fromClient(chunk: Buffer): Promise<void> {
+  /**
+   * One chunk from the client: synchronous while none of its frames has to wait (a statement waits for its record to
+   * be durable), so a chunk of frames that need no record costs no promise; a promise otherwise.
+   */
+  #fromClient(chunk: Buffer): void | Promise<void> {
     let pieces;
     try {
       pieces = this.#clientFrames.split(chunk);
@@ -532,25 +547,45 @@ class PostgresProxySession {
       throw e;
     }
     // Pieces of one chunk go out in one write: many small writes would meet Nagle and delayed ACKs.
-    const out: Buffer[] = [];
-    // The row guard talks to the backend itself: what came before it in this chunk goes out first.
-    const flush = async () => {
-      if (out.length > 0) await this.#toBackend(out.splice(0));
-    };
-    for (const piece of pieces) {
+    return this.#forwardClientPieces(pieces, 0, []);
+  }
+
+  /** Handles `pieces` from `i` on and sends them, with `out` (what is ready to go before them). */
+  #forwardClientPieces(pieces: StreamPiece[], i: number, out: Buffer[]): void | Promise<void> {
+    for (; i < pieces.length; i++) {
       if (this.#stopping || this.#clientTerminated) break;
-      const substitute = piece.kind === 'frame' ? await this.#onClientFrame(piece, flush) : undefined;
-      out.push(substitute ?? piece.bytes);
-      if (piece.kind === 'frame' && piece.code === FrontendCode.Terminate) break;
+      const piece = pieces[i]!;
+      if (piece.kind !== 'frame') {
+        out.push(piece.bytes);
+        continue;
+      }
+      const substitute = this.#onClientFrame(piece, out);
+      if (substitute instanceof Promise) return this.#forwardClientPiecesAfter(substitute, pieces, i, out);
+      // NOTHING (a pooled backend's Terminate) is no write at all.
+      if (substitute !== NOTHING) out.push(substitute ?? piece.bytes);
+      if (piece.code === FrontendCode.Terminate) break;
     }
-    if (out.length > 0 && !this.#stopping) await this.#toBackend(out);
+    if (out.length > 0 && !this.#stopping) return writeOrWait(this.#backendSocket(), out);
+  }
+
+  /** Goes on with the pieces once the frame at `i` may be forwarded. */
+  async #forwardClientPiecesAfter(substitute: Promise<Buffer | undefined>, pieces: StreamPiece[], i: number, out: Buffer[]): Promise<void> {
+    const frame = pieces[i]!;
+    const bytes = await substitute;
+    if (bytes !== NOTHING) out.push(bytes ?? frame.bytes);
+    if (frame.kind === 'frame' && frame.code === FrontendCode.Terminate) {
+      if (!this.#stopping) await writeOrWait(this.#backendSocket(), out);
+      return;
+    }
+    await this.#forwardClientPieces(pieces, i + 1, out);
   }
 
   /**
-   * Decodes what recording and policy need from one client frame; resolves once it may be forwarded, with the
-   * bytes to forward instead when the policy refused it.
+   * Decodes what recording and policy need from one client frame. Returns (or resolves, when it has to wait) once it
+   * may be forwarded, with the bytes to forward instead when the policy refused it. `out` holds what goes to the
+   * backend before it (the row guard sends it first, as it talks to the backend itself).
    */
-  async #onClientFrame(frame: ScannedFrame, flush: () => Promise<void>): Promise<Buffer | undefined> {
+  #onClientFrame(frame: ScannedFrame, out: Buffer[]): Buffer | undefined | Promise<Buffer | undefined> {
     // Sync and Flush have no body. PostgreSQL answers one with a body by an error in extended-query mode and then
     // discards everything up to the next Sync, a simple Query too, which the broker would not know: it would pair the
     // answers that follow with the wrong statements (and mask them by the wrong plan). Found by `npm run fuzz`.
@@ -570,45 +605,18 @@ class PostgresProxySession {
       case FrontendCode.Query: {
         const sql = parseQuery(frame.body);
         const statementSeq = ++this.#statementCount;
-        let judgement = this.#judge?.judge(sql);
-        await this.#recordJudged({ statementSeq, protocol: 'simple', sql: this.#recordable(sql) }, judgement);
-        if (judgement?.held) judgement = await this.#hold(statementSeq, judgement, sql);
-        if (judgement?.refused) {
-          this.#results.round(statementSeq, this.#denial(judgement));
-          this.#masker?.query(null);
-          return createQuery(REFUSED_SQL);
-        }
-        if (judgement?.verdict.guard && this.#judge) {
-          await flush();
-          if (await this.#runGuarded(statementSeq, sql, judgement.verdict.guard, judgement)) return Buffer.alloc(0);
-        }
-        this.#results.round(statementSeq);
-        this.#masker?.query(sql);
-        // A simple Query runs in the unnamed portal and drops it (and any the extended protocol had left open).
-        this.#portals.delete('');
-        return undefined;
+        const judgement = this.#judge?.judge(sql);
+        const recorded = this.#recordJudged({ statementSeq, protocol: 'simple', sql: this.#recordable(sql) }, judgement);
+        if (judgement && (judgement.held || judgement.refused || judgement.verdict.guard)) return this.#judgedQuery(recorded, statementSeq, sql, judgement, out);
+        return recorded.then(() => this.#queryForwarded(statementSeq, sql));
       }
       case FrontendCode.Parse: {
         const parse = parseParse(frame.body);
         if (this.#skipUntilSync) return undefined;
         let judgement = this.#judge?.judge(parse.sql, parse.name);
         if (judgement?.verdict.guard) judgement = this.#unguardedInExtendedProtocol(judgement, parse.name);
-        if (judgement?.held) {
-          // Held at Parse: the approver sees the statement text (parameters come later, with Bind).
-          const statementSeq = ++this.#statementCount;
-          await this.#recordJudged({ statementSeq, protocol: 'extended', sql: this.#recordable(parse.sql), statement: parse.name }, judgement);
-          judgement = await this.#hold(statementSeq, judgement, parse.sql);
-          if (judgement.refused) {
-            return this.#refuseUntilSync(statementSeq, judgement, createParse({ name: parse.name, sql: REFUSED_SQL }));
-          }
-        } else if (judgement?.refused) {
-          const statementSeq = ++this.#statementCount;
-          await this.#recordJudged({ statementSeq, protocol: 'extended', sql: this.#recordable(parse.sql), statement: parse.name }, judgement);
-          return this.#refuseUntilSync(statementSeq, judgement, createParse({ name: parse.name, sql: REFUSED_SQL }));
-        }
-        this.#statements.set(parse.name, parse.sql);
-        if (judgement) this.#statementVerdicts.set(parse.name, judgement.verdict);
-        this.#masker?.parse(parse.name, parse.sql);
+        if (judgement?.held || judgement?.refused) return this.#judgedParse(parse, judgement);
+        this.#parsed(parse, judgement);
         return undefined;
       }
       case FrontendCode.Bind: {
@@ -623,13 +631,13 @@ class PostgresProxySession {
         if (binaryRefusal !== undefined && this.#judge) {
           const judgement = this.#judge.binaryResultRefused(binaryRefusal);
           const statementSeq = ++this.#statementCount;
-          await this.#recordJudged(
+          const recorded = this.#recordJudged(
             { statementSeq, protocol: 'extended', sql: sql === null ? null : this.#recordable(sql), statement: bind.statement, portal: bind.portal, params },
             judgement,
           );
-          return this.#refuseUntilSync(statementSeq, judgement, createBind({ portal: bind.portal, statement: this.#refusedStatementName }));
+          return recorded.then(() => this.#refuseUntilSync(statementSeq, judgement, createBind({ portal: bind.portal, statement: this.#refusedStatementName })));
         }
-        this.#portals.set(bind.portal, { statement: bind.statement, sql, params });
+        this.#portals.set(bind.portal, { statement: bind.statement, sql, params, boundary: this.#results.boundariesSent });
         this.#masker?.bind(bind.portal, bind.statement, bind.resultFormats);
         return undefined;
       }
@@ -646,12 +654,12 @@ class PostgresProxySession {
         const statementSeq = ++this.#statementCount;
         if (portal === '' && !bound) {
           const judgement = noUnnamedPortal();
-          await this.#recordJudged({ statementSeq, protocol: 'extended', sql: null, portal, params: [] }, judgement);
+          const recorded = this.#recordJudged({ statementSeq, protocol: 'extended', sql: null, portal, params: [] }, judgement);
           // The server gets a Bind that fails instead, and skips to the Sync with the client: it never sees the Execute.
-          return this.#refuseUntilSync(statementSeq, judgement, createBind({ portal: '', statement: this.#refusedStatementName }));
+          return recorded.then(() => this.#refuseUntilSync(statementSeq, judgement, createBind({ portal: '', statement: this.#refusedStatementName })));
         }
         const verdict = bound ? this.#statementVerdicts.get(bound.statement) : undefined;
-        await this.#recordJudged(
+        const recorded = this.#recordJudged(
           {
             statementSeq,
             protocol: 'extended',
@@ -662,15 +670,7 @@ class PostgresProxySession {
           },
           verdict && { verdict, refused: false },
         );
-        this.#results.execute(statementSeq);
-        if (this.#masker?.describeBeforeExecute(portal)) {
-          // Binary rows of types nobody described: a Describe first, answered to the masker only, so it knows them.
-          this.#masker.describeHidden(portal);
-          this.#masker.execute(portal);
-          return Buffer.concat([createDescribe('P', portal), frame.bytes]);
-        }
-        this.#masker?.execute(portal);
-        return undefined;
+        return recorded.then(() => this.#executeForwarded(statementSeq, portal, frame));
       }
       case FrontendCode.Close: {
         if (this.#skipUntilSync) return undefined;
@@ -698,7 +698,7 @@ class PostgresProxySession {
         const call = parseFunctionCall(frame.body);
         const statementSeq = ++this.#statementCount;
         const judgement = this.#judge?.judgeFunctionCall(call.functionOid);
-        await this.#recordJudged(
+        const recorded = this.#recordJudged(
           {
             statementSeq,
             protocol: 'function-call',
@@ -711,22 +711,84 @@ class PostgresProxySession {
           },
           judgement,
         );
-        if (judgement) {
-          // Answered like a simple Query: an error, then ReadyForQuery.
-          this.#results.round(statementSeq, this.#denial(judgement));
-          this.#masker?.query(null);
-          return createQuery(REFUSED_SQL);
-        }
-        this.#results.round(statementSeq);
-        return undefined;
+        return recorded.then(() => {
+          if (judgement) {
+            // Answered like a simple Query: an error, then ReadyForQuery.
+            this.#results.round(statementSeq, this.#denial(judgement));
+            this.#masker?.query(null);
+            return createQuery(REFUSED_SQL);
+          }
+          this.#results.round(statementSeq);
+          return undefined;
+        });
       }
       case FrontendCode.Terminate:
         this.#clientTerminated = true;
+        // A pooled backend stays logged in: the session's end decides whether it is given back or terminated.
+        if (this.#backend?.lease) return NOTHING;
         this.#terminateSent = true;
         return undefined;
       default:
         return undefined;
     }
+  }
+
+  /** A simple Query whose record is durable and that goes to the server as sent. */
+  #queryForwarded(statementSeq: number, sql: string): undefined {
+    this.#results.round(statementSeq);
+    this.#masker?.query(sql);
+    // A simple Query runs in the unnamed portal and drops it (and any the extended protocol had left open).
+    this.#portals.delete('');
+    return undefined;
+  }
+
+  /** A simple Query the policy holds, refuses or guards. */
+  async #judgedQuery(recorded: Promise<void>, statementSeq: number, sql: string, judgement: Judgement, out: Buffer[]): Promise<Buffer | undefined> {
+    await recorded;
+    if (judgement.held) judgement = await this.#hold(statementSeq, judgement, sql);
+    if (judgement.refused) {
+      this.#results.round(statementSeq, this.#denial(judgement));
+      this.#masker?.query(null);
+      return createQuery(REFUSED_SQL);
+    }
+    if (judgement.verdict.guard && this.#judge) {
+      if (out.length > 0) await this.#toBackend(out.splice(0));
+      if (await this.#runGuarded(statementSeq, sql, judgement.verdict.guard, judgement)) return Buffer.alloc(0);
+    }
+    return this.#queryForwarded(statementSeq, sql);
+  }
+
+  /** A Parse the policy holds or refuses (recorded as a statement; an allowed one is recorded at its Execute). */
+  async #judgedParse(parse: { name: string; sql: string }, judgement: Judgement): Promise<Buffer | undefined> {
+    const statementSeq = ++this.#statementCount;
+    await this.#recordJudged({ statementSeq, protocol: 'extended', sql: this.#recordable(parse.sql), statement: parse.name }, judgement);
+    if (judgement.held) {
+      // Held at Parse: the approver sees the statement text (parameters come later, with Bind).
+      judgement = await this.#hold(statementSeq, judgement, parse.sql);
+    }
+    if (judgement.refused) return this.#refuseUntilSync(statementSeq, judgement, createParse({ name: parse.name, sql: REFUSED_SQL }));
+    this.#parsed(parse, judgement);
+    return undefined;
+  }
+
+  /** A Parse that goes to the server as sent. */
+  #parsed(parse: { name: string; sql: string }, judgement: Judgement | undefined): void {
+    this.#statements.set(parse.name, parse.sql);
+    if (judgement) this.#statementVerdicts.set(parse.name, judgement.verdict);
+    this.#masker?.parse(parse.name, parse.sql);
+  }
+
+  /** An Execute whose record is durable: what goes to the server for it. */
+  #executeForwarded(statementSeq: number, portal: string, frame: ScannedFrame): Buffer | undefined {
+    this.#results.execute(statementSeq);
+    if (this.#masker?.describeBeforeExecute(portal)) {
+      // Binary rows of types nobody described: a Describe first, answered to the masker only, so it knows them.
+      this.#masker.describeHidden(portal);
+      this.#masker.execute(portal);
+      return Buffer.concat([createDescribe('P', portal), frame.bytes]);
+    }
+    this.#masker?.execute(portal);
+    return undefined;
   }
 
   /**
@@ -947,23 +1009,21 @@ class PostgresProxySession {
    * A statement and, when it was judged, its verdict: both handed to the recorder before either is awaited, so they
    * share one commit. Resolves once both are durable; nothing of the statement is forwarded before.
    */
-  async #recordJudged(event: StatementEvent, judgement: Pick<Judgement, 'verdict' | 'refused'> | undefined): Promise<void> {
+  #recordJudged(event: StatementEvent, judgement: Pick<Judgement, 'verdict' | 'refused'> | undefined): Promise<void> {
     const statement = this.#recordStatement(event);
     if (!judgement) return statement;
     const verdict = this.#recordVerdict(event.statementSeq, judgement);
     verdict.catch(noop);
-    await statement;
-    await verdict;
+    return statement.then(() => verdict);
   }
 
-  async #recordStatement(event: StatementEvent): Promise<void> {
-    try {
-      await this.#record('statement', { ...event });
-    } catch (e) {
+  #recordStatement(event: StatementEvent): Promise<void> {
+    // The event object is the proxy's own and not kept: recorded as it is.
+    return this.#record('statement', event as unknown as Record<string, unknown>).catch((e: unknown) => {
       this.#log.error({ err: e }, 'could not record statement');
       // Fail closed: a statement that cannot be recorded is never forwarded.
       throw new PgWireError('FATAL', SqlState.SystemError, 'broker could not record the statement, so it was not forwarded');
-    }
+    });
   }
 
   // ------------------------------------------------------------------ backend → client
@@ -971,12 +1031,15 @@ class PostgresProxySession {
   async #relayBackend(backend: BackendSession): Promise<void> {
     try {
       if (backend.leftover.length > 0) await this.#fromBackend(backend.leftover);
-      const chunks = backend.socket[Symbol.asyncIterator]();
-      while (!this.#stopping) {
-        const next = await chunks.next();
-        if (next.done) break;
-        await this.#fromBackend(next.value as Buffer);
-      }
+      if (backend.lease) {
+        // A pooled backend is read through its lease, which can stop reading without closing it (given back).
+        const chunks = backend.lease.chunks;
+        while (!this.#stopping) {
+          const next = await chunks.next();
+          if (next.done) break;
+          await this.#fromBackend(next.value as Buffer);
+        }
+      } else if (!this.#stopping) await pumpChunks(backend.socket, (chunk) => this.#fromBackend(chunk), () => this.#stopping);
       if (!this.#stopping && !this.#clientTerminated) await this.#backendGone('the target closed the connection');
     } catch (e) {
       if (e instanceof PgWireError) await this.#fail(e, 'broker');
@@ -986,22 +1049,23 @@ class PostgresProxySession {
     this.#guardCollector?.fail();
     for (const wake of this.#quietWaiters.splice(0)) wake();
     this.#stopping = true;
+    // A failure under way (the client's first chunk can fail before this relay even starts) tells the client first.
+    await this.#failing;
     await this.#closeClient();
   }
 
-  async #fromBackend(chunk: Buffer): Promise<void> {
+  /**
+   * One chunk from the backend: synchronous when nothing of it is recorded (rows, a chunk that ends inside a result),
+   * a promise otherwise, settled once what it recorded is durable.
+   */
+  #fromBackend(chunk: Buffer): void | Promise<void> {
     if (this.#stopping) throw new SessionStopped();
     if (this.#guardCollector) return this.#collectGuard(chunk);
     let pieces: StreamPiece[];
     try {
       pieces = this.#backendFrames.split(chunk);
     } catch (e) {
-      if (e instanceof FrameError) {
-        await this.#record('protocol-error', { source: 'backend', message: e.message }).catch(() => undefined);
-        this.#outcome = 'failed';
-        this.#error = `target broke the protocol: ${e.message}`;
-        throw new SessionStopped();
-      }
+      if (e instanceof FrameError) return this.#backendBroke(e);
       throw e;
     }
     const recorded: Promise<void>[] = [];
@@ -1014,10 +1078,7 @@ class PostgresProxySession {
       if (piece.code === BackendCode.CopyInResponse) {
         const dropped = this.#results.copyIn();
         if (dropped === undefined || (this.#masker && !this.#masker.dropSyncs(dropped))) {
-          if (out.length > 0) await this.#toClient(out).catch(() => undefined);
-          this.#clientAtBoundary = true;
-          await Promise.allSettled(recorded);
-          throw protocolViolation('statements sent after a COPY FROM STDIN before the end of its data (send CopyDone or CopyFail first)');
+          return this.#endAfter(out, recorded, protocolViolation('statements sent after a COPY FROM STDIN before the end of its data (send CopyDone or CopyFail first)'));
         }
       }
       let masked: Buffer | undefined;
@@ -1025,10 +1086,7 @@ class PostgresProxySession {
         masked = piece.kind === 'run' ? this.#masker?.dataRows(piece.bytes) : this.#masker?.backendFrame(piece);
       } catch (e) {
         // Values that cannot be masked: what came before goes out, then the session ends with the error.
-        if (out.length > 0) await this.#toClient(out).catch(() => undefined);
-        this.#clientAtBoundary = true;
-        await Promise.allSettled(recorded);
-        throw e;
+        return this.#endAfter(out, recorded, e);
       }
       if (piece.kind === 'run') {
         // DataRows (split out as runs under a mask plan only): nothing to record for them.
@@ -1037,33 +1095,58 @@ class PostgresProxySession {
       }
       const { events, replacement } = this.#onBackendFrame(piece);
       // As the answer goes out, not before it: nothing waits on these, so they may join the next statement's commit.
-      for (const [type, data] of events) recorded.push(this.#record(type, data, { urgent: false }));
+      if (events) for (const [type, data] of events) recorded.push(this.#record(type, data, NOT_URGENT));
       out.push(replacement ?? masked ?? piece.bytes);
     }
     this.#clientAtBoundary = this.#backendFrames.atBoundary || this.#backendFrames.holding;
     // Recording starts before the chunk goes out, so a result is in the stream before the client can
     // send its next statement; the chunk is not held back while it becomes durable.
-    const sent = out.length > 0 ? this.#toClient(out) : Promise.resolve();
+    const sent = out.length > 0 ? writeOrWait(this.#client, out) : undefined;
+    if (recorded.length === 0) return sent;
     // Marked handled now: while the recording is awaited, a client that went away rejects `sent`, and an unhandled
     // rejection would end the whole broker process (found by `npm run fuzz`). It is still awaited, and thrown, below.
-    sent.catch(noop);
+    sent?.catch(noop);
+    return this.#resultsDurable(recorded.length === 1 ? recorded[0]! : Promise.all(recorded), sent);
+  }
+
+  /** Settles once the results a backend chunk recorded are durable and the chunk is out; ends the session when one could not be. */
+  async #resultsDurable(recorded: Promise<unknown>, sent: Promise<void> | undefined): Promise<void> {
     try {
-      await Promise.all(recorded);
+      await recorded;
     } catch (e) {
       this.#log.error({ err: e }, 'could not record a result');
-      await sent.catch(() => undefined);
+      await sent?.catch(() => undefined);
       throw new PgWireError('FATAL', SqlState.SystemError, 'broker could not record the session, so it was ended');
     }
     await sent;
   }
 
+  /** The backend broke the framing: recorded, and the session ends. */
+  async #backendBroke(e: FrameError): Promise<never> {
+    await this.#record('protocol-error', { source: 'backend', message: e.message }).catch(() => undefined);
+    this.#outcome = 'failed';
+    this.#error = `target broke the protocol: ${e.message}`;
+    throw new SessionStopped();
+  }
+
+  /** What came before in the chunk goes out, then the session ends with `err`. */
+  async #endAfter(out: Buffer[], recorded: Promise<void>[], err: unknown): Promise<never> {
+    if (out.length > 0) await this.#toClient(out).catch(() => undefined);
+    this.#clientAtBoundary = true;
+    await Promise.allSettled(recorded);
+    throw err;
+  }
+
   /** Events to record for one watched backend frame, and what replaces it (a refused statement's denial). */
-  #onBackendFrame(frame: ScannedFrame): { events: Array<[string, Record<string, unknown>]>; replacement?: Buffer } {
-    const results = (rs: StatementResult[]) =>
-      rs.map((r): [string, Record<string, unknown>] => [
-        'result',
-        r.error ? { ...r, error: { code: r.error.code, message: this.#recordable(r.error.message) } } : { ...r },
-      ]);
+  #onBackendFrame(frame: ScannedFrame): { events: Array<[string, Record<string, unknown>]> | undefined; replacement?: Buffer } {
+    const results = (rs: StatementResult[]): Array<[string, Record<string, unknown>]> | undefined =>
+      rs.length === 0
+        ? undefined
+        : rs.map((r): [string, Record<string, unknown>] => [
+            'result',
+            // The tracker's result objects are fresh and not kept: recorded as they are.
+            r.error ? { ...r, error: { code: r.error.code, message: this.#recordable(r.error.message) } } : (r as unknown as Record<string, unknown>),
+          ]);
     switch (frame.code) {
       case BackendCode.CommandComplete:
         return { events: results(this.#results.commandComplete(parseCommandComplete(frame.body))) };
@@ -1075,7 +1158,7 @@ class PostgresProxySession {
         this.#errorCount++;
         const fields = parseErrorResponse(frame.body);
         const { results: rs, unattributed, replacement } = this.#results.error(fields);
-        const events = results(rs);
+        const events = results(rs) ?? [];
         if (unattributed || fields.severity === 'FATAL' || fields.severity === 'PANIC') {
           events.push(['backend-error', { phase: 'session', code: fields.code, message: this.#recordable(fields.message), severity: fields.severity }]);
         }
@@ -1084,12 +1167,24 @@ class PostgresProxySession {
       case BackendCode.ReadyForQuery: {
         this.#transactionStatus = parseReadyForQuery(frame.body);
         const events = results(this.#results.readyForQuery());
+        if (this.#transactionStatus === 'I' && this.#portals.size > 0) this.#portalsEnded(this.#results.answered);
         if (this.#results.pending === 0) for (const wake of this.#quietWaiters.splice(0)) wake();
         return { events };
       }
       default:
-        return { events: [] };
+        return { events: undefined };
     }
+  }
+
+  /**
+   * No transaction is open after the message numbered `answered`: the server dropped every portal bound before it
+   * (a portal lasts until the end of its transaction — an implicit one ends at Sync, committed or, after an error,
+   * rolled back; an explicit one at COMMIT or ROLLBACK). Portals bound after it, in messages the client pipelined
+   * behind, belong to a later transaction and stay.
+   * @see https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-EXT-QUERY
+   */
+  #portalsEnded(answered: number): void {
+    for (const [name, portal] of this.#portals) if (portal.boundary < answered) this.#portals.delete(name);
   }
 
   async #backendGone(message: string): Promise<void> {
@@ -1104,31 +1199,41 @@ class PostgresProxySession {
   }
 
   /**
-   * The one place that writes to the client. Resolves once the stream can take more, or at once with
-   * `wait: false` (a last message before closing must not wait on a client that does not read).
+   * Writes to the client, as a promise (the relay's own path, #fromBackend, uses writeOrWait). Resolves once the
+   * stream can take more, or at once with `wait: false` (a last message before closing must not wait on a client
+   * that does not read).
    */
   #toClient(bytes: Buffer | Buffer[], options: { wait: boolean } = { wait: true }): Promise<void> {
-    // One write per backend chunk: the client stream is usually a WebSocket, where every write is a frame of
-    // its own, and several small frames per reply meet delayed ACKs (40 ms stalls per round trip).
-    const data = !Array.isArray(bytes) ? bytes : bytes.length === 1 ? bytes[0]! : Buffer.concat(bytes);
-    const written = writeWithBackpressure(this.#client, data);
+    const written = writeWithBackpressure(this.#client, Array.isArray(bytes) ? bytes : [bytes]);
     if (options.wait) return written;
     written.catch(noop);
     return Promise.resolve();
   }
 
-  /** The one place that writes to the backend. */
+  /** Writes to the backend, as a promise. */
   #toBackend(buffers: Buffer[]): Promise<void> {
     const socket = this.#backend?.socket;
     if (!socket) return Promise.reject(new SessionStopped());
-    return writeWithBackpressure(socket, ...buffers);
+    return writeWithBackpressure(socket, buffers);
+  }
+
+  #backendSocket(): Writable {
+    const socket = this.#backend?.socket;
+    if (!socket) throw new SessionStopped();
+    return socket;
   }
 
   /**
    * Ends the session because of `err`: tells the client (when the stream to it is between frames, so
    * the error cannot land inside a half-forwarded backend message), records it and closes both sides.
    */
-  async #fail(err: PgWireError, source: 'client' | 'backend' | 'broker'): Promise<void> {
+  #fail(err: PgWireError, source: 'client' | 'backend' | 'broker'): Promise<void> {
+    const failing = this.#failNow(err, source);
+    this.#failing ??= failing;
+    return failing;
+  }
+
+  async #failNow(err: PgWireError, source: 'client' | 'backend' | 'broker'): Promise<void> {
     if (this.#outcome === 'failed') return;
     this.#outcome = 'failed';
     this.#error = err.message;
@@ -1146,13 +1251,35 @@ class PostgresProxySession {
     await Promise.all([this.#closeClient(), this.#closeBackend()]);
   }
 
+  /**
+   * Whether the backend may serve another session: the client said goodbye (Terminate) after every answer it was owed,
+   * outside any transaction, COPY or unfinished extended-protocol exchange, with no error, no row guard running and
+   * no cancel ever sent for it. The pool still resets it (DISCARD ALL) and closes it if that fails.
+   */
+  #idleForReuse(): boolean {
+    return (
+      this.#clientTerminated && this.#outcome === 'closed' && this.#error === undefined && !this.#cancelSeen && this.#cancelsInFlight.size === 0 &&
+      this.#transactionStatus === 'I' && this.#results.pending === 0 && !this.#results.awaitingAnswer && !this.#results.inCopyIn &&
+      !this.#extendedOpen && !this.#skipUntilSync && !this.#guardCollector && this.#holding === undefined && this.#backendFrames.atBoundary
+    );
+  }
+
   async #closeClient(): Promise<void> {
     await endGracefully(this.#client);
   }
 
   async #closeBackend(): Promise<void> {
-    const socket = this.#backend?.socket;
-    if (!socket) return;
+    const backend = this.#backend;
+    if (!backend) return;
+    if (backend.lease && this.#idleForReuse()) {
+      // The session's cancel key goes first: from now on it reaches nothing, whoever holds it.
+      this.#cancelRegistration?.release();
+      if (backend.lease.giveBack()) {
+        this.#backend = undefined;
+        return;
+      }
+    }
+    const socket = backend.socket;
     if (!this.#terminateSent && isWritable(socket)) {
       this.#terminateSent = true;
       socket.write(createTerminate());
@@ -1172,20 +1299,23 @@ function isWritable(stream: Writable): boolean {
   return !stream.destroyed && !stream.writableEnded;
 }
 
-/**
- * Writes (several buffers as one corked write) and, when the stream's buffer is full, waits for
- * 'drain' or for the stream to close.
- */
-function writeWithBackpressure(stream: Writable, ...buffers: Buffer[]): Promise<void> {
-  if (!isWritable(stream)) return Promise.reject(new SessionStopped());
-  let ok = true;
-  if (buffers.length === 1) ok = stream.write(buffers[0]);
-  else {
-    stream.cork();
-    for (const b of buffers) ok = stream.write(b);
-    stream.uncork();
+/** writeOrWait as a promise, rejected (not thrown) when the stream is closed. */
+function writeWithBackpressure(stream: Writable, buffers: Buffer[]): Promise<void> {
+  try {
+    return writeOrWait(stream, buffers) ?? Promise.resolve();
+  } catch (e) {
+    return Promise.reject(e);
   }
-  if (ok) return Promise.resolve();
+}
+
+/**
+ * Writes the buffers as one write (one WebSocket frame on a tunnel: several small frames per reply meet delayed ACKs,
+ * 40 ms stalls per round trip; one write to a socket). Returns nothing when the stream can take more, and a promise of
+ * 'drain' (or the stream's close) when its buffer is full. Throws SessionStopped when the stream is closed.
+ */
+function writeOrWait(stream: Writable, buffers: Buffer[]): Promise<void> | undefined {
+  if (!isWritable(stream)) throw new SessionStopped();
+  if (stream.write(buffers.length === 1 ? buffers[0]! : joinBuffers(buffers))) return undefined;
   return new Promise<void>((resolve) => {
     const done = () => {
       stream.off('drain', done);
@@ -1217,7 +1347,29 @@ function endGracefully(stream: Writable): Promise<void> {
   });
 }
 
+/**
+ * The buffers as one: a view when they lie end to end in the same memory (the pieces of a chunk the scanner split and
+ * nothing replaced, the usual case), a copy otherwise.
+ */
+function joinBuffers(buffers: Buffer[]): Buffer {
+  const first = buffers[0]!;
+  let end = first.byteOffset + first.length;
+  let adjacent = true;
+  for (let i = 1; i < buffers.length; i++) {
+    const b = buffers[i]!;
+    if (b.buffer !== first.buffer || b.byteOffset !== end) {
+      adjacent = false;
+      break;
+    }
+    end += b.length;
+  }
+  return adjacent ? Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset) : Buffer.concat(buffers);
+}
+
 function noop(): void {}
+
+/** Results are recorded as the answer goes out: nothing waits on them, so they may join the next statement's commit. */
+const NOT_URGENT = { urgent: false } as const;
 
 function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);

@@ -34,9 +34,9 @@ export interface UnattributedError {
 }
 
 type Pending =
-  | { kind: 'round'; statementSeq: number; start: number; tags: string[]; error?: ErrorFields; denial?: ErrorFields }
+  | { kind: 'round'; statementSeq: number; start: number; tags: string[]; error?: ErrorFields; denial?: ErrorFields; boundary: number }
   | { kind: 'execute'; statementSeq: number; start: number; denial?: ErrorFields }
-  | { kind: 'sync' }
+  | { kind: 'sync'; boundary: number }
   /** The client ended COPY data (CopyDone or CopyFail); no answer of its own. */
   | { kind: 'copy-end' };
 
@@ -59,10 +59,14 @@ export class ResultTracker {
   readonly #queue: Pending[] = [];
   /** The server is in copy-in mode and the client has not ended its data yet: its Syncs are ignored. */
   #copyIn = false;
+  /** How many messages that the server answers with ReadyForQuery (simple Query, FunctionCall, Sync) were sent. */
+  #boundariesSent = 0;
+  /** The number of the one the last ReadyForQuery answered (0: none yet). */
+  #boundaryAnswered = 0;
 
   /** A simple Query or FunctionCall was forwarded; `denial`: a refused one's substitute was. */
   round(statementSeq: number, denial?: ErrorFields): void {
-    this.#queue.push({ kind: 'round', statementSeq, start: performance.now(), tags: [], ...(denial ? { denial } : {}) });
+    this.#queue.push({ kind: 'round', statementSeq, start: performance.now(), tags: [], ...(denial ? { denial } : {}), boundary: ++this.#boundariesSent });
   }
 
   /** An Execute was forwarded; `denial`: a refused Parse or Bind's substitute was. */
@@ -72,7 +76,20 @@ export class ResultTracker {
 
   /** A Sync was forwarded. */
   sync(): void {
-    if (!this.#copyIn) this.#queue.push({ kind: 'sync' });
+    if (!this.#copyIn) this.#queue.push({ kind: 'sync', boundary: ++this.#boundariesSent });
+  }
+
+  /**
+   * Messages answered by ReadyForQuery sent so far: what was sent since belongs to a later ReadyForQuery. With
+   * `answered`, the proxy knows which of its bookkeeping a ReadyForQuery covers (portals end with their transaction).
+   */
+  get boundariesSent(): number {
+    return this.#boundariesSent;
+  }
+
+  /** The `boundariesSent` count at the message the last ReadyForQuery answered. */
+  get answered(): number {
+    return this.#boundaryAnswered;
   }
 
   /** Whether the server is taking COPY data now: only CopyData, CopyDone, CopyFail, Flush and Sync belong there. */
@@ -104,7 +121,10 @@ export class ResultTracker {
   }
 
   get pending(): number {
-    return this.#queue.filter((p) => p.kind !== 'copy-end').length;
+    // Asked at every ReadyForQuery: counted without a filtered copy of the queue.
+    let n = 0;
+    for (const p of this.#queue) if (p.kind !== 'copy-end') n++;
+    return n;
   }
 
   /** The oldest entry that waits for an answer (a CopyDone or CopyFail outside COPY waits for none). */
@@ -195,6 +215,7 @@ export class ResultTracker {
         out.push({ ...finish(head.statementSeq, head.start, []), skipped: true });
         continue;
       }
+      this.#boundaryAnswered = head.boundary;
       if (head.kind === 'round') {
         const r = finish(head.statementSeq, head.start, head.tags);
         out.push(head.error ? withError(r, head.error) : r);

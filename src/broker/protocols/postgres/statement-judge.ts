@@ -23,8 +23,9 @@ export const BINARY_RESULT_RULE = 'binary-result-masked';
 export const NO_UNNAMED_PORTAL_RULE = 'no-unnamed-portal';
 
 /**
- * Execute of the unnamed portal when no Bind opened one since the session began or since the last simple Query
- * (which drops it): PostgreSQL would answer `portal "" does not exist`, and after a failed COPY FROM STDIN in a
+ * Execute of the unnamed portal when none is open: no Bind opened one since the session began, or the server dropped
+ * it since — a simple Query does, and so does the end of its transaction (an implicit one ends at Sync, an explicit
+ * one at COMMIT or ROLLBACK; the proxy sees that in ReadyForQuery): PostgreSQL would answer `portal "" does not exist`, and after a failed COPY FROM STDIN in a
  * transaction PostgreSQL 15.18 crashes on it instead, restarting and cutting every session (SECURITY.md). Refused
  * with the error PostgreSQL gives, whatever the connection's rules: a client that works never sends it.
  */

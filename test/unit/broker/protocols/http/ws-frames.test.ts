@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { WsFrameObserver, type WsMessage } from '../../../../../src/broker/protocols/http/ws-frames.js';
+import { describe, expect, it, vi } from 'vitest';
+import { MAX_OBSERVED_MESSAGE, WsFrameObserver, type WsMessage } from '../../../../../src/broker/protocols/http/ws-frames.js';
 
 /** Builds a frame as a WebSocket peer would (clients mask, servers do not). */
 function frame(opcode: number, payload: Buffer, o: { fin?: boolean; mask?: boolean } = {}): Buffer {
@@ -49,5 +49,27 @@ describe('WsFrameObserver', () => {
       [9, 'p'],
       [2, 'abcd'],
     ]);
+  });
+
+  it('copies a large frame that comes in many chunks about once, not again at every chunk', () => {
+    const payload = Buffer.alloc(4 * 1024 * 1024, 9);
+    const stream = frame(2, payload, { mask: true });
+    const got: WsMessage[] = [];
+    const o = new WsFrameObserver((m) => got.push(m));
+    // Counts the bytes joined: the observer used to join its pending bytes with each new chunk (4 GiB here).
+    const concat = vi.spyOn(Buffer, 'concat');
+    let joined = 0;
+    try {
+      for (let i = 0; i < stream.length; i += 4096) {
+        o.push(stream.subarray(i, i + 4096));
+        joined = concat.mock.calls.reduce((n, [list]) => n + list.reduce((m, b) => m + b.length, 0), 0);
+      }
+    } finally {
+      concat.mockRestore();
+    }
+    expect(got).toHaveLength(1);
+    // The recording keeps the head of a message this large.
+    expect(got[0].payload.equals(payload.subarray(0, MAX_OBSERVED_MESSAGE))).toBe(true);
+    expect(joined).toBeLessThanOrEqual(2 * stream.length);
   });
 });

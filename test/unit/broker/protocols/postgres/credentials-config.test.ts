@@ -5,9 +5,9 @@ import { grantRolesFor } from '../../../../../src/broker/protocols/postgres/sess
 import { FetchedSecret, FileSecret } from '../../../../../src/lib/secret.js';
 
 const base = { auth: { issuers: [{ issuer: 'https://issuer.test', audience: 'hoopctl' }] } };
-const pg = (credentials: Record<string, unknown>) => ({
+const pg = (credentials: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
   ...base,
-  connections: [{ name: 'pg', type: 'postgres', target: { host: 'db', database: 'app' }, credentials, access: { groups: ['dba'] } }],
+  connections: [{ name: 'pg', type: 'postgres', target: { host: 'db', database: 'app' }, credentials, access: { groups: ['dba'] }, ...extra }],
 });
 const problems = (input: unknown) => {
   try {
@@ -43,6 +43,25 @@ describe('postgres credentials in the broker config', () => {
     expect(grantRolesFor(dynamic, ['ops', 'dba'])).toEqual(['app_rw']);
     expect(grantRolesFor(dynamic, ['analysts'])).toEqual(['app_read']);
     expect(problems(pg({ user: 'admin', password: { env: 'PG' }, dynamic: { grantRoles: [] } }))).toContain('connections[0].credentials.dynamic.grantRoles');
+  });
+
+  it('the backend pool is off unless asked for; its settings get defaults, and a bad one is named', () => {
+    const off = parseBrokerConfig(pg({ user: 'u', password: { env: 'PG' } }), { env: { PG: 'x' } }).connections[0]!;
+    expect(off.type === 'postgres' && off.pool).toBeUndefined();
+    const on = parseBrokerConfig(pg({ user: 'u', password: { env: 'PG' } }, { pool: { idle: 4, idleTimeout: '30s' } }), { env: { PG: 'x' } }).connections[0]!;
+    expect(on.type === 'postgres' && on.pool).toEqual({ idle: 4, idleTimeout: 30_000, maxLifetime: 1_800_000 });
+    expect(problems(pg({ user: 'u', password: { env: 'PG' } }, { pool: { idle: 0 } }))).toContain('connections[0].pool.idle');
+    expect(problems(pg({ user: 'u', password: { env: 'PG' } }, { pool: { idle: 2, size: 9 } }))).toMatch(/connections\[0\]\.pool.*size/);
+    expect(problems(pg({ user: 'u', password: { env: 'PG' } }, { pool: { idle: 2, idleTimeout: 'soon' } }))).toContain('connections[0].pool.idleTimeout');
+  });
+
+  it('refuses a backend pool with per-session roles or scheduled rotation, and says why', () => {
+    expect(problems(pg({ user: 'admin', password: { env: 'PG' }, dynamic: { grantRoles: ['app_read'] } }, { pool: { idle: 2 } }))).toContain(
+      'connections[0].pool: a backend pool cannot be used with per-session roles (credentials.dynamic)',
+    );
+    expect(problems(pg({ user: 'u', password: { file: '/etc/hostname' }, rotateEvery: '30d' }, { pool: { idle: 2 } }))).toContain(
+      'connections[0].pool: a backend pool cannot be used with scheduled rotation (credentials.rotateEvery)',
+    );
   });
 
   it('quotes role names and literals the broker sends', () => {
