@@ -10,7 +10,7 @@
  * (1 once it is there; more again if V8 shrank it while idle).
  */
 import { PerformanceObserver } from 'node:perf_hooks';
-import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
+import { getHeapSpaceStatistics, getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
 /** The semi-space size the new space may grow to (MB); the new space is two of them. */
@@ -28,12 +28,11 @@ export const SEMI_SPACE_CAP_MB = 4;
 export const OLD_GENERATION_GROWTH_PERCENT = 50;
 
 /**
- * Bytes of Buffers (outside the JS heap) allocated since the last collection past which the young generation is
- * collected, and how often that is checked: often while Buffers are being made (a stream), rarely when not.
+ * Bytes of Buffers (outside the JS heap) made since the last collection past which the young generation is collected,
+ * and how often that is checked (a stream of 200 MB/s makes 4 MB of them between two checks).
  */
 export const BUFFER_COLLECT_MB = 8;
-export const BUFFER_CHECK_BUSY_MS = 20;
-export const BUFFER_CHECK_IDLE_MS = 250;
+export const BUFFER_CHECK_MS = 20;
 
 /**
  * Holds the broker's V8 heap small: the young generation capped (capYoungGeneration), the old one's growth bounded,
@@ -56,7 +55,7 @@ export function holdBrokerHeap(): () => void {
  * stream hardly allocates. Through a 1M-row SELECT the dead Buffers reached 25–36 MB before a collection, and malloc
  * keeps what was once touched: the broker's RSS stayed 20–30 MB higher after it. So: when Buffer memory grew by
  * BUFFER_COLLECT_MB since the last collection, the young generation is collected (a scavenge of a 4 MB semi-space:
- * about a millisecond per 8 MB of Buffers made, nothing while none are). Measured (the same SELECT through the tunnel and the front door, fresh brokers, two rounds, load
+ * about a millisecond per 8 MB of Buffers made, nothing while none are made). Measured (the same SELECT through the tunnel and the front door, fresh brokers, two rounds, load
  * average 10–12): dead Buffers peaked at 5.5–6.2 MB, RSS after 94/103 MB instead of 124/126, peak 113/115 instead
  * of 130/135, the broker's CPU the same. V8 offers `gc()` only with --expose-gc, which cannot be passed to
  * `node …/hoopctl broker start`: set as a flag, it exposes `gc` in contexts created after it, so one is made for it.
@@ -65,28 +64,30 @@ export function collectDeadBuffers(): () => void {
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as (options: { type: 'minor' | 'major' }) => void;
   setFlagsFromString('--no-expose-gc');
-  // Node's count of Buffer memory (V8's external_memory drops only at a full collection). Reading it reads the RSS
-  // too: ~30 µs, so checking every 20 ms while bytes stream costs 0.15 % of a core, every 250 ms when they do not.
-  const buffers = () => process.memoryUsage().arrayBuffers;
-  let since = buffers();
-  let seen = since;
+  // V8's count of memory outside its heap rises as each Buffer is made and falls only once collected Buffers are swept:
+  // its rises since the last collection are what was made. Reading it costs ~3 µs (0.015 % of a core at this period).
+  const external = () => getHeapStatistics().external_memory;
+  let last = external();
+  let made = 0;
   // Whatever collects (V8 itself or this) starts the count again.
-  const observer = new PerformanceObserver(() => (since = seen = buffers()));
-  observer.observe({ entryTypes: ['gc'] });
-  let timer: NodeJS.Timeout;
-  const check = () => {
-    const now = buffers();
-    if (now - since > BUFFER_COLLECT_MB * 2 ** 20) gc({ type: 'minor' });
-    // A stream makes Buffers faster than 8 MB a check at the idle period (scp through the SSH proxy: ~240 MB/s of
-    // Buffers, a copy per decryption, per encryption and per read): it is checked at the busy period until it stops.
-    const streaming = now - seen > 2 ** 20;
-    seen = now;
-    timer = setTimeout(check, streaming ? BUFFER_CHECK_BUSY_MS : BUFFER_CHECK_IDLE_MS);
-    timer.unref();
+  const restart = () => {
+    made = 0;
+    last = external();
   };
-  check();
+  const observer = new PerformanceObserver(restart);
+  observer.observe({ entryTypes: ['gc'] });
+  const timer = setInterval(() => {
+    const now = external();
+    if (now > last) made += now - last;
+    last = now;
+    if (made > BUFFER_COLLECT_MB * 2 ** 20) {
+      gc({ type: 'minor' });
+      restart();
+    }
+  }, BUFFER_CHECK_MS);
+  timer.unref();
   return () => {
-    clearTimeout(timer);
+    clearInterval(timer);
     observer.disconnect();
   };
 }
