@@ -9,7 +9,9 @@
  *
  * Knobs: BENCH_SECONDS (per row, split over the rounds; default 15), BENCH_ROUNDS (3), BENCH_CLIENTS (8),
  * BENCH_IDLE_SESSIONS (1000), BENCH_PARTS (comma list of pgbench,big,sessions,verdict,store,http,ssh,replicas, `pg` = pgbench,big; default all),
- * BENCH_PROFILE=1 (CPU profiles of the broker, hoopctl connect and the relay hops; top self-time frames printed).
+ * BENCH_PROFILE=1 (CPU profiles of the broker, hoopctl connect and the relay hops; top self-time frames printed),
+ * BENCH_BROKER_NODE_ARGS (extra Node.js arguments for the broker alone, space-separated: a V8 flag or a diagnostic
+ * `--require` tried against the same run's other rows).
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
@@ -36,6 +38,7 @@ const clients = Number(process.env.BENCH_CLIENTS ?? 8);
 const idleSessions = Number(process.env.BENCH_IDLE_SESSIONS ?? 1000);
 const parts = new Set((process.env.BENCH_PARTS ?? 'pgbench,big,sessions,verdict,store,http,ssh,replicas').split(',').flatMap((p) => (p.trim() === 'pg' ? ['pgbench', 'big'] : [p.trim()])));
 const profiling = Boolean(process.env.BENCH_PROFILE);
+const brokerNodeArgs = (process.env.BENCH_BROKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
 
 /** The queries, stated once: the report prints them. */
 const PGBENCH_QUERY = 'pgbench -S (select-only: `SELECT abalance FROM pgbench_accounts WHERE aid = :aid`), scale 10, simple protocol';
@@ -193,7 +196,7 @@ async function main(): Promise<void> {
       ],
     };
     writeFileSync(join(dir, 'broker.yaml'), stringify(brokerConfig));
-    const broker = spawn(process.execPath, [...profiledNodeArgs(profileDir, 'broker'), resolve(import.meta.dirname, '../../bin/hoopctl'), 'broker', 'start', '--config', join(dir, 'broker.yaml')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const broker = spawn(process.execPath, [...brokerNodeArgs, ...profiledNodeArgs(profileDir, 'broker'), resolve(import.meta.dirname, '../../bin/hoopctl'), 'broker', 'start', '--config', join(dir, 'broker.yaml')], { stdio: ['ignore', 'ignore', 'pipe'] });
     children.push(broker);
     await waitForLine(broker, 'stderr', /broker listening on/);
     const brokerRss = rssSampler(broker.pid!);
@@ -504,8 +507,8 @@ async function main(): Promise<void> {
     }
 
     report.push(`Broker RSS: peak through the whole run ${brokerRss.peakMb().toFixed(0)} MB sampled (VmHWM ${rssMb(broker.pid!, 'VmHWM').toFixed(0)} MB). Every statement is recorded to SQLite before it is forwarded.`);
-    // Which part the peak came from (each part's own peak, sampled every 200 ms; `start` is right after "listening").
-    report.push(`Broker RSS peak by part: ${brokerRss.phases().map((p) => `${p.name} ${p.peakMb.toFixed(0)} MB`).join('; ')}.`);
+    // Which part the peak came from (each part's own peak, sampled every 200 ms), and what each part left behind.
+    report.push(`Broker RSS right after "listening": ${brokerRss.startMb.toFixed(0)} MB. By part, peak (and at the part's end): ${brokerRss.phases().map((p) => `${p.name} ${p.peakMb.toFixed(0)} MB (${p.endMb.toFixed(0)})`).join('; ')}.`);
     brokerRss.stop();
     const cpu = cpus()[0]?.model ?? 'unknown cpu';
     const load1 = loadavg();

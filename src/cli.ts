@@ -25,10 +25,10 @@ export async function main(argv: string[]): Promise<number> {
   // NO_COLOR (no-color.org) for everything, the Ink console included: Ink's chalk reads only FORCE_COLOR, and
   // reads it once, when first loaded — that is below, so set it here.
   if (process.env.NO_COLOR && process.env.FORCE_COLOR === undefined) process.env.FORCE_COLOR = '0';
-  // The broker's young generation is held small from its first allocation on, loading its modules included.
+  // The broker's V8 heap is held small from its first allocation on, loading its modules included.
   const brokerAt = args.indexOf('broker');
-  if (brokerAt >= 0 && args[brokerAt + 1] === 'start') (await import('./lib/young-generation.js')).capYoungGeneration();
-  const [{ Command }, { registerCommands }, { setProfileFlag }] = await Promise.all([import('commander'), import('./commands/index.js'), import('./commands/context.js')]);
+  if (brokerAt >= 0 && args[brokerAt + 1] === 'start') (await import('./lib/young-generation.js')).holdBrokerHeap();
+  const [{ Command }, { registerCommands }, { setProfileFlag }] = await Promise.all([import('commander'), import('./commands/index.js'), import('./commands/profile-flag.js')]);
   let profile: { name?: string; argv: string[] };
   try {
     profile = takeProfileOption(argv);

@@ -30,24 +30,36 @@ export function rssMb(pid: number, which: 'VmRSS' | 'VmHWM' = 'VmRSS'): number {
 
 /**
  * Samples a process's RSS every 200 ms, so "through the run" is what was seen, not only the end. `phase(name)` starts
- * a named part of the run (its own peak is kept too), so a report can say which part the peak came from.
+ * a named part of the run (its own peak is kept too, and the RSS it ended with: what the process kept, or gave back,
+ * once the part's load was over), so a report can say which part the peak came from. `startMb` is the RSS when the
+ * sampler was made (right after the process said it listens).
  */
-export function rssSampler(pid: number): { peakMb: () => number; phase: (name: string) => void; phases: () => Array<{ name: string; peakMb: number }>; stop: () => void } {
+export function rssSampler(pid: number): {
+  startMb: number;
+  peakMb: () => number;
+  phase: (name: string) => void;
+  phases: () => Array<{ name: string; peakMb: number; endMb: number }>;
+  stop: () => void;
+} {
   let peak = 0;
-  const parts: Array<{ name: string; peakMb: number }> = [{ name: 'start', peakMb: rssMb(pid) }];
+  const startMb = rssMb(pid);
+  const parts: Array<{ name: string; peakMb: number; endMb: number }> = [{ name: 'start and set-up', peakMb: startMb, endMb: startMb }];
   const sample = () => {
     const now = rssMb(pid);
     peak = Math.max(peak, now);
     const current = parts[parts.length - 1]!;
     current.peakMb = Math.max(current.peakMb, now);
+    current.endMb = now;
   };
   const timer = setInterval(sample, 200);
   timer.unref();
   return {
+    startMb,
     peakMb: () => Math.max(peak, rssMb(pid)),
     phase: (name) => {
       sample();
-      parts.push({ name, peakMb: rssMb(pid) });
+      const now = rssMb(pid);
+      parts.push({ name, peakMb: now, endMb: now });
     },
     phases: () => {
       sample();

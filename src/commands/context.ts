@@ -5,6 +5,7 @@ import { didYouMean } from '../lib/did-you-mean.js';
 import { createTokenStore } from '../auth/token-store.js';
 import { resolveAccessToken, type ResolvedAccessToken } from '../auth/access-token.js';
 import { BrokerClient } from '../api/broker-client.js';
+import { profileFlagGiven } from './profile-flag.js';
 
 /**
  * What every client command needs: which broker, a valid access token for it, and a small JSON API client.
@@ -34,16 +35,9 @@ export function normalizeBrokerUrl(input: string): string {
   return u.origin;
 }
 
-/** `--profile NAME` as given on the command line (taken out of argv before commander parses it; see cli.ts). */
-let profileFlag: string | undefined;
-
-export function setProfileFlag(name: string | undefined): void {
-  profileFlag = name;
-}
-
 /** The profile this command runs under, if one is named (flag, then HOOPCTL_PROFILE). */
 export function selectedProfile(): string | undefined {
-  return profileFlag ?? (process.env.HOOPCTL_PROFILE || undefined);
+  return profileFlagGiven() ?? (process.env.HOOPCTL_PROFILE || undefined);
 }
 
 export function profiles(): Record<string, { broker: string }> {
@@ -65,6 +59,7 @@ export function profileBroker(name: string): string {
 
 export function resolveBroker(flag?: string): string {
   if (flag) return normalizeBrokerUrl(flag);
+  const profileFlag = profileFlagGiven();
   if (profileFlag) return profileBroker(profileFlag);
   if (process.env.HOOPCTL_BROKER) return normalizeBrokerUrl(process.env.HOOPCTL_BROKER);
   if (process.env.HOOPCTL_PROFILE) return profileBroker(process.env.HOOPCTL_PROFILE);
