@@ -506,7 +506,7 @@ async function main(): Promise<void> {
       );
     }
 
-    report.push(`Broker RSS: peak through the whole run ${brokerRss.peakMb().toFixed(0)} MB sampled (VmHWM ${rssMb(broker.pid!, 'VmHWM').toFixed(0)} MB). Every statement is recorded to SQLite before it is forwarded.`);
+    report.push(`Broker RSS: peak through the whole run ${brokerRss.peakMb().toFixed(0)} MB sampled (VmHWM ${rssMb(broker.pid!, 'VmHWM').toFixed(0)} MB). Every statement is durable in the SQLite store (its event journal) before it is forwarded.`);
     // Which part the peak came from (each part's own peak, sampled every 200 ms), and what each part left behind.
     report.push(`Broker RSS right after "listening": ${brokerRss.startMb.toFixed(0)} MB. By part, peak (and at the part's end): ${brokerRss.phases().map((p) => `${p.name} ${p.peakMb.toFixed(0)} MB (${p.endMb.toFixed(0)})`).join('; ')}.`);
     brokerRss.stop();

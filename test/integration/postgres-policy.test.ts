@@ -234,6 +234,37 @@ describe('deny rules hold against real psql and node-postgres', () => {
   });
 });
 
+/**
+ * A raw protocol session with a proxy, for sequences no driver sends: every answer's type letter (a ReadyForQuery as
+ * Z and its status) and every error, and a wait for the n-th answer of a kind (the answer arrives or the session is
+ * cut: no deadline of its own).
+ */
+async function rawSession(port: number) {
+  const socket = netConnect({ host: '127.0.0.1', port });
+  const scanner = new FrameScanner({ wanted: new Set(Array.from({ length: 128 }, (_, i) => i)), maxLength: MAX_BACKEND_FRAME });
+  const codes: string[] = [];
+  const errors: Array<{ code: string; message: string }> = [];
+  let closed = false;
+  socket.on('close', () => (closed = true));
+  socket.on('error', () => undefined);
+  socket.on('data', (chunk: Buffer) => {
+    for (const f of scanner.observe(chunk)) {
+      const code = String.fromCharCode(f.code);
+      codes.push(code === 'Z' ? `Z${String.fromCharCode(f.body[0]!)}` : code);
+      if (code === 'E') errors.push(parseErrorResponse(f.body));
+    }
+  });
+  /** Waits for the n-th answer whose letter is `type` since the start. */
+  const waitFor = async (type: string, n: number) => {
+    while (codes.filter((c) => c[0] === type).length < n) {
+      if (closed) throw new Error(`the session was cut; got ${codes.join(' ')}, errors ${JSON.stringify(errors)}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  await once(socket, 'connect');
+  return { socket, codes, errors, waitFor, isClosed: () => closed };
+}
+
 describe('protocol shields, on a connection without rules', () => {
   let open: PolicyProxy;
   beforeAll(async () => {
@@ -243,28 +274,7 @@ describe('protocol shields, on a connection without rules', () => {
   afterAll(async () => open?.close());
 
   it('refuses an Execute of the unnamed portal no Bind opened, which crashes PostgreSQL 15 after a failed COPY, and the server stays up', async () => {
-    const socket = netConnect({ host: '127.0.0.1', port: open.port });
-    const scanner = new FrameScanner({ wanted: new Set(Array.from({ length: 128 }, (_, i) => i)), maxLength: MAX_BACKEND_FRAME });
-    const codes: string[] = [];
-    const errors: Array<{ code: string; message: string }> = [];
-    let closed = false;
-    socket.on('close', () => (closed = true));
-    socket.on('error', () => undefined);
-    socket.on('data', (chunk: Buffer) => {
-      for (const f of scanner.observe(chunk)) {
-        const code = String.fromCharCode(f.code);
-        codes.push(code);
-        if (code === 'E') errors.push(parseErrorResponse(f.body));
-      }
-    });
-    /** Waits for the n-th message of `type` since the start (the answer arrives or the session is cut). */
-    const waitFor = async (type: string, n: number) => {
-      while (codes.filter((c) => c === type).length < n) {
-        if (closed) throw new Error(`the session was cut; got ${codes.join('')}, errors ${JSON.stringify(errors)}`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    };
-    await once(socket, 'connect');
+    const { socket, errors, waitFor } = await rawSession(open.port);
     socket.write(createStartupMessage({ user: 'u', database: 'postgres' }));
     await waitFor('Z', 1);
     // The sequence the fuzz found (SECURITY.md), each step after the server's answer to the one before.
@@ -288,32 +298,18 @@ describe('protocol shields, on a connection without rules', () => {
   });
 
   it('knows the unnamed portal is gone when its transaction ends, as the server drops it, and kept while the transaction lasts', async () => {
-    const socket = netConnect({ host: '127.0.0.1', port: open.port });
-    const scanner = new FrameScanner({ wanted: new Set(Array.from({ length: 128 }, (_, i) => i)), maxLength: MAX_BACKEND_FRAME });
-    const codes: string[] = [];
-    const errors: Array<{ code: string; message: string }> = [];
-    let closed = false;
-    socket.on('close', () => (closed = true));
-    socket.on('error', () => undefined);
-    socket.on('data', (chunk: Buffer) => {
-      for (const f of scanner.observe(chunk)) {
-        const code = String.fromCharCode(f.code);
-        codes.push(code === 'Z' ? `Z${String.fromCharCode(f.body[0]!)}` : code);
-        if (code === 'E') errors.push(parseErrorResponse(f.body));
-      }
-    });
+    const { socket, codes, errors, isClosed } = await rawSession(open.port);
     /** Sends `messages` and returns the answer up to the next ReadyForQuery (as type letters, Z with its status). */
     const exchange = async (...messages: Buffer[]): Promise<string> => {
       const from = codes.length;
       socket.write(Buffer.concat(messages));
       while (!codes.slice(from).some((c) => c.startsWith('Z'))) {
-        if (closed) throw new Error(`the session was cut; got ${codes.join(' ')}`);
+        if (isClosed()) throw new Error(`the session was cut; got ${codes.join(' ')}`);
         await new Promise((r) => setTimeout(r, 10));
       }
       return codes.slice(from).join(' ');
     };
     const refusals = () => open.events.filter((e) => e.type === 'verdict' && (e.data as { rule?: string }).rule === 'no-unnamed-portal').length;
-    await once(socket, 'connect');
     socket.write(createStartupMessage({ user: 'u', database: 'postgres' }));
     await exchange();
     const before = refusals();
