@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/lib/net.js';
 import { interruptPsql, isQueryActive } from '../support/pg-activity.js';
 import { makeTestPki } from '../support/pki.js';
+import { startConnectTunnel } from '../../scripts/support/tunnel-client.js';
 import { AUDIENCE, loginAs, mapLimit, readText, runCli, runProcess, spawnBroker, startStack, type Stack } from '../support/stack.js';
 
 /**
@@ -190,6 +191,44 @@ describe('the PostgreSQL front door (no hoopctl on the client)', () => {
     expect(mine).toHaveLength(3);
     const replays = await mapLimit(mine, 4, async (s) => (await runCli(['replay', s.id, '-o', 'json'], alice)).stdout);
     expect(replays.filter((r) => /"reused":\s*true/.test(r))).toHaveLength(2);
+  });
+
+  it('a pooled connection through `hoopctl connect` lends its backend to the next tunnelled session, reset', async () => {
+    const before = new Set((await sessions()).map((s) => s.id));
+    const tunnel = await startConnectTunnel('app-pg-pooled', alice);
+    const admin = new pg.Client({ connectionString: stack.cluster.url() });
+    await admin.connect();
+    try {
+      const pids: number[] = [];
+      for (let i = 0; i < 2; i++) {
+        const client = new pg.Client(tunnel.pgClientConfig('app'));
+        await client.connect();
+        const r = await client.query<{ pid: number; app: string; scratch: string | null }>(
+          "select pg_backend_pid() as pid, current_setting('application_name') as app, to_regclass('pg_temp.scratch')::text as scratch",
+        );
+        pids.push(r.rows[0]!.pid);
+        // Nothing of the session before it on the same backend.
+        expect(r.rows[0]!.scratch).toBeNull();
+        expect(r.rows[0]!.app).not.toBe('left-behind');
+        // Session state that must not reach the next session.
+        await client.query("set application_name = 'left-behind'");
+        await client.query('create temp table scratch (x int)');
+        await client.end();
+        // The next session waits until the broker has reset the backend it gave back.
+        for (let n = 0; i === 0 && (await admin.query("select 1 from pg_stat_activity where pid = $1 and state = 'idle' and query = 'DISCARD ALL'", [pids[0]])).rows.length === 0; n++) {
+          if (n > 1500) throw new Error(`backend ${pids[0]} was not reset for reuse`);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+      expect(pids[1]).toBe(pids[0]);
+    } finally {
+      await admin.end();
+      await tunnel.stop();
+    }
+    const mine = (await sessions()).filter((s) => !before.has(s.id) && s.connection === 'app-pg-pooled');
+    expect(mine).toHaveLength(2);
+    const replays = await mapLimit(mine, 2, async (s) => (await runCli(['replay', s.id, '-o', 'json'], alice)).stdout);
+    expect(replays.filter((r) => /"reused":\s*true/.test(r))).toHaveLength(1);
   });
 
   it('the pg driver, simple and extended protocol (parameters), with masking', async () => {
