@@ -143,8 +143,8 @@ export class BackendPool {
   #lend(b: PooledBackend, reused: boolean, fresh?: BackendSession): BackendSession {
     const socket = b.socket;
     b.listeners = new Map(WATCHED_EVENTS.map((e) => [e, new Set(socket.listeners(e))]));
-    const chunks = new BackendChunks(socket);
-    const lease: BackendLease = { id: b.id, reused, chunks, giveBack: () => this.#giveBack(b, chunks) };
+    const handBack = new AbortController();
+    const lease: BackendLease = { id: b.id, reused, handedBack: handBack.signal, giveBack: () => this.#giveBack(b, handBack) };
     return {
       socket,
       parameters: fresh?.parameters ?? b.parameters.map((p) => ({ ...p })),
@@ -158,12 +158,14 @@ export class BackendPool {
     };
   }
 
-  #giveBack(b: PooledBackend, chunks: BackendChunks): boolean {
+  #giveBack(b: PooledBackend, handBack: AbortController): boolean {
     if (this.#closed || b.generation !== this.#generation) return false;
     if (Date.now() - b.createdAt >= b.maxLifetime) return false;
-    // Bytes the session did not read are an answer to something: the backend is not idle.
-    if (!chunks.detach()) return false;
     const socket = b.socket;
+    handBack.abort();
+    socket.pause();
+    // Bytes the session did not read are an answer to something: the backend is not idle.
+    if (socket.readableLength > 0 || socket.readableEnded) return false;
     if (socket.destroyed || !socket.writable) return false;
     for (const event of WATCHED_EVENTS) {
       const kept = b.listeners?.get(event);
@@ -265,80 +267,6 @@ export class BackendPool {
     // The server closes once it reads Terminate; a server that does not is not waited for.
     setTimeout(() => socket.destroy(), 1_000).unref();
     socket.resume();
-  }
-}
-
-/**
- * Chunks of a backend socket for the relay, readable until `detach()`: then the iterator ends and the socket is left
- * open and paused, with its listeners off. A chunk that arrives while the relay is busy is queued (the socket paused
- * above 64 KiB, as backpressure); `detach()` says whether any was left unread.
- */
-export class BackendChunks implements AsyncIterator<Buffer> {
-  readonly #socket: Socket;
-  readonly #queue: Buffer[] = [];
-  #queued = 0;
-  #waiter: { resolve(r: IteratorResult<Buffer>): void; reject(e: Error): void } | undefined;
-  #done = false;
-  #error: Error | undefined;
-  readonly #onData = (chunk: Buffer): void => {
-    const w = this.#waiter;
-    if (w) {
-      this.#waiter = undefined;
-      w.resolve({ value: chunk, done: false });
-      return;
-    }
-    this.#queue.push(chunk);
-    this.#queued += chunk.length;
-    if (this.#queued > 64 * 1024) this.#socket.pause();
-  };
-  readonly #onEnd = (): void => this.#finish();
-  readonly #onError = (err: Error): void => {
-    this.#error ??= err;
-    this.#finish();
-  };
-
-  constructor(socket: Socket) {
-    this.#socket = socket;
-    socket.on('data', this.#onData);
-    socket.on('end', this.#onEnd);
-    socket.on('close', this.#onEnd);
-    socket.on('error', this.#onError);
-    socket.resume();
-  }
-
-  next(): Promise<IteratorResult<Buffer>> {
-    const chunk = this.#queue.shift();
-    if (chunk) {
-      this.#queued -= chunk.length;
-      if (this.#queue.length === 0 && !this.#done && this.#socket.isPaused()) this.#socket.resume();
-      return Promise.resolve({ value: chunk, done: false });
-    }
-    if (this.#error) return Promise.reject(this.#error);
-    if (this.#done) return Promise.resolve({ value: undefined, done: true });
-    return new Promise((resolve, reject) => (this.#waiter = { resolve, reject }));
-  }
-
-  /** Stops reading and ends the iteration; false when bytes had arrived that were not read, or the stream ended. */
-  detach(): boolean {
-    const clean = this.#queue.length === 0 && !this.#done;
-    this.#socket.pause();
-    this.#finish();
-    this.#queue.length = 0;
-    this.#queued = 0;
-    return clean;
-  }
-
-  #finish(): void {
-    this.#done = true;
-    this.#socket.off('data', this.#onData);
-    this.#socket.off('end', this.#onEnd);
-    this.#socket.off('close', this.#onEnd);
-    this.#socket.off('error', this.#onError);
-    const w = this.#waiter;
-    this.#waiter = undefined;
-    if (!w) return;
-    if (this.#error) w.reject(this.#error);
-    else w.resolve({ value: undefined, done: true });
   }
 }
 

@@ -47,8 +47,8 @@ export interface BackendLease {
   readonly id: string;
   /** Whether an earlier session used the backend. */
   readonly reused: boolean;
-  /** The backend's stream as the relay reads it: unlike the socket's own iterator, it can stop without closing it. */
-  readonly chunks: AsyncIterator<Buffer>;
+  /** Aborted when the backend is handed back: the relay stops reading (pumpChunks) and leaves the socket open. */
+  readonly handedBack: AbortSignal;
   /**
    * Hands the backend back, to be reset and kept; the caller must not touch the socket after true. False when the
    * pool will not take it (closed, reloaded, too old, unread bytes): the caller closes it as any backend.

@@ -14,10 +14,12 @@ export class PrematureCloseError extends Error {
  * never handled before the one before it is done. This is what `for await (const chunk of stream)` does, without its
  * promise, 'readable' event, read() and nextTick per chunk (a large share of the proxy's cost per message in profiles).
  *
- * Resolves when the stream ends, or when `stop()` is true after a chunk; rejects with the stream's error, with what
- * `onChunk` threw or rejected with, or with PrematureCloseError. The stream is left paused.
+ * Resolves when the stream ends, when `stop()` is true after a chunk, or at once when `detach` aborts (a pooled
+ * backend handed back while the relay waits for bytes: its socket stays open); rejects with the stream's error, with
+ * what `onChunk` threw or rejected with, or with PrematureCloseError. The stream is left paused, its listeners off,
+ * and what arrived unread stays in it for whoever reads next.
  */
-export function pumpChunks(stream: Readable, onChunk: (chunk: Buffer) => void | Promise<void>, stop: () => boolean): Promise<void> {
+export function pumpChunks(stream: Readable, onChunk: (chunk: Buffer) => void | Promise<void>, stop: () => boolean, detach?: AbortSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let done = false;
     /** A chunk's handling is under way: how the stream ended waits for it, as it would in a `for await` loop. */
@@ -30,6 +32,7 @@ export function pumpChunks(stream: Readable, onChunk: (chunk: Buffer) => void | 
       stream.off('end', onEnd);
       stream.off('error', onError);
       stream.off('close', onClose);
+      detach?.removeEventListener('abort', onDetach);
       stream.pause();
       if (err === undefined) resolve();
       else reject(err);
@@ -70,12 +73,15 @@ export function pumpChunks(stream: Readable, onChunk: (chunk: Buffer) => void | 
     const onError = (err: Error): void => over(err);
     // 'end' comes before 'close' when the stream ended; a close without either is a cut connection.
     const onClose = (): void => over(new PrematureCloseError());
+    const onDetach = (): void => finish();
+    if (detach?.aborted) return resolve();
     if (stream.readableEnded) return resolve();
     if (stream.destroyed) return reject(stream.errored ?? new PrematureCloseError());
     stream.on('data', onData);
     stream.on('end', onEnd);
     stream.on('error', onError);
     stream.on('close', onClose);
+    detach?.addEventListener('abort', onDetach);
     stream.resume();
   });
 }

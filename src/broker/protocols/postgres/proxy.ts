@@ -1031,15 +1031,8 @@ class PostgresProxySession {
   async #relayBackend(backend: BackendSession): Promise<void> {
     try {
       if (backend.leftover.length > 0) await this.#fromBackend(backend.leftover);
-      if (backend.lease) {
-        // A pooled backend is read through its lease, which can stop reading without closing it (given back).
-        const chunks = backend.lease.chunks;
-        while (!this.#stopping) {
-          const next = await chunks.next();
-          if (next.done) break;
-          await this.#fromBackend(next.value as Buffer);
-        }
-      } else if (!this.#stopping) await pumpChunks(backend.socket, (chunk) => this.#fromBackend(chunk), () => this.#stopping);
+      // A pooled backend handed back stops the pump and stays open.
+      if (!this.#stopping) await pumpChunks(backend.socket, (chunk) => this.#fromBackend(chunk), () => this.#stopping, backend.lease?.handedBack);
       if (!this.#stopping && !this.#clientTerminated) await this.#backendGone('the target closed the connection');
     } catch (e) {
       if (e instanceof PgWireError) await this.#fail(e, 'broker');

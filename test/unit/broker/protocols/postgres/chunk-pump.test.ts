@@ -1,3 +1,5 @@
+import { once } from 'node:events';
+import { createServer, connect, type Socket } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { PrematureCloseError, pumpChunks } from '../../../../../src/broker/protocols/postgres/chunk-pump.js';
@@ -64,5 +66,40 @@ describe('pumpChunks', () => {
     const pumped = pumpChunks(cut, () => undefined, () => false);
     cut.destroy();
     await expect(pumped).rejects.toBeInstanceOf(PrematureCloseError);
+  });
+
+  it('a detach ends a pump waiting for bytes without closing the socket; what comes later waits for the next reader', async () => {
+    // A pooled backend as the relay reads it: a loopback socket pair.
+    const listener = createServer();
+    listener.listen(0, '127.0.0.1');
+    await once(listener, 'listening');
+    const accepted = once(listener, 'connection');
+    const client = connect((listener.address() as { port: number }).port, '127.0.0.1');
+    await once(client, 'connect');
+    const [server] = (await accepted) as [Socket];
+    try {
+      const seen: string[] = [];
+      const handBack = new AbortController();
+      const pumped = pumpChunks(client, (chunk) => void seen.push(chunk.toString()), () => false, handBack.signal);
+      server.write('answer');
+      while (seen.length === 0) await new Promise((r) => setImmediate(r));
+      handBack.abort();
+      await expect(pumped).resolves.toBeUndefined();
+      expect(client.destroyed).toBe(false);
+      expect(client.listenerCount('data')).toBe(0);
+      server.write('for the next reader');
+      const later: string[] = [];
+      const next = pumpChunks(client, (chunk) => void later.push(chunk.toString()), () => true);
+      await next;
+      expect(seen).toEqual(['answer']);
+      expect(later).toEqual(['for the next reader']);
+      // Already handed back: a pump with that signal reads nothing.
+      await expect(pumpChunks(client, () => void seen.push('never'), () => false, handBack.signal)).resolves.toBeUndefined();
+      expect(seen).toEqual(['answer']);
+    } finally {
+      server.destroy();
+      client.destroy();
+      listener.close();
+    }
   });
 });
