@@ -394,7 +394,7 @@ export class SqliteStore implements Store {
       return;
     }
     for (const p of batch) {
-      this.#backlog.push({ event: p.event, data: p.data });
+      this.#backlog.push(p);
       p.resolve();
     }
     if (this.#backlog.length >= INGEST_MAX) setImmediate(() => this.#ingestQuietly());
