@@ -6,7 +6,6 @@
  */
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import ssh2 from 'ssh2';
 import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import type { Duplex } from 'node:stream';
@@ -21,6 +20,7 @@ import { isCancelRequest, negotiatePostgresEncryption } from './pg-encryption.js
 import { requirePostgresPassword } from './pg-password-gate.js';
 import { writePgPassFiles } from './pg-pass-files.js';
 import { refusePostgresClient } from './pg-refusal.js';
+import { generateParsableKeyPair } from '../lib/ssh-keys.js';
 
 export interface ListenerHints {
   /** What a client connects to (`postgresql://…`, `ssh://…`, `http://…`, `tcp://…`). */
@@ -115,7 +115,7 @@ const postgres: ClientKind = {
  */
 function sshKind(): ClientKind {
   let pair: { private: string; public: string } | undefined;
-  const keyPair = () => (pair ??= ssh2.utils.generateKeyPairSync('ed25519', { comment: 'hoopctl tunnel key' }));
+  const keyPair = () => (pair ??= generateParsableKeyPair('hoopctl tunnel key'));
   return {
     socketName: () => 'ssh.sock',
     tunnelHeaders: (secret): Record<string, string> => (secret ? { 'x-hoopctl-client-key': keyPair().public.trim() } : {}),

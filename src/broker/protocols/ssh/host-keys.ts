@@ -6,6 +6,7 @@ import ssh2 from 'ssh2';
 // ssh2 is CommonJS: Node's ESM loader sees only its default export.
 const { utils } = ssh2;
 import { HoopError } from '../../../lib/errors.js';
+import { generateParsableKeyPair } from '../../../lib/ssh-keys.js';
 
 /** The broker's own host key: what `ssh` clients see on the tunnel, printed by `hoopctl connect`. */
 export interface BrokerHostKey {
@@ -31,18 +32,6 @@ export function describeKey(privateKey: string, where: string): BrokerHostKey {
   }
   const blob = key.getPublicSSH();
   return { privateKey, publicKey: `${key.type} ${blob.toString('base64')}`, fingerprint: fingerprintOf(blob) };
-}
-
-/**
- * An ed25519 key pair that ssh2 can read back. ssh2 1.17 writes a private key it cannot parse about once in 200
- * draws ("Malformed OpenSSH private key"), which would leave a broker with an unusable host key; draw again.
- */
-export function generateParsableKeyPair(comment: string): { private: string; public: string } {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const pair = utils.generateKeyPairSync('ed25519', { comment });
-    if (!(utils.parseKey(pair.private) instanceof Error)) return pair;
-  }
-  throw new Error('could not generate a usable SSH host key');
 }
 
 /**

@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import ssh2, { type SFTPWrapper } from 'ssh2';
 import { HoopError } from '../../../lib/errors.js';
 import { writeFileAtomic } from '../../../lib/atomic-file.js';
+import { generateParsableKeyPair } from '../../../lib/ssh-keys.js';
 import { FileSecret, Secret } from '../../../lib/secret.js';
 import { connectBackend } from './backend.js';
 import type { SshConnection } from './config.js';
@@ -70,7 +71,7 @@ export async function rotateSshKey(conn: SshConnection): Promise<Record<string, 
   }
   const path = conn.credentials.authorizedKeys;
   const oldBlob = publicBlobOf(secret.reveal());
-  const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: `hoopctl ${conn.name} ${new Date().toISOString()}` });
+  const pair = generateParsableKeyPair(`hoopctl ${conn.name} ${new Date().toISOString()}`);
   const next = authorizedKey(pair.public)!;
 
   // 1. Through the current key: the new key goes in beside the current one.
