@@ -7,41 +7,13 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { endianness } from 'node:os';
-import { isIPv4, isIPv6 } from 'node:net';
+import { addressBytes, type Endpoint, type OwnerQuery } from './socket-address.js';
+import { NetlinkOwners } from './peer-owner-netlink.js';
 
-export interface Endpoint {
-  address: string;
-  port: number;
-}
+export { addressBytes, type Endpoint, type OwnerQuery };
 
 /** Whether this platform can say who owns a peer's socket. */
 export const CAN_CHECK_PEER_OWNER = process.platform === 'linux';
-
-/**
- * The 16 bytes of an IPv6 address (IPv4 as IPv4-mapped), or undefined for anything else. Zone ids (`%eth0`) are
- * dropped: the kernel's table does not show them.
- */
-export function addressBytes(address: string): Buffer | undefined {
-  const plain = address.replace(/%.*$/, '');
-  if (isIPv4(plain)) return Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...plain.split('.').map(Number)]);
-  if (!isIPv6(plain)) return undefined;
-  let text = plain;
-  // A dotted-quad tail (::ffff:127.0.0.1) becomes two hex groups.
-  const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (dotted) {
-    const [a, b, c, d] = dotted[1]!.split('.').map(Number) as [number, number, number, number];
-    text = `${text.slice(0, dotted.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
-  }
-  const [head, tail] = text.split('::') as [string, string | undefined];
-  const groups = (s: string | undefined) => (s ? s.split(':') : []);
-  const left = groups(head);
-  const right = groups(tail);
-  const all = tail === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
-  if (all.length !== 8) return undefined;
-  const out = Buffer.alloc(16);
-  all.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
-  return out;
-}
 
 /**
  * Parses one /proc/net/tcp{,6} address (`0100007F:1F90`): the kernel prints each 32-bit word of the address in the
@@ -74,16 +46,12 @@ export function findSocketOwner(table: string, peer: Endpoint, local: Endpoint):
     if (!mine || !theirs) continue;
     if (mine.port !== peer.port || theirs.port !== local.port) continue;
     if (!mine.bytes.equals(peerBytes) || !theirs.bytes.equals(localBytes)) continue;
+    // A closed client waiting out FIN_WAIT2 or TIME_WAIT is a row with no inode, printed as uid 0: nobody's answer.
+    if (f.length < 10 || Number(f[9]) === 0) continue;
     const uid = Number(f[7]);
     if (Number.isInteger(uid)) return uid;
   }
   return undefined;
-}
-
-/** What a lookup asks: whose socket is `peer`, connected to our listener at `local`. */
-export interface OwnerQuery {
-  peer: Endpoint;
-  local: Endpoint;
 }
 
 /**
@@ -174,14 +142,17 @@ export function lookUpOwners(queries: OwnerQuery[]): Array<number | undefined> {
 }
 
 /**
- * The uid owning a connected peer's socket (Linux), or undefined when the kernel's tables do not show it. The
- * tables are read by one worker thread for the whole process: its reads block (the kernel hands out a page per read),
- * and every check that arrives while a scan runs is answered by the next one, which starts after it arrived.
+ * The uid owning a connected peer's socket (Linux), or undefined when the kernel cannot say. First by its exact
+ * four-tuple over netlink (`NetlinkOwners`); when that gives no answer (no Perl, no sock_diag, a client already gone),
+ * from the tables, read by one worker thread for the whole process: its reads block (the kernel hands out a page per
+ * read), and every check that arrives while a scan runs is answered by the next one, which starts after it arrived.
  */
-export function peerSocketOwner(peer: Endpoint, local: Endpoint): Promise<number | undefined> {
-  return (lookups ??= new OwnerLookups()).ask({ peer, local });
+export async function peerSocketOwner(peer: Endpoint, local: Endpoint): Promise<number | undefined> {
+  const uid = await (exact ??= new NetlinkOwners()).ask({ peer, local });
+  return uid ?? (lookups ??= new OwnerLookups()).ask({ peer, local });
 }
 
+let exact: NetlinkOwners | undefined;
 let lookups: OwnerLookups | undefined;
 
 /** The worker and the checks waiting for it; a worker that fails answers its waiting checks "cannot tell". */
