@@ -326,7 +326,7 @@ async function main(): Promise<void> {
         const postmaster = Number(readFileSync(join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
         const pooledGate = await connect('bench-pooled');
         const cpuNow = (connectPid = gate.child.pid!) => ({
-          broker: cpuSeconds(broker.pid!), connect: cpuSeconds(connectPid), connectMain: mainThreadCpuSeconds(connectPid), relay: relay.processes.reduce((sum, c) => sum + cpuSeconds(c.pid!), 0),
+          broker: cpuSeconds(broker.pid!), connect: treeCpuSeconds(connectPid), connectMain: mainThreadCpuSeconds(connectPid), relay: relay.processes.reduce((sum, c) => sum + cpuSeconds(c.pid!), 0),
           postgres: treeCpuSeconds(postmaster), load: process.cpuUsage(),
         });
         const directTarget: PgTarget = { host: cluster.host, port: cluster.port, user: cluster.superuser, database: 'postgres', password: cluster.password };
@@ -339,8 +339,9 @@ async function main(): Promise<void> {
           { name: 'hoopctl connect + broker, pool on (token verified, session recorded, a pooled backend reset with DISCARD ALL)', target: tunnelTarget(pooledGate.ready), connectPid: pooledGate.child.pid! },
         ];
         const sessionRows: string[] = [];
-        // hoopctl connect's main thread alone, per tunnel path: the rest is its peer-owner worker (reads the kernel's
-        // socket tables per accepted client), GC and I/O threads.
+        // hoopctl connect's main thread alone, per tunnel path; the column counts its whole process and its children:
+        // the netlink helper that answers each accepted client's owner check (or the worker that reads the kernel's
+        // socket tables instead), GC and I/O threads.
         const connectSplit: string[] = [];
         const cpuRows: string[] = [];
         let directRate = 0;
@@ -373,7 +374,7 @@ async function main(): Promise<void> {
           '|---|---|---|---|---|---|---|---|',
           ...cpuRows,
           '',
-          `hoopctl connect's main thread per session (the rest is its peer-owner worker, GC and I/O threads): ${connectSplit.join('; ')}.`,
+          `hoopctl connect's main thread per session (the rest is its owner-check helper process, GC and I/O threads): ${connectSplit.join('; ')}.`,
           '',
           `Idle sessions: ${idle.opened} of ${idleSessions} opened through the gate${idle.failed ? ` (${idle.failed} failed: ${idle.firstError})` : ''}; broker RSS ${before.toFixed(0)} MB before, ${held.toFixed(0)} MB with them open (${idle.opened ? (((held - before) * 1024) / idle.opened).toFixed(0) : '–'} kB each); hoopctl connect ${connectHeld.toFixed(0)} MB.`,
           '',
