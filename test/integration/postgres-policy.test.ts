@@ -297,7 +297,7 @@ describe('protocol shields, on a connection without rules', () => {
     expect(refused).toBeDefined();
   });
 
-  it('knows the unnamed portal is gone when its transaction ends, as the server drops it, and kept while the transaction lasts', async () => {
+  it('knows the unnamed portal is gone when its transaction ends, as the server drops it (at Sync, or at a COMMIT inside a Sync group), and kept while the transaction lasts', async () => {
     const { socket, codes, errors, isClosed } = await rawSession(open.port);
     /** Sends `messages` and returns the answer up to the next ReadyForQuery (as type letters, Z with its status). */
     const exchange = async (...messages: Buffer[]): Promise<string> => {
@@ -331,6 +331,30 @@ describe('protocol shields, on a connection without rules', () => {
     expect(await exchange(createExecute(), createSync())).toBe('D D C ZT');
     expect(await exchange(createQuery('commit'))).toBe('C ZI');
     expect(refusals()).toBe(before + 2);
+
+    // A COMMIT inside one Sync group, a BEGIN behind it: ReadyForQuery says `T`, yet the server dropped the portals
+    // bound before the COMMIT (the suspended unnamed one) and kept those bound after it.
+    expect(await exchange(createQuery('begin'))).toBe('C ZT');
+    expect(await exchange(
+      createParse({ sql: 'select generate_series(1, 3)' }), createBind({}), createExecute({ maxRows: 1 }),
+      createParse({ sql: 'commit' }), createBind({ portal: 'c' }), createExecute({ portal: 'c' }),
+      createParse({ sql: 'begin' }), createBind({ portal: 'b' }), createExecute({ portal: 'b' }),
+      createSync(),
+    )).toBe('1 2 D s 1 2 C 1 2 C ZT');
+    expect(await exchange(createExecute(), createSync())).toBe('E ZE');
+    expect(errors.at(-1)).toMatchObject({ code: '34000', message: 'portal "" does not exist' });
+    expect(refusals()).toBe(before + 3);
+    expect(await exchange(createQuery('rollback'))).toBe('C ZI');
+    expect(await exchange(createQuery('begin'))).toBe('C ZT');
+    expect(await exchange(
+      createParse({ sql: 'commit' }), createBind({ portal: 'c' }), createExecute({ portal: 'c' }),
+      createParse({ sql: 'begin' }), createBind({ portal: 'b' }), createExecute({ portal: 'b' }),
+      createParse({ sql: 'select generate_series(1, 3)' }), createBind({}), createExecute({ maxRows: 1 }),
+      createSync(),
+    )).toBe('1 2 C 1 2 C 1 2 D s ZT');
+    expect(await exchange(createExecute(), createSync())).toBe('D D C ZT');
+    expect(await exchange(createQuery('commit'))).toBe('C ZI');
+    expect(refusals()).toBe(before + 3);
     socket.destroy();
   });
 });

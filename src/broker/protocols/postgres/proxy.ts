@@ -118,6 +118,9 @@ export interface VerdictEvent {
 
 export type { StatementResult };
 
+/** Command tags of the statements that end a transaction block (and an implicit one). */
+const TRANSACTION_ENDS = new Set(['COMMIT', 'ROLLBACK', 'PREPARE TRANSACTION']);
+
 /**
  * What a refused statement is replaced with on its way to the server: a text that can only fail to parse, so
  * the server itself raises the error — the transaction fails as with any error, the extended protocol skips to
@@ -247,7 +250,12 @@ class PostgresProxySession {
    * Query whose ReadyForQuery ends its transaction comes after). Dropped as the server drops them: by Close, the
    * unnamed one by a simple Query or the next Bind of it, and all of them when their transaction ends.
    */
-  readonly #portals = new Map<string, { statement: string; sql: string | null; params: (string | null)[]; boundary: number }>();
+  /**
+   * Portals the client bound, as far as the server still has them: `boundary` is the Sync/Query count and `after` the
+   * statement count when it was bound, which say whether a transaction's end (at ReadyForQuery or at a COMMIT inside
+   * a Sync group) came after it.
+   */
+  readonly #portals = new Map<string, { statement: string; sql: string | null; params: (string | null)[]; boundary: number; after: number }>();
   #statementCount = 0;
   #errorCount = 0;
   #outcome: PostgresSessionSummary['outcome'] = 'closed';
@@ -637,7 +645,7 @@ class PostgresProxySession {
           );
           return recorded.then(() => this.#refuseUntilSync(statementSeq, judgement, createBind({ portal: bind.portal, statement: this.#refusedStatementName })));
         }
-        this.#portals.set(bind.portal, { statement: bind.statement, sql, params, boundary: this.#results.boundariesSent });
+        this.#portals.set(bind.portal, { statement: bind.statement, sql, params, boundary: this.#results.boundariesSent, after: this.#statementCount });
         this.#masker?.bind(bind.portal, bind.statement, bind.resultFormats);
         return undefined;
       }
@@ -1141,8 +1149,11 @@ class PostgresProxySession {
             r.error ? { ...r, error: { code: r.error.code, message: this.#recordable(r.error.message) } } : (r as unknown as Record<string, unknown>),
           ]);
     switch (frame.code) {
-      case BackendCode.CommandComplete:
-        return { events: results(this.#results.commandComplete(parseCommandComplete(frame.body))) };
+      case BackendCode.CommandComplete: {
+        const rs = this.#results.commandComplete(parseCommandComplete(frame.body));
+        if (this.#portals.size > 0) this.#portalsEndedBy(rs);
+        return { events: results(rs) };
+      }
       case BackendCode.EmptyQueryResponse:
         return { events: results(this.#results.emptyQuery()) };
       case BackendCode.PortalSuspended:
@@ -1159,7 +1170,9 @@ class PostgresProxySession {
       }
       case BackendCode.ReadyForQuery: {
         this.#transactionStatus = parseReadyForQuery(frame.body);
-        const events = results(this.#results.readyForQuery());
+        const rs = this.#results.readyForQuery();
+        const events = results(rs);
+        if (this.#portals.size > 0) this.#portalsEndedBy(rs);
         if (this.#transactionStatus === 'I' && this.#portals.size > 0) this.#portalsEnded(this.#results.answered);
         if (this.#results.pending === 0) for (const wake of this.#quietWaiters.splice(0)) wake();
         return { events };
@@ -1178,6 +1191,18 @@ class PostgresProxySession {
    */
   #portalsEnded(answered: number): void {
     for (const [name, portal] of this.#portals) if (portal.boundary < answered) this.#portals.delete(name);
+  }
+
+  /**
+   * A COMMIT, ROLLBACK or PREPARE TRANSACTION among these finished statements ended its transaction, possibly inside
+   * a Sync group whose ReadyForQuery then says `T` (a BEGIN behind it): the server dropped every portal bound before
+   * that statement, the one it ran in included, and kept those bound after it.
+   */
+  #portalsEndedBy(rs: StatementResult[]): void {
+    for (const r of rs) {
+      if (!r.tags.some((tag) => TRANSACTION_ENDS.has(tag))) continue;
+      for (const [name, portal] of this.#portals) if (portal.after < r.statementSeq) this.#portals.delete(name);
+    }
   }
 
   async #backendGone(message: string): Promise<void> {
