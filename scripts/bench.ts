@@ -27,7 +27,7 @@ import { Agent, request } from 'node:http';
 import { startSshd } from '../src/dev/sshd.js';
 import { startPgbouncer, startRawRelay } from './bench/peers.js';
 import { cpuSeconds, mainThreadCpuSeconds, profiledNodeArgs, rssMb, rssSampler, summariseProfiles, treeCpuSeconds, waitForLine } from './bench/processes.js';
-import { openIdleSessions, sessionRate, type PgTarget } from './bench/session-load.js';
+import { openIdleSessions, sessionRate, sustainedSessionRate, type PgTarget } from './bench/session-load.js';
 import { measureVerdictCost } from './bench/verdict-cost.js';
 import { measureStoreCommit } from './bench/store-commit.js';
 import { startHaproxy } from './bench/replicas.js';
@@ -358,6 +358,11 @@ async function main(): Promise<void> {
           if (p.name.startsWith('hoopctl connect')) connectSplit.push(`${p.name.replace(/ \(.*/, '')}: ${ms(to.connectMain - from.connectMain)} of ${ms(to.connect - from.connect)} ms`);
           cpuRows.push(`| ${p.name.replace(/ \(.*/, '')} | ${ms(to.broker - from.broker)} | ${ms(to.connect - from.connect)} | ${ms(to.relay - from.relay)} | ${ms(to.postgres - from.postgres)} | ${ms(load)} | ${ms(total)} | ${(2000 / Number(ms(total))).toFixed(0)} |`);
         }
+        // Sustained: the pooled tunnel held for a minute or more (every closed connection of the last minute stays in
+        // the host's TCP table as TIME_WAIT), in 10-second windows.
+        const sustainSecs = Math.max(30, Math.round(seconds * 2.5));
+        process.stderr.write(`  sustained: the pooled tunnel for ${sustainSecs}s…\n`);
+        const sustained = await sustainedSessionRate(tunnelTarget(pooledGate.ready), clients, sustainSecs, 10);
         process.stderr.write(`${idleSessions} idle sessions through the gate…\n`);
         brokerRss.phase(`${idleSessions} idle sessions`);
         const before = rssMb(broker.pid!);
@@ -369,6 +374,8 @@ async function main(): Promise<void> {
           `| sessions (pg driver: connect, \`select 1\`, end; ${clients} at a time) | per second | ÷ direct |`,
           '|---|---|---|',
           ...sessionRows,
+          '',
+          `Sustained, hoopctl connect + broker with the pool, ${sustainSecs} s: ${sustained.perSecond.toFixed(0)} sessions/s; per 10-second window ${sustained.windows.map((w) => w.toFixed(0)).join(', ')}; the host's TCP table held ${sustained.tcpSockets} sockets at the end (TIME_WAIT ones included).`,
           '',
           '| CPU ms per session (user + system) | broker | hoopctl connect | relay hops | PostgreSQL (backends + postmaster) | load generator (pg driver) | total | sessions/s the 2 cores allow |',
           '|---|---|---|---|---|---|---|---|',

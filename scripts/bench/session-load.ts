@@ -3,6 +3,7 @@
  * (a WebSocket with the token verified by the broker, a recorded session, the backend login with the injected
  * password).
  */
+import { readFileSync } from 'node:fs';
 import pg from 'pg';
 
 export interface PgTarget {
@@ -28,6 +29,35 @@ export async function sessionRate(target: PgTarget, concurrency: number, secs: n
     }
   }));
   return { perSecond: sessions / ((Date.now() - started) / 1000), sessions };
+}
+
+/**
+ * The same loops held for `secs`, counted per window of `windowSecs`: whether a rate lasts (a cost that grows with
+ * what the host accumulates, such as the TIME_WAIT sockets of every closed connection of the last minute, shows as
+ * falling windows). Also the host's TCP sockets at the end, as the kernel lists them.
+ */
+export async function sustainedSessionRate(target: PgTarget, concurrency: number, secs: number, windowSecs: number): Promise<{ windows: number[]; perSecond: number; tcpSockets: number }> {
+  const started = Date.now();
+  const until = started + secs * 1000;
+  const counts = Array<number>(Math.ceil(secs / windowSecs)).fill(0);
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (Date.now() < until) {
+      const client = new pg.Client(target);
+      await client.connect();
+      await client.query('select 1');
+      await client.end();
+      const w = Math.floor((Date.now() - started) / (windowSecs * 1000));
+      if (w < counts.length) counts[w]!++;
+    }
+  }));
+  const tcpSockets = ['/proc/net/tcp', '/proc/net/tcp6'].reduce((n, f) => {
+    try {
+      return n + readFileSync(f, 'latin1').split('\n').length - 2;
+    } catch {
+      return n;
+    }
+  }, 0);
+  return { windows: counts.map((c) => c / windowSecs), perSecond: counts.reduce((a, b) => a + b, 0) / secs, tcpSockets };
 }
 
 /**
