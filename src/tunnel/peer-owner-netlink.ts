@@ -27,7 +27,8 @@ import { addressBytes, type OwnerQuery } from './socket-address.js';
 export const NETLINK_OWNER_PROGRAM = String.raw`
 use strict;
 $| = 1;
-# AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG; connected to the kernel (sockaddr_nl with pid 0).
+# AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG; connected to the kernel (sockaddr_nl with pid 0), so the socket takes
+# messages from the kernel only: another process cannot send it a forged answer.
 socket(my $nl, 16, 3, 4) or do { print "unavailable $!\n"; exit 0 };
 connect($nl, pack('SSLL', 16, 0, 0, 0)) or do { print "unavailable $!\n"; exit 0 };
 print "ready\n";
