@@ -14,6 +14,14 @@ export interface PgTarget {
   password?: string;
 }
 
+/** One whole session: a startup, `select 1`, the end. */
+async function oneSession(target: PgTarget): Promise<void> {
+  const client = new pg.Client(target);
+  await client.connect();
+  await client.query('select 1');
+  await client.end();
+}
+
 /** Completed startups (connect, `select 1`, end) per second of `concurrency` loops over `secs` seconds. */
 export async function sessionRate(target: PgTarget, concurrency: number, secs: number): Promise<{ perSecond: number; sessions: number }> {
   const until = Date.now() + secs * 1000;
@@ -21,10 +29,7 @@ export async function sessionRate(target: PgTarget, concurrency: number, secs: n
   let sessions = 0;
   await Promise.all(Array.from({ length: concurrency }, async () => {
     while (Date.now() < until) {
-      const client = new pg.Client(target);
-      await client.connect();
-      await client.query('select 1');
-      await client.end();
+      await oneSession(target);
       sessions++;
     }
   }));
@@ -42,10 +47,7 @@ export async function sustainedSessionRate(target: PgTarget, concurrency: number
   const counts = Array<number>(Math.ceil(secs / windowSecs)).fill(0);
   await Promise.all(Array.from({ length: concurrency }, async () => {
     while (Date.now() < until) {
-      const client = new pg.Client(target);
-      await client.connect();
-      await client.query('select 1');
-      await client.end();
+      await oneSession(target);
       const w = Math.floor((Date.now() - started) / (windowSecs * 1000));
       if (w < counts.length) counts[w]!++;
     }
