@@ -1,8 +1,9 @@
 /**
- * Who owns the other end of a loopback TCP connection, on Linux: the kernel lists every TCP socket with its owner's
- * uid in /proc/net/tcp and /proc/net/tcp6. The connecting client's socket is the row whose local address is the
- * peer's address and port and whose remote address is the listener's. Elsewhere the answer is "cannot tell" and the
- * per-tunnel secret is the guard.
+ * Who owns the other end of a loopback TCP connection, on Linux: the connecting client's socket is the one whose
+ * local address is the peer's address and port and whose remote address is the listener's. It is looked up by that
+ * four-tuple over netlink (peer-owner-netlink.ts) and, when that cannot answer, in the kernel's tables
+ * /proc/net/tcp and /proc/net/tcp6, which list every TCP socket with its owner's uid. Elsewhere the answer is
+ * "cannot tell" and the per-tunnel secret is the guard.
  */
 import { closeSync, openSync, readSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';

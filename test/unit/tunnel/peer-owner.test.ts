@@ -26,6 +26,11 @@ describe('the owner of a peer socket (/proc/net/tcp)', () => {
     expect(findSocketOwner(TCP6, { address: '::1', port: 40113 }, { address: '::1', port: 5430 })).toBe(1000);
   });
 
+  it("takes a closed client's row (no inode, printed as uid 0) for nobody's, not for root's", () => {
+    const closed = `header\n   0: 0100007F:9CB0 0100007F:1535 06 00000000:00000000 03:0000176F 00000000     0        0 0 3 000000005cfec69d\n`;
+    expect(findSocketOwner(closed, { address: '127.0.0.1', port: 40112 }, { address: '127.0.0.1', port: 5429 })).toBeUndefined();
+  });
+
   it('treats IPv4 and IPv4-mapped IPv6 as the same address', () => {
     expect(addressBytes('::ffff:127.0.0.1')).toEqual(addressBytes('127.0.0.1'));
     expect(addressBytes('not an address')).toBeUndefined();
