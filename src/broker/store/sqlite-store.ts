@@ -5,7 +5,7 @@ import type { Identity } from '../../api/identity.js';
 import { HoopError, UserError } from '../../lib/errors.js';
 import { InProcessSignalBus, type SignalBus } from './signal-bus.js';
 import { ChainGuard } from './chain-guard.js';
-import { claimStore, encodeJournalRecords, EventJournal, journalPathFor, type JournalEntry } from './event-journal.js';
+import { claimStore, EventJournal, journalPathFor, type JournalEntry } from './event-journal.js';
 import { journalUnwritable } from './store-errors.js';
 import type { AppendOptions, ExportLease, IdentityLock, LostSession, ReviewFilter, SessionFilter, SessionRow, Store, StoredEvent } from './store.js';
 import type { Review, ReviewStatus } from '../../api/review.js';
@@ -384,7 +384,7 @@ export class SqliteStore implements Store {
   #journalBatch(journal: EventJournal, batch: Pending[]): void {
     try {
       if (this.#ingestError !== undefined) this.#ingest();
-      journal.append(encodeJournalRecords(batch));
+      journal.appendEntries(batch);
     } catch (e) {
       const refusal = journalUnwritable(e);
       for (const p of batch) {

@@ -2,6 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { appendFileSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
 import Database from 'better-sqlite3';
 import { decodeJournalRecords, encodeJournalRecords, journalPathFor, type JournalEntry } from '../../../src/broker/store/event-journal.js';
 import { SqliteStore } from '../../../src/broker/store/sqlite-store.js';
@@ -41,6 +42,29 @@ describe('the event journal format', () => {
     expect(decoded.tornBytes).toBe(0);
     expect(decoded.entries).toEqual(entries);
     expect(verifyChain(decoded.entries.map((e) => e.event))).toEqual({ ok: true });
+  });
+
+  it('writes each record as its documented bytes: length, CRC-32, the fields as one JSON array, a newline, the data', () => {
+    // Plain fields (a recorder's own) and fields JSON must escape, numbers that are not integers, non-ASCII data.
+    const entries: JournalEntry[] = [
+      ...chained('ses_0b3c5e1a-8d8e-4f4e-9a1b-000000000001', { seq: 0, hash: GENESIS_HASH }, 2),
+      ...chained('audit "quoted" \\ ünï', { seq: 41, hash: GENESIS_HASH }, 2),
+      { event: { stream: 'ses_x', seq: 1, at: 1.5, type: 'type\nwith newline', data: {}, prevHash: 'not-hex ✓', hash: 'h' }, data: '{}' },
+    ];
+    const reference = Buffer.concat(entries.map(({ event: e, data }) => {
+      const payload = Buffer.from(`${JSON.stringify([e.stream, e.seq, e.at, e.type, e.prevHash, e.hash])}\n${data}`, 'utf8');
+      const head = Buffer.alloc(8);
+      head.writeUInt32LE(payload.length, 0);
+      head.writeUInt32LE(crc32(payload), 4);
+      return Buffer.concat([head, payload]);
+    }));
+    expect(encodeJournalRecords(entries).equals(reference)).toBe(true);
+    // Through a reused buffer, as the journal encodes its batches: the same bytes, whatever the buffer held before.
+    const scratch = Buffer.alloc(64 * 1024, 0xee);
+    expect(encodeJournalRecords(entries.slice(3), scratch).equals(encodeJournalRecords(entries.slice(3)))).toBe(true);
+    expect(encodeJournalRecords(entries, scratch).equals(reference)).toBe(true);
+    // A batch larger than the buffer gets one of its own.
+    expect(encodeJournalRecords(entries, Buffer.alloc(16)).equals(reference)).toBe(true);
   });
 
   it('stops at a record cut short anywhere, keeping every whole one before it', () => {
