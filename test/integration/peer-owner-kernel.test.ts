@@ -26,6 +26,15 @@ async function nobodysClient(): Promise<{ port: number; child: ChildProcess }> {
   return { port: Number(line.toString().trim()), child };
 }
 
+/** The server's end of the connection from `peerPort`, once accepted (it may be accepted after the client printed). */
+async function acceptedFrom(peerPort: number): Promise<Socket> {
+  for (;;) {
+    const found = accepted.find((s) => s.remotePort === peerPort);
+    if (found) return found;
+    await once(server, 'connection');
+  }
+}
+
 const ask = (peerPort: number, address = '127.0.0.1'): OwnerQuery => ({ peer: { address, port: peerPort }, local: { address, port } });
 
 beforeAll(async () => {
@@ -67,7 +76,7 @@ describe("the owner of a connection's other end, from the kernel", () => {
   it("does not take a client that already closed for root's: the kernel shows such a socket as uid 0, with no inode", async () => {
     // Root runs this suite, so a wrong "uid 0" here would let another user's bytes into root's tunnel.
     const theirs = await nobodysClient();
-    const end = once(accepted.at(-1)!, 'end');
+    const end = once(await acceptedFrom(theirs.port), 'end');
     theirs.child.stdin!.end();
     await Promise.all([once(theirs.child, 'exit'), end]);
     expect(await new NetlinkOwners().ask(ask(theirs.port))).toBeUndefined();
