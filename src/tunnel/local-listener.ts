@@ -2,7 +2,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { openTunnelSocket, spliceOverTunnel } from './tunnel-socket.js';
 import { HoopError, errorMessage, isHoopError } from '../lib/errors.js';
-import { CAN_CHECK_PEER_OWNER, peerSocketOwner } from './peer-owner.js';
+import { CAN_CHECK_PEER_OWNER, peerSocketOwner, prepareOwnerChecks } from './peer-owner.js';
 
 export interface LocalTunnelOptions {
   broker: string;
@@ -146,6 +146,7 @@ export async function startLocalTunnel(o: LocalTunnelOptions): Promise<LocalTunn
   // No Nagle: a relay passes on what it gets at once. With it, a reply that arrives as two messages (HTTP headers,
   // then the body) waited for the client's delayed ACK: 40 ms per request.
   const server: Server = createServer({ noDelay: true }, onConnection('tcp'));
+  if (o.ownerOnly && CAN_CHECK_PEER_OWNER && ownUid !== undefined) prepareOwnerChecks();
   await listen(server, (done) => server.listen(o.port ?? 0, host, done));
   const addr = server.address();
   port = typeof addr === 'object' && addr ? addr.port : 0;

@@ -90,12 +90,26 @@ export class NetlinkOwners {
   readonly #waiting = new Map<number, (uid: number | undefined) => void>();
   /** Questions asked before the helper said "ready". */
   #queued: string[] = [];
+  /** Told whether the helper answers, once it said "ready" or could not start. */
+  #settled: Array<(ready: boolean) => void> = [];
 
   constructor(private readonly perlPaths = PERL_PATHS) {}
 
   /** Whether the helper answers (false until it said so, and for good once it could not). */
   get ready(): boolean {
     return this.#state === 'ready';
+  }
+
+  /**
+   * Starts the helper ahead of the first check (Perl takes a few milliseconds to start, which the first connection
+   * would otherwise wait for). Resolves whether it answers.
+   */
+  start(): Promise<boolean> {
+    if (this.#state === 'ready' || this.#state === 'unavailable') return Promise.resolve(this.#state === 'ready');
+    return new Promise((resolve) => {
+      this.#settled.push(resolve);
+      this.#start();
+    });
   }
 
   ask(q: OwnerQuery): Promise<number | undefined> {
@@ -140,8 +154,9 @@ export class NetlinkOwners {
       if (this.#state === 'starting') {
         if (line !== 'ready') return this.#giveUp();
         this.#state = 'ready';
-        this.#child!.stdin.write(this.#queued.join(''));
+        if (this.#queued.length > 0) this.#child!.stdin.write(this.#queued.join(''));
         this.#queued = [];
+        for (const settle of this.#settled.splice(0)) settle(true);
         continue;
       }
       const [id, answer] = line.split(' ');
@@ -158,6 +173,7 @@ export class NetlinkOwners {
     if (this.#state === 'unavailable') return;
     this.#state = 'unavailable';
     this.#queued = [];
+    for (const settle of this.#settled.splice(0)) settle(false);
     for (const resolve of this.#waiting.values()) resolve(undefined);
     this.#waiting.clear();
     this.#child?.kill();

@@ -153,6 +153,11 @@ export async function peerSocketOwner(peer: Endpoint, local: Endpoint): Promise<
   return uid ?? (lookups ??= new OwnerLookups()).ask({ peer, local });
 }
 
+/** Starts the exact lookup's helper now, so the first connection does not wait for it (a listener's start calls it). */
+export function prepareOwnerChecks(): void {
+  void (exact ??= new NetlinkOwners()).start();
+}
+
 let exact: NetlinkOwners | undefined;
 let lookups: OwnerLookups | undefined;
 

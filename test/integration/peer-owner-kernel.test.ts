@@ -83,6 +83,15 @@ describe("the owner of a connection's other end, from the kernel", () => {
     expect(lookUpOwners([ask(theirs.port)])).toEqual([undefined]);
   });
 
+  it('starts its helper ahead of the first check when asked, and says whether it answers', async () => {
+    const netlink = new NetlinkOwners();
+    expect(netlink.ready).toBe(false);
+    expect(await netlink.start()).toBe(true);
+    expect(netlink.ready).toBe(true);
+    expect(await netlink.start()).toBe(true);
+    expect(await new NetlinkOwners(['/nonexistent/perl']).start()).toBe(false);
+  });
+
   it('answers "cannot say" without Perl, so the caller reads the table', async () => {
     const mine = tcpConnect(port, '127.0.0.1');
     await once(mine, 'connect');
