@@ -15,7 +15,7 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { existsSync } from 'node:fs';
-import { addressBytes, type OwnerQuery } from './socket-address.js';
+import { addressBytes, mappedIPv4, type OwnerQuery } from './socket-address.js';
 
 /**
  * The helper. A request is an nlmsghdr (SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, no dump) and an inet_diag_req_v2 for
@@ -69,13 +69,12 @@ export function netlinkQuestion(id: number, q: OwnerQuery): string | undefined {
   const peer = addressBytes(q.peer.address);
   const local = addressBytes(q.local.address);
   if (!peer || !local || !validPort(q.peer.port) || !validPort(q.local.port)) return undefined;
-  const v4 = (b: Buffer) => b.subarray(0, 12).equals(V4_MAPPED_PREFIX);
-  if (v4(peer) !== v4(local)) return undefined;
-  const [family, p, l] = v4(peer) ? [4, peer.subarray(12), local.subarray(12)] : [6, peer, local];
+  const [peer4, local4] = [mappedIPv4(peer), mappedIPv4(local)];
+  if (!peer4 !== !local4) return undefined;
+  const [family, p, l] = peer4 && local4 ? [4, peer4, local4] : [6, peer, local];
   return `${id} ${family} ${p.toString('hex')} ${q.peer.port} ${l.toString('hex')} ${q.local.port}\n`;
 }
 
-const V4_MAPPED_PREFIX = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
 const validPort = (port: number) => Number.isInteger(port) && port > 0 && port < 65536;
 
 /**

@@ -8,7 +8,7 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { endianness } from 'node:os';
-import { addressBytes, type Endpoint, type OwnerQuery } from './socket-address.js';
+import { addressBytes, mappedIPv4, type Endpoint, type OwnerQuery } from './socket-address.js';
 import { NetlinkOwners } from './peer-owner-netlink.js';
 
 export { addressBytes, type Endpoint, type OwnerQuery };
@@ -63,16 +63,15 @@ export function findSocketOwner(table: string, peer: Endpoint, local: Endpoint):
 export function procAddressText(address: string, port: number, family: 4 | 6, littleEndian = endianness() === 'LE'): string | undefined {
   const bytes = addressBytes(address);
   if (!bytes) return undefined;
-  let words = Buffer.from(bytes);
+  let words: Buffer = Buffer.from(bytes);
   if (family === 4) {
-    if (!words.subarray(0, 12).equals(V4_MAPPED_PREFIX)) return undefined;
-    words = words.subarray(12);
+    const v4 = mappedIPv4(words);
+    if (!v4) return undefined;
+    words = v4;
   }
   if (littleEndian) for (let i = 0; i < words.length; i += 4) words.subarray(i, i + 4).reverse();
   return `${words.toString('hex').toUpperCase()}:${port.toString(16).toUpperCase().padStart(4, '0')}`;
 }
-
-const V4_MAPPED_PREFIX = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
 
 /**
  * The text that starts the peer's row in a table (` local_address rem_address `): the peer's end as the socket's

@@ -37,3 +37,10 @@ export interface OwnerQuery {
   peer: Endpoint;
   local: Endpoint;
 }
+
+const V4_MAPPED_PREFIX = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+
+/** The 4 bytes of an IPv4 address in `addressBytes` form (IPv4-mapped), or undefined for an IPv6 one. */
+export function mappedIPv4(bytes: Buffer): Buffer | undefined {
+  return bytes.subarray(0, 12).equals(V4_MAPPED_PREFIX) ? bytes.subarray(12) : undefined;
+}
