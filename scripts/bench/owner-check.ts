@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { NetlinkOwners } from '../../src/tunnel/peer-owner-netlink.js';
 import { lookUpOwners, type OwnerQuery } from '../../src/tunnel/peer-owner.js';
+import { cpuSeconds } from './processes.js';
 
 const closed = Number(process.argv[2] ?? 0);
 const LIVE = 200;
@@ -44,12 +45,7 @@ const own = process.getuid!();
 const netlink = new NetlinkOwners();
 if ((await netlink.ask(queries[0]!)) !== own) throw new Error('the netlink helper did not answer (no Perl or no sock_diag here)');
 const helper = Number(execFileSync('pgrep', ['-P', String(process.pid), 'perl']).toString().trim());
-const helperMs = () => {
-  const stat = readFileSync(`/proc/${helper}/stat`, 'utf8');
-  // utime and stime (fields 14 and 15), in clock ticks of 10 ms.
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) * 10;
-};
+const helperMs = () => cpuSeconds(helper) * 1000;
 
 const ROUNDS = 10;
 const helperFrom = helperMs();

@@ -79,6 +79,7 @@ function recordHead(e: StoredEvent): string {
   }
   return JSON.stringify([e.stream, e.seq, e.at, e.type, e.prevHash, e.hash]);
 }
+
 /** The journal's reusable encoding buffer: a batch of a busy broker's turn fits (larger ones get a buffer of their own). */
 const SCRATCH_BYTES = 64 * 1024;
 
